@@ -1,0 +1,120 @@
+# vmckpt - see README.md.  `make check` installs its own dependencies.
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+BINDIR    = $(PREFIX)/bin
+LIBDIR    = $(PREFIX)/lib
+INCDIR    = $(PREFIX)/include
+MANDIR    = $(PREFIX)/share/man
+PCDIR     = $(LIBDIR)/pkgconfig
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-missing-field-initializers
+CPPFLAGS += -D_GNU_SOURCE -Ilib -Iformat
+ALLCFLAGS = -std=gnu11 $(WARN) -fPIC -pthread $(CFLAGS)
+LIBS      = -lsodium -lzstd -ljansson -pthread
+
+B         = build
+LIB_SRC   = format/wire.c lib/util.c lib/keys.c lib/header.c lib/chunk.c \
+            lib/record.c lib/image.c lib/outfile.c
+LIB_OBJ   = $(LIB_SRC:%.c=$(B)/%.o)
+CLI_OBJ   = $(B)/cmd/cli.o
+TOOLS     = vmimage
+TOOL_BIN  = $(TOOLS:%=$(B)/%)
+SOVER     = 0
+
+all: $(B)/libvmckpt.a $(B)/libvmckpt.so.$(SOVER) $(TOOL_BIN) $(B)/vmckpt.pc
+
+$(B)/%.o: %.c lib/vmckpt.h lib/internal.h format/vmckpt_wire.h cmd/cli.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -c $< -o $@
+
+$(B)/libvmckpt.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/libvmckpt.so.$(SOVER): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libvmckpt.so.$(SOVER) -o $@ $^ $(LIBS)
+
+$(B)/vmimage: $(B)/cmd/vmimage.o $(CLI_OBJ) $(B)/libvmckpt.a
+	$(CC) $(ALLCFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/vmckpt.pc: vmckpt.pc.in Makefile
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCDIR@|$(INCDIR)|' \
+	    -e 's|@VERSION@|$(shell sed -n 's/.*VMC_TOOL_VERSION "\(.*\)"/\1/p' lib/vmckpt.h)|' \
+	    $< > $@
+
+# ---- tests --------------------------------------------------------------
+UNIT      = $(B)/tests/unit
+FUZZ_REPLAY = $(B)/tests/fuzz_replay
+
+$(UNIT): tests/unit/unit.c $(B)/libvmckpt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -o $@ $^ $(LIBS)
+
+$(FUZZ_REPLAY): tests/fuzz/fuzz_stream.c tests/fuzz/replay.c $(B)/libvmckpt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -o $@ $^ $(LIBS)
+
+# ASan+UBSan build of the library, the unit tests and the fuzz replayer.
+SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=all
+$(B)/asan/unit: tests/unit/unit.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -std=gnu11 $(WARN) -pthread $(SAN_FLAGS) -o $@ $^ $(LIBS)
+$(B)/asan/fuzz_replay: tests/fuzz/fuzz_stream.c tests/fuzz/replay.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -std=gnu11 $(WARN) -pthread $(SAN_FLAGS) -o $@ $^ $(LIBS)
+
+# libFuzzer target (clang); `make fuzz FUZZ_TIME=60` runs it.
+FUZZ_TIME ?= 60
+$(B)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) -std=gnu11 -g -O1 -pthread \
+	    -fsanitize=fuzzer,address,undefined -o $@ $^ $(LIBS)
+fuzz: $(B)/fuzz/fuzz_stream
+	mkdir -p $(B)/fuzz/new
+	$< -max_total_time=$(FUZZ_TIME) $(B)/fuzz/new tests/fuzz/corpus
+
+deps:
+	tests/deps.sh
+
+test-bins: all $(UNIT) $(FUZZ_REPLAY) $(B)/asan/unit $(B)/asan/fuzz_replay
+
+# The test command of README.md: installs what it needs, builds, runs all.
+check: deps
+	$(MAKE) test-bins
+	tests/run.sh
+
+check-fast: test-bins
+	VMC_FAST=1 tests/run.sh
+
+bench: deps
+	$(MAKE) all $(B)/tests/gendata
+	tests/bench/bench.sh
+
+$(B)/tests/gendata: tests/bench/gendata.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) -O2 -o $@ $<
+
+demo: deps
+	$(MAKE) all
+	tests/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) \
+	    $(DESTDIR)$(PCDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	install -m 0755 $(TOOL_BIN) $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(B)/libvmckpt.a $(DESTDIR)$(LIBDIR)/
+	install -m 0755 $(B)/libvmckpt.so.$(SOVER) $(DESTDIR)$(LIBDIR)/
+	ln -sf libvmckpt.so.$(SOVER) $(DESTDIR)$(LIBDIR)/libvmckpt.so
+	install -m 0644 lib/vmckpt.h $(DESTDIR)$(INCDIR)/vmckpt.h
+	install -m 0644 $(B)/vmckpt.pc $(DESTDIR)$(PCDIR)/vmckpt.pc
+	install -m 0644 man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 man/*.5 $(DESTDIR)$(MANDIR)/man5/
+
+clean:
+	rm -rf $(B)
+
+.PHONY: all check check-fast test-bins bench demo deps install clean fuzz

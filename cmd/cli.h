@@ -1,0 +1,57 @@
+/* cli.h - shared command-line plumbing: option tables, messages,
+ * passphrases, progress.  Only cmd/ uses this; lib/ never prints. */
+#ifndef VMC_CLI_H
+#define VMC_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../lib/vmckpt.h"
+
+extern const char *cli_prog;       /* "vmimage" */
+extern int cli_quiet;
+
+/* One option, declared once; help and getopt tables are generated. */
+struct cli_opt {
+    const char *lng;
+    int shrt;                      /* 0 if none */
+    const char *arg;               /* argument name, NULL if none */
+    unsigned mask;                 /* commands it applies to */
+    const char *help;
+};
+
+/* Parses argv for the commands in mask; calls fn(short-or-index, optarg).
+ * Index for long-only options is 1000 + table index.  Returns optind. */
+int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
+              void (*fn)(int id, const char *arg, void *u), void *u);
+void cli_print_options(FILE *f, const struct cli_opt *tab, unsigned mask);
+
+void cli_err(const char *obj, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Prints "prog: obj: <ctx message>" and clears ctx. */
+void cli_ctx_err(const char *obj, struct vmc_ctx *ctx);
+
+/* Passphrases, into sodium memory (caller sodium_free()s). */
+int cli_pass_tty(const char *prompt, int confirm, char **pass, size_t *len);
+int cli_pass_file(const char *path, char **pass, size_t *len);
+int cli_pass_fd(int fd, char **pass, size_t *len);
+int cli_have_tty(void);
+
+/* Progress on stderr when it is a tty and not quiet, <= 6 redraws/s. */
+struct cli_progress {
+    int on;
+    const char *what;
+    uint64_t total;                /* 0 if unknown */
+    uint64_t start, last;
+};
+void cli_progress_init(struct cli_progress *p, const char *what, uint64_t total);
+int cli_progress_cb(void *arg, uint64_t bytes);
+void cli_progress_done(struct cli_progress *p);
+
+void cli_human(char *buf, size_t cap, double bytes);
+/* Installs SIGINT/SIGTERM/SIGHUP/SIGPIPE handling that removes .partial
+ * files and exits 1. */
+void cli_signals_unlink_and_exit(void);
+int cli_parse_uint(const char *s, unsigned long long max, unsigned long long *v);
+
+#endif

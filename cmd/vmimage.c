@@ -1,0 +1,908 @@
+/* vmimage - inspect, verify, seal, unseal and rekey vmckpt images. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "../format/vmckpt_wire.h"
+#include "cli.h"
+
+enum {
+    C_KEYGEN = 1u << 0, C_INFO = 1u << 1, C_VERIFY = 1u << 2, C_SEAL = 1u << 3,
+    C_UNSEAL = 1u << 4, C_REKEY = 1u << 5, C_ALL = 0x3f,
+    C_OPEN = C_INFO | C_VERIFY | C_UNSEAL | C_REKEY,
+};
+
+enum {
+    O_SYMMETRIC = 1000, O_PASSFILE, O_PASSFD, O_KDFOPS, O_KDFMEM, O_LABEL,
+    O_NAME, O_CHUNK, O_JSON, O_ADDPASS, O_NEWPASSFILE, O_NEWPASSFD, O_ADDKEY,
+    O_RMPASS, O_RMID, O_RMSLOT,
+};
+
+/* Long-only options are identified by their table index + 1000, so keep
+ * their order in step with the enum above. */
+static const struct cli_opt opts[] = {
+    { "symmetric", 0, NULL, C_KEYGEN, "keygen: a raw 256-bit key file" },
+    { "passphrase-file", 0, "FILE", C_OPEN | C_SEAL,
+      "read the passphrase from the first line of FILE" },
+    { "passphrase-fd", 0, "N", C_OPEN | C_SEAL, "read the passphrase from fd N" },
+    { "kdf-ops", 0, "N", C_SEAL | C_REKEY,
+      "Argon2id passes for new passphrase slots (default 3, max 16)" },
+    { "kdf-mem", 0, "MIB", C_SEAL | C_REKEY,
+      "Argon2id memory for new passphrase slots (default 256, 8..1024)" },
+    { "label", 0, "TEXT", C_SEAL, "public label, readable without a key" },
+    { "name", 0, "NAME", C_SEAL, "domain name recorded in IMAGE_INFO" },
+    { "chunk-size", 0, "BYTES", C_SEAL,
+      "plaintext bytes per chunk (power of 2, 64K..16M; default 2M)" },
+    { "json", 0, NULL, C_INFO | C_VERIFY, "print a JSON summary" },
+    { "add-passphrase", 0, NULL, C_REKEY, "add a passphrase slot" },
+    { "new-passphrase-file", 0, "FILE", C_REKEY,
+      "the added passphrase, from the first line of FILE" },
+    { "new-passphrase-fd", 0, "N", C_REKEY, "the added passphrase, from fd N" },
+    { "add-key-file", 0, "FILE", C_REKEY, "add a raw key file slot" },
+    { "remove-passphrase", 0, NULL, C_REKEY, "remove every passphrase slot" },
+    { "remove-identity", 0, "FILE", C_REKEY,
+      "remove the slots that FILE's identities or keys open" },
+    { "remove-slot", 0, "N", C_REKEY, "remove slot N (see info)" },
+    { "recipient", 'r', "PUBKEY", C_SEAL | C_REKEY,
+      "seal to (rekey: add) an X25519 recipient vmc1..." },
+    { "recipients-file", 'R', "FILE", C_SEAL | C_REKEY,
+      "seal to (rekey: add) every recipient in FILE" },
+    { "identity", 'i', "FILE", C_OPEN, "open with an identity or raw key file" },
+    { "key-file", 'k', "FILE", C_OPEN | C_SEAL,
+      "raw 256-bit key file (seal: add a slot; open: use it)" },
+    { "passphrase", 'P', NULL, C_OPEN | C_SEAL,
+      "ask for a passphrase on the terminal" },
+    { "output", 'o', "FILE", C_KEYGEN | C_SEAL | C_UNSEAL | C_REKEY,
+      "write to FILE (via FILE.partial) instead of stdout" },
+    { "level", 'l', "N", C_SEAL, "zstd level 1..19 (default 1)" },
+    { "threads", 'T', "N", C_SEAL | C_OPEN, "worker threads (default: CPUs)" },
+    { "quiet", 'q', NULL, C_ALL, "no progress, no summary" },
+    { "print-recipient", 'y', NULL, C_KEYGEN,
+      "print the recipient of an identity file" },
+    { "help", 'h', NULL, C_ALL, "show this help" },
+    { "version", 'V', NULL, C_ALL, "show the version" },
+    { NULL, 0, NULL, 0, NULL },
+};
+
+struct args {
+    unsigned cmd;
+    struct vmc_ctx *ctx;
+    struct vmc_keys *open;        /* keys that open an image */
+    struct vmc_keys *seal;        /* keys to seal to / add */
+    int ask_pass;                 /* -P */
+    const char *pass_file;
+    int pass_fd;
+    int add_pass;
+    const char *new_pass_file;
+    int new_pass_fd;
+    unsigned kdf_ops, kdf_mem_kib;
+    const char *label, *name, *output;
+    unsigned chunk, level, threads;
+    int json, symmetric, print_recipient;
+    int rm_pass;
+    const char *rm_id[16];
+    int nrm_id;
+    int rm_slot[32];
+    int nrm_slot;
+    int usage_error;
+    char usage_msg[160];
+};
+
+static const struct {
+    const char *name;
+    unsigned cmd;
+    const char *synopsis;
+} cmds[] = {
+    { "keygen", C_KEYGEN, "keygen [--symmetric] [-o FILE] | keygen -y [FILE]" },
+    { "info", C_INFO, "info [-i FILE|-k FILE|-P] [--json] IMAGE|-" },
+    { "verify", C_VERIFY, "verify [-i FILE|-k FILE|-P] [-q] [--json] IMAGE|-" },
+    { "seal", C_SEAL,
+      "seal (-r PUB|-R FILE|-k FILE|-P)... [-l N] [--label T] [--name N] "
+      "[-o OUT] [IN|-]" },
+    { "unseal", C_UNSEAL, "unseal [-i FILE|-k FILE|-P] [-o OUT] IMAGE|-" },
+    { "rekey", C_REKEY,
+      "rekey [-i FILE|-k FILE|-P] [-r PUB|--add-passphrase|--add-key-file F|"
+      "--remove-...]... [-o OUT] IMAGE" },
+};
+
+static void synopsis(FILE *f, unsigned mask)
+{
+    fprintf(f, "usage:");
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (cmds[i].cmd & mask)
+            fprintf(f, "\t%s %s\n", cli_prog, cmds[i].synopsis);
+}
+
+static int usage(unsigned mask, const char *why)
+{
+    if (why)
+        cli_err(NULL, "%s", why);
+    synopsis(stderr, mask);
+    return 2;
+}
+
+static void help(unsigned mask)
+{
+    printf("vmimage %s - inspect, verify, seal, unseal and rekey vmckpt "
+           "images\n\n", VMC_TOOL_VERSION);
+    synopsis(stdout, mask);
+    printf("\noptions:\n");
+    cli_print_options(stdout, opts, mask);
+    printf("\nExit status: 0 success, 1 failure, 2 usage error.  "
+           "See vmimage(1), vmckpt(5).\n");
+}
+
+static void bad(struct args *a, const char *fmt, const char *x)
+{
+    if (!a->usage_error)
+        snprintf(a->usage_msg, sizeof(a->usage_msg), fmt, x ? x : "");
+    a->usage_error = 1;
+}
+
+static int key_err(struct args *a, int rc)
+{
+    if (rc < 0 && !a->usage_error) {
+        cli_ctx_err(NULL, a->ctx);
+        exit(1);
+    }
+    return rc;
+}
+
+static void on_opt(int id, const char *arg, void *u)
+{
+    struct args *a = u;
+    unsigned long long v;
+
+    switch (id) {
+    case '?':
+    case ':':
+        bad(a, "unknown option or missing argument: %s", arg);
+        break;
+    case 'h':
+        help(a->cmd);
+        exit(0);
+    case 'V':
+        printf("vmimage %s\n", VMC_TOOL_VERSION);
+        exit(0);
+    case 'q': cli_quiet = 1; break;
+    case 'y': a->print_recipient = 1; break;
+    case 'o': a->output = arg; break;
+    case 'P': a->ask_pass = 1; break;
+    case 'r': key_err(a, vmc_keys_add_recipient(a->ctx, a->seal, arg)); break;
+    case 'R': key_err(a, vmc_keys_add_recipients_file(a->ctx, a->seal, arg)); break;
+    case 'i': key_err(a, vmc_keys_add_identity_file(a->ctx, a->open, arg)); break;
+    case 'k':
+        key_err(a, vmc_keys_add_keyfile(a->ctx,
+                                        a->cmd == C_SEAL ? a->seal : a->open,
+                                        arg));
+        break;
+    case 'l':
+        if (cli_parse_uint(arg, 19, &v) || v < 1)
+            bad(a, "bad --level '%s' (1..19)", arg);
+        a->level = (unsigned)v;
+        break;
+    case 'T':
+        if (cli_parse_uint(arg, 64, &v) || v < 1)
+            bad(a, "bad --threads '%s' (1..64)", arg);
+        a->threads = (unsigned)v;
+        break;
+    case O_SYMMETRIC: a->symmetric = 1; break;
+    case O_PASSFILE: a->pass_file = arg; break;
+    case O_PASSFD:
+        if (cli_parse_uint(arg, 1 << 20, &v))
+            bad(a, "bad --passphrase-fd '%s'", arg);
+        a->pass_fd = (int)v;
+        break;
+    case O_KDFOPS:
+        if (cli_parse_uint(arg, VMC_ARGON2_OPS_MAX, &v) || v < VMC_ARGON2_OPS_MIN)
+            bad(a, "bad --kdf-ops '%s' (1..16)", arg);
+        a->kdf_ops = (unsigned)v;
+        break;
+    case O_KDFMEM:
+        if (cli_parse_uint(arg, 1024, &v) || v < 8)
+            bad(a, "bad --kdf-mem '%s' (8..1024 MiB)", arg);
+        a->kdf_mem_kib = (unsigned)v * 1024;
+        break;
+    case O_LABEL: a->label = arg; break;
+    case O_NAME: a->name = arg; break;
+    case O_CHUNK:
+        if (cli_parse_uint(arg, VMC_CHUNK_MAX, &v) || v < VMC_CHUNK_MIN ||
+            (v & (v - 1)))
+            bad(a, "bad --chunk-size '%s' (power of 2, 65536..16777216)", arg);
+        a->chunk = (unsigned)v;
+        break;
+    case O_JSON: a->json = 1; break;
+    case O_ADDPASS: a->add_pass = 1; break;
+    case O_NEWPASSFILE: a->new_pass_file = arg; a->add_pass = 1; break;
+    case O_NEWPASSFD:
+        if (cli_parse_uint(arg, 1 << 20, &v))
+            bad(a, "bad --new-passphrase-fd '%s'", arg);
+        a->new_pass_fd = (int)v;
+        a->add_pass = 1;
+        break;
+    case O_ADDKEY: key_err(a, vmc_keys_add_keyfile(a->ctx, a->seal, arg)); break;
+    case O_RMPASS: a->rm_pass = 1; break;
+    case O_RMID:
+        if (a->nrm_id < 16)
+            a->rm_id[a->nrm_id++] = arg;
+        break;
+    case O_RMSLOT:
+        if (cli_parse_uint(arg, VMC_MAX_SLOTS - 1, &v) || a->nrm_slot >= 32)
+            bad(a, "bad --remove-slot '%s'", arg);
+        else
+            a->rm_slot[a->nrm_slot++] = (int)v;
+        break;
+    }
+}
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static int open_input(const char *path)
+{
+    int fd;
+
+    if (!strcmp(path, "-"))
+        return 0;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        cli_err(path, "%s", strerror(errno));
+    return fd;
+}
+
+static uint64_t input_size(int fd)
+{
+    struct stat st;
+
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
+}
+
+/* Adds the passphrase the options ask for to keys. */
+static int get_pass(struct args *a, struct vmc_keys *keys, int confirm,
+                    const char *file, int fd, int ask, const char *prompt)
+{
+    char *p = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (file)
+        rc = cli_pass_file(file, &p, &len);
+    else if (fd >= 0)
+        rc = cli_pass_fd(fd, &p, &len);
+    else if (ask)
+        rc = cli_pass_tty(prompt, confirm, &p, &len);
+    else
+        return 0;
+    if (rc < 0)
+        return -1;
+    rc = vmc_keys_add_passphrase(a->ctx, keys, p, len);
+    sodium_free(p);
+    if (rc < 0) {
+        cli_ctx_err(NULL, a->ctx);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads and unlocks the header of image `obj` on fd. */
+static int open_header(struct args *a, const char *obj, int fd, int need_key,
+                       struct vmc_header **hp)
+{
+    struct vmc_header_info hi;
+    int rc;
+
+    *hp = NULL;
+    if (vmc_header_read(a->ctx, fd, hp) < 0) {
+        cli_ctx_err(obj, a->ctx);
+        return -1;
+    }
+    if (!need_key && vmc_keys_count(a->open) == 0 && !a->ask_pass && !a->pass_file &&
+        a->pass_fd < 0)
+        return 0;
+    if (get_pass(a, a->open, 0, a->pass_file, a->pass_fd, a->ask_pass,
+                 "Passphrase: ") < 0)
+        goto fail;
+    vmc_header_get_info(*hp, &hi);
+    if (vmc_keys_count(a->open) == 0) {
+        int has_pass = 0;
+        for (int i = 0; i < hi.nslots; i++)
+            has_pass |= hi.slots[i].type == VMC_SLOT_ARGON2ID;
+        if (has_pass && cli_have_tty() &&
+            get_pass(a, a->open, 0, NULL, -1, 1, "Passphrase: ") < 0)
+            goto fail;
+    }
+    rc = vmc_header_unlock(a->ctx, *hp, a->open);
+    if (rc < 0) {
+        cli_ctx_err(obj, a->ctx);
+        goto fail;
+    }
+    return 0;
+fail:
+    vmc_header_free(*hp);
+    *hp = NULL;
+    return -1;
+}
+
+static const char *slot_name(int t)
+{
+    switch (t) {
+    case VMC_SLOT_X25519: return "x25519";
+    case VMC_SLOT_ARGON2ID: return "argon2id";
+    case VMC_SLOT_RAWKEY: return "rawkey";
+    case VMC_SLOT_SESSION: return "session";
+    }
+    return "unknown";
+}
+
+static const char *backend_name(int b)
+{
+    switch (b) {
+    case VMC_BACKEND_NONE: return "none";
+    case VMC_BACKEND_XEN: return "xen";
+    case VMC_BACKEND_QEMU: return "qemu";
+    }
+    return "unknown";
+}
+
+static const char *sfmt_name(int s)
+{
+    switch (s) {
+    case VMC_SFMT_OPAQUE: return "opaque";
+    case VMC_SFMT_LIBXL: return "libxl-v2";
+    case VMC_SFMT_QEMU: return "qemu";
+    case VMC_SFMT_XL_SAVE: return "xl-save";
+    }
+    return "unknown";
+}
+
+static void hex(char *out, const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+static void uuid_str(char out[37], const uint8_t u[16])
+{
+    snprintf(out, 37,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10],
+             u[11], u[12], u[13], u[14], u[15]);
+}
+
+static json_t *header_json(const struct vmc_header_info *hi)
+{
+    json_t *o = json_object(), *slots = json_array();
+    char sid[33];
+
+    hex(sid, hi->stream_id, 16);
+    json_object_set_new(o, "version", json_integer(hi->version));
+    json_object_set_new(o, "verified", json_boolean(hi->unlocked));
+    json_object_set_new(o, "aead", json_string(
+        hi->aead == VMC_AEAD_CHACHA20POLY1305 ? "chacha20-poly1305" : "?"));
+    json_object_set_new(o, "compression", json_string(
+        hi->compression == VMC_COMP_ZSTD ? "zstd" : "?"));
+    json_object_set_new(o, "chunk_size", json_integer(hi->chunk_size));
+    json_object_set_new(o, "header_len", json_integer(hi->header_len));
+    json_object_set_new(o, "stream_id", json_string(sid));
+    json_object_set_new(o, "label", json_string(hi->label));
+    for (int i = 0; i < hi->nslots; i++) {
+        json_t *s = json_object();
+        json_object_set_new(s, "type", json_string(slot_name(hi->slots[i].type)));
+        if (hi->slots[i].type == VMC_SLOT_ARGON2ID) {
+            json_object_set_new(s, "kdf_ops", json_integer(hi->slots[i].kdf_ops));
+            json_object_set_new(s, "kdf_mem_kib",
+                                json_integer(hi->slots[i].kdf_mem_kib));
+        }
+        json_object_set_new(s, "opened", json_boolean(hi->opened_by == i));
+        json_array_append_new(slots, s);
+    }
+    json_object_set_new(o, "slots", slots);
+    return o;
+}
+
+static json_t *summary_json(const struct vmc_summary *s)
+{
+    json_t *o = json_object(), *m = json_object(), *t = json_object();
+    char u[37];
+
+    uuid_str(u, s->meta.uuid);
+    json_object_set_new(m, "name", json_string(s->meta.name));
+    json_object_set_new(m, "uuid", json_string(u));
+    json_object_set_new(m, "memory_kib", json_integer((json_int_t)s->meta.memory_kib));
+    json_object_set_new(m, "vcpus", json_integer(s->meta.vcpus));
+    json_object_set_new(m, "backend", json_string(backend_name(s->meta.backend)));
+    json_object_set_new(m, "stream_format",
+                        json_string(sfmt_name(s->meta.stream_format)));
+    json_object_set_new(m, "time", json_integer(s->meta.time_unix));
+    json_object_set_new(m, "host", json_string(s->meta.host));
+    json_object_set_new(m, "backend_version", json_string(s->meta.backend_version));
+    json_object_set_new(m, "tool_version", json_string(s->meta.tool_version));
+    json_object_set_new(m, "guest_type", json_string(s->meta.guest_type));
+    json_object_set_new(m, "live", json_boolean(s->meta.flags & VMC_IIF_LIVE));
+    json_object_set_new(m, "checkpoint",
+                        json_boolean(s->meta.flags & VMC_IIF_CHECKPOINT));
+    json_object_set_new(o, "image_info", m);
+    for (int i = 0; i < s->ntypes; i++) {
+        json_t *r = json_object();
+        const char *n = vmc_record_name(s->types[i].type);
+        char nb[16];
+        if (!n) {
+            snprintf(nb, sizeof(nb), "0x%08x", s->types[i].type);
+            n = nb;
+        }
+        json_object_set_new(r, "count", json_integer((json_int_t)s->types[i].count));
+        json_object_set_new(r, "bytes", json_integer((json_int_t)s->types[i].bytes));
+        json_object_set_new(t, n, r);
+    }
+    json_object_set_new(o, "records", t);
+    json_object_set_new(o, "backend_bytes",
+                        json_integer((json_int_t)s->end.backend_bytes));
+    json_object_set_new(o, "stream_bytes",
+                        json_integer((json_int_t)s->stats.stream_bytes));
+    json_object_set_new(o, "chunks", json_integer((json_int_t)s->stats.chunks));
+    json_object_set_new(o, "total_time_ns",
+                        json_integer((json_int_t)s->end.total_time_ns));
+    json_object_set_new(o, "downtime_ns",
+                        json_integer((json_int_t)s->end.downtime_ns));
+    return o;
+}
+
+static void print_header(const struct vmc_header_info *hi)
+{
+    printf("format:      vmckpt stream version %u (%s)\n", hi->version,
+           hi->unlocked ? "header authenticated" : "header unverified: no key");
+    printf("algorithms:  %s, %s, chunks of %u bytes\n",
+           hi->aead == VMC_AEAD_CHACHA20POLY1305 ? "chacha20-poly1305" : "?",
+           hi->compression == VMC_COMP_ZSTD ? "zstd" : "?", hi->chunk_size);
+    if (hi->label[0])
+        printf("label:       %s\n", hi->label);
+    for (int i = 0; i < hi->nslots; i++) {
+        printf("slot %d:      %s", i, slot_name(hi->slots[i].type));
+        if (hi->slots[i].type == VMC_SLOT_ARGON2ID)
+            printf(" (t=%u, m=%u MiB)", hi->slots[i].kdf_ops,
+                   hi->slots[i].kdf_mem_kib / 1024);
+        if (hi->opened_by == i)
+            printf("  <- opened");
+        printf("\n");
+    }
+}
+
+static void print_summary(const struct vmc_summary *s)
+{
+    char u[37], when[64], mem[32], b[32];
+    time_t t = (time_t)s->meta.time_unix;
+    struct tm tm;
+
+    uuid_str(u, s->meta.uuid);
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    cli_human(mem, sizeof(mem), (double)s->meta.memory_kib * 1024);
+    printf("domain:      %s  uuid %s\n", s->meta.name, u);
+    printf("guest:       %s, %u vCPUs%s%s\n", mem, s->meta.vcpus,
+           s->meta.guest_type[0] ? ", " : "", s->meta.guest_type);
+    printf("backend:     %s %s, stream %s\n", backend_name(s->meta.backend),
+           s->meta.backend_version, sfmt_name(s->meta.stream_format));
+    printf("saved:       %s on %s by vmckpt %s%s%s\n", when, s->meta.host,
+           s->meta.tool_version,
+           s->meta.flags & VMC_IIF_LIVE ? ", live" : "",
+           s->meta.flags & VMC_IIF_CHECKPOINT ? ", checkpoint" : "");
+    printf("records:\n");
+    for (int i = 0; i < s->ntypes; i++) {
+        const char *n = vmc_record_name(s->types[i].type);
+        char nb[16];
+        if (!n) {
+            snprintf(nb, sizeof(nb), "0x%08x", s->types[i].type);
+            n = nb;
+        }
+        cli_human(b, sizeof(b), (double)s->types[i].bytes);
+        printf("  %-16s %8llu  %s\n", n, (unsigned long long)s->types[i].count, b);
+    }
+    cli_human(b, sizeof(b), (double)s->stats.stream_bytes);
+    printf("image:       %s in %llu chunks (%.1f%% of the backend stream)\n", b,
+           (unsigned long long)s->stats.chunks,
+           s->end.backend_bytes ? 100.0 * (double)s->stats.stream_bytes /
+                                      (double)s->end.backend_bytes : 0.0);
+    if (s->end.total_time_ns || s->end.downtime_ns)
+        printf("save:        total %.3f s, downtime %.3f s\n",
+               (double)s->end.total_time_ns / 1e9,
+               (double)s->end.downtime_ns / 1e9);
+}
+
+/* ---- commands --------------------------------------------------------- */
+
+static int cmd_keygen(struct args *a, int argc, char **argv)
+{
+    char pub[VMC_RECIPIENT_STRLEN];
+    const char *out = a->output ? a->output : "-";
+
+    if (a->print_recipient) {
+        const char *in = argc > 0 ? argv[0] : "-";
+        if (argc > 1)
+            return usage(C_KEYGEN, "too many arguments");
+        if (vmc_identity_recipient(a->ctx, in, pub) < 0) {
+            cli_ctx_err(NULL, a->ctx);
+            return 1;
+        }
+        printf("%s\n", pub);
+        return 0;
+    }
+    if (argc > 0)
+        return usage(C_KEYGEN, "keygen takes no operands (use -o FILE)");
+    if (vmc_keygen(a->ctx, out, a->symmetric, pub) < 0) {
+        cli_ctx_err(NULL, a->ctx);
+        return 1;
+    }
+    if (strcmp(out, "-") && !a->symmetric)
+        printf("%s\n", pub);
+    else if (strcmp(out, "-") && !cli_quiet)
+        fprintf(stderr, "%s: wrote raw key to %s\n", cli_prog, out);
+    return 0;
+}
+
+static int cmd_info_verify(struct args *a, int argc, char **argv)
+{
+    const char *path, *obj;
+    struct vmc_header *h = NULL;
+    struct vmc_header_info hi;
+    struct vmc_reader *r = NULL;
+    struct vmc_summary sum;
+    struct cli_progress pr;
+    int fd, rc = 1, verify = a->cmd == C_VERIFY;
+    json_t *j = NULL;
+
+    if (argc != 1)
+        return usage(a->cmd, argc ? "too many arguments" : "missing IMAGE");
+    path = argv[0];
+    obj = strcmp(path, "-") ? path : "stdin";
+    if ((fd = open_input(path)) < 0)
+        return 1;
+    if (open_header(a, obj, fd, verify, &h) < 0)
+        goto out;
+    vmc_header_get_info(h, &hi);
+    if (a->json) {
+        j = json_object();
+        json_object_set_new(j, "image", json_string(obj));
+        json_object_set_new(j, "header", header_json(&hi));
+    } else if (!verify) {
+        print_header(&hi);
+    }
+    if (!hi.unlocked) {
+        if (!a->json)
+            printf("payload:     sealed; give -i, -k or -P to read the "
+                   "metadata\n");
+        rc = 0;
+        goto out;
+    }
+    if (vmc_reader_new(a->ctx, fd, h, (int)a->threads, 1, &r) < 0) {
+        h = NULL;
+        cli_ctx_err(obj, a->ctx);
+        goto out;
+    }
+    h = NULL;
+    cli_progress_init(&pr, verify ? "verifying" : "reading",
+                      input_size(fd));
+    rc = vmc_reader_drain(r, -1, cli_progress_cb, &pr, &sum);
+    cli_progress_done(&pr);
+    if (rc < 0) {
+        if (a->json) {
+            json_object_set_new(j, "ok", json_false());
+            json_object_set_new(j, "error", json_string(vmc_ctx_error(a->ctx)));
+            json_dumpf(j, stdout, JSON_INDENT(2));
+            printf("\n");
+        }
+        cli_ctx_err(obj, a->ctx);
+        rc = 1;
+        goto out;
+    }
+    rc = 0;
+    if (a->json) {
+        json_object_set_new(j, "ok", json_true());
+        json_object_set_new(j, "summary", summary_json(&sum));
+    } else if (!verify) {
+        print_summary(&sum);
+    } else if (!cli_quiet) {
+        printf("%s: OK (%llu records, %llu backend bytes, %llu chunks)\n", obj,
+               (unsigned long long)sum.end.records + 1,
+               (unsigned long long)sum.end.backend_bytes,
+               (unsigned long long)sum.stats.chunks);
+    }
+out:
+    if (j && rc == 0) {
+        json_dumpf(j, stdout, JSON_INDENT(2));
+        printf("\n");
+    }
+    json_decref(j);
+    vmc_reader_free(r);
+    vmc_header_free(h);
+    if (fd > 0)
+        close(fd);
+    return rc;
+}
+
+static int prepare_seal_keys(struct args *a)
+{
+    if (get_pass(a, a->seal, 1, a->pass_file, a->pass_fd, a->ask_pass,
+                 "Passphrase for the new image: ") < 0)
+        return -1;
+    vmc_keys_set_kdf(a->seal, a->kdf_ops, a->kdf_mem_kib);
+    if (!vmc_keys_can_seal(a->seal)) {
+        usage(C_SEAL, "no key to seal to: give -r, -R, -k or -P");
+        return -2;
+    }
+    return 0;
+}
+
+static int cmd_seal(struct args *a, int argc, char **argv)
+{
+    const char *in = argc ? argv[0] : "-";
+    const char *out = a->output ? a->output : "-";
+    struct vmc_writer_opts wo = { 0 };
+    struct vmc_writer *w = NULL;
+    struct vmc_outfile *of = NULL;
+    struct vmc_image_meta m;
+    struct cli_progress pr;
+    uint8_t info[2048];
+    size_t ilen;
+    uint64_t t0 = vmc_now_ns();
+    int fd = -1, rc = 1, k;
+
+    if (argc > 1)
+        return usage(C_SEAL, "too many arguments");
+    if (!strcmp(in, "-") && isatty(0))
+        return usage(C_SEAL, "refusing to read a raw stream from a terminal");
+    if (!strcmp(out, "-") && isatty(1))
+        return usage(C_SEAL, "refusing to write an image to a terminal (use -o)");
+    if ((k = prepare_seal_keys(a)) < 0)
+        return k == -2 ? 2 : 1;
+    if ((fd = open_input(in)) < 0)
+        return 1;
+    memset(&m, 0, sizeof(m));
+    if (a->name)
+        snprintf(m.name, sizeof(m.name), "%s", a->name);
+    else if (strcmp(in, "-")) {
+        char *copy = strdup(in);
+        snprintf(m.name, sizeof(m.name), "%s", copy ? basename(copy) : in);
+        free(copy);
+    } else
+        snprintf(m.name, sizeof(m.name), "stdin");
+    gethostname(m.host, sizeof(m.host) - 1);
+    snprintf(m.tool_version, sizeof(m.tool_version), "%s", VMC_TOOL_VERSION);
+    m.time_unix = (int64_t)time(NULL);
+    m.backend = VMC_BACKEND_NONE;
+    m.stream_format = VMC_SFMT_OPAQUE;
+    if (vmc_image_info_build(&m, info, sizeof(info), &ilen) < 0) {
+        cli_err(in, "metadata too large");
+        goto out;
+    }
+    if (vmc_outfile_open(a->ctx, out, 0, &of) < 0) {
+        cli_ctx_err(NULL, a->ctx);
+        goto out;
+    }
+    wo.level = (int)a->level;
+    wo.chunk_size = a->chunk;
+    wo.threads = (int)a->threads;
+    wo.label = a->label;
+    cli_progress_init(&pr, "sealing", input_size(fd));
+    if (vmc_writer_new(a->ctx, vmc_outfile_fd(of), a->seal, &wo, &w) < 0 ||
+        vmc_writer_record(w, VMC_REC_IMAGE_INFO, info, ilen) < 0 ||
+        vmc_writer_copy_backend(w, fd, cli_progress_cb, &pr) < 0 ||
+        vmc_writer_finish(w, vmc_now_ns() - t0, 0) < 0 ||
+        vmc_outfile_commit(a->ctx, of) < 0) {
+        cli_progress_done(&pr);
+        cli_ctx_err(strcmp(out, "-") ? out : "stdout", a->ctx);
+        if (strcmp(out, "-"))
+            fprintf(stderr, "%s: %s: nothing written\n", cli_prog, out);
+        goto out;
+    }
+    cli_progress_done(&pr);
+    rc = 0;
+out:
+    vmc_writer_free(w);
+    vmc_outfile_free(of);
+    if (fd > 0)
+        close(fd);
+    return rc;
+}
+
+static int cmd_unseal(struct args *a, int argc, char **argv)
+{
+    const char *out = a->output ? a->output : "-";
+    const char *path, *obj;
+    struct vmc_header *h = NULL;
+    struct vmc_reader *r = NULL;
+    struct vmc_outfile *of = NULL;
+    struct cli_progress pr;
+    int fd, rc = 1;
+
+    if (argc != 1)
+        return usage(C_UNSEAL, argc ? "too many arguments" : "missing IMAGE");
+    if (!strcmp(out, "-") && isatty(1))
+        return usage(C_UNSEAL, "refusing to write the raw stream to a terminal "
+                               "(use -o FILE or a pipe)");
+    path = argv[0];
+    obj = strcmp(path, "-") ? path : "stdin";
+    if ((fd = open_input(path)) < 0)
+        return 1;
+    if (open_header(a, obj, fd, 1, &h) < 0)
+        goto out;
+    if (vmc_outfile_open(a->ctx, out, 0, &of) < 0) {
+        cli_ctx_err(NULL, a->ctx);
+        goto out;
+    }
+    if (vmc_reader_new(a->ctx, fd, h, (int)a->threads, 1, &r) < 0) {
+        h = NULL;
+        cli_ctx_err(obj, a->ctx);
+        goto out;
+    }
+    h = NULL;
+    cli_progress_init(&pr, "unsealing", 0);
+    if (vmc_reader_drain(r, vmc_outfile_fd(of), cli_progress_cb, &pr, NULL) < 0) {
+        cli_progress_done(&pr);
+        cli_ctx_err(obj, a->ctx);
+        if (strcmp(out, "-"))
+            fprintf(stderr, "%s: %s: nothing written\n", cli_prog, out);
+        goto out;
+    }
+    cli_progress_done(&pr);
+    if (vmc_outfile_commit(a->ctx, of) < 0) {
+        cli_ctx_err(out, a->ctx);
+        goto out;
+    }
+    rc = 0;
+out:
+    vmc_reader_free(r);
+    vmc_header_free(h);
+    vmc_outfile_free(of);
+    if (fd > 0)
+        close(fd);
+    return rc;
+}
+
+static int cmd_rekey(struct args *a, int argc, char **argv)
+{
+    struct vmc_header *h = NULL;
+    struct vmc_header_info hi;
+    struct vmc_outfile *of = NULL;
+    struct vmc_keys *rm = NULL;
+    int remove[64], nremove = 0, fd = -1, rc = 1;
+    const char *path, *out;
+
+    if (argc != 1)
+        return usage(C_REKEY, argc ? "too many arguments" : "missing IMAGE");
+    path = argv[0];
+    out = a->output ? a->output : path;
+    if (!strcmp(out, "-") && isatty(1))
+        return usage(C_REKEY, "refusing to write an image to a terminal");
+    if (!strcmp(path, "-") && !a->output)
+        return usage(C_REKEY, "rekey of stdin needs -o");
+    if (get_pass(a, a->seal, 1, a->new_pass_file, a->new_pass_fd, a->add_pass,
+                 "New passphrase: ") < 0)
+        return 1;
+    vmc_keys_set_kdf(a->seal, a->kdf_ops, a->kdf_mem_kib);
+    if ((fd = open_input(path)) < 0)
+        return 1;
+    if (open_header(a, path, fd, 1, &h) < 0)
+        goto out;
+    vmc_header_get_info(h, &hi);
+    for (int i = 0; i < a->nrm_slot; i++) {
+        if (a->rm_slot[i] >= hi.nslots) {
+            cli_err(path, "no key slot %d (the image has %d)", a->rm_slot[i],
+                    hi.nslots);
+            goto out;
+        }
+        remove[nremove++] = a->rm_slot[i];
+    }
+    for (int i = 0; a->rm_pass && i < hi.nslots; i++)
+        if (hi.slots[i].type == VMC_SLOT_ARGON2ID && nremove < 64)
+            remove[nremove++] = i;
+    if (a->nrm_id) {
+        int idx[32], n;
+        if (!(rm = vmc_keys_new()))
+            goto out;
+        for (int i = 0; i < a->nrm_id; i++)
+            if (vmc_keys_add_identity_file(a->ctx, rm, a->rm_id[i]) < 0) {
+                cli_ctx_err(NULL, a->ctx);
+                goto out;
+            }
+        if ((n = vmc_header_match_slots(a->ctx, h, rm, idx)) < 0) {
+            cli_ctx_err(path, a->ctx);
+            goto out;
+        }
+        if (n == 0) {
+            cli_err(path, "no key slot is opened by the identities to remove");
+            goto out;
+        }
+        for (int i = 0; i < n && nremove < 64; i++)
+            remove[nremove++] = idx[i];
+    }
+    if (vmc_header_rekey(a->ctx, h, remove, nremove, a->seal) < 0) {
+        cli_ctx_err(path, a->ctx);
+        goto out;
+    }
+    if (vmc_outfile_open(a->ctx, out, out == path, &of) < 0) {
+        cli_ctx_err(NULL, a->ctx);
+        goto out;
+    }
+    if (vmc_header_write(a->ctx, h, vmc_outfile_fd(of)) < 0 ||
+        vmc_copy_fd(a->ctx, fd, vmc_outfile_fd(of), path) < 0 ||
+        vmc_outfile_commit(a->ctx, of) < 0) {
+        cli_ctx_err(out, a->ctx);
+        fprintf(stderr, "%s: %s: left unchanged\n", cli_prog, path);
+        goto out;
+    }
+    vmc_header_get_info(h, &hi);
+    if (!cli_quiet && isatty(2))
+        fprintf(stderr, "%s: %s: %d key slot%s\n", cli_prog, out, hi.nslots,
+                hi.nslots == 1 ? "" : "s");
+    rc = 0;
+out:
+    vmc_keys_free(rm);
+    vmc_header_free(h);
+    vmc_outfile_free(of);
+    if (fd > 0)
+        close(fd);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct args a;
+    unsigned mask = 0;
+    int n, rc;
+
+    cli_prog = "vmimage";
+    memset(&a, 0, sizeof(a));
+    a.pass_fd = a.new_pass_fd = -1;
+    if (argc < 2)
+        return usage(C_ALL, "missing command");
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        help(C_ALL);
+        return 0;
+    }
+    if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
+        printf("vmimage %s\n", VMC_TOOL_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (!strcmp(argv[1], cmds[i].name))
+            mask = cmds[i].cmd;
+    if (!mask) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "unknown command '%.40s'", argv[1]);
+        return usage(C_ALL, msg);
+    }
+    a.cmd = mask;
+    a.ctx = vmc_ctx_new();
+    a.open = vmc_keys_new();
+    a.seal = vmc_keys_new();
+    if (!a.ctx || !a.open || !a.seal || vmc_init(a.ctx) < 0) {
+        cli_err(NULL, "cannot initialise (out of memory or libsodium failed)");
+        return 1;
+    }
+    cli_signals_unlink_and_exit();
+    n = cli_parse(argc - 1, argv + 1, opts, mask, on_opt, &a);
+    if (a.usage_error)
+        return usage(mask, a.usage_msg);
+    argc -= n + 1;
+    argv += n + 1;
+    switch (mask) {
+    case C_KEYGEN: rc = cmd_keygen(&a, argc, argv); break;
+    case C_INFO:
+    case C_VERIFY: rc = cmd_info_verify(&a, argc, argv); break;
+    case C_SEAL: rc = cmd_seal(&a, argc, argv); break;
+    case C_UNSEAL: rc = cmd_unseal(&a, argc, argv); break;
+    default: rc = cmd_rekey(&a, argc, argv); break;
+    }
+    vmc_keys_free(a.open);
+    vmc_keys_free(a.seal);
+    vmc_ctx_free(a.ctx);
+    return rc;
+}

@@ -1,0 +1,156 @@
+/* wire.c - explicit little-endian codec for the vmckpt wire types. */
+#include <string.h>
+
+#include "vmckpt_wire.h"
+#include "../lib/vmckpt.h"
+
+void vmc_hdr_encode(uint8_t out[VMC_HDR_FIXED_LEN], const struct vmc_wire_hdr *h)
+{
+    memset(out, 0, VMC_HDR_FIXED_LEN);
+    memcpy(out, h->magic, 8);
+    vmc_put32(out + 8, h->version);
+    vmc_put32(out + 12, h->header_len);
+    vmc_put16(out + 16, h->aead);
+    vmc_put16(out + 18, h->compression);
+    vmc_put32(out + 20, h->chunk_size);
+    vmc_put16(out + 24, h->nslots);
+    vmc_put16(out + 26, h->label_len);
+    vmc_put32(out + 28, h->flags);
+    memcpy(out + 32, h->stream_id, 16);
+    vmc_put64(out + 48, h->reserved[0]);
+    vmc_put64(out + 56, h->reserved[1]);
+}
+
+int vmc_hdr_decode(struct vmc_wire_hdr *h, const uint8_t in[VMC_HDR_FIXED_LEN],
+                   const char **why)
+{
+    *why = NULL;
+    memcpy(h->magic, in, 8);
+    h->version = vmc_get32(in + 8);
+    h->header_len = vmc_get32(in + 12);
+    h->aead = vmc_get16(in + 16);
+    h->compression = vmc_get16(in + 18);
+    h->chunk_size = vmc_get32(in + 20);
+    h->nslots = vmc_get16(in + 24);
+    h->label_len = vmc_get16(in + 26);
+    h->flags = vmc_get32(in + 28);
+    memcpy(h->stream_id, in + 32, 16);
+    h->reserved[0] = vmc_get64(in + 48);
+    h->reserved[1] = vmc_get64(in + 56);
+
+    if (memcmp(h->magic, VMC_MAGIC, VMC_MAGIC_LEN) != 0) {
+        /* Name the common manglings so the user knows what happened. */
+        if (memcmp(in + 1, "VMCK", 4) == 0)
+            *why = "bad magic: file was altered in transfer (text mode, "
+                   "CRLF or 7-bit conversion?)";
+        else
+            *why = "not a vmckpt image (bad magic)";
+        return VMC_E_FORMAT;
+    }
+    if (h->version != VMC_VERSION) {
+        *why = "unsupported format version";
+        return VMC_E_UNSUPPORTED;
+    }
+    if (h->aead != VMC_AEAD_CHACHA20POLY1305) {
+        *why = "unknown AEAD algorithm id";
+        return VMC_E_UNSUPPORTED;
+    }
+    if (h->compression != VMC_COMP_ZSTD) {
+        *why = "unknown compression id";
+        return VMC_E_UNSUPPORTED;
+    }
+    if (h->header_len < VMC_HDR_FIXED_LEN + VMC_HDR_MAC_LEN ||
+        h->header_len > VMC_HDR_MAX_LEN || h->header_len % 8) {
+        *why = "header length out of range";
+        return VMC_E_FORMAT;
+    }
+    if (h->chunk_size < VMC_CHUNK_MIN || h->chunk_size > VMC_CHUNK_MAX ||
+        (h->chunk_size & (h->chunk_size - 1))) {
+        *why = "chunk size out of range";
+        return VMC_E_FORMAT;
+    }
+    if (h->nslots < 1 || h->nslots > VMC_MAX_SLOTS) {
+        *why = "key slot count out of range";
+        return VMC_E_FORMAT;
+    }
+    if (h->label_len > VMC_LABEL_MAX) {
+        *why = "label too long";
+        return VMC_E_FORMAT;
+    }
+    if (h->flags & ~VMC_HF_KNOWN) {
+        *why = "unknown header flags";
+        return VMC_E_UNSUPPORTED;
+    }
+    if (h->reserved[0] || h->reserved[1]) {
+        *why = "reserved header field not zero";
+        return VMC_E_FORMAT;
+    }
+    return 0;
+}
+
+void vmc_image_info_encode(uint8_t out[48], const struct vmc_wire_image_info *ii)
+{
+    memcpy(out, ii->uuid, 16);
+    vmc_put64(out + 16, ii->memory_kib);
+    vmc_put32(out + 24, ii->vcpus);
+    vmc_put16(out + 28, ii->backend);
+    vmc_put16(out + 30, ii->stream_format);
+    vmc_put64(out + 32, (uint64_t)ii->time_unix);
+    vmc_put32(out + 40, ii->flags);
+    vmc_put32(out + 44, ii->reserved);
+}
+
+void vmc_image_info_decode(struct vmc_wire_image_info *ii, const uint8_t in[48])
+{
+    memcpy(ii->uuid, in, 16);
+    ii->memory_kib = vmc_get64(in + 16);
+    ii->vcpus = vmc_get32(in + 24);
+    ii->backend = vmc_get16(in + 28);
+    ii->stream_format = vmc_get16(in + 30);
+    ii->time_unix = (int64_t)vmc_get64(in + 32);
+    ii->flags = vmc_get32(in + 40);
+    ii->reserved = vmc_get32(in + 44);
+}
+
+void vmc_end_encode(uint8_t out[40], const struct vmc_wire_end *e)
+{
+    vmc_put64(out, e->records);
+    vmc_put64(out + 8, e->backend_bytes);
+    vmc_put64(out + 16, e->plaintext_bytes);
+    vmc_put64(out + 24, e->total_time_ns);
+    vmc_put64(out + 32, e->downtime_ns);
+}
+
+void vmc_end_decode(struct vmc_wire_end *e, const uint8_t in[40])
+{
+    e->records = vmc_get64(in);
+    e->backend_bytes = vmc_get64(in + 8);
+    e->plaintext_bytes = vmc_get64(in + 16);
+    e->total_time_ns = vmc_get64(in + 24);
+    e->downtime_ns = vmc_get64(in + 32);
+}
+
+void vmc_a2slot_encode(uint8_t out[96], const struct vmc_wire_slot_argon2id *s)
+{
+    memcpy(out, s->salt, 16);
+    vmc_put32(out + 16, s->opslimit);
+    vmc_put32(out + 20, s->memlimit_kib);
+    memcpy(out + 24, s->nonce, VMC_WRAP_NONCE_LEN);
+    memcpy(out + 48, s->wrapped, VMC_WRAPPED_LEN);
+}
+
+void vmc_a2slot_decode(struct vmc_wire_slot_argon2id *s, const uint8_t in[96])
+{
+    memcpy(s->salt, in, 16);
+    s->opslimit = vmc_get32(in + 16);
+    s->memlimit_kib = vmc_get32(in + 20);
+    memcpy(s->nonce, in + 24, VMC_WRAP_NONCE_LEN);
+    memcpy(s->wrapped, in + 48, VMC_WRAPPED_LEN);
+}
+
+void vmc_chunk_nonce(uint8_t nonce[VMC_AEAD_NONCE_LEN], uint64_t index, int final)
+{
+    vmc_put64(nonce, index);
+    nonce[8] = nonce[9] = nonce[10] = 0;
+    nonce[11] = final ? 1 : 0;
+}

@@ -1,0 +1,679 @@
+/* header.c - envelope header: parse, key slots, MAC, build, rekey. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "internal.h"
+
+#define KDF_CTX "vmckpt01"
+#define RAWKEY_ID_MSG "vmckpt rawkey id"
+#define RAWKEY_WRAP_MSG "vmckpt rawkey wrap"
+
+/* One slot to serialize: type, body (borrowed), length. */
+struct slotref {
+    uint16_t type;
+    uint32_t len;
+    const uint8_t *body;
+};
+
+static size_t slot_size(uint32_t body_len)
+{
+    return sizeof(struct vmc_wire_slot_hdr) + VMC_PAD8(body_len);
+}
+
+int hdr_alloc_keys(struct vmc_ctx *ctx, struct vmc_header *h)
+{
+    if (!h->file_key)
+        h->file_key = sodium_malloc(VMC_FILE_KEY_LEN);
+    if (!h->payload_key)
+        h->payload_key = sodium_malloc(32);
+    if (!h->mac_key)
+        h->mac_key = sodium_malloc(crypto_auth_hmacsha256_KEYBYTES);
+    if (!h->file_key || !h->payload_key || !h->mac_key)
+        return vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
+    return 0;
+}
+
+int hdr_derive(struct vmc_ctx *ctx, struct vmc_header *h)
+{
+    if (crypto_kdf_derive_from_key(h->payload_key, 32, 1, KDF_CTX, h->file_key) ||
+        crypto_kdf_derive_from_key(h->mac_key, crypto_auth_hmacsha256_KEYBYTES,
+                                   2, KDF_CTX, h->file_key))
+        return vmc_set_error(ctx, VMC_E_INVAL, "libsodium: key derivation failed");
+    return 0;
+}
+
+void vmc_header_free(struct vmc_header *h)
+{
+    if (!h)
+        return;
+    sodium_free(h->file_key);
+    sodium_free(h->payload_key);
+    sodium_free(h->mac_key);
+    free(h->raw);
+    free(h);
+}
+
+/* ---- parsing ---------------------------------------------------------- */
+
+static int known_len(uint16_t type, uint32_t *len)
+{
+    switch (type) {
+    case VMC_SLOT_X25519: *len = VMC_SLOT_X25519_LEN; return 1;
+    case VMC_SLOT_ARGON2ID: *len = sizeof(struct vmc_wire_slot_argon2id); return 1;
+    case VMC_SLOT_RAWKEY: *len = sizeof(struct vmc_wire_slot_rawkey); return 1;
+    case VMC_SLOT_SESSION: *len = 0; return 1;
+    }
+    return 0;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
+/* Parses h->raw (h->raw_len bytes); the fixed part was decoded already. */
+static int parse_body(struct vmc_ctx *ctx, struct vmc_header *h)
+{
+    const uint8_t *p = h->raw;
+    size_t off = VMC_HDR_FIXED_LEN, end = h->raw_len - VMC_HDR_MAC_LEN;
+
+    h->nslots = h->h.nslots;
+    for (int i = 0; i < h->nslots; i++) {
+        uint16_t type, rsv;
+        uint32_t blen, want;
+
+        if (end - off < sizeof(struct vmc_wire_slot_hdr))
+            return vmc_set_error(ctx, VMC_E_FORMAT,
+                                 "header @0x%zx: key slot %d runs past the header",
+                                 off, i);
+        type = vmc_get16(p + off);
+        rsv = vmc_get16(p + off + 2);
+        blen = vmc_get32(p + off + 4);
+        if (rsv)
+            return vmc_set_error(ctx, VMC_E_FORMAT,
+                                 "header @0x%zx: key slot %d: reserved field not "
+                                 "zero", off, i);
+        if (known_len(type, &want) && blen != want)
+            return vmc_set_error(ctx, VMC_E_FORMAT,
+                                 "header @0x%zx: key slot %d (type %u): length %u,"
+                                 " expected %u", off, i, type, blen, want);
+        if (blen > end - off - 8 || slot_size(blen) > end - off)
+            return vmc_set_error(ctx, VMC_E_FORMAT,
+                                 "header @0x%zx: key slot %d length %u runs past "
+                                 "the header", off, i, blen);
+        if (!all_zero(p + off + 8 + blen, VMC_PAD8(blen) - blen))
+            return vmc_set_error(ctx, VMC_E_FORMAT,
+                                 "header @0x%zx: key slot %d padding not zero",
+                                 off, i);
+        h->slot[i].type = type;
+        h->slot[i].off = (uint32_t)off;
+        h->slot[i].body_len = blen;
+        off += slot_size(blen);
+    }
+    if (VMC_PAD8(h->h.label_len) != end - off)
+        return vmc_set_error(ctx, VMC_E_FORMAT,
+                             "header @0x%zx: label length %u does not fit header "
+                             "length %u", off, h->h.label_len, h->h.header_len);
+    memcpy(h->label, p + off, h->h.label_len);
+    h->label[h->h.label_len] = '\0';
+    if (memchr(p + off, 0, h->h.label_len) ||
+        !all_zero(p + off + h->h.label_len,
+                  VMC_PAD8(h->h.label_len) - h->h.label_len))
+        return vmc_set_error(ctx, VMC_E_FORMAT,
+                             "header @0x%zx: label contains NUL or padding not "
+                             "zero", off);
+    return 0;
+}
+
+static int decode_fixed(struct vmc_ctx *ctx, struct vmc_header *h,
+                        const uint8_t *buf)
+{
+    const char *why;
+    int rc = vmc_hdr_decode(&h->h, buf, &why);
+
+    if (rc < 0)
+        return vmc_set_error(ctx, rc, "header: %s", why);
+    return 0;
+}
+
+int vmc_header_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
+                     struct vmc_header **out)
+{
+    struct vmc_header *h = calloc(1, sizeof(*h));
+    int rc;
+
+    *out = NULL;
+    if (!h)
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    h->opened_by = -1;
+    if (len < VMC_HDR_FIXED_LEN) {
+        rc = vmc_set_error(ctx, VMC_E_TRUNC,
+                           "header: truncated at %zu of %d bytes", len,
+                           VMC_HDR_FIXED_LEN);
+        goto out;
+    }
+    if ((rc = decode_fixed(ctx, h, buf)) < 0)
+        goto out;
+    if (len < h->h.header_len) {
+        rc = vmc_set_error(ctx, VMC_E_TRUNC,
+                           "header: truncated at %zu of %u bytes", len,
+                           h->h.header_len);
+        goto out;
+    }
+    h->raw_len = h->h.header_len;
+    if (!(h->raw = malloc(h->raw_len))) {
+        rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+        goto out;
+    }
+    memcpy(h->raw, buf, h->raw_len);
+    rc = parse_body(ctx, h);
+out:
+    if (rc < 0)
+        vmc_header_free(h);
+    else
+        *out = h;
+    return rc;
+}
+
+int vmc_header_read(struct vmc_ctx *ctx, int fd, struct vmc_header **out)
+{
+    uint8_t fixed[VMC_HDR_FIXED_LEN];
+    struct vmc_header *h = NULL;
+    uint8_t *buf = NULL;
+    size_t got;
+    int rc;
+
+    *out = NULL;
+    if ((rc = read_full(fd, fixed, sizeof(fixed), &got)) < 0) {
+        errno = -rc;
+        return vmc_set_error(ctx, VMC_E_IO, "header: read: %s", strerror(errno));
+    }
+    if (got == 0)
+        return vmc_set_error(ctx, VMC_E_TRUNC, "header: empty input");
+    if (got < sizeof(fixed))
+        return vmc_set_error(ctx, VMC_E_TRUNC,
+                             "header: truncated at %zu of %d bytes", got,
+                             VMC_HDR_FIXED_LEN);
+    {
+        struct vmc_header tmp;
+        if ((rc = decode_fixed(ctx, &tmp, fixed)) < 0)
+            return rc;
+        if (!(buf = malloc(tmp.h.header_len)))
+            return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+        memcpy(buf, fixed, sizeof(fixed));
+        rc = read_full(fd, buf + sizeof(fixed), tmp.h.header_len - sizeof(fixed),
+                       &got);
+        if (rc < 0) {
+            errno = -rc;
+            rc = vmc_set_error(ctx, VMC_E_IO, "header: read: %s", strerror(errno));
+            goto out;
+        }
+        got += sizeof(fixed);
+    }
+    rc = vmc_header_parse(ctx, buf, got, &h);
+out:
+    free(buf);
+    *out = h;
+    return rc;
+}
+
+/* ---- slots --------------------------------------------------------- */
+
+static void rawkey_ids(const uint8_t *raw, uint8_t id[16], uint8_t *wrap)
+{
+    crypto_generichash(id, 16, (const uint8_t *)RAWKEY_ID_MSG,
+                       strlen(RAWKEY_ID_MSG), raw, 32);
+    if (wrap)
+        crypto_generichash(wrap, 32, (const uint8_t *)RAWKEY_WRAP_MSG,
+                           strlen(RAWKEY_WRAP_MSG), raw, 32);
+}
+
+static int check_kdf(struct vmc_ctx *ctx, int slot, uint32_t ops, uint32_t mem)
+{
+    if (ops < VMC_ARGON2_OPS_MIN || ops > VMC_ARGON2_OPS_MAX)
+        return vmc_set_error(ctx, VMC_E_LIMIT,
+                             "key slot %d: Argon2id opslimit %u outside %d..%d: "
+                             "refused", slot, ops, VMC_ARGON2_OPS_MIN,
+                             VMC_ARGON2_OPS_MAX);
+    if (mem < VMC_ARGON2_MEM_MIN_KIB || mem > VMC_ARGON2_MEM_MAX_KIB)
+        return vmc_set_error(ctx, VMC_E_LIMIT,
+                             "key slot %d: Argon2id memory %u KiB outside "
+                             "%u..%u KiB: refused", slot, mem,
+                             VMC_ARGON2_MEM_MIN_KIB, VMC_ARGON2_MEM_MAX_KIB);
+    return 0;
+}
+
+/* Tries to unwrap slot i with key k into fk.  1 = opened, 0 = not this key,
+ * negative = error (limits, memory). */
+static int slot_try(struct vmc_ctx *ctx, const struct vmc_header *h, int i,
+                    const struct vmc_key *k, uint8_t *fk)
+{
+    const uint8_t *sh = h->raw + h->slot[i].off, *b = sh + 8;
+    uint8_t ad[8 + 24];
+    int rc = 0;
+
+    switch (h->slot[i].type) {
+    case VMC_SLOT_X25519:
+        if (k->kind != KEY_IDENTITY)
+            return 0;
+        return crypto_box_seal_open(fk, b, VMC_SLOT_X25519_LEN, k->pub,
+                                    k->sec) == 0;
+    case VMC_SLOT_RAWKEY: {
+        uint8_t id[16], *wrap;
+        if (k->kind != KEY_RAW)
+            return 0;
+        rawkey_ids(k->sec, id, NULL);
+        if (sodium_memcmp(id, b, 16) != 0)
+            return 0;
+        if (!(wrap = sodium_malloc(32)))
+            return vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
+        rawkey_ids(k->sec, id, wrap);
+        memcpy(ad, sh, 8);
+        memcpy(ad + 8, b, 16);
+        rc = crypto_aead_xchacha20poly1305_ietf_decrypt(
+                 fk, NULL, NULL, b + 40, VMC_WRAPPED_LEN, ad, 24, b + 16,
+                 wrap) == 0;
+        sodium_free(wrap);
+        return rc;
+    }
+    case VMC_SLOT_ARGON2ID: {
+        struct vmc_wire_slot_argon2id s;
+        uint8_t *wk;
+        if (k->kind != KEY_PASSPHRASE)
+            return 0;
+        vmc_a2slot_decode(&s, b);
+        if ((rc = check_kdf(ctx, i, s.opslimit, s.memlimit_kib)) < 0)
+            return rc;
+        if (!(wk = sodium_malloc(32)))
+            return vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
+        if (crypto_pwhash(wk, 32, (const char *)k->sec, k->len, s.salt,
+                          s.opslimit, (size_t)s.memlimit_kib * 1024,
+                          crypto_pwhash_ALG_ARGON2ID13) != 0) {
+            sodium_free(wk);
+            return vmc_set_error(ctx, VMC_E_NOMEM,
+                                 "key slot %d: Argon2id: out of memory", i);
+        }
+        memcpy(ad, sh, 8);
+        memcpy(ad + 8, b, 24);
+        rc = crypto_aead_xchacha20poly1305_ietf_decrypt(
+                 fk, NULL, NULL, s.wrapped, VMC_WRAPPED_LEN, ad, 32, s.nonce,
+                 wk) == 0;
+        sodium_free(wk);
+        return rc;
+    }
+    }
+    return 0;
+}
+
+static int slot_cost(uint16_t type)
+{
+    return type == VMC_SLOT_ARGON2ID;   /* try cheap slots first */
+}
+
+int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
+                      const struct vmc_keys *keys)
+{
+    int rc, limit_rc = 0, npass = 0;
+    uint8_t mac[VMC_HDR_MAC_LEN];
+
+    if (h->unlocked)
+        return 0;
+    if (h->h.flags & VMC_HF_LIVE)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED,
+                             "header: live session stream cannot be opened with "
+                             "a key");
+    if ((rc = hdr_alloc_keys(ctx, h)) < 0)
+        return rc;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < h->nslots; i++) {
+            if (slot_cost(h->slot[i].type) != pass)
+                continue;
+            for (int j = 0; j < keys->n; j++) {
+                struct vmc_ctx tmp = { 0 };
+                if (keys->k[j].kind == KEY_PASSPHRASE &&
+                    h->slot[i].type == VMC_SLOT_ARGON2ID)
+                    npass++;
+                rc = slot_try(&tmp, h, i, &keys->k[j], h->file_key);
+                if (rc < 0) {
+                    if (!limit_rc) {
+                        vmc_set_error(ctx, rc, "%s", tmp.msg);
+                        limit_rc = rc;
+                    }
+                    break;          /* this slot is refused for all keys */
+                }
+                if (rc == 1) {
+                    h->opened_by = i;
+                    goto opened;
+                }
+            }
+        }
+    if (limit_rc)
+        return limit_rc;
+    if (keys->n == 0)
+        return vmc_set_error(ctx, VMC_E_KEY, "no key given (use -i, -k or -P)");
+    if (npass)
+        return vmc_set_error(ctx, VMC_E_KEY,
+                             "no key opens it (wrong passphrase?)");
+    return vmc_set_error(ctx, VMC_E_KEY, "no key opens it (wrong identity?)");
+opened:
+    if ((rc = hdr_derive(ctx, h)) < 0)
+        return rc;
+    crypto_auth_hmacsha256(mac, h->raw, h->raw_len - VMC_HDR_MAC_LEN, h->mac_key);
+    if (sodium_memcmp(mac, h->raw + h->raw_len - VMC_HDR_MAC_LEN,
+                      VMC_HDR_MAC_LEN) != 0) {
+        h->opened_by = -1;
+        return vmc_set_error(ctx, VMC_E_AUTH,
+                             "header: authentication failed (header altered)");
+    }
+    h->unlocked = true;
+    return 0;
+}
+
+void vmc_header_get_info(const struct vmc_header *h, struct vmc_header_info *in)
+{
+    memset(in, 0, sizeof(*in));
+    in->version = h->h.version;
+    in->header_len = h->h.header_len;
+    in->aead = h->h.aead;
+    in->compression = h->h.compression;
+    in->chunk_size = h->h.chunk_size;
+    in->flags = h->h.flags;
+    memcpy(in->stream_id, h->h.stream_id, 16);
+    memcpy(in->label, h->label, sizeof(h->label));
+    in->nslots = h->nslots;
+    for (int i = 0; i < h->nslots; i++) {
+        const uint8_t *b = h->raw + h->slot[i].off + 8;
+        in->slots[i].type = h->slot[i].type;
+        if (h->slot[i].type == VMC_SLOT_ARGON2ID) {
+            in->slots[i].kdf_ops = vmc_get32(b + 16);
+            in->slots[i].kdf_mem_kib = vmc_get32(b + 20);
+        } else if (h->slot[i].type == VMC_SLOT_RAWKEY) {
+            memcpy(in->slots[i].key_id, b, 16);
+        }
+    }
+    in->unlocked = h->unlocked;
+    in->opened_by = h->opened_by;
+}
+
+/* ---- building -------------------------------------------------------- */
+
+/* Makes a slot body for key k wrapping h->file_key.  body >= 96 bytes. */
+static int slot_make(struct vmc_ctx *ctx, const struct vmc_header *h,
+                     const struct vmc_keys *keys, const struct vmc_key *k,
+                     uint16_t *type, uint32_t *len, uint8_t *body)
+{
+    uint8_t hdr[8], ad[32];
+
+    switch (k->kind) {
+    case KEY_RECIPIENT:
+        *type = VMC_SLOT_X25519;
+        *len = VMC_SLOT_X25519_LEN;
+        if (crypto_box_seal(body, h->file_key, VMC_FILE_KEY_LEN, k->pub) != 0)
+            return vmc_set_error(ctx, VMC_E_INVAL,
+                                 "recipient: not a usable X25519 public key");
+        return 0;
+    case KEY_RAW: {
+        uint8_t *wrap = sodium_malloc(32);
+        if (!wrap)
+            return vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
+        *type = VMC_SLOT_RAWKEY;
+        *len = sizeof(struct vmc_wire_slot_rawkey);
+        rawkey_ids(k->sec, body, wrap);
+        randombytes_buf(body + 16, VMC_WRAP_NONCE_LEN);
+        vmc_put16(hdr, *type);
+        vmc_put16(hdr + 2, 0);
+        vmc_put32(hdr + 4, *len);
+        memcpy(ad, hdr, 8);
+        memcpy(ad + 8, body, 16);
+        crypto_aead_xchacha20poly1305_ietf_encrypt(body + 40, NULL, h->file_key,
+                                                   VMC_FILE_KEY_LEN, ad, 24, NULL,
+                                                   body + 16, wrap);
+        sodium_free(wrap);
+        return 0;
+    }
+    case KEY_PASSPHRASE: {
+        struct vmc_wire_slot_argon2id s;
+        memset(&s, 0, sizeof(s));
+        uint8_t *wk = sodium_malloc(32);
+        int rc;
+        if (!wk)
+            return vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
+        *type = VMC_SLOT_ARGON2ID;
+        *len = sizeof(s);
+        randombytes_buf(s.salt, sizeof(s.salt));
+        s.opslimit = keys->kdf_ops ? keys->kdf_ops : VMC_ARGON2_OPS_DEFAULT;
+        s.memlimit_kib = keys->kdf_mem_kib ? keys->kdf_mem_kib
+                                           : VMC_ARGON2_MEM_DEFAULT_KIB;
+        if ((rc = check_kdf(ctx, 0, s.opslimit, s.memlimit_kib)) < 0) {
+            sodium_free(wk);
+            return rc;
+        }
+        randombytes_buf(s.nonce, sizeof(s.nonce));
+        if (crypto_pwhash(wk, 32, (const char *)k->sec, k->len, s.salt,
+                          s.opslimit, (size_t)s.memlimit_kib * 1024,
+                          crypto_pwhash_ALG_ARGON2ID13) != 0) {
+            sodium_free(wk);
+            return vmc_set_error(ctx, VMC_E_NOMEM, "Argon2id: out of memory");
+        }
+        vmc_a2slot_encode(body, &s);     /* wrapped filled below */
+        vmc_put16(ad, *type);
+        vmc_put16(ad + 2, 0);
+        vmc_put32(ad + 4, *len);
+        memcpy(ad + 8, body, 24);
+        crypto_aead_xchacha20poly1305_ietf_encrypt(body + 48, NULL, h->file_key,
+                                                   VMC_FILE_KEY_LEN, ad, 32, NULL,
+                                                   s.nonce, wk);
+        sodium_free(wk);
+        return 0;
+    }
+    }
+    return vmc_set_error(ctx, VMC_E_INVAL, "key of this kind cannot seal");
+}
+
+/* Serializes fixed fields of h->h, the slots and the label into a new raw
+ * buffer, computes the MAC, and re-parses slot offsets. */
+static int serialize(struct vmc_ctx *ctx, struct vmc_header *h,
+                     const struct slotref *s, int n)
+{
+    size_t len = VMC_HDR_FIXED_LEN, off;
+    size_t ll = strlen(h->label);
+    uint8_t *raw;
+
+    if (n < 1)
+        return vmc_set_error(ctx, VMC_E_INVAL, "an image needs at least one key slot");
+    if (n > VMC_MAX_SLOTS)
+        return vmc_set_error(ctx, VMC_E_LIMIT, "too many key slots (max %d)",
+                             VMC_MAX_SLOTS);
+    for (int i = 0; i < n; i++)
+        len += slot_size(s[i].len);
+    len += VMC_PAD8(ll) + VMC_HDR_MAC_LEN;
+    if (len > VMC_HDR_MAX_LEN)
+        return vmc_set_error(ctx, VMC_E_LIMIT, "header too large");
+    if (!(raw = calloc(1, len)))
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    h->h.header_len = (uint32_t)len;
+    h->h.nslots = (uint16_t)n;
+    h->h.label_len = (uint16_t)ll;
+    vmc_hdr_encode(raw, &h->h);
+    off = VMC_HDR_FIXED_LEN;
+    for (int i = 0; i < n; i++) {
+        vmc_put16(raw + off, s[i].type);
+        vmc_put32(raw + off + 4, s[i].len);
+        memcpy(raw + off + 8, s[i].body, s[i].len);
+        off += slot_size(s[i].len);
+    }
+    memcpy(raw + off, h->label, ll);
+    crypto_auth_hmacsha256(raw + len - VMC_HDR_MAC_LEN, raw,
+                           len - VMC_HDR_MAC_LEN, h->mac_key);
+    free(h->raw);
+    h->raw = raw;
+    h->raw_len = len;
+    return parse_body(ctx, h);
+}
+
+int hdr_new(struct vmc_ctx *ctx, const struct vmc_keys *keys,
+            uint32_t chunk_size, const char *label, uint32_t flags,
+            struct vmc_header **out)
+{
+    struct vmc_header *h = calloc(1, sizeof(*h));
+    struct slotref s[VMC_MAX_SLOTS];
+    uint8_t (*bodies)[96] = calloc(VMC_MAX_SLOTS, 96);
+    int n = 0, rc;
+
+    *out = NULL;
+    if (!h || !bodies) {
+        rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (label && (strlen(label) > VMC_LABEL_MAX)) {
+        rc = vmc_set_error(ctx, VMC_E_LIMIT, "label longer than %d bytes",
+                           VMC_LABEL_MAX);
+        goto out;
+    }
+    if (chunk_size < VMC_CHUNK_MIN || chunk_size > VMC_CHUNK_MAX ||
+        (chunk_size & (chunk_size - 1))) {
+        rc = vmc_set_error(ctx, VMC_E_INVAL,
+                           "chunk size %u: must be a power of two in 64K..16M",
+                           chunk_size);
+        goto out;
+    }
+    if ((rc = hdr_alloc_keys(ctx, h)) < 0)
+        goto out;
+    memcpy(h->h.magic, VMC_MAGIC, VMC_MAGIC_LEN);
+    h->h.version = VMC_VERSION;
+    h->h.aead = VMC_AEAD_CHACHA20POLY1305;
+    h->h.compression = VMC_COMP_ZSTD;
+    h->h.chunk_size = chunk_size;
+    h->h.flags = flags;
+    randombytes_buf(h->h.stream_id, 16);
+    snprintf(h->label, sizeof(h->label), "%s", label ? label : "");
+    randombytes_buf(h->file_key, VMC_FILE_KEY_LEN);
+    if ((rc = hdr_derive(ctx, h)) < 0)
+        goto out;
+    for (int i = 0; i < keys->n; i++) {
+        if (keys->k[i].kind == KEY_IDENTITY)
+            continue;
+        if (n == VMC_MAX_SLOTS) {
+            rc = vmc_set_error(ctx, VMC_E_LIMIT, "too many key slots (max %d)",
+                               VMC_MAX_SLOTS);
+            goto out;
+        }
+        if ((rc = slot_make(ctx, h, keys, &keys->k[i], &s[n].type, &s[n].len,
+                            bodies[n])) < 0)
+            goto out;
+        s[n].body = bodies[n];
+        n++;
+    }
+    if (n == 0) {
+        rc = vmc_set_error(ctx, VMC_E_KEY,
+                           "no recipient, passphrase or key file to seal to");
+        goto out;
+    }
+    if ((rc = serialize(ctx, h, s, n)) < 0)
+        goto out;
+    h->unlocked = true;
+out:
+    free(bodies);
+    if (rc < 0)
+        vmc_header_free(h);
+    else
+        *out = h;
+    return rc;
+}
+
+int vmc_header_match_slots(struct vmc_ctx *ctx, const struct vmc_header *h,
+                           const struct vmc_keys *keys, int idx[32])
+{
+    uint8_t *fk = sodium_malloc(VMC_FILE_KEY_LEN);
+    int n = 0, rc = 0;
+
+    if (!fk)
+        return vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
+    for (int i = 0; i < h->nslots; i++)
+        for (int j = 0; j < keys->n; j++) {
+            rc = slot_try(ctx, h, i, &keys->k[j], fk);
+            if (rc < 0)
+                goto out;
+            if (rc == 1) {
+                idx[n++] = i;
+                break;
+            }
+        }
+    rc = n;
+out:
+    sodium_free(fk);
+    return rc;
+}
+
+int vmc_header_rekey(struct vmc_ctx *ctx, struct vmc_header *h,
+                     const int *remove, int nremove, const struct vmc_keys *add)
+{
+    struct slotref s[VMC_MAX_SLOTS];
+    uint8_t (*bodies)[96] = NULL;
+    uint8_t *old = NULL;
+    int n = 0, rc = 0;
+
+    if (!h->unlocked)
+        return vmc_set_error(ctx, VMC_E_INVAL, "header not unlocked");
+    if (!(old = malloc(h->raw_len)) ||
+        !(bodies = calloc(VMC_MAX_SLOTS, 96))) {
+        rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+        goto out;
+    }
+    memcpy(old, h->raw, h->raw_len);        /* slot bodies point here */
+    for (int i = 0; i < h->nslots; i++) {
+        int drop = 0;
+        for (int j = 0; j < nremove; j++)
+            drop |= remove[j] == i;
+        if (drop)
+            continue;
+        s[n].type = h->slot[i].type;
+        s[n].len = h->slot[i].body_len;
+        s[n].body = old + h->slot[i].off + 8;
+        n++;
+    }
+    for (int i = 0; add && i < add->n; i++) {
+        if (add->k[i].kind == KEY_IDENTITY)
+            continue;
+        if (n == VMC_MAX_SLOTS) {
+            rc = vmc_set_error(ctx, VMC_E_LIMIT, "too many key slots (max %d)",
+                               VMC_MAX_SLOTS);
+            goto out;
+        }
+        if ((rc = slot_make(ctx, h, add, &add->k[i], &s[n].type, &s[n].len,
+                            bodies[n])) < 0)
+            goto out;
+        s[n].body = bodies[n];
+        n++;
+    }
+    if (n == 0) {
+        rc = vmc_set_error(ctx, VMC_E_INVAL,
+                           "refusing to remove the last key slot");
+        goto out;
+    }
+    rc = serialize(ctx, h, s, n);
+    h->opened_by = -1;
+out:
+    free(bodies);
+    free(old);
+    return rc;
+}
+
+int vmc_header_write(struct vmc_ctx *ctx, const struct vmc_header *h, int fd)
+{
+    int rc = write_full(fd, h->raw, h->raw_len);
+
+    if (rc < 0) {
+        errno = -rc;
+        return vmc_set_error(ctx, VMC_E_IO, "header: write: %s", strerror(errno));
+    }
+    return 0;
+}

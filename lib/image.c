@@ -1,0 +1,122 @@
+/* image.c - whole-image helpers: drain a reader, copy a byte stream. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define COPY_BUF (1u << 20)
+
+static void count(struct vmc_summary *s, uint32_t type, uint64_t bytes)
+{
+    int i;
+
+    for (i = 0; i < s->ntypes; i++)
+        if (s->types[i].type == type)
+            break;
+    if (i == s->ntypes) {
+        if (s->ntypes == VMC_SUMMARY_TYPES)
+            return;
+        s->ntypes++;
+        s->types[i].type = type;
+    }
+    s->types[i].count++;
+    s->types[i].bytes += bytes;
+}
+
+int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
+                     void *arg, struct vmc_summary *sum)
+{
+    struct vmc_summary local;
+    struct vmc_ctx *ctx = NULL;
+    struct vmc_record rec;
+    uint8_t *buf = malloc(COPY_BUF);
+    uint64_t backend = 0;
+    int rc;
+
+    if (!sum)
+        sum = &local;
+    memset(sum, 0, sizeof(*sum));
+    ctx = reader_ctx(r);
+    if (!buf)
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    while ((rc = vmc_reader_next(r, &rec)) == 1) {
+        count(sum, rec.type, rec.length);
+        if (rec.type == VMC_REC_IMAGE_INFO) {
+            uint8_t *b;
+            size_t len;
+            if ((rc = vmc_reader_read_all(r, &b, &len)) < 0)
+                goto out;
+            rc = vmc_image_info_parse(ctx, b, len, &sum->meta);
+            free(b);
+            if (rc < 0)
+                goto out;
+        } else if (rec.type == VMC_REC_DOMAIN_CONFIG) {
+            uint8_t w[8];
+            if ((rc = (int)vmc_reader_read(r, w, 8)) < 0)
+                goto out;
+            sum->config_format = vmc_get32(w);
+            sum->config_len = rec.length - 8;
+        } else if (rec.type == VMC_REC_BACKEND_STREAM && outfd >= 0) {
+            ssize_t n;
+            while ((n = vmc_reader_read(r, buf, COPY_BUF)) > 0) {
+                if ((rc = write_full(outfd, buf, (size_t)n)) < 0) {
+                    errno = -rc;
+                    rc = vmc_set_error(ctx, VMC_E_IO,
+                                       "output @0x%llx: write: %s",
+                                       (unsigned long long)backend,
+                                       strerror(errno));
+                    goto out;
+                }
+                backend += (uint64_t)n;
+            }
+            if (n < 0) {
+                rc = (int)n;
+                goto out;
+            }
+        } else if (rec.type == VMC_REC_BACKEND_STREAM) {
+            backend += rec.length;
+        }
+        if (cb && rec.type == VMC_REC_BACKEND_STREAM && cb(arg, backend)) {
+            rc = vmc_set_error(ctx, VMC_E_CANCELED, "interrupted");
+            goto out;
+        }
+    }
+    if (rc == 0) {
+        vmc_reader_end(r, &sum->end);
+        count(sum, VMC_REC_END, sizeof(struct vmc_wire_end));
+    }
+out:
+    vmc_reader_stats(r, &sum->stats);
+    free(buf);
+    return rc;
+}
+
+int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what)
+{
+    uint8_t *buf = malloc(COPY_BUF);
+    int rc = 0;
+
+    if (!buf)
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    for (;;) {
+        size_t got;
+        if ((rc = read_full(in, buf, COPY_BUF, &got)) < 0) {
+            errno = -rc;
+            rc = vmc_set_error(ctx, VMC_E_IO, "%s: read: %s", what,
+                               strerror(errno));
+            break;
+        }
+        if (got == 0)
+            break;
+        if ((rc = write_full(out, buf, got)) < 0) {
+            errno = -rc;
+            rc = vmc_set_error(ctx, VMC_E_IO, "%s: write: %s", what,
+                               strerror(errno));
+            break;
+        }
+    }
+    free(buf);
+    return rc;
+}

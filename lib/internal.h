@@ -1,0 +1,87 @@
+/* internal.h - libvmckpt private declarations. */
+#ifndef VMC_INTERNAL_H
+#define VMC_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "vmckpt.h"
+#include "../format/vmckpt_wire.h"
+
+struct vmc_ctx {
+    int code;
+    int saved_errno;
+    char msg[512];
+};
+
+/* Key material: one sodium_malloc'd block per key, wiped on free. */
+#define VMC_MAX_KEYS 64
+enum { KEY_RECIPIENT = 1, KEY_IDENTITY, KEY_PASSPHRASE, KEY_RAW };
+struct vmc_key {
+    int kind;
+    size_t len;               /* passphrase length */
+    uint8_t *sec;             /* sodium_malloc: identity sk, raw key, pass */
+    uint8_t pub[32];          /* recipient pk, identity pk, raw key id */
+};
+struct vmc_keys {
+    int n;
+    struct vmc_key k[VMC_MAX_KEYS];
+    uint32_t kdf_ops, kdf_mem_kib;
+};
+
+struct vmc_header {
+    struct vmc_wire_hdr h;
+    uint8_t *raw;             /* header_len bytes as read/written */
+    size_t raw_len;
+    int nslots;
+    struct {
+        uint16_t type;
+        uint32_t off;         /* offset of the slot header in raw */
+        uint32_t body_len;
+    } slot[VMC_MAX_SLOTS];
+    char label[VMC_LABEL_MAX + 1];
+    bool unlocked;
+    int opened_by;
+    uint8_t *file_key;        /* sodium_malloc, 32 bytes, when unlocked */
+    uint8_t *payload_key;     /* derived */
+    uint8_t *mac_key;         /* derived */
+};
+
+int hdr_derive(struct vmc_ctx *ctx, struct vmc_header *h);
+int hdr_alloc_keys(struct vmc_ctx *ctx, struct vmc_header *h);
+/* New header for writing, with a fresh file key and slots for keys. */
+int hdr_new(struct vmc_ctx *ctx, const struct vmc_keys *keys,
+            uint32_t chunk_size, const char *label, uint32_t flags,
+            struct vmc_header **out);
+
+/* ---- chunk layer ------------------------------------------------------ */
+struct chunkw;
+int chunkw_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
+               int level, int threads, struct chunkw **out);
+int chunkw_write(struct chunkw *c, const void *buf, size_t len);
+int chunkw_flush(struct chunkw *c);           /* seals a short chunk */
+int chunkw_close(struct chunkw *c);           /* final chunk + drain */
+uint64_t chunkw_bytes_out(const struct chunkw *c);
+uint64_t chunkw_chunks(const struct chunkw *c);
+void chunkw_free(struct chunkw *c);
+
+struct chunkr;
+int chunkr_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
+               int threads, int exact_eof, struct chunkr **out);
+/* Fills exactly n bytes; VMC_E_TRUNC if the authenticated stream ends
+ * first (after the final chunk). */
+int chunkr_read(void *c, void *buf, size_t n);
+/* 1 if the final chunk has been consumed completely (and EOF checked). */
+int chunkr_at_end(struct chunkr *c);
+uint64_t chunkr_bytes_in(const struct chunkr *c);
+uint64_t chunkr_chunks(const struct chunkr *c);
+void chunkr_free(struct chunkr *c);
+
+struct vmc_ctx *reader_ctx(const struct vmc_reader *r);
+
+/* ---- helpers -------------------------------------------------------------- */
+int read_full(int fd, void *buf, size_t n, size_t *got);  /* 0 or -errno */
+int write_full(int fd, const void *buf, size_t n);       /* 0 or -errno */
+char *vmc_strdup(const char *s);
+
+#endif

@@ -1,0 +1,427 @@
+/* keys.c - key strings, identity files, the key set. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "internal.h"
+
+#define PFX_RECIPIENT "vmc1"
+#define PFX_SECRET    "VMCKPT-SECRET-KEY-1"
+#define PFX_RAW       "VMCKPT-RAW-KEY-1"
+#define KEYFILE_MAX   (64 * 1024)
+#define ENC_LEN       48   /* base64url-nopad of 36 bytes */
+
+static void cksum(uint8_t out[4], const char *pfx, const uint8_t key[32])
+{
+    crypto_generichash_state st;
+
+    crypto_generichash_init(&st, NULL, 0, 4);
+    crypto_generichash_update(&st, (const uint8_t *)pfx, strlen(pfx));
+    crypto_generichash_update(&st, key, 32);
+    crypto_generichash_final(&st, out, 4);
+}
+
+/* out must hold strlen(pfx) + ENC_LEN + 1 bytes. */
+static void key_encode(char *out, size_t cap, const char *pfx,
+                       const uint8_t key[32])
+{
+    uint8_t bin[36];
+    size_t pl = strlen(pfx);
+
+    memcpy(bin, key, 32);
+    cksum(bin + 32, pfx, key);
+    memcpy(out, pfx, pl);
+    sodium_bin2base64(out + pl, cap - pl, bin, sizeof(bin),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(bin, sizeof(bin));
+}
+
+/* 0 if s (exactly, no trailing junk) is pfx + valid key; key filled. */
+static int key_decode(const char *s, size_t len, const char *pfx,
+                      uint8_t key[32])
+{
+    uint8_t bin[36], ck[4];
+    size_t pl = strlen(pfx), binlen = 0;
+    int rc = -1;
+
+    if (len != pl + ENC_LEN || memcmp(s, pfx, pl) != 0)
+        return -1;
+    if (sodium_base642bin(bin, sizeof(bin), s + pl, ENC_LEN, NULL, &binlen,
+                          NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) ||
+        binlen != sizeof(bin))
+        goto out;
+    cksum(ck, pfx, bin);
+    if (sodium_memcmp(ck, bin + 32, 4) != 0)
+        goto out;
+    memcpy(key, bin, 32);
+    rc = 0;
+out:
+    sodium_memzero(bin, sizeof(bin));
+    return rc;
+}
+
+struct vmc_keys *vmc_keys_new(void)
+{
+    return calloc(1, sizeof(struct vmc_keys));
+}
+
+void vmc_keys_free(struct vmc_keys *keys)
+{
+    if (!keys)
+        return;
+    for (int i = 0; i < keys->n; i++)
+        sodium_free(keys->k[i].sec);     /* wipes */
+    free(keys);
+}
+
+void vmc_keys_set_kdf(struct vmc_keys *keys, uint32_t ops, uint32_t mem_kib)
+{
+    keys->kdf_ops = ops;
+    keys->kdf_mem_kib = mem_kib;
+}
+
+static struct vmc_key *key_slot(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                                int kind, size_t seclen)
+{
+    struct vmc_key *k;
+
+    if (keys->n >= VMC_MAX_KEYS) {
+        vmc_set_error(ctx, VMC_E_LIMIT, "too many keys (max %d)", VMC_MAX_KEYS);
+        return NULL;
+    }
+    k = &keys->k[keys->n];
+    memset(k, 0, sizeof(*k));
+    if (seclen) {
+        k->sec = sodium_malloc(seclen);
+        if (!k->sec) {
+            vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
+            return NULL;
+        }
+    }
+    k->kind = kind;
+    k->len = seclen;
+    keys->n++;
+    return k;
+}
+
+int vmc_keys_add_recipient(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                           const char *recipient)
+{
+    uint8_t pk[32];
+    struct vmc_key *k;
+
+    if (key_decode(recipient, strlen(recipient), PFX_RECIPIENT, pk))
+        return vmc_set_error(ctx, VMC_E_INVAL,
+                             "%.60s: not a valid recipient (want vmc1...)",
+                             recipient);
+    for (int i = 0; i < keys->n; i++)      /* one slot per recipient */
+        if (keys->k[i].kind == KEY_RECIPIENT && !memcmp(keys->k[i].pub, pk, 32))
+            return 0;
+    if (!(k = key_slot(ctx, keys, KEY_RECIPIENT, 0)))
+        return vmc_ctx_errcode(ctx);
+    memcpy(k->pub, pk, 32);
+    return 0;
+}
+
+/* Reads a small key file into sodium memory; *buf is NUL-terminated. */
+static int slurp_secret(struct vmc_ctx *ctx, const char *path, char **buf,
+                        size_t *len)
+{
+    int fd, rc = 0;
+    struct stat st;
+    size_t got = 0;
+    char *b = NULL;
+
+    *buf = NULL;
+    *len = 0;
+    fd = strcmp(path, "-") ? open(path, O_RDONLY | O_CLOEXEC) : dup(0);
+    if (fd < 0)
+        return vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > KEYFILE_MAX) {
+        rc = vmc_set_error(ctx, VMC_E_LIMIT, "%s: key file too large", path);
+        goto out;
+    }
+    b = sodium_malloc(KEYFILE_MAX + 1);
+    if (!b) {
+        rc = vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
+        goto out;
+    }
+    rc = read_full(fd, b, KEYFILE_MAX + 1, &got);
+    if (rc < 0) {
+        errno = -rc;
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (got > KEYFILE_MAX) {
+        rc = vmc_set_error(ctx, VMC_E_LIMIT, "%s: key file too large", path);
+        goto out;
+    }
+    b[got] = '\0';
+    *buf = b;
+    *len = got;
+    b = NULL;
+out:
+    sodium_free(b);
+    close(fd);
+    return rc;
+}
+
+/* Calls fn for every key line (not comment, not blank) of text. */
+typedef int (*line_fn)(struct vmc_ctx *, struct vmc_keys *, const char *path,
+                       int lineno, const char *line, size_t len);
+
+static int each_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                     const char *path, const char *text, line_fn fn, int *nkeys)
+{
+    const char *p = text;
+    int lineno = 0, rc;
+
+    *nkeys = 0;
+    while (*p) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        size_t l = len;
+
+        lineno++;
+        while (l && (p[l - 1] == '\r' || p[l - 1] == ' ' || p[l - 1] == '\t'))
+            l--;
+        while (l && (*p == ' ' || *p == '\t')) {
+            p++;
+            l--;
+            len--;
+        }
+        if (l && *p != '#') {
+            if ((rc = fn(ctx, keys, path, lineno, p, l)) < 0)
+                return rc;
+            (*nkeys)++;
+        }
+        p += len;
+        if (*p == '\n')
+            p++;
+    }
+    return 0;
+}
+
+static int recipient_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                          const char *path, int lineno, const char *line,
+                          size_t len)
+{
+    char tmp[128];
+
+    if (len >= sizeof(tmp))
+        return vmc_set_error(ctx, VMC_E_INVAL,
+                             "%s:%d: not a valid recipient", path, lineno);
+    memcpy(tmp, line, len);
+    tmp[len] = '\0';
+    if (vmc_keys_add_recipient(ctx, keys, tmp) < 0) {
+        vmc_ctx_clear(ctx);
+        return vmc_set_error(ctx, VMC_E_INVAL,
+                             "%s:%d: not a valid recipient", path, lineno);
+    }
+    return 0;
+}
+
+int vmc_keys_add_recipients_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                                 const char *path)
+{
+    char *text;
+    size_t len;
+    int rc, n;
+
+    if ((rc = slurp_secret(ctx, path, &text, &len)) < 0)
+        return rc;
+    rc = each_line(ctx, keys, path, text, recipient_line, &n);
+    sodium_free(text);
+    if (rc == 0 && n == 0)
+        rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: no recipients", path);
+    return rc;
+}
+
+static int identity_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                         const char *path, int lineno, const char *line,
+                         size_t len)
+{
+    uint8_t key[32];
+    struct vmc_key *k;
+
+    if (key_decode(line, len, PFX_SECRET, key) == 0) {
+        if (!(k = key_slot(ctx, keys, KEY_IDENTITY, 32)))
+            goto fail;
+        memcpy(k->sec, key, 32);
+        crypto_scalarmult_base(k->pub, k->sec);
+    } else if (key_decode(line, len, PFX_RAW, key) == 0) {
+        if (!(k = key_slot(ctx, keys, KEY_RAW, 32)))
+            goto fail;
+        memcpy(k->sec, key, 32);
+    } else {
+        sodium_memzero(key, sizeof(key));
+        return vmc_set_error(ctx, VMC_E_INVAL,
+                             "%s:%d: not a vmckpt identity or key (corrupt or "
+                             "truncated?)", path, lineno);
+    }
+    sodium_memzero(key, sizeof(key));
+    return 0;
+fail:
+    sodium_memzero(key, sizeof(key));
+    return vmc_ctx_errcode(ctx);
+}
+
+int vmc_keys_add_identity_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                               const char *path)
+{
+    char *text;
+    size_t len;
+    int rc, n;
+
+    if ((rc = slurp_secret(ctx, path, &text, &len)) < 0)
+        return rc;
+    rc = each_line(ctx, keys, path, text, identity_line, &n);
+    sodium_free(text);
+    if (rc == 0 && n == 0)
+        rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: no identities", path);
+    return rc;
+}
+
+int vmc_keys_add_keyfile(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                         const char *path)
+{
+    int before = keys->n, rc;
+
+    if ((rc = vmc_keys_add_identity_file(ctx, keys, path)) < 0)
+        return rc;
+    for (int i = before; i < keys->n; i++)
+        if (keys->k[i].kind != KEY_RAW)
+            return vmc_set_error(ctx, VMC_E_INVAL,
+                                 "%s: not a raw key file (an X25519 identity? "
+                                 "use -i to open, -r to seal)", path);
+    return 0;
+}
+
+int vmc_keys_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                            const char *pass, size_t len)
+{
+    struct vmc_key *k;
+
+    if (len == 0)
+        return vmc_set_error(ctx, VMC_E_INVAL, "empty passphrase");
+    if (!(k = key_slot(ctx, keys, KEY_PASSPHRASE, len)))
+        return vmc_ctx_errcode(ctx);
+    memcpy(k->sec, pass, len);
+    return 0;
+}
+
+int vmc_keys_count(const struct vmc_keys *keys)
+{
+    return keys->n;
+}
+
+int vmc_keys_can_seal(const struct vmc_keys *keys)
+{
+    for (int i = 0; i < keys->n; i++)
+        if (keys->k[i].kind != KEY_IDENTITY)
+            return 1;
+    return 0;
+}
+
+int vmc_keys_has_passphrase(const struct vmc_keys *keys)
+{
+    for (int i = 0; i < keys->n; i++)
+        if (keys->k[i].kind == KEY_PASSPHRASE)
+            return 1;
+    return 0;
+}
+
+/* Creates path 0600, never following or replacing anything. */
+static int create_secret_file(struct vmc_ctx *ctx, const char *path,
+                              const char *text)
+{
+    int fd, rc = 0;
+
+    if (!strcmp(path, "-")) {
+        if ((rc = write_full(1, text, strlen(text))) < 0) {
+            errno = -rc;
+            return vmc_set_error(ctx, VMC_E_IO, "stdout: %s", strerror(errno));
+        }
+        return 0;
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return vmc_set_error(ctx, errno == EEXIST ? VMC_E_EXISTS : VMC_E_IO,
+                             "%s: %s", path, strerror(errno));
+    if ((rc = write_full(fd, text, strlen(text))) == 0 && fsync(fd) < 0)
+        rc = -errno;
+    if (close(fd) < 0 && rc == 0)
+        rc = -errno;
+    if (rc < 0) {
+        errno = -rc;
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
+        unlink(path);
+    }
+    return rc;
+}
+
+int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
+               char pub[VMC_RECIPIENT_STRLEN])
+{
+    uint8_t *sk = sodium_malloc(32);
+    char *text = sodium_malloc(512);
+    char line[96], when[64];
+    uint8_t pk[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    int rc;
+
+    pub[0] = '\0';
+    if (!sk || !text) {
+        rc = vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
+        goto out;
+    }
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    randombytes_buf(sk, 32);
+    if (symmetric) {
+        key_encode(line, sizeof(line), PFX_RAW, sk);
+        snprintf(text, 512, "# vmckpt raw key, created: %s\n%s\n", when, line);
+    } else {
+        crypto_scalarmult_base(pk, sk);
+        key_encode(pub, VMC_RECIPIENT_STRLEN, PFX_RECIPIENT, pk);
+        key_encode(line, sizeof(line), PFX_SECRET, sk);
+        snprintf(text, 512, "# vmckpt identity, created: %s\n# recipient: %s\n"
+                 "%s\n", when, pub, line);
+    }
+    sodium_memzero(line, sizeof(line));
+    rc = create_secret_file(ctx, path, text);
+out:
+    sodium_free(sk);
+    sodium_free(text);
+    return rc;
+}
+
+int vmc_identity_recipient(struct vmc_ctx *ctx, const char *path,
+                           char pub[VMC_RECIPIENT_STRLEN])
+{
+    struct vmc_keys *keys = vmc_keys_new();
+    int rc;
+
+    pub[0] = '\0';
+    if (!keys)
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    if ((rc = vmc_keys_add_identity_file(ctx, keys, path)) < 0)
+        goto out;
+    for (int i = 0; i < keys->n; i++)
+        if (keys->k[i].kind == KEY_IDENTITY) {
+            key_encode(pub, VMC_RECIPIENT_STRLEN, PFX_RECIPIENT, keys->k[i].pub);
+            goto out;
+        }
+    rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: no X25519 identity in file", path);
+out:
+    vmc_keys_free(keys);
+    return rc;
+}

@@ -1,0 +1,144 @@
+/* util.c - error context, I/O helpers, clocks. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "internal.h"
+
+struct vmc_ctx *vmc_ctx_new(void)
+{
+    return calloc(1, sizeof(struct vmc_ctx));
+}
+
+void vmc_ctx_free(struct vmc_ctx *ctx)
+{
+    free(ctx);
+}
+
+const char *vmc_ctx_error(const struct vmc_ctx *ctx)
+{
+    if (!ctx)
+        return "no context";
+    return ctx->code ? ctx->msg : "no error";
+}
+
+int vmc_ctx_errcode(const struct vmc_ctx *ctx)
+{
+    return ctx ? ctx->code : VMC_E_INVAL;
+}
+
+void vmc_ctx_clear(struct vmc_ctx *ctx)
+{
+    if (ctx) {
+        ctx->code = 0;
+        ctx->saved_errno = 0;
+        ctx->msg[0] = '\0';
+    }
+}
+
+int vmc_set_error(struct vmc_ctx *ctx, int code, const char *fmt, ...)
+{
+    int saved = errno;
+    va_list ap;
+
+    if (!ctx || ctx->code)          /* keep the first, root-cause error */
+        return code;
+    ctx->code = code;
+    ctx->saved_errno = saved;
+    va_start(ap, fmt);
+    vsnprintf(ctx->msg, sizeof(ctx->msg), fmt, ap);
+    va_end(ap);
+    errno = saved;
+    return code;
+}
+
+const char *vmc_strerror(int code)
+{
+    switch (code) {
+    case VMC_OK: return "success";
+    case VMC_E_IO: return "I/O error";
+    case VMC_E_NOMEM: return "out of memory";
+    case VMC_E_FORMAT: return "invalid stream";
+    case VMC_E_AUTH: return "authentication failed";
+    case VMC_E_KEY: return "no matching key";
+    case VMC_E_TRUNC: return "truncated stream";
+    case VMC_E_UNSUPPORTED: return "unsupported";
+    case VMC_E_LIMIT: return "limit exceeded";
+    case VMC_E_INVAL: return "invalid argument";
+    case VMC_E_BACKEND: return "backend failure";
+    case VMC_E_EXISTS: return "already exists";
+    case VMC_E_CANCELED: return "canceled";
+    }
+    return "unknown error";
+}
+
+int vmc_init(struct vmc_ctx *ctx)
+{
+    if (sodium_init() < 0)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "libsodium: init failed");
+    return 0;
+}
+
+int read_full(int fd, void *buf, size_t n, size_t *got)
+{
+    size_t done = 0;
+
+    while (done < n) {
+        ssize_t r = read(fd, (char *)buf + done, n - done);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            *got = done;
+            return -errno;
+        }
+        if (r == 0)
+            break;
+        done += (size_t)r;
+    }
+    *got = done;
+    return 0;
+}
+
+int write_full(int fd, const void *buf, size_t n)
+{
+    size_t done = 0;
+
+    while (done < n) {
+        ssize_t r = write(fd, (const char *)buf + done, n - done);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+char *vmc_strdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+uint64_t vmc_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int vmc_default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (n < 1)
+        return 1;
+    return n > 64 ? 64 : (int)n;
+}

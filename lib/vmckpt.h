@@ -1,0 +1,286 @@
+/*
+ * vmckpt.h - public interface of libvmckpt.
+ *
+ * Conventions (see README and format/vmckpt-stream.md):
+ *  - every function that can fail returns int: 0 on success, a negative
+ *    enum vmc_err on failure, and records a one-line message in its
+ *    struct vmc_ctx (vmc_ctx_error()).
+ *  - the library never prints, exits or aborts on bad input.
+ *  - _new()/_free() pairs; every free accepts NULL.  Pointers passed in
+ *    are borrowed unless the comment says otherwise.
+ *  - key material lives in sodium_malloc()'d memory and is wiped on free.
+ */
+#ifndef VMCKPT_H
+#define VMCKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define VMC_TOOL_VERSION "0.1.0"
+
+enum vmc_err {
+    VMC_OK = 0,
+    VMC_E_IO = -1,          /* read/write/fsync failed (errno kept) */
+    VMC_E_NOMEM = -2,
+    VMC_E_FORMAT = -3,      /* structurally invalid stream */
+    VMC_E_AUTH = -4,        /* authentication failed: damaged or forged */
+    VMC_E_KEY = -5,         /* no key given opens any slot */
+    VMC_E_TRUNC = -6,       /* stream ends early */
+    VMC_E_UNSUPPORTED = -7, /* unknown version, algorithm, mandatory record */
+    VMC_E_LIMIT = -8,       /* a limit (KDF caps, sizes) refused */
+    VMC_E_INVAL = -9,       /* bad argument from the caller */
+    VMC_E_BACKEND = -10,    /* hypervisor backend failure */
+    VMC_E_EXISTS = -11,     /* target exists / name clash */
+    VMC_E_CANCELED = -12,   /* interrupted by the caller */
+};
+
+/* ---- context: carries the last error ---------------------------------- */
+
+struct vmc_ctx;
+struct vmc_ctx *vmc_ctx_new(void);          /* NULL if out of memory */
+void vmc_ctx_free(struct vmc_ctx *ctx);
+const char *vmc_ctx_error(const struct vmc_ctx *ctx); /* owned by ctx */
+int vmc_ctx_errcode(const struct vmc_ctx *ctx);
+void vmc_ctx_clear(struct vmc_ctx *ctx);
+/* Sets the error (keeping the first one unless ctx was cleared) and
+ * returns code, so callers write `return vmc_set_error(...)`. */
+int vmc_set_error(struct vmc_ctx *ctx, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *vmc_strerror(int code);
+/* Must be called once before anything else (sodium_init). */
+int vmc_init(struct vmc_ctx *ctx);
+
+/* ---- keys ---------------------------------------------------------------- */
+
+#define VMC_RECIPIENT_STRLEN 64   /* buffer size for a public key string */
+
+struct vmc_keys;
+struct vmc_keys *vmc_keys_new(void);
+void vmc_keys_free(struct vmc_keys *keys);
+/* Sealing: who may open.  Opening: what we hold.  Passphrases and raw
+ * keys serve both directions. */
+int vmc_keys_add_recipient(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                           const char *recipient);
+int vmc_keys_add_recipients_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                                 const char *path);
+int vmc_keys_add_identity_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                               const char *path);
+int vmc_keys_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                            const char *pass, size_t len);
+int vmc_keys_add_keyfile(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                         const char *path);
+/* Argon2id cost for new passphrase slots (0 = default). */
+void vmc_keys_set_kdf(struct vmc_keys *keys, uint32_t ops, uint32_t mem_kib);
+int vmc_keys_count(const struct vmc_keys *keys);
+int vmc_keys_can_seal(const struct vmc_keys *keys);
+int vmc_keys_has_passphrase(const struct vmc_keys *keys);
+
+/* Writes a new identity (X25519 secret key, or a raw 256-bit key when
+ * symmetric) to path, 0600, never overwriting; the public recipient
+ * string (X25519 only) goes to pub. */
+int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
+               char pub[VMC_RECIPIENT_STRLEN]);
+/* Public recipient string of the first X25519 identity in path. */
+int vmc_identity_recipient(struct vmc_ctx *ctx, const char *path,
+                           char pub[VMC_RECIPIENT_STRLEN]);
+
+/* ---- envelope header ------------------------------------------------- */
+
+struct vmc_header;
+struct vmc_slot_info {
+    int type;                 /* VMC_SLOT_* */
+    uint32_t kdf_ops;         /* Argon2id only */
+    uint32_t kdf_mem_kib;     /* Argon2id only */
+    uint8_t key_id[16];       /* raw key only */
+};
+struct vmc_header_info {
+    uint32_t version;
+    uint32_t header_len;
+    uint16_t aead, compression;
+    uint32_t chunk_size;
+    uint32_t flags;
+    uint8_t stream_id[16];
+    char label[256];
+    int nslots;
+    struct vmc_slot_info slots[32];
+    int unlocked;             /* file key found and header MAC verified */
+    int opened_by;            /* index of the slot that opened it, or -1 */
+};
+/* Reads exactly the header from fd (no more) and parses it. */
+int vmc_header_read(struct vmc_ctx *ctx, int fd, struct vmc_header **out);
+/* Parses a header held in memory; *used gets its length. */
+int vmc_header_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
+                     struct vmc_header **out);
+/* Finds a slot that keys opens, unwraps the file key, checks the MAC. */
+int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
+                      const struct vmc_keys *keys);
+void vmc_header_get_info(const struct vmc_header *h,
+                         struct vmc_header_info *info);
+void vmc_header_free(struct vmc_header *h);
+
+/* Rekey: remove slots, add new ones for keys, re-MAC.  The header must be
+ * unlocked.  remove[] lists slot indices (nremove entries). */
+int vmc_header_rekey(struct vmc_ctx *ctx, struct vmc_header *h,
+                     const int *remove, int nremove,
+                     const struct vmc_keys *add);
+/* Which slots does keys name (recipients, passphrases, raw keys)?  Fills
+ * idx (capacity 32) and returns the count, or a negative error.  A
+ * passphrase matches a slot only if it opens it. */
+int vmc_header_match_slots(struct vmc_ctx *ctx, const struct vmc_header *h,
+                           const struct vmc_keys *keys, int idx[32]);
+int vmc_header_write(struct vmc_ctx *ctx, const struct vmc_header *h, int fd);
+
+/* ---- writer: records -> chunks -> fd -------------------------------- */
+
+struct vmc_writer_opts {
+    int level;                /* zstd level, 0 = default (1) */
+    uint32_t chunk_size;      /* 0 = VMC_CHUNK_DEFAULT */
+    int threads;              /* 0 = online CPUs */
+    const char *label;        /* public label in the header, may be NULL */
+    uint32_t header_flags;    /* VMC_HF_* */
+};
+struct vmc_writer;
+/* Writes the header at once.  fd is borrowed. */
+int vmc_writer_new(struct vmc_ctx *ctx, int fd, const struct vmc_keys *keys,
+                   const struct vmc_writer_opts *opts, struct vmc_writer **out);
+/* A whole record. */
+int vmc_writer_record(struct vmc_writer *w, uint32_t type, const void *body,
+                      size_t len);
+/* A record whose body is written in pieces: begin(len), write()* totalling
+ * exactly len. */
+int vmc_writer_begin(struct vmc_writer *w, uint32_t type, uint32_t len);
+int vmc_writer_write(struct vmc_writer *w, const void *buf, size_t len);
+/* Progress callback: total bytes so far; return non-zero to cancel. */
+typedef int (*vmc_progress_fn)(void *arg, uint64_t bytes);
+/* Copies fd until EOF into BACKEND_STREAM records (1 MiB pieces). */
+int vmc_writer_copy_backend(struct vmc_writer *w, int fd, vmc_progress_fn cb,
+                            void *arg);
+/* Seals what is buffered as a (short) chunk, and writes it out. */
+int vmc_writer_flush(struct vmc_writer *w);
+/* Appends END and the final chunk, waits for every chunk to be written. */
+int vmc_writer_finish(struct vmc_writer *w, uint64_t total_time_ns,
+                      uint64_t downtime_ns);
+struct vmc_stats {
+    uint64_t records;
+    uint64_t backend_bytes;
+    uint64_t plaintext_bytes;
+    uint64_t stream_bytes;    /* bytes on the wire: header + chunks */
+    uint64_t chunks;
+};
+void vmc_writer_stats(const struct vmc_writer *w, struct vmc_stats *st);
+void vmc_writer_free(struct vmc_writer *w);
+
+/* ---- image info builder ---------------------------------------------- */
+
+struct vmc_image_meta {
+    uint8_t uuid[16];
+    uint64_t memory_kib;
+    uint32_t vcpus;
+    uint16_t backend;
+    uint16_t stream_format;
+    int64_t time_unix;
+    uint32_t flags;
+    char name[256];
+    char host[256];
+    char backend_version[256];
+    char tool_version[64];
+    char guest_type[64];
+};
+/* Encodes an IMAGE_INFO body; *len gets its size.  buf >= 2048 bytes. */
+int vmc_image_info_build(const struct vmc_image_meta *m, uint8_t *buf,
+                         size_t cap, size_t *len);
+int vmc_image_info_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
+                         struct vmc_image_meta *m);
+
+/* ---- reader: fd -> chunks -> records --------------------------------- */
+
+struct vmc_record {
+    uint32_t type;
+    uint32_t length;
+    uint64_t offset;          /* of the record header in the plaintext */
+};
+struct vmc_reader;
+/* Takes ownership of h (unlocked).  fd is borrowed; exact_eof asks that
+ * nothing follow the final chunk. */
+int vmc_reader_new(struct vmc_ctx *ctx, int fd, struct vmc_header *h,
+                   int threads, int exact_eof, struct vmc_reader **out);
+/* Next record header: 1 = a record, 0 = END verified (see
+ * vmc_reader_end), negative = error.  The unread body of the previous
+ * record is skipped.  Unknown optional records are skipped; unknown
+ * mandatory records are refused. */
+int vmc_reader_next(struct vmc_reader *r, struct vmc_record *rec);
+/* Reads up to len body bytes of the current record; returns bytes read
+ * (0 at the end of the body) or a negative error. */
+ssize_t vmc_reader_read(struct vmc_reader *r, void *buf, size_t len);
+/* Reads the whole current body into a new buffer (caller frees). */
+int vmc_reader_read_all(struct vmc_reader *r, uint8_t **buf, size_t *len);
+struct vmc_end_info {
+    uint64_t records, backend_bytes, plaintext_bytes;
+    uint64_t total_time_ns, downtime_ns;
+};
+void vmc_reader_end(const struct vmc_reader *r, struct vmc_end_info *e);
+void vmc_reader_stats(const struct vmc_reader *r, struct vmc_stats *st);
+/* Keeps only the header: vmc_reader_free frees it. */
+const struct vmc_header *vmc_reader_header(const struct vmc_reader *r);
+void vmc_reader_free(struct vmc_reader *r);
+
+/* Record parser over any byte source (used by the reader and the fuzz
+ * target).  read() fills exactly n bytes, returns 0, VMC_E_TRUNC at a clean
+ * end of input, or another negative error. */
+struct vmc_recparse;
+typedef int (*vmc_src_fn)(void *src, void *buf, size_t n);
+struct vmc_recparse *vmc_recparse_new(struct vmc_ctx *ctx, vmc_src_fn fn,
+                                      void *src);
+int vmc_recparse_next(struct vmc_recparse *p, struct vmc_record *rec);
+ssize_t vmc_recparse_read(struct vmc_recparse *p, void *buf, size_t len);
+void vmc_recparse_end(const struct vmc_recparse *p, struct vmc_end_info *e);
+void vmc_recparse_free(struct vmc_recparse *p);
+const char *vmc_record_name(uint32_t type);
+
+/* ---- whole-image helpers -------------------------------------------- */
+
+#define VMC_SUMMARY_TYPES 16
+struct vmc_summary {
+    struct vmc_image_meta meta;
+    uint32_t config_format;   /* 0 if no DOMAIN_CONFIG */
+    uint64_t config_len;
+    int ntypes;
+    struct {
+        uint32_t type;
+        uint64_t count;
+        uint64_t bytes;
+    } types[VMC_SUMMARY_TYPES];
+    struct vmc_end_info end;
+    struct vmc_stats stats;
+};
+/* Reads every record to END: BACKEND_STREAM bodies go to outfd (-1: none),
+ * cb sees the backend bytes so far.  Fills sum (may be NULL).  Returns 0
+ * only if the whole stream authenticated and every rule held. */
+int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
+                     void *arg, struct vmc_summary *sum);
+/* Copies in to out until EOF (rekey copies chunks untouched). */
+int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what);
+
+/* ---- output files ------------------------------------------------------ */
+
+/* Creates "path.partial" (O_EXCL|O_NOFOLLOW, 0600, locked); a stale
+ * .partial left by a killed run (not locked) is replaced.  "-" means
+ * stdout.  Commit: fsync, rename to path, fsync directory.  Abort: unlink.
+ * Free aborts unless committed. */
+struct vmc_outfile;
+int vmc_outfile_open(struct vmc_ctx *ctx, const char *path, int overwrite,
+                     struct vmc_outfile **out);
+int vmc_outfile_fd(const struct vmc_outfile *of);
+int vmc_outfile_commit(struct vmc_ctx *ctx, struct vmc_outfile *of);
+void vmc_outfile_abort(struct vmc_outfile *of);
+void vmc_outfile_free(struct vmc_outfile *of);
+/* Async-signal-safe: unlinks the .partial of every open outfile. */
+void vmc_outfile_cleanup_signal(void);
+
+/* ---- misc ----------------------------------------------------------- */
+
+uint64_t vmc_now_ns(void);   /* CLOCK_MONOTONIC */
+int vmc_default_threads(void);
+
+#endif

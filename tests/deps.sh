@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs what building and testing vmckpt needs on Debian 12 (as root).
+set -eu
+PKGS="build-essential pkg-config libsodium-dev libzstd-dev libjansson-dev zstd \
+clang libclang-rt-14-dev python3 man-db groff-base"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+        missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing

@@ -1,0 +1,332 @@
+/*
+ * vmckpt test-guest workload (static; runs under the initramfs /init).
+ *
+ * Parameters come from /proc/cmdline, or from argv when any are given
+ * (e.g. "./workload wl.mem=16" for a native run):
+ *   wl.mem=MIB            memory to fill (default 64)
+ *   wl.dirty=PCT          percent of pages rewritten per second (default 10)
+ *   wl.marker=STRING      marker written into every Nth page (default none)
+ *   wl.marker_every=N     N for wl.marker (default 16)
+ *
+ * Every 4 KiB page = header {magic, index, generation, boot id} followed by
+ * xorshift64 output seeded from (boot id, index, generation), with the marker
+ * (if any) at byte 32 of every Nth page.  Generations are kept in a separate
+ * array, so every page can be re-derived and compared.
+ *
+ * Console protocol (one line each, all prefixed "VMCKPT-WL boot=<id>"):
+ *   start mem=.. dirty=.. pages=..            once
+ *   ready pages=N bad=K result=OK|BAD [first=I] fill_ms=F ms=T  (fill + check)
+ *   count=N gen=G ok|BAD                      every ~0.5 s, N += 1 each line
+ *   check pages=N bad=K result=OK|BAD [first=I] reason=R ms=T
+ * A "corrupt" line on stdin flips one byte (to test the BAD path).
+ * A full check runs on: a "check" line on stdin, SIGUSR1, a loop gap > 2 s,
+ * a CLOCK_REALTIME/CLOCK_BOOTTIME jump against CLOCK_MONOTONIC, or the RTC
+ * (/sys/class/rtc/rtc0/since_epoch, host-clock driven under QEMU) getting
+ * ahead of CLOCK_MONOTONIC by > 1 s: the only signal that fires under QEMU
+ * (guest clocks stop while the VM is stopped); catches pauses >= 2 s.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096u
+#define WORDS (PAGE / 8)
+#define MAGIC 0x4c575450434b4d56ull /* "VMCKPTWL" little-endian */
+
+static uint64_t boot_id, npages, total_gen, count;
+static uint32_t *gens;
+static unsigned char *mem;
+static char marker[256];
+static uint64_t marker_every = 16;
+static volatile sig_atomic_t got_usr1;
+static int any_bad;
+
+static void say(const char *fmt, ...)
+{
+	char buf[512];
+	int n = snprintf(buf, sizeof buf, "VMCKPT-WL boot=%016llx ",
+			 (unsigned long long)boot_id);
+	va_list ap;
+	va_start(ap, fmt);
+	n += vsnprintf(buf + n, sizeof buf - n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof buf - 2)
+		n = sizeof buf - 2;
+	buf[n++] = '\n';
+	for (char *p = buf; n > 0;) {
+		ssize_t w = write(1, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		p += w, n -= w;
+	}
+}
+
+static uint64_t splitmix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* Write the expected contents of page idx at generation gen into dst. */
+static void gen_page(uint64_t *dst, uint64_t idx, uint32_t gen)
+{
+	uint64_t s = splitmix(boot_id ^ splitmix(idx * 0x100000001b3ull + gen)) | 1;
+	dst[0] = MAGIC, dst[1] = idx, dst[2] = gen, dst[3] = boot_id;
+	for (unsigned i = 4; i < WORDS; i++) {
+		s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+		dst[i] = s;
+	}
+	if (marker[0] && idx % marker_every == 0)
+		memcpy(dst + 4, marker, strlen(marker));
+}
+
+static double now(clockid_t c)
+{
+	struct timespec ts;
+	clock_gettime(c, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Re-check every page; returns number of bad pages, *first = first bad. */
+static uint64_t check_all(uint64_t *first)
+{
+	static uint64_t exp[WORDS];
+	uint64_t bad = 0;
+	*first = UINT64_MAX;
+	for (uint64_t i = 0; i < npages; i++) {
+		gen_page(exp, i, gens[i]);
+		if (memcmp(exp, mem + i * PAGE, PAGE)) {
+			if (!bad++)
+				*first = i;
+		}
+	}
+	return bad;
+}
+
+static void run_check(const char *what, const char *tail)
+{
+	uint64_t first;
+	double t0 = now(CLOCK_MONOTONIC);
+	uint64_t bad = check_all(&first);
+	double ms = (now(CLOCK_MONOTONIC) - t0) * 1e3;
+	char extra[64] = "";
+	if (bad) {
+		any_bad = 1;
+		snprintf(extra, sizeof extra, " first=%llu", (unsigned long long)first);
+	}
+	say("%s pages=%llu bad=%llu result=%s%s %s ms=%.0f", what,
+	    (unsigned long long)npages, (unsigned long long)bad,
+	    bad ? "BAD" : "OK", extra, tail, ms);
+}
+
+static void on_usr1(int sig) { (void)sig; got_usr1 = 1; }
+
+static void set_param(const char *tok, unsigned long *mib, unsigned long *pct)
+{
+	const char *v = strchr(tok, '=');
+	if (!v)
+		return;
+	size_t k = v++ - tok;
+	if (k == 6 && !strncmp(tok, "wl.mem", 6))
+		*mib = strtoul(v, NULL, 0);
+	else if (k == 8 && !strncmp(tok, "wl.dirty", 8))
+		*pct = strtoul(v, NULL, 0);
+	else if (k == 15 && !strncmp(tok, "wl.marker_every", 15))
+		marker_every = strtoull(v, NULL, 0);
+	else if (k == 9 && !strncmp(tok, "wl.marker", 9)) {
+		if (*v == '"')
+			v++;
+		snprintf(marker, sizeof marker, "%s", v);
+		size_t n = strlen(marker);
+		if (n && marker[n - 1] == '"')
+			marker[n - 1] = 0;
+	}
+}
+
+/* Host-clock RTC seconds (QEMU's default -rtc clock=host), or -1. */
+static double rtc_seconds(void)
+{
+	char b[32];
+	int fd = open("/sys/class/rtc/rtc0/since_epoch", O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, b, sizeof b - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	b[n] = 0;
+	return strtod(b, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	unsigned long mib = 64, pct = 10;
+	if (argc > 1) {
+		for (int i = 1; i < argc; i++)
+			set_param(argv[i], &mib, &pct);
+	} else {
+		static char cl[4096];
+		int fd = open("/proc/cmdline", O_RDONLY);
+		ssize_t n = fd >= 0 ? read(fd, cl, sizeof cl - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		if (n > 0) {
+			cl[n] = 0;
+			for (char *s, *t = strtok_r(cl, " \t\n", &s); t;
+			     t = strtok_r(NULL, " \t\n", &s))
+				set_param(t, &mib, &pct);
+		}
+	}
+	if (!mib || pct > 100 || !marker_every) {
+		fprintf(stderr, "workload: bad wl.mem/wl.dirty/wl.marker_every\n");
+		return 2;
+	}
+
+	if (getrandom(&boot_id, sizeof boot_id, GRND_NONBLOCK) != sizeof boot_id) {
+		int fd = open("/dev/urandom", O_RDONLY);
+		if (fd < 0 || read(fd, &boot_id, sizeof boot_id) != sizeof boot_id)
+			boot_id = splitmix((uint64_t)(now(CLOCK_REALTIME) * 1e9) ^ getpid());
+		if (fd >= 0)
+			close(fd);
+	}
+
+	npages = (uint64_t)mib << 20 >> 12;
+	mem = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	gens = calloc(npages, sizeof *gens);
+	if (mem == MAP_FAILED || !gens) {
+		fprintf(stderr, "workload: cannot allocate %lu MiB\n", mib);
+		return 1;
+	}
+
+	/* stdin: non-blocking, no echo (keep line mode) */
+	struct termios tio;
+	if (tcgetattr(0, &tio) == 0) {
+		tio.c_lflag &= ~(ECHO | ECHONL);
+		tio.c_lflag |= ICANON;
+		tcsetattr(0, TCSANOW, &tio);
+	}
+	fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+	struct sigaction sa = { .sa_handler = on_usr1 };
+	sigaction(SIGUSR1, &sa, NULL);
+
+	say("start mem=%lu dirty=%lu pages=%llu marker=%s every=%llu", mib, pct,
+	    (unsigned long long)npages, marker[0] ? marker : "-",
+	    (unsigned long long)marker_every);
+	double t0 = now(CLOCK_MONOTONIC);
+	for (uint64_t i = 0; i < npages; i++)
+		gen_page((uint64_t *)(mem + i * PAGE), i, 0);
+	double fill_ms = (now(CLOCK_MONOTONIC) - t0) * 1e3;
+	char tail[64];
+	snprintf(tail, sizeof tail, "fill_ms=%.0f", fill_ms);
+	run_check("ready", tail);
+
+	uint64_t rng = splitmix(boot_id ^ 0x5eed);
+	double m = now(CLOCK_MONOTONIC), last_m = m;
+	double rt_off = now(CLOCK_REALTIME) - m, bt_off = now(CLOCK_BOOTTIME) - m;
+	double rtc = rtc_seconds(), rtc_off = rtc >= 0 ? rtc - m : 0;
+	double next_print = m + 0.5, debt = 0;
+	char line[256];
+	size_t llen = 0;
+	int in_fd = 0;
+
+	for (;;) {
+		struct pollfd pfd = { .fd = in_fd, .events = POLLIN };
+		const char *reason = NULL;
+
+		if (poll(&pfd, 1, 50) > 0) {
+			char b[256];
+			ssize_t n;
+			while ((n = read(0, b, sizeof b)) > 0) {
+				for (ssize_t i = 0; i < n; i++) {
+					if (b[i] != '\n' && b[i] != '\r') {
+						if (llen < sizeof line - 1)
+							line[llen++] = b[i];
+						continue;
+					}
+					line[llen] = 0, llen = 0;
+					if (!strcmp(line, "check"))
+						reason = "console";
+					else if (!strcmp(line, "corrupt")) {
+						/* test hook: flip one byte */
+						mem[(npages / 2) * PAGE + 100] ^= 1;
+						say("corrupted page=%llu",
+						    (unsigned long long)(npages / 2));
+					}
+				}
+			}
+			if (n == 0 || (pfd.revents & (POLLHUP | POLLERR | POLLNVAL)))
+				in_fd = -1; /* EOF: stop reading stdin */
+		}
+		if (got_usr1)
+			got_usr1 = 0, reason = "sigusr1";
+
+		m = now(CLOCK_MONOTONIC);
+		double r = now(CLOCK_REALTIME) - m, bt = now(CLOCK_BOOTTIME) - m;
+		if (m - last_m > 2.0)
+			reason = "gap";
+		else if (r - rt_off > 1.0 || r - rt_off < -1.0)
+			reason = "realtime";
+		else if (bt - bt_off > 1.0)
+			reason = "boottime";
+		rt_off = r, bt_off = bt;
+
+		/* rewrite wl.dirty % of pages per second, at random */
+		double dt = m - last_m;
+		if (dt > 1.0)
+			dt = 1.0;
+		debt += npages * (pct / 100.0) * dt;
+		for (; debt >= 1.0; debt -= 1.0) {
+			rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+			uint64_t i = rng % npages;
+			gen_page((uint64_t *)(mem + i * PAGE), i, ++gens[i]);
+			total_gen++;
+		}
+		last_m = m;
+
+		if (m >= next_print) {
+			if (rtc >= 0 && (rtc = rtc_seconds()) >= 0) {
+				/* off is in (c-1, c] for the true offset c (1 s RTC
+				 * resolution); rtc_off tracks max(off) ~ c, decaying
+				 * slowly to follow clock drift. A pause of P >= 2 s
+				 * shows as off - rtc_off > 1. */
+				double off = rtc - m;
+				if (off - rtc_off > 1.0 || off - rtc_off < -2.0) {
+					reason = reason ? reason : "rtc";
+					rtc_off = off;
+				} else if (off > rtc_off - 0.002) {
+					rtc_off = off;
+				} else {
+					rtc_off -= 0.002;
+				}
+			}
+			say("count=%llu gen=%llu %s", (unsigned long long)count++,
+			    (unsigned long long)total_gen, any_bad ? "BAD" : "ok");
+			next_print += 0.5;
+			if (next_print < m)
+				next_print = m + 0.5;
+		}
+		if (reason) {
+			char tail[64];
+			snprintf(tail, sizeof tail, "reason=%s", reason);
+			run_check("check", tail);
+			last_m = now(CLOCK_MONOTONIC);
+		}
+	}
+}
