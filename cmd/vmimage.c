@@ -697,9 +697,8 @@ static int cmd_seal(struct args *a, int argc, char **argv)
         vmc_writer_finish(w, vmc_now_ns() - t0, 0) < 0 ||
         vmc_outfile_commit(a->ctx, of) < 0) {
         cli_progress_done(&pr);
-        cli_ctx_err(strcmp(out, "-") ? out : "stdout", a->ctx);
-        if (strcmp(out, "-"))
-            fprintf(stderr, "%s: %s: nothing written\n", cli_prog, out);
+        cli_err(strcmp(out, "-") ? out : "stdout", "%s%s", vmc_ctx_error(a->ctx),
+                strcmp(out, "-") ? "; nothing written" : "");
         goto out;
     }
     cli_progress_done(&pr);
@@ -746,9 +745,8 @@ static int cmd_unseal(struct args *a, int argc, char **argv)
     cli_progress_init(&pr, "unsealing", 0);
     if (vmc_reader_drain(r, vmc_outfile_fd(of), cli_progress_cb, &pr, NULL) < 0) {
         cli_progress_done(&pr);
-        cli_ctx_err(obj, a->ctx);
-        if (strcmp(out, "-"))
-            fprintf(stderr, "%s: %s: nothing written\n", cli_prog, out);
+        cli_err(obj, "%s%s", vmc_ctx_error(a->ctx),
+                strcmp(out, "-") ? "; nothing written" : "");
         goto out;
     }
     cli_progress_done(&pr);
@@ -834,8 +832,7 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
     if (vmc_header_write(a->ctx, h, vmc_outfile_fd(of)) < 0 ||
         vmc_copy_fd(a->ctx, fd, vmc_outfile_fd(of), path) < 0 ||
         vmc_outfile_commit(a->ctx, of) < 0) {
-        cli_ctx_err(out, a->ctx);
-        fprintf(stderr, "%s: %s: left unchanged\n", cli_prog, path);
+        cli_err(out, "%s; %s left unchanged", vmc_ctx_error(a->ctx), path);
         goto out;
     }
     vmc_header_get_info(h, &hi);

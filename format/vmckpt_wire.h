@@ -45,7 +45,7 @@ struct vmc_wire_hdr {
     uint32_t header_len;      /* whole header incl. MAC; multiple of 8 */
     uint16_t aead;            /* VMC_AEAD_* */
     uint16_t compression;     /* VMC_COMP_* */
-    uint32_t chunk_size;      /* max plaintext bytes per chunk, power of 2 */
+    uint32_t chunk_size;      /* max decompressed bytes per chunk, power of 2 */
     uint16_t nslots;          /* 1..VMC_MAX_SLOTS */
     uint16_t label_len;       /* 0..VMC_LABEL_MAX */
     uint32_t flags;           /* VMC_HF_*, others zero */
@@ -114,7 +114,7 @@ _Static_assert(offsetof(struct vmc_wire_slot_argon2id, wrapped) == 48, "a2 w");
 #define VMC_ARGON2_MEM_DEFAULT_KIB (256u * 1024u)
 
 struct vmc_wire_slot_rawkey {
-    uint8_t  key_id[16];      /* BLAKE2b-128 of the key under a fixed tag */
+    uint8_t  key_id[16];      /* BLAKE2b-128 keyed with the raw key of "vmckpt rawkey id" */
     uint8_t  nonce[VMC_WRAP_NONCE_LEN];
     uint8_t  wrapped[VMC_WRAPPED_LEN];
 };
@@ -193,7 +193,7 @@ _Static_assert(offsetof(struct vmc_wire_image_info, flags) == 40, "i f");
 #define VMC_INFO_BACKEND_VERSION 3
 #define VMC_INFO_TOOL_VERSION    4
 #define VMC_INFO_GUEST_TYPE      5
-#define VMC_INFO_STR_MAX         1024
+#define VMC_INFO_STR_MAX         255
 
 /* DOMAIN_CONFIG: format word, reserved word, then config bytes. */
 #define VMC_CFG_LIBXL_JSON   1

@@ -8,6 +8,8 @@
  * whatever the image size.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -414,6 +416,7 @@ struct chunkr {
     struct pool *p;
     pthread_t io;
     int io_started;
+    int wake[2];              /* chunkr_free() -> I/O thread */
     uint64_t base;            /* stream offset of the first chunk */
     uint64_t bytes_in;        /* written by the I/O thread */
     uint64_t chunks;
@@ -423,15 +426,39 @@ struct chunkr {
     int rc;
 };
 
-/* read() with cancellation enabled only while blocked in the kernel. */
+/* read_full() that gives up when chunkr_free() pokes the wake pipe, so a
+ * reader blocked on a silent pipe or socket can always be freed. */
 static int io_read(struct chunkr *c, void *buf, size_t n, size_t *got)
 {
-    int old, rc;
+    size_t done = 0;
 
-    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
-    rc = read_full(c->fd, buf, n, got);
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-    return rc;
+    while (done < n) {
+        struct pollfd pf[2] = { { c->fd, POLLIN, 0 }, { c->wake[0], POLLIN, 0 } };
+        ssize_t r;
+
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            *got = done;
+            return -errno;
+        }
+        if (pf[1].revents) {
+            *got = done;
+            return -ECANCELED;
+        }
+        r = read(c->fd, (char *)buf + done, n - done);
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            *got = done;
+            return -errno;
+        }
+        if (r == 0)
+            break;
+        done += (size_t)r;
+    }
+    *got = done;
+    return 0;
 }
 
 static void *io_thread(void *arg)
@@ -439,9 +466,7 @@ static void *io_thread(void *arg)
     struct chunkr *c = arg;
     struct pool *p = c->p;
     uint64_t off = c->base;
-    int old;
 
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
     for (uint64_t seq = 0;; seq++) {
         struct job *j = &p->jobs[seq % (uint64_t)p->njobs];
         unsigned long long s = seq, o = off;
@@ -531,8 +556,12 @@ int chunkr_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
     c->fd = fd;
     c->exact_eof = exact_eof;
     c->base = h->raw_len;
-    if ((rc = pool_new(ctx, h, 1, 0, threads, &c->p)) < 0) {
+    if (pipe2(c->wake, O_CLOEXEC) < 0) {
         free(c);
+        return vmc_set_error(ctx, VMC_E_NOMEM, "pipe: %s", strerror(errno));
+    }
+    if ((rc = pool_new(ctx, h, 1, 0, threads, &c->p)) < 0) {
+        chunkr_free(c);
         return rc;
     }
     if (pthread_create(&c->io, NULL, io_thread, c) != 0) {
@@ -644,9 +673,13 @@ void chunkr_free(struct chunkr *c)
         c->p->stop = 1;
         pthread_cond_broadcast(&c->p->cv);
         pthread_mutex_unlock(&c->p->mu);
-        pthread_cancel(c->io);          /* acts only inside read() */
+        if (write(c->wake[1], "x", 1) < 0) {
+            /* cannot happen: the pipe is empty and ours */
+        }
         pthread_join(c->io, NULL);
     }
     pool_destroy(c->p);
+    close(c->wake[0]);
+    close(c->wake[1]);
     free(c);
 }

@@ -184,8 +184,8 @@ struct vmc_image_meta {
     char name[256];
     char host[256];
     char backend_version[256];
-    char tool_version[64];
-    char guest_type[64];
+    char tool_version[256];
+    char guest_type[256];
 };
 /* Encodes an IMAGE_INFO body; *len gets its size.  buf >= 2048 bytes. */
 int vmc_image_info_build(const struct vmc_image_meta *m, uint8_t *buf,

@@ -1,0 +1,259 @@
+#!/bin/bash
+# cli.sh - vmimage end to end: expected stdout/stderr/exit status, golden
+# images, damaged images, big round trips, faults (full disk, kill).
+# Prints PASS:/FAIL:/SKIP: lines.  VMC_FAST=1 shrinks the big round trips.
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+V=$ROOT/build/vmimage
+GEN=$ROOT/build/tests/gendata
+G=$ROOT/tests/golden
+T=$(mktemp -d /tmp/vmc-cli.XXXXXX)
+trap 'umount "$T/full" "$T/ro" 2>/dev/null; rm -rf "$T"' EXIT
+cd "$T"
+
+pass() { echo "PASS: cli/$1"; }
+fail() { echo "FAIL: cli/$1: $2"; }
+skip() { echo "SKIP: cli/$1: $2"; }
+
+# run NAME EXPECTED_EXIT CMD... : captures out/err/rc
+run() {
+    local want=$1; shift
+    "$@" >out 2>err
+    rc=$?
+    [ "$rc" = "$want" ]
+}
+one_line() { [ "$(wc -l < err)" = 1 ]; }
+
+# ---- keygen ------------------------------------------------------------
+t=keygen
+if run 0 $V keygen -o id.key && grep -q '^vmc1' out &&
+   [ "$(stat -c %a id.key)" = 600 ] && grep -q '^VMCKPT-SECRET-KEY-1' id.key &&
+   [ "$(cat out)" = "$($V keygen -y id.key)" ]; then pass $t
+else fail $t "rc=$rc $(cat err)"; fi
+REC=$(cat out)
+
+t=keygen_no_overwrite
+cp id.key id.bak
+if run 1 $V keygen -o id.key && one_line && grep -q 'id.key: File exists' err &&
+   cmp -s id.key id.bak; then pass $t; else fail $t "rc=$rc $(cat err)"; fi
+
+t=keygen_symmetric
+if run 0 $V keygen --symmetric -o raw.key && [ "$(stat -c %a raw.key)" = 600 ] &&
+   grep -q '^VMCKPT-RAW-KEY-1' raw.key; then pass $t; else fail $t "rc=$rc"; fi
+$V keygen -o other.key >/dev/null
+printf 'a passphrase\n' > pass.txt
+
+# ---- usage errors: exit 2, a named problem, then the synopsis ----------
+t=usage
+ok=1
+run 2 $V || ok=0
+grep -q 'missing command' err || ok=0
+run 2 $V frobnicate || ok=0
+grep -q "unknown command 'frobnicate'" err || ok=0
+run 2 $V verify || ok=0
+grep -q 'missing IMAGE' err || ok=0
+run 2 $V seal -l 99 -r "$REC" -o x /dev/null || ok=0
+grep -q "bad --level '99'" err || ok=0
+run 2 $V seal -o x /dev/null || ok=0
+grep -q 'no key to seal to' err || ok=0
+run 2 $V verify --bogus x || ok=0
+grep -q 'unknown option' err || ok=0
+grep -q '^usage:' err || ok=0
+[ $ok = 1 ] && pass $t || fail $t "$(cat err)"
+
+t=bad_recipient
+if run 1 $V seal -r vmc1nonsense -o x /dev/null && one_line &&
+   grep -q 'not a valid recipient' err && [ ! -e x ]; then pass $t
+else fail $t "rc=$rc $(cat err)"; fi
+
+t=help_version
+if run 0 $V --help && grep -q -- '--recipient' out && grep -q 'keygen' out &&
+   run 0 $V seal --help && grep -q -- '--label' out &&
+   ! grep -q -- '--remove-slot' out && run 0 $V --version &&
+   grep -q '^vmimage [0-9]' out; then pass $t; else fail $t "help"; fi
+
+# ---- golden images: must decode forever ------------------------------
+for img in x25519 passphrase rawkey all; do
+    for key in "-i $G/keys/identity.key" "-k $G/keys/raw.key" \
+               "--passphrase-file $G/keys/passphrase.txt"; do
+        case "$img:$key" in
+        x25519:-i*|passphrase:--pass*|rawkey:-k*|all:*) want=0 ;;
+        *) want=1 ;;
+        esac
+        t="golden_${img}_$(echo "$key" | cut -c1-3 | tr -d ' -')"
+        if run $want $V verify -q $key $G/v1-$img.vmimg; then
+            if [ $want = 0 ]; then
+                $V unseal $key -o u.bin $G/v1-$img.vmimg &&
+                    cmp -s u.bin $G/payload.bin && pass $t ||
+                    fail $t "unseal differs"
+                rm -f u.bin
+            elif one_line && grep -q 'no key opens it' err; then pass $t
+            else fail $t "$(cat err)"; fi
+        else fail $t "rc=$rc want $want: $(cat err)"; fi
+    done
+done
+
+t=golden_info_nokey
+if run 0 $V info $G/v1-all.vmimg && grep -q 'header unverified' out &&
+   grep -q 'label:       golden all slots' out && grep -q 'argon2id (t=1, m=8 MiB)' out &&
+   grep -q 'x25519' out && grep -q rawkey out && ! grep -q golden\ \ uuid out
+then pass $t; else fail $t "$(cat out err)"; fi
+
+t=golden_info_key
+if run 0 $V info -i $G/keys/identity.key $G/v1-all.vmimg &&
+   grep -q 'header authenticated' out && grep -q '^domain:      golden' out &&
+   grep -q 'BACKEND_STREAM' out && grep -q '<- opened' out; then pass $t
+else fail $t "$(cat out err)"; fi
+
+t=golden_info_json
+if run 0 $V info --json -k $G/keys/raw.key $G/v1-all.vmimg &&
+   python3 -c 'import json,sys; d=json.load(open("out")); assert d["ok"]; \
+assert d["summary"]["image_info"]["name"]=="golden"; \
+assert d["summary"]["backend_bytes"]==307200; assert d["header"]["verified"]'
+then pass $t; else fail $t "$(cat out err)"; fi
+
+# ---- damaged golden images: one line, exit 1, never a crash ---------
+while IFS="$(printf '\t')" read -r f want needle; do
+    case "$f" in '#'*|'') continue ;; esac
+    t="damaged_${f%.vmimg}"
+    if run "$want" $V verify --passphrase-file $G/keys/passphrase.txt "$G/$f" &&
+       one_line && grep -qF -- "$needle" err; then pass "$t"
+    else fail "$t" "rc=$rc want $want, '$needle' in: $(cat err)"; fi
+done < $G/damaged.tsv
+
+t=damaged_unseal_leaves_nothing
+if run 1 $V unseal --passphrase-file $G/keys/passphrase.txt -o dmg.bin \
+       $G/v1-bad-trunc-mid.vmimg && [ ! -e dmg.bin ] && [ ! -e dmg.bin.partial ]
+then pass $t; else fail $t "rc=$rc files: $(ls)"; fi
+
+# ---- round trips: passphrase, recipient, both; through pipes -------
+if [ "${VMC_FAST:-0}" = 1 ]; then SIZE=64M; else SIZE=1G; fi
+$GEN $SIZE 3 > data.bin
+for mode in passphrase recipient both; do
+    t="roundtrip_${SIZE}_$mode"
+    case $mode in
+    passphrase) sk="--passphrase-file pass.txt"; ok1="--passphrase-file pass.txt"; ok2=$ok1 ;;
+    recipient) sk="-r $REC"; ok1="-i id.key"; ok2=$ok1 ;;
+    both) sk="-r $REC --passphrase-file pass.txt"; ok1="-i id.key"
+          ok2="--passphrase-file pass.txt" ;;
+    esac
+    rm -f img.vmimg
+    if $V seal -q $sk -o img.vmimg data.bin 2>err &&
+       [ "$(stat -c %a img.vmimg)" = 600 ] &&
+       $V verify -q $ok1 img.vmimg 2>>err &&
+       $V unseal $ok2 img.vmimg 2>>err | cmp -s - data.bin &&
+       ! $V verify -q -i other.key img.vmimg 2>/dev/null; then pass $t
+    else fail $t "$(cat err)"; fi
+done
+
+t=pipe_seal_verify
+if $GEN 20M 4 | $V seal -r "$REC" | $V verify -q -i id.key - 2>err &&
+   $GEN 20M 4 | $V seal -r "$REC" | $V unseal -i id.key - | cmp -s - <($GEN 20M 4)
+then pass $t; else fail $t "$(cat err)"; fi
+
+t=passphrase_fd
+if $V seal -q --passphrase-fd 3 -o fd.vmimg data.bin 3<pass.txt 2>err &&
+   $V verify -q --passphrase-fd 4 fd.vmimg 4<pass.txt 2>>err; then pass $t
+else fail $t "$(cat err)"; fi
+rm -f fd.vmimg
+
+t=refuse_terminal
+if command -v script >/dev/null; then
+    script -qec "$V unseal -i id.key img.vmimg" /dev/null > tty.out 2>&1
+    if grep -q 'refusing to write the raw stream to a terminal' tty.out
+    then pass $t; else fail $t "$(cat tty.out)"; fi
+else skip $t "no script(1)"; fi
+
+# ---- rekey: header only, payload bytes untouched -------------------
+t=rekey
+cp img.vmimg rk.vmimg      # sealed to REC and pass.txt ("both")
+hl() { python3 -c 'import struct,sys; print(struct.unpack_from("<I", open(sys.argv[1],"rb").read(64), 12)[0])' "$1"; }
+tail -c +$(( $(hl rk.vmimg) + 1 )) rk.vmimg > payload.before
+printf 'new pass\n' > new.txt
+if $V rekey -q -i id.key --new-passphrase-file new.txt --kdf-mem 8 --kdf-ops 1 \
+       --remove-passphrase rk.vmimg 2>err &&
+   $V verify -q --passphrase-file new.txt rk.vmimg 2>>err &&
+   ! $V verify -q --passphrase-file pass.txt rk.vmimg 2>/dev/null &&
+   $V verify -q -i id.key rk.vmimg 2>>err &&
+   tail -c +$(( $(hl rk.vmimg) + 1 )) rk.vmimg | cmp -s - payload.before &&
+   [ "$(stat -c %a rk.vmimg)" = 600 ]; then pass $t
+else fail $t "$(cat err)"; fi
+
+t=rekey_remove_identity
+if $V rekey -q --passphrase-file new.txt --remove-identity id.key \
+       -o rk2.vmimg rk.vmimg 2>err &&
+   ! $V verify -q -i id.key rk2.vmimg 2>/dev/null &&
+   $V verify -q --passphrase-file new.txt rk2.vmimg 2>>err &&
+   run 1 $V rekey --passphrase-file new.txt --remove-slot 0 -o rk3.vmimg rk2.vmimg &&
+   grep -q 'last key slot' err && [ ! -e rk3.vmimg ]; then pass $t
+else fail $t "$(cat err)"; fi
+
+t=rekey_wrong_key_untouched
+cp rk.vmimg rk4.vmimg
+if run 1 $V rekey -i other.key -r "$REC" rk4.vmimg && one_line &&
+   cmp -s rk.vmimg rk4.vmimg; then pass $t; else fail $t "$(cat err)"; fi
+
+# ---- faults: nothing under the final name ----------------------------
+t=full_filesystem
+mkdir -p full
+if mount -t tmpfs -o size=2m tmpfs full 2>/dev/null; then
+    if run 1 $V seal -q -r "$REC" -o full/img.vmimg data.bin && one_line &&
+       grep -q 'No space left on device' err && [ ! -e full/img.vmimg ] &&
+       [ -z "$(ls full)" ]; then pass $t
+    else fail $t "rc=$rc $(cat err) files: $(ls full)"; fi
+    umount full
+else skip $t "cannot mount a tmpfs (not root?)"; fi
+
+t=unwritable_target
+mkdir -p ro
+if mount -t tmpfs -o size=1m tmpfs ro 2>/dev/null && mount -o remount,ro ro; then
+    if run 1 $V seal -q -r "$REC" -o ro/img data.bin && one_line &&
+       grep -q 'Read-only file system' err && [ -z "$(ls ro)" ]; then pass $t
+    else fail $t "rc=$rc $(cat err)"; fi
+    umount ro
+else skip $t "cannot mount a tmpfs (not root?)"; fi
+
+t=existing_target
+echo keep > exists.vmimg
+if run 1 $V seal -q -r "$REC" -o exists.vmimg data.bin && one_line &&
+   grep -q 'already exists' err && [ "$(cat exists.vmimg)" = keep ]; then pass $t
+else fail $t "$(cat err)"; fi
+
+t=killed_sigterm
+{
+( head -c 5M data.bin; sleep 30 ) | $V seal -q -r "$REC" -o term.vmimg 2>err &
+sleep 1
+pkill -TERM -f "seal -q -r $REC -o term.vmimg"
+sleep 0.5
+pkill -f "sleep 30" 2>/dev/null
+wait 2>/dev/null
+if [ ! -e term.vmimg ] && [ ! -e term.vmimg.partial ]; then pass $t
+else fail $t "left: $(ls term.*)"; fi
+pkill -f "sleep 30" 2>/dev/null
+} 2>/dev/null
+
+t=killed_sigkill
+{
+( head -c 5M data.bin; sleep 30 ) | $V seal -q -r "$REC" -o kill.vmimg 2>err &
+sleep 1
+pkill -KILL -f "seal -q -r $REC -o kill.vmimg"
+sleep 0.5
+pkill -f "sleep 30" 2>/dev/null
+wait 2>/dev/null
+pkill -f "sleep 30" 2>/dev/null
+} 2>/dev/null
+# SIGKILL cannot clean up: the .partial stays, never the final name, and
+# the next run replaces the stale .partial.
+if [ ! -e kill.vmimg ] && [ -e kill.vmimg.partial ] &&
+   head -c 1M data.bin | $V seal -q -r "$REC" -o kill.vmimg 2>err &&
+   [ -e kill.vmimg ] && [ ! -e kill.vmimg.partial ] &&
+   $V verify -q -i id.key kill.vmimg; then pass $t
+else fail $t "$(ls kill.*) $(cat err)"; fi
+
+t=broken_pipe
+set -o pipefail
+$V seal -q -r "$REC" data.bin 2>err | head -c 1000 > /dev/null
+rc=$?
+set +o pipefail
+if [ $rc = 1 ] && one_line && grep -q 'Broken pipe' err; then pass $t
+else fail $t "rc=$rc $(cat err)"; fi

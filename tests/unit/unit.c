@@ -1,0 +1,1040 @@
+/*
+ * unit.c - unit tests of libvmckpt: round trips, truncation sweeps, bit
+ * flips, chunk reorder/duplicate, keys, record-layer rules, KDF caps.
+ * Prints "PASS: name" / "FAIL: name: why" lines; tests/run.sh counts them.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "internal.h"
+
+static int failures, passes;
+static char why[512];
+
+#define REQUIRE(cond, ...)                                                    \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            snprintf(why, sizeof(why), __VA_ARGS__);                          \
+            return -1;                                                        \
+        }                                                                     \
+    } while (0)
+
+static void run(const char *name, int (*fn)(void))
+{
+    why[0] = '\0';
+    if (fn() == 0) {
+        printf("PASS: %s\n", name);
+        passes++;
+    } else {
+        printf("FAIL: %s: %s\n", name, why);
+        failures++;
+    }
+    fflush(stdout);
+}
+
+/* ---- buffers and memfds -------------------------------------------------- */
+
+struct buf {
+    uint8_t *p;
+    size_t n;
+};
+
+static int memfd_from(const uint8_t *p, size_t n)
+{
+    int fd = memfd_create("vmc-test", 0);
+
+    if (fd < 0 || write_full(fd, p, n) < 0 || lseek(fd, 0, SEEK_SET) < 0)
+        abort();
+    return fd;
+}
+
+static struct buf memfd_take(int fd)
+{
+    struct buf b;
+    off_t end = lseek(fd, 0, SEEK_END);
+    size_t got;
+
+    b.n = (size_t)end;
+    b.p = malloc(b.n + 1);
+    lseek(fd, 0, SEEK_SET);
+    if (!b.p || read_full(fd, b.p, b.n, &got) < 0 || got != b.n)
+        abort();
+    close(fd);
+    return b;
+}
+
+static void fill_pattern(uint8_t *p, size_t n, uint32_t seed)
+{
+    /* guest-memory-like: zero runs, text-ish and random runs */
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        size_t page = i / 4096;
+        if (page % 3 == 0)
+            p[i] = 0;
+        else if (page % 3 == 1)
+            p[i] = (uint8_t)("abcdefgh ijklmnop\n"[(i + page) % 18]);
+        else
+            p[i] = (uint8_t)(seed >> 16);
+    }
+}
+
+/* ---- keys used by the tests ------------------------------------------- */
+
+static struct vmc_keys *k_seal, *k_open, *k_wrong, *k_pass, *k_badpass;
+static char recipient[VMC_RECIPIENT_STRLEN];
+
+static int setup_keys(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    char id[] = "/tmp/vmc-unit-id-XXXXXX", id2[] = "/tmp/vmc-unit-id2-XXXXXX";
+    char wrong_pub[VMC_RECIPIENT_STRLEN];
+    int fd;
+
+    if (vmc_init(ctx) < 0)
+        return -1;
+    if ((fd = mkstemp(id)) < 0 || (close(fd), unlink(id), 0) ||
+        vmc_keygen(ctx, id, 0, recipient) < 0)
+        return -1;
+    if ((fd = mkstemp(id2)) < 0 || (close(fd), unlink(id2), 0) ||
+        vmc_keygen(ctx, id2, 0, wrong_pub) < 0)
+        return -1;
+    k_seal = vmc_keys_new();
+    k_open = vmc_keys_new();
+    k_wrong = vmc_keys_new();
+    k_pass = vmc_keys_new();
+    k_badpass = vmc_keys_new();
+    if (vmc_keys_add_recipient(ctx, k_seal, recipient) < 0 ||
+        vmc_keys_add_identity_file(ctx, k_open, id) < 0 ||
+        vmc_keys_add_identity_file(ctx, k_wrong, id2) < 0 ||
+        vmc_keys_add_passphrase(ctx, k_pass, "correct horse", 13) < 0 ||
+        vmc_keys_add_passphrase(ctx, k_badpass, "correct hors", 12) < 0)
+        return -1;
+    vmc_keys_set_kdf(k_pass, 1, VMC_ARGON2_MEM_MIN_KIB);   /* fast tests */
+    unlink(id);
+    unlink(id2);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+/* ---- writing and reading whole images ---------------------------------- */
+
+struct img_spec {
+    const uint8_t *backend;
+    size_t backend_len;
+    uint32_t chunk;
+    int level, threads;
+    int with_config, with_note, with_unknown_opt, with_unknown_mand;
+    const struct vmc_keys *keys;
+};
+
+static struct buf write_image(const struct img_spec *s)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_writer_opts o = { .chunk_size = s->chunk, .level = s->level,
+                                 .threads = s->threads, .label = "unit" };
+    struct vmc_image_meta m;
+    struct vmc_writer *w;
+    uint8_t info[2048];
+    size_t ilen;
+    int fd = memfd_create("img", 0), src;
+
+    memset(&m, 0, sizeof(m));
+    strcpy(m.name, "unit-domain");
+    strcpy(m.host, "testhost");
+    m.memory_kib = 1 << 20;
+    m.vcpus = 2;
+    m.backend = VMC_BACKEND_QEMU;
+    m.stream_format = VMC_SFMT_QEMU;
+    if (vmc_image_info_build(&m, info, sizeof(info), &ilen) < 0 ||
+        vmc_writer_new(ctx, fd, s->keys ? s->keys : k_seal, &o, &w) < 0 ||
+        vmc_writer_record(w, VMC_REC_IMAGE_INFO, info, ilen) < 0) {
+        fprintf(stderr, "write_image: %s\n", vmc_ctx_error(ctx));
+        abort();
+    }
+    if (s->with_config) {
+        uint8_t cfg[8 + 13] = { 2, 0, 0, 0, 0, 0, 0, 0 };
+        memcpy(cfg + 8, "{\"argv\":[1]}\n", 13);
+        if (vmc_writer_record(w, VMC_REC_DOMAIN_CONFIG, cfg, sizeof(cfg)) < 0)
+            abort();
+    }
+    if (s->with_note && vmc_writer_record(w, VMC_REC_NOTE, "hello", 5) < 0)
+        abort();
+    if (s->with_unknown_opt &&
+        vmc_writer_record(w, 0x8000abcdu, "skip me please", 14) < 0)
+        abort();
+    if (s->with_unknown_mand && vmc_writer_record(w, 0x0000abcdu, "x", 1) < 0)
+        abort();
+    src = memfd_from(s->backend, s->backend_len);
+    if (vmc_writer_copy_backend(w, src, NULL, NULL) < 0 ||
+        vmc_writer_finish(w, 123, 45) < 0) {
+        fprintf(stderr, "write_image: %s\n", vmc_ctx_error(ctx));
+        abort();
+    }
+    close(src);
+    vmc_writer_free(w);
+    vmc_ctx_free(ctx);
+    return memfd_take(fd);
+}
+
+/* Reads an image; returns 0 or the error code; *out gets the backend
+ * stream; msg the error message. */
+static int read_image(const uint8_t *p, size_t n, const struct vmc_keys *keys,
+                      struct buf *out, struct vmc_summary *sum, char *msg)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_header *h = NULL;
+    struct vmc_reader *r = NULL;
+    int in = memfd_from(p, n), ofd = memfd_create("out", 0), rc;
+    struct vmc_summary local;
+
+    if (!sum)
+        sum = &local;
+    if ((rc = vmc_header_read(ctx, in, &h)) < 0)
+        goto out;
+    if ((rc = vmc_header_unlock(ctx, h, keys ? keys : k_open)) < 0)
+        goto out;
+    if ((rc = vmc_reader_new(ctx, in, h, 2, 1, &r)) < 0) {
+        h = NULL;
+        goto out;
+    }
+    h = NULL;
+    rc = vmc_reader_drain(r, ofd, NULL, NULL, sum);
+out:
+    if (msg)
+        snprintf(msg, 256, "%s", vmc_ctx_error(ctx));
+    if (rc == 0 && (!msg || 1) && strcmp(vmc_ctx_error(ctx), "no error"))
+        rc = -99;                       /* success must leave no error */
+    vmc_reader_free(r);
+    vmc_header_free(h);
+    close(in);
+    if (out)
+        *out = memfd_take(ofd);
+    else
+        close(ofd);
+    vmc_ctx_free(ctx);
+    return rc;
+}
+
+/* ---- tests ------------------------------------------------------------ */
+
+static int t_roundtrip_sizes(void)
+{
+    size_t sizes[] = { 0, 1, 7, 8, 4095, 65536, 65537, 300000, 1 << 20,
+                       (1 << 20) + 3, 3 << 20 };
+    uint8_t *data = malloc(3 << 20);
+
+    fill_pattern(data, 3 << 20, 1);
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        for (int c = 0; c < 2; c++) {
+            struct img_spec s = { .backend = data, .backend_len = sizes[i],
+                                  .chunk = c ? VMC_CHUNK_MIN : 0 };
+            struct buf img = write_image(&s), out;
+            char msg[256];
+            int rc = read_image(img.p, img.n, NULL, &out, NULL, msg);
+            REQUIRE(rc == 0, "size %zu chunk %d: rc %d %s", sizes[i], c, rc, msg);
+            REQUIRE(out.n == sizes[i] && !memcmp(out.p, data, out.n),
+                    "size %zu: backend stream differs", sizes[i]);
+            free(img.p);
+            free(out.p);
+        }
+    free(data);
+    return 0;
+}
+
+static int t_roundtrip_records(void)
+{
+    uint8_t data[200000];
+    struct img_spec s = { .backend = data, .backend_len = sizeof(data),
+                          .chunk = VMC_CHUNK_MIN, .with_config = 1,
+                          .with_note = 1, .with_unknown_opt = 1 };
+    struct vmc_summary sum;
+    struct buf img, out;
+    char msg[256];
+    int seen_cfg = 0, seen_note = 0, seen_unknown = 0, rc;
+
+    fill_pattern(data, sizeof(data), 2);
+    img = write_image(&s);
+    rc = read_image(img.p, img.n, NULL, &out, &sum, msg);
+    REQUIRE(rc == 0, "rc %d: %s", rc, msg);
+    REQUIRE(!strcmp(sum.meta.name, "unit-domain") &&
+            !strcmp(sum.meta.host, "testhost") && sum.meta.vcpus == 2 &&
+            sum.meta.memory_kib == 1 << 20 && sum.meta.backend == VMC_BACKEND_QEMU,
+            "IMAGE_INFO did not round-trip");
+    REQUIRE(sum.config_format == 2 && sum.config_len == 13, "DOMAIN_CONFIG");
+    REQUIRE(sum.end.total_time_ns == 123 && sum.end.downtime_ns == 45 &&
+            sum.end.backend_bytes == sizeof(data), "END statistics");
+    for (int i = 0; i < sum.ntypes; i++) {
+        seen_cfg |= sum.types[i].type == VMC_REC_DOMAIN_CONFIG;
+        seen_note |= sum.types[i].type == VMC_REC_NOTE;
+        seen_unknown |= sum.types[i].type == 0x8000abcdu;
+    }
+    REQUIRE(seen_cfg && seen_note && !seen_unknown,
+            "record types seen: config %d note %d unknown-optional %d", seen_cfg,
+            seen_note, seen_unknown);
+    REQUIRE(out.n == sizeof(data) && !memcmp(out.p, data, out.n), "backend");
+    free(img.p);
+    free(out.p);
+    return 0;
+}
+
+static int t_unknown_mandatory(void)
+{
+    uint8_t data[1000] = { 1 };
+    struct img_spec s = { .backend = data, .backend_len = sizeof(data),
+                          .with_unknown_mand = 1 };
+    struct buf img = write_image(&s);
+    char msg[256];
+    int rc = read_image(img.p, img.n, NULL, NULL, NULL, msg);
+
+    REQUIRE(rc == VMC_E_UNSUPPORTED && strstr(msg, "unknown mandatory record") &&
+            strstr(msg, "0x0000abcd"), "rc %d: %s", rc, msg);
+    free(img.p);
+    return 0;
+}
+
+static int t_keys(void)
+{
+    uint8_t data[5000];
+    struct vmc_keys *both = vmc_keys_new(), *none = vmc_keys_new();
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct img_spec s = { .backend = data, .backend_len = sizeof(data) };
+    struct buf img, out;
+    char msg[256];
+    int rc;
+
+    fill_pattern(data, sizeof(data), 3);
+    /* recipient: right and wrong identity */
+    img = write_image(&s);
+    rc = read_image(img.p, img.n, k_wrong, NULL, NULL, msg);
+    REQUIRE(rc == VMC_E_KEY && strstr(msg, "wrong identity"), "wrong id: %d %s",
+            rc, msg);
+    rc = read_image(img.p, img.n, none, NULL, NULL, msg);
+    REQUIRE(rc == VMC_E_KEY, "no key: %d %s", rc, msg);
+    free(img.p);
+    /* passphrase: right and wrong */
+    s.keys = k_pass;
+    img = write_image(&s);
+    rc = read_image(img.p, img.n, k_badpass, NULL, NULL, msg);
+    REQUIRE(rc == VMC_E_KEY && strstr(msg, "wrong passphrase"),
+            "wrong pass: %d %s", rc, msg);
+    rc = read_image(img.p, img.n, k_pass, &out, NULL, msg);
+    REQUIRE(rc == 0 && out.n == sizeof(data), "pass: %d %s", rc, msg);
+    free(out.p);
+    free(img.p);
+    /* both slots: either key opens */
+    vmc_keys_add_recipient(ctx, both, recipient);
+    vmc_keys_add_passphrase(ctx, both, "correct horse", 13);
+    vmc_keys_set_kdf(both, 1, VMC_ARGON2_MEM_MIN_KIB);
+    s.keys = both;
+    img = write_image(&s);
+    REQUIRE(read_image(img.p, img.n, k_open, NULL, NULL, msg) == 0, "%s", msg);
+    REQUIRE(read_image(img.p, img.n, k_pass, NULL, NULL, msg) == 0, "%s", msg);
+    REQUIRE(read_image(img.p, img.n, k_wrong, NULL, NULL, msg) == VMC_E_KEY,
+            "wrong key opened a two-slot image");
+    free(img.p);
+    vmc_keys_free(both);
+    vmc_keys_free(none);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+static int t_key_strings(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_keys *k = vmc_keys_new();
+    char bad[VMC_RECIPIENT_STRLEN];
+
+    strcpy(bad, recipient);
+    bad[10] = bad[10] == 'A' ? 'B' : 'A';          /* checksum catches it */
+    REQUIRE(vmc_keys_add_recipient(ctx, k, bad) == VMC_E_INVAL,
+            "typo in a recipient accepted");
+    vmc_ctx_clear(ctx);
+    REQUIRE(vmc_keys_add_recipient(ctx, k, "age1xyz") == VMC_E_INVAL,
+            "foreign recipient accepted");
+    vmc_ctx_clear(ctx);
+    REQUIRE(vmc_keys_add_recipient(ctx, k, recipient) == 0, "good recipient");
+    vmc_keys_free(k);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+/* Chunk boundaries: offsets of each length word after the header. */
+static int chunk_offsets(const struct buf *img, size_t *offs, int max)
+{
+    size_t off = vmc_get32(img->p + 12);
+    int n = 0;
+
+    while (off + 4 <= img->n && n < max) {
+        offs[n++] = off;
+        off += 4 + (vmc_get32(img->p + off) & VMC_CHUNK_LEN_MASK);
+    }
+    offs[n] = img->n;
+    return n;
+}
+
+static int t_truncation(void)
+{
+    static uint8_t data[600000];
+    struct img_spec s = { .backend = data, .backend_len = sizeof(data),
+                          .chunk = VMC_CHUNK_MIN };
+    struct buf img;
+    size_t offs[256];
+    int n, tried = 0;
+
+    fill_pattern(data, sizeof(data), 4);
+    img = write_image(&s);
+    n = chunk_offsets(&img, offs, 255);
+    REQUIRE(n >= 8, "expected many chunks, got %d", n);
+    /* every chunk boundary, inside every length word, sampled inside chunks */
+    for (int i = 0; i <= n; i++) {
+        size_t cuts[6] = { offs[i], offs[i] + 1, offs[i] + 3, offs[i] + 4,
+                           offs[i] + 17, 0 };
+        if (i < n)
+            cuts[5] = offs[i] + (offs[i + 1] - offs[i]) / 2;
+        for (int c = 0; c < 6; c++) {
+            char msg[256];
+            int rc;
+            if (cuts[c] == 0 || cuts[c] >= img.n)
+                continue;
+            rc = read_image(img.p, cuts[c], NULL, NULL, NULL, msg);
+            REQUIRE(rc == VMC_E_TRUNC || rc == VMC_E_AUTH,
+                    "cut at %zu: rc %d %s", cuts[c], rc, msg);
+            tried++;
+        }
+    }
+    /* inside the header */
+    for (size_t cut = 0; cut < offs[0]; cut += 7) {
+        REQUIRE(read_image(img.p, cut, NULL, NULL, NULL, NULL) == VMC_E_TRUNC,
+                "header cut at %zu", cut);
+        tried++;
+    }
+    REQUIRE(tried > 40, "too few cuts");
+    free(img.p);
+    return 0;
+}
+
+static int t_bitflips(void)
+{
+    static uint8_t data[300000];
+    struct img_spec s = { .backend = data, .backend_len = sizeof(data),
+                          .chunk = VMC_CHUNK_MIN, .with_config = 1 };
+    struct buf img;
+    size_t hlen, step;
+    int flips = 0;
+
+    fill_pattern(data, sizeof(data), 5);
+    img = write_image(&s);
+    hlen = vmc_get32(img.p + 12);
+    /* every byte of the header, a spread of the payload, every bit pos */
+    step = (img.n - hlen) / 150 + 1;
+    for (size_t off = 0; off < img.n; off += off < hlen ? 1 : step) {
+        uint8_t save = img.p[off];
+        char msg[256];
+        int rc;
+        img.p[off] ^= (uint8_t)(1u << (off % 8));
+        rc = read_image(img.p, img.n, NULL, NULL, NULL, msg);
+        img.p[off] = save;
+        REQUIRE(rc < 0 && rc != -99, "flip at %zu accepted", off);
+        REQUIRE(strchr(msg, '\n') == NULL && msg[0], "flip at %zu: bad message",
+                off);
+        flips++;
+    }
+    /* last byte */
+    img.p[img.n - 1] ^= 0x80;
+    REQUIRE(read_image(img.p, img.n, NULL, NULL, NULL, NULL) == VMC_E_AUTH,
+            "flip of the last tag byte accepted");
+    REQUIRE(flips > 200, "too few flips");
+    free(img.p);
+    return 0;
+}
+
+static struct buf splice_chunks(const struct buf *img, const size_t *offs,
+                                const int *order, int n)
+{
+    struct buf o;
+    size_t hlen = offs[0];
+
+    o.p = malloc(img->n * 2);
+    memcpy(o.p, img->p, hlen);
+    o.n = hlen;
+    for (int i = 0; i < n; i++) {
+        size_t a = offs[order[i]], b = offs[order[i] + 1];
+        memcpy(o.p + o.n, img->p + a, b - a);
+        o.n += b - a;
+    }
+    return o;
+}
+
+static int t_reorder_duplicate(void)
+{
+    static uint8_t data[400000];
+    struct img_spec s = { .backend = data, .backend_len = sizeof(data),
+                          .chunk = VMC_CHUNK_MIN };
+    struct buf img, bad;
+    size_t offs[64];
+    int n, order[64];
+    char msg[256];
+
+    fill_pattern(data, sizeof(data), 6);
+    img = write_image(&s);
+    n = chunk_offsets(&img, offs, 63);
+    REQUIRE(n >= 4, "chunks %d", n);
+    for (int i = 0; i < n; i++)
+        order[i] = i;
+    /* swap 1 and 2 */
+    order[1] = 2;
+    order[2] = 1;
+    bad = splice_chunks(&img, offs, order, n);
+    REQUIRE(read_image(bad.p, bad.n, NULL, NULL, NULL, msg) == VMC_E_AUTH,
+            "reorder: %s", msg);
+    REQUIRE(strstr(msg, "chunk 1 "), "reorder message: %s", msg);
+    free(bad.p);
+    /* duplicate chunk 1 */
+    for (int i = 0; i < n; i++)
+        order[i] = i;
+    {
+        int dup[65], k = 0;
+        for (int i = 0; i < n; i++) {
+            dup[k++] = order[i];
+            if (i == 1)
+                dup[k++] = 1;
+        }
+        bad = splice_chunks(&img, offs, dup, k);
+    }
+    REQUIRE(read_image(bad.p, bad.n, NULL, NULL, NULL, msg) == VMC_E_AUTH,
+            "duplicate: %s", msg);
+    free(bad.p);
+    /* drop a middle chunk */
+    {
+        int drop[64], k = 0;
+        for (int i = 0; i < n; i++)
+            if (i != 2)
+                drop[k++] = i;
+        bad = splice_chunks(&img, offs, drop, k);
+    }
+    REQUIRE(read_image(bad.p, bad.n, NULL, NULL, NULL, msg) == VMC_E_AUTH,
+            "drop: %s", msg);
+    free(bad.p);
+    /* final chunk replaced by... nothing: covered by truncation; the final
+     * chunk moved earlier: */
+    for (int i = 0; i < n; i++)
+        order[i] = i;
+    order[n - 2] = n - 1;
+    order[n - 1] = n - 2;
+    bad = splice_chunks(&img, offs, order, n);
+    REQUIRE(read_image(bad.p, bad.n, NULL, NULL, NULL, msg) < 0,
+            "final moved: %s", msg);
+    free(bad.p);
+    /* trailing garbage */
+    bad.p = malloc(img.n + 1);
+    memcpy(bad.p, img.p, img.n);
+    bad.p[img.n] = 0;
+    REQUIRE(read_image(bad.p, img.n + 1, NULL, NULL, NULL, msg) == VMC_E_FORMAT &&
+            strstr(msg, "after the final chunk"), "trailing: %s", msg);
+    free(bad.p);
+    free(img.p);
+    return 0;
+}
+
+/* The final flag in the length word is authenticated. */
+static int t_final_flag(void)
+{
+    uint8_t data[200000];
+    struct img_spec s = { .backend = data, .backend_len = sizeof(data),
+                          .chunk = VMC_CHUNK_MIN };
+    struct buf img;
+    size_t offs[64];
+    int n;
+    char msg[256];
+
+    fill_pattern(data, sizeof(data), 7);
+    img = write_image(&s);
+    n = chunk_offsets(&img, offs, 63);
+    img.p[offs[1] + 3] |= 0x80;      /* claim chunk 1 is final */
+    REQUIRE(read_image(img.p, offs[2], NULL, NULL, NULL, msg) == VMC_E_AUTH,
+            "forged final flag accepted: %s", msg);
+    img.p[offs[1] + 3] &= 0x7f;
+    img.p[offs[n - 1] + 3] &= 0x7f;  /* unmark the real final chunk */
+    REQUIRE(read_image(img.p, img.n, NULL, NULL, NULL, msg) == VMC_E_AUTH,
+            "unmarked final chunk accepted: %s", msg);
+    free(img.p);
+    return 0;
+}
+
+/* Hostile Argon2id parameters are refused before any KDF work. */
+static int t_kdf_caps(void)
+{
+    uint8_t data[100] = { 0 };
+    struct img_spec s = { .backend = data, .backend_len = sizeof(data),
+                          .keys = k_pass };
+    struct buf img = write_image(&s);
+    size_t slot = VMC_HDR_FIXED_LEN + 8;   /* the one Argon2id slot body */
+    uint64_t t0;
+    char msg[256];
+    int rc;
+
+    REQUIRE(vmc_get16(img.p + VMC_HDR_FIXED_LEN) == VMC_SLOT_ARGON2ID, "slot");
+    vmc_put32(img.p + slot + 20, 4u << 20);        /* 4 GiB */
+    t0 = vmc_now_ns();
+    rc = read_image(img.p, img.n, k_pass, NULL, NULL, msg);
+    REQUIRE(rc == VMC_E_LIMIT && strstr(msg, "memory"), "mem: %d %s", rc, msg);
+    REQUIRE(vmc_now_ns() - t0 < 5000000000ull, "refusal took long");
+    vmc_put32(img.p + slot + 20, VMC_ARGON2_MEM_MIN_KIB);
+    vmc_put32(img.p + slot + 16, 1000);
+    rc = read_image(img.p, img.n, k_pass, NULL, NULL, msg);
+    REQUIRE(rc == VMC_E_LIMIT && strstr(msg, "opslimit"), "ops: %d %s", rc, msg);
+    vmc_put32(img.p + slot + 16, 0);
+    rc = read_image(img.p, img.n, k_pass, NULL, NULL, msg);
+    REQUIRE(rc == VMC_E_LIMIT, "ops 0: %d %s", rc, msg);
+    free(img.p);
+    return 0;
+}
+
+static int t_rekey(void)
+{
+    uint8_t data[70000];
+    struct img_spec s = { .backend = data, .backend_len = sizeof(data) };
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_header *h = NULL;
+    struct buf img, out;
+    int in, idx[32], n, rm0 = 0;
+    char msg[256];
+
+    fill_pattern(data, sizeof(data), 8);
+    img = write_image(&s);
+    in = memfd_from(img.p, img.n);
+    REQUIRE(vmc_header_read(ctx, in, &h) == 0 &&
+            vmc_header_unlock(ctx, h, k_open) == 0, "%s", vmc_ctx_error(ctx));
+    n = vmc_header_match_slots(ctx, h, k_open, idx);
+    REQUIRE(n == 1 && idx[0] == 0, "match_slots %d", n);
+    /* add a passphrase, remove the recipient */
+    REQUIRE(vmc_header_rekey(ctx, h, &rm0, 1, k_pass) == 0, "%s",
+            vmc_ctx_error(ctx));
+    {
+        int ofd = memfd_create("rk", 0);
+        REQUIRE(vmc_header_write(ctx, h, ofd) == 0 &&
+                vmc_copy_fd(ctx, in, ofd, "img") == 0, "copy");
+        out = memfd_take(ofd);
+    }
+    REQUIRE(read_image(out.p, out.n, k_open, NULL, NULL, msg) == VMC_E_KEY,
+            "removed recipient still opens: %s", msg);
+    REQUIRE(read_image(out.p, out.n, k_pass, NULL, NULL, msg) == 0,
+            "added passphrase: %s", msg);
+    /* the payload bytes are untouched */
+    REQUIRE(img.n - vmc_get32(img.p + 12) == out.n - vmc_get32(out.p + 12) &&
+            !memcmp(img.p + vmc_get32(img.p + 12), out.p + vmc_get32(out.p + 12),
+                    img.n - vmc_get32(img.p + 12)), "payload changed");
+    /* removing the last slot is refused */
+    REQUIRE(vmc_header_rekey(ctx, h, &rm0, 1, NULL) == VMC_E_INVAL,
+            "removed the last slot");
+    vmc_header_free(h);
+    close(in);
+    free(img.p);
+    free(out.p);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+/* ---- crafted plaintext: exercise record-layer rules through the
+ * authenticated path, with the internal chunk writer. */
+
+static struct buf craft(const uint8_t *plain, size_t n)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_header *h;
+    struct chunkw *cw;
+    int fd = memfd_create("craft", 0);
+
+    if (hdr_new(ctx, k_seal, VMC_CHUNK_MIN, NULL, 0, &h) < 0 ||
+        vmc_header_write(ctx, h, fd) < 0 ||
+        chunkw_new(ctx, fd, h, 1, 1, &cw) < 0 || chunkw_write(cw, plain, n) < 0 ||
+        chunkw_close(cw) < 0)
+        abort();
+    chunkw_free(cw);
+    vmc_header_free(h);
+    vmc_ctx_free(ctx);
+    return memfd_take(fd);
+}
+
+struct pt {
+    uint8_t b[4096];
+    size_t n;
+    uint64_t records, backend;
+};
+
+static void pt_rec(struct pt *p, uint32_t type, const void *body, uint32_t len,
+                   int count)
+{
+    vmc_put32(p->b + p->n, type);
+    vmc_put32(p->b + p->n + 4, len);
+    memset(p->b + p->n + 8, 0, VMC_PAD8(len));
+    memcpy(p->b + p->n + 8, body, len);
+    p->n += 8 + VMC_PAD8(len);
+    if (count)
+        p->records++;
+    if (type == VMC_REC_BACKEND_STREAM)
+        p->backend += len;
+}
+
+static void pt_info(struct pt *p)
+{
+    struct vmc_image_meta m;
+    uint8_t info[512];
+    size_t len;
+
+    memset(&m, 0, sizeof(m));
+    strcpy(m.name, "crafted");
+    vmc_image_info_build(&m, info, sizeof(info), &len);
+    pt_rec(p, VMC_REC_IMAGE_INFO, info, (uint32_t)len, 1);
+}
+
+static void pt_end(struct pt *p, int64_t dr, int64_t db, int64_t dp)
+{
+    uint8_t e[40];
+    struct vmc_wire_end we = { (uint64_t)((int64_t)p->records + dr),
+                               (uint64_t)((int64_t)p->backend + db),
+                               (uint64_t)((int64_t)p->n + dp), 0, 0 };
+    vmc_end_encode(e, &we);
+    pt_rec(p, VMC_REC_END, e, 40, 0);
+}
+
+static int expect_craft(struct pt *p, int want, const char *needle)
+{
+    struct buf img = craft(p->b, p->n);
+    char msg[256];
+    int rc = read_image(img.p, img.n, NULL, NULL, NULL, msg);
+
+    free(img.p);
+    if (rc != want || (needle && !strstr(msg, needle))) {
+        snprintf(why, sizeof(why), "want %d '%s', got %d '%s'", want,
+                 needle ? needle : "", rc, msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int t_record_rules(void)
+{
+    struct pt p;
+    uint8_t cfg[8] = { 1 };
+
+    /* a minimal valid stream */
+    memset(&p, 0, sizeof(p));
+    pt_info(&p);
+    pt_end(&p, 0, 0, 0);
+    if (expect_craft(&p, 0, NULL))
+        return -1;
+    /* first record is not IMAGE_INFO */
+    memset(&p, 0, sizeof(p));
+    pt_rec(&p, VMC_REC_BACKEND_STREAM, "abc", 3, 1);
+    pt_end(&p, 0, 0, 0);
+    if (expect_craft(&p, VMC_E_FORMAT, "first record must be IMAGE_INFO"))
+        return -1;
+    /* duplicate IMAGE_INFO */
+    memset(&p, 0, sizeof(p));
+    pt_info(&p);
+    pt_info(&p);
+    pt_end(&p, 0, 0, 0);
+    if (expect_craft(&p, VMC_E_FORMAT, "IMAGE_INFO @0x"))
+        return -1;
+    /* DOMAIN_CONFIG after backend data */
+    memset(&p, 0, sizeof(p));
+    pt_info(&p);
+    pt_rec(&p, VMC_REC_BACKEND_STREAM, "abc", 3, 1);
+    pt_rec(&p, VMC_REC_DOMAIN_CONFIG, cfg, 8, 1);
+    pt_end(&p, 0, 0, 0);
+    if (expect_craft(&p, VMC_E_FORMAT, "DOMAIN_CONFIG"))
+        return -1;
+    /* END counts wrong */
+    memset(&p, 0, sizeof(p));
+    pt_info(&p);
+    pt_rec(&p, VMC_REC_BACKEND_STREAM, "abc", 3, 1);
+    pt_end(&p, 1, 0, 0);
+    if (expect_craft(&p, VMC_E_FORMAT, "counts do not match"))
+        return -1;
+    memset(&p, 0, sizeof(p));
+    pt_info(&p);
+    pt_rec(&p, VMC_REC_BACKEND_STREAM, "abc", 3, 1);
+    pt_end(&p, 0, -1, 0);
+    if (expect_craft(&p, VMC_E_FORMAT, "counts do not match"))
+        return -1;
+    /* no END */
+    memset(&p, 0, sizeof(p));
+    pt_info(&p);
+    pt_rec(&p, VMC_REC_BACKEND_STREAM, "abc", 3, 1);
+    if (expect_craft(&p, VMC_E_TRUNC, "no END"))
+        return -1;
+    /* data after END */
+    memset(&p, 0, sizeof(p));
+    pt_info(&p);
+    pt_end(&p, 0, 0, 0);
+    pt_rec(&p, VMC_REC_NOTE, "late", 4, 1);
+    if (expect_craft(&p, VMC_E_FORMAT, "data follows END"))
+        return -1;
+    /* non-zero padding */
+    memset(&p, 0, sizeof(p));
+    pt_info(&p);
+    pt_rec(&p, VMC_REC_BACKEND_STREAM, "abc", 3, 1);
+    p.b[p.n - 1] = 1;
+    pt_end(&p, 0, 0, 0);
+    if (expect_craft(&p, VMC_E_FORMAT, "padding not zero"))
+        return -1;
+    /* length over the hard max */
+    memset(&p, 0, sizeof(p));
+    pt_info(&p);
+    vmc_put32(p.b + p.n, VMC_REC_BACKEND_STREAM);
+    vmc_put32(p.b + p.n + 4, VMC_REC_MAX_LEN + 1);
+    p.n += 8;
+    if (expect_craft(&p, VMC_E_FORMAT, "> max 0x1000000"))
+        return -1;
+    /* empty BACKEND_STREAM */
+    memset(&p, 0, sizeof(p));
+    pt_info(&p);
+    pt_rec(&p, VMC_REC_BACKEND_STREAM, "", 0, 1);
+    pt_end(&p, 0, 0, 0);
+    if (expect_craft(&p, VMC_E_FORMAT, "empty"))
+        return -1;
+    /* IMAGE_INFO without a name */
+    memset(&p, 0, sizeof(p));
+    {
+        uint8_t info[48] = { 0 };
+        pt_rec(&p, VMC_REC_IMAGE_INFO, info, 48, 1);
+    }
+    pt_end(&p, 0, 0, 0);
+    if (expect_craft(&p, VMC_E_FORMAT, "no domain name"))
+        return -1;
+    return 0;
+}
+
+/* Header fields: bad magic names text-mode mangling; bad version, ids. */
+static int t_header_fields(void)
+{
+    uint8_t data[100] = { 0 };
+    struct img_spec s = { .backend = data, .backend_len = sizeof(data) };
+    struct buf img = write_image(&s);
+    char msg[256];
+    uint8_t save[16];
+
+    memcpy(save, img.p, 16);
+    img.p[5] = '\n';                 /* CRLF -> LF shifts the magic */
+    memmove(img.p + 6, img.p + 7, 1);
+    REQUIRE(read_image(img.p, img.n, NULL, NULL, NULL, msg) == VMC_E_FORMAT &&
+            strstr(msg, "altered in transfer"), "mangled magic: %s", msg);
+    memcpy(img.p, save, 16);
+    vmc_put32(img.p + 8, 2);
+    REQUIRE(read_image(img.p, img.n, NULL, NULL, NULL, msg) == VMC_E_UNSUPPORTED &&
+            strstr(msg, "version"), "version: %s", msg);
+    memcpy(img.p, save, 16);
+    REQUIRE(read_image(img.p, img.n, NULL, NULL, NULL, msg) == 0, "restored");
+    free(img.p);
+    return 0;
+}
+
+/* Streaming through a pipe with a concurrent reader process. */
+static int t_pipe(void)
+{
+    static uint8_t data[2500000];
+    int pfd[2], status;
+    pid_t pid;
+
+    fill_pattern(data, sizeof(data), 9);
+    REQUIRE(pipe(pfd) == 0, "pipe");
+    pid = fork();
+    if (pid == 0) {
+        struct vmc_ctx *ctx = vmc_ctx_new();
+        struct vmc_header *h;
+        struct vmc_reader *r;
+        struct vmc_summary sum;
+        int ofd = memfd_create("o", 0);
+        struct buf out;
+        close(pfd[1]);
+        if (vmc_header_read(ctx, pfd[0], &h) < 0 ||
+            vmc_header_unlock(ctx, h, k_open) < 0 ||
+            vmc_reader_new(ctx, pfd[0], h, 2, 1, &r) < 0 ||
+            vmc_reader_drain(r, ofd, NULL, NULL, &sum) < 0) {
+            fprintf(stderr, "child: %s\n", vmc_ctx_error(ctx));
+            _exit(1);
+        }
+        out = memfd_take(ofd);
+        _exit(out.n == sizeof(data) && !memcmp(out.p, data, out.n) ? 0 : 2);
+    }
+    close(pfd[0]);
+    {
+        struct vmc_ctx *ctx = vmc_ctx_new();
+        struct vmc_writer *w;
+        struct vmc_writer_opts o = { .chunk_size = VMC_CHUNK_MIN };
+        uint8_t info[512];
+        size_t ilen;
+        struct vmc_image_meta m;
+        int src = memfd_from(data, sizeof(data));
+        memset(&m, 0, sizeof(m));
+        strcpy(m.name, "pipe");
+        vmc_image_info_build(&m, info, sizeof(info), &ilen);
+        REQUIRE(vmc_writer_new(ctx, pfd[1], k_seal, &o, &w) == 0 &&
+                vmc_writer_record(w, VMC_REC_IMAGE_INFO, info, ilen) == 0 &&
+                vmc_writer_copy_backend(w, src, NULL, NULL) == 0 &&
+                vmc_writer_flush(w) == 0 && vmc_writer_finish(w, 0, 0) == 0,
+                "writer: %s", vmc_ctx_error(ctx));
+        vmc_writer_free(w);
+        close(src);
+        close(pfd[1]);
+        vmc_ctx_free(ctx);
+    }
+    waitpid(pid, &status, 0);
+    REQUIRE(WIFEXITED(status) && WEXITSTATUS(status) == 0, "reader status %d",
+            status);
+    return 0;
+}
+
+/* A reader whose consumer goes away must not hang: free with the I/O
+ * thread blocked on an open, silent pipe. */
+static int t_reader_cancel(void)
+{
+    uint8_t data[100000];
+    struct img_spec s = { .backend = data, .backend_len = sizeof(data),
+                          .chunk = VMC_CHUNK_MIN };
+    struct buf img;
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_header *h;
+    struct vmc_reader *r;
+    struct vmc_record rec;
+    size_t offs[16];
+    int pfd[2];
+
+    fill_pattern(data, sizeof(data), 10);
+    img = write_image(&s);
+    chunk_offsets(&img, offs, 15);
+    REQUIRE(pipe(pfd) == 0, "pipe");
+    /* header and the first chunk only, the write end stays open */
+    REQUIRE(write_full(pfd[1], img.p, offs[1]) == 0, "write");
+    REQUIRE(vmc_header_read(ctx, pfd[0], &h) == 0 &&
+            vmc_header_unlock(ctx, h, k_open) == 0 &&
+            vmc_reader_new(ctx, pfd[0], h, 2, 1, &r) == 0, "open");
+    REQUIRE(vmc_reader_next(r, &rec) == 1 && rec.type == VMC_REC_IMAGE_INFO,
+            "first record");
+    vmc_reader_free(r);              /* must return */
+    close(pfd[0]);
+    close(pfd[1]);
+    free(img.p);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+/* A writer whose output fails reports the error (EPIPE), never hangs. */
+static int t_writer_epipe(void)
+{
+    static uint8_t data[3000000];
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_writer *w;
+    struct vmc_writer_opts o = { .chunk_size = VMC_CHUNK_MIN };
+    int pfd[2], src, rc;
+
+    signal(SIGPIPE, SIG_IGN);
+    fill_pattern(data, sizeof(data), 11);
+    REQUIRE(pipe(pfd) == 0, "pipe");
+    close(pfd[0]);
+    rc = vmc_writer_new(ctx, pfd[1], k_seal, &o, &w);
+    REQUIRE(rc == VMC_E_IO && strstr(vmc_ctx_error(ctx), "Broken pipe"),
+            "header write: %d %s", rc, vmc_ctx_error(ctx));
+    close(pfd[1]);
+    vmc_ctx_clear(ctx);
+    /* now fail in the middle of the payload */
+    REQUIRE(pipe(pfd) == 0, "pipe");
+    if (fork() == 0) {                 /* read 100 KB then quit */
+        char b[100000];
+        size_t got;
+        close(pfd[1]);
+        read_full(pfd[0], b, sizeof(b), &got);
+        _exit(0);
+    }
+    close(pfd[0]);
+    src = memfd_from(data, sizeof(data));
+    rc = vmc_writer_new(ctx, pfd[1], k_seal, &o, &w);
+    if (rc == 0)
+        rc = vmc_writer_copy_backend(w, src, NULL, NULL);
+    if (rc == 0)
+        rc = vmc_writer_finish(w, 0, 0);
+    REQUIRE(rc == VMC_E_IO && strstr(vmc_ctx_error(ctx), "chunk"),
+            "payload write: %d %s", rc, vmc_ctx_error(ctx));
+    vmc_writer_free(w);
+    close(pfd[1]);
+    close(src);
+    wait(NULL);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+static int t_outfile(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_outfile *of;
+    char dir[] = "/tmp/vmc-of-XXXXXX", path[64], partial[80];
+    struct stat st;
+
+    REQUIRE(mkdtemp(dir), "mkdtemp");
+    snprintf(path, sizeof(path), "%s/img", dir);
+    snprintf(partial, sizeof(partial), "%s/img.partial", dir);
+    REQUIRE(vmc_outfile_open(ctx, path, 0, &of) == 0, "open");
+    REQUIRE(stat(partial, &st) == 0 && (st.st_mode & 0777) == 0600, "0600");
+    REQUIRE(stat(path, &st) < 0, "final name exists before commit");
+    vmc_outfile_free(of);                     /* abort */
+    REQUIRE(stat(partial, &st) < 0, "partial left after abort");
+    /* a stale partial (not locked) is replaced */
+    close(open(partial, O_CREAT | O_WRONLY, 0600));
+    REQUIRE(vmc_outfile_open(ctx, path, 0, &of) == 0, "stale: %s",
+            vmc_ctx_error(ctx));
+    REQUIRE(write_full(vmc_outfile_fd(of), "x", 1) == 0 &&
+            vmc_outfile_commit(ctx, of) == 0, "commit");
+    vmc_outfile_free(of);
+    REQUIRE(stat(path, &st) == 0 && st.st_size == 1 && stat(partial, &st) < 0,
+            "commit result");
+    REQUIRE(vmc_outfile_open(ctx, path, 0, &of) == VMC_E_EXISTS,
+            "overwrote an existing image");
+    unlink(path);
+    rmdir(dir);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+int main(void)
+{
+    if (setup_keys() < 0) {
+        printf("FAIL: setup: keys\n");
+        return 1;
+    }
+    run("roundtrip_sizes", t_roundtrip_sizes);
+    run("roundtrip_records", t_roundtrip_records);
+    run("unknown_mandatory_refused", t_unknown_mandatory);
+    run("keys_wrong_identity_passphrase", t_keys);
+    run("key_strings_checksum", t_key_strings);
+    run("truncation_sweep", t_truncation);
+    run("bitflip_sweep", t_bitflips);
+    run("chunk_reorder_duplicate_drop", t_reorder_duplicate);
+    run("final_flag_authenticated", t_final_flag);
+    run("kdf_caps", t_kdf_caps);
+    run("rekey_header_only", t_rekey);
+    run("record_layer_rules", t_record_rules);
+    run("header_fields", t_header_fields);
+    run("pipe_stream", t_pipe);
+    run("reader_cancel", t_reader_cancel);
+    run("writer_epipe", t_writer_epipe);
+    run("outfile_partial", t_outfile);
+    vmc_keys_free(k_seal);
+    vmc_keys_free(k_open);
+    vmc_keys_free(k_wrong);
+    vmc_keys_free(k_pass);
+    vmc_keys_free(k_badpass);
+    return failures ? 1 : 0;
+}
