@@ -39,11 +39,11 @@ $(B)/libvmckpt.so.$(SOVER): $(LIB_OBJ)
 $(B)/vmimage: $(B)/cmd/vmimage.o $(CLI_OBJ) $(B)/libvmckpt.a
 	$(CC) $(ALLCFLAGS) -o $@ $^ $(LIBS)
 
+VERSION   = $(shell sed -n 's/.*VMC_TOOL_VERSION "\(.*\)"/\1/p' lib/vmckpt.h)
+PC_SED    = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	        -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|'
 $(B)/vmckpt.pc: vmckpt.pc.in Makefile
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCDIR@|$(INCDIR)|' \
-	    -e 's|@VERSION@|$(shell sed -n 's/.*VMC_TOOL_VERSION "\(.*\)"/\1/p' lib/vmckpt.h)|' \
-	    $< > $@
+	$(PC_SED) $< > $@
 
 # ---- tests --------------------------------------------------------------
 UNIT      = $(B)/tests/unit
@@ -110,7 +110,8 @@ install: all
 	install -m 0755 $(B)/libvmckpt.so.$(SOVER) $(DESTDIR)$(LIBDIR)/
 	ln -sf libvmckpt.so.$(SOVER) $(DESTDIR)$(LIBDIR)/libvmckpt.so
 	install -m 0644 lib/vmckpt.h $(DESTDIR)$(INCDIR)/vmckpt.h
-	install -m 0644 $(B)/vmckpt.pc $(DESTDIR)$(PCDIR)/vmckpt.pc
+	$(PC_SED) vmckpt.pc.in > $(DESTDIR)$(PCDIR)/vmckpt.pc
+	chmod 0644 $(DESTDIR)$(PCDIR)/vmckpt.pc
 	install -m 0644 man/*.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 man/*.5 $(DESTDIR)$(MANDIR)/man5/
 
