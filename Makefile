@@ -17,16 +17,19 @@ LIBS      = -lsodium -lzstd -ljansson -pthread
 
 B         = build
 LIB_SRC   = format/wire.c lib/util.c lib/keys.c lib/header.c lib/chunk.c \
-            lib/record.c lib/image.c lib/outfile.c
+            lib/record.c lib/image.c lib/outfile.c lib/qmp.c lib/qemu.c \
+            lib/engine.c
 LIB_OBJ   = $(LIB_SRC:%.c=$(B)/%.o)
 CLI_OBJ   = $(B)/cmd/cli.o
-TOOLS     = vmimage
+TOOLS     = vmimage vmsave vmrestore vmctl
 TOOL_BIN  = $(TOOLS:%=$(B)/%)
 SOVER     = 0
 
 all: $(B)/libvmckpt.a $(B)/libvmckpt.so.$(SOVER) $(TOOL_BIN) $(B)/vmckpt.pc
 
-$(B)/%.o: %.c lib/vmckpt.h lib/internal.h format/vmckpt_wire.h cmd/cli.h
+HDRS      = lib/vmckpt.h lib/internal.h lib/backend.h lib/qmp.h \
+            format/vmckpt_wire.h cmd/cli.h
+$(B)/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -c $< -o $@
 
@@ -36,7 +39,7 @@ $(B)/libvmckpt.a: $(LIB_OBJ)
 $(B)/libvmckpt.so.$(SOVER): $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,libvmckpt.so.$(SOVER) -o $@ $^ $(LIBS)
 
-$(B)/vmimage: $(B)/cmd/vmimage.o $(CLI_OBJ) $(B)/libvmckpt.a
+$(B)/%: $(B)/cmd/%.o $(CLI_OBJ) $(B)/libvmckpt.a
 	$(CC) $(ALLCFLAGS) -o $@ $^ $(LIBS)
 
 VERSION   = $(shell sed -n 's/.*VMC_TOOL_VERSION "\(.*\)"/\1/p' lib/vmckpt.h)

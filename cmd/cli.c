@@ -323,3 +323,222 @@ int cli_parse_uint(const char *s, unsigned long long max, unsigned long long *v)
         return -1;
     return 0;
 }
+
+/* ---- console bridge ---------------------------------------------------- */
+
+#include <poll.h>
+#include <regex.h>
+#include <dirent.h>
+#include <libgen.h>
+#include <sys/stat.h>
+#include <time.h>
+
+volatile int cli_interrupted;
+
+static void on_flag_signal(int sig)
+{
+    (void)sig;
+    cli_interrupted = 1;
+}
+
+void cli_signals_flag(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_flag_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int cli_progress_cb_int(void *arg, uint64_t bytes)
+{
+    if (cli_interrupted)
+        return 1;
+    return cli_progress_cb(arg, bytes);
+}
+
+int cli_console(int fd, const char *what)
+{
+    struct termios old, raw;
+    int tty = isatty(0) && tcgetattr(0, &old) == 0, in_open = 1;
+    char buf[4096];
+
+    if (tty) {
+        fprintf(stderr, "Connected to %s console; escape character is ^]\r\n",
+                what);
+        raw = old;
+        cfmakeraw(&raw);
+        tcsetattr(0, TCSANOW, &raw);
+    }
+    while (!cli_interrupted) {
+        struct pollfd pf[2] = { { fd, POLLIN, 0 }, { in_open ? 0 : -1, POLLIN, 0 } };
+        ssize_t n;
+
+        if (poll(pf, 2, 200) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (pf[0].revents) {
+            n = read(fd, buf, sizeof(buf));
+            if (n <= 0)
+                break;                       /* the domain went away */
+            if (write(1, buf, (size_t)n) < 0)
+                break;
+        }
+        if (pf[1].revents) {
+            n = read(0, buf, sizeof(buf));
+            if (n <= 0) {
+                in_open = 0;                 /* keep showing the console */
+                continue;
+            }
+            if (tty) {
+                char *esc = memchr(buf, 0x1d, (size_t)n);
+                if (esc) {
+                    if (esc > buf && write(fd, buf, (size_t)(esc - buf)) < 0)
+                        break;
+                    break;
+                }
+            }
+            if (write(fd, buf, (size_t)n) < 0)
+                break;
+        }
+    }
+    if (tty) {
+        tcsetattr(0, TCSANOW, &old);
+        fprintf(stderr, "\r\nDetached from %s console\n", what);
+    }
+    return 0;
+}
+
+/* ---- strftime names and retention -------------------------------- */
+
+int cli_strftime_path(const char *in, char *out, size_t cap)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+
+    if (!strchr(in, '%')) {
+        snprintf(out, cap, "%s", in);
+        return 0;
+    }
+    localtime_r(&now, &tm);
+    if (strftime(out, cap, in, &tm) == 0)
+        return -1;
+    return 0;
+}
+
+/* The basename pattern as an anchored POSIX ERE. */
+static int pattern_regex(const char *pat, regex_t *re)
+{
+    char rx[2048];
+    size_t k = 0;
+
+    rx[k++] = '^';
+    for (const char *p = pat; *p && k < sizeof(rx) - 40; p++) {
+        const char *add = NULL;
+        char lit[3];
+        if (*p == '%' && p[1]) {
+            switch (*++p) {
+            case 'Y': add = "[0-9]{4}"; break;
+            case 'm': case 'd': case 'H': case 'M': case 'S': case 'y':
+            case 'I': case 'U': case 'W': case 'V': add = "[0-9]{2}"; break;
+            case 'j': add = "[0-9]{3}"; break;
+            case 's': add = "[0-9]+"; break;
+            case 'F': add = "[0-9]{4}-[0-9]{2}-[0-9]{2}"; break;
+            case 'T': add = "[0-9]{2}:[0-9]{2}:[0-9]{2}"; break;
+            case '%': add = "%"; break;
+            default: add = "[^/]+"; break;
+            }
+        } else if (strchr(".[]()*+?{}|^$\\", *p)) {
+            lit[0] = '\\';
+            lit[1] = *p;
+            lit[2] = '\0';
+            add = lit;
+        } else {
+            lit[0] = *p;
+            lit[1] = '\0';
+            add = lit;
+        }
+        size_t l = strlen(add);
+        memcpy(rx + k, add, l);
+        k += l;
+    }
+    rx[k++] = '$';
+    rx[k] = '\0';
+    return regcomp(re, rx, REG_EXTENDED | REG_NOSUB) ? -1 : 0;
+}
+
+struct cand {
+    char name[512];
+    time_t mtime;
+};
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const struct cand *x = a, *y = b;
+
+    if (x->mtime != y->mtime)
+        return x->mtime < y->mtime ? 1 : -1;        /* newest first */
+    return -strcmp(x->name, y->name);
+}
+
+int cli_retention(const char *pattern, const char *written, int keep)
+{
+    char *pc = strdup(pattern), *pb = strdup(pattern), *wb = strdup(written);
+    const char *dir = dirname(pc), *base = basename(pb), *wbase = basename(wb);
+    struct cand *c = NULL;
+    regex_t re;
+    DIR *d = NULL;
+    struct dirent *e;
+    size_t n = 0, cap = 0;
+    int removed = 0;
+
+    if (!strchr(base, '%') || pattern_regex(base, &re) < 0)
+        goto out;
+    if (!(d = opendir(dir)))
+        goto out_re;
+    while ((e = readdir(d))) {
+        struct stat st;
+        char p[1024];
+        if (regexec(&re, e->d_name, 0, NULL, 0) != 0)
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        if (lstat(p, &st) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (n == cap) {
+            struct cand *nc = realloc(c, (cap = cap ? cap * 2 : 16) * sizeof(*c));
+            if (!nc)
+                break;
+            c = nc;
+        }
+        snprintf(c[n].name, sizeof(c[n].name), "%s", e->d_name);
+        c[n].mtime = st.st_mtime;
+        n++;
+    }
+    qsort(c, n, sizeof(*c), cand_cmp);
+    for (size_t i = 0, kept = 0; i < n; i++) {
+        char p[1024];
+        if (!strcmp(c[i].name, wbase) || (int)kept < keep - 1) {
+            kept += strcmp(c[i].name, wbase) != 0;
+            continue;
+        }
+        snprintf(p, sizeof(p), "%s/%s", dir, c[i].name);
+        if (unlink(p) == 0)
+            removed++;
+    }
+out_re:
+    regfree(&re);
+out:
+    if (d)
+        closedir(d);
+    free(c);
+    free(pc);
+    free(pb);
+    free(wb);
+    return removed;
+}

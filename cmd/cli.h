@@ -55,3 +55,19 @@ void cli_signals_unlink_and_exit(void);
 int cli_parse_uint(const char *s, unsigned long long max, unsigned long long *v);
 
 #endif
+
+/* Bridges the terminal (or stdin/stdout) to a console fd until the escape
+ * key (^]) on a tty, the console closing, or SIGINT/SIGTERM when stdin is
+ * not a tty.  Returns 0. */
+int cli_console(int fd, const char *what);
+
+/* Expands strftime patterns in path (when it holds a '%'). */
+int cli_strftime_path(const char *in, char *out, size_t cap);
+/* After a successful save to `written` from `pattern`: removes all but the
+ * `keep` newest files in the same directory that match the pattern. */
+int cli_retention(const char *pattern, const char *written, int keep);
+
+/* Flag set by cli_signals_flag() handlers. */
+extern volatile int cli_interrupted;
+void cli_signals_flag(void);
+int cli_progress_cb_int(void *arg, uint64_t bytes);   /* also checks the flag */

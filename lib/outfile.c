@@ -139,6 +139,11 @@ int vmc_outfile_fd(const struct vmc_outfile *of)
     return of->fd;
 }
 
+const char *vmc_outfile_partial(const struct vmc_outfile *of)
+{
+    return of->is_stdout ? NULL : of->partial;
+}
+
 int vmc_outfile_commit(struct vmc_ctx *ctx, struct vmc_outfile *of)
 {
     int rc;

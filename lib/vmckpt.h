@@ -272,11 +272,100 @@ struct vmc_outfile;
 int vmc_outfile_open(struct vmc_ctx *ctx, const char *path, int overwrite,
                      struct vmc_outfile **out);
 int vmc_outfile_fd(const struct vmc_outfile *of);
+/* The .partial path, or NULL for stdout (owned by of). */
+const char *vmc_outfile_partial(const struct vmc_outfile *of);
 int vmc_outfile_commit(struct vmc_ctx *ctx, struct vmc_outfile *of);
 void vmc_outfile_abort(struct vmc_outfile *of);
 void vmc_outfile_free(struct vmc_outfile *of);
 /* Async-signal-safe: unlinks the .partial of every open outfile. */
 void vmc_outfile_cleanup_signal(void);
+
+/* ---- save / restore engine ---------------------------------------- */
+
+struct vmc_backend;
+/* "qemu" (always) or "xen" (when built with libxl); NULL if unknown. */
+const struct vmc_backend *vmc_backend_get(const char *name);
+const char *vmc_backends_built(void);       /* e.g. "qemu" */
+
+enum vmc_save_mode {
+    VMC_SAVE_DESTROY = 0,     /* default: destroy after the image is durable */
+    VMC_SAVE_CHECKPOINT,      /* leave it running */
+    VMC_SAVE_PAUSED,          /* leave it paused */
+};
+struct vmc_save_opts {
+    enum vmc_save_mode mode;
+    int live;                 /* pre-copy while running */
+    const struct vmc_keys *keys;
+    struct vmc_writer_opts wopts;
+    vmc_progress_fn progress; /* backend bytes so far */
+    void *progress_arg;
+};
+struct vmc_save_result {
+    int domid;
+    char name[256];
+    uint64_t total_ns;        /* whole command */
+    uint64_t downtime_ns;     /* guest not running (until resumed/durable) */
+    uint64_t stream_bytes;    /* image bytes written */
+    uint64_t backend_bytes;   /* hypervisor stream bytes */
+    int was_running;
+    int resumed_after_error;  /* failure path: the domain was resumed */
+};
+/* Saves domain `spec` into `of` (borrowed; committed here before the
+ * domain is destroyed).  On failure the domain is back as it was, the
+ * outfile is left for the caller to free (which removes .partial). */
+int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be,
+             const char *spec, struct vmc_outfile *of,
+             const struct vmc_save_opts *o, struct vmc_save_result *res);
+
+struct vmc_restore_opts {
+    const char *name;         /* NULL: the recorded name */
+    int clone;                /* fresh name and UUID */
+    int paused;               /* leave it paused */
+    vmc_progress_fn progress;
+    void *progress_arg;
+};
+struct vmc_restore_result {
+    int domid;
+    char name[256];
+    const struct vmc_backend *backend;
+    uint64_t total_ns;
+    uint64_t backend_bytes;
+};
+/* Restores from an open reader (header unlocked): builds the domain as
+ * records arrive, unpauses only after END authenticated.  On failure no
+ * domain is left behind. */
+int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
+                const struct vmc_restore_opts *o, struct vmc_restore_result *res);
+
+/* A connected fd to domain `spec`'s console. */
+int vmc_console_open(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                     const char *spec, int *fd);
+
+/* Guardian: tools call this first in main(); it returns only if this
+ * process is not a guardian. */
+void vmc_guard_dispatch(int argc, char **argv);
+
+/* ---- QEMU instance management (vmctl) ------------------------------- */
+
+const char *vmc_qemu_rundir(void);
+int vmc_qemu_start(struct vmc_ctx *ctx, const char *name, const char *uuid,
+                   int argc, char **argv, int *domid);
+struct vmc_qemu_dom_info {
+    int id;
+    char name[256];
+    char uuid[37];
+    char state[32];
+    int pid;
+    char dir[512];
+};
+typedef int (*vmc_qemu_list_fn)(const struct vmc_qemu_dom_info *, void *);
+int vmc_qemu_list(struct vmc_ctx *ctx, vmc_qemu_list_fn fn, void *arg);
+int vmc_domain_destroy(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                       const char *spec);
+int vmc_domain_resume(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                      const char *spec);
+int vmc_domain_pause(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                     const char *spec);
 
 /* ---- misc ----------------------------------------------------------- */
 

@@ -1,0 +1,246 @@
+/* vmrestore - authenticate a sealed image and restore it as a new domain. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "../format/vmckpt_wire.h"
+#include "cli.h"
+
+enum { O_PASSFILE = 1000, O_PASSFD, O_NAME, O_CLONE, O_JSON };
+
+static const struct cli_opt opts[] = {
+    { "passphrase-file", 0, "FILE", 1, "read the passphrase from FILE" },
+    { "passphrase-fd", 0, "N", 1, "read the passphrase from fd N" },
+    { "name", 0, "NAME", 1, "name of the new domain (and a fresh UUID if "
+                            "needed)" },
+    { "clone", 0, NULL, 1, "a second instance: NAME-clone, fresh UUID" },
+    { "json", 0, NULL, 1, "print a JSON summary instead of the domain ID" },
+    { "identity", 'i', "FILE", 1, "open with an identity or raw key file" },
+    { "key-file", 'k', "FILE", 1, "open with a raw 256-bit key file" },
+    { "passphrase", 'P', NULL, 1, "ask for the passphrase on the terminal" },
+    { "console", 'c', NULL, 1, "attach the console after the restore (^] "
+                               "detaches)" },
+    { "paused", 'p', NULL, 1, "leave the new domain paused" },
+    { "threads", 'T', "N", 1, "worker threads (default: CPUs)" },
+    { "quiet", 'q', NULL, 1, "no progress" },
+    { "help", 'h', NULL, 1, "show this help" },
+    { "version", 'V', NULL, 1, "show the version" },
+    { NULL, 0, NULL, 0, NULL },
+};
+
+#define SYNOPSIS "usage: vmrestore [options] FILE|-\n"
+
+struct args {
+    struct vmc_ctx *ctx;
+    struct vmc_keys *keys;
+    struct vmc_restore_opts ro;
+    int ask_pass, pass_fd, console, json, threads;
+    const char *pass_file;
+    int usage_error;
+    char usage_msg[160];
+};
+
+static int usage(const char *why)
+{
+    if (why)
+        cli_err(NULL, "%s", why);
+    fputs(SYNOPSIS, stderr);
+    return 2;
+}
+
+static void help(void)
+{
+    printf("vmrestore %s - restore a sealed image as a new domain\n\n" SYNOPSIS
+           "\nPrints the new domain ID.  The domain runs only after the whole "
+           "image\nhas authenticated.\n\noptions:\n", VMC_TOOL_VERSION);
+    cli_print_options(stdout, opts, 1);
+    printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure "
+           "(no domain left behind), 2 usage.  See vmrestore(1).\n",
+           vmc_backends_built());
+}
+
+static void bad(struct args *a, const char *fmt, const char *x)
+{
+    if (!a->usage_error)
+        snprintf(a->usage_msg, sizeof(a->usage_msg), fmt, x ? x : "");
+    a->usage_error = 1;
+}
+
+static void on_opt(int id, const char *arg, void *u)
+{
+    struct args *a = u;
+    unsigned long long v;
+
+    switch (id) {
+    case '?':
+    case ':': bad(a, "unknown option or missing argument: %s", arg); break;
+    case 'h': help(); exit(0);
+    case 'V': printf("vmrestore %s\n", VMC_TOOL_VERSION); exit(0);
+    case 'q': cli_quiet = 1; break;
+    case 'c': a->console = 1; break;
+    case 'p': a->ro.paused = 1; break;
+    case 'P': a->ask_pass = 1; break;
+    case 'i':
+    case 'k':
+        if ((id == 'i' ? vmc_keys_add_identity_file(a->ctx, a->keys, arg)
+                       : vmc_keys_add_keyfile(a->ctx, a->keys, arg)) < 0) {
+            cli_ctx_err(NULL, a->ctx);
+            exit(1);
+        }
+        break;
+    case O_PASSFILE: a->pass_file = arg; break;
+    case O_PASSFD:
+        if (cli_parse_uint(arg, 1 << 20, &v))
+            bad(a, "bad --passphrase-fd '%s'", arg);
+        a->pass_fd = (int)v;
+        break;
+    case O_NAME:
+        if (!*arg || strspn(arg, "0123456789") == strlen(arg))
+            bad(a, "bad --name '%s' (empty or all digits)", arg);
+        a->ro.name = arg;
+        break;
+    case O_CLONE: a->ro.clone = 1; break;
+    case O_JSON: a->json = 1; break;
+    case 'T':
+        if (cli_parse_uint(arg, 64, &v) || v < 1)
+            bad(a, "bad --threads '%s' (1..64)", arg);
+        a->threads = (int)v;
+        break;
+    }
+}
+
+static int get_pass(struct args *a, const struct vmc_header *h)
+{
+    struct vmc_header_info hi;
+    char *p = NULL;
+    size_t len = 0;
+    int rc, has_pass = 0;
+
+    vmc_header_get_info(h, &hi);
+    for (int i = 0; i < hi.nslots; i++)
+        has_pass |= hi.slots[i].type == VMC_SLOT_ARGON2ID;
+    if (a->pass_file)
+        rc = cli_pass_file(a->pass_file, &p, &len);
+    else if (a->pass_fd >= 0)
+        rc = cli_pass_fd(a->pass_fd, &p, &len);
+    else if (a->ask_pass || (has_pass && vmc_keys_count(a->keys) == 0 &&
+                             cli_have_tty()))
+        rc = cli_pass_tty("Passphrase: ", 0, &p, &len);
+    else
+        return 0;
+    if (rc < 0)
+        return -1;
+    rc = vmc_keys_add_passphrase(a->ctx, a->keys, p, len);
+    sodium_free(p);
+    if (rc < 0) {
+        cli_ctx_err(NULL, a->ctx);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct args a;
+    struct vmc_header *h = NULL;
+    struct vmc_reader *r = NULL;
+    struct vmc_restore_result res;
+    struct cli_progress pr;
+    const char *path, *obj;
+    int n, fd, rc = 1;
+    struct stat st;
+
+    vmc_guard_dispatch(argc, argv);
+    cli_prog = "vmrestore";
+    memset(&a, 0, sizeof(a));
+    a.pass_fd = -1;
+    a.ctx = vmc_ctx_new();
+    a.keys = vmc_keys_new();
+    if (!a.ctx || !a.keys || vmc_init(a.ctx) < 0) {
+        cli_err(NULL, "cannot initialise");
+        return 1;
+    }
+    n = cli_parse(argc, argv, opts, 1, on_opt, &a);
+    if (a.usage_error)
+        return usage(a.usage_msg);
+    if (argc - n != 1)
+        return usage(argc - n ? "too many arguments" : "missing FILE");
+    if (a.ro.name && a.ro.clone)
+        return usage("--name and --clone exclude each other");
+    path = argv[n];
+    obj = strcmp(path, "-") ? path : "stdin";
+    fd = strcmp(path, "-") ? open(path, O_RDONLY | O_CLOEXEC) : 0;
+    if (fd < 0) {
+        cli_err(obj, "%s", strerror(errno));
+        return 1;
+    }
+    cli_signals_flag();
+    if (vmc_header_read(a.ctx, fd, &h) < 0) {
+        cli_ctx_err(obj, a.ctx);
+        goto out;
+    }
+    if (get_pass(&a, h) < 0)
+        goto out;
+    if (vmc_header_unlock(a.ctx, h, a.keys) < 0) {
+        cli_ctx_err(obj, a.ctx);
+        goto out;
+    }
+    if (vmc_reader_new(a.ctx, fd, h, a.threads, 1, &r) < 0) {
+        h = NULL;
+        cli_ctx_err(obj, a.ctx);
+        goto out;
+    }
+    h = NULL;
+    cli_progress_init(&pr, "restoring", fstat(fd, &st) == 0 &&
+                      S_ISREG(st.st_mode) ? 0 : 0);
+    a.ro.progress = cli_progress_cb_int;
+    a.ro.progress_arg = &pr;
+    if (vmc_restore(a.ctx, r, &a.ro, &res) < 0) {
+        cli_progress_done(&pr);
+        cli_err(obj, "%s; no domain created", vmc_ctx_error(a.ctx));
+        goto out;
+    }
+    cli_progress_done(&pr);
+    if (a.json) {
+        json_t *j = json_pack("{s:i, s:s, s:s, s:b, s:I, s:I}", "domid",
+                              res.domid, "name", res.name, "image", obj,
+                              "paused", a.ro.paused, "total_time_ns",
+                              (json_int_t)res.total_ns, "backend_bytes",
+                              (json_int_t)res.backend_bytes);
+        json_dumpf(j, stdout, JSON_COMPACT);
+        printf("\n");
+        json_decref(j);
+    } else {
+        printf("%d\n", res.domid);
+    }
+    fflush(stdout);
+    rc = 0;
+    if (a.console) {
+        char spec[32], what[300];
+        int cfd;
+        snprintf(spec, sizeof(spec), "%d", res.domid);
+        snprintf(what, sizeof(what), "domain %d (%s)", res.domid, res.name);
+        if (vmc_console_open(a.ctx, res.backend, spec, &cfd) < 0) {
+            cli_err(res.name, "console: %s", vmc_ctx_error(a.ctx));
+            rc = 1;
+        } else {
+            cli_console(cfd, what);
+            close(cfd);
+        }
+    }
+out:
+    vmc_reader_free(r);
+    vmc_header_free(h);
+    vmc_keys_free(a.keys);
+    vmc_ctx_free(a.ctx);
+    if (fd > 0)
+        close(fd);
+    return rc;
+}

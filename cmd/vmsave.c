@@ -1,0 +1,300 @@
+/* vmsave - suspend a domain to a sealed (encrypted, compressed) image. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "../format/vmckpt_wire.h"
+#include "cli.h"
+
+enum {
+    O_PASSFILE = 1000, O_PASSFD, O_KDFOPS, O_KDFMEM, O_LABEL, O_CHUNK, O_JSON,
+    O_PAUSED, O_LIVE, O_KEEP, O_BACKEND,
+};
+
+/* Long-only options: id = 1000 + table index (keep the enum in step). */
+static const struct cli_opt opts[] = {
+    { "passphrase-file", 0, "FILE", 1, "read the passphrase from FILE" },
+    { "passphrase-fd", 0, "N", 1, "read the passphrase from fd N" },
+    { "kdf-ops", 0, "N", 1, "Argon2id passes (default 3, max 16)" },
+    { "kdf-mem", 0, "MIB", 1, "Argon2id memory (default 256, 8..1024)" },
+    { "label", 0, "TEXT", 1, "public label, readable without a key" },
+    { "chunk-size", 0, "BYTES", 1, "bytes per chunk (power of 2, 64K..16M)" },
+    { "json", 0, NULL, 1, "print a JSON summary on stdout" },
+    { "paused", 0, NULL, 1, "leave the domain paused after the save" },
+    { "live", 0, NULL, 1, "pre-copy memory while the guest runs" },
+    { "keep", 0, "N", 1, "keep the N newest images of FILE's strftime pattern" },
+    { "backend", 0, "NAME", 1, "hypervisor backend (default qemu)" },
+    { "checkpoint", 'c', NULL, 1, "leave the domain running after the save" },
+    { "recipient", 'r', "PUBKEY", 1, "seal to an X25519 recipient vmc1..." },
+    { "recipients-file", 'R', "FILE", 1, "seal to every recipient in FILE" },
+    { "key-file", 'k', "FILE", 1, "seal to a raw 256-bit key file" },
+    { "passphrase", 'P', NULL, 1, "ask for a passphrase (twice) on the terminal" },
+    { "level", 'l', "N", 1, "zstd level 1..19 (default 1)" },
+    { "threads", 'T', "N", 1, "worker threads (default: CPUs)" },
+    { "quiet", 'q', NULL, 1, "no progress, no summary" },
+    { "verbose", 'v', NULL, 1, "print the summary even when not on a tty" },
+    { "help", 'h', NULL, 1, "show this help" },
+    { "version", 'V', NULL, 1, "show the version" },
+    { NULL, 0, NULL, 0, NULL },
+};
+
+#define SYNOPSIS "usage: vmsave [options] DOMAIN FILE|-\n"
+
+struct args {
+    struct vmc_ctx *ctx;
+    struct vmc_keys *keys;
+    struct vmc_save_opts so;
+    int ask_pass, pass_fd, json, verbose, keep;
+    const char *pass_file, *backend;
+    unsigned kdf_ops, kdf_mem_kib;
+    int usage_error;
+    char usage_msg[160];
+};
+
+static int usage(const char *why)
+{
+    if (why)
+        cli_err(NULL, "%s", why);
+    fputs(SYNOPSIS, stderr);
+    return 2;
+}
+
+static void help(void)
+{
+    printf("vmsave %s - suspend a domain to a sealed image\n\n" SYNOPSIS
+           "\nDefault: pause, save, make the image durable, destroy the domain."
+           "\nFILE may hold strftime patterns (web-%%Y%%m%%dT%%H%%M.vmimg)."
+           "\n\noptions:\n", VMC_TOOL_VERSION);
+    cli_print_options(stdout, opts, 1);
+    printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure "
+           "(the domain is left as it was), 2 usage.  See vmsave(1).\n",
+           vmc_backends_built());
+}
+
+static void bad(struct args *a, const char *fmt, const char *x)
+{
+    if (!a->usage_error)
+        snprintf(a->usage_msg, sizeof(a->usage_msg), fmt, x ? x : "");
+    a->usage_error = 1;
+}
+
+static void key_rc(struct args *a, int rc)
+{
+    if (rc < 0) {
+        cli_ctx_err(NULL, a->ctx);
+        exit(1);
+    }
+}
+
+static void on_opt(int id, const char *arg, void *u)
+{
+    struct args *a = u;
+    unsigned long long v;
+
+    switch (id) {
+    case '?':
+    case ':': bad(a, "unknown option or missing argument: %s", arg); break;
+    case 'h': help(); exit(0);
+    case 'V': printf("vmsave %s\n", VMC_TOOL_VERSION); exit(0);
+    case 'q': cli_quiet = 1; break;
+    case 'v': a->verbose = 1; break;
+    case 'c': a->so.mode = VMC_SAVE_CHECKPOINT; break;
+    case O_PAUSED: a->so.mode = VMC_SAVE_PAUSED; break;
+    case O_LIVE: a->so.live = 1; break;
+    case 'r': key_rc(a, vmc_keys_add_recipient(a->ctx, a->keys, arg)); break;
+    case 'R': key_rc(a, vmc_keys_add_recipients_file(a->ctx, a->keys, arg)); break;
+    case 'k': key_rc(a, vmc_keys_add_keyfile(a->ctx, a->keys, arg)); break;
+    case 'P': a->ask_pass = 1; break;
+    case O_PASSFILE: a->pass_file = arg; break;
+    case O_PASSFD:
+        if (cli_parse_uint(arg, 1 << 20, &v))
+            bad(a, "bad --passphrase-fd '%s'", arg);
+        a->pass_fd = (int)v;
+        break;
+    case O_KDFOPS:
+        if (cli_parse_uint(arg, VMC_ARGON2_OPS_MAX, &v) || v < 1)
+            bad(a, "bad --kdf-ops '%s' (1..16)", arg);
+        a->kdf_ops = (unsigned)v;
+        break;
+    case O_KDFMEM:
+        if (cli_parse_uint(arg, 1024, &v) || v < 8)
+            bad(a, "bad --kdf-mem '%s' (8..1024 MiB)", arg);
+        a->kdf_mem_kib = (unsigned)v * 1024;
+        break;
+    case O_LABEL: a->so.wopts.label = arg; break;
+    case O_CHUNK:
+        if (cli_parse_uint(arg, VMC_CHUNK_MAX, &v) || v < VMC_CHUNK_MIN ||
+            (v & (v - 1)))
+            bad(a, "bad --chunk-size '%s' (power of 2, 65536..16777216)", arg);
+        a->so.wopts.chunk_size = (uint32_t)v;
+        break;
+    case 'l':
+        if (cli_parse_uint(arg, 19, &v) || v < 1)
+            bad(a, "bad --level '%s' (1..19)", arg);
+        a->so.wopts.level = (int)v;
+        break;
+    case 'T':
+        if (cli_parse_uint(arg, 64, &v) || v < 1)
+            bad(a, "bad --threads '%s' (1..64)", arg);
+        a->so.wopts.threads = (int)v;
+        break;
+    case O_JSON: a->json = 1; break;
+    case O_KEEP:
+        if (cli_parse_uint(arg, 100000, &v) || v < 1)
+            bad(a, "bad --keep '%s' (1 or more)", arg);
+        a->keep = (int)v;
+        break;
+    case O_BACKEND: a->backend = arg; break;
+    }
+}
+
+static int get_pass(struct args *a)
+{
+    char *p = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (a->pass_file)
+        rc = cli_pass_file(a->pass_file, &p, &len);
+    else if (a->pass_fd >= 0)
+        rc = cli_pass_fd(a->pass_fd, &p, &len);
+    else if (a->ask_pass)
+        rc = cli_pass_tty("Passphrase for the image: ", 1, &p, &len);
+    else
+        return 0;
+    if (rc < 0)
+        return -1;
+    rc = vmc_keys_add_passphrase(a->ctx, a->keys, p, len);
+    sodium_free(p);
+    if (rc < 0) {
+        cli_ctx_err(NULL, a->ctx);
+        return -1;
+    }
+    return 0;
+}
+
+static void summary(const struct args *a, const char *file,
+                    const struct vmc_save_result *r)
+{
+    const char *mode = a->so.mode == VMC_SAVE_CHECKPOINT ? "checkpoint" :
+                       a->so.mode == VMC_SAVE_PAUSED ? "paused" : "destroyed";
+
+    if (a->json) {
+        json_t *j = json_pack("{s:s, s:i, s:s, s:s, s:b, s:I, s:I, s:I, s:I}",
+                              "domain", r->name, "domid", r->domid, "file", file,
+                              "after", mode, "live", a->so.live,
+                              "total_time_ns", (json_int_t)r->total_ns,
+                              "downtime_ns", (json_int_t)r->downtime_ns,
+                              "bytes_written", (json_int_t)r->stream_bytes,
+                              "backend_bytes", (json_int_t)r->backend_bytes);
+        json_dumpf(j, stdout, JSON_COMPACT);
+        printf("\n");
+        json_decref(j);
+        return;
+    }
+    if (cli_quiet || (!a->verbose && !isatty(1)))
+        return;
+    {
+        char w[32], b[32];
+        cli_human(w, sizeof(w), (double)r->stream_bytes);
+        cli_human(b, sizeof(b), (double)r->backend_bytes);
+        printf("%s: saved to %s (%s)%s\n", r->name, file, mode,
+               a->so.live ? ", live" : "");
+        printf("  total time %.3f s, bytes written %s (stream %s), downtime "
+               "%.3f s\n", (double)r->total_ns / 1e9, w, b,
+               (double)r->downtime_ns / 1e9);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct args a;
+    const struct vmc_backend *be;
+    struct vmc_outfile *of = NULL;
+    struct vmc_save_result res;
+    struct cli_progress pr;
+    char file[4096];
+    const char *dom, *pattern;
+    int n, rc;
+
+    vmc_guard_dispatch(argc, argv);
+    cli_prog = "vmsave";
+    memset(&a, 0, sizeof(a));
+    a.pass_fd = -1;
+    a.backend = "qemu";
+    a.ctx = vmc_ctx_new();
+    a.keys = vmc_keys_new();
+    if (!a.ctx || !a.keys || vmc_init(a.ctx) < 0) {
+        cli_err(NULL, "cannot initialise");
+        return 1;
+    }
+    n = cli_parse(argc, argv, opts, 1, on_opt, &a);
+    if (a.usage_error)
+        return usage(a.usage_msg);
+    if (argc - n < 2)
+        return usage(argc - n == 0 ? "missing DOMAIN and FILE" : "missing FILE");
+    if (argc - n > 2)
+        return usage("too many arguments");
+    dom = argv[n];
+    pattern = argv[n + 1];
+    if (!(be = vmc_backend_get(a.backend))) {
+        char m[160];
+        snprintf(m, sizeof(m), "unknown backend '%.40s' (built: %s)", a.backend,
+                 vmc_backends_built());
+        return usage(m);
+    }
+    if (get_pass(&a) < 0)
+        return 1;
+    vmc_keys_set_kdf(a.keys, a.kdf_ops, a.kdf_mem_kib);
+    if (!vmc_keys_can_seal(a.keys))
+        return usage("no key to seal to: give -r, -R, -k or -P (images are "
+                     "always encrypted)");
+    if (!strcmp(pattern, "-") && isatty(1))
+        return usage("refusing to write an image to a terminal");
+    if (a.keep && (!strcmp(pattern, "-") || !strchr(pattern, '%')))
+        return usage("--keep needs a FILE with a strftime pattern");
+    if (cli_strftime_path(pattern, file, sizeof(file)) < 0) {
+        cli_err(dom, "%s: bad strftime pattern", pattern);
+        return 1;
+    }
+    a.so.keys = a.keys;
+    cli_signals_flag();
+    if (vmc_outfile_open(a.ctx, file, 0, &of) < 0) {
+        cli_err(dom, "%s; domain untouched", vmc_ctx_error(a.ctx));
+        return 1;
+    }
+    cli_progress_init(&pr, "saving", 0);
+    a.so.progress = cli_progress_cb_int;
+    a.so.progress_arg = &pr;
+    rc = vmc_save(a.ctx, be, dom, of, &a.so, &res);
+    cli_progress_done(&pr);
+    if (rc < 0) {
+        const char *done = res.domid < 0 ? "nothing written" :
+                           res.resumed_after_error ? "domain resumed, nothing written" :
+                           res.was_running ? "nothing written (domain NOT running: "
+                                             "check it)" :
+                           "domain left as it was, nothing written";
+        cli_err(dom, "%s; %s", vmc_ctx_error(a.ctx),
+                vmc_ctx_errcode(a.ctx) == VMC_E_BACKEND &&
+                strstr(vmc_ctx_error(a.ctx), "image complete") ? "image kept"
+                                                                : done);
+        vmc_outfile_free(of);
+        return 1;
+    }
+    vmc_outfile_free(of);
+    summary(&a, strcmp(file, "-") ? file : "stdout", &res);
+    if (a.keep) {
+        int removed = cli_retention(pattern, file, a.keep);
+        if (removed && !cli_quiet && (a.verbose || isatty(1)))
+            printf("  removed %d older image%s (--keep %d)\n", removed,
+                   removed == 1 ? "" : "s", a.keep);
+    }
+    vmc_keys_free(a.keys);
+    vmc_ctx_free(a.ctx);
+    return 0;
+}

@@ -1,0 +1,523 @@
+/*
+ * engine.c - the generic save and restore algorithms over a backend ops
+ * table, and the guardian that keeps a domain from being lost when the
+ * saving process dies.
+ *
+ * Save:    lock, describe, [pause], hypervisor stream -> sealed writer,
+ *          END, fsync+rename, then destroy / resume / leave paused.
+ *          Any failure before the image is durable: cancel, resume.
+ * Restore: IMAGE_INFO -> backend, DOMAIN_CONFIG -> new paused domain,
+ *          BACKEND_STREAM -> hypervisor as chunks authenticate, END
+ *          verified -> wait for the load -> unpause.  Any failure: the new
+ *          domain is torn down.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+
+#define PIPE_SIZE (1 << 20)
+#define COPY_BUF (1u << 20)
+
+static const struct vmc_backend *const backends[] = {
+    &vmc_backend_qemu,
+#ifdef VMC_HAVE_XEN
+    &vmc_backend_xen,
+#endif
+};
+#define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
+
+const struct vmc_backend *vmc_backend_get(const char *name)
+{
+    for (size_t i = 0; i < NBACKENDS; i++)
+        if (!strcmp(backends[i]->name, name))
+            return backends[i];
+    return NULL;
+}
+
+const struct vmc_backend *backend_by_id(uint16_t id)
+{
+    for (size_t i = 0; i < NBACKENDS; i++)
+        if (backends[i]->id == id)
+            return backends[i];
+    return NULL;
+}
+
+const char *vmc_backends_built(void)
+{
+#ifdef VMC_HAVE_XEN
+    return "qemu xen";
+#else
+    return "qemu (xen: not built, no libxl headers)";
+#endif
+}
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void big_pipe(int fd)
+{
+    fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE);       /* best effort */
+}
+
+/* ---- guardian ------------------------------------------------------------
+ * A separate process (re-executed as "vmckpt-guard", in its own session,
+ * deaf to terminal signals) that holds the read end of a pipe.  When the
+ * saving process dies without saying "done", the pipe hits EOF and the
+ * guardian cancels the save, resumes the domain if it was running, and
+ * removes the .partial file: SIGKILL cannot leave a domain paused. */
+
+struct guard {
+    pid_t pid;
+    int fd;
+};
+
+static void guard_run(int fd, const char *backend, int domid, int was_running,
+                      const char *partial)
+{
+    const struct vmc_backend *be = vmc_backend_get(backend);
+    struct vmc_ctx ctx = { 0 };
+    char c = 0, last = 0;
+    ssize_t n;
+
+    while ((n = read(fd, &c, 1)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        last = c;
+    }
+    if (last == 'N' || !be)
+        return;
+    /* The saver died mid-save. */
+    if (partial && *partial)
+        unlink(partial);
+    if (was_running) {
+        for (int i = 0; i < 3; i++) {
+            vmc_ctx_clear(&ctx);
+            if (be->recover(&ctx, domid) == 0)
+                return;
+            sleep(1);
+        }
+    } else {
+        struct vmc_dom *d;
+        char spec[32];
+        snprintf(spec, sizeof(spec), "%d", domid);
+        if (be->open(&ctx, spec, 0, &d) == 0) {
+            be->save_cancel(d);
+            be->close(d);
+        }
+    }
+}
+
+void vmc_guard_dispatch(int argc, char **argv)
+{
+    if (argc < 5 || strcmp(argv[0], "vmckpt-guard"))
+        return;
+    guard_run(3, argv[1], atoi(argv[2]), atoi(argv[3]), argc > 4 ? argv[4] : "");
+    _exit(0);
+}
+
+static int guard_start(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                       int domid, int was_running, const char *partial,
+                       struct guard *g)
+{
+    int p[2];
+    pid_t pid;
+
+    g->pid = -1;
+    g->fd = -1;
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return vmc_set_error(ctx, VMC_E_IO, "pipe: %s", strerror(errno));
+    pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return vmc_set_error(ctx, VMC_E_IO, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        char id[16], wr[4];
+        int nul = open("/dev/null", O_RDWR);
+        setsid();
+        signal(SIGINT, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+        signal(SIGPIPE, SIG_IGN);
+        if (p[0] != 3) {
+            dup2(p[0], 3);
+            close(p[0]);
+        } else {
+            fcntl(3, F_SETFD, 0);
+        }
+        dup2(nul, 0);
+        dup2(nul, 1);
+        dup2(nul, 2);
+        for (int fd = 4; fd < 1024; fd++)
+            close(fd);
+        snprintf(id, sizeof(id), "%d", domid);
+        snprintf(wr, sizeof(wr), "%d", !!was_running);
+        execl("/proc/self/exe", "vmckpt-guard", be->name, id, wr,
+              partial ? partial : "", (char *)NULL);
+        guard_run(3, be->name, domid, was_running, partial);   /* no exec */
+        _exit(0);
+    }
+    close(p[0]);
+    g->pid = pid;
+    g->fd = p[1];
+    return 0;
+}
+
+/* Tells the guardian all is handled, and reaps it. */
+static void guard_done(struct guard *g)
+{
+    if (g->fd >= 0) {
+        if (write(g->fd, "N", 1) < 0) {
+            /* the guardian is gone: nothing to tell */
+        }
+        close(g->fd);
+        g->fd = -1;
+    }
+    if (g->pid > 0) {
+        waitpid(g->pid, NULL, 0);
+        g->pid = -1;
+    }
+}
+
+/* ---- save ---------------------------------------------------------- */
+
+int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec,
+             struct vmc_outfile *of, const struct vmc_save_opts *o,
+             struct vmc_save_result *res)
+{
+    struct guard g = { -1, -1 };
+    struct vmc_dom *d = NULL;
+    struct vmc_writer *w = NULL;
+    struct vmc_image_meta m;
+    struct vmc_stats st;
+    uint8_t *cfg = NULL, *cfgrec = NULL, info[2048];
+    size_t cfg_len = 0, ilen;
+    uint32_t cfg_fmt = 0;
+    uint64_t t0 = vmc_now_ns();
+    int64_t stop_us = 0, end_us;
+    int rc, pp[2] = { -1, -1 }, paused = 0, committed = 0, started = 0;
+
+    memset(res, 0, sizeof(*res));
+    res->domid = -1;
+    if ((rc = be->open(ctx, spec, 1, &d)) < 0)
+        goto out;
+    res->domid = be->domid(d);
+    snprintf(res->name, sizeof(res->name), "%s", be->name_of(d));
+    if ((rc = be->describe(ctx, d, &m, &cfg_fmt, &cfg, &cfg_len)) < 0 ||
+        (rc = be->is_running(ctx, d, &res->was_running)) < 0)
+        goto out;
+    gethostname(m.host, sizeof(m.host) - 1);
+    snprintf(m.tool_version, sizeof(m.tool_version), "%s", VMC_TOOL_VERSION);
+    m.time_unix = (int64_t)time(NULL);
+    m.flags = (o->live ? VMC_IIF_LIVE : 0) |
+              (o->mode == VMC_SAVE_CHECKPOINT ? VMC_IIF_CHECKPOINT : 0);
+    if (vmc_image_info_build(&m, info, sizeof(info), &ilen) < 0) {
+        rc = vmc_set_error(ctx, VMC_E_LIMIT, "IMAGE_INFO: metadata too large");
+        goto out;
+    }
+    if (cfg_len > VMC_REC_MAX_LEN - 8) {
+        rc = vmc_set_error(ctx, VMC_E_LIMIT, "DOMAIN_CONFIG: %zu bytes > max",
+                           cfg_len);
+        goto out;
+    }
+    if (!(cfgrec = malloc(cfg_len + 8))) {
+        rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+        goto out;
+    }
+    vmc_put32(cfgrec, cfg_fmt);
+    vmc_put32(cfgrec + 4, 0);
+    memcpy(cfgrec + 8, cfg, cfg_len);
+    /* The guardian first: from here on the domain cannot be lost. */
+    if ((rc = guard_start(ctx, be, res->domid, res->was_running,
+                          vmc_outfile_partial(of), &g)) < 0)
+        goto out;
+    if ((rc = vmc_writer_new(ctx, vmc_outfile_fd(of), o->keys, &o->wopts,
+                             &w)) < 0 ||
+        (rc = vmc_writer_record(w, VMC_REC_IMAGE_INFO, info, ilen)) < 0 ||
+        (rc = vmc_writer_record(w, VMC_REC_DOMAIN_CONFIG, cfgrec,
+                                cfg_len + 8)) < 0)
+        goto out;
+    if (pipe2(pp, O_CLOEXEC) < 0) {
+        rc = vmc_set_error(ctx, VMC_E_IO, "pipe: %s", strerror(errno));
+        goto out;
+    }
+    big_pipe(pp[0]);
+    if (!o->live && res->was_running) {
+        if ((rc = be->pause(ctx, d, &stop_us)) < 0)
+            goto out;
+        paused = 1;
+    }
+    started = 1;
+    if ((rc = be->save_start(ctx, d, pp[1], o->live)) < 0)
+        goto out;
+    close(pp[1]);
+    pp[1] = -1;
+    rc = vmc_writer_copy_backend(w, pp[0], o->progress, o->progress_arg);
+    close(pp[0]);
+    pp[0] = -1;
+    if (rc < 0)
+        goto out;
+    {
+        int64_t live_stop = 0;
+        if ((rc = be->save_wait(ctx, d, &live_stop)) < 0)
+            goto out;
+        if (o->live && res->was_running) {
+            paused = 1;              /* the hypervisor stopped it to finish */
+            stop_us = live_stop ? live_stop : wall_us();
+        }
+    }
+    end_us = wall_us();
+    if ((rc = vmc_writer_finish(w, vmc_now_ns() - t0,
+                                stop_us ? (uint64_t)(end_us - stop_us) * 1000 : 0))
+        < 0)
+        goto out;
+    if ((rc = vmc_outfile_commit(ctx, of)) < 0)
+        goto out;
+    committed = 1;
+    vmc_writer_stats(w, &st);
+    res->stream_bytes = st.stream_bytes;
+    res->backend_bytes = st.backend_bytes;
+    end_us = wall_us();
+    switch (o->mode) {
+    case VMC_SAVE_DESTROY:
+        guard_done(&g);              /* the image is durable: let it go */
+        if ((rc = be->destroy(ctx, d)) < 0) {
+            vmc_ctx_clear(ctx);
+            rc = vmc_set_error(ctx, VMC_E_BACKEND,
+                               "image complete, but destroying the domain "
+                               "failed: it is left paused");
+        }
+        break;
+    case VMC_SAVE_CHECKPOINT:
+        if (res->was_running && (rc = be->resume(ctx, d, &end_us)) < 0)
+            goto out;
+        paused = 0;
+        break;
+    case VMC_SAVE_PAUSED:
+        paused = 0;                  /* as asked */
+        break;
+    }
+    if (stop_us)
+        res->downtime_ns = (uint64_t)(end_us - stop_us) * 1000;
+out:
+    if (pp[0] >= 0)
+        close(pp[0]);
+    if (pp[1] >= 0)
+        close(pp[1]);
+    if (rc < 0 && !committed && d) {
+        if (started)
+            be->save_cancel(d);
+        if (res->was_running) {
+            struct vmc_ctx tmp = { 0 };
+            int running = 0;
+            if (be->is_running(&tmp, d, &running) == 0 && !running)
+                be->resume(&tmp, d, NULL);
+            if (be->is_running(&tmp, d, &running) == 0 && running)
+                res->resumed_after_error = 1;
+        }
+    }
+    if (rc < 0 && committed && paused && res->was_running &&
+        o->mode == VMC_SAVE_CHECKPOINT) {
+        struct vmc_ctx tmp = { 0 };
+        be->resume(&tmp, d, NULL);
+    }
+    guard_done(&g);
+    vmc_writer_free(w);
+    be->close(d);
+    free(cfg);
+    free(cfgrec);
+    res->total_ns = vmc_now_ns() - t0;
+    return rc;
+}
+
+/* ---- restore ------------------------------------------------------- */
+
+int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
+                const struct vmc_restore_opts *o, struct vmc_restore_result *res)
+{
+    const struct vmc_backend *be = NULL;
+    struct vmc_dom *d = NULL;
+    struct vmc_image_meta m;
+    struct vmc_record rec;
+    uint8_t *buf = NULL, *cfg = NULL;
+    size_t len, cfg_len = 0;
+    uint64_t t0 = vmc_now_ns();
+    int rc, pp[2] = { -1, -1 };
+
+    memset(res, 0, sizeof(*res));
+    res->domid = -1;
+    if ((rc = vmc_reader_next(r, &rec)) < 0)
+        goto out;
+    if ((rc = vmc_reader_read_all(r, &buf, &len)) < 0 ||
+        (rc = vmc_image_info_parse(ctx, buf, len, &m)) < 0)
+        goto out;
+    free(buf);
+    buf = NULL;
+    if (!(be = backend_by_id(m.backend))) {
+        rc = vmc_set_error(ctx, VMC_E_UNSUPPORTED,
+                           "image of backend %u (%s): not built into this "
+                           "vmckpt (built: %s)", m.backend,
+                           m.backend == VMC_BACKEND_XEN ? "xen" :
+                           m.backend == VMC_BACKEND_NONE ? "a raw sealed stream"
+                                                         : "unknown",
+                           vmc_backends_built());
+        goto out;
+    }
+    res->backend = be;
+    do {
+        if ((rc = vmc_reader_next(r, &rec)) < 0)
+            goto out;
+    } while (rc == 1 && (rec.type & VMC_REC_OPTIONAL));
+    if (rc == 0 || rec.type != VMC_REC_DOMAIN_CONFIG) {
+        rc = vmc_set_error(ctx, VMC_E_FORMAT, "%s @0x%llx: a restorable image "
+                           "needs DOMAIN_CONFIG here",
+                           rc == 0 ? "END" : vmc_record_name(rec.type) ?: "record",
+                           (unsigned long long)rec.offset);
+        goto out;
+    }
+    if ((rc = vmc_reader_read_all(r, &cfg, &cfg_len)) < 0)
+        goto out;
+    if (pipe2(pp, O_CLOEXEC) < 0) {
+        rc = vmc_set_error(ctx, VMC_E_IO, "pipe: %s", strerror(errno));
+        goto out;
+    }
+    big_pipe(pp[1]);
+    if ((rc = be->restore_start(ctx, &m, vmc_get32(cfg), cfg + 8, cfg_len - 8,
+                                o->name, o->clone, pp[0], &d)) < 0)
+        goto out;
+    close(pp[0]);
+    pp[0] = -1;
+    res->domid = be->domid(d);
+    snprintf(res->name, sizeof(res->name), "%s", be->name_of(d));
+    if (!(buf = malloc(COPY_BUF))) {
+        rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+        goto out;
+    }
+    /* Feed the hypervisor as chunks authenticate; the domain stays paused
+     * until END has verified. */
+    while ((rc = vmc_reader_next(r, &rec)) == 1) {
+        ssize_t n;
+        if (rec.type != VMC_REC_BACKEND_STREAM)
+            continue;
+        while ((n = vmc_reader_read(r, buf, COPY_BUF)) > 0) {
+            int w = write_full(pp[1], buf, (size_t)n);
+            if (w < 0) {
+                struct vmc_ctx tmp = { 0 };
+                errno = -w;
+                if (be->restore_wait(&tmp, d) < 0)
+                    rc = vmc_set_error(ctx, VMC_E_BACKEND, "%s",
+                                       vmc_ctx_error(&tmp));
+                else
+                    rc = vmc_set_error(ctx, VMC_E_BACKEND,
+                                       "hypervisor stopped reading the stream "
+                                       "at 0x%llx: %s",
+                                       (unsigned long long)res->backend_bytes,
+                                       strerror(errno));
+                goto out;
+            }
+            res->backend_bytes += (uint64_t)n;
+        }
+        if (n < 0) {
+            rc = (int)n;
+            goto out;
+        }
+        if (o->progress && o->progress(o->progress_arg, res->backend_bytes)) {
+            rc = vmc_set_error(ctx, VMC_E_CANCELED, "interrupted");
+            goto out;
+        }
+    }
+    if (rc < 0)
+        goto out;
+    close(pp[1]);                   /* END verified: the stream is whole */
+    pp[1] = -1;
+    if ((rc = be->restore_wait(ctx, d)) < 0)
+        goto out;
+    if (!o->paused && (rc = be->resume(ctx, d, NULL)) < 0)
+        goto out;
+out:
+    if (pp[0] >= 0)
+        close(pp[0]);
+    if (pp[1] >= 0)
+        close(pp[1]);
+    if (rc < 0 && d) {
+        be->restore_abort(d);
+        res->domid = -1;
+    }
+    if (be && d)
+        be->close(d);
+    free(buf);
+    free(cfg);
+    res->total_ns = vmc_now_ns() - t0;
+    return rc;
+}
+
+/* ---- small domain operations -------------------------------------- */
+
+int vmc_console_open(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                     const char *spec, int *fd)
+{
+    struct vmc_dom *d;
+    int rc;
+
+    *fd = -1;
+    if ((rc = be->open(ctx, spec, 0, &d)) < 0)
+        return rc;
+    rc = be->console_open(ctx, d, fd);
+    be->close(d);
+    return rc;
+}
+
+int vmc_domain_destroy(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                       const char *spec)
+{
+    struct vmc_dom *d;
+    int rc;
+
+    if ((rc = be->open(ctx, spec, 1, &d)) < 0)
+        return rc;
+    rc = be->destroy(ctx, d);
+    be->close(d);
+    return rc;
+}
+
+int vmc_domain_resume(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                      const char *spec)
+{
+    struct vmc_dom *d;
+    int rc;
+
+    if ((rc = be->open(ctx, spec, 0, &d)) < 0)
+        return rc;
+    rc = be->resume(ctx, d, NULL);
+    be->close(d);
+    return rc;
+}
+
+int vmc_domain_pause(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                     const char *spec)
+{
+    struct vmc_dom *d;
+    int rc;
+
+    if ((rc = be->open(ctx, spec, 0, &d)) < 0)
+        return rc;
+    rc = be->pause(ctx, d, NULL);
+    be->close(d);
+    return rc;
+}

@@ -1,0 +1,34 @@
+/* qmp.h - QMP client used by the qemu backend (private to lib/). */
+#ifndef VMC_QMP_H
+#define VMC_QMP_H
+
+#include <jansson.h>
+
+#include "internal.h"
+
+#define QMP_MAX_EVENTS 64
+struct qmp_event {
+    char name[48];
+    int64_t ts_us;            /* QEMU's wall-clock timestamp */
+};
+struct qmp;
+
+/* Connects, reads the greeting, negotiates capabilities. */
+int qmp_connect(struct vmc_ctx *ctx, const char *path, int timeout_ms,
+                struct qmp **out);
+void qmp_close(struct qmp *q);
+/* Runs cmd; args is consumed (may be NULL); *ret gets a new reference to
+ * the "return" value (may be NULL).  Events seen meanwhile are recorded. */
+int qmp_exec(struct qmp *q, const char *cmd, json_t *args, json_t **ret);
+/* Same, passing fd with SCM_RIGHTS (for getfd). */
+int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd,
+                json_t **ret);
+int qmp_wait_event(struct qmp *q, const char *name, int timeout_ms,
+                   int64_t *ts_us);
+const struct qmp_event *qmp_find_event(const struct qmp *q, const char *name,
+                                       int last);
+void qmp_clear_events(struct qmp *q);
+int64_t qmp_wall_us(void);
+int write_all_nosig(int fd, const void *buf, size_t n);
+
+#endif
