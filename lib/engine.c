@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -126,6 +127,7 @@ void vmc_guard_dispatch(int argc, char **argv)
 {
     if (argc < 5 || strcmp(argv[0], "vmckpt-guard"))
         return;
+    prctl(PR_SET_NAME, "vmckpt-guard", 0, 0, 0);    /* not "vmsave" in ps */
     guard_run(3, argv[1], atoi(argv[2]), atoi(argv[3]), argc > 4 ? argv[4] : "");
     _exit(0);
 }
@@ -211,7 +213,7 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
     uint32_t cfg_fmt = 0;
     uint64_t t0 = vmc_now_ns();
     int64_t stop_us = 0, end_us;
-    int rc, pp[2] = { -1, -1 }, paused = 0, committed = 0, started = 0;
+    int rc, pp[2] = { -1, -1 }, committed = 0, started = 0;
 
     memset(res, 0, sizeof(*res));
     res->domid = -1;
@@ -261,7 +263,6 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
     if (!o->live && res->was_running) {
         if ((rc = be->pause(ctx, d, &stop_us)) < 0)
             goto out;
-        paused = 1;
     }
     started = 1;
     if ((rc = be->save_start(ctx, d, pp[1], o->live)) < 0)
@@ -278,11 +279,16 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
         if ((rc = be->save_wait(ctx, d, &live_stop)) < 0)
             goto out;
         if (o->live && res->was_running) {
-            paused = 1;              /* the hypervisor stopped it to finish */
             stop_us = live_stop ? live_stop : wall_us();
         }
     }
     end_us = wall_us();
+    /* A checkpoint's state is captured once the hypervisor stream is
+     * complete: the guest runs again while the image is made durable. */
+    if (o->mode == VMC_SAVE_CHECKPOINT && res->was_running) {
+        if ((rc = be->resume(ctx, d, &end_us)) < 0)
+            goto out;
+    }
     if ((rc = vmc_writer_finish(w, vmc_now_ns() - t0,
                                 stop_us ? (uint64_t)(end_us - stop_us) * 1000 : 0))
         < 0)
@@ -293,7 +299,8 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
     vmc_writer_stats(w, &st);
     res->stream_bytes = st.stream_bytes;
     res->backend_bytes = st.backend_bytes;
-    end_us = wall_us();
+    if (o->mode != VMC_SAVE_CHECKPOINT)
+        end_us = wall_us();
     switch (o->mode) {
     case VMC_SAVE_DESTROY:
         guard_done(&g);              /* the image is durable: let it go */
@@ -305,12 +312,8 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
         }
         break;
     case VMC_SAVE_CHECKPOINT:
-        if (res->was_running && (rc = be->resume(ctx, d, &end_us)) < 0)
-            goto out;
-        paused = 0;
-        break;
+        break;                       /* resumed above */
     case VMC_SAVE_PAUSED:
-        paused = 0;                  /* as asked */
         break;
     }
     if (stop_us)
@@ -331,11 +334,6 @@ out:
             if (be->is_running(&tmp, d, &running) == 0 && running)
                 res->resumed_after_error = 1;
         }
-    }
-    if (rc < 0 && committed && paused && res->was_running &&
-        o->mode == VMC_SAVE_CHECKPOINT) {
-        struct vmc_ctx tmp = { 0 };
-        be->resume(&tmp, d, NULL);
     }
     guard_done(&g);
     vmc_writer_free(w);

@@ -667,7 +667,7 @@ static int launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
                                                           O_APPEND, 0600);
         const char *cwd = json_string_value(json_object_get(d->cfg, "cwd"));
         setsid();
-        signal(SIGPIPE, SIG_DFL);
+        signal(SIGPIPE, SIG_IGN);   /* a dead reader is an error, not death */
         if (cwd && chdir(cwd) < 0) {
             /* relative paths in argv will then fail, visibly, in qemu.log */
         }
