@@ -2,7 +2,8 @@
 # Installs what building and testing vmckpt needs on Debian 12 (as root).
 set -eu
 PKGS="build-essential pkg-config libsodium-dev libzstd-dev libjansson-dev zstd \
-clang libclang-rt-14-dev python3 man-db groff-base bc bsdutils iproute2"
+clang libclang-rt-14-dev python3 man-db groff-base bc bsdutils iproute2 \
+qemu-system-x86 linux-image-amd64 busybox-static cpio"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
