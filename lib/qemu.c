@@ -170,10 +170,12 @@ static int load_dom(struct vmc_ctx *ctx, int id, struct vmc_dom *d)
     if (!pid_alive(d->pid)) {
         json_decref(d->cfg);
         d->cfg = NULL;
-        return VMC_E_BACKEND;       /* a dead instance: not an error here */
+        return d->pid > 0 ? 1 : VMC_E_BACKEND;    /* 1: QEMU is gone */
     }
     return 0;
 }
+
+static void rmdir_all(const char *dir);
 
 /* Calls fn for every live instance; stops when fn returns non-zero. */
 static int each_dom(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
@@ -191,9 +193,14 @@ static int each_dom(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
         long id = strtol(e->d_name, &end, 10);
         if (*end || id <= 0 || end == e->d_name)
             continue;
-        if (load_dom(ctx, (int)id, &d) == 0) {
+        switch (load_dom(ctx, (int)id, &d)) {
+        case 0:
             rc = fn(&d, arg);
             json_decref(d.cfg);
+            break;
+        case 1:                     /* QEMU died (or a killed restore): */
+            rmdir_all(d.dir);       /* its directory is only litter */
+            break;
         }
     }
     closedir(dir);
@@ -264,7 +271,7 @@ static int qemu_open(struct vmc_ctx *ctx, const char *spec, int lock,
         return vmc_set_error(ctx, VMC_E_INVAL, "no such domain (see vmctl list)");
     if (!(d = calloc(1, sizeof(*d))))
         return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
-    if ((rc = load_dom(ctx, f.id, d)) < 0) {
+    if ((rc = load_dom(ctx, f.id, d)) != 0) {
         free(d);
         return vmc_set_error(ctx, VMC_E_INVAL, "domain went away");
     }
