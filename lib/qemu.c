@@ -40,7 +40,7 @@ struct vmc_dom {
     int lock_fd;
     json_t *cfg;              /* domain.json */
     struct qmp *q;
-    struct vmc_ctx *ctx;      /* for helpers that cannot fail loudly */
+    int pending_clash;        /* restore: id of a source being saved */
 };
 
 /* ---- registry ----------------------------------------------------------- */
@@ -793,12 +793,37 @@ fail:
 
 /* ---- restore ---------------------------------------------------------- */
 
-struct clash { const uint8_t *uuid; const char *name; int id; int what; };
+struct clash { const uint8_t *uuid; const char *name; int id; int what; int self; };
+
+static int clash_error(struct vmc_ctx *ctx, const struct vmc_dom *d, int id,
+                       int what)
+{
+    return vmc_set_error(ctx, VMC_E_EXISTS,
+                         "domain %s (id %d) is running with the same %s; use "
+                         "--name NEW or --clone", d->name, id,
+                         what == 1 ? "name" : "UUID");
+}
+
+/* Is another process holding domain id's save lock? */
+static int save_in_progress(int id)
+{
+    char p[600];
+    int fd, held;
+
+    snprintf(p, sizeof(p), "%s/%d/lock", vmc_qemu_rundir(), id);
+    if ((fd = open(p, O_RDWR | O_CLOEXEC)) < 0)
+        return 0;
+    held = flock(fd, LOCK_EX | LOCK_NB) < 0;
+    close(fd);
+    return held;
+}
 
 static int clash_fn(struct vmc_dom *d, void *arg)
 {
     struct clash *c = arg;
 
+    if (d->id == c->self)
+        return 0;
     if (c->name && !strcmp(d->name, c->name)) {
         c->id = d->id;
         return c->what = 1;
@@ -864,11 +889,12 @@ static int qemu_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *
             c.what = 0;
             each_dom(ctx, clash_fn, &c);
         }
-        if (c.what) {
-            rc = vmc_set_error(ctx, VMC_E_EXISTS,
-                               "domain %s (id %d) is running with the same %s; "
-                               "use --name NEW or --clone",
-                               d->name, c.id, c.what == 1 ? "name" : "UUID");
+        if (c.what && save_in_progress(c.id)) {
+            /* `vmsave dom - | vmrestore -`: the source goes away when its
+             * image is complete; check again before the domain runs. */
+            d->pending_clash = c.id;
+        } else if (c.what) {
+            rc = clash_error(ctx, d, c.id, c.what);
             goto fail;
         }
     }
@@ -911,7 +937,19 @@ static int qemu_restore_wait(struct vmc_ctx *ctx, struct vmc_dom *d)
         rc = vmc_set_error(ctx, VMC_E_BACKEND, "qemu refused the stream: %s",
                            line[0] ? line : "(exited)");
     }
-    return rc < 0 ? rc : 0;
+    if (rc < 0)
+        return rc;
+    if (d->pending_clash) {
+        /* Wait (up to 60 s) for the source's save to end, then insist that
+         * the clash is gone. */
+        struct clash c = { d->uuid, d->name, 0, 0, d->id };
+        for (int i = 0; i < 6000 && save_in_progress(d->pending_clash); i++)
+            usleep(10000);
+        if (each_dom(ctx, clash_fn, &c))
+            return clash_error(ctx, d, c.id, c.what);
+        d->pending_clash = 0;
+    }
+    return 0;
 }
 
 static void qemu_restore_abort(struct vmc_dom *d)
