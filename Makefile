@@ -18,10 +18,10 @@ LIBS      = -lsodium -lzstd -ljansson -pthread
 B         = build
 LIB_SRC   = format/wire.c lib/util.c lib/keys.c lib/header.c lib/chunk.c \
             lib/record.c lib/image.c lib/outfile.c lib/qmp.c lib/qemu.c \
-            lib/engine.c
+            lib/engine.c lib/live.c
 LIB_OBJ   = $(LIB_SRC:%.c=$(B)/%.o)
 CLI_OBJ   = $(B)/cmd/cli.o
-TOOLS     = vmimage vmsave vmrestore vmctl
+TOOLS     = vmimage vmsave vmrestore vmctl vmmigrate
 TOOL_BIN  = $(TOOLS:%=$(B)/%)
 SOVER     = 0
 

@@ -38,7 +38,7 @@ struct vmc_backend {
      * hands its own copy to the hypervisor, the caller closes fd).  live:
      * pre-copy while the guest runs; otherwise the caller paused it. */
     int (*save_start)(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
-                      int live);
+                      const struct vmc_save_tuning *t);
     /* After the stream hit EOF: waits for the hypervisor's verdict.
      * *stop_wall_us: when the guest stopped running (live), else 0. */
     int (*save_wait)(struct vmc_ctx *ctx, struct vmc_dom *d,

@@ -417,6 +417,7 @@ struct chunkr {
     pthread_t io;
     int io_started;
     int wake[2];              /* chunkr_free() -> I/O thread */
+    int idle_ms;              /* -1: wait forever for the next bytes */
     uint64_t base;            /* stream offset of the first chunk */
     uint64_t bytes_in;        /* written by the I/O thread */
     uint64_t chunks;
@@ -436,11 +437,16 @@ static int io_read(struct chunkr *c, void *buf, size_t n, size_t *got)
         struct pollfd pf[2] = { { c->fd, POLLIN, 0 }, { c->wake[0], POLLIN, 0 } };
         ssize_t r;
 
-        if (poll(pf, 2, -1) < 0) {
+        int pr = poll(pf, 2, c->idle_ms);
+        if (pr < 0) {
             if (errno == EINTR)
                 continue;
             *got = done;
             return -errno;
+        }
+        if (pr == 0) {
+            *got = done;
+            return -ETIMEDOUT;
         }
         if (pf[1].revents) {
             *got = done;
@@ -540,7 +546,7 @@ static void *io_thread(void *arg)
 }
 
 int chunkr_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
-               int threads, int exact_eof, struct chunkr **out)
+               int threads, int exact_eof, int idle_ms, struct chunkr **out)
 {
     struct chunkr *c = calloc(1, sizeof(*c));
     int rc;
@@ -555,6 +561,7 @@ int chunkr_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
     c->ctx = ctx;
     c->fd = fd;
     c->exact_eof = exact_eof;
+    c->idle_ms = idle_ms > 0 ? idle_ms : -1;
     c->base = h->raw_len;
     if (pipe2(c->wake, O_CLOEXEC) < 0) {
         free(c);

@@ -265,8 +265,12 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
             goto out;
     }
     started = 1;
-    if ((rc = be->save_start(ctx, d, pp[1], o->live)) < 0)
-        goto out;
+    {
+        struct vmc_save_tuning t = { o->live, o->max_downtime_ms,
+                                     o->max_bandwidth };
+        if ((rc = be->save_start(ctx, d, pp[1], &t)) < 0)
+            goto out;
+    }
     close(pp[1]);
     pp[1] = -1;
     rc = vmc_writer_copy_backend(w, pp[0], o->progress, o->progress_arg);
@@ -295,6 +299,12 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
         goto out;
     if ((rc = vmc_outfile_commit(ctx, of)) < 0)
         goto out;
+    if (o->mode == VMC_SAVE_MIGRATE) {
+        uint8_t sid[16];
+        vmc_writer_stream_id(w, sid);
+        if ((rc = o->confirm(o->confirm_arg, ctx, sid)) < 0)
+            goto out;               /* the source is resumed below */
+    }
     committed = 1;
     vmc_writer_stats(w, &st);
     res->stream_bytes = st.stream_bytes;
@@ -302,6 +312,7 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
     if (o->mode != VMC_SAVE_CHECKPOINT)
         end_us = wall_us();
     switch (o->mode) {
+    case VMC_SAVE_MIGRATE:
     case VMC_SAVE_DESTROY:
         guard_done(&g);              /* the image is durable: let it go */
         if ((rc = be->destroy(ctx, d)) < 0) {

@@ -58,6 +58,11 @@ void vmc_header_free(struct vmc_header *h)
     free(h);
 }
 
+const uint8_t *vmc_header_stream_id(const struct vmc_header *h)
+{
+    return h->h.stream_id;
+}
+
 /* ---- parsing ---------------------------------------------------------- */
 
 static int known_len(uint16_t type, uint32_t *len)
@@ -519,9 +524,28 @@ static int serialize(struct vmc_ctx *ctx, struct vmc_header *h,
     return parse_body(ctx, h);
 }
 
+static int hdr_build(struct vmc_ctx *ctx, const struct vmc_keys *keys,
+                     const uint8_t *session_key, uint32_t chunk_size,
+                     const char *label, uint32_t flags, struct vmc_header **out);
+
 int hdr_new(struct vmc_ctx *ctx, const struct vmc_keys *keys,
             uint32_t chunk_size, const char *label, uint32_t flags,
             struct vmc_header **out)
+{
+    return hdr_build(ctx, keys, NULL, chunk_size, label, flags, out);
+}
+
+/* A live session header: flag LIVE, one SESSION slot, the session's key. */
+int hdr_new_with_key(struct vmc_ctx *ctx, const uint8_t *file_key,
+                     uint32_t chunk_size, const char *label,
+                     struct vmc_header **out)
+{
+    return hdr_build(ctx, NULL, file_key, chunk_size, label, VMC_HF_LIVE, out);
+}
+
+static int hdr_build(struct vmc_ctx *ctx, const struct vmc_keys *keys,
+                     const uint8_t *session_key, uint32_t chunk_size,
+                     const char *label, uint32_t flags, struct vmc_header **out)
 {
     struct vmc_header *h = calloc(1, sizeof(*h));
     struct slotref s[VMC_MAX_SLOTS];
@@ -555,10 +579,19 @@ int hdr_new(struct vmc_ctx *ctx, const struct vmc_keys *keys,
     h->h.flags = flags;
     randombytes_buf(h->h.stream_id, 16);
     snprintf(h->label, sizeof(h->label), "%s", label ? label : "");
-    randombytes_buf(h->file_key, VMC_FILE_KEY_LEN);
+    if (session_key)
+        memcpy(h->file_key, session_key, VMC_FILE_KEY_LEN);
+    else
+        randombytes_buf(h->file_key, VMC_FILE_KEY_LEN);
     if ((rc = hdr_derive(ctx, h)) < 0)
         goto out;
-    for (int i = 0; i < keys->n; i++) {
+    if (session_key) {
+        s[0].type = VMC_SLOT_SESSION;
+        s[0].len = 0;
+        s[0].body = bodies[0];
+        n = 1;
+    }
+    for (int i = 0; keys && i < keys->n; i++) {
         if (keys->k[i].kind == KEY_IDENTITY)
             continue;
         if (n == VMC_MAX_SLOTS) {

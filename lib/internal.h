@@ -53,6 +53,12 @@ int hdr_alloc_keys(struct vmc_ctx *ctx, struct vmc_header *h);
 int hdr_new(struct vmc_ctx *ctx, const struct vmc_keys *keys,
             uint32_t chunk_size, const char *label, uint32_t flags,
             struct vmc_header **out);
+int hdr_new_with_key(struct vmc_ctx *ctx, const uint8_t *file_key,
+                     uint32_t chunk_size, const char *label,
+                     struct vmc_header **out);
+int hdr_new_session(struct vmc_ctx *ctx, const struct vmc_session *s,
+                    uint32_t chunk_size, const char *label,
+                    struct vmc_header **out);
 
 /* ---- chunk layer ------------------------------------------------------ */
 struct chunkw;
@@ -67,7 +73,7 @@ void chunkw_free(struct chunkw *c);
 
 struct chunkr;
 int chunkr_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
-               int threads, int exact_eof, struct chunkr **out);
+               int threads, int exact_eof, int idle_ms, struct chunkr **out);
 /* Fills exactly n bytes; VMC_E_TRUNC if the authenticated stream ends
  * first (after the final chunk). */
 int chunkr_read(void *c, void *buf, size_t n);

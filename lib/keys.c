@@ -215,6 +215,11 @@ static int recipient_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
 {
     char tmp[128];
 
+    for (size_t i = 0; i < len; i++)
+        if (line[i] == ' ' || line[i] == '\t') {
+            len = i;                /* "vmc1... host-name comment" */
+            break;
+        }
     if (len >= sizeof(tmp))
         return vmc_set_error(ctx, VMC_E_INVAL,
                              "%s:%d: not a valid recipient", path, lineno);
@@ -402,6 +407,11 @@ out:
     sodium_free(sk);
     sodium_free(text);
     return rc;
+}
+
+void vmc_recipient_string(const uint8_t pk[32], char out[VMC_RECIPIENT_STRLEN])
+{
+    key_encode(out, VMC_RECIPIENT_STRLEN, PFX_RECIPIENT, pk);
 }
 
 int vmc_identity_recipient(struct vmc_ctx *ctx, const char *path,

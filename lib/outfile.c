@@ -134,6 +134,20 @@ out:
     return rc;
 }
 
+int vmc_outfile_stream(struct vmc_ctx *ctx, int fd, struct vmc_outfile **out)
+{
+    struct vmc_outfile *of = calloc(1, sizeof(*of));
+
+    *out = NULL;
+    if (!of)
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    of->is_stdout = 1;
+    of->fd = fd;
+    of->slot = -1;
+    *out = of;
+    return 0;
+}
+
 int vmc_outfile_fd(const struct vmc_outfile *of)
 {
     return of->fd;

@@ -420,7 +420,7 @@ static int qemu_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
 /* ---- save ---------------------------------------------------------------- */
 
 static int qemu_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
-                           int live)
+                           const struct vmc_save_tuning *t)
 {
     json_t *args;
     int rc;
@@ -428,8 +428,12 @@ static int qemu_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
     if ((rc = qmp_of(ctx, d)) < 0)
         return rc;
     /* QEMU throttles even a stopped VM's save to 32 MiB/s by default. */
-    args = json_pack("{s:I, s:I}", "max-bandwidth", (json_int_t)1 << 40,
-                     "downtime-limit", (json_int_t)(live ? 300 : 2000));
+    args = json_pack("{s:I, s:I}", "max-bandwidth",
+                     (json_int_t)(t->max_bandwidth ? t->max_bandwidth
+                                                   : (uint64_t)1 << 40),
+                     "downtime-limit",
+                     (json_int_t)(t->max_downtime_ms ? t->max_downtime_ms
+                                                     : t->live ? 300 : 2000));
     if ((rc = qmp_exec(d->q, "migrate-set-parameters", args, NULL)) < 0)
         return rc;
     qmp_exec(d->q, "closefd", json_pack("{s:s}", "fdname", "vmckpt-save"), NULL);

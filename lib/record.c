@@ -65,8 +65,13 @@ int vmc_writer_new(struct vmc_ctx *ctx, int fd, const struct vmc_keys *keys,
     if (!o)
         o = &def;
     w->ctx = ctx;
-    rc = hdr_new(ctx, keys, o->chunk_size ? o->chunk_size : VMC_CHUNK_DEFAULT,
-                 o->label, o->header_flags, &w->h);
+    if (o->session)
+        rc = hdr_new_session(ctx, o->session,
+                             o->chunk_size ? o->chunk_size : VMC_CHUNK_DEFAULT,
+                             o->label, &w->h);
+    else
+        rc = hdr_new(ctx, keys, o->chunk_size ? o->chunk_size : VMC_CHUNK_DEFAULT,
+                     o->label, o->header_flags, &w->h);
     if (rc < 0)
         goto out;
     rc = chunkw_new(ctx, fd, w->h, o->level ? o->level : 1, o->threads, &w->cw);
@@ -221,6 +226,11 @@ void vmc_writer_stats(const struct vmc_writer *w, struct vmc_stats *st)
     st->plaintext_bytes = w->off;
     st->stream_bytes = w->h->raw_len + chunkw_bytes_out(w->cw);
     st->chunks = chunkw_chunks(w->cw);
+}
+
+void vmc_writer_stream_id(const struct vmc_writer *w, uint8_t id[16])
+{
+    memcpy(id, w->h->h.stream_id, 16);
 }
 
 void vmc_writer_free(struct vmc_writer *w)
@@ -462,6 +472,13 @@ struct vmc_reader {
 int vmc_reader_new(struct vmc_ctx *ctx, int fd, struct vmc_header *h,
                    int threads, int exact_eof, struct vmc_reader **out)
 {
+    return vmc_reader_new_timeout(ctx, fd, h, threads, exact_eof, -1, out);
+}
+
+int vmc_reader_new_timeout(struct vmc_ctx *ctx, int fd, struct vmc_header *h,
+                           int threads, int exact_eof, int idle_ms,
+                           struct vmc_reader **out)
+{
     struct vmc_reader *r = calloc(1, sizeof(*r));
     int rc;
 
@@ -472,7 +489,7 @@ int vmc_reader_new(struct vmc_ctx *ctx, int fd, struct vmc_header *h,
     }
     r->ctx = ctx;
     r->h = h;
-    if ((rc = chunkr_new(ctx, fd, h, threads, exact_eof, &r->cr)) < 0)
+    if ((rc = chunkr_new(ctx, fd, h, threads, exact_eof, idle_ms, &r->cr)) < 0)
         goto out;
     if (!(r->p = vmc_recparse_new(ctx, chunkr_read, r->cr))) {
         rc = VMC_E_NOMEM;
@@ -540,6 +557,11 @@ void vmc_reader_stats(const struct vmc_reader *r, struct vmc_stats *st)
     st->plaintext_bytes = r->p->off;
     st->stream_bytes = r->h->raw_len + chunkr_bytes_in(r->cr);
     st->chunks = chunkr_chunks(r->cr);
+}
+
+void vmc_reader_stream_id(const struct vmc_reader *r, uint8_t id[16])
+{
+    memcpy(id, r->h->h.stream_id, 16);
 }
 
 struct vmc_ctx *reader_ctx(const struct vmc_reader *r)

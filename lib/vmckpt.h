@@ -85,6 +85,29 @@ int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
 int vmc_identity_recipient(struct vmc_ctx *ctx, const char *path,
                            char pub[VMC_RECIPIENT_STRLEN]);
 
+void vmc_recipient_string(const uint8_t pk[32], char out[VMC_RECIPIENT_STRLEN]);
+
+/* ---- live path: handshake and session (format/vmckpt-stream.md) ----- */
+
+struct vmc_session;
+/* Sender: id holds this host's identity, known the one receiver key it
+ * accepts.  Receiver: authorized holds the sender keys it accepts.
+ * rfd/wfd may be the same socket or the two ends of an ssh pipe. */
+int vmc_live_connect(struct vmc_ctx *ctx, int rfd, int wfd,
+                     const struct vmc_keys *id, const struct vmc_keys *known,
+                     int timeout_ms, struct vmc_session **out);
+int vmc_live_accept(struct vmc_ctx *ctx, int rfd, int wfd,
+                    const struct vmc_keys *id, const struct vmc_keys *authorized,
+                    int timeout_ms, struct vmc_session **out);
+void vmc_session_peer(const struct vmc_session *s, char out[VMC_RECIPIENT_STRLEN]);
+void vmc_session_free(struct vmc_session *s);
+int vmc_reply_send(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
+                   const uint8_t stream_id[16], int status, int domid,
+                   const char *msg);
+int vmc_reply_recv(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
+                   const uint8_t stream_id[16], int timeout_ms, int *status,
+                   int *domid, char *msg, size_t cap);
+
 /* ---- envelope header ------------------------------------------------- */
 
 struct vmc_header;
@@ -112,12 +135,16 @@ int vmc_header_read(struct vmc_ctx *ctx, int fd, struct vmc_header **out);
 /* Parses a header held in memory; *used gets its length. */
 int vmc_header_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
                      struct vmc_header **out);
+/* Live: the session's key opens the single SESSION slot; checks the MAC. */
+int vmc_header_unlock_session(struct vmc_ctx *ctx, struct vmc_header *h,
+                              const struct vmc_session *s);
 /* Finds a slot that keys opens, unwraps the file key, checks the MAC. */
 int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
                       const struct vmc_keys *keys);
 void vmc_header_get_info(const struct vmc_header *h,
                          struct vmc_header_info *info);
 void vmc_header_free(struct vmc_header *h);
+const uint8_t *vmc_header_stream_id(const struct vmc_header *h);  /* 16 bytes */
 
 /* Rekey: remove slots, add new ones for keys, re-MAC.  The header must be
  * unlocked.  remove[] lists slot indices (nremove entries). */
@@ -139,6 +166,7 @@ struct vmc_writer_opts {
     int threads;              /* 0 = online CPUs */
     const char *label;        /* public label in the header, may be NULL */
     uint32_t header_flags;    /* VMC_HF_* */
+    const struct vmc_session *session;  /* live path: seal to the session */
 };
 struct vmc_writer;
 /* Writes the header at once.  fd is borrowed. */
@@ -169,6 +197,7 @@ struct vmc_stats {
     uint64_t chunks;
 };
 void vmc_writer_stats(const struct vmc_writer *w, struct vmc_stats *st);
+void vmc_writer_stream_id(const struct vmc_writer *w, uint8_t id[16]);
 void vmc_writer_free(struct vmc_writer *w);
 
 /* ---- image info builder ---------------------------------------------- */
@@ -205,6 +234,10 @@ struct vmc_reader;
  * nothing follow the final chunk. */
 int vmc_reader_new(struct vmc_ctx *ctx, int fd, struct vmc_header *h,
                    int threads, int exact_eof, struct vmc_reader **out);
+/* Same, failing with VMC_E_IO when no byte arrives for idle_ms (live). */
+int vmc_reader_new_timeout(struct vmc_ctx *ctx, int fd, struct vmc_header *h,
+                           int threads, int exact_eof, int idle_ms,
+                           struct vmc_reader **out);
 /* Next record header: 1 = a record, 0 = END verified (see
  * vmc_reader_end), negative = error.  The unread body of the previous
  * record is skipped.  Unknown optional records are skipped; unknown
@@ -223,6 +256,7 @@ void vmc_reader_end(const struct vmc_reader *r, struct vmc_end_info *e);
 void vmc_reader_stats(const struct vmc_reader *r, struct vmc_stats *st);
 /* Keeps only the header: vmc_reader_free frees it. */
 const struct vmc_header *vmc_reader_header(const struct vmc_reader *r);
+void vmc_reader_stream_id(const struct vmc_reader *r, uint8_t id[16]);
 void vmc_reader_free(struct vmc_reader *r);
 
 /* Record parser over any byte source (used by the reader and the fuzz
@@ -272,6 +306,8 @@ struct vmc_outfile;
 int vmc_outfile_open(struct vmc_ctx *ctx, const char *path, int overwrite,
                      struct vmc_outfile **out);
 int vmc_outfile_fd(const struct vmc_outfile *of);
+/* A stream outfile over fd (a socket or pipe): nothing to commit. */
+int vmc_outfile_stream(struct vmc_ctx *ctx, int fd, struct vmc_outfile **out);
 /* The .partial path, or NULL for stdout (owned by of). */
 const char *vmc_outfile_partial(const struct vmc_outfile *of);
 int vmc_outfile_commit(struct vmc_ctx *ctx, struct vmc_outfile *of);
@@ -291,14 +327,27 @@ enum vmc_save_mode {
     VMC_SAVE_DESTROY = 0,     /* default: destroy after the image is durable */
     VMC_SAVE_CHECKPOINT,      /* leave it running */
     VMC_SAVE_PAUSED,          /* leave it paused */
+    VMC_SAVE_MIGRATE,         /* destroy once confirm() says the copy runs */
+};
+struct vmc_save_tuning {
+    int live;                 /* pre-copy while running */
+    uint32_t max_downtime_ms; /* live: 0 = backend default */
+    uint64_t max_bandwidth;   /* bytes/s, 0 = unlimited */
 };
 struct vmc_save_opts {
     enum vmc_save_mode mode;
     int live;                 /* pre-copy while running */
+    uint32_t max_downtime_ms; /* live: the pause the hypervisor aims for */
+    uint64_t max_bandwidth;   /* bytes/s, 0 = unlimited */
     const struct vmc_keys *keys;
     struct vmc_writer_opts wopts;
     vmc_progress_fn progress; /* backend bytes so far */
     void *progress_arg;
+    /* VMC_SAVE_MIGRATE: after the final chunk went out, waits for the
+     * receiver; 0 = the new domain runs (the source is destroyed), else a
+     * negative error with ctx set (the source is resumed). */
+    int (*confirm)(void *arg, struct vmc_ctx *ctx, const uint8_t stream_id[16]);
+    void *confirm_arg;
 };
 struct vmc_save_result {
     int domid;

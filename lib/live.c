@@ -1,0 +1,359 @@
+/*
+ * live.c - the live path: mutually authenticated handshake, session keys,
+ * session header, REPLY (format/vmckpt-stream.md, "Live path").
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "internal.h"
+
+#define HELLO_MAGIC "\x89VMCKLV\n"
+#define HELLO_LEN 80
+#define CONFIRM_S "vmckpt live confirm S"
+#define CONFIRM_R "vmckpt live confirm R"
+#define REPLY_MSG_MAX 1024
+
+struct vmc_session {
+    uint8_t *file_key;        /* sodium_malloc: sender -> receiver */
+    uint8_t *reply_key;       /* receiver -> sender */
+    uint8_t peer[32];         /* the peer's static public key */
+};
+
+void vmc_session_free(struct vmc_session *s)
+{
+    if (!s)
+        return;
+    sodium_free(s->file_key);
+    sodium_free(s->reply_key);
+    free(s);
+}
+
+void vmc_session_peer(const struct vmc_session *s, char out[VMC_RECIPIENT_STRLEN])
+{
+    vmc_recipient_string(s->peer, out);
+}
+
+/* Reads exactly n bytes within timeout_ms (total). */
+static int read_timed(struct vmc_ctx *ctx, int fd, void *buf, size_t n,
+                      int timeout_ms, const char *what)
+{
+    uint64_t deadline = vmc_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    size_t done = 0;
+
+    while (done < n) {
+        int left = (int)(((int64_t)deadline - (int64_t)vmc_now_ns()) / 1000000);
+        struct pollfd pf = { fd, POLLIN, 0 };
+        ssize_t r;
+
+        if (left <= 0)
+            return vmc_set_error(ctx, VMC_E_IO, "%s: no answer in %d s", what,
+                                 timeout_ms / 1000);
+        if (poll(&pf, 1, left) < 0) {
+            if (errno == EINTR)
+                continue;
+            return vmc_set_error(ctx, VMC_E_IO, "%s: %s", what, strerror(errno));
+        }
+        if (!pf.revents)
+            continue;
+        r = read(fd, (char *)buf + done, n - done);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (r < 0)
+            return vmc_set_error(ctx, VMC_E_IO, "%s: %s", what, strerror(errno));
+        if (r == 0)
+            return vmc_set_error(ctx, VMC_E_TRUNC, "%s: connection closed by "
+                                 "the peer", what);
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+static int send_all(struct vmc_ctx *ctx, int fd, const void *buf, size_t n,
+                    const char *what)
+{
+    int rc = write_full(fd, buf, n);
+
+    if (rc < 0)
+        return vmc_set_error(ctx, VMC_E_IO, "%s: %s", what, strerror(-rc));
+    return 0;
+}
+
+static void hello(uint8_t out[HELLO_LEN], const uint8_t epk[32],
+                  const uint8_t spk[32])
+{
+    memset(out, 0, HELLO_LEN);
+    memcpy(out, HELLO_MAGIC, 8);
+    vmc_put32(out + 8, 1);
+    memcpy(out + 16, epk, 32);
+    memcpy(out + 48, spk, 32);
+}
+
+static int hello_check(struct vmc_ctx *ctx, const uint8_t in[HELLO_LEN])
+{
+    if (memcmp(in, HELLO_MAGIC, 8))
+        return vmc_set_error(ctx, VMC_E_FORMAT, "handshake: not a vmckpt live "
+                             "peer (bad magic)");
+    if (vmc_get32(in + 8) != 1 || vmc_get32(in + 12))
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "handshake: unsupported "
+                             "version");
+    return 0;
+}
+
+/* First X25519 identity in keys. */
+static const struct vmc_key *identity(const struct vmc_keys *keys)
+{
+    for (int i = 0; i < keys->n; i++)
+        if (keys->k[i].kind == KEY_IDENTITY)
+            return &keys->k[i];
+    return NULL;
+}
+
+static int recipient_listed(const struct vmc_keys *keys, const uint8_t pk[32])
+{
+    for (int i = 0; i < keys->n; i++)
+        if (keys->k[i].kind == KEY_RECIPIENT &&
+            sodium_memcmp(keys->k[i].pub, pk, 32) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * The handshake, both roles.  sender: peers holds the one expected
+ * receiver key (known hosts); receiver: peers holds the authorized senders.
+ */
+static int handshake(struct vmc_ctx *ctx, int rfd, int wfd, int sender,
+                     const struct vmc_keys *id_keys, const struct vmc_keys *peers,
+                     int timeout_ms, struct vmc_session **out)
+{
+    const struct vmc_key *me = identity(id_keys);
+    struct vmc_session *s = NULL;
+    uint8_t *esk = NULL, *dh = NULL;
+    uint8_t epk[32], mine[HELLO_LEN], theirs[HELLO_LEN], th[32];
+    uint8_t cs[32], cr[32], got[32];
+    char pstr[VMC_RECIPIENT_STRLEN];
+    const uint8_t *hs, *hr, *pe, *ps;
+    int rc;
+
+    *out = NULL;
+    if (!me)
+        return vmc_set_error(ctx, VMC_E_KEY, "handshake: no host identity "
+                             "(an X25519 key from vmimage keygen) given");
+    if (!(s = calloc(1, sizeof(*s))) || !(s->file_key = sodium_malloc(32)) ||
+        !(s->reply_key = sodium_malloc(32)) || !(esk = sodium_malloc(32)) ||
+        !(dh = sodium_malloc(128))) {
+        rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of secure memory");
+        goto out;
+    }
+    randombytes_buf(esk, 32);
+    crypto_scalarmult_base(epk, esk);
+    hello(mine, epk, me->pub);
+    if (sender) {
+        if ((rc = send_all(ctx, wfd, mine, HELLO_LEN, "handshake")) < 0 ||
+            (rc = read_timed(ctx, rfd, theirs, HELLO_LEN, timeout_ms,
+                             "handshake (refused by the receiver?)")) < 0 ||
+            (rc = hello_check(ctx, theirs)) < 0)
+            goto out;
+    } else {
+        if ((rc = read_timed(ctx, rfd, theirs, HELLO_LEN, timeout_ms,
+                             "handshake")) < 0 ||
+            (rc = hello_check(ctx, theirs)) < 0)
+            goto out;
+    }
+    memcpy(s->peer, theirs + 48, 32);
+    vmc_recipient_string(s->peer, pstr);
+    if (!recipient_listed(peers, s->peer)) {
+        rc = vmc_set_error(ctx, VMC_E_KEY, sender ?
+                           "receiver key %s does not match the known host key: "
+                           "refusing" :
+                           "sender %s is not an authorized sender: refusing",
+                           pstr);
+        goto out;
+    }
+    if (!sender && (rc = send_all(ctx, wfd, mine, HELLO_LEN, "handshake")) < 0)
+        goto out;
+    hs = sender ? mine : theirs;
+    hr = sender ? theirs : mine;
+    pe = theirs + 16;
+    ps = theirs + 48;
+    /* ee, es, se, ss in the spec's order, from each side's view. */
+    if (sender) {
+        rc = crypto_scalarmult(dh, esk, pe) | crypto_scalarmult(dh + 32, esk, ps) |
+             crypto_scalarmult(dh + 64, me->sec, pe) |
+             crypto_scalarmult(dh + 96, me->sec, ps);
+    } else {
+        rc = crypto_scalarmult(dh, esk, pe) |
+             crypto_scalarmult(dh + 32, me->sec, pe) |
+             crypto_scalarmult(dh + 64, esk, ps) |
+             crypto_scalarmult(dh + 96, me->sec, ps);
+    }
+    if (rc) {
+        rc = vmc_set_error(ctx, VMC_E_AUTH, "handshake: peer sent a weak key");
+        goto out;
+    }
+    {
+        crypto_generichash_state st;
+        uint8_t *k = sodium_malloc(64);
+        if (!k) {
+            rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of secure memory");
+            goto out;
+        }
+        crypto_generichash_init(&st, NULL, 0, 32);
+        crypto_generichash_update(&st, hs, HELLO_LEN);
+        crypto_generichash_update(&st, hr, HELLO_LEN);
+        crypto_generichash_final(&st, th, 32);
+        crypto_generichash(k, 64, dh, 128, th, 32);
+        memcpy(s->file_key, k, 32);
+        memcpy(s->reply_key, k + 32, 32);
+        sodium_free(k);
+    }
+    crypto_auth_hmacsha256(cs, (const uint8_t *)CONFIRM_S, strlen(CONFIRM_S),
+                           s->file_key);
+    crypto_auth_hmacsha256(cr, (const uint8_t *)CONFIRM_R, strlen(CONFIRM_R),
+                           s->file_key);
+    if (sender) {
+        if ((rc = send_all(ctx, wfd, cs, 32, "handshake")) < 0 ||
+            (rc = read_timed(ctx, rfd, got, 32, timeout_ms, "handshake")) < 0)
+            goto out;
+        if (sodium_memcmp(got, cr, 32)) {
+            rc = vmc_set_error(ctx, VMC_E_AUTH, "handshake: the receiver could "
+                               "not prove its key: refusing");
+            goto out;
+        }
+    } else {
+        if ((rc = read_timed(ctx, rfd, got, 32, timeout_ms, "handshake")) < 0)
+            goto out;
+        if (sodium_memcmp(got, cs, 32)) {
+            rc = vmc_set_error(ctx, VMC_E_AUTH, "handshake: sender %s could not "
+                               "prove its key: refusing", pstr);
+            goto out;
+        }
+        if ((rc = send_all(ctx, wfd, cr, 32, "handshake")) < 0)
+            goto out;
+    }
+    *out = s;
+    s = NULL;
+    rc = 0;
+out:
+    sodium_free(esk);
+    sodium_free(dh);
+    vmc_session_free(s);
+    return rc;
+}
+
+int vmc_live_connect(struct vmc_ctx *ctx, int rfd, int wfd,
+                     const struct vmc_keys *id, const struct vmc_keys *known,
+                     int timeout_ms, struct vmc_session **out)
+{
+    return handshake(ctx, rfd, wfd, 1, id, known, timeout_ms, out);
+}
+
+int vmc_live_accept(struct vmc_ctx *ctx, int rfd, int wfd,
+                    const struct vmc_keys *id, const struct vmc_keys *authorized,
+                    int timeout_ms, struct vmc_session **out)
+{
+    return handshake(ctx, rfd, wfd, 0, id, authorized, timeout_ms, out);
+}
+
+/* ---- session header --------------------------------------------------- */
+
+int hdr_new_session(struct vmc_ctx *ctx, const struct vmc_session *s,
+                    uint32_t chunk_size, const char *label,
+                    struct vmc_header **out)
+{
+    return hdr_new_with_key(ctx, s->file_key, chunk_size, label, out);
+}
+
+int vmc_header_unlock_session(struct vmc_ctx *ctx, struct vmc_header *h,
+                              const struct vmc_session *s)
+{
+    uint8_t mac[VMC_HDR_MAC_LEN];
+    int rc;
+
+    if (!(h->h.flags & VMC_HF_LIVE) || h->nslots != 1 ||
+        h->slot[0].type != VMC_SLOT_SESSION)
+        return vmc_set_error(ctx, VMC_E_FORMAT, "header: not a live session "
+                             "stream");
+    if ((rc = hdr_alloc_keys(ctx, h)) < 0)
+        return rc;
+    memcpy(h->file_key, s->file_key, 32);
+    if ((rc = hdr_derive(ctx, h)) < 0)
+        return rc;
+    crypto_auth_hmacsha256(mac, h->raw, h->raw_len - VMC_HDR_MAC_LEN, h->mac_key);
+    if (sodium_memcmp(mac, h->raw + h->raw_len - VMC_HDR_MAC_LEN,
+                      VMC_HDR_MAC_LEN))
+        return vmc_set_error(ctx, VMC_E_AUTH, "header: authentication failed");
+    h->unlocked = true;
+    h->opened_by = 0;
+    return 0;
+}
+
+/* ---- REPLY ------------------------------------------------------------ */
+
+int vmc_reply_send(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
+                   const uint8_t stream_id[16], int status, int domid,
+                   const char *msg)
+{
+    size_t ml = msg ? strlen(msg) : 0;
+    uint8_t buf[4 + 16 + REPLY_MSG_MAX + 16], nonce[VMC_AEAD_NONCE_LEN];
+    unsigned long long clen;
+
+    if (ml > REPLY_MSG_MAX)
+        ml = REPLY_MSG_MAX;
+    vmc_put32(buf + 4, (uint32_t)status);
+    vmc_put32(buf + 8, (uint32_t)domid);
+    vmc_put32(buf + 12, (uint32_t)ml);
+    vmc_put32(buf + 16, 0);
+    memcpy(buf + 20, msg, ml);
+    vmc_chunk_nonce(nonce, 0, 1);
+    crypto_aead_chacha20poly1305_ietf_encrypt(buf + 4, &clen, buf + 4, 16 + ml,
+                                              stream_id, 16, NULL, nonce,
+                                              s->reply_key);
+    vmc_put32(buf, (uint32_t)clen | VMC_CHUNK_FINAL);
+    return send_all(ctx, fd, buf, 4 + (size_t)clen, "reply");
+}
+
+int vmc_reply_recv(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
+                   const uint8_t stream_id[16], int timeout_ms, int *status,
+                   int *domid, char *msg, size_t cap)
+{
+    uint8_t buf[16 + REPLY_MSG_MAX + 16], w[4], nonce[VMC_AEAD_NONCE_LEN];
+    uint32_t len, ml;
+    int rc;
+
+    *status = VMC_E_BACKEND;
+    *domid = -1;
+    if (cap)
+        msg[0] = '\0';
+    if ((rc = read_timed(ctx, fd, w, 4, timeout_ms, "waiting for the receiver's "
+                         "confirmation")) < 0)
+        return rc;
+    len = vmc_get32(w);
+    if (!(len & VMC_CHUNK_FINAL) || (len & VMC_CHUNK_LEN_MASK) < 32 ||
+        (len & VMC_CHUNK_LEN_MASK) > sizeof(buf))
+        return vmc_set_error(ctx, VMC_E_FORMAT, "reply: bad length word");
+    len &= VMC_CHUNK_LEN_MASK;
+    if ((rc = read_timed(ctx, fd, buf, len, timeout_ms, "reply")) < 0)
+        return rc;
+    vmc_chunk_nonce(nonce, 0, 1);
+    if (crypto_aead_chacha20poly1305_ietf_decrypt(buf, NULL, NULL, buf, len,
+                                                  stream_id, 16, nonce,
+                                                  s->reply_key))
+        return vmc_set_error(ctx, VMC_E_AUTH, "reply: authentication failed");
+    ml = vmc_get32(buf + 8);
+    if (ml != len - 32 || vmc_get32(buf + 12))
+        return vmc_set_error(ctx, VMC_E_FORMAT, "reply: malformed");
+    *status = (int)vmc_get32(buf);
+    *domid = (int)vmc_get32(buf + 4);
+    if (cap) {
+        size_t n = ml < cap - 1 ? ml : cap - 1;
+        memcpy(msg, buf + 16, n);
+        msg[n] = '\0';
+    }
+    return 0;
+}
