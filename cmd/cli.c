@@ -542,3 +542,28 @@ out:
     free(wb);
     return removed;
 }
+
+json_t *rounds_json(const struct vmc_save_result *r)
+{
+    json_t *a = json_array();
+
+    for (int i = 0; i < r->nrounds; i++)
+        json_array_append_new(a, json_pack("{s:i, s:I, s:I}", "round", i + 1,
+                                           "bytes", (json_int_t)r->rounds[i].bytes,
+                                           "duration_ns",
+                                           (json_int_t)r->rounds[i].duration_ns));
+    return a;
+}
+
+void print_rounds(FILE *out, const struct vmc_save_result *r)
+{
+    if (!r->nrounds)
+        return;
+    fprintf(out, "  pre-copy rounds %d:", r->nrounds);
+    for (int i = 0; i < r->nrounds && i < 12; i++) {
+        char b[32];
+        cli_human(b, sizeof(b), (double)r->rounds[i].bytes);
+        fprintf(out, " %s", b);
+    }
+    fprintf(out, "%s\n", r->nrounds > 12 ? " ..." : "");
+}

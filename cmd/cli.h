@@ -54,6 +54,11 @@ void cli_human(char *buf, size_t cap, double bytes);
 void cli_signals_unlink_and_exit(void);
 int cli_parse_uint(const char *s, unsigned long long max, unsigned long long *v);
 
+/* Pre-copy rounds of a save, as JSON and as a text line. */
+#include <jansson.h>
+json_t *rounds_json(const struct vmc_save_result *r);
+void print_rounds(FILE *out, const struct vmc_save_result *r);
+
 #endif
 
 /* Bridges the terminal (or stdin/stdout) to a console fd until the escape

@@ -634,7 +634,7 @@ static int prepare_seal_keys(struct args *a)
         return -1;
     vmc_keys_set_kdf(a->seal, a->kdf_ops, a->kdf_mem_kib);
     if (!vmc_keys_can_seal(a->seal)) {
-        usage(C_SEAL, "no key to seal to: give -r, -R, -k or -P");
+        usage(C_SEAL, "no key to seal to: give -r, -R, -k, -P, --passphrase-file or --passphrase-fd");
         return -2;
     }
     return 0;

@@ -389,6 +389,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
                               "downtime_ns", (json_int_t)res.downtime_ns,
                               "bytes_transferred", (json_int_t)res.stream_bytes,
                               "backend_bytes", (json_int_t)res.backend_bytes);
+        json_object_set_new(j, "rounds", rounds_json(&res));
         json_dumpf(j, stdout, JSON_COMPACT);
         printf("\n");
         json_decref(j);
@@ -399,6 +400,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
         printf("  total time %.3f s, bytes transferred %s, downtime %.3f s\n",
                (double)(vmc_now_ns() - t0) / 1e9, b,
                (double)res.downtime_ns / 1e9);
+        print_rounds(stdout, &res);
     }
 out:
     vmc_outfile_free(of);

@@ -228,8 +228,8 @@ int main(int argc, char **argv)
         snprintf(spec, sizeof(spec), "%d", res.domid);
         snprintf(what, sizeof(what), "domain %d (%s)", res.domid, res.name);
         if (vmc_console_open(a.ctx, res.backend, spec, &cfd) < 0) {
-            cli_err(res.name, "console: %s", vmc_ctx_error(a.ctx));
-            rc = 1;
+            cli_err(res.name, "restored and running, but the console cannot "
+                    "be attached: %s", vmc_ctx_error(a.ctx));
         } else {
             cli_console(cfd, what);
             close(cfd);

@@ -181,6 +181,9 @@ static int get_pass(struct args *a)
 static void summary(const struct args *a, const char *file,
                     const struct vmc_save_result *r)
 {
+    /* With FILE "-" stdout carries the image: summaries go to stderr. */
+    FILE *out = strcmp(file, "stdout") ? stdout : stderr;
+
     const char *mode = a->so.mode == VMC_SAVE_CHECKPOINT ? "checkpoint" :
                        a->so.mode == VMC_SAVE_PAUSED ? "paused" : "destroyed";
 
@@ -192,22 +195,24 @@ static void summary(const struct args *a, const char *file,
                               "downtime_ns", (json_int_t)r->downtime_ns,
                               "bytes_written", (json_int_t)r->stream_bytes,
                               "backend_bytes", (json_int_t)r->backend_bytes);
-        json_dumpf(j, stdout, JSON_COMPACT);
-        printf("\n");
+        json_object_set_new(j, "rounds", rounds_json(r));
+        json_dumpf(j, out, JSON_COMPACT);
+        fprintf(out, "\n");
         json_decref(j);
         return;
     }
-    if (cli_quiet || (!a->verbose && !isatty(1)))
+    if (cli_quiet || (!a->verbose && !isatty(fileno(out))))
         return;
     {
         char w[32], b[32];
         cli_human(w, sizeof(w), (double)r->stream_bytes);
         cli_human(b, sizeof(b), (double)r->backend_bytes);
-        printf("%s: saved to %s (%s)%s\n", r->name, file, mode,
-               a->so.live ? ", live" : "");
-        printf("  total time %.3f s, bytes written %s (stream %s), downtime "
-               "%.3f s\n", (double)r->total_ns / 1e9, w, b,
-               (double)r->downtime_ns / 1e9);
+        fprintf(out, "%s: saved to %s (%s)%s\n", r->name, file, mode,
+                a->so.live ? ", live" : "");
+        fprintf(out, "  total time %.3f s, bytes written %s (stream %s), "
+                "downtime %.3f s\n", (double)r->total_ns / 1e9, w, b,
+                (double)r->downtime_ns / 1e9);
+        print_rounds(out, r);
     }
 }
 
@@ -252,7 +257,7 @@ int main(int argc, char **argv)
         return 1;
     vmc_keys_set_kdf(a.keys, a.kdf_ops, a.kdf_mem_kib);
     if (!vmc_keys_can_seal(a.keys))
-        return usage("no key to seal to: give -r, -R, -k or -P (images are "
+        return usage("no key to seal to: give -r, -R, -k, -P, --passphrase-file or --passphrase-fd (images are "
                      "always encrypted)");
     if (!strcmp(pattern, "-") && isatty(1))
         return usage("refusing to write an image to a terminal");

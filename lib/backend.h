@@ -43,6 +43,10 @@ struct vmc_backend {
      * *stop_wall_us: when the guest stopped running (live), else 0. */
     int (*save_wait)(struct vmc_ctx *ctx, struct vmc_dom *d,
                      int64_t *stop_wall_us);
+    /* While the stream flows: hypervisor bytes sent so far and the number
+     * of the pre-copy round in progress (1-based; 0 if unknown). */
+    int (*save_poll)(struct vmc_ctx *ctx, struct vmc_dom *d,
+                     uint64_t *transferred, uint32_t *round);
     /* Abandons a save in flight (best effort, never fails). */
     void (*save_cancel)(struct vmc_dom *d);
     int (*destroy)(struct vmc_ctx *ctx, struct vmc_dom *d);

@@ -199,6 +199,61 @@ static void guard_done(struct guard *g)
 
 /* ---- save ---------------------------------------------------------- */
 
+/* Progress of a save: the caller's callback, plus (live) pre-copy rounds
+ * sampled from the backend every 100 ms and recorded as PRECOPY_ROUND. */
+struct saveprog {
+    const struct vmc_backend *be;
+    struct vmc_dom *d;
+    struct vmc_writer *w;
+    const struct vmc_save_opts *o;
+    struct vmc_save_result *res;
+    uint64_t last_poll, round_start_ns, round_start_bytes, transferred;
+    uint32_t round;
+};
+
+static void round_close(struct saveprog *p, uint64_t now, uint64_t bytes)
+{
+    struct vmc_save_result *r = p->res;
+    uint8_t rec[24];
+
+    if (r->nrounds >= 64)
+        return;
+    r->rounds[r->nrounds].bytes = bytes - p->round_start_bytes;
+    r->rounds[r->nrounds].duration_ns = now - p->round_start_ns;
+    vmc_put32(rec, (uint32_t)r->nrounds + 1);
+    vmc_put32(rec + 4, 0);
+    vmc_put64(rec + 8, r->rounds[r->nrounds].bytes);
+    vmc_put64(rec + 16, r->rounds[r->nrounds].duration_ns);
+    if (p->w)
+        vmc_writer_record(p->w, VMC_REC_PRECOPY_ROUND, rec, sizeof(rec));
+    r->nrounds++;
+    p->round_start_ns = now;
+    p->round_start_bytes = bytes;
+}
+
+static int save_progress(void *arg, uint64_t bytes)
+{
+    struct saveprog *p = arg;
+    uint64_t now = vmc_now_ns();
+
+    if (p->o->live && now - p->last_poll > 100000000u) {
+        struct vmc_ctx tmp = { 0 };
+        uint64_t tr;
+        uint32_t round;
+        p->last_poll = now;
+        if (p->be->save_poll(&tmp, p->d, &tr, &round) == 0) {
+            if (!p->round && round)
+                p->round = round;
+            while (round > p->round) {     /* a round ended */
+                round_close(p, now, tr);
+                p->round++;
+            }
+            p->transferred = tr;
+        }
+    }
+    return p->o->progress ? p->o->progress(p->o->progress_arg, bytes) : 0;
+}
+
 int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec,
              struct vmc_outfile *of, const struct vmc_save_opts *o,
              struct vmc_save_result *res)
@@ -273,7 +328,17 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
     }
     close(pp[1]);
     pp[1] = -1;
-    rc = vmc_writer_copy_backend(w, pp[0], o->progress, o->progress_arg);
+    {
+        struct saveprog sp = { be, d, w, o, res, 0, vmc_now_ns(), 0, 0, 0 };
+        rc = vmc_writer_copy_backend(w, pp[0], save_progress, &sp);
+        if (rc == 0 && o->live) {      /* the last round: stop and copy */
+            uint64_t tr = 0;
+            uint32_t round;
+            struct vmc_ctx tmp = { 0 };
+            if (be->save_poll(&tmp, d, &tr, &round) == 0 && tr >= sp.round_start_bytes)
+                round_close(&sp, vmc_now_ns(), tr);
+        }
+    }
     close(pp[0]);
     pp[0] = -1;
     if (rc < 0)

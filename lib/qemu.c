@@ -63,13 +63,29 @@ const char *vmc_qemu_rundir(void)
     return buf;
 }
 
+/* The registry must be ours and not writable by others: another user who
+ * created it first could otherwise plant sockets and pid files. */
+static int rundir_safe(struct vmc_ctx *ctx)
+{
+    const char *r = vmc_qemu_rundir();
+    struct stat st;
+
+    if (lstat(r, &st) < 0)
+        return errno == ENOENT ? 0 : vmc_set_error(ctx, VMC_E_IO, "%s: %s", r,
+                                                   strerror(errno));
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022))
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s: registry directory not "
+                             "owned by us or writable by others: refusing", r);
+    return 0;
+}
+
 static int ensure_rundir(struct vmc_ctx *ctx)
 {
     const char *r = vmc_qemu_rundir();
 
     if (mkdir(r, 0700) < 0 && errno != EEXIST)
         return vmc_set_error(ctx, VMC_E_IO, "%s: %s", r, strerror(errno));
-    return 0;
+    return rundir_safe(ctx);
 }
 
 static void uuid_fmt(char out[37], const uint8_t u[16])
@@ -127,6 +143,29 @@ static pid_t read_pid(const char *dir)
 }
 
 /* Alive and not a zombie (our parent may not reap it promptly). */
+static int pid_alive(pid_t pid);
+
+/* Is pid the QEMU of instance dir (and not a recycled pid)? */
+static int qemu_pid_ours(pid_t pid, const char *dir)
+{
+    char p[64], buf[8192];
+    size_t n = 0;
+    FILE *f;
+
+    if (!pid_alive(pid))
+        return 0;
+    snprintf(p, sizeof(p), "/proc/%d/cmdline", (int)pid);
+    if (!(f = fopen(p, "r")))
+        return 1;                   /* no /proc: trust the pid file */
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < n; i++)
+        if (!buf[i])
+            buf[i] = ' ';
+    buf[n] = '\0';
+    return strstr(buf, dir) != NULL;
+}
+
 static int pid_alive(pid_t pid)
 {
     char p[64], st[512];
@@ -167,7 +206,7 @@ static int load_dom(struct vmc_ctx *ctx, int id, struct vmc_dom *d)
     }
     snprintf(d->name, sizeof(d->name), "%s", name);
     d->pid = read_pid(d->dir);
-    if (!pid_alive(d->pid)) {
+    if (!qemu_pid_ours(d->pid, d->dir)) {
         json_decref(d->cfg);
         d->cfg = NULL;
         return d->pid > 0 ? 1 : VMC_E_BACKEND;    /* 1: QEMU is gone */
@@ -181,11 +220,11 @@ static void rmdir_all(const char *dir);
 static int each_dom(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
                     void *arg)
 {
-    DIR *dir = opendir(vmc_qemu_rundir());
+    DIR *dir;
     struct dirent *e;
     int rc = 0;
 
-    if (!dir)
+    if (rundir_safe(ctx) < 0 || !(dir = opendir(vmc_qemu_rundir())))
         return 0;
     while (!rc && (e = readdir(dir))) {
         struct vmc_dom d;
@@ -493,6 +532,24 @@ static int qemu_save_wait(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *stop)
     return 0;
 }
 
+static int qemu_save_poll(struct vmc_ctx *ctx, struct vmc_dom *d,
+                          uint64_t *transferred, uint32_t *round)
+{
+    json_t *r, *ram;
+    int rc;
+
+    *transferred = 0;
+    *round = 0;
+    if ((rc = qmp_of(ctx, d)) < 0 ||
+        (rc = qmp_exec(d->q, "query-migrate", NULL, &r)) < 0)
+        return rc;
+    ram = json_object_get(r, "ram");
+    *transferred = (uint64_t)json_integer_value(json_object_get(ram, "transferred"));
+    *round = (uint32_t)json_integer_value(json_object_get(ram, "dirty-sync-count"));
+    json_decref(r);
+    return 0;
+}
+
 static void qemu_save_cancel(struct vmc_dom *d)
 {
     struct vmc_ctx tmp = { 0 };
@@ -759,6 +816,14 @@ int vmc_qemu_start(struct vmc_ctx *ctx, const char *name, const char *uuid,
                            "running (id %d)", f.id);
         goto fail;
     }
+    if (uuid) {
+        struct find fu = { .spec = "", .by_uuid = 1 };
+        if (uuid_parse(uuid, fu.uuid) == 0 && each_dom(ctx, find_fn, &fu)) {
+            rc = vmc_set_error(ctx, VMC_E_EXISTS, "domain %d runs with UUID %s",
+                               fu.id, uuid);
+            goto fail;
+        }
+    }
     snprintf(d->name, sizeof(d->name), "%s", name);
     if (uuid) {
         if (uuid_parse(uuid, d->uuid) < 0) {
@@ -768,8 +833,20 @@ int vmc_qemu_start(struct vmc_ctx *ctx, const char *name, const char *uuid,
     } else {
         uuid_random(d->uuid);
     }
-    for (int i = 0; i < argc; i++)
+    for (int i = 0; i < argc; i++) {
+        static const char *const managed[] = { "-daemonize", "-serial", "-qmp",
+                                               "-pidfile", "-name", "-uuid",
+                                               "-incoming", NULL };
+        const char *a = argv[i][0] == '-' && argv[i][1] == '-' ? argv[i] + 1
+                                                                : argv[i];
+        for (int k = 0; managed[k]; k++)
+            if (!strcmp(a, managed[k])) {
+                rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: vmctl manages this "
+                                   "QEMU option itself; leave it out", argv[i]);
+                goto fail;
+            }
         json_array_append_new(av, json_string(argv[i]));
+    }
     uuid_fmt(u, d->uuid);
     {
         char cwd[4096];
@@ -1024,8 +1101,13 @@ static int list_fn(struct vmc_dom *d, void *arg)
     uuid_fmt(i.uuid, d->uuid);
     i.pid = (int)d->pid;
     snprintf(i.dir, sizeof(i.dir), "%s", d->dir);
-    if (query_status(&tmp, d, i.state, sizeof(i.state)) < 0)
-        snprintf(i.state, sizeof(i.state), "busy");
+    {
+        char p[600];
+        snprintf(p, sizeof(p), "%s/qmp.sock", d->dir);
+        if (qmp_connect(&tmp, p, 300, &d->q) < 0 ||
+            query_status(&tmp, d, i.state, sizeof(i.state)) < 0)
+            snprintf(i.state, sizeof(i.state), "busy");
+    }
     qmp_close(d->q);
     d->q = NULL;
     return la->fn(&i, la->arg);
@@ -1053,6 +1135,7 @@ const struct vmc_backend vmc_backend_qemu = {
     .resume = qemu_resume,
     .save_start = qemu_save_start,
     .save_wait = qemu_save_wait,
+    .save_poll = qemu_save_poll,
     .save_cancel = qemu_save_cancel,
     .destroy = qemu_destroy,
     .restore_start = qemu_restore_start,

@@ -358,6 +358,11 @@ struct vmc_save_result {
     uint64_t backend_bytes;   /* hypervisor stream bytes */
     int was_running;
     int resumed_after_error;  /* failure path: the domain was resumed */
+    int nrounds;              /* live: pre-copy rounds seen (last = stop) */
+    struct vmc_round {
+        uint64_t bytes;       /* hypervisor stream bytes in this round */
+        uint64_t duration_ns;
+    } rounds[64];
 };
 /* Saves domain `spec` into `of` (borrowed; committed here before the
  * domain is destroyed).  On failure the domain is back as it was, the
