@@ -1,0 +1,899 @@
+#!/bin/bash
+# shellcheck disable=SC2046,SC2086,SC2317,SC2015,SC2012,SC2116
+# (pid and file lists are split on purpose; A && B || C is meant as written)
+# qemu.sh - end-to-end tests of the QEMU backend: vmctl, vmsave, vmrestore and
+# vmimage driving real guests (tests/guest: a Debian kernel, a busybox
+# initramfs and a workload that fills memory with a verifiable pattern, keeps
+# rewriting it and prints "VMCKPT-WL boot=<id> count=<n> ..." every 0.5 s).
+#
+# Prints PASS:/FAIL:/SKIP: lines (tests/run.sh counts them); exits 0 whenever
+# it ran to the end, so count the FAIL lines.  SKIPs loudly when QEMU is
+# missing or the guest cannot be built.
+#
+# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..9, 8b)
+#      VMCKPT_ACCEL=tcg|kvm  force the accelerator
+#      E2E_KEEP=1         keep the temp dir (images, logs) for a post-mortem
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+B=$ROOT/build
+VMCTL=$B/vmctl
+VMSAVE=$B/vmsave
+VMRESTORE=$B/vmrestore
+VMIMAGE=$B/vmimage
+CONSOLE=$ROOT/tests/guest/console.py
+P=e2e/qemu
+TOOL_TIMEOUT=180        # no single tool run may take longer than this
+FAULT_RAM=768           # the fault guest is big so that a save takes a while
+FAULT_WL=512
+NFAIL=0 NPASS=0 NSKIP=0 WHY="" RC=0 LEAK="" LEFT="" CONT_INFO="" CHECK_LINE=""
+
+pass() { echo "PASS: $P/$1${2:+ ($2)}"; NPASS=$((NPASS + 1)); }
+fail() { echo "FAIL: $P/$1: $2"; NFAIL=$((NFAIL + 1)); SC_FAILED=1; }
+skip() { echo "SKIP: $P${1:+/$1}: $2"; NSKIP=$((NSKIP + 1)); }
+note() { echo "    $*"; }
+loud_skip() {   # the whole suite cannot run
+    echo "*****************************************************************" >&2
+    echo "***  e2e/qemu SKIPPED: $1" >&2
+    echo "*****************************************************************" >&2
+    skip "" "$1"
+    exit 0
+}
+
+# ---- can we run at all? ------------------------------------------------
+command -v qemu-system-x86_64 >/dev/null ||
+    loud_skip "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+command -v python3 >/dev/null || loud_skip "python3 is missing (tests/guest/console.py)"
+if ! gout=$("$ROOT/tests/guest/build.sh" 2>&1); then
+    loud_skip "the test guest cannot be built: $(echo "$gout" | tail -n 1)"
+fi
+KERNEL=$(echo "$gout" | sed -n 's/^kernel: //p')
+INITRD=$(echo "$gout" | sed -n 's/^initrd: //p')
+[ -f "$KERNEL" ] && [ -f "$INITRD" ] ||
+    loud_skip "tests/guest/build.sh printed no kernel/initrd: $gout"
+missing=""
+for t in "$VMCTL" "$VMSAVE" "$VMRESTORE" "$VMIMAGE"; do
+    [ -x "$t" ] || missing="$missing ${t#"$ROOT"/}"
+done
+if [ -n "$missing" ]; then
+    echo "FAIL: $P: not built:$missing (run make)"
+    exit 0
+fi
+
+ACCEL=${VMCKPT_ACCEL:-}
+if [ -z "$ACCEL" ]; then
+    if grep -qwE 'vmx|svm' /proc/cpuinfo && [ -w /dev/kvm ]; then ACCEL=kvm; else ACCEL=tcg; fi
+fi
+case $ACCEL in kvm) CPU=host ;; *) ACCEL=tcg CPU=max ;; esac
+QEMU_BASE=(-accel "$ACCEL" -cpu "$CPU" -smp 1 -display none -nic none -no-reboot
+    -nodefaults -kernel "$KERNEL" -initrd "$INITRD")
+
+T=$(mktemp -d /tmp/vmc-e2e.XXXXXX)
+RUN=$T/run
+IO=$T/io
+mkdir -p "$RUN" "$IO"
+export VMCKPT_RUNDIR=$RUN
+T_START=$SECONDS
+
+# ---- processes and domains ----------------------------------------------
+# Processes this test started: QEMU and the tools (and their guardians),
+# recognised by our private runtime dir in their command line or environment.
+alive() {       # PID : exists and is not a zombie (QEMU exits are reaped by init)
+    local st
+    st=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$1/status" 2>/dev/null)
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+my_procs() {
+    local d p comm
+    for d in /proc/[0-9]*; do
+        p=${d#/proc/}
+        comm=$(cat "$d/comm" 2>/dev/null) || continue
+        case $comm in qemu-system*|vmsave*|vmrestore*|vmctl*|vmimage*|vmckpt*) ;; *) continue ;; esac
+        alive "$p" || continue
+        if { tr '\0' '\n' <"$d/cmdline" | grep -qF -- "$RUN"; } 2>/dev/null ||
+           { tr '\0' '\n' <"$d/environ" | grep -qxF -- "VMCKPT_RUNDIR=$RUN"; } 2>/dev/null; then
+            echo "$p"
+        fi
+    done
+}
+my_qemu_pids() {
+    local p
+    for p in $(my_procs); do
+        case $(cat "/proc/$p/comm" 2>/dev/null) in qemu-system*) echo "$p" ;; esac
+    done
+}
+describe_procs() {     # PID... : one line each
+    local p
+    for p in "$@"; do
+        echo "[pid $p $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-160)]"
+    done
+}
+list_ids() { "$VMCTL" list 2>/dev/null | awk '$1 ~ /^[0-9]+$/ {print $1}'; }
+dom_field() {   # ID COLUMN (2 NAME, 3 UUID, 4 STATE, 5 PID)
+    "$VMCTL" list 2>/dev/null | awk -v id="$1" -v c="$2" '$1 == id {print $c}'
+}
+dom_listed() { [ -n "$(dom_field "$1" 1)" ]; }
+name_listed() {
+    "$VMCTL" list 2>/dev/null | awk -v n="$1" '$1 ~ /^[0-9]+$/ && $2 == n {f=1} END {exit !f}'
+}
+
+# run NAME CMD... : runs CMD with a timeout; stdout in $IO/NAME.out, stderr
+# in $IO/NAME.err, exit status in RC (also returned).
+run() {
+    local n=$1; shift
+    timeout -k 5 "$TOOL_TIMEOUT" "$@" >"$IO/$n.out" 2>"$IO/$n.err"
+    RC=$?
+    return $RC
+}
+out() { cat "$IO/$1.out" 2>/dev/null; }
+err() { tr '\n' '|' <"$IO/$1.err" 2>/dev/null | sed 's/|$//' | cut -c1-600; }
+one_line() { [ "$(grep -c '' "$IO/$1.err")" = 1 ]; }
+
+destroy() {     # ID: vmctl destroy if it still exists
+    dom_listed "$1" || return 0
+    if ! timeout -k 5 60 "$VMCTL" destroy "$1" >"$IO/destroy.out" 2>&1; then
+        fail cleanup "vmctl destroy $1: $(tr '\n' ' ' <"$IO/destroy.out")"
+    fi
+    if [ -e "$RUN/$1" ]; then fail cleanup "vmctl destroy $1 left $RUN/$1"; fi
+}
+
+cleanup() {
+    set +e
+    trap - EXIT INT TERM
+    local j p id m
+    for j in $(jobs -p); do kill -9 "$j" 2>/dev/null; done
+    for id in $(list_ids); do
+        timeout -k 5 30 "$VMCTL" destroy "$id" >/dev/null 2>&1
+    done
+    for p in $(my_procs); do kill -9 "$p" 2>/dev/null; done
+    for m in "$T/full" "$T/ro"; do
+        mountpoint -q "$m" 2>/dev/null && umount -l "$m"
+    done
+    if [ "${E2E_KEEP:-0}" = 1 ]; then echo "kept $T" >&2; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- console.log parsing -------------------------------------------------
+# The guest's lines end in \r\n and a line can be cut in two by a pause: only
+# complete fields count ("count=N gen=G " needs the space after G).
+last_count() {  # LOG BOOT : the last count= of that boot id
+    tr -d '\r' <"$1" 2>/dev/null |
+        sed -nE "s/^VMCKPT-WL boot=$2 count=([0-9]+) gen=[0-9]+ .*/\1/p" | tail -n 1
+}
+n_counts() {    # LOG : number of complete count lines
+    tr -d '\r' <"$1" 2>/dev/null | grep -cE '^VMCKPT-WL boot=[0-9a-f]+ count=[0-9]+ gen=[0-9]+ '
+}
+wait_count() {  # LOG BOOT MIN SECS : until a count >= MIN of that boot appears
+    local end=$((SECONDS + $4)) c
+    while :; do
+        c=$(last_count "$1" "$2")
+        [ -n "$c" ] && [ "$c" -ge "$3" ] && return 0
+        [ $SECONDS -ge $end ] && return 1
+        sleep 0.2
+    done
+}
+log_tail() { tr -d '\r' <"$1" 2>/dev/null | tail -n "${2:-3}" | tr '\n' '|' | cut -c1-400; }
+
+# analyze STRICT BOOT FILE... : reads the files as one stream and checks that
+# every workload line belongs to BOOT, that the count lines are consecutive,
+# that nothing reports BAD and that there is no reboot (start/ready line after
+# a count line; anywhere when STRICT=1).  Prints "OK FIRST LAST N" or "ERR: ..".
+analyze() {
+    local strict=$1 boot=$2; shift 2
+    cat -- "$@" 2>/dev/null | tr -d '\r' | awk -v boot="$boot" -v strict="$strict" '
+        index(substr($0, 2), "VMCKPT-WL") { print "ERR: bytes lost, lines spliced: " $0; bad = 1; exit }
+        match($0, /^VMCKPT-WL boot=[0-9a-f]+ /) {
+            b = substr($0, 16, RLENGTH - 16); rest = substr($0, RLENGTH + 1)
+            if (b != boot) { print "ERR: other boot id: " $0; bad = 1; exit }
+            if (rest ~ /^(start|ready) / && (strict || n > 0)) {
+                print "ERR: the guest rebooted: " $0; bad = 1; exit }
+            if (rest ~ /BAD/) { print "ERR: the workload says BAD: " $0; bad = 1; exit }
+            if (rest ~ /^count=[0-9]+ gen=[0-9]+ /) {
+                split(rest, f, /[= ]/); c = f[2] + 0
+                if (n > 0 && c != prev + 1) {
+                    print "ERR: count=" prev " is followed by count=" c; bad = 1; exit }
+                if (n == 0) first = c
+                prev = c; n++
+            }
+            next
+        }
+        /VMCKPT-WL exited|Kernel panic|BUG:|Oops/ { print "ERR: " $0; bad = 1; exit }
+        END { if (!bad) print "OK " (n ? first : -1) " " (n ? prev : -1) " " n + 0 }'
+}
+
+# console_check ID BOOT : "check" through console.sock; needs result=OK bad=0
+# (the first full check after sending; one the workload starts by itself on
+# seeing the pause, reason=rtc, is as good)
+console_check() {
+    local rd line
+    rd=$("$VMCTL" rundir "$1" 2>&1) || { WHY="vmctl rundir $1: $rd"; return 1; }
+    line=$(timeout 40 python3 "$CONSOLE" "$rd/console.sock" --send check \
+        --expect 'check .*result=' --timeout 30 2>&1)
+    if [[ $line != *"boot=$2 check "* || $line != *" bad=0 "* || $line != *"result=OK"* ]]; then
+        WHY="console check of domain $1: '$line'"
+        return 1
+    fi
+    CHECK_LINE=$line
+}
+
+# check_continuity ID BOOT LAST [SRCLOG] [MAXFIRST]
+# The restored domain ID continues the workload of boot BOOT after count LAST:
+# its (new, initially empty) console.log shows count lines of BOOT from the
+# start, consecutive, reaching >= LAST+1 (and starting at <= MAXFIRST); a
+# console "check" finds every page intact; no reboot.  With SRCLOG (the whole
+# console.log of the saved source), source + restored output must form one
+# consecutive count sequence: the guest went on exactly where it stopped.
+check_continuity() {
+    local id=$1 boot=$2 last=$3 src=${4:-} maxfirst=${5:-} rd log a first
+    rd=$("$VMCTL" rundir "$id" 2>&1) || { WHY="vmctl rundir $id: $rd"; return 1; }
+    log=$rd/console.log
+    if ! wait_count "$log" "$boot" $((last + 1)) 30; then
+        WHY="domain $id: no count>=$((last + 1)) of boot $boot within 30 s; console.log: $(log_tail "$log")"
+        return 1
+    fi
+    a=$(analyze 1 "$boot" "$log")
+    [ "${a%% *}" = OK ] || { WHY="domain $id console.log: $a"; return 1; }
+    first=$(echo "$a" | cut -d' ' -f2)
+    if [ "$first" -le "$last" ]; then
+        WHY="domain $id starts at count=$first, not after the saved count=$last"; return 1
+    fi
+    if [ -n "$maxfirst" ] && [ "$first" -gt "$maxfirst" ]; then
+        WHY="domain $id starts at count=$first, expected <= $maxfirst (lines lost?)"; return 1
+    fi
+    if [ -n "$src" ]; then
+        a=$(analyze 0 "$boot" "$src" "$log")
+        [ "${a%% *}" = OK ] || { WHY="source+restored console: $a"; return 1; }
+    fi
+    console_check "$id" "$boot" || return 1
+    a=$(analyze 1 "$boot" "$log")     # again, with the check's output
+    [ "${a%% *}" = OK ] || { WHY="domain $id console.log after the check: $a"; return 1; }
+    CONT_INFO="counts $first..$(echo "$a" | cut -d' ' -f3)"
+}
+
+wait_status() { # ID WANT SECS
+    local end=$((SECONDS + $3)) st
+    while :; do
+        st=$("$VMCTL" status "$1" 2>&1)
+        [ "$st" = "$2" ] && return 0
+        if [ $SECONDS -ge $end ]; then
+            WHY="vmctl status $1 says '$st' after $3 s, want $2"; return 1
+        fi
+        sleep 0.5
+    done
+}
+
+# guest_alive ID BOOT : running (within 10 s) and printing new count lines
+guest_alive() {
+    local rd c
+    wait_status "$1" running 10 || return 1
+    rd=$("$VMCTL" rundir "$1" 2>&1) || { WHY="vmctl rundir $1: $rd"; return 1; }
+    c=$(last_count "$rd/console.log" "$2")
+    if ! wait_count "$rd/console.log" "$2" $((${c:--1} + 2)) 10; then
+        WHY="domain $1 is 'running' but prints no new count lines: $(log_tail "$rd/console.log")"
+        return 1
+    fi
+}
+
+# start_guest NAME DIRTY [RAM_MIB WL_MIB] -> GID GBOOT GRD, or WHY
+start_guest() {
+    local name=$1 dirty=$2 ram=${3:-256} wl=${4:-64} i qpid=""
+    run "start.$name" "$VMCTL" start "$name" -- "${QEMU_BASE[@]}" -m "$ram" \
+        -append "console=ttyS0 quiet panic=-1 wl.mem=$wl wl.dirty=$dirty"
+    if [ "$RC" != 0 ]; then WHY="vmctl start $name: rc=$RC: $(err "start.$name")"; return 1; fi
+    GID=$(out "start.$name")
+    if ! [[ $GID =~ ^[0-9]+$ ]]; then WHY="vmctl start $name printed '$GID', not an ID"; return 1; fi
+    SC_DOMS+=("$GID")
+    GRD=$("$VMCTL" rundir "$GID" 2>&1) || { WHY="vmctl rundir $GID: $GRD"; return 1; }
+    for ((i = 0; i < 300; i++)); do
+        grep -aq ' ready .*result=' "$GRD/console.log" 2>/dev/null && break
+        [ -z "$qpid" ] && qpid=$(cat "$GRD/qemu.pid" 2>/dev/null)
+        if [ -n "$qpid" ] && ! alive "$qpid"; then
+            WHY="QEMU of $name died while booting: $(tail -n 3 "$GRD/qemu.log" 2>/dev/null | tr '\n' '|')"
+            return 1
+        fi
+        sleep 0.2
+    done
+    GBOOT=$(tr -d '\r' <"$GRD/console.log" 2>/dev/null |
+        sed -nE 's/^VMCKPT-WL boot=([0-9a-f]+) ready .*result=OK.*/\1/p' | tail -n 1)
+    if [ -z "$GBOOT" ]; then
+        WHY="guest $name not ready (result=OK) within 60 s: $(log_tail "$GRD/console.log")"
+        return 1
+    fi
+    # a few rounds of rewriting before anything is saved
+    wait_count "$GRD/console.log" "$GBOOT" 2 10 ||
+        { WHY="guest $name prints no count lines"; return 1; }
+    if fd_leak "$GID" "$IO/start.$name.out" "$IO/start.$name.err"; then
+        WHY="vmctl start: $LEAK (ID=\$(vmctl start ...) would hang)"; return 1
+    fi
+    return 0
+}
+
+# A healthy running guest (dirty=10, 64 MiB workload) handed on from one
+# scenario to the next to save boots; booted afresh when there is none.
+SPARE_ID="" SPARE_BOOT="" NSPARE=0
+get_spare() {
+    if [ -n "$SPARE_ID" ] && guest_alive "$SPARE_ID" "$SPARE_BOOT" 2>/dev/null; then
+        GID=$SPARE_ID GBOOT=$SPARE_BOOT
+        GRD=$("$VMCTL" rundir "$GID")
+        SC_DOMS+=("$GID")
+        return 0
+    fi
+    [ -n "$SPARE_ID" ] && destroy "$SPARE_ID"
+    SPARE_ID=""
+    NSPARE=$((NSPARE + 1))
+    start_guest "spare$NSPARE" 10 || return 1
+    SPARE_ID=$GID SPARE_BOOT=$GBOOT
+}
+set_spare() { SPARE_ID=$1 SPARE_BOOT=$2; }
+
+# snapshot / left_behind: nothing new (QEMU, runtime dir, domain) after a
+# refused restore.
+snap() {
+    SNAP_PIDS=$(my_qemu_pids | sort)
+    SNAP_DIRS=$(ls -A "$RUN" | sort)
+    SNAP_IDS=$(list_ids | sort)
+}
+left_behind() {
+    local try p d i
+    for try in 1 2; do
+        p=$(comm -13 <(echo "$SNAP_PIDS") <(my_qemu_pids | sort) | grep .)
+        d=$(comm -13 <(echo "$SNAP_DIRS") <(ls -A "$RUN" | sort) | grep .)
+        i=$(comm -13 <(echo "$SNAP_IDS") <(list_ids | sort) | grep .)
+        [ -z "$p$d$i" ] && return 1
+        [ $try = 1 ] && sleep 1    # allow a second for a dying QEMU
+    done
+    LEFT="new QEMU: $(describe_procs $p) new dirs: $(echo $d) new domains: $(echo $i)"
+    return 0
+}
+
+# The QEMU of a domain must not hold the caller's stdout/stderr (otherwise
+# ID=$(vmrestore img) never returns).
+fd_leak() {     # ID FILE...
+    local qpid f l
+    qpid=$(cat "$RUN/$1/qemu.pid" 2>/dev/null) || return 1
+    for f in "${@:2}"; do
+        for l in /proc/"$qpid"/fd/*; do
+            [ "$(readlink "$l" 2>/dev/null)" = "$f" ] &&
+                { LEAK="QEMU pid $qpid holds $f open (fd ${l##*/})"; return 0; }
+        done
+    done
+    return 1
+}
+
+# ---- keys ------------------------------------------------------------------
+KEY=$T/id.key
+OTHER=$T/other.key
+REC=$("$VMIMAGE" keygen -o "$KEY" 2>"$IO/keygen.err")
+"$VMIMAGE" keygen -o "$OTHER" >/dev/null 2>>"$IO/keygen.err"
+if [[ $REC != vmc1* ]] || [ ! -s "$OTHER" ]; then
+    echo "FAIL: $P: vmimage keygen: $(err keygen)"
+    exit 0
+fi
+
+echo "e2e/qemu: accel=$ACCEL, tmp=$T, guest=$KERNEL"
+
+# ---- scenarios ---------------------------------------------------------------
+want() { [ -z "${E2E_ONLY:-}" ] || [[ " $E2E_ONLY " == *" $1 "* ]]; }
+SC_DOMS=() SC_FAILED=0 SC_T0=0
+scenario() {    # NUM FUNCTION
+    want "$1" || return 0
+    SC_DOMS=() SC_FAILED=0 SC_T0=$SECONDS
+    echo "--- scenario $1 ($2)"
+    "$2"
+    local id
+    for id in "${SC_DOMS[@]}"; do
+        if [ "$id" = "$SPARE_ID" ] && [ "$SC_FAILED" = 0 ]; then continue; fi
+        [ "$id" = "$SPARE_ID" ] && SPARE_ID=""
+        destroy "$id"
+    done
+    note "scenario $1: $((SECONDS - SC_T0)) s"
+}
+took() { echo "$((SECONDS - SC_T0)) s"; }
+# start a restore-side domain's bookkeeping
+track() { SC_DOMS+=("$1"); }
+
+# Reads the full console.log of a source domain through a descriptor opened
+# before the save: the file survives the domain's destruction.
+open_src() { exec {SRCFD}<"$1"; }
+close_src() { cat <&"$SRCFD" >"$1"; exec {SRCFD}<&-; }
+
+# 1. default save (pause, write, destroy) + restore
+s1() {
+    local n=1_default_save_restore img=$T/s1.vmimg id boot rd uuid last rid a qpid
+    start_guest e1 10 || { fail $n "$WHY"; return; }
+    id=$GID boot=$GBOOT rd=$GRD
+    uuid=$(dom_field "$id" 3)
+    qpid=$(cat "$rd/qemu.pid" 2>/dev/null)
+    open_src "$rd/console.log"
+    run s1.save "$VMSAVE" -r "$REC" e1 "$img"
+    close_src "$T/s1.src.log"
+    [ "$RC" = 0 ] || { fail $n "vmsave -r REC e1 $img: rc=$RC: $(err s1.save)"; return; }
+    last=$(last_count "$T/s1.src.log" "$boot")
+    if dom_listed "$id" || name_listed e1; then
+        fail $n "e1 (ID $id) still in vmctl list after vmsave: $("$VMCTL" list | tr '\n' '|')"; return
+    fi
+    [ -e "$RUN/$id" ] && { fail $n "vmsave left the runtime dir $RUN/$id"; return; }
+    [ -n "$qpid" ] && alive "$qpid" && sleep 1 && alive "$qpid" &&
+        { fail $n "e1's QEMU survives vmsave: $(describe_procs "$qpid")"; return; }
+    [ -f "$img" ] && [ ! -e "$img.partial" ] || { fail $n "image: $(ls -l "$img"*)"; return; }
+    a=$(stat -c %a "$img")
+    [ "$a" = 600 ] || { fail $n "image mode is $a, not 600"; return; }
+    run s1.verify "$VMIMAGE" verify -q -i "$KEY" "$img" ||
+        { fail $n "vmimage verify: rc=$RC: $(err s1.verify)"; return; }
+    run s1.restore "$VMRESTORE" -i "$KEY" "$img"
+    rid=$(out s1.restore)
+    [[ "$RC" = 0 && $rid =~ ^[0-9]+$ ]] ||
+        { fail $n "vmrestore -i KEY img: rc=$RC out='$rid' err: $(err s1.restore)"; return; }
+    track "$rid"
+    [ "$rid" != "$id" ] || { fail $n "restored domain has the old ID $id"; return; }
+    fd_leak "$rid" "$IO/s1.restore.out" "$IO/s1.restore.err" && { fail $n "$LEAK"; return; }
+    [ "$(dom_field "$rid" 2)" = e1 ] || { fail $n "restored name '$(dom_field "$rid" 2)', want e1"; return; }
+    [ "$(dom_field "$rid" 3)" = "$uuid" ] ||
+        { fail $n "restored UUID '$(dom_field "$rid" 3)', want the saved '$uuid'"; return; }
+    [ "$("$VMCTL" status "$rid" 2>&1)" = running ] ||
+        { fail $n "restored domain status '$("$VMCTL" status "$rid" 2>&1)'"; return; }
+    check_continuity "$rid" "$boot" "$last" "$T/s1.src.log" || { fail $n "$WHY"; return; }
+    set_spare "$rid" "$boot"
+    pass $n "ID $id -> $rid, saved at count=$last, $CONT_INFO, $(stat -c %s "$img") bytes, $(took)"
+    rm -f "$img"
+}
+
+# 2. --checkpoint: source keeps running; --clone beside it; plain restore refused
+s2() {
+    local n=2_checkpoint img=$T/s2.vmimg src boot rd name uuid before after cid cname cuuid
+    get_spare || { fail $n "$WHY"; return; }
+    src=$GID boot=$GBOOT rd=$GRD
+    name=$(dom_field "$src" 2) uuid=$(dom_field "$src" 3)
+    before=$(last_count "$rd/console.log" "$boot")
+    run s2.save "$VMSAVE" --checkpoint -r "$REC" "$name" "$img" ||
+        { fail $n "vmsave --checkpoint: rc=$RC: $(err s2.save)"; return; }
+    after=$(last_count "$rd/console.log" "$boot")
+    [ -f "$img" ] && [ ! -e "$img.partial" ] || { fail $n "no image after --checkpoint"; return; }
+    wait_status "$src" running 5 || { fail $n "source after --checkpoint: $WHY"; return; }
+    wait_count "$rd/console.log" "$boot" $((after + 2)) 10 ||
+        { fail $n "source count stuck at $after after --checkpoint: $(log_tail "$rd/console.log")"; return; }
+    pass "${n}_source_runs" "count $before -> $after at the save, still counting"
+
+    n=2_checkpoint_clone
+    run s2.clone "$VMRESTORE" --clone -i "$KEY" "$img"
+    cid=$(out s2.clone)
+    [[ "$RC" = 0 && $cid =~ ^[0-9]+$ ]] ||
+        { fail $n "vmrestore --clone: rc=$RC out='$cid' err: $(err s2.clone)"; return; }
+    track "$cid"
+    cname=$(dom_field "$cid" 2) cuuid=$(dom_field "$cid" 3)
+    [ "$cid" != "$src" ] && [ -n "$cname" ] && [ "$cname" != "$name" ] &&
+        [ -n "$cuuid" ] && [ "$cuuid" != "$uuid" ] ||
+        { fail $n "clone $cid '$cname' $cuuid vs source $src '$name' $uuid"; return; }
+    wait_status "$cid" running 5 || { fail $n "clone: $WHY"; return; }
+    [ "$("$VMCTL" status "$src" 2>&1)" = running ] || { fail $n "source no longer running beside the clone"; return; }
+    check_continuity "$cid" "$boot" "$before" "" $((after + 2)) || { fail $n "$WHY"; return; }
+    guest_alive "$src" "$boot" && console_check "$src" "$boot" ||
+        { fail $n "source beside the clone: $WHY"; return; }
+    pass $n "clone $cid '$cname' of $src '$name', $CONT_INFO (saved between $before and $after)"
+
+    n=2_checkpoint_plain_restore_refused
+    snap
+    run s2.plain "$VMRESTORE" -i "$KEY" "$img"
+    if [ "$RC" != 1 ] || ! one_line s2.plain; then
+        fail $n "want exit 1 and one line: rc=$RC out='$(out s2.plain)' err: $(err s2.plain)"
+    elif ! grep -qiF -e "${name:-uuid}" -e "${uuid:-uuid}" -e uuid "$IO/s2.plain.err"; then
+        fail $n "the message names neither the name nor the UUID: $(err s2.plain)"
+    elif [ -n "$(out s2.plain)" ]; then
+        fail $n "printed '$(out s2.plain)' on stdout"
+    elif left_behind; then
+        fail $n "left behind: $LEFT"
+    else
+        pass $n "$(err s2.plain)"
+    fi
+    [ "$("$VMCTL" status "$src" 2>&1)" = running ] ||
+        fail $n "the source is '$("$VMCTL" status "$src" 2>&1)' after the refused restore"
+    rm -f "$img"
+}
+
+# 3. --live while the workload dirties 40 % of its pages per second
+s3() {
+    local n=3_live img=$T/s3.vmimg id boot rd last rid js
+    start_guest e3 40 || { fail $n "$WHY"; return; }
+    id=$GID boot=$GBOOT rd=$GRD
+    wait_count "$rd/console.log" "$boot" 3 10
+    open_src "$rd/console.log"
+    run s3.save "$VMSAVE" --live --json -r "$REC" e3 "$img"
+    close_src "$T/s3.src.log"
+    [ "$RC" = 0 ] || { fail $n "vmsave --live --json: rc=$RC: $(err s3.save)"; return; }
+    js=$(python3 - "$IO/s3.save.out" <<'EOF' 2>&1
+import json, sys
+d = json.load(open(sys.argv[1]))
+for k in ("total_time_ns", "bytes_written", "downtime_ns"):
+    v = d.get(k)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        sys.exit("bad or missing %s: %r" % (k, v))
+if not (0 < d["downtime_ns"] <= d["total_time_ns"]):
+    sys.exit("downtime_ns %d not in (0, total_time_ns %d]" % (d["downtime_ns"], d["total_time_ns"]))
+print("downtime %.1f ms, total %.2f s, %d bytes" % (d["downtime_ns"] / 1e6,
+      d["total_time_ns"] / 1e9, d["bytes_written"]))
+EOF
+    ) || { fail $n "--json: $js; stdout: $(out s3.save | head -c 400)"; return; }
+    last=$(last_count "$T/s3.src.log" "$boot")
+    if dom_listed "$id" || name_listed e3; then fail $n "e3 still listed after vmsave --live"; return; fi
+    [ -f "$img" ] && [ ! -e "$img.partial" ] || { fail $n "no image"; return; }
+    run s3.restore "$VMRESTORE" -i "$KEY" "$img"
+    rid=$(out s3.restore)
+    [[ "$RC" = 0 && $rid =~ ^[0-9]+$ ]] ||
+        { fail $n "vmrestore: rc=$RC out='$rid' err: $(err s3.restore)"; return; }
+    track "$rid"
+    check_continuity "$rid" "$boot" "$last" "$T/s3.src.log" || { fail $n "$WHY"; return; }
+    pass $n "$js, saved at count=$last, $CONT_INFO, $(took)"
+    rm -f "$img"
+}
+
+# 4. through a pipe: vmsave DOM - | vmrestore -
+s4() {
+    local n=4_pipe src boot rd last rid rc
+    get_spare || { fail $n "$WHY"; return; }
+    src=$GID boot=$GBOOT rd=$GRD
+    open_src "$rd/console.log"
+    timeout -k 5 "$TOOL_TIMEOUT" "$VMSAVE" -r "$REC" "$src" - 2>"$IO/s4.save.err" |
+        timeout -k 5 "$TOOL_TIMEOUT" "$VMRESTORE" -i "$KEY" - >"$IO/s4.rest.out" 2>"$IO/s4.rest.err"
+    rc="${PIPESTATUS[*]}"
+    close_src "$T/s4.src.log"
+    rid=$(out s4.rest)
+    [[ $rid =~ ^[0-9]+$ ]] && track "$rid"
+    [[ "$rc" = "0 0" && $rid =~ ^[0-9]+$ ]] ||
+        { fail $n "exit status '$rc', ID '$rid'; vmsave: $(err s4.save); vmrestore: $(err s4.rest)"; return; }
+    dom_listed "$src" && { fail $n "source $src still listed after vmsave to a pipe"; return; }
+    last=$(last_count "$T/s4.src.log" "$boot")
+    check_continuity "$rid" "$boot" "$last" "$T/s4.src.log" || { fail $n "$WHY"; return; }
+    set_spare "$rid" "$boot"
+    pass $n "ID $src -> $rid, saved at count=$last, $CONT_INFO, $(took)"
+}
+
+# 5. vmrestore -p: the restored domain stays paused
+s5() {
+    local n=5_restore_paused img=$T/s5.vmimg src boot rid rd c1 c2 st before after
+    get_spare || { fail $n "$WHY"; return; }
+    src=$GID boot=$GBOOT
+    before=$(last_count "$GRD/console.log" "$boot")
+    run s5.save "$VMSAVE" --checkpoint -r "$REC" "$src" "$img" ||
+        { fail $n "vmsave --checkpoint: rc=$RC: $(err s5.save)"; return; }
+    after=$(last_count "$GRD/console.log" "$boot")
+    run s5.restore "$VMRESTORE" -p --clone -i "$KEY" "$img"
+    rid=$(out s5.restore)
+    [[ "$RC" = 0 && $rid =~ ^[0-9]+$ ]] ||
+        { fail $n "vmrestore -p --clone: rc=$RC out='$rid' err: $(err s5.restore)"; return; }
+    track "$rid"
+    st=$("$VMCTL" status "$rid" 2>&1)
+    [ "$st" = paused ] || { fail $n "vmctl status after -p: '$st'"; return; }
+    rd=$("$VMCTL" rundir "$rid")
+    c1=$(n_counts "$rd/console.log")
+    sleep 2
+    c2=$(n_counts "$rd/console.log")
+    st=$("$VMCTL" status "$rid" 2>&1)
+    [ "$st" = paused ] && [ "$c1" = "$c2" ] ||
+        { fail $n "after 2 s: status '$st', count lines $c1 -> $c2: $(log_tail "$rd/console.log")"; return; }
+    [ -n "$(dom_field "$rid" 5)" ] && alive "$(dom_field "$rid" 5)" ||
+        { fail $n "no live QEMU behind the paused domain"; return; }
+    guest_alive "$src" "$boot" || { fail $n "source: $WHY"; return; }
+    pass $n "$c2 count lines in 2 s while paused, $(took)"
+    rm -f "$img"
+    # not in the original plan: vmctl grew a resume command
+    n=5_resume_after_paused_restore
+    if ! "$VMCTL" --help 2>&1 | grep -qw resume; then skip $n "vmctl has no resume"; return; fi
+    run s5.resume "$VMCTL" resume "$rid" ||
+        { fail $n "vmctl resume $rid: rc=$RC: $(err s5.resume)"; return; }
+    wait_status "$rid" running 5 || { fail $n "$WHY"; return; }
+    check_continuity "$rid" "$boot" "$before" "" $((after + 2)) || { fail $n "$WHY"; return; }
+    pass $n "$CONT_INFO (saved between $before and $after)"
+}
+
+# 6. faults: the guest keeps running, nothing under the final name
+F_ID="" F_BOOT="" NF=0
+fault_guest() {   # the big fault guest, booted again if an earlier fault killed it
+    if [ -n "$F_ID" ] && guest_alive "$F_ID" "$F_BOOT"; then return 0; fi
+    [ -n "$F_ID" ] && destroy "$F_ID"
+    NF=$((NF + 1))
+    start_guest "e6-$NF" 10 "$FAULT_RAM" "$FAULT_WL" || { F_ID=""; return 1; }
+    F_ID=$GID F_BOOT=$GBOOT F_NAME=e6-$NF
+}
+after_fault() {   # FINAL_FILE : guest resumed and running, no FINAL_FILE
+    if [ -n "$1" ] && [ -e "$1" ]; then WHY="$1 exists"; return 1; fi
+    guest_alive "$F_ID" "$F_BOOT" || { WHY="after the fault: $WHY"; return 1; }
+}
+vmsave_msg_ok() {     # IOBASE NEEDLE : one line "vmsave: DOMAIN: ...NEEDLE..."
+    one_line "$1" && grep -q "^vmsave: $F_NAME: " "$IO/$1.err" &&
+        { [ -z "$2" ] || grep -qF -- "$2" "$IO/$1.err"; }
+}
+kill_file_save() {     # NAME DELAY FILE : vmsave to FILE, SIGKILL after DELAY
+    local n=$1 rc vpid psz
+    if ! fault_guest; then fail $n "$WHY"; return; fi
+    "$VMSAVE" -r "$REC" "$F_NAME" "$3" >"$IO/$n.out" 2>"$IO/$n.err" &
+    vpid=$!
+    sleep "$2"
+    psz=$(stat -c %s "$3.partial" 2>/dev/null || echo no)
+    { kill -9 "$vpid"; wait "$vpid"; rc=$?; } 2>/dev/null
+    if [ "$rc" != 137 ] && [ "$rc" = 0 ] && [ -f "$3" ]; then
+        # too fast a host: the save finished (and destroyed the guest) first
+        skip $n "vmsave finished within $2 s, before the SIGKILL"
+        rm -f "$3"
+    elif [ "$rc" != 137 ]; then
+        fail $n "vmsave ended (rc=$rc) before the SIGKILL at $2 s: $(err "$n")"
+    elif ! after_fault "$3"; then fail $n "$WHY"
+    else pass $n "killed at $2 s with $psz bytes in ${3##*/}.partial; left: $(ls -A "${3%/*}" | tr '\n' ' ')"; fi
+}
+s6() {
+    local n rc vpid rpid f t0
+    mkdir -p "$T/s6"
+
+    n=6_fault_full_fs
+    if ! fault_guest; then fail $n "$WHY"
+    elif [ "$(id -u)" != 0 ]; then skip $n "not root: cannot mount a tmpfs"
+    elif mkdir -p "$T/full" && mount -t tmpfs -o size=8m tmpfs "$T/full" 2>"$IO/mount.err"; then
+        run s6.full "$VMSAVE" -r "$REC" "$F_NAME" "$T/full/f.vmimg"
+        if [ "$RC" != 1 ] || ! vmsave_msg_ok s6.full 'No space left on device'; then
+            fail $n "want exit 1 and one line 'vmsave: $F_NAME: ...No space left on device': rc=$RC err: $(err s6.full)"
+        elif [ -n "$(ls -A "$T/full")" ]; then
+            fail $n "left on the full filesystem: $(ls -A "$T/full")"
+        elif ! after_fault "$T/full/f.vmimg"; then fail $n "$WHY"
+        else pass $n "$(err s6.full)"; fi
+        umount "$T/full" || umount -l "$T/full"
+    else skip $n "mount tmpfs: $(cat "$IO/mount.err")"; fi
+
+    n=6_fault_readonly_target
+    if ! fault_guest; then fail $n "$WHY"
+    elif [ "$(id -u)" != 0 ]; then skip $n "not root: cannot mount a tmpfs"
+    elif mkdir -p "$T/ro" && mount -t tmpfs -o size=1m tmpfs "$T/ro" 2>"$IO/mount.err" &&
+         mount -o remount,ro "$T/ro" 2>>"$IO/mount.err"; then
+        run s6.ro "$VMSAVE" -r "$REC" "$F_NAME" "$T/ro/f.vmimg"
+        if [ "$RC" != 1 ] || ! vmsave_msg_ok s6.ro 'Read-only file system'; then
+            fail $n "want exit 1 and one line 'vmsave: $F_NAME: ...Read-only file system': rc=$RC err: $(err s6.ro)"
+        elif ! after_fault "$T/ro/f.vmimg"; then fail $n "$WHY"
+        else pass $n "$(err s6.ro)"; fi
+        umount "$T/ro" || umount -l "$T/ro"
+    else skip $n "mount tmpfs: $(cat "$IO/mount.err")"; fi
+
+    # SIGKILL while saving to a file: soon after the start, and mid-write,
+    # at half the time a save takes here (~2 s for the 512 MiB guest on TCG).
+    f=$T/s6/k1.vmimg
+    local ms=2000
+    if fault_guest; then
+        t0=$(date +%s%N)
+        run s6.base "$VMSAVE" --checkpoint -r "$REC" "$F_NAME" "$f" &&
+            ms=$((($(date +%s%N) - t0) / 1000000))
+        note "a --checkpoint save of $F_NAME takes $ms ms"
+        rm -f "$f"
+    fi
+    kill_file_save 6_fault_sigkill_0.3s 0.3 "$f"
+    kill_file_save 6_fault_sigkill_midwrite "$(printf '%d.%03d' $((ms / 2000)) $((ms / 2 % 1000)))" "$f"
+
+    # A stale NAME.partial and whatever lock the killed vmsave held must not
+    # stop the next save.
+    n=6_save_after_sigkill
+    if ! fault_guest; then fail $n "$WHY"
+    else
+        t0=$(date +%s%N)
+        run s6.again "$VMSAVE" --checkpoint -r "$REC" "$F_NAME" "$f"
+        t0=$((($(date +%s%N) - t0) / 1000000))
+        if [ "$RC" != 0 ]; then fail $n "vmsave --checkpoint after the kill: rc=$RC: $(err s6.again)"
+        elif [ ! -f "$f" ] || [ -e "$f.partial" ]; then fail $n "files: $(ls "$T/s6" | tr '\n' ' ')"
+        elif ! run s6.verify "$VMIMAGE" verify -q -i "$KEY" "$f"; then fail $n "verify: $(err s6.verify)"
+        elif ! guest_alive "$F_ID" "$F_BOOT"; then fail $n "$WHY"
+        else pass $n "$(stat -c %s "$f") bytes in $t0 ms"; fi
+        rm -f "$f" "$f.partial"
+    fi
+
+    n=6_fault_sigkill_midstream
+    if ! fault_guest; then fail $n "$WHY"
+    else
+        rm -f "$T/s6/fifo"
+        mkfifo "$T/s6/fifo"
+        # a slow reader: opens the pipe, sleeps 2 s, then drains it
+        (exec <"$T/s6/fifo"; sleep 2; exec timeout 30 cat >"$T/s6/slow.out") &
+        rpid=$!
+        "$VMSAVE" -r "$REC" "$F_NAME" - >"$T/s6/fifo" 2>"$IO/s6.k2.err" &
+        vpid=$!
+        sleep 1
+        { kill -9 "$vpid"; wait "$vpid"; rc=$?; } 2>/dev/null
+        wait "$rpid"; local rrc=$?
+        if [ "$rc" != 137 ]; then
+            fail $n "vmsave ended (rc=$rc) before the SIGKILL at 1 s: $(err s6.k2)"
+        elif [ "$rrc" = 124 ]; then
+            fail $n "the pipe reader got no EOF 30 s after vmsave died: someone (the guardian? QEMU?) holds vmsave's stdout: $(describe_procs $(my_procs))"
+        elif ! after_fault ""; then fail $n "$WHY"
+        else pass $n "reader got $(stat -c %s "$T/s6/slow.out") bytes"; fi
+        rm -f "$T/s6/slow.out"
+    fi
+
+    n=6_fault_reader_closes_pipe
+    if ! fault_guest; then fail $n "$WHY"
+    else
+        set -o pipefail
+        timeout -k 5 "$TOOL_TIMEOUT" "$VMSAVE" -r "$REC" "$F_NAME" - 2>"$IO/s6.pipe.err" |
+            head -c 1M >/dev/null
+        rc=$?
+        set +o pipefail
+        if [ "$rc" != 1 ] || ! vmsave_msg_ok s6.pipe ""; then
+            fail $n "want exit 1 and one line 'vmsave: $F_NAME: ...': rc=$rc err: $(err s6.pipe)"
+        elif ! after_fault ""; then fail $n "$WHY"
+        else pass $n "$(err s6.pipe)"; fi
+    fi
+
+    n=6_fault_memory_intact
+    if ! fault_guest; then fail $n "$WHY"
+    elif ! console_check "$F_ID" "$F_BOOT"; then fail $n "$WHY"
+    else
+        # the fault guest's whole log: no BAD, no reboot, no lost line
+        local a
+        a=$(analyze 0 "$F_BOOT" "$RUN/$F_ID/console.log")
+        if [ "${a%% *}" != OK ]; then fail $n "$a"
+        else pass $n "$CHECK_LINE"; fi
+    fi
+    [ -n "$F_ID" ] && destroy "$F_ID"
+    F_ID=""
+    rm -rf "$T/s6"
+}
+
+# 7. damaged images and a wrong key: one line, exit 1, nothing left behind
+bad_restore() {   # NAME IMAGE KEYFILE
+    local n=7_bad_$1
+    snap
+    run "s7.$1" "$VMRESTORE" -i "$3" "$2"
+    if [ "$RC" != 1 ] || ! one_line "s7.$1"; then
+        fail $n "want exit 1 and one stderr line: rc=$RC out='$(out "s7.$1")' err: $(err "s7.$1")"
+    elif ! grep -q '^vmrestore: ' "$IO/s7.$1.err"; then
+        fail $n "message does not start with 'vmrestore: ': $(err "s7.$1")"
+    elif [ -n "$(out "s7.$1")" ]; then
+        fail $n "printed '$(out "s7.$1")' on stdout"
+    elif left_behind; then
+        fail $n "left behind: $LEFT; err: $(err "s7.$1")"
+        local i
+        for i in $(comm -13 <(echo "$SNAP_IDS") <(list_ids | sort)); do destroy "$i"; done
+    else
+        pass $n "$(err "s7.$1")"
+    fi
+}
+s7() {
+    local n=7_bad_images img=$T/s7.vmimg src boot rd last sz rid
+    get_spare || { fail $n "$WHY"; return; }
+    src=$GID boot=$GBOOT rd=$GRD
+    open_src "$rd/console.log"
+    run s7.save "$VMSAVE" -r "$REC" "$src" "$img"
+    close_src "$T/s7.src.log"
+    [ "$RC" = 0 ] || { fail $n "vmsave: rc=$RC: $(err s7.save)"; return; }
+    last=$(last_count "$T/s7.src.log" "$boot")
+    sz=$(stat -c %s "$img")
+    cp "$img" "$T/s7.corrupt"
+    python3 - "$T/s7.corrupt" $((sz / 2)) <<'EOF'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    o = int(sys.argv[2]); f.seek(o); b = f.read(1); f.seek(o); f.write(bytes([b[0] ^ 0x40]))
+EOF
+    head -c $((sz / 2)) "$img" >"$T/s7.trunc"
+    head -c $((sz - 4096)) "$img" >"$T/s7.trunctail"
+    bad_restore corrupt_middle "$T/s7.corrupt" "$KEY"
+    bad_restore truncated_half "$T/s7.trunc" "$KEY"
+    bad_restore truncated_tail "$T/s7.trunctail" "$KEY"
+    bad_restore wrong_key "$img" "$OTHER"
+    rm -f "$T/s7.corrupt" "$T/s7.trunc" "$T/s7.trunctail"
+
+    # the intact image still restores, and the guest goes on
+    n=7_good_image_after_failures
+    run s7.good "$VMRESTORE" -i "$KEY" "$img"
+    rid=$(out s7.good)
+    [[ "$RC" = 0 && $rid =~ ^[0-9]+$ ]] ||
+        { fail $n "vmrestore: rc=$RC out='$rid' err: $(err s7.good)"; return; }
+    track "$rid"
+    check_continuity "$rid" "$boot" "$last" "$T/s7.src.log" || { fail $n "$WHY"; return; }
+    set_spare "$rid" "$boot"
+    pass $n "$CONT_INFO"
+    rm -f "$img"
+}
+
+# 8. vmrestore -c: console attached, stdin not a tty; killing the tool
+# leaves the domain running.  KILLHOW: pid (SIGTERM to vmrestore) or group
+# (SIGHUP to its whole process group, like a terminal hang-up).
+s8_common() {
+    local n=$1 how=$2 img=$T/s8.vmimg src boot rd last rpid rid i rc a
+    get_spare || { fail $n "$WHY"; return; }
+    src=$GID boot=$GBOOT rd=$GRD
+    open_src "$rd/console.log"
+    run s8.save "$VMSAVE" -r "$REC" "$src" "$img"
+    close_src "$T/s8.src.log"
+    [ "$RC" = 0 ] || { fail $n "vmsave: rc=$RC: $(err s8.save)"; return; }
+    last=$(last_count "$T/s8.src.log" "$boot")
+    if [ "$how" = group ]; then
+        setsid "$VMRESTORE" -c -i "$KEY" "$img" </dev/null >"$IO/s8.out" 2>"$IO/s8.err" &
+    else
+        "$VMRESTORE" -c -i "$KEY" "$img" </dev/null >"$IO/s8.out" 2>"$IO/s8.err" &
+    fi
+    rpid=$!
+    for ((i = 0; i < 150; i++)); do
+        [ -n "$(last_count "$IO/s8.out" "$boot")" ] && break
+        alive "$rpid" || break
+        sleep 0.2
+    done
+    rid=$(grep -m1 -xE '[0-9]+' "$IO/s8.out")
+    [ -n "$rid" ] && track "$rid"
+    if ! alive "$rpid"; then
+        wait "$rpid"; rc=$?
+        fail $n "vmrestore -c exited (rc=$rc) on its own; out: $(log_tail "$IO/s8.out") err: $(err s8)"
+        return
+    fi
+    if [ -z "$(last_count "$IO/s8.out" "$boot")" ]; then
+        kill -9 "$rpid"; wait "$rpid"
+        fail $n "no count line of boot $boot on vmrestore -c's stdout in 30 s: $(log_tail "$IO/s8.out") err: $(err s8)"
+        return
+    fi
+    [ -n "$rid" ] || rid=$(list_ids | tail -n 1)
+    a=$(analyze 1 "$boot" "$IO/s8.out")
+    [ "${a%% *}" = OK ] || { kill -9 "$rpid"; fail $n "vmrestore -c output: $a"; return; }
+    if [ "$how" = group ]; then kill -HUP -- "-$rpid"; else kill -TERM "$rpid"; fi
+    for ((i = 0; i < 50; i++)); do alive "$rpid" || break; sleep 0.1; done
+    if alive "$rpid"; then
+        kill -9 "$rpid"; wait "$rpid"
+        fail $n "vmrestore -c still alive 5 s after SIG$([ "$how" = group ] && echo HUP || echo TERM)"
+        return
+    fi
+    wait "$rpid"
+    guest_alive "$rid" "$boot" || { fail $n "domain $rid after the kill: $WHY"; return; }
+    check_continuity "$rid" "$boot" "$last" "$T/s8.src.log" || { fail $n "$WHY"; return; }
+    set_spare "$rid" "$boot"
+    pass $n "ID $rid, $(n_counts "$IO/s8.out") count lines on the attached console, $CONT_INFO"
+    rm -f "$img"
+}
+# 9. cron style: --checkpoint --keep N with a strftime pattern, raw key file
+s9() {
+    local n=9_checkpoint_keep_rotation d=$T/keep src boot i made=() new now want
+    get_spare || { fail $n "$WHY"; return; }
+    src=$GID boot=$GBOOT
+    mkdir -p "$d"
+    "$VMIMAGE" keygen --symmetric -o "$T/raw.key" >/dev/null 2>"$IO/s9.keygen.err" ||
+        { fail $n "vmimage keygen --symmetric: $(err s9.keygen)"; return; }
+    echo keep >"$d/notes.txt"
+    echo keep >"$d/web-latest.vmimg"                # does not match the pattern
+    echo old >"$d/web-20000101T000000.vmimg"        # matches, the oldest
+    for i in 1 2 3; do
+        [ $i = 1 ] || sleep 1.1                     # the pattern has seconds
+        run "s9.save$i" "$VMSAVE" --checkpoint --keep 2 -k "$T/raw.key" "$src" \
+            "$d/web-%Y%m%dT%H%M%S.vmimg" ||
+            { fail $n "save $i: rc=$RC: $(err "s9.save$i")"; return; }
+        new=$(printf '%s\n' "$d"/web-* | sed 's|.*/||' | grep -E '^web-[0-9]{8}T[0-9]{6}\.vmimg$' | sort | tail -n 1)
+        made+=("$new")
+    done
+    now=$(ls "$d" | tr '\n' ' ')
+    want="notes.txt ${made[1]} ${made[2]} web-latest.vmimg "
+    [ "$now" = "$want" ] || { fail $n "after 3 saves with --keep 2: '$now', want '$want'"; return; }
+    [ "${made[0]}" != "${made[1]}" ] && [ "${made[1]}" != "${made[2]}" ] ||
+        { fail $n "the saves made ${made[*]}"; return; }
+    run s9.verify "$VMIMAGE" verify -q -k "$T/raw.key" "$d/${made[2]}" ||
+        { fail $n "verify -k: $(err s9.verify)"; return; }
+    guest_alive "$src" "$boot" || { fail $n "$WHY"; return; }
+    pass $n "kept ${made[1]} ${made[2]}, $(took)"
+    rm -rf "$d"
+}
+
+s8() { s8_common 8_restore_console_sigterm pid; }
+s8b() { s8_common 8b_restore_console_hangup group; }
+
+scenario 1 s1
+scenario 2 s2
+scenario 3 s3
+scenario 4 s4
+scenario 5 s5
+scenario 6 s6
+scenario 7 s7
+scenario 8 s8
+scenario 8b s8b
+scenario 9 s9
+
+# ---- nothing may survive ---------------------------------------------------
+[ -n "$SPARE_ID" ] && destroy "$SPARE_ID"
+SPARE_ID=""
+sleep 0.5
+left=$(my_procs)
+dirs=$(ls "$RUN")     # dot files (.last-id, .lock) are the registry's own state
+if [ -z "$left" ] && [ -z "$dirs" ]; then
+    pass 99_nothing_left "no QEMU, tool or guardian process; no domain dir in $RUN"
+else
+    fail 99_nothing_left "processes: $(describe_procs $left) runtime dirs: $(echo $dirs) $("$VMCTL" list 2>&1 | tr '\n' '|')"
+fi
+echo "e2e/qemu: $NPASS passed, $NFAIL failed, $NSKIP skipped in $((SECONDS - T_START)) s (accel=$ACCEL)"
+exit 0
