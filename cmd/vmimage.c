@@ -24,7 +24,7 @@ enum {
 enum {
     O_SYMMETRIC = 1000, O_PASSFILE, O_PASSFD, O_KDFOPS, O_KDFMEM, O_LABEL,
     O_NAME, O_CHUNK, O_JSON, O_ADDPASS, O_NEWPASSFILE, O_NEWPASSFD, O_ADDKEY,
-    O_RMPASS, O_RMID, O_RMSLOT,
+    O_RMPASS, O_RMID, O_RMSLOT, O_FROMXL, O_TOXL,
 };
 
 /* Long-only options are identified by their table index + 1000, so keep
@@ -52,6 +52,8 @@ static const struct cli_opt opts[] = {
     { "remove-identity", 0, "FILE", C_REKEY,
       "remove the slots that FILE's identities or keys open" },
     { "remove-slot", 0, "N", C_REKEY, "remove slot N (see info)" },
+    { "from-xl", 0, NULL, C_SEAL, "input is a plaintext `xl save` file" },
+    { "to-xl", 0, NULL, C_UNSEAL, "write a file that `xl restore` accepts" },
     { "recipient", 'r', "PUBKEY", C_SEAL | C_REKEY,
       "seal to (rekey: add) an X25519 recipient vmc1..." },
     { "recipients-file", 'R', "FILE", C_SEAL | C_REKEY,
@@ -93,6 +95,7 @@ struct args {
     int nrm_id;
     int rm_slot[32];
     int nrm_slot;
+    int from_xl, to_xl;
     int usage_error;
     char usage_msg[160];
 };
@@ -107,8 +110,8 @@ static const struct {
     { "verify", C_VERIFY, "verify [-i FILE|-k FILE|-P] [-q] [--json] IMAGE|-" },
     { "seal", C_SEAL,
       "seal (-r PUB|-R FILE|-k FILE|-P)... [-l N] [--label T] [--name N] "
-      "[-o OUT] [IN|-]" },
-    { "unseal", C_UNSEAL, "unseal [-i FILE|-k FILE|-P] [-o OUT] IMAGE|-" },
+      "[--from-xl] [-o OUT] [IN|-]" },
+    { "unseal", C_UNSEAL, "unseal [-i FILE|-k FILE|-P] [--to-xl] [-o OUT] IMAGE|-" },
     { "rekey", C_REKEY,
       "rekey [-i FILE|-k FILE|-P] [-r PUB|--add-passphrase|--add-key-file F|"
       "--remove-...]... [-o OUT] IMAGE" },
@@ -137,8 +140,8 @@ static void help(unsigned mask)
     synopsis(stdout, mask);
     printf("\noptions:\n");
     cli_print_options(stdout, opts, mask);
-    printf("\nExit status: 0 success, 1 failure, 2 usage error.  "
-           "See vmimage(1), vmckpt(5).\n");
+    printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure, "
+           "2 usage error.  See vmimage(1), vmckpt(5).\n", vmc_backends_built());
 }
 
 static void bad(struct args *a, const char *fmt, const char *x)
@@ -235,6 +238,8 @@ static void on_opt(int id, const char *arg, void *u)
         if (a->nrm_id < 16)
             a->rm_id[a->nrm_id++] = arg;
         break;
+    case O_FROMXL: a->from_xl = 1; break;
+    case O_TOXL: a->to_xl = 1; break;
     case O_RMSLOT:
         if (cli_parse_uint(arg, VMC_MAX_SLOTS - 1, &v) || a->nrm_slot >= 32)
             bad(a, "bad --remove-slot '%s'", arg);
@@ -608,6 +613,7 @@ static int cmd_info_verify(struct args *a, int argc, char **argv)
         json_object_set_new(j, "summary", summary_json(&sum));
     } else if (!verify) {
         print_summary(&sum);
+        printf("this build:  backends %s\n", vmc_backends_built());
     } else if (!cli_quiet) {
         printf("%s: OK (%llu records, %llu backend bytes, %llu chunks)\n", obj,
                (unsigned long long)sum.end.records + 1,
@@ -649,8 +655,8 @@ static int cmd_seal(struct args *a, int argc, char **argv)
     struct vmc_outfile *of = NULL;
     struct vmc_image_meta m;
     struct cli_progress pr;
-    uint8_t info[2048];
-    size_t ilen;
+    uint8_t info[2048], *xlcfg = NULL, *cfgrec = NULL;
+    size_t ilen, xlcfg_len = 0;
     uint64_t t0 = vmc_now_ns();
     int fd = -1, rc = 1, k;
 
@@ -673,11 +679,25 @@ static int cmd_seal(struct args *a, int argc, char **argv)
         free(copy);
     } else
         snprintf(m.name, sizeof(m.name), "stdin");
+    m.backend = VMC_BACKEND_NONE;
+    m.stream_format = VMC_SFMT_OPAQUE;
+    if (a->from_xl) {
+        if (vmc_xl_read_header(a->ctx, fd, strcmp(in, "-") ? in : "stdin", &xlcfg,
+                               &xlcfg_len) < 0 ||
+            vmc_libxl_json_meta(a->ctx, xlcfg, xlcfg_len, &m) < 0) {
+            cli_ctx_err(NULL, a->ctx);
+            goto out;
+        }
+        if (a->name)
+            snprintf(m.name, sizeof(m.name), "%s", a->name);
+        m.backend = VMC_BACKEND_XEN;
+        m.stream_format = VMC_SFMT_LIBXL;
+        snprintf(m.backend_version, sizeof(m.backend_version),
+                 "imported from xl save");
+    }
     gethostname(m.host, sizeof(m.host) - 1);
     snprintf(m.tool_version, sizeof(m.tool_version), "%s", VMC_TOOL_VERSION);
     m.time_unix = (int64_t)time(NULL);
-    m.backend = VMC_BACKEND_NONE;
-    m.stream_format = VMC_SFMT_OPAQUE;
     if (vmc_image_info_build(&m, info, sizeof(info), &ilen) < 0) {
         cli_err(in, "metadata too large");
         goto out;
@@ -691,8 +711,17 @@ static int cmd_seal(struct args *a, int argc, char **argv)
     wo.threads = (int)a->threads;
     wo.label = a->label;
     cli_progress_init(&pr, "sealing", input_size(fd));
+    if (xlcfg) {
+        if (!(cfgrec = malloc(xlcfg_len + 8)))
+            goto out;
+        vmc_put32(cfgrec, VMC_CFG_LIBXL_JSON);
+        vmc_put32(cfgrec + 4, 0);
+        memcpy(cfgrec + 8, xlcfg, xlcfg_len);
+    }
     if (vmc_writer_new(a->ctx, vmc_outfile_fd(of), a->seal, &wo, &w) < 0 ||
         vmc_writer_record(w, VMC_REC_IMAGE_INFO, info, ilen) < 0 ||
+        (cfgrec && vmc_writer_record(w, VMC_REC_DOMAIN_CONFIG, cfgrec,
+                                     xlcfg_len + 8) < 0) ||
         vmc_writer_copy_backend(w, fd, cli_progress_cb, &pr) < 0 ||
         vmc_writer_finish(w, vmc_now_ns() - t0, 0) < 0 ||
         vmc_outfile_commit(a->ctx, of) < 0) {
@@ -706,6 +735,8 @@ static int cmd_seal(struct args *a, int argc, char **argv)
 out:
     vmc_writer_free(w);
     vmc_outfile_free(of);
+    free(xlcfg);
+    free(cfgrec);
     if (fd > 0)
         close(fd);
     return rc;
@@ -743,7 +774,10 @@ static int cmd_unseal(struct args *a, int argc, char **argv)
     }
     h = NULL;
     cli_progress_init(&pr, "unsealing", 0);
-    if (vmc_reader_drain(r, vmc_outfile_fd(of), cli_progress_cb, &pr, NULL) < 0) {
+    if ((a->to_xl ? vmc_reader_drain_xl(r, vmc_outfile_fd(of), cli_progress_cb,
+                                        &pr, NULL)
+                  : vmc_reader_drain(r, vmc_outfile_fd(of), cli_progress_cb, &pr,
+                                     NULL)) < 0) {
         cli_progress_done(&pr);
         cli_err(obj, "%s%s", vmc_ctx_error(a->ctx),
                 strcmp(out, "-") ? "; nothing written" : "");

@@ -45,7 +45,8 @@ static const struct cli_opt opts[] = {
     { "timeout", 0, "S", 1, "handshake, idle link and reply timeout (default "
                             "60)" },
     { "json", 0, NULL, 1, "print a JSON summary" },
-    { "backend", 0, "NAME", 1, "hypervisor backend (default qemu)" },
+    { "backend", 0, "NAME", 1, "qemu or xen (default: xen on a Xen dom0, else "
+                              "qemu)" },
     { "remote-command", 0, "CMD", 1, "ssh:// destination: the receiver "
                                      "command (default vmmigrate --receive)" },
     { "level", 0, "N", 1, "zstd level 1..19 (default 1)" },
@@ -305,7 +306,8 @@ static int confirm_cb(void *arg, struct vmc_ctx *ctx, const uint8_t sid[16])
 
 static int sender(struct args *a, const char *dom, const char *dest)
 {
-    const struct vmc_backend *be = vmc_backend_get(a->backend);
+    const struct vmc_backend *be = a->backend ? vmc_backend_get(a->backend)
+                                              : vmc_backend_default();
     struct vmc_keys *id = vmc_keys_new(), *known = vmc_keys_new();
     struct vmc_session *s = NULL;
     struct vmc_outfile *of = NULL;
@@ -541,7 +543,7 @@ int main(int argc, char **argv)
     vmc_guard_dispatch(argc, argv);
     cli_prog = "vmmigrate";
     memset(&a, 0, sizeof(a));
-    a.backend = "qemu";
+    a.backend = NULL;
     a.timeout_s = 60;
     a.ctx = vmc_ctx_new();
     if (!a.ctx || vmc_init(a.ctx) < 0) {

@@ -28,7 +28,8 @@ static const struct cli_opt opts[] = {
     { "paused", 0, NULL, 1, "leave the domain paused after the save" },
     { "live", 0, NULL, 1, "pre-copy memory while the guest runs" },
     { "keep", 0, "N", 1, "keep the N newest images of FILE's strftime pattern" },
-    { "backend", 0, "NAME", 1, "hypervisor backend (default qemu)" },
+    { "backend", 0, "NAME", 1, "qemu or xen (default: xen on a Xen dom0, else "
+                              "qemu)" },
     { "checkpoint", 'c', NULL, 1, "leave the domain running after the save" },
     { "recipient", 'r', "PUBKEY", 1, "seal to an X25519 recipient vmc1..." },
     { "recipients-file", 'R', "FILE", 1, "seal to every recipient in FILE" },
@@ -231,7 +232,7 @@ int main(int argc, char **argv)
     cli_prog = "vmsave";
     memset(&a, 0, sizeof(a));
     a.pass_fd = -1;
-    a.backend = "qemu";
+    a.backend = NULL;               /* xen on a Xen dom0, else qemu */
     a.ctx = vmc_ctx_new();
     a.keys = vmc_keys_new();
     if (!a.ctx || !a.keys || vmc_init(a.ctx) < 0) {
@@ -247,7 +248,9 @@ int main(int argc, char **argv)
         return usage("too many arguments");
     dom = argv[n];
     pattern = argv[n + 1];
-    if (!(be = vmc_backend_get(a.backend))) {
+    if (!a.backend)
+        be = vmc_backend_default();
+    else if (!(be = vmc_backend_get(a.backend))) {
         char m[160];
         snprintf(m, sizeof(m), "unknown backend '%.40s' (built: %s)", a.backend,
                  vmc_backends_built());

@@ -73,6 +73,9 @@ struct vmc_backend {
 };
 
 extern const struct vmc_backend vmc_backend_qemu;
+#ifdef VMC_HAVE_XEN
+extern const struct vmc_backend vmc_backend_xen;
+#endif
 
 const struct vmc_backend *backend_by_id(uint16_t id);
 

@@ -51,6 +51,24 @@ const struct vmc_backend *backend_by_id(uint16_t id)
     return NULL;
 }
 
+/* xen on a Xen control domain (when built), else qemu. */
+const struct vmc_backend *vmc_backend_default(void)
+{
+#ifdef VMC_HAVE_XEN
+    FILE *f = fopen("/proc/xen/capabilities", "r");
+    char buf[64] = "";
+
+    if (f) {
+        if (!fgets(buf, sizeof(buf), f))
+            buf[0] = '\0';
+        fclose(f);
+        if (strstr(buf, "control_d"))
+            return &vmc_backend_xen;
+    }
+#endif
+    return &vmc_backend_qemu;
+}
+
 const char *vmc_backends_built(void)
 {
 #ifdef VMC_HAVE_XEN
@@ -522,6 +540,7 @@ int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
     pp[1] = -1;
     if ((rc = be->restore_wait(ctx, d)) < 0)
         goto out;
+    res->domid = be->domid(d);       /* some backends learn it only now */
     if (!o->paused && (rc = be->resume(ctx, d, NULL)) < 0)
         goto out;
 out:

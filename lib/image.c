@@ -25,8 +25,23 @@ static void count(struct vmc_summary *s, uint32_t type, uint64_t bytes)
     s->types[i].bytes += bytes;
 }
 
+static int drain(struct vmc_reader *r, int outfd, int to_xl,
+                 vmc_progress_fn cb, void *arg, struct vmc_summary *sum);
+
 int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
                      void *arg, struct vmc_summary *sum)
+{
+    return drain(r, outfd, 0, cb, arg, sum);
+}
+
+int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
+                        void *arg, struct vmc_summary *sum)
+{
+    return drain(r, outfd, 1, cb, arg, sum);
+}
+
+static int drain(struct vmc_reader *r, int outfd, int to_xl,
+                 vmc_progress_fn cb, void *arg, struct vmc_summary *sum)
 {
     struct vmc_summary local;
     struct vmc_ctx *ctx = NULL;
@@ -52,12 +67,35 @@ int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
             free(b);
             if (rc < 0)
                 goto out;
-        } else if (rec.type == VMC_REC_DOMAIN_CONFIG) {
-            uint8_t w[8];
-            if ((rc = (int)vmc_reader_read(r, w, 8)) < 0)
+            if (to_xl && (sum->meta.backend != VMC_BACKEND_XEN ||
+                          sum->meta.stream_format != VMC_SFMT_LIBXL)) {
+                rc = vmc_set_error(ctx, VMC_E_UNSUPPORTED, "not a Xen libxl "
+                                   "image: cannot write an xl save file");
                 goto out;
-            sum->config_format = vmc_get32(w);
-            sum->config_len = rec.length - 8;
+            }
+        } else if (rec.type == VMC_REC_DOMAIN_CONFIG) {
+            uint8_t *b;
+            size_t len;
+            if ((rc = vmc_reader_read_all(r, &b, &len)) < 0)
+                goto out;
+            sum->config_format = vmc_get32(b);
+            sum->config_len = len - 8;
+            if (to_xl) {
+                if (sum->config_format != VMC_CFG_LIBXL_JSON)
+                    rc = vmc_set_error(ctx, VMC_E_UNSUPPORTED, "DOMAIN_CONFIG "
+                                       "is not libxl JSON");
+                else
+                    rc = vmc_xl_write_header(ctx, outfd, b + 8, len - 8);
+                to_xl = 2;          /* header written */
+            }
+            free(b);
+            if (rc < 0)
+                goto out;
+        } else if (rec.type == VMC_REC_BACKEND_STREAM && to_xl == 1) {
+            rc = vmc_set_error(ctx, VMC_E_FORMAT, "BACKEND_STREAM @0x%llx "
+                               "before DOMAIN_CONFIG: cannot write an xl save "
+                               "file", (unsigned long long)rec.offset);
+            goto out;
         } else if (rec.type == VMC_REC_BACKEND_STREAM && outfd >= 0) {
             ssize_t n;
             while ((n = vmc_reader_read(r, buf, COPY_BUF)) > 0) {

@@ -293,6 +293,10 @@ struct vmc_summary {
  * only if the whole stream authenticated and every rule held. */
 int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
                      void *arg, struct vmc_summary *sum);
+/* Same, writing a legacy `xl save` file (header + config + libxl stream)
+ * that `xl restore` accepts; refuses images that are not Xen/libxl. */
+int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
+                        void *arg, struct vmc_summary *sum);
 /* Copies in to out until EOF (rekey copies chunks untouched). */
 int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what);
 
@@ -322,6 +326,18 @@ struct vmc_backend;
 /* "qemu" (always) or "xen" (when built with libxl); NULL if unknown. */
 const struct vmc_backend *vmc_backend_get(const char *name);
 const char *vmc_backends_built(void);       /* e.g. "qemu" */
+const struct vmc_backend *vmc_backend_default(void);
+
+/* Legacy plaintext `xl save` files (Xen's xl format, JSON config, libxl
+ * stream v2).  read: leaves fd at the start of the libxl stream; *cfg is
+ * the JSON config without its NUL (caller frees). */
+int vmc_xl_read_header(struct vmc_ctx *ctx, int fd, const char *what,
+                       uint8_t **cfg, size_t *cfg_len);
+int vmc_xl_write_header(struct vmc_ctx *ctx, int fd, const uint8_t *cfg,
+                        size_t cfg_len);
+/* IMAGE_INFO facts (name, uuid, memory, vcpus, type) of a libxl config. */
+int vmc_libxl_json_meta(struct vmc_ctx *ctx, const uint8_t *cfg, size_t len,
+                        struct vmc_image_meta *m);
 
 enum vmc_save_mode {
     VMC_SAVE_DESTROY = 0,     /* default: destroy after the image is durable */

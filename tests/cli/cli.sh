@@ -257,3 +257,32 @@ rc=$?
 set +o pipefail
 if [ $rc = 1 ] && one_line && grep -q 'Broken pipe' err; then pass $t
 else fail $t "rc=$rc $(cat err)"; fi
+
+# ---- legacy xl save files: seal --from-xl, unseal --to-xl ------------
+t=xl_roundtrip
+python3 - <<'PY'
+import struct, json
+cfg = json.dumps({"c_info": {"type": "pv", "name": "wl1",
+                             "uuid": "0b8f2a44-3c2b-4d0e-9a6c-8c3e2f1d9a77"},
+                  "b_info": {"max_vcpus": 1, "max_memkb": 131072}}).encode() + b"\0"
+magic = b"Xen saved domain, xl format\n \0 \r"
+hdr = magic + struct.pack("<IIII", 0x01020304, 3, 0, 4 + len(cfg)) + \
+      struct.pack("<I", len(cfg)) + cfg
+open("fake.xl", "wb").write(hdr + b"LibxlFmt" + bytes(range(256)) * 3000)
+open("old.xl", "wb").write(magic + struct.pack("<IIII", 0x01020304, 1, 0, 8) +
+                           struct.pack("<I", 4) + b"cfg\0" + b"x" * 100)
+PY
+if $V seal -q --from-xl -r "$REC" -o xl.vmimg fake.xl 2>err &&
+   $V info -i id.key xl.vmimg > out 2>>err && grep -q '^domain:      wl1 ' out &&
+   grep -q 'stream libxl-v2' out && grep -q 'guest:       128.0 MiB, 1 vCPUs, pv' out &&
+   $V unseal --to-xl -i id.key -o back.xl xl.vmimg 2>>err && cmp -s fake.xl back.xl
+then pass $t; else fail $t "$(cat err out)"; fi
+
+t=xl_refusals
+if run 1 $V seal -q --from-xl -r "$REC" -o old.vmimg old.xl && one_line &&
+   grep -q 'only JSON config + libxl stream v2' err && [ ! -e old.vmimg ] &&
+   run 1 $V seal -q --from-xl -r "$REC" -o d.vmimg data.bin && one_line &&
+   grep -q 'not an xl save file' err &&
+   run 1 $V unseal --to-xl -i id.key -o x.xl img.vmimg && one_line &&
+   grep -q 'not a Xen libxl image' err && [ ! -e x.xl ]
+then pass $t; else fail $t "rc=$rc $(cat err)"; fi

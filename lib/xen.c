@@ -1,0 +1,511 @@
+/*
+ * xen.c - the Xen backend, through libxl (built when the Xen headers are
+ * present: VMC_HAVE_XEN).
+ *
+ * Save:    libxl_domain_suspend (LIBXL_SUSPEND_LIVE for --live) writes the
+ *          libxl migration stream v2, unmodified, into the engine's pipe;
+ *          it runs in a thread because the call is synchronous.
+ *          --checkpoint resumes with libxl_domain_resume (what xl save -c
+ *          does); a failure resumes the domain the same way.
+ * Restore: libxl_domain_create_restore from the embedded libxl JSON
+ *          config, fed by the authenticated reader; the domain is created
+ *          paused and unpaused only after END verified.
+ * libxl's log goes into vmckpt's error context, never raw to stderr.
+ */
+#ifdef VMC_HAVE_XEN
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libxl.h>
+#include <libxl_utils.h>
+#include <xentoollog.h>
+
+#include "backend.h"
+
+/* A logger that keeps libxl's last error for our messages. */
+struct xlog {
+    xentoollog_logger vtable;
+    pthread_mutex_t mu;
+    char last[400];
+};
+
+static void xlog_vmessage(xentoollog_logger *lg, xentoollog_level level,
+                          int errnoval, const char *context, const char *fmt,
+                          va_list al)
+{
+    struct xlog *l = (struct xlog *)lg;
+    char msg[300];
+
+    if (level < XTL_WARN)
+        return;
+    vsnprintf(msg, sizeof(msg), fmt, al);
+    pthread_mutex_lock(&l->mu);
+    snprintf(l->last, sizeof(l->last), "%s%s%s%s%s", context ? context : "",
+             context ? ": " : "", msg, errnoval > 0 ? ": " : "",
+             errnoval > 0 ? strerror(errnoval) : "");
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void xlog_destroy(xentoollog_logger *lg)
+{
+    (void)lg;
+}
+
+struct vmc_dom {
+    libxl_ctx *lx;
+    struct xlog log;
+    uint32_t domid;
+    char name[256];
+    uint8_t uuid[16];
+    int lock_fd;
+    int live;
+    /* the libxl call running in a thread (save or restore) */
+    pthread_t th;
+    int th_running;
+    int th_rc;
+    int fd;                   /* save: write end; restore: read end */
+    libxl_domain_config cfg;  /* restore */
+    int cfg_init;
+    uint32_t new_domid;
+};
+
+static int xerr(struct vmc_ctx *ctx, struct vmc_dom *d, const char *what, int rc)
+{
+    char last[400];
+
+    pthread_mutex_lock(&d->log.mu);
+    snprintf(last, sizeof(last), "%s", d->log.last);
+    pthread_mutex_unlock(&d->log.mu);
+    return vmc_set_error(ctx, VMC_E_BACKEND, "libxl %s failed (%d)%s%s", what,
+                         rc, last[0] ? ": " : "", last);
+}
+
+static struct vmc_dom *dom_new(struct vmc_ctx *ctx)
+{
+    struct vmc_dom *d = calloc(1, sizeof(*d));
+
+    if (!d) {
+        vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    d->lock_fd = -1;
+    d->fd = -1;
+    d->log.vtable.vmessage = xlog_vmessage;
+    d->log.vtable.destroy = xlog_destroy;
+    pthread_mutex_init(&d->log.mu, NULL);
+    if (libxl_ctx_alloc(&d->lx, LIBXL_VERSION, 0,
+                        (xentoollog_logger *)&d->log) != 0) {
+        vmc_set_error(ctx, VMC_E_BACKEND, "libxl: cannot open a context (not "
+                      "a Xen dom0, or xenstored/privcmd missing?)");
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static void xen_close(struct vmc_dom *d)
+{
+    if (!d)
+        return;
+    if (d->th_running)
+        pthread_join(d->th, NULL);
+    if (d->cfg_init)
+        libxl_domain_config_dispose(&d->cfg);
+    libxl_ctx_free(d->lx);
+    if (d->lock_fd >= 0)
+        close(d->lock_fd);
+    pthread_mutex_destroy(&d->log.mu);
+    free(d);
+}
+
+static int fill_identity(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
+    libxl_dominfo info;
+    char *name;
+
+    libxl_dominfo_init(&info);
+    if (libxl_domain_info(d->lx, &info, d->domid) != 0) {
+        libxl_dominfo_dispose(&info);
+        return vmc_set_error(ctx, VMC_E_INVAL, "no such domain %u", d->domid);
+    }
+    memcpy(d->uuid, libxl_uuid_bytearray(&info.uuid), 16);
+    libxl_dominfo_dispose(&info);
+    name = libxl_domid_to_name(d->lx, d->domid);
+    snprintf(d->name, sizeof(d->name), "%s", name ? name : "");
+    free(name);
+    return 0;
+}
+
+static int xen_open(struct vmc_ctx *ctx, const char *spec, int lock,
+                    struct vmc_dom **out)
+{
+    struct vmc_dom *d;
+    char *end, p[600];
+    unsigned long id = strtoul(spec, &end, 10);
+    int rc;
+
+    *out = NULL;
+    if (!(d = dom_new(ctx)))
+        return vmc_ctx_errcode(ctx);
+    if (*spec && !*end) {
+        d->domid = (uint32_t)id;
+    } else if (libxl_name_to_domid(d->lx, spec, &d->domid) != 0) {
+        xen_close(d);
+        return vmc_set_error(ctx, VMC_E_INVAL, "no such domain (see xl list)");
+    }
+    if (d->domid == 0) {
+        xen_close(d);
+        return vmc_set_error(ctx, VMC_E_INVAL, "refusing to save dom0");
+    }
+    if ((rc = fill_identity(ctx, d)) < 0) {
+        xen_close(d);
+        return rc;
+    }
+    if (lock) {
+        const char *dir = vmc_qemu_rundir();
+        mkdir(dir, 0700);
+        snprintf(p, sizeof(p), "%s/xen-%u.lock", dir, d->domid);
+        d->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+            xen_close(d);
+            return vmc_set_error(ctx, VMC_E_EXISTS,
+                                 "another vmckpt operation holds the domain lock");
+        }
+    }
+    *out = d;
+    return 0;
+}
+
+static int xen_domid(const struct vmc_dom *d)
+{
+    return (int)(d->new_domid ? d->new_domid : d->domid);
+}
+
+static const char *xen_name(const struct vmc_dom *d)
+{
+    return d->name;
+}
+
+static int xen_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
+                        struct vmc_image_meta *m, uint32_t *fmt, uint8_t **cfg,
+                        size_t *cfg_len)
+{
+    libxl_domain_config c;
+    const libxl_version_info *v;
+    char *json;
+    int rc;
+
+    memset(m, 0, sizeof(*m));
+    *cfg = NULL;
+    *cfg_len = 0;
+    libxl_domain_config_init(&c);
+    if ((rc = libxl_retrieve_domain_configuration(d->lx, d->domid, &c, NULL))) {
+        libxl_domain_config_dispose(&c);
+        return xerr(ctx, d, "retrieve_domain_configuration", rc);
+    }
+    json = libxl_domain_config_to_json(d->lx, &c);
+    snprintf(m->name, sizeof(m->name), "%s", d->name);
+    memcpy(m->uuid, d->uuid, 16);
+    m->memory_kib = c.b_info.max_memkb;
+    m->vcpus = (uint32_t)c.b_info.max_vcpus;
+    snprintf(m->guest_type, sizeof(m->guest_type), "%s",
+             libxl_domain_type_to_string(c.c_info.type));
+    libxl_domain_config_dispose(&c);
+    if (!json)
+        return vmc_set_error(ctx, VMC_E_BACKEND, "libxl: config to JSON failed");
+    m->backend = VMC_BACKEND_XEN;
+    m->stream_format = VMC_SFMT_LIBXL;
+    if ((v = libxl_get_version_info(d->lx)))
+        snprintf(m->backend_version, sizeof(m->backend_version), "Xen %d.%d%s",
+                 v->xen_version_major, v->xen_version_minor,
+                 v->xen_version_extra ? v->xen_version_extra : "");
+    *fmt = VMC_CFG_LIBXL_JSON;
+    *cfg = (uint8_t *)json;
+    *cfg_len = strlen(json);
+    return 0;
+}
+
+static int64_t wall(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int xen_is_running(struct vmc_ctx *ctx, struct vmc_dom *d, int *running)
+{
+    libxl_dominfo info;
+    uint32_t id = d->new_domid ? d->new_domid : d->domid;
+
+    libxl_dominfo_init(&info);
+    if (libxl_domain_info(d->lx, &info, id) != 0) {
+        libxl_dominfo_dispose(&info);
+        *running = 0;
+        return vmc_set_error(ctx, VMC_E_BACKEND, "domain %u vanished", id);
+    }
+    *running = !info.paused && !info.shutdown && !info.dying;
+    libxl_dominfo_dispose(&info);
+    return 0;
+}
+
+/* A suspend is itself the pause: libxl asks the guest to suspend. */
+static int xen_pause(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
+{
+    (void)ctx;
+    (void)d;
+    if (w)
+        *w = wall();
+    return 0;
+}
+
+static int xen_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
+{
+    libxl_dominfo info;
+    uint32_t id = d->new_domid ? d->new_domid : d->domid;
+    int rc = 0;
+
+    libxl_dominfo_init(&info);
+    if (libxl_domain_info(d->lx, &info, id) != 0) {
+        libxl_dominfo_dispose(&info);
+        return vmc_set_error(ctx, VMC_E_BACKEND, "domain %u vanished", id);
+    }
+    if (info.shutdown && info.shutdown_reason == LIBXL_SHUTDOWN_REASON_SUSPEND)
+        rc = libxl_domain_resume(d->lx, id, 1, NULL);     /* like xl save -c */
+    else if (info.paused)
+        rc = libxl_domain_unpause(d->lx, id, NULL);
+    libxl_dominfo_dispose(&info);
+    if (w)
+        *w = wall();
+    return rc ? xerr(ctx, d, "resume", rc) : 0;
+}
+
+static void *suspend_thread(void *arg)
+{
+    struct vmc_dom *d = arg;
+
+    d->th_rc = libxl_domain_suspend(d->lx, d->domid, d->fd,
+                                    d->live ? LIBXL_SUSPEND_LIVE : 0, NULL);
+    close(d->fd);                 /* EOF for the engine */
+    d->fd = -1;
+    return NULL;
+}
+
+static int xen_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
+                          const struct vmc_save_tuning *t)
+{
+    d->live = t->live;
+    if ((d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
+        return vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
+    if (pthread_create(&d->th, NULL, suspend_thread, d) != 0) {
+        close(d->fd);
+        d->fd = -1;
+        return vmc_set_error(ctx, VMC_E_BACKEND, "cannot start a thread");
+    }
+    d->th_running = 1;
+    return 0;
+}
+
+static int xen_save_wait(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *stop)
+{
+    *stop = 0;
+    if (d->th_running) {
+        pthread_join(d->th, NULL);
+        d->th_running = 0;
+    }
+    if (d->th_rc)
+        return xerr(ctx, d, "domain_suspend", d->th_rc);
+    return 0;
+}
+
+static int xen_save_poll(struct vmc_ctx *ctx, struct vmc_dom *d,
+                         uint64_t *transferred, uint32_t *round)
+{
+    (void)ctx;
+    (void)d;
+    *transferred = 0;           /* libxl reports no rounds to its caller */
+    *round = 0;
+    return 0;
+}
+
+static void xen_save_cancel(struct vmc_dom *d)
+{
+    /* The engine has closed the pipe: the suspend fails with EPIPE. */
+    if (d->th_running) {
+        pthread_join(d->th, NULL);
+        d->th_running = 0;
+    }
+}
+
+static int xen_destroy(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
+    int rc = libxl_domain_destroy(d->lx, d->domid, NULL);
+
+    return rc ? xerr(ctx, d, "domain_destroy", rc) : 0;
+}
+
+/* ---- restore ---------------------------------------------------------- */
+
+static void *restore_thread(void *arg)
+{
+    struct vmc_dom *d = arg;
+    libxl_domain_restore_params p;
+
+    libxl_domain_restore_params_init(&p);
+    p.checkpointed_stream = 0;
+    p.stream_version = 2;
+    d->th_rc = libxl_domain_create_restore(d->lx, &d->cfg, &d->new_domid, d->fd,
+                                           -1, &p, NULL, NULL);
+    libxl_domain_restore_params_dispose(&p);
+    close(d->fd);
+    d->fd = -1;
+    return NULL;
+}
+
+static int xen_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                             uint32_t fmt, const uint8_t *cfg, size_t cfg_len,
+                             const char *new_name, int clone, int fd,
+                             struct vmc_dom **out)
+{
+    struct vmc_dom *d;
+    char *json;
+    uint32_t other;
+
+    *out = NULL;
+    if (fmt != VMC_CFG_LIBXL_JSON)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED,
+                             "DOMAIN_CONFIG format %u is not libxl JSON", fmt);
+    if (!(d = dom_new(ctx)))
+        return vmc_ctx_errcode(ctx);
+    if (!(json = strndup((const char *)cfg, cfg_len))) {
+        xen_close(d);
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    }
+    libxl_domain_config_init(&d->cfg);
+    d->cfg_init = 1;
+    if (libxl_domain_config_from_json(d->lx, &d->cfg, json) != 0) {
+        free(json);
+        xen_close(d);
+        return vmc_set_error(ctx, VMC_E_FORMAT, "DOMAIN_CONFIG: libxl cannot "
+                             "parse the domain configuration");
+    }
+    free(json);
+    if (clone || new_name) {
+        free(d->cfg.c_info.name);
+        if (new_name)
+            d->cfg.c_info.name = strdup(new_name);
+        else if (asprintf(&d->cfg.c_info.name, "%.200s-clone", m->name) < 0)
+            d->cfg.c_info.name = NULL;
+        libxl_uuid_generate(&d->cfg.c_info.uuid);
+    }
+    snprintf(d->name, sizeof(d->name), "%s",
+             d->cfg.c_info.name ? d->cfg.c_info.name : m->name);
+    if (libxl_name_to_domid(d->lx, d->name, &other) == 0) {
+        int rc = vmc_set_error(ctx, VMC_E_EXISTS, "domain %s (id %u) is "
+                               "running; use --name NEW or --clone", d->name,
+                               other);
+        xen_close(d);
+        return rc;
+    }
+    d->cfg.b_info.max_memkb = d->cfg.b_info.max_memkb;  /* as recorded */
+    if ((d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+        xen_close(d);
+        return vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
+    }
+    if (pthread_create(&d->th, NULL, restore_thread, d) != 0) {
+        close(d->fd);
+        xen_close(d);
+        return vmc_set_error(ctx, VMC_E_BACKEND, "cannot start a thread");
+    }
+    d->th_running = 1;
+    *out = d;
+    return 0;
+}
+
+static int xen_restore_wait(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
+    if (d->th_running) {
+        pthread_join(d->th, NULL);
+        d->th_running = 0;
+    }
+    if (d->th_rc)
+        return xerr(ctx, d, "domain_create_restore", d->th_rc);
+    d->domid = d->new_domid;
+    return 0;
+}
+
+static void xen_restore_abort(struct vmc_dom *d)
+{
+    if (!d)
+        return;
+    if (d->th_running) {
+        pthread_join(d->th, NULL);  /* the engine closed the stream */
+        d->th_running = 0;
+    }
+    /* libxl destroys a domain whose create_restore failed; one that was
+     * built but must not run (a later failure) is destroyed here. */
+    if (d->new_domid)
+        libxl_domain_destroy(d->lx, d->new_domid, NULL);
+}
+
+static int xen_console_open(struct vmc_ctx *ctx, struct vmc_dom *d, int *fd)
+{
+    char *path = NULL;
+    int rc = libxl_primary_console_get_tty(d->lx, xen_domid(d), &path);
+
+    *fd = -1;
+    if (rc || !path)
+        return xerr(ctx, d, "primary_console_get_tty", rc);
+    *fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (*fd < 0)
+        rc = vmc_set_error(ctx, VMC_E_BACKEND, "%s: %s", path, strerror(errno));
+    free(path);
+    return rc ? rc : 0;
+}
+
+static int xen_recover(struct vmc_ctx *ctx, int domid)
+{
+    struct vmc_dom *d;
+    char spec[16];
+    int rc;
+
+    snprintf(spec, sizeof(spec), "%d", domid);
+    if ((rc = xen_open(ctx, spec, 0, &d)) < 0)
+        return rc;
+    rc = xen_resume(ctx, d, NULL);
+    xen_close(d);
+    return rc;
+}
+
+const struct vmc_backend vmc_backend_xen = {
+    .name = "xen",
+    .id = VMC_BACKEND_XEN,
+    .open = xen_open,
+    .close = xen_close,
+    .domid = xen_domid,
+    .name_of = xen_name,
+    .describe = xen_describe,
+    .is_running = xen_is_running,
+    .pause = xen_pause,
+    .resume = xen_resume,
+    .save_start = xen_save_start,
+    .save_wait = xen_save_wait,
+    .save_poll = xen_save_poll,
+    .save_cancel = xen_save_cancel,
+    .destroy = xen_destroy,
+    .restore_start = xen_restore_start,
+    .restore_wait = xen_restore_wait,
+    .restore_abort = xen_restore_abort,
+    .console_open = xen_console_open,
+    .recover = xen_recover,
+};
+#endif /* VMC_HAVE_XEN */
