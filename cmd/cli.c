@@ -567,3 +567,45 @@ void print_rounds(FILE *out, const struct vmc_save_result *r)
     }
     fprintf(out, "%s\n", r->nrounds > 12 ? " ..." : "");
 }
+
+int cli_usage(const char *synopsis, const char *why)
+{
+    if (why)
+        cli_err(NULL, "%s", why);
+    fputs(synopsis, stderr);
+    return 2;
+}
+
+void cli_bad_set(struct cli_bad *b, const char *fmt, const char *x)
+{
+    if (!b->set)
+        snprintf(b->msg, sizeof(b->msg), fmt, x ? x : "");
+    b->set = 1;
+}
+
+int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                       const char *file, int fd, int ask, int confirm,
+                       const char *prompt)
+{
+    char *p = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (file)
+        rc = cli_pass_file(file, &p, &len);
+    else if (fd >= 0)
+        rc = cli_pass_fd(fd, &p, &len);
+    else if (ask)
+        rc = cli_pass_tty(prompt, confirm, &p, &len);
+    else
+        return 0;
+    if (rc < 0)
+        return -1;
+    rc = vmc_keys_add_passphrase(ctx, keys, p, len);
+    sodium_free(p);
+    if (rc < 0) {
+        cli_ctx_err(NULL, ctx);
+        return -1;
+    }
+    return 0;
+}

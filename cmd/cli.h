@@ -54,6 +54,20 @@ void cli_human(char *buf, size_t cap, double bytes);
 void cli_signals_unlink_and_exit(void);
 int cli_parse_uint(const char *s, unsigned long long max, unsigned long long *v);
 
+/* Usage error: the named problem, then the synopsis; returns 2. */
+int cli_usage(const char *synopsis, const char *why);
+/* The first usage problem met while parsing options. */
+struct cli_bad {
+    int set;
+    char msg[160];
+};
+void cli_bad_set(struct cli_bad *b, const char *fmt, const char *x);
+/* Adds the passphrase from file, fd or the terminal (ask) to keys; 0 if
+ * none was asked for; -1 after printing the problem. */
+int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                       const char *file, int fd, int ask, int confirm,
+                       const char *prompt);
+
 /* Pre-copy rounds of a save, as JSON and as a text line. */
 #include <jansson.h>
 json_t *rounds_json(const struct vmc_save_result *r);

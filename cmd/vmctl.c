@@ -16,10 +16,7 @@
 
 static int usage(const char *why)
 {
-    if (why)
-        cli_err(NULL, "%s", why);
-    fputs(SYNOPSIS, stderr);
-    return 2;
+    return cli_usage(SYNOPSIS, why);
 }
 
 static void help(void)

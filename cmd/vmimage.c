@@ -96,8 +96,7 @@ struct args {
     int rm_slot[32];
     int nrm_slot;
     int from_xl, to_xl;
-    int usage_error;
-    char usage_msg[160];
+    struct cli_bad bad;
 };
 
 static const struct {
@@ -146,14 +145,12 @@ static void help(unsigned mask)
 
 static void bad(struct args *a, const char *fmt, const char *x)
 {
-    if (!a->usage_error)
-        snprintf(a->usage_msg, sizeof(a->usage_msg), fmt, x ? x : "");
-    a->usage_error = 1;
+    cli_bad_set(&a->bad, fmt, x);
 }
 
 static int key_err(struct args *a, int rc)
 {
-    if (rc < 0 && !a->usage_error) {
+    if (rc < 0 && !a->bad.set) {
         cli_ctx_err(NULL, a->ctx);
         exit(1);
     }
@@ -274,27 +271,7 @@ static uint64_t input_size(int fd)
 static int get_pass(struct args *a, struct vmc_keys *keys, int confirm,
                     const char *file, int fd, int ask, const char *prompt)
 {
-    char *p = NULL;
-    size_t len = 0;
-    int rc;
-
-    if (file)
-        rc = cli_pass_file(file, &p, &len);
-    else if (fd >= 0)
-        rc = cli_pass_fd(fd, &p, &len);
-    else if (ask)
-        rc = cli_pass_tty(prompt, confirm, &p, &len);
-    else
-        return 0;
-    if (rc < 0)
-        return -1;
-    rc = vmc_keys_add_passphrase(a->ctx, keys, p, len);
-    sodium_free(p);
-    if (rc < 0) {
-        cli_ctx_err(NULL, a->ctx);
-        return -1;
-    }
-    return 0;
+    return cli_add_passphrase(a->ctx, keys, file, fd, ask, confirm, prompt);
 }
 
 /* Reads and unlocks the header of image `obj` on fd. */
@@ -920,8 +897,8 @@ int main(int argc, char **argv)
     }
     cli_signals_unlink_and_exit();
     n = cli_parse(argc - 1, argv + 1, opts, mask, on_opt, &a);
-    if (a.usage_error)
-        return usage(mask, a.usage_msg);
+    if (a.bad.set)
+        return usage(mask, a.bad.msg);
     argc -= n + 1;
     argv += n + 1;
     switch (mask) {

@@ -70,16 +70,12 @@ struct args {
     int receive, once, nolive, json, verbose, timeout_s, level;
     unsigned max_down;
     unsigned long long max_bw;
-    int usage_error;
-    char usage_msg[160];
+    struct cli_bad bad;
 };
 
 static int usage(const char *why)
 {
-    if (why)
-        cli_err(NULL, "%s", why);
-    fputs(SYNOPSIS, stderr);
-    return 2;
+    return cli_usage(SYNOPSIS, why);
 }
 
 static void help(void)
@@ -94,9 +90,7 @@ static void help(void)
 
 static void bad(struct args *a, const char *fmt, const char *x)
 {
-    if (!a->usage_error)
-        snprintf(a->usage_msg, sizeof(a->usage_msg), fmt, x ? x : "");
-    a->usage_error = 1;
+    cli_bad_set(&a->bad, fmt, x);
 }
 
 static void on_opt(int id, const char *arg, void *u)
@@ -551,8 +545,8 @@ int main(int argc, char **argv)
         return 1;
     }
     n = cli_parse(argc, argv, opts, 1, on_opt, &a);
-    if (a.usage_error)
-        return usage(a.usage_msg);
+    if (a.bad.set)
+        return usage(a.bad.msg);
     signal(SIGPIPE, SIG_IGN);
     if (a.listen || a.receive) {
         if (argc - n)

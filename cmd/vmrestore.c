@@ -43,16 +43,12 @@ struct args {
     struct vmc_restore_opts ro;
     int ask_pass, pass_fd, console, json, threads;
     const char *pass_file;
-    int usage_error;
-    char usage_msg[160];
+    struct cli_bad bad;
 };
 
 static int usage(const char *why)
 {
-    if (why)
-        cli_err(NULL, "%s", why);
-    fputs(SYNOPSIS, stderr);
-    return 2;
+    return cli_usage(SYNOPSIS, why);
 }
 
 static void help(void)
@@ -68,9 +64,7 @@ static void help(void)
 
 static void bad(struct args *a, const char *fmt, const char *x)
 {
-    if (!a->usage_error)
-        snprintf(a->usage_msg, sizeof(a->usage_msg), fmt, x ? x : "");
-    a->usage_error = 1;
+    cli_bad_set(&a->bad, fmt, x);
 }
 
 static void on_opt(int id, const char *arg, void *u)
@@ -116,34 +110,21 @@ static void on_opt(int id, const char *arg, void *u)
     }
 }
 
+/* The passphrase options, or a prompt when the image has a passphrase slot
+ * and nothing else was given. */
 static int get_pass(struct args *a, const struct vmc_header *h)
 {
     struct vmc_header_info hi;
-    char *p = NULL;
-    size_t len = 0;
-    int rc, has_pass = 0;
+    int has_pass = 0;
 
     vmc_header_get_info(h, &hi);
     for (int i = 0; i < hi.nslots; i++)
         has_pass |= hi.slots[i].type == VMC_SLOT_ARGON2ID;
-    if (a->pass_file)
-        rc = cli_pass_file(a->pass_file, &p, &len);
-    else if (a->pass_fd >= 0)
-        rc = cli_pass_fd(a->pass_fd, &p, &len);
-    else if (a->ask_pass || (has_pass && vmc_keys_count(a->keys) == 0 &&
-                             cli_have_tty()))
-        rc = cli_pass_tty("Passphrase: ", 0, &p, &len);
-    else
-        return 0;
-    if (rc < 0)
-        return -1;
-    rc = vmc_keys_add_passphrase(a->ctx, a->keys, p, len);
-    sodium_free(p);
-    if (rc < 0) {
-        cli_ctx_err(NULL, a->ctx);
-        return -1;
-    }
-    return 0;
+    return cli_add_passphrase(a->ctx, a->keys, a->pass_file, a->pass_fd,
+                              a->ask_pass || (has_pass &&
+                                              vmc_keys_count(a->keys) == 0 &&
+                                              cli_have_tty()),
+                              0, "Passphrase: ");
 }
 
 int main(int argc, char **argv)
@@ -168,8 +149,8 @@ int main(int argc, char **argv)
         return 1;
     }
     n = cli_parse(argc, argv, opts, 1, on_opt, &a);
-    if (a.usage_error)
-        return usage(a.usage_msg);
+    if (a.bad.set)
+        return usage(a.bad.msg);
     if (argc - n != 1)
         return usage(argc - n ? "too many arguments" : "missing FILE");
     if (a.ro.name && a.ro.clone)

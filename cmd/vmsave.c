@@ -53,16 +53,12 @@ struct args {
     int ask_pass, pass_fd, json, verbose, keep;
     const char *pass_file, *backend;
     unsigned kdf_ops, kdf_mem_kib;
-    int usage_error;
-    char usage_msg[160];
+    struct cli_bad bad;
 };
 
 static int usage(const char *why)
 {
-    if (why)
-        cli_err(NULL, "%s", why);
-    fputs(SYNOPSIS, stderr);
-    return 2;
+    return cli_usage(SYNOPSIS, why);
 }
 
 static void help(void)
@@ -79,9 +75,7 @@ static void help(void)
 
 static void bad(struct args *a, const char *fmt, const char *x)
 {
-    if (!a->usage_error)
-        snprintf(a->usage_msg, sizeof(a->usage_msg), fmt, x ? x : "");
-    a->usage_error = 1;
+    cli_bad_set(&a->bad, fmt, x);
 }
 
 static void key_rc(struct args *a, int rc)
@@ -154,31 +148,6 @@ static void on_opt(int id, const char *arg, void *u)
     }
 }
 
-static int get_pass(struct args *a)
-{
-    char *p = NULL;
-    size_t len = 0;
-    int rc;
-
-    if (a->pass_file)
-        rc = cli_pass_file(a->pass_file, &p, &len);
-    else if (a->pass_fd >= 0)
-        rc = cli_pass_fd(a->pass_fd, &p, &len);
-    else if (a->ask_pass)
-        rc = cli_pass_tty("Passphrase for the image: ", 1, &p, &len);
-    else
-        return 0;
-    if (rc < 0)
-        return -1;
-    rc = vmc_keys_add_passphrase(a->ctx, a->keys, p, len);
-    sodium_free(p);
-    if (rc < 0) {
-        cli_ctx_err(NULL, a->ctx);
-        return -1;
-    }
-    return 0;
-}
-
 static void summary(const struct args *a, const char *file,
                     const struct vmc_save_result *r)
 {
@@ -240,8 +209,8 @@ int main(int argc, char **argv)
         return 1;
     }
     n = cli_parse(argc, argv, opts, 1, on_opt, &a);
-    if (a.usage_error)
-        return usage(a.usage_msg);
+    if (a.bad.set)
+        return usage(a.bad.msg);
     if (argc - n < 2)
         return usage(argc - n == 0 ? "missing DOMAIN and FILE" : "missing FILE");
     if (argc - n > 2)
@@ -256,7 +225,8 @@ int main(int argc, char **argv)
                  vmc_backends_built());
         return usage(m);
     }
-    if (get_pass(&a) < 0)
+    if (cli_add_passphrase(a.ctx, a.keys, a.pass_file, a.pass_fd, a.ask_pass, 1,
+                           "Passphrase for the image: ") < 0)
         return 1;
     vmc_keys_set_kdf(a.keys, a.kdf_ops, a.kdf_mem_kib);
     if (!vmc_keys_can_seal(a.keys))
