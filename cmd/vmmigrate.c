@@ -12,6 +12,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,10 +41,11 @@ static const struct cli_opt opts[] = {
     { "authorized-senders", 0, "FILE", 1, "receiver: accepted sender keys "
                                           "(default /etc/vmckpt/authorized_senders)" },
     { "no-live", 0, NULL, 1, "stop the guest first (no pre-copy)" },
-    { "max-downtime", 0, "MS", 1, "live: pause the hypervisor aims for" },
-    { "max-bandwidth", 0, "MIB", 1, "live: MiB/s limit (default none)" },
-    { "timeout", 0, "S", 1, "handshake, idle link and reply timeout (default "
-                            "60)" },
+    { "max-downtime", 0, "MS", 1, "live: pause the hypervisor aims for "
+                                  "(default 300)" },
+    { "max-bandwidth", 0, "MIB", 1, "MiB/s limit (default none)" },
+    { "timeout", 0, "S", 1, "handshake, idle link, TCP send and reply timeout "
+                            "(default 60)" },
     { "json", 0, NULL, 1, "print a JSON summary" },
     { "backend", 0, "NAME", 1, "qemu or xen (default: xen on a Xen dom0, else "
                               "qemu)" },
@@ -84,8 +86,9 @@ static void help(void)
            "\noptions:\n", VMC_TOOL_VERSION);
     cli_print_options(stdout, opts, 1);
     printf("\nThe source is destroyed only after the receiver confirms that "
-           "the new domain\nruns; on any failure it keeps running.  Exit "
-           "status: 0 success, 1 failure,\n2 usage.  See vmmigrate(1).\n");
+           "the new domain\nruns; on any failure it keeps running.  Backends "
+           "in this build: %s.\nExit status: 0 success, 1 failure, 2 usage.  "
+           "See vmmigrate(1).\n", vmc_backends_built());
 }
 
 static void bad(struct args *a, const char *fmt, const char *x)
@@ -366,9 +369,21 @@ static int sender(struct args *a, const char *dom, const char *dest)
     rc = vmc_save(a->ctx, be, dom, of, &so, &res);
     cli_progress_done(&pr);
     if (rc < 0) {
-        cli_err(dom, "%s: %s; %s", dest, vmc_ctx_error(a->ctx),
+        char why[600];
+        int status, rdom;
+        snprintf(why, sizeof(why), "%s", vmc_ctx_error(a->ctx));
+        /* A receiver that failed says why before it hangs up. */
+        if (vmc_ctx_errcode(a->ctx) == VMC_E_IO && c.msg[0] == '\0') {
+            vmc_ctx_clear(a->ctx);
+            if (vmc_reply_recv(a->ctx, rfd, s, res.stream_id, 2000, &status,
+                               &rdom, c.msg, sizeof(c.msg)) == 0 && status)
+                snprintf(why, sizeof(why), "the receiver failed: %s", c.msg);
+        }
+        cli_err(dom, "%s: %s; %s", dest, why,
                 res.resumed_after_error ? "the source keeps running"
                 : res.domid < 0 ? "domain untouched"
+                : res.state_unknown ? "the source's state could not be read: "
+                                      "check it"
                 : res.was_running ? "the source is NOT running: check it"
                                   : "the source is left as it was");
         rc = 1;
@@ -389,7 +404,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
         json_dumpf(j, stdout, JSON_COMPACT);
         printf("\n");
         json_decref(j);
-    } else if (!cli_quiet && (a->verbose || isatty(1))) {
+    } else if (!cli_quiet) {            /* the metrics, on every run */
         char b[32];
         cli_human(b, sizeof(b), (double)res.stream_bytes);
         printf("%s: migrated to %s as domain %d\n", res.name, dest, c.domid);
@@ -440,6 +455,14 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
         goto out;
     }
     vmc_session_peer(s, peer);
+    {
+        struct pollfd pf = { rfd, POLLIN, 0 };
+        if (poll(&pf, 1, a->timeout_s * 1000) <= 0) {
+            vmc_set_error(a->ctx, VMC_E_IO, "no stream header within %d s",
+                          a->timeout_s);
+            goto fail;
+        }
+    }
     if (vmc_header_read(a->ctx, rfd, &h) < 0 ||
         vmc_header_unlock_session(a->ctx, h, s) < 0)
         goto fail;

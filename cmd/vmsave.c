@@ -254,6 +254,8 @@ int main(int argc, char **argv)
     if (rc < 0) {
         const char *done = res.domid < 0 ? "nothing written" :
                            res.resumed_after_error ? "domain resumed, nothing written" :
+                           res.state_unknown ? "nothing written (the domain's "
+                                               "state could not be read: check it)" :
                            res.was_running ? "nothing written (domain NOT running: "
                                              "check it)" :
                            "domain left as it was, nothing written";

@@ -324,6 +324,7 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
         goto out;
     if ((rc = vmc_writer_new(ctx, vmc_outfile_fd(of), o->keys, &o->wopts,
                              &w)) < 0 ||
+        (vmc_writer_stream_id(w, res->stream_id), 0) ||
         (rc = vmc_writer_record(w, VMC_REC_IMAGE_INFO, info, ilen)) < 0 ||
         (rc = vmc_writer_record(w, VMC_REC_DOMAIN_CONFIG, cfgrec,
                                 cfg_len + 8)) < 0)
@@ -400,7 +401,9 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
         guard_done(&g);              /* the image is durable: let it go */
         if ((rc = be->destroy(ctx, d)) < 0) {
             vmc_ctx_clear(ctx);
-            rc = vmc_set_error(ctx, VMC_E_BACKEND,
+            rc = vmc_set_error(ctx, VMC_E_BACKEND, o->mode == VMC_SAVE_MIGRATE ?
+                               "migrated, but destroying the source failed: it "
+                               "is left paused" :
                                "image complete, but destroying the domain "
                                "failed: it is left paused");
         }
@@ -423,10 +426,17 @@ out:
         if (res->was_running) {
             struct vmc_ctx tmp = { 0 };
             int running = 0;
-            if (be->is_running(&tmp, d, &running) == 0 && !running)
-                be->resume(&tmp, d, NULL);
-            if (be->is_running(&tmp, d, &running) == 0 && running)
-                res->resumed_after_error = 1;
+            for (int i = 0; i < 3 && !res->resumed_after_error; i++) {
+                vmc_ctx_clear(&tmp);
+                if (be->is_running(&tmp, d, &running) == 0 && !running)
+                    be->resume(&tmp, d, NULL);
+                if (be->is_running(&tmp, d, &running) == 0)
+                    res->resumed_after_error = running;
+                else
+                    res->state_unknown = 1;
+            }
+            if (res->resumed_after_error)
+                res->state_unknown = 0;
         }
     }
     guard_done(&g);

@@ -374,6 +374,8 @@ struct vmc_save_result {
     uint64_t backend_bytes;   /* hypervisor stream bytes */
     int was_running;
     int resumed_after_error;  /* failure path: the domain was resumed */
+    int state_unknown;        /* failure path: its state could not be read */
+    uint8_t stream_id[16];    /* of the stream written (REPLY on failure) */
     int nrounds;              /* live: pre-copy rounds seen (last = stop) */
     struct vmc_round {
         uint64_t bytes;       /* hypervisor stream bytes in this round */
