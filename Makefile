@@ -107,6 +107,7 @@ check-fast: test-bins
 bench: deps
 	$(MAKE) all $(B)/tests/gendata
 	tests/bench/bench.sh
+	tests/bench/bench_qemu.py
 
 $(B)/tests/gendata: tests/bench/gendata.c
 	@mkdir -p $(dir $@)

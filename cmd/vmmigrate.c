@@ -29,6 +29,7 @@
 enum {
     O_LISTEN = 1000, O_RECEIVE, O_ONCE, O_KNOWN, O_RKEY, O_AUTH, O_NOLIVE,
     O_MAXDOWN, O_MAXBW, O_TIMEOUT, O_JSON, O_BACKEND, O_REMOTE, O_LEVEL,
+    O_LIVETMO,
 };
 
 static const struct cli_opt opts[] = {
@@ -52,6 +53,8 @@ static const struct cli_opt opts[] = {
     { "remote-command", 0, "CMD", 1, "ssh:// destination: the receiver "
                                      "command (default vmmigrate --receive)" },
     { "level", 0, "N", 1, "zstd level 1..19 (default 1)" },
+    { "live-timeout", 0, "S", 1, "pause the guest after S s of pre-copy "
+                                  "(default 30)" },
     { "identity", 'i', "FILE", 1, "this host's identity (default "
                                   "/etc/vmckpt/host.key)" },
     { "quiet", 'q', NULL, 1, "no progress, no summary" },
@@ -70,7 +73,7 @@ struct args {
     struct vmc_ctx *ctx;
     const char *listen, *identity, *known, *rkey, *auth, *backend, *remote;
     int receive, once, nolive, json, verbose, timeout_s, level;
-    unsigned max_down;
+    unsigned max_down, live_tmo;
     unsigned long long max_bw;
     struct cli_bad bad;
 };
@@ -133,6 +136,11 @@ static void on_opt(int id, const char *arg, void *u)
         if (cli_parse_uint(arg, 86400, &v) || v < 1)
             bad(a, "bad --timeout '%s' (seconds)", arg);
         a->timeout_s = (int)v;
+        break;
+    case O_LIVETMO:
+        if (cli_parse_uint(arg, 86400, &v) || v < 1)
+            bad(a, "bad --live-timeout '%s' (seconds)", arg);
+        a->live_tmo = (unsigned)v;
         break;
     case O_LEVEL:
         if (cli_parse_uint(arg, 19, &v) || v < 1)
@@ -356,6 +364,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
     so.live = !a->nolive;
     so.max_downtime_ms = a->max_down;
     so.max_bandwidth = a->max_bw;
+    so.live_timeout_s = a->live_tmo;
     so.wopts.session = s;
     so.wopts.level = a->level;
     so.confirm = confirm_cb;
@@ -401,6 +410,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
                               "bytes_transferred", (json_int_t)res.stream_bytes,
                               "backend_bytes", (json_int_t)res.backend_bytes);
         json_object_set_new(j, "rounds", rounds_json(&res));
+        json_object_set_new(j, "forced_stop", json_boolean(res.forced_stop));
         json_dumpf(j, stdout, JSON_COMPACT);
         printf("\n");
         json_decref(j);

@@ -136,7 +136,6 @@ int main(int argc, char **argv)
     struct cli_progress pr;
     const char *path, *obj;
     int n, fd, rc = 1;
-    struct stat st;
 
     vmc_guard_dispatch(argc, argv);
     cli_prog = "vmrestore";
@@ -179,8 +178,7 @@ int main(int argc, char **argv)
         goto out;
     }
     h = NULL;
-    cli_progress_init(&pr, "restoring", fstat(fd, &st) == 0 &&
-                      S_ISREG(st.st_mode) ? 0 : 0);
+    cli_progress_init(&pr, "restoring", 0);   /* stream size is unknown */
     a.ro.progress = cli_progress_cb_int;
     a.ro.progress_arg = &pr;
     if (vmc_restore(a.ctx, r, &a.ro, &res) < 0) {

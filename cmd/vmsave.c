@@ -13,7 +13,7 @@
 
 enum {
     O_PASSFILE = 1000, O_PASSFD, O_KDFOPS, O_KDFMEM, O_LABEL, O_CHUNK, O_JSON,
-    O_PAUSED, O_LIVE, O_KEEP, O_BACKEND,
+    O_PAUSED, O_LIVE, O_KEEP, O_BACKEND, O_LIVETMO,
 };
 
 /* Long-only options: id = 1000 + table index (keep the enum in step). */
@@ -30,6 +30,8 @@ static const struct cli_opt opts[] = {
     { "keep", 0, "N", 1, "keep the N newest images of FILE's strftime pattern" },
     { "backend", 0, "NAME", 1, "qemu or xen (default: xen on a Xen dom0, else "
                               "qemu)" },
+    { "live-timeout", 0, "S", 1, "live: pause the guest after S s of pre-copy "
+                                  "(default 30)" },
     { "checkpoint", 'c', NULL, 1, "leave the domain running after the save" },
     { "recipient", 'r', "PUBKEY", 1, "seal to an X25519 recipient vmc1..." },
     { "recipients-file", 'R', "FILE", 1, "seal to every recipient in FILE" },
@@ -145,6 +147,11 @@ static void on_opt(int id, const char *arg, void *u)
         a->keep = (int)v;
         break;
     case O_BACKEND: a->backend = arg; break;
+    case O_LIVETMO:
+        if (cli_parse_uint(arg, 86400, &v) || v < 1)
+            bad(a, "bad --live-timeout '%s' (seconds)", arg);
+        a->so.live_timeout_s = (uint32_t)v;
+        break;
     }
 }
 
@@ -166,6 +173,7 @@ static void summary(const struct args *a, const char *file,
                               "bytes_written", (json_int_t)r->stream_bytes,
                               "backend_bytes", (json_int_t)r->backend_bytes);
         json_object_set_new(j, "rounds", rounds_json(r));
+        json_object_set_new(j, "forced_stop", json_boolean(r->forced_stop));
         json_dumpf(j, out, JSON_COMPACT);
         fprintf(out, "\n");
         json_decref(j);

@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,59 +218,106 @@ static void guard_done(struct guard *g)
 
 /* ---- save ---------------------------------------------------------- */
 
-/* Progress of a save: the caller's callback, plus (live) pre-copy rounds
- * sampled from the backend every 100 ms and recorded as PRECOPY_ROUND. */
+/* Progress of a live save: a monitor thread samples the backend every
+ * 100 ms for pre-copy rounds and ends a pre-copy that does not converge.
+ * It must not be the thread that drains the hypervisor's pipe: QEMU holds
+ * its big lock while it writes the last pages, so a monitor query can wait
+ * for the pipe to drain (a deadlock if the drainer is the one waiting).
+ * Rounds are written as PRECOPY_ROUND records after the stream. */
 struct saveprog {
     const struct vmc_backend *be;
     struct vmc_dom *d;
-    struct vmc_writer *w;
     const struct vmc_save_opts *o;
     struct vmc_save_result *res;
-    uint64_t last_poll, round_start_ns, round_start_bytes, transferred;
+    uint64_t round_start_ns, round_start_bytes, start_ns;
     uint32_t round;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
 };
 
 static void round_close(struct saveprog *p, uint64_t now, uint64_t bytes)
 {
     struct vmc_save_result *r = p->res;
-    uint8_t rec[24];
 
-    if (r->nrounds >= 64)
+    if (r->nrounds >= 64 || bytes < p->round_start_bytes)
         return;
     r->rounds[r->nrounds].bytes = bytes - p->round_start_bytes;
     r->rounds[r->nrounds].duration_ns = now - p->round_start_ns;
-    vmc_put32(rec, (uint32_t)r->nrounds + 1);
-    vmc_put32(rec + 4, 0);
-    vmc_put64(rec + 8, r->rounds[r->nrounds].bytes);
-    vmc_put64(rec + 16, r->rounds[r->nrounds].duration_ns);
-    if (p->w)
-        vmc_writer_record(p->w, VMC_REC_PRECOPY_ROUND, rec, sizeof(rec));
     r->nrounds++;
     p->round_start_ns = now;
     p->round_start_bytes = bytes;
 }
 
-static int save_progress(void *arg, uint64_t bytes)
+static void monitor_sample(struct saveprog *p)
 {
-    struct saveprog *p = arg;
-    uint64_t now = vmc_now_ns();
+    struct vmc_ctx tmp = { 0 };
+    uint64_t now = vmc_now_ns(), tr;
+    uint32_t round;
 
-    if (p->o->live && now - p->last_poll > 100000000u) {
-        struct vmc_ctx tmp = { 0 };
-        uint64_t tr;
-        uint32_t round;
-        p->last_poll = now;
-        if (p->be->save_poll(&tmp, p->d, &tr, &round) == 0) {
-            if (!p->round && round)
-                p->round = round;
-            while (round > p->round) {     /* a round ended */
-                round_close(p, now, tr);
-                p->round++;
-            }
-            p->transferred = tr;
+    if (p->be->save_poll(&tmp, p->d, &tr, &round) == 0) {
+        if (!p->round && round)
+            p->round = round;
+        while (round > p->round) {          /* a round ended */
+            round_close(p, now, tr);
+            p->round++;
         }
     }
-    return p->o->progress ? p->o->progress(p->o->progress_arg, bytes) : 0;
+    /* Pre-copy that does not converge (a guest dirtying memory faster than
+     * it can be sent) ends the way virsh migrate --timeout does: pause the
+     * guest, and the hypervisor sends the rest. */
+    if (p->res->was_running && !p->res->forced_stop &&
+        now - p->start_ns > (uint64_t)(p->o->live_timeout_s ? p->o->live_timeout_s
+                                                            : 30) * 1000000000u) {
+        vmc_ctx_clear(&tmp);
+        if (p->be->pause(&tmp, p->d, NULL) == 0)
+            p->res->forced_stop = 1;
+    }
+}
+
+static void *monitor_thread(void *arg)
+{
+    struct saveprog *p = arg;
+
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+        if (p->stop)
+            break;
+        pthread_mutex_unlock(&p->mu);
+        monitor_sample(p);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* After the stream: the last round, then the records. */
+static int rounds_finish(struct saveprog *p, struct vmc_writer *w)
+{
+    struct vmc_ctx tmp = { 0 };
+    uint64_t tr;
+    uint32_t round;
+    int rc = 0;
+
+    if (p->be->save_poll(&tmp, p->d, &tr, &round) == 0)
+        round_close(p, vmc_now_ns(), tr);   /* stop and copy */
+    for (int i = 0; i < p->res->nrounds && rc == 0; i++) {
+        uint8_t rec[24];
+        vmc_put32(rec, (uint32_t)i + 1);
+        vmc_put32(rec + 4, 0);
+        vmc_put64(rec + 8, p->res->rounds[i].bytes);
+        vmc_put64(rec + 16, p->res->rounds[i].duration_ns);
+        rc = vmc_writer_record(w, VMC_REC_PRECOPY_ROUND, rec, sizeof(rec));
+    }
+    return rc;
 }
 
 int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec,
@@ -348,18 +396,25 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
     close(pp[1]);
     pp[1] = -1;
     {
-        struct saveprog sp = { be, d, w, o, res, 0, vmc_now_ns(), 0, 0, 0 };
-        rc = vmc_writer_copy_backend(w, pp[0], save_progress, &sp);
-        if (rc == 0 && o->live) {      /* the last round: stop and copy */
-            uint64_t tr = 0;
-            uint32_t round;
-            struct vmc_ctx tmp = { 0 };
-            if (be->save_poll(&tmp, d, &tr, &round) == 0 && tr >= sp.round_start_bytes)
-                round_close(&sp, vmc_now_ns(), tr);
+        struct saveprog sp = { be, d, o, res, vmc_now_ns(), 0, vmc_now_ns(), 0,
+                               PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                               0 };
+        pthread_t mon;
+        int have_mon = o->live &&
+                       pthread_create(&mon, NULL, monitor_thread, &sp) == 0;
+        rc = vmc_writer_copy_backend(w, pp[0], o->progress, o->progress_arg);
+        close(pp[0]);               /* before the join: a failed copy must */
+        pp[0] = -1;                 /* not leave QEMU blocked on the pipe */
+        if (have_mon) {
+            pthread_mutex_lock(&sp.mu);
+            sp.stop = 1;
+            pthread_cond_signal(&sp.cv);
+            pthread_mutex_unlock(&sp.mu);
+            pthread_join(mon, NULL);
         }
+        if (rc == 0 && o->live)
+            rc = rounds_finish(&sp, w);
     }
-    close(pp[0]);
-    pp[0] = -1;
     if (rc < 0)
         goto out;
     {

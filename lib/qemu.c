@@ -475,6 +475,11 @@ static int qemu_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
                                                      : t->live ? 300 : 2000));
     if ((rc = qmp_exec(d->q, "migrate-set-parameters", args, NULL)) < 0)
         return rc;
+    /* Live: throttle a guest that dirties memory faster than it is sent. */
+    qmp_exec(d->q, "migrate-set-capabilities",
+             json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
+                       "auto-converge", "state", t->live), NULL);
+    vmc_ctx_clear(ctx);
     qmp_exec(d->q, "closefd", json_pack("{s:s}", "fdname", "vmckpt-save"), NULL);
     vmc_ctx_clear(ctx);
     if ((rc = qmp_exec_fd(d->q, "getfd", json_pack("{s:s}", "fdname",

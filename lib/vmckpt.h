@@ -355,6 +355,8 @@ struct vmc_save_opts {
     int live;                 /* pre-copy while running */
     uint32_t max_downtime_ms; /* live: the pause the hypervisor aims for */
     uint64_t max_bandwidth;   /* bytes/s, 0 = unlimited */
+    uint32_t live_timeout_s;  /* live: pause the guest after this long in
+                                 pre-copy so the save ends (0 = 30 s) */
     const struct vmc_keys *keys;
     struct vmc_writer_opts wopts;
     vmc_progress_fn progress; /* backend bytes so far */
@@ -375,6 +377,7 @@ struct vmc_save_result {
     int was_running;
     int resumed_after_error;  /* failure path: the domain was resumed */
     int state_unknown;        /* failure path: its state could not be read */
+    int forced_stop;          /* live: pre-copy did not converge in time */
     uint8_t stream_id[16];    /* of the stream written (REPLY on failure) */
     int nrounds;              /* live: pre-copy rounds seen (last = stop) */
     struct vmc_round {
