@@ -101,6 +101,13 @@ check: deps
 	$(MAKE) test-bins
 	tests/run.sh
 
+# Real Xen 4.17 under QEMU TCG (also part of `make check`): builds the lab
+# (debootstrap, cached) and runs tests/xen/vmckpt.sh in its dom0.
+check-xen: deps
+	$(MAKE) all
+	XEN_SCRIPTS="vmckpt.sh smoke.sh" tests/e2e/xen.sh | tee /dev/stderr | \
+	    awk '/^PASS/{p++} /^FAIL/{f++} /^SKIP/{s++} END {printf "%d passed, %d failed, %d skipped\n", p, f, s; exit f > 0}'
+
 check-fast: test-bins
 	VMC_FAST=1 tests/run.sh
 
@@ -133,4 +140,4 @@ install: all
 clean:
 	rm -rf $(B)
 
-.PHONY: all check check-fast test-bins bench demo deps install clean fuzz
+.PHONY: all check check-xen check-fast test-bins bench demo deps install clean fuzz

@@ -7,9 +7,10 @@
  *   wl.dirty=PCT          percent of pages rewritten per second (default 10)
  *   wl.marker=STRING      marker written into every Nth page (default none)
  *   wl.marker_every=N     N for wl.marker (default 16)
+ *   wl.profile=mixed|random  page contents (default mixed: see gen_page)
  *
  * Every 4 KiB page = header {magic, index, generation, boot id} followed by
- * xorshift64 output seeded from (boot id, index, generation), with the marker
+ * contents derived from (boot id, index, generation) (see gen_page), with the marker
  * (if any) at byte 32 of every Nth page.  Generations are kept in a separate
  * array, so every page can be re-derived and compared.
  *
@@ -83,14 +84,48 @@ static uint64_t splitmix(uint64_t x)
 	return x ^ (x >> 31);
 }
 
-/* Write the expected contents of page idx at generation gen into dst. */
+static int profile_random;      /* wl.profile=random: every page random */
+
+static const char *const words[] = {
+	"the ", "kernel ", "struct ", "page ", "return ", "int ", "if (", ") {\n",
+	"memory ", "domain ", "vcpu ", "0x", "ffff", "static ", "void ", "error ",
+	"buffer ", "= NULL;\n", "for (i = 0; ", "i < n; i++)", "\t", "}\n",
+	"unsigned long ", "/usr/lib/", "libc.so.6", "GET / HTTP/1.1\r\n",
+	"<div class=\"", "\">", "SELECT * FROM ", " WHERE id = ", "\x48\x89\xe5",
+	"\xe8\x00\x00\x00\x00",
+};
+
+/* Write the expected contents of page idx at generation gen into dst.
+ * Like real guest memory (labs.md: zstd -1 ~0.5), a page is, by a hash of
+ * (boot, idx, gen): 35% zero after its header, 40% text/code-like words,
+ * 25% random (wl.profile=random: all random, the worst case). */
 static void gen_page(uint64_t *dst, uint64_t idx, uint32_t gen)
 {
 	uint64_t s = splitmix(boot_id ^ splitmix(idx * 0x100000001b3ull + gen)) | 1;
+	unsigned kind = profile_random ? 99 : (unsigned)(s % 100);
+
 	dst[0] = MAGIC, dst[1] = idx, dst[2] = gen, dst[3] = boot_id;
-	for (unsigned i = 4; i < WORDS; i++) {
-		s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-		dst[i] = s;
+	if (kind < 35) {
+		memset(dst + 4, 0, PAGE - 32);
+	} else if (kind < 75) {
+		char *c = (char *)(dst + 4);
+		size_t off = 0, cap = PAGE - 32;
+		while (off < cap) {
+			const char *w;
+			size_t l;
+			s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+			w = words[s % (sizeof(words) / sizeof(words[0]))];
+			l = strlen(w);
+			if (l > cap - off)
+				l = cap - off;
+			memcpy(c + off, w, l);
+			off += l;
+		}
+	} else {
+		for (unsigned i = 4; i < WORDS; i++) {
+			s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+			dst[i] = s;
+		}
 	}
 	if (marker[0] && idx % marker_every == 0)
 		memcpy(dst + 4, marker, strlen(marker));
@@ -147,6 +182,8 @@ static void set_param(const char *tok, unsigned long *mib, unsigned long *pct)
 		*mib = strtoul(v, NULL, 0);
 	else if (k == 8 && !strncmp(tok, "wl.dirty", 8))
 		*pct = strtoul(v, NULL, 0);
+	else if (k == 10 && !strncmp(tok, "wl.profile", 10))
+		profile_random = !strcmp(v, "random");
 	else if (k == 15 && !strncmp(tok, "wl.marker_every", 15))
 		marker_every = strtoull(v, NULL, 0);
 	else if (k == 9 && !strncmp(tok, "wl.marker", 9)) {

@@ -1,0 +1,64 @@
+# Helpers for Xen lab scripts (packed by run-lab.sh as /lab/lib.sh).
+# Use from a lab script:   . /lab/lib.sh
+#
+# Reporting (one line each on the console; run-lab.sh collects them):
+#   info TEXT / pass NAME TEXT / fail NAME TEXT ("failed" is set to 1)
+#   step NAME   progress marker (XENLAB-STEP, not a result)
+# Timing:      t=$(now); ...; secs=$(since "$t")
+# Guest console (xenconsoled logs every guest to /var/log/xen/console/guest-NAME.log):
+#   clog DOM                          the console log path of domain DOM
+#   lines LOG                         lines in LOG so far (an offset)
+#   count_after LOG FROM first|last   "BOOT COUNT" of a workload count line
+#   wait_count LOG FROM MIN TIMEOUT   wait for count >= MIN after line FROM
+#   wait_line LOG FROM ERE TIMEOUT    first line matching ERE after FROM
+#   bad_lines LOG FROM                workload lines reporting BAD / exit
+# The workload prints "VMCKPT-WL boot=<id> count=<n> gen=<g> ok" every ~0.5 s
+# (tests/guest/workload.c).  Keep polling cheap: every fork costs a lot in a
+# PV dom0 under TCG, so each poll is one awk.
+failed=0
+info() { echo "XENLAB: INFO $*"; }
+pass() { echo "XENLAB: PASS $*"; }
+fail() { echo "XENLAB: FAIL $*"; failed=1; }
+step() { echo "XENLAB-STEP $* uptime=$(cut -d' ' -f1 /proc/uptime)"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+elapsed_gt() { awk -v a="$1" -v b="$(now)" -v t="$2" 'BEGIN { exit !(b - a > t) }'; }
+
+clog() { echo "/var/log/xen/console/guest-$1.log"; }
+lines() { wc -l <"$1" 2>/dev/null || echo 0; }
+count_after() {
+	awk -v from="$2" -v which="$3" '
+		NR > from && match($0, /VMCKPT-WL boot=[0-9a-f]+ count=[0-9]+/) {
+			split(substr($0, RSTART, RLENGTH), f, /[ =]/)
+			b = f[3]; c = f[5]
+			if (which == "first") exit
+		}
+		END { if (c != "") print b, c }' "$1" 2>/dev/null
+}
+wait_count() {
+	_t=$(now)
+	while :; do
+		set -- "$1" "$2" "$3" "$4" $(count_after "$1" "$2" last)
+		if [ $# = 6 ] && [ "$6" -ge "$3" ]; then echo "$5 $6"; return 0; fi
+		elapsed_gt "$_t" "$4" && return 1
+		sleep 0.5
+	done
+}
+wait_line() {
+	_t=$(now)
+	while :; do
+		_l=$(awk -v from="$2" -v re="$3" 'NR > from && $0 ~ re { sub(/\r$/, ""); print; exit }' "$1" 2>/dev/null)
+		[ -n "$_l" ] && { echo "$_l"; return 0; }
+		elapsed_gt "$_t" "$4" && return 1
+		sleep 0.5
+	done
+}
+bad_lines() { awk -v from="$2" 'NR > from && /VMCKPT-WL/ && /BAD|exited/' "$1" 2>/dev/null; }
+# wait_gone DOM TIMEOUT: wait until domain DOM no longer exists.
+wait_gone() {
+	_t=$(now)
+	while xl domid "$1" >/dev/null 2>&1; do
+		elapsed_gt "$_t" "$2" && return 1
+		sleep 0.3
+	done
+}

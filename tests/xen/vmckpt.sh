@@ -1,0 +1,163 @@
+#!/bin/sh
+# vmckpt on a real Xen 4.17 (runs in dom0 as /lab/run.sh; see run-lab.sh):
+# vmsave + vmrestore of a PV domU (new domid, console continues, memory
+# intact), the image verified and its inner stream checked by Xen's own
+# verify-stream-v2, vmsave --checkpoint, a corrupt image refused with no
+# domain left, a save to a full filesystem with the domain still running,
+# an `xl save` image sealed with vmimage seal --from-xl and restored by
+# vmrestore, and vmrestore -c reading the console back.
+# Usage on the host: tests/xen/run-lab.sh tests/xen/vmckpt.sh 300
+. /lab/lib.sh
+CFG=/lab/domu.cfg
+DOM=wl1
+CLOG=$(clog $DOM)
+IMG=/images/$DOM.vmimg
+
+finish() {
+	xl destroy $DOM >/dev/null 2>&1
+	echo "---- console of $DOM (last 8 lines)"
+	tail -n 8 "$CLOG" 2>/dev/null | tr -d '\r'
+	exit $failed
+}
+ndoms() { xl list 2>/dev/null | awk 'NR > 1' | wc -l; }
+
+# continuity LOG FROM LAST NAME: the counter goes on with the same boot id
+# (and, unless RUNNING is set, starts after LAST: a restored domain)
+continuity() {
+	if ! bc=$(wait_count "$1" "$2" $(($3 + 3)) 60); then
+		fail "$4" "counter did not continue (last $3)"; return 1
+	fi
+	set -- "$1" "$2" "$3" "$4" $(count_after "$1" "$2" first)
+	if [ "$5" != "$boot" ]; then
+		fail "$4" "boot id changed: $boot -> $5 (guest rebooted?)"; return 1
+	elif [ -z "$RUNNING" ] && [ "$6" -lt $(($3 + 1)) ]; then
+		fail "$4" "counter went back: saved at $3, then $6"; return 1
+	elif [ -n "$(bad_lines "$1" "$2")" ]; then
+		fail "$4" "workload reports: $(bad_lines "$1" "$2" | head -n 1)"; return 1
+	fi
+	return 0
+}
+
+step keys
+vmimage keygen -o /lab/host.key >/lab/host.rec 2>/tmp/kg.log ||
+	{ cat /tmp/kg.log; fail vmckpt-tools "vmimage keygen failed"; finish; }
+REC=$(cat /lab/host.rec)
+info "$(vmsave --help | grep -i 'backends in this build')"
+
+step create
+xl create $CFG >/tmp/create.log 2>&1 || { cat /tmp/create.log; fail xl-create "xl create"; finish; }
+id1=$(xl domid $DOM)
+bc=$(wait_count "$CLOG" 0 3 90) || { fail domu-boot "no count lines"; finish; }
+set -- $bc; boot=$1
+pass domu-boot "domid $id1 boot $boot"
+
+# ---- vmsave (default: destroy after durable) + vmrestore ------------------
+step vmsave
+t=$(now)
+if ! vmsave -v -r "$REC" $DOM $IMG >/tmp/save.out 2>&1; then
+	cat /tmp/save.out; fail vmsave "vmsave failed"; finish
+fi
+t_save=$(since "$t")
+sleep 0.3
+l_save=$(lines "$CLOG")
+set -- $(count_after "$CLOG" 0 last); last=$2
+if xl domid $DOM >/dev/null 2>&1; then
+	fail vmsave "domain still exists after vmsave"
+else
+	pass vmsave "${t_save}s $(stat -c %s $IMG) bytes: $(tr '\n' ' ' </tmp/save.out)"
+fi
+info "vmsave ${t_save}s image=$(stat -c %s $IMG) bytes"
+if vmimage verify -q -i /lab/host.key $IMG 2>/tmp/v.log &&
+   vmimage unseal -i /lab/host.key -o /images/inner.libxl $IMG 2>>/tmp/v.log &&
+   verify-stream-v2 -q -f libxl -i /images/inner.libxl >>/tmp/v.log 2>&1; then
+	pass verify "vmimage verify + verify-stream-v2 -f libxl on the inner stream"
+else
+	tail -n 5 /tmp/v.log; fail verify "image or inner stream rejected"
+fi
+rm -f /images/inner.libxl
+
+step vmrestore
+t=$(now)
+if ! id2=$(vmrestore -i /lab/host.key $IMG 2>/tmp/restore.err); then
+	cat /tmp/restore.err; fail vmrestore "vmrestore failed"; finish
+fi
+t_restore=$(since "$t")
+if continuity "$CLOG" "$l_save" "$last" vmrestore; then
+	pass vmrestore "${t_restore}s domid $id1 -> $id2 (xl says $(xl domid $DOM)), boot $boot"
+fi
+info "vmrestore ${t_restore}s"
+
+# ---- --checkpoint -------------------------------------------------------
+step checkpoint
+l_ck=$(lines "$CLOG")
+set -- $(count_after "$CLOG" 0 last); cur=$2
+t=$(now)
+if vmsave --checkpoint -r "$REC" $DOM /images/ck.vmimg >/tmp/ck.out 2>&1 &&
+   [ "$(xl domid $DOM 2>/dev/null)" = "$id2" ] &&
+   RUNNING=1 continuity "$CLOG" "$l_ck" "$cur" vmsave-checkpoint && RUNNING=; then
+	pass vmsave-checkpoint "$(since "$t")s, domain $id2 kept running"
+else
+	cat /tmp/ck.out; fail vmsave-checkpoint "checkpoint failed or guest stopped"
+fi
+
+# ---- a corrupt image is refused, no domain left ---------------------------
+step corrupt
+cp $IMG /images/bad.vmimg
+printf 'X' | dd of=/images/bad.vmimg bs=1 seek=$(( $(stat -c %s $IMG) / 2 )) conv=notrunc 2>/dev/null
+n0=$(ndoms)
+if vmrestore --clone -i /lab/host.key /images/bad.vmimg >/tmp/bad.out 2>/tmp/bad.err; then
+	fail corrupt-refused "vmrestore accepted a corrupt image"
+elif [ "$(ndoms)" != "$n0" ] || [ "$(wc -l </tmp/bad.err)" != 1 ]; then
+	fail corrupt-refused "domains $n0 -> $(ndoms); stderr: $(cat /tmp/bad.err)"
+else
+	pass corrupt-refused "$(cat /tmp/bad.err)"
+fi
+rm -f /images/bad.vmimg
+
+# ---- full filesystem: the domain keeps running ----------------------------
+step full
+mkdir -p /full && mount -t tmpfs -o size=8m tmpfs /full
+l_f=$(lines "$CLOG")
+set -- $(count_after "$CLOG" 0 last); cur=$2
+if vmsave -r "$REC" $DOM /full/x.vmimg >/tmp/full.out 2>&1; then
+	fail full-fs "vmsave to a full filesystem succeeded?"
+elif [ -n "$(ls /full)" ] || ! xl domid $DOM >/dev/null 2>&1; then
+	fail full-fs "left: $(ls /full); domain: $(xl domid $DOM 2>&1)"
+elif RUNNING=1 continuity "$CLOG" "$l_f" "$cur" full-fs && RUNNING=; then
+	pass full-fs "$(cat /tmp/full.out)"
+fi
+umount /full
+
+# ---- vmrestore -c: the console, read back ------------------------------------
+RUNNING=
+step console
+vmsave -r "$REC" $DOM /images/c.vmimg >/dev/null 2>&1
+set -- $(count_after "$CLOG" 0 last); cur=$2
+( vmrestore -c -i /lab/host.key /images/c.vmimg </dev/null >/tmp/console.out 2>/tmp/console.err & echo $! >/tmp/console.pid )
+t=$(now)
+while ! grep -q "boot=$boot count=" /tmp/console.out 2>/dev/null; do
+	elapsed_gt "$t" 40 && break
+	sleep 0.5
+done
+kill "$(cat /tmp/console.pid)" 2>/dev/null
+if grep -q "boot=$boot count=" /tmp/console.out; then
+	pass vmrestore-console "$(grep "boot=$boot count=" /tmp/console.out | tail -n 1 | tr -d '\r')"
+else
+	fail vmrestore-console "no console lines: $(head -c 300 /tmp/console.err)"
+fi
+sleep 1
+xl domid $DOM >/dev/null 2>&1 || fail vmrestore-console "domain gone after detaching"
+
+# ---- an xl save image, sealed, restored by vmrestore ----------------------
+step xl-import
+set -- $(count_after "$CLOG" 0 last); cur=$2
+if xl save $DOM /images/old.xl >/tmp/xl.log 2>&1 &&
+   l_x=$(lines "$CLOG") &&
+   vmimage seal --from-xl -r "$REC" -o /images/old.vmimg /images/old.xl 2>>/tmp/xl.log &&
+   vmrestore -i /lab/host.key /images/old.vmimg >>/tmp/xl.log 2>&1 &&
+   continuity "$CLOG" "$l_x" "$cur" xl-import; then
+	pass xl-import "xl save -> vmimage seal --from-xl -> vmrestore"
+else
+	tail -n 5 /tmp/xl.log; fail xl-import "failed"
+fi
+finish
