@@ -749,43 +749,51 @@ def main():
     os.mkdir(RUN2, 0o700)
     limg = os.path.join(W, "live.vmimg")
     vm_live_ok = True
-    for i in range(RUNS):
-        a = b = None
-        tried = vm_live_ok
-        if tried:                  # a hang costs minutes: do not repeat it
+    try:
+        for i in range(RUNS):
+            a = b = None
+            tried = vm_live_ok
+            if tried:                  # a hang costs minutes: do not repeat it
+                settle(gid, boot)
+                a = attempt("live: vmsave --live --checkpoint", L_vm, m_vmsave_live,
+                            gid, limg)
+                vm_live_ok = a is not None
+                ensure_running(gid)
+            for f in (limg, limg + ".partial"):
+                if os.path.exists(f):
+                    os.unlink(f)
             settle(gid, boot)
-            a = attempt("live: vmsave --live --checkpoint", L_vm, m_vmsave_live,
-                        gid, limg)
-            vm_live_ok = a is not None
+            b = attempt("live: native tcp", L_n, m_native_live, gid)
             ensure_running(gid)
-        for f in (limg, limg + ".partial"):
-            if os.path.exists(f):
-                os.unlink(f)
-        settle(gid, boot)
-        b = attempt("live: native tcp", L_n, m_native_live, gid)
-        ensure_running(gid)
-        va = (f"{a['down']:.0f} ms / {a['total']:.3f} s" if a else
-              "FAILED" if tried else "skipped (failed before)")
-        nb = f"{b['down']:.0f} ms / {b['total']:.3f} s" if b else "FAILED"
-        # vmmigrate to a second registry (a second "host") and back
-        c = None
-        if os.path.exists(VMMIGRATE):
-            settle(gid, boot)
-            c = attempt("live: vmmigrate loopback", L_m, m_vmmigrate, gid, RUN, RUN2)
-            if c:
-                try:
-                    back = m_vmmigrate(c["new"], RUN2, RUN)
-                except ToolError as e:
-                    fail("live: vmmigrate back", str(e))
-                    break
-                DOMS.discard(gid)
-                gid = back["new"]
-                DOMS.add(gid)
-        mc = f"{c['down']:.0f} ms / {c['total']:.3f} s" if c else "FAILED"
-        log(f"  live run {i + 1}: downtime / total: vmsave {va}, native {nb}, "
-            f"vmmigrate {mc}")
-    alive = settle(gid, boot)
-    destroy(gid)
+            va = (f"{a['down']:.0f} ms / {a['total']:.3f} s" if a else
+                  "FAILED" if tried else "skipped (failed before)")
+            nb = f"{b['down']:.0f} ms / {b['total']:.3f} s" if b else "FAILED"
+            # vmmigrate to a second registry (a second "host") and back
+            c = None
+            if os.path.exists(VMMIGRATE):
+                settle(gid, boot)
+                c = attempt("live: vmmigrate loopback", L_m, m_vmmigrate, gid, RUN, RUN2)
+                if c:
+                    try:
+                        back = m_vmmigrate(c["new"], RUN2, RUN)
+                    except ToolError as e:
+                        fail("live: vmmigrate back", str(e))
+                        break
+                    DOMS.discard(gid)
+                    gid = back["new"]
+                    DOMS.add(gid)
+            mc = f"{c['down']:.0f} ms / {c['total']:.3f} s" if c else "FAILED"
+            log(f"  live run {i + 1}: downtime / total: vmsave {va}, native {nb}, "
+                f"vmmigrate {mc}")
+
+    except (Exception, SystemExit) as e:   # a dead guest must not lose the report
+        fail("live", f"stopped: {e}")
+    try:
+        alive = settle(gid, boot)
+        destroy(gid)
+    except (Exception, SystemExit) as e:
+        alive = False
+        fail("live", f"the live guest is gone: {e}")
 
     # ---- report -------------------------------------------------------------
     report(dict(S_vm=S_vm, S_z=S_z, S_c=S_c, R_vm=R_vm, R_z=R_z, L_vm=L_vm,
