@@ -156,49 +156,9 @@ trap 'exit 130' INT TERM
 # ---- console.log parsing -------------------------------------------------
 # The guest's lines end in \r\n and a line can be cut in two by a pause: only
 # complete fields count ("count=N gen=G " needs the space after G).
-last_count() {  # LOG BOOT : the last count= of that boot id
-    tr -d '\r' <"$1" 2>/dev/null |
-        sed -nE "s/^VMCKPT-WL boot=$2 count=([0-9]+) gen=[0-9]+ .*/\1/p" | tail -n 1
-}
+. "$ROOT/tests/guest/wl-lib.sh"    # last_count, wait_count, log_tail, analyze
 n_counts() {    # LOG : number of complete count lines
     tr -d '\r' <"$1" 2>/dev/null | grep -cE '^VMCKPT-WL boot=[0-9a-f]+ count=[0-9]+ gen=[0-9]+ '
-}
-wait_count() {  # LOG BOOT MIN SECS : until a count >= MIN of that boot appears
-    local end=$((SECONDS + $4)) c
-    while :; do
-        c=$(last_count "$1" "$2")
-        [ -n "$c" ] && [ "$c" -ge "$3" ] && return 0
-        [ $SECONDS -ge $end ] && return 1
-        sleep 0.2
-    done
-}
-log_tail() { tr -d '\r' <"$1" 2>/dev/null | tail -n "${2:-3}" | tr '\n' '|' | cut -c1-400; }
-
-# analyze STRICT BOOT FILE... : reads the files as one stream and checks that
-# every workload line belongs to BOOT, that the count lines are consecutive,
-# that nothing reports BAD and that there is no reboot (start/ready line after
-# a count line; anywhere when STRICT=1).  Prints "OK FIRST LAST N" or "ERR: ..".
-analyze() {
-    local strict=$1 boot=$2; shift 2
-    cat -- "$@" 2>/dev/null | tr -d '\r' | awk -v boot="$boot" -v strict="$strict" '
-        index(substr($0, 2), "VMCKPT-WL") { print "ERR: bytes lost, lines spliced: " $0; bad = 1; exit }
-        match($0, /^VMCKPT-WL boot=[0-9a-f]+ /) {
-            b = substr($0, 16, RLENGTH - 16); rest = substr($0, RLENGTH + 1)
-            if (b != boot) { print "ERR: other boot id: " $0; bad = 1; exit }
-            if (rest ~ /^(start|ready) / && (strict || n > 0)) {
-                print "ERR: the guest rebooted: " $0; bad = 1; exit }
-            if (rest ~ /BAD/) { print "ERR: the workload says BAD: " $0; bad = 1; exit }
-            if (rest ~ /^count=[0-9]+ gen=[0-9]+ /) {
-                split(rest, f, /[= ]/); c = f[2] + 0
-                if (n > 0 && c != prev + 1) {
-                    print "ERR: count=" prev " is followed by count=" c; bad = 1; exit }
-                if (n == 0) first = c
-                prev = c; n++
-            }
-            next
-        }
-        /VMCKPT-WL exited|Kernel panic|BUG:|Oops/ { print "ERR: " $0; bad = 1; exit }
-        END { if (!bad) print "OK " (n ? first : -1) " " (n ? prev : -1) " " n + 0 }'
 }
 
 # console_check ID BOOT : "check" through console.sock; needs result=OK bad=0
