@@ -298,17 +298,23 @@ static void on_fatal_signal(int sig)
     raise(sig);
 }
 
-void cli_signals_unlink_and_exit(void)
+/* SIGINT/SIGTERM/SIGHUP go to handler; EPIPE is reported as an error. */
+static void on_signals(void (*handler)(int))
 {
     struct sigaction sa;
 
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_fatal_signal;
+    sa.sa_handler = handler;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);          /* EPIPE is reported as an error */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+void cli_signals_unlink_and_exit(void)
+{
+    on_signals(on_fatal_signal);
 }
 
 int cli_parse_uint(const char *s, unsigned long long max, unsigned long long *v)
@@ -343,15 +349,7 @@ static void on_flag_signal(int sig)
 
 void cli_signals_flag(void)
 {
-    struct sigaction sa;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_flag_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    on_signals(on_flag_signal);
 }
 
 int cli_progress_cb_int(void *arg, uint64_t bytes)
@@ -581,6 +579,19 @@ void cli_bad_set(struct cli_bad *b, const char *fmt, const char *x)
     if (!b->set)
         snprintf(b->msg, sizeof(b->msg), fmt, x ? x : "");
     b->set = 1;
+}
+
+unsigned long long cli_uint_arg(struct cli_bad *b, const char *arg,
+                                unsigned long long lo, unsigned long long hi,
+                                const char *fmt)
+{
+    unsigned long long v;
+
+    if (cli_parse_uint(arg, hi, &v) || v < lo) {
+        cli_bad_set(b, fmt, arg);
+        return 0;
+    }
+    return v;
 }
 
 int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,

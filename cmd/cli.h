@@ -62,6 +62,11 @@ struct cli_bad {
     char msg[160];
 };
 void cli_bad_set(struct cli_bad *b, const char *fmt, const char *x);
+/* An option's number in lo..hi; otherwise records fmt (with arg) in b and
+ * returns 0. */
+unsigned long long cli_uint_arg(struct cli_bad *b, const char *arg,
+                                unsigned long long lo, unsigned long long hi,
+                                const char *fmt);
 /* Adds the passphrase from file, fd or the terminal (ask) to keys; 0 if
  * none was asked for; -1 after printing the problem. */
 int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,

@@ -186,31 +186,26 @@ static void on_opt(int id, const char *arg, void *u)
                                         arg));
         break;
     case 'l':
-        if (cli_parse_uint(arg, 19, &v) || v < 1)
-            bad(a, "bad --level '%s' (1..19)", arg);
-        a->level = (unsigned)v;
+        a->level = (unsigned)cli_uint_arg(&a->bad, arg, 1, 19,
+                                  "bad --level '%s' (1..19)");
         break;
     case 'T':
-        if (cli_parse_uint(arg, 64, &v) || v < 1)
-            bad(a, "bad --threads '%s' (1..64)", arg);
-        a->threads = (unsigned)v;
+        a->threads = (unsigned)cli_uint_arg(&a->bad, arg, 1, 64,
+                                  "bad --threads '%s' (1..64)");
         break;
     case O_SYMMETRIC: a->symmetric = 1; break;
     case O_PASSFILE: a->pass_file = arg; break;
     case O_PASSFD:
-        if (cli_parse_uint(arg, 1 << 20, &v))
-            bad(a, "bad --passphrase-fd '%s'", arg);
-        a->pass_fd = (int)v;
+        a->pass_fd = (int)cli_uint_arg(&a->bad, arg, 0, 1 << 20,
+                                  "bad --passphrase-fd '%s'");
         break;
     case O_KDFOPS:
-        if (cli_parse_uint(arg, VMC_ARGON2_OPS_MAX, &v) || v < VMC_ARGON2_OPS_MIN)
-            bad(a, "bad --kdf-ops '%s' (1..16)", arg);
-        a->kdf_ops = (unsigned)v;
+        a->kdf_ops = (unsigned)cli_uint_arg(&a->bad, arg, VMC_ARGON2_OPS_MIN, VMC_ARGON2_OPS_MAX,
+                                  "bad --kdf-ops '%s' (1..16)");
         break;
     case O_KDFMEM:
-        if (cli_parse_uint(arg, 1024, &v) || v < 8)
-            bad(a, "bad --kdf-mem '%s' (8..1024 MiB)", arg);
-        a->kdf_mem_kib = (unsigned)v * 1024;
+        a->kdf_mem_kib = (unsigned)cli_uint_arg(&a->bad, arg, 8, 1024,
+                                  "bad --kdf-mem '%s' (8..1024 MiB)") * 1024;
         break;
     case O_LABEL: a->label = arg; break;
     case O_NAME: a->name = arg; break;
@@ -224,9 +219,8 @@ static void on_opt(int id, const char *arg, void *u)
     case O_ADDPASS: a->add_pass = 1; break;
     case O_NEWPASSFILE: a->new_pass_file = arg; a->add_pass = 1; break;
     case O_NEWPASSFD:
-        if (cli_parse_uint(arg, 1 << 20, &v))
-            bad(a, "bad --new-passphrase-fd '%s'", arg);
-        a->new_pass_fd = (int)v;
+        a->new_pass_fd = (int)cli_uint_arg(&a->bad, arg, 0, 1 << 20,
+                                  "bad --new-passphrase-fd '%s'");
         a->add_pass = 1;
         break;
     case O_ADDKEY: key_err(a, vmc_keys_add_keyfile(a->ctx, a->seal, arg)); break;
@@ -267,13 +261,6 @@ static uint64_t input_size(int fd)
     return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
 }
 
-/* Adds the passphrase the options ask for to keys. */
-static int get_pass(struct args *a, struct vmc_keys *keys, int confirm,
-                    const char *file, int fd, int ask, const char *prompt)
-{
-    return cli_add_passphrase(a->ctx, keys, file, fd, ask, confirm, prompt);
-}
-
 /* Reads and unlocks the header of image `obj` on fd. */
 static int open_header(struct args *a, const char *obj, int fd, int need_key,
                        struct vmc_header **hp)
@@ -289,8 +276,8 @@ static int open_header(struct args *a, const char *obj, int fd, int need_key,
     if (!need_key && vmc_keys_count(a->open) == 0 && !a->ask_pass && !a->pass_file &&
         a->pass_fd < 0)
         return 0;
-    if (get_pass(a, a->open, 0, a->pass_file, a->pass_fd, a->ask_pass,
-                 "Passphrase: ") < 0)
+    if (cli_add_passphrase(a->ctx, a->open, a->pass_file, a->pass_fd,
+                           a->ask_pass, 0, "Passphrase: ") < 0)
         goto fail;
     vmc_header_get_info(*hp, &hi);
     if (vmc_keys_count(a->open) == 0) {
@@ -298,7 +285,7 @@ static int open_header(struct args *a, const char *obj, int fd, int need_key,
         for (int i = 0; i < hi.nslots; i++)
             has_pass |= hi.slots[i].type == VMC_SLOT_ARGON2ID;
         if (has_pass && cli_have_tty() &&
-            get_pass(a, a->open, 0, NULL, -1, 1, "Passphrase: ") < 0)
+            cli_add_passphrase(a->ctx, a->open, NULL, -1, 1, 0, "Passphrase: ") < 0)
             goto fail;
     }
     rc = vmc_header_unlock(a->ctx, *hp, a->open);
@@ -612,8 +599,8 @@ out:
 
 static int prepare_seal_keys(struct args *a)
 {
-    if (get_pass(a, a->seal, 1, a->pass_file, a->pass_fd, a->ask_pass,
-                 "Passphrase for the new image: ") < 0)
+    if (cli_add_passphrase(a->ctx, a->seal, a->pass_file, a->pass_fd,
+                           a->ask_pass, 1, "Passphrase for the new image: ") < 0)
         return -1;
     vmc_keys_set_kdf(a->seal, a->kdf_ops, a->kdf_mem_kib);
     if (!vmc_keys_can_seal(a->seal)) {
@@ -792,8 +779,8 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
         return usage(C_REKEY, "refusing to write an image to a terminal");
     if (!strcmp(path, "-") && !a->output)
         return usage(C_REKEY, "rekey of stdin needs -o");
-    if (get_pass(a, a->seal, 1, a->new_pass_file, a->new_pass_fd, a->add_pass,
-                 "New passphrase: ") < 0)
+    if (cli_add_passphrase(a->ctx, a->seal, a->new_pass_file, a->new_pass_fd,
+                           a->add_pass, 1, "New passphrase: ") < 0)
         return 1;
     vmc_keys_set_kdf(a->seal, a->kdf_ops, a->kdf_mem_kib);
     if ((fd = open_input(path)) < 0)

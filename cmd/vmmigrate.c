@@ -123,9 +123,8 @@ static void on_opt(int id, const char *arg, void *u)
     case O_BACKEND: a->backend = arg; break;
     case O_REMOTE: a->remote = arg; break;
     case O_MAXDOWN:
-        if (cli_parse_uint(arg, 600000, &v) || v < 1)
-            bad(a, "bad --max-downtime '%s' (milliseconds)", arg);
-        a->max_down = (unsigned)v;
+        a->max_down = (unsigned)cli_uint_arg(&a->bad, arg, 1, 600000,
+                                  "bad --max-downtime '%s' (milliseconds)");
         break;
     case O_MAXBW:
         if (cli_parse_uint(arg, 1000000, &v) || v < 1)
@@ -133,19 +132,16 @@ static void on_opt(int id, const char *arg, void *u)
         a->max_bw = v << 20;
         break;
     case O_TIMEOUT:
-        if (cli_parse_uint(arg, 86400, &v) || v < 1)
-            bad(a, "bad --timeout '%s' (seconds)", arg);
-        a->timeout_s = (int)v;
+        a->timeout_s = (int)cli_uint_arg(&a->bad, arg, 1, 86400,
+                                  "bad --timeout '%s' (seconds)");
         break;
     case O_LIVETMO:
-        if (cli_parse_uint(arg, 86400, &v) || v < 1)
-            bad(a, "bad --live-timeout '%s' (seconds)", arg);
-        a->live_tmo = (unsigned)v;
+        a->live_tmo = (unsigned)cli_uint_arg(&a->bad, arg, 1, 86400,
+                                  "bad --live-timeout '%s' (seconds)");
         break;
     case O_LEVEL:
-        if (cli_parse_uint(arg, 19, &v) || v < 1)
-            bad(a, "bad --level '%s' (1..19)", arg);
-        a->level = (int)v;
+        a->level = (int)cli_uint_arg(&a->bad, arg, 1, 19,
+                                  "bad --level '%s' (1..19)");
         break;
     }
 }

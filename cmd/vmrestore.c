@@ -70,7 +70,6 @@ static void bad(struct args *a, const char *fmt, const char *x)
 static void on_opt(int id, const char *arg, void *u)
 {
     struct args *a = u;
-    unsigned long long v;
 
     switch (id) {
     case '?':
@@ -91,9 +90,8 @@ static void on_opt(int id, const char *arg, void *u)
         break;
     case O_PASSFILE: a->pass_file = arg; break;
     case O_PASSFD:
-        if (cli_parse_uint(arg, 1 << 20, &v))
-            bad(a, "bad --passphrase-fd '%s'", arg);
-        a->pass_fd = (int)v;
+        a->pass_fd = (int)cli_uint_arg(&a->bad, arg, 0, 1 << 20,
+                                  "bad --passphrase-fd '%s'");
         break;
     case O_NAME:
         if (!*arg || strspn(arg, "0123456789") == strlen(arg))
@@ -103,9 +101,8 @@ static void on_opt(int id, const char *arg, void *u)
     case O_CLONE: a->ro.clone = 1; break;
     case O_JSON: a->json = 1; break;
     case 'T':
-        if (cli_parse_uint(arg, 64, &v) || v < 1)
-            bad(a, "bad --threads '%s' (1..64)", arg);
-        a->threads = (int)v;
+        a->threads = (int)cli_uint_arg(&a->bad, arg, 1, 64,
+                                  "bad --threads '%s' (1..64)");
         break;
     }
 }

@@ -109,19 +109,16 @@ static void on_opt(int id, const char *arg, void *u)
     case 'P': a->ask_pass = 1; break;
     case O_PASSFILE: a->pass_file = arg; break;
     case O_PASSFD:
-        if (cli_parse_uint(arg, 1 << 20, &v))
-            bad(a, "bad --passphrase-fd '%s'", arg);
-        a->pass_fd = (int)v;
+        a->pass_fd = (int)cli_uint_arg(&a->bad, arg, 0, 1 << 20,
+                                  "bad --passphrase-fd '%s'");
         break;
     case O_KDFOPS:
-        if (cli_parse_uint(arg, VMC_ARGON2_OPS_MAX, &v) || v < 1)
-            bad(a, "bad --kdf-ops '%s' (1..16)", arg);
-        a->kdf_ops = (unsigned)v;
+        a->kdf_ops = (unsigned)cli_uint_arg(&a->bad, arg, 1, VMC_ARGON2_OPS_MAX,
+                                  "bad --kdf-ops '%s' (1..16)");
         break;
     case O_KDFMEM:
-        if (cli_parse_uint(arg, 1024, &v) || v < 8)
-            bad(a, "bad --kdf-mem '%s' (8..1024 MiB)", arg);
-        a->kdf_mem_kib = (unsigned)v * 1024;
+        a->kdf_mem_kib = (unsigned)cli_uint_arg(&a->bad, arg, 8, 1024,
+                                  "bad --kdf-mem '%s' (8..1024 MiB)") * 1024;
         break;
     case O_LABEL: a->so.wopts.label = arg; break;
     case O_CHUNK:
@@ -131,26 +128,22 @@ static void on_opt(int id, const char *arg, void *u)
         a->so.wopts.chunk_size = (uint32_t)v;
         break;
     case 'l':
-        if (cli_parse_uint(arg, 19, &v) || v < 1)
-            bad(a, "bad --level '%s' (1..19)", arg);
-        a->so.wopts.level = (int)v;
+        a->so.wopts.level = (int)cli_uint_arg(&a->bad, arg, 1, 19,
+                                  "bad --level '%s' (1..19)");
         break;
     case 'T':
-        if (cli_parse_uint(arg, 64, &v) || v < 1)
-            bad(a, "bad --threads '%s' (1..64)", arg);
-        a->so.wopts.threads = (int)v;
+        a->so.wopts.threads = (int)cli_uint_arg(&a->bad, arg, 1, 64,
+                                  "bad --threads '%s' (1..64)");
         break;
     case O_JSON: a->json = 1; break;
     case O_KEEP:
-        if (cli_parse_uint(arg, 100000, &v) || v < 1)
-            bad(a, "bad --keep '%s' (1 or more)", arg);
-        a->keep = (int)v;
+        a->keep = (int)cli_uint_arg(&a->bad, arg, 1, 100000,
+                                  "bad --keep '%s' (1 or more)");
         break;
     case O_BACKEND: a->backend = arg; break;
     case O_LIVETMO:
-        if (cli_parse_uint(arg, 86400, &v) || v < 1)
-            bad(a, "bad --live-timeout '%s' (seconds)", arg);
-        a->so.live_timeout_s = (uint32_t)v;
+        a->so.live_timeout_s = (uint32_t)cli_uint_arg(&a->bad, arg, 1, 86400,
+                                  "bad --live-timeout '%s' (seconds)");
         break;
     }
 }

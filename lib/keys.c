@@ -233,8 +233,9 @@ static int recipient_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
     return 0;
 }
 
-int vmc_keys_add_recipients_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
-                                 const char *path)
+/* Reads a key file and feeds its key lines to fn; what names the kind. */
+static int load_key_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                         const char *path, line_fn fn, const char *what)
 {
     char *text;
     size_t len;
@@ -242,11 +243,17 @@ int vmc_keys_add_recipients_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
 
     if ((rc = slurp_secret(ctx, path, &text, &len)) < 0)
         return rc;
-    rc = each_line(ctx, keys, path, text, recipient_line, &n);
+    rc = each_line(ctx, keys, path, text, fn, &n);
     sodium_free(text);
     if (rc == 0 && n == 0)
-        rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: no recipients", path);
+        rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: no %s", path, what);
     return rc;
+}
+
+int vmc_keys_add_recipients_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                                 const char *path)
+{
+    return load_key_file(ctx, keys, path, recipient_line, "recipients");
 }
 
 static int identity_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
@@ -281,17 +288,7 @@ fail:
 int vmc_keys_add_identity_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
                                const char *path)
 {
-    char *text;
-    size_t len;
-    int rc, n;
-
-    if ((rc = slurp_secret(ctx, path, &text, &len)) < 0)
-        return rc;
-    rc = each_line(ctx, keys, path, text, identity_line, &n);
-    sodium_free(text);
-    if (rc == 0 && n == 0)
-        rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: no identities", path);
-    return rc;
+    return load_key_file(ctx, keys, path, identity_line, "identities");
 }
 
 int vmc_keys_add_keyfile(struct vmc_ctx *ctx, struct vmc_keys *keys,

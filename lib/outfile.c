@@ -85,21 +85,18 @@ static int open_partial(struct vmc_ctx *ctx, const char *partial)
 int vmc_outfile_open(struct vmc_ctx *ctx, const char *path, int overwrite,
                      struct vmc_outfile **out)
 {
-    struct vmc_outfile *of = calloc(1, sizeof(*of));
+    struct vmc_outfile *of;
     struct stat st;
     int rc = 0;
 
     *out = NULL;
+    if (!strcmp(path, "-"))
+        return vmc_outfile_stream(ctx, 1, out);
+    of = calloc(1, sizeof(*of));
     if (!of)
         return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
     of->slot = -1;
     of->fd = -1;
-    if (!strcmp(path, "-")) {
-        of->is_stdout = 1;
-        of->fd = 1;
-        *out = of;
-        return 0;
-    }
     if (!overwrite && lstat(path, &st) == 0) {
         rc = vmc_set_error(ctx, VMC_E_EXISTS, "%s: already exists", path);
         goto out;

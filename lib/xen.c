@@ -416,7 +416,6 @@ static int xen_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m
         xen_close(d);
         return rc;
     }
-    d->cfg.b_info.max_memkb = d->cfg.b_info.max_memkb;  /* as recorded */
     if ((d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
         xen_close(d);
         return vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
