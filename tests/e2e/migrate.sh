@@ -258,15 +258,9 @@ echo "e2e/migrate: accel=$ACCEL, tmp=$T, namespaces $NSA/$NSB${E2E_LINK_RATE:+, 
 # console_check HOST ID BOOT : "check" through console.sock; needs
 # result=OK bad=0
 console_check() {
-    local rd line
+    local rd
     rd=$(vc "$1" rundir "$2" 2>&1) || { WHY="vmctl rundir $2 ($1): $rd"; return 1; }
-    line=$(timeout 40 python3 "$CONSOLE" "$rd/console.sock" --send check \
-        --expect 'check .*result=' --timeout 30 2>&1)
-    if [[ $line != *"boot=$3 check "* || $line != *" bad=0 "* || $line != *"result=OK"* ]]; then
-        WHY="console check of domain $2 in $1: '$line'"
-        return 1
-    fi
-    CHECK_LINE=$line
+    console_check_rd "$rd" "$3" "domain $2 in $1"
 }
 
 # check_continuity HOST ID BOOT LAST SRCLOG : the migrated domain continues

@@ -165,15 +165,9 @@ n_counts() {    # LOG : number of complete count lines
 # (the first full check after sending; one the workload starts by itself on
 # seeing the pause, reason=rtc, is as good)
 console_check() {
-    local rd line
+    local rd
     rd=$("$VMCTL" rundir "$1" 2>&1) || { WHY="vmctl rundir $1: $rd"; return 1; }
-    line=$(timeout 40 python3 "$CONSOLE" "$rd/console.sock" --send check \
-        --expect 'check .*result=' --timeout 30 2>&1)
-    if [[ $line != *"boot=$2 check "* || $line != *" bad=0 "* || $line != *"result=OK"* ]]; then
-        WHY="console check of domain $1: '$line'"
-        return 1
-    fi
-    CHECK_LINE=$line
+    console_check_rd "$rd" "$2" "domain $1"
 }
 
 # check_continuity ID BOOT LAST [SRCLOG] [MAXFIRST]

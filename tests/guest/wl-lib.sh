@@ -4,6 +4,9 @@
 #   wait_count LOG BOOT MIN SECS until a count >= MIN of that boot appears
 #   log_tail LOG [N]             the last N lines, on one line
 #   analyze STRICT BOOT FILE...  continuity of the files as one stream
+#   console_check_rd RUNDIR BOOT WHAT  "check" through RUNDIR/console.sock:
+#                                needs result=OK bad=0 (sets CHECK_LINE or WHY;
+#                                needs $CONSOLE = tests/guest/console.py)
 last_count() {  # LOG BOOT : the last count= of that boot id
     tr -d '\r' <"$1" 2>/dev/null |
         sed -nE "s/^VMCKPT-WL boot=$2 count=([0-9]+) gen=[0-9]+ .*/\1/p" | tail -n 1
@@ -44,4 +47,15 @@ analyze() {
         }
         /VMCKPT-WL exited|Kernel panic|BUG:|Oops/ { print "ERR: " $0; bad = 1; exit }
         END { if (!bad) print "OK " (n ? first : -1) " " (n ? prev : -1) " " n + 0 }'
+}
+
+console_check_rd() {
+    local line
+    line=$(timeout 40 python3 "$CONSOLE" "$1/console.sock" --send check \
+        --expect 'check .*result=' --timeout 30 2>&1)
+    if [[ $line != *"boot=$2 check "* || $line != *" bad=0 "* || $line != *"result=OK"* ]]; then
+        WHY="console check of $3: '$line'"
+        return 1
+    fi
+    CHECK_LINE=$line
 }
