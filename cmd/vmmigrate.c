@@ -52,7 +52,9 @@ static const struct cli_opt opts[] = {
                               "qemu)" },
     { "remote-command", 0, "CMD", 1, "ssh:// destination: the receiver "
                                      "command (default vmmigrate --receive)" },
-    { "level", 0, "N", 1, "zstd level 1..19 (default 1)" },
+    { "level", 0, "N|auto", 1, "zstd level 1..19, or auto: per chunk, "
+                                "from storing up to level 1 as the link "
+                                "needs (default auto)" },
     { "live-timeout", 0, "S", 1, "pause the guest after S s of pre-copy "
                                   "(default 30)" },
     { "identity", 'i', "FILE", 1, "this host's identity (default "
@@ -140,8 +142,8 @@ static void on_opt(int id, const char *arg, void *u)
                                   "bad --live-timeout '%s' (seconds)");
         break;
     case O_LEVEL:
-        a->level = (int)cli_uint_arg(&a->bad, arg, 1, 19,
-                                  "bad --level '%s' (1..19)");
+        a->level = strcmp(arg, "auto") ? (int)cli_uint_arg(&a->bad, arg, 1, 19,
+                                         "bad --level '%s' (1..19 or auto)") : 0;
         break;
     }
 }
@@ -363,6 +365,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
     so.live_timeout_s = a->live_tmo;
     so.wopts.session = s;
     so.wopts.level = a->level;
+    so.wopts.adaptive = a->level == 0;
     so.confirm = confirm_cb;
     so.confirm_arg = &c;
     c.rfd = rfd;
@@ -407,6 +410,8 @@ static int sender(struct args *a, const char *dom, const char *dest)
                               "backend_bytes", (json_int_t)res.backend_bytes);
         json_object_set_new(j, "rounds", rounds_json(&res));
         json_object_set_new(j, "forced_stop", json_boolean(res.forced_stop));
+        json_object_set_new(j, "level", a->level ? json_integer(a->level)
+                                                 : json_string("auto"));
         json_dumpf(j, stdout, JSON_COMPACT);
         printf("\n");
         json_decref(j);

@@ -15,6 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <sodium.h>
 #include <zstd.h>
@@ -27,6 +31,7 @@ struct job {
     int state;
     int rc;                   /* <0: err holds the message */
     int final;
+    int level;                /* writer: zstd level of this chunk */
     uint64_t idx;             /* chunk index */
     uint64_t off;             /* stream offset of the length word */
     uint8_t *in;
@@ -46,7 +51,6 @@ struct pool {
     int nth;
     int stop;
     int reader;               /* direction */
-    int level;
     uint32_t chunk_size;
     size_t sealed_max;        /* max sealed length */
     const uint8_t *key;       /* payload key, borrowed from the header */
@@ -65,11 +69,41 @@ static void job_fail(struct job *j, int rc, const char *fmt, ...)
     va_end(ap);
 }
 
-static void seal_job(struct pool *p, struct job *j, ZSTD_CCtx *cc)
+/* Chunks are independent frames, so a chunk can only refer to itself.
+ * The fast levels' defaults are tuned for one long stream (a 512 KiB
+ * window, a small hash table); give them the whole chunk as window and a
+ * table sized for it, which wins back what cutting the stream into frames
+ * costs (about 1 % on guest memory, for about 5 % more time).  Levels 3
+ * and up already use at least this; the negative levels of the adaptive
+ * writer keep their defaults (0), which are what makes them fast. */
+static int cctx_level(ZSTD_CCtx *cc, const struct pool *p, int level)
+{
+    int wlog = 10, tuned = level >= 1 && level < 3;
+
+    while (wlog < 27 && (1u << wlog) < p->chunk_size)
+        wlog++;
+    return ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel,
+                                               level)) ||
+           ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog,
+                                               tuned ? wlog : 0)) ||
+           ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_hashLog,
+                                               tuned ? 17 : 0)) ? -1 : 0;
+}
+
+static void seal_job(struct pool *p, struct job *j, ZSTD_CCtx *cc, int *cur)
 {
     uint8_t nonce[VMC_AEAD_NONCE_LEN];
     size_t z;
 
+    if (j->level != *cur) {
+        if (cctx_level(cc, p, j->level) < 0) {
+            *cur = INT32_MIN;
+            job_fail(j, VMC_E_INVAL, "chunk %llu: zstd level %d refused",
+                     (unsigned long long)j->idx, j->level);
+            return;
+        }
+        *cur = j->level;
+    }
     z = ZSTD_compress2(cc, j->out + 4, p->sealed_max - VMC_AEAD_TAG_LEN,
                        j->in, j->in_len);
     if (ZSTD_isError(z)) {
@@ -127,35 +161,12 @@ static void open_job(struct pool *p, struct job *j, ZSTD_DCtx *dc)
     }
 }
 
-/* Chunks are independent frames, so a chunk can only refer to itself.
- * The fast levels' defaults are tuned for one long stream (a 512 KiB
- * window, a small hash table); give them the whole chunk as window and a
- * table sized for it, which wins back what cutting the stream into frames
- * costs (about 1 % on guest memory, for about 5 % more time).  Levels 3
- * and up already use at least this. */
-static ZSTD_CCtx *cctx_new(const struct pool *p)
-{
-    ZSTD_CCtx *cc = ZSTD_createCCtx();
-    int wlog = 10;
-
-    while (wlog < 27 && (1u << wlog) < p->chunk_size)
-        wlog++;
-    if (cc && (ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel,
-                                                    p->level)) ||
-               (p->level < 3 &&
-                (ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, wlog)) ||
-                 ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_hashLog, 17)))))) {
-        ZSTD_freeCCtx(cc);
-        return NULL;
-    }
-    return cc;
-}
-
 static void *worker(void *arg)
 {
     struct pool *p = arg;
-    ZSTD_CCtx *cc = p->reader ? NULL : cctx_new(p);
+    ZSTD_CCtx *cc = p->reader ? NULL : ZSTD_createCCtx();
     ZSTD_DCtx *dc = p->reader ? ZSTD_createDCtx() : NULL;
+    int cur = INT32_MIN;                  /* level cc is set to */
 
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -173,7 +184,7 @@ static void *worker(void *arg)
             else if (p->reader)
                 open_job(p, j, dc);
             else
-                seal_job(p, j, cc);
+                seal_job(p, j, cc, &cur);
         }
         pthread_mutex_lock(&p->mu);
         j->state = J_DONE;
@@ -206,7 +217,7 @@ static void pool_destroy(struct pool *p)
 }
 
 static int pool_new(struct vmc_ctx *ctx, const struct vmc_header *h, int reader,
-                    int level, int threads, struct pool **out)
+                    int threads, struct pool **out)
 {
     struct pool *p = calloc(1, sizeof(*p));
     size_t inb, outb;
@@ -221,7 +232,6 @@ static int pool_new(struct vmc_ctx *ctx, const struct vmc_header *h, int reader,
     if (threads > 64)
         threads = 64;
     p->reader = reader;
-    p->level = level;
     p->chunk_size = h->h.chunk_size;
     p->sealed_max = ZSTD_compressBound(p->chunk_size) + VMC_AEAD_TAG_LEN;
     p->key = h->payload_key;
@@ -250,6 +260,18 @@ nomem:
 
 /* ======================== writer ======================== */
 
+/* The adaptive level (links, not files): compression is worth its CPU
+ * only while the output is the bottleneck.  Before each chunk goes out the
+ * writer asks whether the fd could take data without waiting (a full
+ * socket or pipe buffer: the link or the receiver is slower than we are).
+ * Every ADAPT_WINDOW chunks: the fd was full for at least half of them ->
+ * one step up the ladder (compress harder: the link is the bottleneck);
+ * never full -> one step down (the link keeps up: spend less CPU), down to
+ * zstd's fastest level, which stores.  No clocks: a regular file is never
+ * full, so an adaptive writer to a file stores.  The ladder is zstd levels
+ * only: every chunk is still one ordinary zstd frame. */
+#define ADAPT_WINDOW 4
+
 struct chunkw {
     struct vmc_ctx *ctx;
     int fd;
@@ -260,7 +282,47 @@ struct chunkw {
     uint64_t chunks;
     int rc;                   /* sticky error */
     int closed;
+    int ladder[8];            /* levels, fastest first; fixed: one */
+    int nladder, step;        /* the current level is ladder[step] */
+    int win_chunks, win_full;
+    unsigned out_kind;        /* S_IFSOCK, S_IFIFO or 0 */
 };
+
+/* Is the output buffer at least half full?  Anything but a socket or a
+ * pipe never is. */
+static int congested(const struct chunkw *c)
+{
+    int queued = 0, cap = 0;
+    socklen_t sl = sizeof(cap);
+
+    if (c->out_kind == S_IFSOCK) {
+        if (ioctl(c->fd, SIOCOUTQ, &queued) < 0 ||
+            getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &cap, &sl) < 0)
+            return 0;
+        cap /= 2;                 /* Linux reports twice what was set */
+    } else if (c->out_kind == S_IFIFO) {
+        if (ioctl(c->fd, FIONREAD, &queued) < 0 ||
+            (cap = fcntl(c->fd, F_GETPIPE_SZ)) < 0)
+            return 0;
+    } else {
+        return 0;
+    }
+    return cap > 0 && queued * 2 >= cap;
+}
+
+static void adapt(struct chunkw *c)
+{
+    if (c->nladder < 2 || ++c->win_chunks < ADAPT_WINDOW)
+        return;
+    if (c->win_full * 2 >= ADAPT_WINDOW) {
+        if (c->step < c->nladder - 1)
+            c->step++;
+    } else if (c->win_full == 0 && c->step > 0) {
+        c->step--;
+    }
+    c->win_chunks = 0;
+    c->win_full = 0;
+}
 
 /* Writes completed jobs in order; blocks for at least `need` of them. */
 static int drain(struct chunkw *c, uint64_t need)
@@ -283,7 +345,10 @@ static int drain(struct chunkw *c, uint64_t need)
             c->rc = vmc_set_error(c->ctx, j->rc, "%s", j->err);
             return c->rc;
         }
-        if (!c->rc && (rc = write_full(c->fd, j->out, j->out_len)) < 0) {
+        if (c->nladder > 1 && congested(c))
+            c->win_full++;
+        rc = c->rc ? 0 : write_full(c->fd, j->out, j->out_len);
+        if (rc < 0) {
             errno = -rc;
             c->rc = vmc_set_error(c->ctx, VMC_E_IO,
                                   "chunk %llu @0x%llx: write: %s",
@@ -316,6 +381,8 @@ static int acquire(struct chunkw *c)
     j->in_len = 0;
     j->rc = 0;
     j->final = 0;
+    adapt(c);
+    j->level = c->ladder[c->step];
     c->cur = j;
     return 0;
 }
@@ -334,9 +401,10 @@ static void submit(struct chunkw *c, int final)
 }
 
 int chunkw_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
-               int level, int threads, struct chunkw **out)
+               int level, int adaptive, int threads, struct chunkw **out)
 {
     struct chunkw *c = calloc(1, sizeof(*c));
+    struct stat st;
     int rc;
 
     *out = NULL;
@@ -349,7 +417,25 @@ int chunkw_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
     }
     c->ctx = ctx;
     c->fd = fd;
-    if ((rc = pool_new(ctx, h, 0, level, threads, &c->p)) < 0) {
+    if (adaptive) {
+        /* store, then the cheap negative levels that already catch most of
+         * what level 1 finds in guest memory, then 1..level */
+        static const int low[] = { -1000, -100, -10 };
+        c->ladder[c->nladder++] = ZSTD_minCLevel();
+        for (int i = 0; i < 3; i++)
+            if (low[i] < level)
+                c->ladder[c->nladder++] = low[i];
+        for (int l = 1; l <= level && l <= 3; l++)
+            c->ladder[c->nladder++] = l;
+        if (level > 3)
+            c->ladder[c->nladder++] = level;
+        c->step = c->nladder - 1;          /* start at the ceiling */
+        if (fstat(fd, &st) == 0 && (S_ISSOCK(st.st_mode) || S_ISFIFO(st.st_mode)))
+            c->out_kind = st.st_mode & S_IFMT;
+    } else {
+        c->ladder[c->nladder++] = level;
+    }
+    if ((rc = pool_new(ctx, h, 0, threads, &c->p)) < 0) {
         free(c);
         return rc;
     }
@@ -591,7 +677,7 @@ int chunkr_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
         free(c);
         return vmc_set_error(ctx, VMC_E_NOMEM, "pipe: %s", strerror(errno));
     }
-    if ((rc = pool_new(ctx, h, 1, 0, threads, &c->p)) < 0) {
+    if ((rc = pool_new(ctx, h, 1, threads, &c->p)) < 0) {
         chunkr_free(c);
         return rc;
     }

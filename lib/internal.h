@@ -62,8 +62,10 @@ int hdr_new_session(struct vmc_ctx *ctx, const struct vmc_session *s,
 
 /* ---- chunk layer ------------------------------------------------------ */
 struct chunkw;
+/* adaptive: the level moves per chunk between store and level, with the
+ * share of time the writes block (see chunk.c) */
 int chunkw_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
-               int level, int threads, struct chunkw **out);
+               int level, int adaptive, int threads, struct chunkw **out);
 int chunkw_write(struct chunkw *c, const void *buf, size_t len);
 int chunkw_flush(struct chunkw *c);           /* seals a short chunk */
 int chunkw_close(struct chunkw *c);           /* final chunk + drain */

@@ -74,7 +74,8 @@ int vmc_writer_new(struct vmc_ctx *ctx, int fd, const struct vmc_keys *keys,
                      o->label, o->header_flags, &w->h);
     if (rc < 0)
         goto out;
-    rc = chunkw_new(ctx, fd, w->h, o->level ? o->level : 1, o->threads, &w->cw);
+    rc = chunkw_new(ctx, fd, w->h, o->level ? o->level : 1, o->adaptive,
+                    o->threads, &w->cw);
     if (rc < 0)
         goto out;
     rc = vmc_header_write(ctx, w->h, fd);

@@ -167,6 +167,9 @@ struct vmc_writer_opts {
     const char *label;        /* public label in the header, may be NULL */
     uint32_t header_flags;    /* VMC_HF_* */
     const struct vmc_session *session;  /* live path: seal to the session */
+    int adaptive;             /* per chunk, between store and `level`: up
+                               * while writes block (slow link), down while
+                               * they do not (CPU-bound); for links, not files */
 };
 struct vmc_writer;
 /* Writes the header at once.  fd is borrowed. */

@@ -13,13 +13,26 @@ tmpfs directory under /dev/shm, so disks add no noise.
      resumes) vs QMP stop + migrate exec:zstd -1 -T0 > f  and  exec:cat > f
   2. restore: vmrestore -p (sealed) vs qemu -incoming "exec:zstd -dc f" -S
   3. live: vmsave --live --checkpoint vs QEMU live migration to a second
-     local QEMU over TCP (downtime and total time as QEMU reports them)
+     local QEMU over TCP (downtime and total time as QEMU reports them), and
+     vmmigrate over loopback to a second registry and back, with its
+     adaptive level (the default) and with --level 1
+  4. the same guest migrated over a shaped link: QEMU native vs vmmigrate,
+     from the root namespace to a namespace of ours over a veth pair with
+     tc tbf at VMC_BENCH_LINK (default 1gbit, a common migration network;
+     '' skips it; needs root)
 
 Env: VMC_BENCH_RUNS        runs per measurement, median taken (default 3)
      VMC_BENCH_LIVE_DIRTY  wl.dirty of the guest of the live phase (default
                            10; a separate boot unless it equals 2)
      VMCKPT_ACCEL          tcg|kvm to force the accelerator
      VMC_BENCH_KEEP=1      keep the tmpfs directory (images, logs)
+
+Memory: on these machines (themselves VMs) the first touch of memory the
+host has not backed yet costs ~1 s per GiB in the kernel's page clearing, so
+whichever restore or migration happened to get "cold" pages for its new QEMU
+took 1.5 s longer (seen on both sides).  Before every restore and migration
+the bench touches and frees RAM_MIB + 256 MiB (warm_memory), so each
+measurement starts from the same warm state.
 
 A tool that fails or hangs (a live save gets 60 s, anything else 120 s, then
 SIGTERM) is reported in the table and under FAILURES, and the bench goes on
@@ -225,9 +238,9 @@ def run_tool(argv, timeout=TOOL_TIMEOUT):
     return t1 - t0, out.decode(), child_cpu() - c0
 
 
-def popen_qemu(args, tag):
+def popen_qemu(args, tag, prefix=()):
     lf = open(os.path.join(W, f"{tag}.log"), "ab")
-    p = subprocess.Popen(["qemu-system-x86_64"] + args, stdin=subprocess.DEVNULL,
+    p = subprocess.Popen(list(prefix) + ["qemu-system-x86_64"] + args, stdin=subprocess.DEVNULL,
                          stdout=lf, stderr=lf, env=ENV, start_new_session=True)
     lf.close()
     PROCS.append(p)
@@ -283,6 +296,10 @@ def my_stray_qemus():
 def cleanup():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        link_down()
+    except Exception:
+        pass
     for p in list(PROCS):
         try:
             end_qemu(p)
@@ -480,6 +497,19 @@ def m_native_restore(path):
     return dict(wall=t1 - t0, cpu=c[0] + c[1])
 
 
+def warm_memory():
+    """Touch and free a guest's worth of huge pages (see the docstring)."""
+    import mmap
+    n = (RAM_MIB + 256) << 20
+    m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(m, "madvise"):
+        m.madvise(mmap.MADV_HUGEPAGE)
+    block = b"\1" * (64 << 20)
+    for _ in range(n // len(block)):
+        m.write(block)
+    m.close()
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -505,10 +535,14 @@ def m_vmsave_live(domid, img):
                 syncs=info.get("ram", {}).get("dirty-sync-count", 0), size=size)
 
 
-def m_native_live(domid):
+def in_ns(ns):
+    return ["ip", "netns", "exec", ns] if ns else []
+
+
+def m_native_live(domid, ns=None, addr="127.0.0.1"):
     port = free_port()
-    sock, args = native_args("live", ["-incoming", f"tcp:127.0.0.1:{port}"])
-    p = popen_qemu(args, "native-live")
+    sock, args = native_args("live", ["-incoming", f"tcp:{addr}:{port}"])
+    p = popen_qemu(args, "native-live", in_ns(ns))
     dq = q = None
     try:
         dq = QMP(sock, timeout=30)        # greeting: the listener is up
@@ -516,7 +550,7 @@ def m_native_live(domid):
         q.cmd("migrate-set-parameters", {"max-bandwidth": HUGE_BW,
                                          "downtime-limit": 300})
         t0 = time.monotonic()
-        q.cmd("migrate", {"uri": f"tcp:127.0.0.1:{port}"})
+        q.cmd("migrate", {"uri": f"tcp:{addr}:{port}"})
         t1, _ = wait_migration(q)
         info = final_stats(q)
         dst = dq.cmd("query-status")["status"]
@@ -530,23 +564,27 @@ def m_native_live(domid):
             end_qemu(p, dq)
     if dst != "running":
         log(f"  (note: the TCP destination was '{dst}' after completion)")
+    ram = info.get("ram", {})
     return dict(down=info.get("downtime", 0), total=info.get("total-time", 0) / 1e3,
-                wall=t1 - t0, syncs=info.get("ram", {}).get("dirty-sync-count", 0))
+                wall=t1 - t0, syncs=ram.get("dirty-sync-count", 0),
+                bytes=ram.get("transferred", 0))
 
 
 VMMIGRATE = os.path.join(ROOT, "build", "vmmigrate")
 
 
-def m_vmmigrate(domid, src_run, dst_run):
-    """vmmigrate over loopback from registry src_run to dst_run (two
-    "hosts" on one machine); returns the metrics and the new domain id."""
+def m_vmmigrate(domid, src_run, dst_run, src_ns=None, dst_ns=None,
+                addr="127.0.0.1", extra=()):
+    """vmmigrate from registry src_run to dst_run (two "hosts" on one
+    machine; over loopback, or from namespace src_ns to dst_ns listening on
+    addr); returns the metrics and the new domain id."""
     port = free_port()
     auth = os.path.join(W, "authorized")
     with open(auth, "w") as f:
         f.write(REC + "\n")
     renv = dict(ENV, VMCKPT_RUNDIR=dst_run)
     senv = dict(ENV, VMCKPT_RUNDIR=src_run)
-    recv = subprocess.Popen([VMMIGRATE, "--listen", f"127.0.0.1:{port}", "--once",
+    recv = subprocess.Popen(in_ns(dst_ns) + [VMMIGRATE, "--listen", f"{addr}:{port}", "--once",
                              "-i", KEY, "--authorized-senders", auth,
                              "--timeout", "30"], env=renv,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -555,8 +593,9 @@ def m_vmmigrate(domid, src_run, dst_run):
         recv.stderr.readline()                # "listening on ...": it is up
         # (a probe connection would be taken as the one migration of --once)
         t0 = time.monotonic()
-        p = subprocess.run([VMMIGRATE, "--json", "-i", KEY, "--receiver-key", REC,
-                            "--timeout", "30", str(domid), f"127.0.0.1:{port}"],
+        p = subprocess.run(in_ns(src_ns) + [VMMIGRATE, "--json", "-i", KEY,
+                            "--receiver-key", REC, "--timeout", "30"] + list(extra) +
+                           [str(domid), f"{addr}:{port}"],
                            env=senv, stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=LIVE_TIMEOUT)
@@ -573,7 +612,72 @@ def m_vmmigrate(domid, src_run, dst_run):
             recv.wait()
     return dict(down=j["downtime_ns"] / 1e6, total=j["total_time_ns"] / 1e9,
                 wall=wall, bytes=j["bytes_transferred"],
+                backend=j["backend_bytes"],
                 syncs=len(j.get("rounds", [])), new=j["remote_domid"])
+
+
+def migrate_there_and_back(what, into, gid, boot, run2, extra=(), link=False):
+    """vmmigrate gid from RUN to run2 (measured, into `into`), then back
+    (not measured); returns (metrics or None, the guest's domain id)."""
+    there = dict(src_ns=None, dst_ns=LINK_NS, addr=LINK_B) if link else {}
+    back_ = dict(src_ns=LINK_NS, dst_ns=None, addr=LINK_A) if link else {}
+    settle(gid, boot)
+    warm_memory()
+    c = attempt(what, into, m_vmmigrate, gid, RUN, run2, extra=extra, **there)
+    if c:
+        try:
+            warm_memory()
+            back = m_vmmigrate(c["new"], run2, RUN, extra=extra, **back_)
+        except ToolError as e:
+            fail(what + " (back)", str(e))
+            raise
+        DOMS.discard(gid)
+        gid = back["new"]
+        DOMS.add(gid)
+    return c, gid
+
+
+# A link of LINK (tc tbf on both ends of a veth pair): host A is the root
+# namespace (LINK_A), host B a namespace of ours (LINK_B).
+LINK = os.environ.get("VMC_BENCH_LINK", "1gbit")
+LINK_NS = f"vmcbench{os.getpid()}"
+LINK_A, LINK_B = "10.233.0.1", "10.233.0.2"
+LINK_DEV = f"vbq{os.getpid() % 100000}"
+LINK_MADE = False
+
+
+def link_up():
+    """Sets the link up; returns None or why it could not."""
+    global LINK_MADE
+    dev_b = LINK_DEV + "b"
+    cmds = [["ip", "netns", "add", LINK_NS],
+            ["ip", "link", "add", LINK_DEV, "type", "veth", "peer", "name", dev_b],
+            ["ip", "link", "set", dev_b, "netns", LINK_NS],
+            ["ip", "addr", "add", LINK_A + "/24", "dev", LINK_DEV],
+            ["ip", "link", "set", LINK_DEV, "up"],
+            ["ip", "-n", LINK_NS, "addr", "add", LINK_B + "/24", "dev", dev_b],
+            ["ip", "-n", LINK_NS, "link", "set", dev_b, "up"],
+            ["ip", "-n", LINK_NS, "link", "set", "lo", "up"],
+            ["tc", "qdisc", "add", "dev", LINK_DEV, "root", "tbf", "rate", LINK,
+             "burst", "1mb", "latency", "50ms"],
+            ["tc", "-n", LINK_NS, "qdisc", "add", "dev", dev_b, "root", "tbf",
+             "rate", LINK, "burst", "1mb", "latency", "50ms"]]
+    LINK_MADE = True
+    for c in cmds:
+        try:
+            p = subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+        except OSError as e:
+            return f"{c[0]}: {e}"
+        if p.returncode:
+            return f"{' '.join(c)}: {p.stderr.strip()}"
+    return None
+
+
+def link_down():
+    if LINK_MADE:
+        subprocess.run(["ip", "netns", "del", LINK_NS], stderr=subprocess.DEVNULL)
+        subprocess.run(["ip", "link", "del", LINK_DEV], stderr=subprocess.DEVNULL)
 
 
 # ---- report ----------------------------------------------------------------
@@ -715,8 +819,10 @@ def main():
     q.close()
     R_vm, R_z = [], []
     for i in range(RUNS):
+        warm_memory()
         a = attempt("restore: vmrestore -p", R_vm, m_vmrestore, img) \
             if img_ok else None
+        warm_memory()
         b = attempt("restore: exec:zstd -dc", R_z, m_native_restore, zst) \
             if zstd_ok else None
         log(f"  restore run {i + 1}: vmrestore {show(a, 'wall')} s, native "
@@ -744,7 +850,7 @@ def main():
     if LIVE_DIRTY != DIRTY:
         destroy(gid)
         gid, boot = start_guest("bench-live", LIVE_DIRTY)
-    L_vm, L_n, L_m = [], [], []
+    L_vm, L_n, L_m, L_m1, K_n, K_m = [], [], [], [], [], []
     RUN2 = os.path.join(W, "run2")
     os.mkdir(RUN2, 0o700)
     limg = os.path.join(W, "live.vmimg")
@@ -755,6 +861,7 @@ def main():
             tried = vm_live_ok
             if tried:                  # a hang costs minutes: do not repeat it
                 settle(gid, boot)
+                warm_memory()
                 a = attempt("live: vmsave --live --checkpoint", L_vm, m_vmsave_live,
                             gid, limg)
                 vm_live_ok = a is not None
@@ -763,28 +870,42 @@ def main():
                 if os.path.exists(f):
                     os.unlink(f)
             settle(gid, boot)
+            warm_memory()
             b = attempt("live: native tcp", L_n, m_native_live, gid)
             ensure_running(gid)
             va = (f"{a['down']:.0f} ms / {a['total']:.3f} s" if a else
                   "FAILED" if tried else "skipped (failed before)")
             nb = f"{b['down']:.0f} ms / {b['total']:.3f} s" if b else "FAILED"
-            # vmmigrate to a second registry (a second "host") and back
-            c = None
+            # vmmigrate to a second registry (a second "host") and back,
+            # adaptive (the default) and at a fixed level 1
+            c = c1 = None
             if os.path.exists(VMMIGRATE):
-                settle(gid, boot)
-                c = attempt("live: vmmigrate loopback", L_m, m_vmmigrate, gid, RUN, RUN2)
-                if c:
-                    try:
-                        back = m_vmmigrate(c["new"], RUN2, RUN)
-                    except ToolError as e:
-                        fail("live: vmmigrate back", str(e))
-                        break
-                    DOMS.discard(gid)
-                    gid = back["new"]
-                    DOMS.add(gid)
+                c, gid = migrate_there_and_back("live: vmmigrate loopback",
+                                                L_m, gid, boot, RUN2)
+                c1, gid = migrate_there_and_back("live: vmmigrate --level 1",
+                                                 L_m1, gid, boot, RUN2,
+                                                 extra=("--level", "1"))
             mc = f"{c['down']:.0f} ms / {c['total']:.3f} s" if c else "FAILED"
+            mc1 = f"{c1['down']:.0f} ms / {c1['total']:.3f} s" if c1 else "FAILED"
             log(f"  live run {i + 1}: downtime / total: vmsave {va}, native {nb}, "
-                f"vmmigrate {mc}")
+                f"vmmigrate {mc}, vmmigrate --level 1 {mc1}")
+        # ---- 4. the same over a shaped link (a namespace, a veth pair) ----
+        if LINK and os.path.exists(VMMIGRATE):
+            why = link_up()
+            if why:
+                log(f"  (section 4 skipped: {why})")
+            for i in range(RUNS if not why else 0):
+                settle(gid, boot)
+                warm_memory()
+                b = attempt("link: native tcp", K_n, m_native_live, gid, LINK_NS,
+                            LINK_B)
+                ensure_running(gid)
+                c, gid = migrate_there_and_back("link: vmmigrate", K_m, gid, boot,
+                                                RUN2, link=True)
+                nb = f"{b['down']:.0f} ms / {b['total']:.3f} s" if b else "FAILED"
+                mc = f"{c['down']:.0f} ms / {c['total']:.3f} s" if c else "FAILED"
+                log(f"  link run {i + 1}: downtime / total: native {nb}, "
+                    f"vmmigrate {mc}")
 
     except (Exception, SystemExit) as e:   # a dead guest must not lose the report
         fail("live", f"stopped: {e}")
@@ -797,7 +918,7 @@ def main():
 
     # ---- report -------------------------------------------------------------
     report(dict(S_vm=S_vm, S_z=S_z, S_c=S_c, R_vm=R_vm, R_z=R_z, L_vm=L_vm,
-                L_n=L_n, L_m=L_m, cont_ok=cont_ok, alive=alive, accel=accel,
+                L_n=L_n, L_m=L_m, L_m1=L_m1, K_n=K_n, K_m=K_m, cont_ok=cont_ok, alive=alive, accel=accel,
                 secs=time.monotonic() - T0))
 
 
@@ -860,7 +981,10 @@ def report(r):
                   "each run (downtime ms)"))
     for name, rs, qd in (("vmsave --live --checkpoint (sealed)", L_vm, True),
                          ("QEMU migrate tcp:127.0.0.1 (2nd QEMU)", L_n, False),
-                         ("vmmigrate 127.0.0.1 (sealed, authed)", r["L_m"], False)):
+                         ("vmmigrate 127.0.0.1 (sealed, authed)", r["L_m"], False),
+                         ("vmmigrate --level 1 127.0.0.1", r["L_m1"], False),
+                         (f"QEMU migrate tcp, {LINK} link", r["K_n"], False),
+                         (f"vmmigrate, {LINK} link", r["K_m"], False)):
         if not rs:
             log(h3.format(name, "FAILED", "", "", "", "", ""))
             continue
@@ -874,6 +998,18 @@ def report(r):
         "wall s: the command / migrate .. completed")
     log("   qemu down: QEMU's own 'downtime' of vmsave's fd: migration;  "
         "syncs: dirty-sync-count (pre-copy rounds)")
+    log("   vmmigrate: --level auto (the default) compresses only as much as the "
+        "link needs;")
+    log(f"   the {LINK} link: tc tbf on both ends of a veth pair into a namespace "
+        "(VMC_BENCH_LINK='' skips it)")
+    for name, rs in (("loopback", r["L_m"]), ("loopback --level 1", r["L_m1"]),
+                     (f"{LINK} link", r["K_m"])):
+        if rs:
+            log(f"   vmmigrate {name}: {med(rs, 'bytes') / 1e6:.0f} MB sent for "
+                f"{med(rs, 'backend') / 1e6:.0f} MB of QEMU stream")
+    if r["K_n"]:
+        log(f"   QEMU native over the {LINK} link: "
+            f"{med(r['K_n'], 'bytes') / 1e6:.0f} MB sent")
     log(f"   the live guest was still counting at the end: {yn[r['alive']]}")
     log("")
     log("ratios (target in brackets):")
@@ -886,6 +1022,12 @@ def report(r):
         ("live total time, vmsave / native TCP", L_vm, L_n, "total", "[compare]"),
         ("vmmigrate downtime / native TCP", r["L_m"], L_n, "down", "[<= 1.0]"),
         ("vmmigrate total time / native TCP", r["L_m"], L_n, "total", "[<= 1.2]"),
+        ("vmmigrate --level 1 total / native", r["L_m1"], L_n, "total", ""),
+        (f"{LINK} link: vmmigrate down / native", r["K_m"], r["K_n"], "down",
+         "[<= 1.0]"),
+        (f"{LINK} link: vmmigrate total / native", r["K_m"], r["K_n"], "total",
+         "[<= 1.2]"),
+        (f"{LINK} link: vmmigrate bytes / native", r["K_m"], r["K_n"], "bytes", ""),
     ]
     log(f"  {'':<38}   median  (best runs: min/min; neighbours inflate "
         "medians)")
