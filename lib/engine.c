@@ -97,7 +97,11 @@ static void big_pipe(int fd)
  * deaf to terminal signals) that holds the read end of a pipe.  When the
  * saving process dies without saying "done", the pipe hits EOF and the
  * guardian cancels the save, resumes the domain if it was running, and
- * removes the .partial file: SIGKILL cannot leave a domain paused. */
+ * removes the .partial file: SIGKILL cannot leave a domain paused.
+ * A restore has one too (was_running = GUARD_RESTORE): the restorer names
+ * the domain it is building ("D<id>;") and, should it die before "N", the
+ * guardian destroys it: no half-built domain outlives a killed restore. */
+#define GUARD_RESTORE 2
 
 struct guard {
     pid_t pid;
@@ -109,7 +113,9 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
 {
     const struct vmc_backend *be = vmc_backend_get(backend);
     struct vmc_ctx ctx = { 0 };
-    char c = 0, last = 0;
+    char c = 0, last = 0, num[16];
+    size_t nn = 0;
+    int innum = 0;
     ssize_t n;
 
     while ((n = read(fd, &c, 1)) != 0) {
@@ -117,10 +123,32 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
             continue;
         if (n < 0)
             break;
+        if (c == 'D') {                     /* "D<id>;": the domain built */
+            innum = 1;
+            nn = 0;
+        } else if (innum && c == ';') {
+            num[nn] = '\0';
+            domid = atoi(num);
+            innum = 0;
+        } else if (innum && nn < sizeof(num) - 1) {
+            num[nn++] = c;
+        }
         last = c;
     }
     if (last == 'N' || !be)
         return;
+    if (was_running == GUARD_RESTORE) {     /* the restorer died */
+        struct vmc_dom *d;
+        char spec[32];
+        if (domid < 0)
+            return;
+        snprintf(spec, sizeof(spec), "%d", domid);
+        if (be->open(&ctx, spec, 0, &d) == 0) {
+            be->destroy(&ctx, d);
+            be->close(d);
+        }
+        return;
+    }
     /* The saver died mid-save. */
     if (partial && *partial)
         unlink(partial);
@@ -188,7 +216,7 @@ static int guard_start(struct vmc_ctx *ctx, const struct vmc_backend *be,
         for (int fd = 4; fd < 1024; fd++)
             close(fd);
         snprintf(id, sizeof(id), "%d", domid);
-        snprintf(wr, sizeof(wr), "%d", !!was_running);
+        snprintf(wr, sizeof(wr), "%d", was_running);
         execl("/proc/self/exe", "vmckpt-guard", be->name, id, wr,
               partial ? partial : "", (char *)NULL);
         guard_run(3, be->name, domid, was_running, partial);   /* no exec */
@@ -367,7 +395,7 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
     vmc_put32(cfgrec + 4, 0);
     memcpy(cfgrec + 8, cfg, cfg_len);
     /* The guardian first: from here on the domain cannot be lost. */
-    if ((rc = guard_start(ctx, be, res->domid, res->was_running,
+    if ((rc = guard_start(ctx, be, res->domid, !!res->was_running,
                           vmc_outfile_partial(of), &g)) < 0)
         goto out;
     if ((rc = vmc_writer_new(ctx, vmc_outfile_fd(of), o->keys, &o->wopts,
@@ -515,6 +543,7 @@ int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
     uint8_t *buf = NULL, *cfg = NULL;
     size_t len, cfg_len = 0;
     uint64_t t0 = vmc_now_ns();
+    struct guard g = { -1, -1 };
     int rc, pp[2] = { -1, -1 };
 
     memset(res, 0, sizeof(*res));
@@ -555,12 +584,20 @@ int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
         goto out;
     }
     big_pipe(pp[1]);
-    if ((rc = be->restore_start(ctx, &m, vmc_get32(cfg), cfg + 8, cfg_len - 8,
+    if ((rc = guard_start(ctx, be, -1, GUARD_RESTORE, NULL, &g)) < 0 ||
+        (rc = be->restore_start(ctx, &m, vmc_get32(cfg), cfg + 8, cfg_len - 8,
                                 o->name, o->clone, pp[0], &d)) < 0)
         goto out;
     close(pp[0]);
     pp[0] = -1;
     res->domid = be->domid(d);
+    if (res->domid > 0) {
+        char msg[24];
+        int ml = snprintf(msg, sizeof(msg), "D%d;", res->domid);
+        if (write(g.fd, msg, (size_t)ml) != ml) {
+            /* a guardian that is gone cannot help; the restore goes on */
+        }
+    }
     snprintf(res->name, sizeof(res->name), "%s", be->name_of(d));
     if (!(buf = malloc(COPY_BUF))) {
         rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
@@ -617,6 +654,7 @@ out:
         be->restore_abort(d);
         res->domid = -1;
     }
+    guard_done(&g);
     if (be && d)
         be->close(d);
     free(buf);

@@ -490,11 +490,14 @@ static int qemu_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
                     NULL);
 }
 
-/* Polls query-migrate until a final state; 1 = completed. */
+/* Polls query-migrate until a final state; 1 = completed.  Callers come
+ * when the stream has ended and completion is near: poll after 1 ms, then
+ * back off to every 10 ms. */
 static int migrate_poll(struct vmc_ctx *ctx, struct vmc_dom *d, int timeout_s,
                         const char *what)
 {
     uint64_t deadline = vmc_now_ns() + (uint64_t)timeout_s * 1000000000u;
+    useconds_t pause = 1000;
 
     for (;;) {
         json_t *r;
@@ -519,7 +522,9 @@ static int migrate_poll(struct vmc_ctx *ctx, struct vmc_dom *d, int timeout_s,
         if (vmc_now_ns() > deadline)
             return vmc_set_error(ctx, VMC_E_BACKEND, "qemu %s: still %s after "
                                  "%d s", what, st ? st : "pending", timeout_s);
-        usleep(10000);
+        usleep(pause);
+        if (pause < 10000)
+            pause *= 2;
     }
 }
 
@@ -763,7 +768,7 @@ static int launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
         }
     }
     snprintf(p, sizeof(p), "%s/qmp.sock", d->dir);
-    for (int i = 0; i < 3000; i++) {                  /* 30 s */
+    for (int i = 0; i < 15000; i++) {                 /* 30 s */
         struct stat st;
         if (stat(p, &st) == 0)
             break;
@@ -773,7 +778,7 @@ static int launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
                                line[0] ? line : "(no output)");
             goto out;
         }
-        usleep(10000);
+        usleep(2000);
     }
     /* QMP answers once QEMU has initialised; it may also die first. */
     for (int i = 0; i < 150; i++) {

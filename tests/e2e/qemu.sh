@@ -10,7 +10,7 @@
 # it ran to the end, so count the FAIL lines.  SKIPs loudly when QEMU is
 # missing or the guest cannot be built.
 #
-# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..9, 8b)
+# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..10, 8b)
 #      VMCKPT_ACCEL=tcg|kvm  force the accelerator
 #      E2E_KEEP=1         keep the temp dir (images, logs) for a post-mortem
 set -u
@@ -824,6 +824,54 @@ s9() {
     rm -rf "$d"
 }
 
+# vmrestore SIGKILLed while its QEMU waits for the rest of the stream (the
+# header and the first chunk arrived, then nothing): the half-built domain
+# goes (its guardian destroys it; QEMU would also wait forever on an
+# incoming stream killed before its first byte).
+s10() {
+    local n=10_restore_killed_early img=$T/s10.vmimg src before new=() rpid i q hl cl
+    get_spare || { fail $n "$WHY"; return; }
+    src=$GID
+    run s10.save "$VMSAVE" --checkpoint -r "$REC" "$src" "$img" ||
+        { fail $n "vmsave --checkpoint: rc=$RC: $(err s10.save)"; return; }
+    before=" $(list_ids | tr '\n' ' ')"
+    rm -f "$T/s10.fifo"
+    mkfifo "$T/s10.fifo"
+    "$VMRESTORE" --name s10-restored -i "$KEY" - <"$T/s10.fifo" >"$IO/s10.out" 2>"$IO/s10.err" &
+    rpid=$!
+    exec 7>"$T/s10.fifo"
+    # header_len (LE32 @12), then the first chunk's length word (low 31 bits)
+    hl=$(od -An -tu4 -j12 -N4 "$img" | tr -d ' ')
+    cl=$(( $(od -An -tu4 -j"$hl" -N4 "$img" | tr -d ' ') & 0x7fffffff ))
+    head -c $((hl + 4 + cl)) "$img" >&7     # the config, then the stream stalls
+    for ((i = 0; i < 150; i++)); do
+        new=()
+        for q in $(list_ids); do [[ "$before" == *" $q "* ]] || new+=("$q"); done
+        [ ${#new[@]} -gt 0 ] && break
+        alive "$rpid" || break
+        sleep 0.2
+    done
+    if [ ${#new[@]} = 0 ]; then
+        kill -9 "$rpid" 2>/dev/null; exec 7>&-; wait "$rpid"
+        fail $n "no restoring domain appeared: $(err s10)"; return
+    fi
+    track "${new[0]}"
+    sleep 0.5
+    q=$(dom_field "${new[0]}" 5)
+    kill -9 "$rpid"; wait "$rpid" 2>/dev/null
+    for ((i = 0; i < 100; i++)); do
+        ! dom_listed "${new[0]}" && ! alive "$q" && break
+        sleep 0.1
+    done
+    exec 7>&-
+    if dom_listed "${new[0]}" || alive "$q"; then
+        fail $n "domain ${new[0]} (QEMU $q) still there 10 s after vmrestore was killed: $("$VMCTL" list | tr '\n' '|')"
+        return
+    fi
+    guest_alive "$src" "$GBOOT" || { fail $n "source: $WHY"; return; }
+    pass $n "half-built domain ${new[0]} and its QEMU gone after SIGKILL, $(took)"
+}
+
 s8() { s8_common 8_restore_console_sigterm pid; }
 s8b() { s8_common 8b_restore_console_hangup group; }
 
@@ -837,6 +885,7 @@ scenario 7 s7
 scenario 8 s8
 scenario 8b s8b
 scenario 9 s9
+scenario 10 s10
 
 # ---- nothing may survive ---------------------------------------------------
 [ -n "$SPARE_ID" ] && destroy "$SPARE_ID"
