@@ -722,6 +722,13 @@ static void release(struct chunkr *c)
     c->cur = NULL;
 }
 
+/* A chunk handed out whole by chunkr_peek() is released on the next call. */
+static void release_consumed(struct chunkr *c)
+{
+    if (c->cur && c->pos == c->cur->out_len && c->cur->out_len)
+        release(c);
+}
+
 int chunkr_read(void *arg, void *buf, size_t n)
 {
     struct chunkr *c = arg;
@@ -730,6 +737,7 @@ int chunkr_read(void *arg, void *buf, size_t n)
 
     if (c->rc)
         return c->rc;
+    release_consumed(c);
     while (n) {
         size_t k;
 
@@ -752,12 +760,42 @@ int chunkr_read(void *arg, void *buf, size_t n)
     return 0;
 }
 
+/* Up to n bytes without copying: *ptr points into the current chunk and
+ * stays valid until the next call on c. */
+int chunkr_peek(void *arg, const void **ptr, size_t n, size_t *got)
+{
+    struct chunkr *c = arg;
+    size_t k;
+    int rc;
+
+    *got = 0;
+    if (c->rc)
+        return c->rc;
+    release_consumed(c);
+    while (!c->cur || c->pos == c->cur->out_len) {
+        if (c->cur)
+            release(c);             /* an empty chunk */
+        if (c->ended)
+            return VMC_E_TRUNC;
+        if ((rc = next_chunk(c)) < 0)
+            return rc;
+    }
+    k = c->cur->out_len - c->pos;
+    if (k > n)
+        k = n;
+    *ptr = c->cur->out + c->pos;
+    c->pos += k;
+    *got = k;
+    return 0;
+}
+
 int chunkr_at_end(struct chunkr *c)
 {
     int rc;
 
     if (c->rc)
         return c->rc;
+    release_consumed(c);
     if (c->ended)
         return 1;
     if (c->cur)

@@ -599,18 +599,15 @@ int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
         }
     }
     snprintf(res->name, sizeof(res->name), "%s", be->name_of(d));
-    if (!(buf = malloc(COPY_BUF))) {
-        rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
-        goto out;
-    }
     /* Feed the hypervisor as chunks authenticate; the domain stays paused
      * until END has verified. */
     while ((rc = vmc_reader_next(r, &rec)) == 1) {
+        const void *pb;
         ssize_t n;
         if (rec.type != VMC_REC_BACKEND_STREAM)
             continue;
-        while ((n = vmc_reader_read(r, buf, COPY_BUF)) > 0) {
-            int w = write_full(pp[1], buf, (size_t)n);
+        while ((n = vmc_reader_read_ptr(r, &pb, COPY_BUF)) > 0) {
+            int w = write_full(pp[1], pb, (size_t)n);
             if (w < 0) {
                 struct vmc_ctx tmp = { 0 };
                 errno = -w;

@@ -46,7 +46,6 @@ static int drain(struct vmc_reader *r, int outfd, int to_xl,
     struct vmc_summary local;
     struct vmc_ctx *ctx = NULL;
     struct vmc_record rec;
-    uint8_t *buf = malloc(COPY_BUF);
     uint64_t backend = 0;
     int rc;
 
@@ -54,8 +53,6 @@ static int drain(struct vmc_reader *r, int outfd, int to_xl,
         sum = &local;
     memset(sum, 0, sizeof(*sum));
     ctx = reader_ctx(r);
-    if (!buf)
-        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
     while ((rc = vmc_reader_next(r, &rec)) == 1) {
         count(sum, rec.type, rec.length);
         if (rec.type == VMC_REC_IMAGE_INFO) {
@@ -97,9 +94,10 @@ static int drain(struct vmc_reader *r, int outfd, int to_xl,
                                "file", (unsigned long long)rec.offset);
             goto out;
         } else if (rec.type == VMC_REC_BACKEND_STREAM && outfd >= 0) {
+            const void *pb;
             ssize_t n;
-            while ((n = vmc_reader_read(r, buf, COPY_BUF)) > 0) {
-                if ((rc = write_full(outfd, buf, (size_t)n)) < 0) {
+            while ((n = vmc_reader_read_ptr(r, &pb, COPY_BUF)) > 0) {
+                if ((rc = write_full(outfd, pb, (size_t)n)) < 0) {
                     errno = -rc;
                     rc = vmc_set_error(ctx, VMC_E_IO,
                                        "output @0x%llx: write: %s",
@@ -127,7 +125,6 @@ static int drain(struct vmc_reader *r, int outfd, int to_xl,
     }
 out:
     vmc_reader_stats(r, &sum->stats);
-    free(buf);
     return rc;
 }
 

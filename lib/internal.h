@@ -80,7 +80,11 @@ int chunkr_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
  * first (after the final chunk). */
 int chunkr_read(void *c, void *buf, size_t n);
 /* 1 if the final chunk has been consumed completely (and EOF checked). */
+int chunkr_peek(void *c, const void **ptr, size_t n, size_t *got);
 int chunkr_at_end(struct chunkr *c);
+/* A record parser over a source that can also lend its bytes (no copy). */
+typedef int (*vmc_peek_fn)(void *src, const void **ptr, size_t n, size_t *got);
+void vmc_recparse_set_peek(struct vmc_recparse *p, vmc_peek_fn peek);
 uint64_t chunkr_bytes_in(const struct chunkr *c);
 uint64_t chunkr_chunks(const struct chunkr *c);
 void chunkr_free(struct chunkr *c);

@@ -251,6 +251,7 @@ enum { ST_FIRST, ST_CONFIG, ST_DATA, ST_END };
 struct vmc_recparse {
     struct vmc_ctx *ctx;
     vmc_src_fn fn;
+    vmc_peek_fn peek;         /* optional */
     void *src;
     uint64_t off;             /* plaintext bytes consumed */
     int state;
@@ -441,6 +442,36 @@ int vmc_recparse_next(struct vmc_recparse *p, struct vmc_record *rec)
     }
 }
 
+void vmc_recparse_set_peek(struct vmc_recparse *p, vmc_peek_fn peek)
+{
+    p->peek = peek;
+}
+
+/* Like vmc_recparse_read() without the copy, when the source can lend. */
+static ssize_t recparse_read_ptr(struct vmc_recparse *p, const void **ptr,
+                                 size_t len)
+{
+    char nb[24];
+    size_t got;
+    int rc;
+
+    if (len > p->remaining)
+        len = p->remaining;
+    if (len == 0)
+        return 0;
+    rc = p->peek(p->src, ptr, len, &got);
+    if (rc == VMC_E_TRUNC && p->ctx->code == 0)
+        return vmc_set_error(p->ctx, VMC_E_TRUNC,
+                             "%s @0x%llx: authenticated stream ends early "
+                             "(no END record)", rname(p->cur.type, nb),
+                             (unsigned long long)p->off);
+    if (rc < 0)
+        return rc;
+    p->off += got;
+    p->remaining -= (uint32_t)got;
+    return (ssize_t)got;
+}
+
 ssize_t vmc_recparse_read(struct vmc_recparse *p, void *buf, size_t len)
 {
     char nb[24];
@@ -492,7 +523,9 @@ int vmc_reader_new_timeout(struct vmc_ctx *ctx, int fd, struct vmc_header *h,
     r->h = h;
     if ((rc = chunkr_new(ctx, fd, h, threads, exact_eof, idle_ms, &r->cr)) < 0)
         goto out;
-    if (!(r->p = vmc_recparse_new(ctx, chunkr_read, r->cr))) {
+    if ((r->p = vmc_recparse_new(ctx, chunkr_read, r->cr)))
+        vmc_recparse_set_peek(r->p, chunkr_peek);
+    if (!r->p) {
         rc = VMC_E_NOMEM;
         goto out;
     }
@@ -523,6 +556,11 @@ int vmc_reader_next(struct vmc_reader *r, struct vmc_record *rec)
 ssize_t vmc_reader_read(struct vmc_reader *r, void *buf, size_t len)
 {
     return vmc_recparse_read(r->p, buf, len);
+}
+
+ssize_t vmc_reader_read_ptr(struct vmc_reader *r, const void **ptr, size_t len)
+{
+    return recparse_read_ptr(r->p, ptr, len);
 }
 
 int vmc_reader_read_all(struct vmc_reader *r, uint8_t **buf, size_t *len)

@@ -249,6 +249,10 @@ int vmc_reader_next(struct vmc_reader *r, struct vmc_record *rec);
 /* Reads up to len body bytes of the current record; returns bytes read
  * (0 at the end of the body) or a negative error. */
 ssize_t vmc_reader_read(struct vmc_reader *r, void *buf, size_t len);
+/* vmc_reader_read() without the copy: *ptr points to up to len bytes of
+ * the current record's body (fewer at a chunk boundary), valid until the
+ * next call on r.  Returns the count, 0 at the end of the body, or < 0. */
+ssize_t vmc_reader_read_ptr(struct vmc_reader *r, const void **ptr, size_t len);
 /* Reads the whole current body into a new buffer (caller frees). */
 int vmc_reader_read_all(struct vmc_reader *r, uint8_t **buf, size_t *len);
 struct vmc_end_info {

@@ -689,10 +689,10 @@ def fail(what, why):
     log(f"  FAILED {what}: {why}")
 
 
-def attempt(what, into, fn, *args):
+def attempt(what, into, fn, *args, **kw):
     """One measurement; a tool failure is reported, not fatal."""
     try:
-        r = fn(*args)
+        r = fn(*args, **kw)
     except ToolError as e:
         fail(what, str(e))
         return None
