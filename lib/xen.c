@@ -10,12 +10,18 @@
  * Restore: libxl_domain_create_restore from the embedded libxl JSON
  *          config, fed by the authenticated reader; the domain is created
  *          paused and unpaused only after END verified.
+ *          `vmsave dom - | vmrestore -`: while the clashing source is still
+ *          being saved (it holds its per-domain lock), the new domain is
+ *          built as NAME--incoming, as xl migrate does on one host, and
+ *          renamed once the source has gone, before it ever runs.
  * libxl's log goes into vmckpt's error context, never raw to stderr.
  */
 #ifdef VMC_HAVE_XEN
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +82,8 @@ struct vmc_dom {
     libxl_domain_config cfg;  /* restore */
     int cfg_init;
     uint32_t new_domid;
+    uint32_t pending_clash;   /* restore: id of a source being saved */
+    char incoming[280];       /* restore: temporary name while it is */
 };
 
 static int xerr(struct vmc_ctx *ctx, struct vmc_dom *d, const char *what, int rc)
@@ -145,6 +153,25 @@ static int fill_identity(struct vmc_ctx *ctx, struct vmc_dom *d)
     return 0;
 }
 
+static void lock_path(char *p, size_t n, uint32_t domid)
+{
+    snprintf(p, n, "%s/xen-%u.lock", vmc_qemu_rundir(), domid);
+}
+
+/* Is another process holding domain domid's save lock? */
+static int save_in_progress(uint32_t domid)
+{
+    char p[600];
+    int fd, held;
+
+    lock_path(p, sizeof(p), domid);
+    if ((fd = open(p, O_RDWR | O_CLOEXEC)) < 0)
+        return 0;
+    held = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return held;
+}
+
 static int xen_open(struct vmc_ctx *ctx, const char *spec, int lock,
                     struct vmc_dom **out)
 {
@@ -171,9 +198,8 @@ static int xen_open(struct vmc_ctx *ctx, const char *spec, int lock,
         return rc;
     }
     if (lock) {
-        const char *dir = vmc_qemu_rundir();
-        mkdir(dir, 0700);
-        snprintf(p, sizeof(p), "%s/xen-%u.lock", dir, d->domid);
+        mkdir(vmc_qemu_rundir(), 0700);
+        lock_path(p, sizeof(p), d->domid);
         d->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
             xen_close(d);
@@ -371,6 +397,43 @@ static void *restore_thread(void *arg)
     return NULL;
 }
 
+/* A domain other than dom0 and `skip` with d's name or (alive) UUID: its
+ * id in *id; returns 1 (name), 2 (UUID), 0 (none), or an error. */
+static int find_clash(struct vmc_ctx *ctx, struct vmc_dom *d, uint32_t skip,
+                      uint32_t *id)
+{
+    libxl_dominfo *l;
+    int n = 0, what = 0;
+
+    *id = 0;
+    if (!(l = libxl_list_domain(d->lx, &n)))
+        return xerr(ctx, d, "list_domain", -1);
+    for (int i = 0; i < n && !what; i++) {
+        char *name;
+        if (l[i].domid == 0 || l[i].domid == skip)
+            continue;
+        name = libxl_domid_to_name(d->lx, l[i].domid);
+        if (name && !strcmp(name, d->name))
+            what = 1;
+        else if (!l[i].dying &&
+                 !libxl_uuid_compare(&l[i].uuid, &d->cfg.c_info.uuid))
+            what = 2;
+        free(name);
+        if (what)
+            *id = l[i].domid;
+    }
+    libxl_dominfo_list_free(l, n);
+    return what;
+}
+
+static int clash_error(struct vmc_ctx *ctx, const struct vmc_dom *d,
+                       uint32_t id, int what, const char *when)
+{
+    return vmc_set_error(ctx, VMC_E_EXISTS, "domain %s (id %u) is %srunning "
+                         "with the same %s; use --name NEW or --clone", d->name,
+                         id, when, what == 1 ? "name" : "UUID");
+}
+
 static int xen_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                              uint32_t fmt, const uint8_t *cfg, size_t cfg_len,
                              const char *new_name, int clone, int fd,
@@ -378,7 +441,8 @@ static int xen_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m
 {
     struct vmc_dom *d;
     char *json;
-    uint32_t other;
+    uint32_t other, more;
+    int what, rc;
 
     *out = NULL;
     if (fmt != VMC_CFG_LIBXL_JSON)
@@ -409,35 +473,110 @@ static int xen_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m
     }
     snprintf(d->name, sizeof(d->name), "%s",
              d->cfg.c_info.name ? d->cfg.c_info.name : m->name);
-    if (libxl_name_to_domid(d->lx, d->name, &other) == 0) {
-        int rc = vmc_set_error(ctx, VMC_E_EXISTS, "domain %s (id %u) is "
-                               "running; use --name NEW or --clone", d->name,
-                               other);
-        xen_close(d);
-        return rc;
+    if ((what = find_clash(ctx, d, 0, &other)) < 0) {
+        rc = what;
+        goto fail;
+    }
+    if (what && save_in_progress(other)) {
+        /* `vmsave dom - | vmrestore -`: the source goes away once its image
+         * is complete.  Build under a temporary name (libxl refuses a
+         * second domain of one name); restore_wait renames it. */
+        if ((what = find_clash(ctx, d, other, &more)) != 0) {
+            rc = what < 0 ? what : clash_error(ctx, d, more, what, "");
+            goto fail;
+        }
+        d->pending_clash = other;
+        snprintf(d->incoming, sizeof(d->incoming), "%s--incoming", d->name);
+        if (libxl_name_to_domid(d->lx, d->incoming, &more) == 0) {
+            rc = vmc_set_error(ctx, VMC_E_EXISTS, "domain %s (id %u) exists "
+                               "(a restore in progress, or left over)",
+                               d->incoming, more);
+            goto fail;
+        }
+        free(d->cfg.c_info.name);
+        if (!(d->cfg.c_info.name = strdup(d->incoming))) {
+            rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+            goto fail;
+        }
+    } else if (what) {
+        rc = clash_error(ctx, d, other, what, "");
+        goto fail;
     }
     if ((d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
-        xen_close(d);
-        return vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
+        rc = vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
+        goto fail;
     }
     if (pthread_create(&d->th, NULL, restore_thread, d) != 0) {
         close(d->fd);
-        xen_close(d);
-        return vmc_set_error(ctx, VMC_E_BACKEND, "cannot start a thread");
+        d->fd = -1;
+        rc = vmc_set_error(ctx, VMC_E_BACKEND, "cannot start a thread");
+        goto fail;
     }
     d->th_running = 1;
     *out = d;
     return 0;
+fail:
+    xen_close(d);
+    return rc;
+}
+
+/* xenconsoled names a guest's log file (guest-NAME.log) after the domain's
+ * name when the console connects: NAME--incoming for a pending clash.
+ * SIGHUP makes it reopen every log under the current name, as after
+ * logrotate.  Best effort: a missing xenconsoled is not our failure. */
+static void console_log_follow(void)
+{
+    DIR *dir = opendir("/proc");
+    struct dirent *e;
+
+    if (!dir)
+        return;
+    while ((e = readdir(dir))) {
+        char p[300], comm[32] = "";
+        FILE *f;
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 1)
+            continue;
+        snprintf(p, sizeof(p), "/proc/%d/comm", (int)pid);
+        if (!(f = fopen(p, "re")))
+            continue;
+        if (!fgets(comm, sizeof(comm), f))
+            comm[0] = 0;
+        fclose(f);
+        if (!strcmp(comm, "xenconsoled\n")) {
+            kill(pid, SIGHUP);
+            usleep(100000);     /* before the guest runs and prints */
+            break;
+        }
+    }
+    closedir(dir);
 }
 
 static int xen_restore_wait(struct vmc_ctx *ctx, struct vmc_dom *d)
 {
+    uint32_t other;
+    int what, rc;
+
     if (d->th_running) {
         pthread_join(d->th, NULL);
         d->th_running = 0;
     }
     if (d->th_rc)
         return xerr(ctx, d, "domain_create_restore", d->th_rc);
+    if (d->pending_clash) {
+        /* Wait (up to 60 s) for the source's save to end, insist that the
+         * clash is gone, then take the real name: the domain never ran. */
+        for (int i = 0; i < 6000 && save_in_progress(d->pending_clash); i++)
+            usleep(10000);
+        if ((what = find_clash(ctx, d, d->new_domid, &other)) != 0)
+            return what < 0 ? what :
+                   clash_error(ctx, d, other, what, "still ");
+        if ((rc = libxl_domain_rename(d->lx, d->new_domid, d->incoming,
+                                      d->name)) != 0)
+            return xerr(ctx, d, "domain_rename", rc);
+        d->pending_clash = 0;
+        console_log_follow();
+    }
     d->domid = d->new_domid;
     return 0;
 }
