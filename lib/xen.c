@@ -37,10 +37,13 @@
 
 #include "backend.h"
 
-/* A logger that keeps libxl's last error for our messages. */
+/* A logger that keeps libxl's first and last error for our messages: the
+ * first is usually the cause (libxc's, relayed by libxl-save-helper), the
+ * last libxl's summary of it. */
 struct xlog {
     xentoollog_logger vtable;
     pthread_mutex_t mu;
+    char first[400];
     char last[400];
 };
 
@@ -58,6 +61,8 @@ static void xlog_vmessage(xentoollog_logger *lg, xentoollog_level level,
     snprintf(l->last, sizeof(l->last), "%s%s%s%s%s", context ? context : "",
              context ? ": " : "", msg, errnoval > 0 ? ": " : "",
              errnoval > 0 ? strerror(errnoval) : "");
+    if (level >= XTL_ERROR && !l->first[0])
+        snprintf(l->first, sizeof(l->first), "%s", l->last);
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -74,6 +79,12 @@ struct vmc_dom {
     uint8_t uuid[16];
     int lock_fd;
     int live;
+    int pv;                   /* a PV guest (from describe) */
+    /* live save: a thread that notes when the guest stops for good */
+    pthread_t watch;
+    int watching;
+    int watch_stop;           /* atomic: ask it to end */
+    int64_t stop_us;          /* atomic: when the guest was seen stopped */
     /* the libxl call running in a thread (save or restore) */
     pthread_t th;
     int th_running;
@@ -86,15 +97,23 @@ struct vmc_dom {
     char incoming[280];       /* restore: temporary name while it is */
 };
 
+static void xlog_reset(struct vmc_dom *d)
+{
+    pthread_mutex_lock(&d->log.mu);
+    d->log.first[0] = d->log.last[0] = 0;
+    pthread_mutex_unlock(&d->log.mu);
+}
+
 static int xerr(struct vmc_ctx *ctx, struct vmc_dom *d, const char *what, int rc)
 {
-    char last[400];
+    char msg[400];
 
     pthread_mutex_lock(&d->log.mu);
-    snprintf(last, sizeof(last), "%s", d->log.last);
+    snprintf(msg, sizeof(msg), "%s", d->log.first[0] ? d->log.first
+                                                     : d->log.last);
     pthread_mutex_unlock(&d->log.mu);
     return vmc_set_error(ctx, VMC_E_BACKEND, "libxl %s failed (%d)%s%s", what,
-                         rc, last[0] ? ": " : "", last);
+                         rc, msg[0] ? ": " : "", msg);
 }
 
 static struct vmc_dom *dom_new(struct vmc_ctx *ctx)
@@ -120,12 +139,15 @@ static struct vmc_dom *dom_new(struct vmc_ctx *ctx)
     return d;
 }
 
+static void watch_end(struct vmc_dom *d);
+
 static void xen_close(struct vmc_dom *d)
 {
     if (!d)
         return;
     if (d->th_running)
         pthread_join(d->th, NULL);
+    watch_end(d);
     if (d->cfg_init)
         libxl_domain_config_dispose(&d->cfg);
     libxl_ctx_free(d->lx);
@@ -234,6 +256,7 @@ static int xen_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
     *cfg = NULL;
     *cfg_len = 0;
     libxl_domain_config_init(&c);
+    xlog_reset(d);
     if ((rc = libxl_retrieve_domain_configuration(d->lx, d->domid, &c, NULL))) {
         libxl_domain_config_dispose(&c);
         return xerr(ctx, d, "retrieve_domain_configuration", rc);
@@ -245,6 +268,7 @@ static int xen_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
     m->vcpus = (uint32_t)c.b_info.max_vcpus;
     snprintf(m->guest_type, sizeof(m->guest_type), "%s",
              libxl_domain_type_to_string(c.c_info.type));
+    d->pv = c.c_info.type == LIBXL_DOMAIN_TYPE_PV;
     libxl_domain_config_dispose(&c);
     if (!json)
         return vmc_set_error(ctx, VMC_E_BACKEND, "libxl: config to JSON failed");
@@ -284,13 +308,17 @@ static int xen_is_running(struct vmc_ctx *ctx, struct vmc_dom *d, int *running)
     return 0;
 }
 
-/* A suspend is itself the pause: libxl asks the guest to suspend. */
+/* A suspend is itself the pause: libxl asks the guest to suspend.  During
+ * a live save there is no pause that libxl could cope with (a paused guest
+ * cannot answer the final suspend request), so the engine's --live-timeout
+ * stop is refused rather than pretended. */
 static int xen_pause(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
 {
-    (void)ctx;
-    (void)d;
     if (w)
         *w = wall();
+    if (d->live && d->th_running)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "libxl cannot stop a "
+                             "live pre-copy early");
     return 0;
 }
 
@@ -300,6 +328,7 @@ static int xen_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
     uint32_t id = d->new_domid ? d->new_domid : d->domid;
     int rc = 0;
 
+    xlog_reset(d);
     libxl_dominfo_init(&info);
     if (libxl_domain_info(d->lx, &info, id) != 0) {
         libxl_dominfo_dispose(&info);
@@ -326,13 +355,54 @@ static void *suspend_thread(void *arg)
     return NULL;
 }
 
+/* libxl reports nothing of a live save's progress to its caller.  What can
+ * be seen is the guest stopping for the last round (suspended, or paused):
+ * checked every 10 ms, that is where the downtime starts. */
+static void *watch_thread(void *arg)
+{
+    struct vmc_dom *d = arg;
+
+    while (!__atomic_load_n(&d->watch_stop, __ATOMIC_ACQUIRE)) {
+        libxl_dominfo info;
+        int stopped = 0;
+        libxl_dominfo_init(&info);
+        if (libxl_domain_info(d->lx, &info, d->domid) == 0)
+            stopped = info.shutdown || info.paused;
+        libxl_dominfo_dispose(&info);
+        if (stopped) {
+            __atomic_store_n(&d->stop_us, wall(), __ATOMIC_RELEASE);
+            break;
+        }
+        usleep(10000);
+    }
+    return NULL;
+}
+
+static void watch_end(struct vmc_dom *d)
+{
+    if (d->watching) {
+        __atomic_store_n(&d->watch_stop, 1, __ATOMIC_RELEASE);
+        pthread_join(d->watch, NULL);
+        d->watching = 0;
+    }
+}
+
 static int xen_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
                           const struct vmc_save_tuning *t)
 {
     d->live = t->live;
+    xlog_reset(d);
+    if (t->max_downtime_ms || t->max_bandwidth)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "%s: libxl offers no "
+                             "way to set it (see vmsave(1), Xen and "
+                             "libxenguest)", t->max_downtime_ms ?
+                             "--max-downtime" : "--max-bandwidth");
     if ((d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
         return vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
+    if (d->live && pthread_create(&d->watch, NULL, watch_thread, d) == 0)
+        d->watching = 1;
     if (pthread_create(&d->th, NULL, suspend_thread, d) != 0) {
+        watch_end(d);
         close(d->fd);
         d->fd = -1;
         return vmc_set_error(ctx, VMC_E_BACKEND, "cannot start a thread");
@@ -343,24 +413,38 @@ static int xen_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
 
 static int xen_save_wait(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *stop)
 {
+    char first[400];
+
     *stop = 0;
     if (d->th_running) {
         pthread_join(d->th, NULL);
         d->th_running = 0;
     }
-    if (d->th_rc)
+    watch_end(d);
+    if (d->th_rc) {
+        pthread_mutex_lock(&d->log.mu);
+        snprintf(first, sizeof(first), "%s", d->log.first);
+        pthread_mutex_unlock(&d->log.mu);
+        if (d->live && d->pv && strstr(first, "logdirty"))
+            return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "--live needs "
+                                 "log-dirty tracking, which this Xen cannot "
+                                 "do for PV guests (built without shadow "
+                                 "paging): %s; save without --live", first);
         return xerr(ctx, d, "domain_suspend", d->th_rc);
+    }
+    *stop = __atomic_load_n(&d->stop_us, __ATOMIC_ACQUIRE);
     return 0;
 }
 
+/* No pre-copy rounds or byte counts from libxl: none are recorded. */
 static int xen_save_poll(struct vmc_ctx *ctx, struct vmc_dom *d,
                          uint64_t *transferred, uint32_t *round)
 {
-    (void)ctx;
     (void)d;
-    *transferred = 0;           /* libxl reports no rounds to its caller */
+    *transferred = 0;
     *round = 0;
-    return 0;
+    return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "libxl reports no pre-copy "
+                         "progress");
 }
 
 static void xen_save_cancel(struct vmc_dom *d)
@@ -370,11 +454,15 @@ static void xen_save_cancel(struct vmc_dom *d)
         pthread_join(d->th, NULL);
         d->th_running = 0;
     }
+    watch_end(d);
 }
 
 static int xen_destroy(struct vmc_ctx *ctx, struct vmc_dom *d)
 {
-    int rc = libxl_domain_destroy(d->lx, d->domid, NULL);
+    int rc;
+
+    xlog_reset(d);
+    rc = libxl_domain_destroy(d->lx, d->domid, NULL);
 
     return rc ? xerr(ctx, d, "domain_destroy", rc) : 0;
 }
@@ -502,6 +590,7 @@ static int xen_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m
         rc = clash_error(ctx, d, other, what, "");
         goto fail;
     }
+    xlog_reset(d);
     if ((d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
         rc = vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
         goto fail;
@@ -571,6 +660,7 @@ static int xen_restore_wait(struct vmc_ctx *ctx, struct vmc_dom *d)
         if ((what = find_clash(ctx, d, d->new_domid, &other)) != 0)
             return what < 0 ? what :
                    clash_error(ctx, d, other, what, "still ");
+        xlog_reset(d);
         if ((rc = libxl_domain_rename(d->lx, d->new_domid, d->incoming,
                                       d->name)) != 0)
             return xerr(ctx, d, "domain_rename", rc);
@@ -598,7 +688,10 @@ static void xen_restore_abort(struct vmc_dom *d)
 static int xen_console_open(struct vmc_ctx *ctx, struct vmc_dom *d, int *fd)
 {
     char *path = NULL;
-    int rc = libxl_primary_console_get_tty(d->lx, xen_domid(d), &path);
+    int rc;
+
+    xlog_reset(d);
+    rc = libxl_primary_console_get_tty(d->lx, xen_domid(d), &path);
 
     *fd = -1;
     if (rc || !path)
