@@ -26,12 +26,13 @@ static const struct cli_opt opts[] = {
     { "chunk-size", 0, "BYTES", 1, "bytes per chunk (power of 2, 64K..16M)" },
     { "json", 0, NULL, 1, "print a JSON summary on stdout" },
     { "paused", 0, NULL, 1, "leave the domain paused after the save" },
-    { "live", 0, NULL, 1, "pre-copy memory while the guest runs" },
+    { "live", 0, NULL, 1, "pre-copy while the guest runs (Xen PV: needs "
+                          "shadow paging)" },
     { "keep", 0, "N", 1, "keep the N newest images of FILE's strftime pattern" },
     { "backend", 0, "NAME", 1, "qemu or xen (default: xen on a Xen dom0, else "
                               "qemu)" },
     { "live-timeout", 0, "S", 1, "live: pause the guest after S s of pre-copy "
-                                  "(default 30)" },
+                                  "(default 30; qemu only)" },
     { "checkpoint", 'c', NULL, 1, "leave the domain running after the save" },
     { "recipient", 'r', "PUBKEY", 1, "seal to an X25519 recipient vmc1..." },
     { "recipients-file", 'R', "FILE", 1, "seal to every recipient in FILE" },
