@@ -20,7 +20,7 @@ LIBS      = -lsodium -lzstd -ljansson -pthread
 XEN      ?= $(shell test -f /usr/include/libxl.h && echo 1)
 ifeq ($(XEN),1)
 CPPFLAGS += -DVMC_HAVE_XEN
-LIBS     += -lxenlight -lxentoollog -lxenctrl
+LIBS     += -lxenlight -lxentoollog -lxenctrl -lxenguest -lxenstore
 else
 $(info vmckpt: libxl.h not found: building WITHOUT the xen backend (apt-get install libxen-dev))
 endif

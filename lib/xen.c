@@ -33,6 +33,9 @@
 
 #include <libxl.h>
 #include <libxl_utils.h>
+#include <xenctrl.h>
+#include <xenguest.h>
+#include <xenstore.h>
 #include <xentoollog.h>
 
 #include "backend.h"
@@ -80,6 +83,16 @@ struct vmc_dom {
     int lock_fd;
     int live;
     int pv;                   /* a PV guest (from describe) */
+    int pvh;                  /* a PVH guest (from describe) */
+    /* live save of a PVH guest through libxenguest (--max-downtime) */
+    int direct;
+    uint32_t max_downtime_ms;
+    int force_stop;           /* atomic: --live-timeout, stop and copy */
+    uint32_t xc_round;        /* atomic: pre-copy round (1-based) */
+    uint64_t xc_pages;        /* atomic: pages sent so far */
+    uint64_t xc_t0_ns;
+    uint64_t xc_p2m;          /* frames scanned by the first pass */
+    uint64_t xc_populated;    /* pages it really sends (the guest's memory) */
     /* live save: a thread that notes when the guest stops for good */
     pthread_t watch;
     int watching;
@@ -269,6 +282,7 @@ static int xen_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
     snprintf(m->guest_type, sizeof(m->guest_type), "%s",
              libxl_domain_type_to_string(c.c_info.type));
     d->pv = c.c_info.type == LIBXL_DOMAIN_TYPE_PV;
+    d->pvh = c.c_info.type == LIBXL_DOMAIN_TYPE_PVH;
     libxl_domain_config_dispose(&c);
     if (!json)
         return vmc_set_error(ctx, VMC_E_BACKEND, "libxl: config to JSON failed");
@@ -316,6 +330,11 @@ static int xen_pause(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
 {
     if (w)
         *w = wall();
+    if (d->live && d->th_running && d->direct) {
+        /* our precopy_policy answers "stop and copy" next time */
+        __atomic_store_n(&d->force_stop, 1, __ATOMIC_RELEASE);
+        return 0;
+    }
     if (d->live && d->th_running)
         return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "libxl cannot stop a "
                              "live pre-copy early");
@@ -342,6 +361,161 @@ static int xen_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
     if (w)
         *w = wall();
     return rc ? xerr(ctx, d, "resume", rc) : 0;
+}
+
+/* ---- PVH live save through libxenguest ---------------------------------
+ * libxl runs xc_domain_save in libxl-save-helper and never sets its
+ * precopy_policy, so libxc's default (5 rounds, or < 50 dirty pages)
+ * decides.  For a PVH guest (no device model, so no emulator records) we
+ * call xc_domain_save ourselves with a policy of our own, and write the
+ * libxl v2 stream around libxc's exactly as libxl does for PVH: header,
+ * LIBXC_CONTEXT, libxc's stream, END.  libxl_domain_create_restore reads
+ * it back; resume and destroy stay libxl's. */
+
+#define LIBXL_IDENT 0x4c6962786c466d74ULL   /* "LibxlFmt", big-endian */
+#define LIBXL_REC_END 0u
+#define LIBXL_REC_LIBXC_CONTEXT 1u
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int libxl_hdr(int fd)
+{
+    uint8_t h[16] = { 0 };
+
+    for (int i = 0; i < 8; i++)
+        h[i] = (uint8_t)(LIBXL_IDENT >> (56 - 8 * i));
+    h[11] = 2;                              /* version 2, big-endian */
+    return write_all(fd, h, sizeof(h));     /* options 0 */
+}
+
+static int libxl_rec(int fd, uint32_t type)
+{
+    uint8_t r[8] = { (uint8_t)type, (uint8_t)(type >> 8), (uint8_t)(type >> 16),
+                     (uint8_t)(type >> 24), 0, 0, 0, 0 };   /* length 0 */
+
+    return write_all(fd, r, sizeof(r));
+}
+
+/* What libxl does for a guest without a suspend event channel: ask through
+ * xenstore, wait (60 s) until Xen reports it suspended.  1 = suspended. */
+static int direct_suspend(void *data)
+{
+    struct vmc_dom *d = data;
+    struct xs_handle *xs = xs_open(0);
+    char path[64];
+    int ok = 0;
+
+    if (!xs)
+        return 0;
+    snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown",
+             d->domid);
+    if (xs_write(xs, XBT_NULL, path, "suspend", 7)) {
+        for (int i = 0; i < 12000 && !ok; i++) {
+            libxl_dominfo info;
+            libxl_dominfo_init(&info);
+            if (libxl_domain_info(d->lx, &info, d->domid) == 0 &&
+                info.shutdown &&
+                info.shutdown_reason == LIBXL_SHUTDOWN_REASON_SUSPEND)
+                ok = 1;
+            libxl_dominfo_dispose(&info);
+            if (!ok)
+                usleep(5000);
+        }
+        if (!ok)
+            xs_rm(xs, XBT_NULL, path);      /* withdraw the request */
+    }
+    xs_close(xs);
+    return ok;
+}
+
+/* Stop when the dirty pages left would take no longer than
+ * --max-downtime at the rate seen so far, when the engine's --live-timeout
+ * asks (pause), or after 30 rounds. */
+static int direct_policy(struct precopy_stats st, void *data)
+{
+    struct vmc_dom *d = data;
+    uint64_t el = vmc_now_ns() - d->xc_t0_ns;
+
+    uint64_t sent = (uint64_t)st.total_written;
+    int stop = 0;
+
+    /* The first pass counts every frame of the p2m (up to the highest
+     * guest frame, holes included) but sends only populated pages. */
+    if (st.iteration == 0)
+        d->xc_p2m = st.dirty_count > 0 ? (uint64_t)st.dirty_count : 0;
+    else if (sent >= d->xc_p2m && d->xc_populated < d->xc_p2m)
+        sent = sent - d->xc_p2m + d->xc_populated;
+    if (__atomic_load_n(&d->force_stop, __ATOMIC_ACQUIRE) ||
+        st.iteration >= 30) {
+        stop = 1;
+    } else if (st.dirty_count >= 0 && st.iteration > 0 && sent && el) {
+        /* pages per ms so far; the last live pass sends dirty_count */
+        double rate = (double)sent / ((double)el / 1e6);
+        stop = (double)st.dirty_count / rate <= (double)d->max_downtime_ms;
+    }
+    if (stop && st.dirty_count > 0)
+        sent += (uint64_t)st.dirty_count;   /* still sent before the stop */
+    __atomic_store_n(&d->xc_pages, sent, __ATOMIC_RELEASE);
+    __atomic_store_n(&d->xc_round, st.iteration + 1, __ATOMIC_RELEASE);
+    return stop ? XGS_POLICY_STOP_AND_COPY : XGS_POLICY_CONTINUE_PRECOPY;
+}
+
+/* libxc calls this for every HVM-container guest; a PVH guest has no
+ * device model whose log-dirty would need switching. */
+static int direct_qemu_logdirty(uint32_t domid, unsigned enable, void *data)
+{
+    (void)domid;
+    (void)enable;
+    (void)data;
+    return 0;
+}
+
+static void *direct_thread(void *arg)
+{
+    struct vmc_dom *d = arg;
+    struct save_callbacks cb = { 0 };
+    xc_interface *xch;
+    int rc = -1;
+
+    cb.suspend = direct_suspend;
+    cb.precopy_policy = direct_policy;
+    cb.switch_qemu_logdirty = direct_qemu_logdirty;
+    cb.data = d;
+    d->xc_t0_ns = vmc_now_ns();
+    {
+        libxl_dominfo info;
+        libxl_dominfo_init(&info);
+        if (libxl_domain_info(d->lx, &info, d->domid) == 0)
+            d->xc_populated = info.current_memkb / 4;
+        libxl_dominfo_dispose(&info);
+    }
+    xch = xc_interface_open((xentoollog_logger *)&d->log, NULL, 0);
+    if (xch && libxl_hdr(d->fd) == 0 &&
+        libxl_rec(d->fd, LIBXL_REC_LIBXC_CONTEXT) == 0 &&
+        xc_domain_save(xch, d->fd, d->domid, XCFLAGS_LIVE, &cb,
+                       XC_STREAM_PLAIN, -1) == 0 &&
+        libxl_rec(d->fd, LIBXL_REC_END) == 0)
+        rc = 0;
+    if (xch)
+        xc_interface_close(xch);
+    d->th_rc = rc;
+    close(d->fd);
+    d->fd = -1;
+    return NULL;
 }
 
 static void *suspend_thread(void *arg)
@@ -392,16 +566,22 @@ static int xen_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
 {
     d->live = t->live;
     xlog_reset(d);
-    if (t->max_downtime_ms || t->max_bandwidth)
-        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "%s: libxl offers no "
-                             "way to set it (see vmsave(1), Xen and "
-                             "libxenguest)", t->max_downtime_ms ?
-                             "--max-downtime" : "--max-bandwidth");
+    if (t->max_bandwidth)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "--max-bandwidth: "
+                             "libxl offers no way to set it (see vmsave(1), "
+                             "Xen and libxenguest)");
+    if (t->max_downtime_ms && !(t->live && d->pvh))
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "--max-downtime: only "
+                             "for a live save of a PVH guest on Xen (see "
+                             "vmsave(1), Xen and libxenguest)");
+    d->direct = t->live && d->pvh && t->max_downtime_ms;
+    d->max_downtime_ms = t->max_downtime_ms;
     if ((d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
         return vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
     if (d->live && pthread_create(&d->watch, NULL, watch_thread, d) == 0)
         d->watching = 1;
-    if (pthread_create(&d->th, NULL, suspend_thread, d) != 0) {
+    if (pthread_create(&d->th, NULL, d->direct ? direct_thread
+                                               : suspend_thread, d) != 0) {
         watch_end(d);
         close(d->fd);
         d->fd = -1;
@@ -430,19 +610,25 @@ static int xen_save_wait(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *stop)
                                  "log-dirty tracking, which this Xen cannot "
                                  "do for PV guests (built without shadow "
                                  "paging): %s; save without --live", first);
-        return xerr(ctx, d, "domain_suspend", d->th_rc);
+        return xerr(ctx, d, d->direct ? "(libxenguest) xc_domain_save"
+                                      : "domain_suspend", d->th_rc);
     }
     *stop = __atomic_load_n(&d->stop_us, __ATOMIC_ACQUIRE);
     return 0;
 }
 
-/* No pre-copy rounds or byte counts from libxl: none are recorded. */
+/* No pre-copy rounds or byte counts from libxl: none are recorded.  The
+ * libxenguest path knows both (pages, counted as 4 KiB). */
 static int xen_save_poll(struct vmc_ctx *ctx, struct vmc_dom *d,
                          uint64_t *transferred, uint32_t *round)
 {
-    (void)d;
     *transferred = 0;
     *round = 0;
+    if (d->direct) {
+        *round = __atomic_load_n(&d->xc_round, __ATOMIC_ACQUIRE);
+        *transferred = __atomic_load_n(&d->xc_pages, __ATOMIC_ACQUIRE) * 4096;
+        return 0;
+    }
     return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "libxl reports no pre-copy "
                          "progress");
 }
