@@ -7,6 +7,9 @@
  *          it runs in a thread because the call is synchronous.
  *          --checkpoint resumes with libxl_domain_resume (what xl save -c
  *          does); a failure resumes the domain the same way.
+ *          A live save of a PVH guest with --max-downtime calls libxc's
+ *          xc_domain_save directly instead, with a pre-copy policy of our
+ *          own (libxl offers none), inside the same libxl stream framing.
  * Restore: libxl_domain_create_restore from the embedded libxl JSON
  *          config, fed by the authenticated reader; the domain is created
  *          paused and unpaused only after END verified.
