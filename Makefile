@@ -20,7 +20,7 @@ LIBS      = -lsodium -lzstd -ljansson -pthread
 XEN      ?= $(shell test -f /usr/include/libxl.h && echo 1)
 ifeq ($(XEN),1)
 CPPFLAGS += -DVMC_HAVE_XEN
-LIBS     += -lxenlight -lxentoollog -lxenctrl
+LIBS     += -lxenlight -lxentoollog -lxenctrl -lxenguest -lxenstore
 else
 $(info vmckpt: libxl.h not found: building WITHOUT the xen backend (apt-get install libxen-dev))
 endif
@@ -102,10 +102,11 @@ check: deps
 	tests/run.sh
 
 # Real Xen 4.17 under QEMU TCG (also part of `make check`): builds the lab
-# (debootstrap, cached) and runs tests/xen/vmckpt.sh in its dom0.
+# (debootstrap, cached) and runs tests/xen/vmckpt.sh and vmckpt-pvh.sh in
+# its dom0.
 check-xen: deps
 	$(MAKE) all
-	XEN_SCRIPTS="vmckpt.sh smoke.sh" tests/e2e/xen.sh | tee /dev/stderr | \
+	XEN_SCRIPTS="vmckpt.sh vmckpt-pvh.sh smoke.sh" tests/e2e/xen.sh | tee /dev/stderr | \
 	    awk '/^PASS/{p++} /^FAIL/{f++} /^SKIP/{s++} END {printf "%d passed, %d failed, %d skipped\n", p, f, s; exit f > 0}'
 
 check-fast: test-bins

@@ -13,7 +13,7 @@
 
 enum {
     O_PASSFILE = 1000, O_PASSFD, O_KDFOPS, O_KDFMEM, O_LABEL, O_CHUNK, O_JSON,
-    O_PAUSED, O_LIVE, O_KEEP, O_BACKEND, O_LIVETMO,
+    O_PAUSED, O_LIVE, O_KEEP, O_BACKEND, O_LIVETMO, O_MAXDOWN,
 };
 
 /* Long-only options: id = 1000 + table index (keep the enum in step). */
@@ -26,12 +26,15 @@ static const struct cli_opt opts[] = {
     { "chunk-size", 0, "BYTES", 1, "bytes per chunk (power of 2, 64K..16M)" },
     { "json", 0, NULL, 1, "print a JSON summary on stdout" },
     { "paused", 0, NULL, 1, "leave the domain paused after the save" },
-    { "live", 0, NULL, 1, "pre-copy memory while the guest runs" },
+    { "live", 0, NULL, 1, "pre-copy while the guest runs (Xen PV: needs "
+                          "shadow paging)" },
     { "keep", 0, "N", 1, "keep the N newest images of FILE's strftime pattern" },
     { "backend", 0, "NAME", 1, "qemu or xen (default: xen on a Xen dom0, else "
                               "qemu)" },
     { "live-timeout", 0, "S", 1, "live: pause the guest after S s of pre-copy "
-                                  "(default 30)" },
+                                  "(default 30; Xen: PVH with --max-downtime)" },
+    { "max-downtime", 0, "MS", 1, "live: the pause to aim for (default 300; "
+                                  "Xen: PVH only, through libxenguest)" },
     { "checkpoint", 'c', NULL, 1, "leave the domain running after the save" },
     { "recipient", 'r', "PUBKEY", 1, "seal to an X25519 recipient vmc1..." },
     { "recipients-file", 'R', "FILE", 1, "seal to every recipient in FILE" },
@@ -141,6 +144,10 @@ static void on_opt(int id, const char *arg, void *u)
                                   "bad --keep '%s' (1 or more)");
         break;
     case O_BACKEND: a->backend = arg; break;
+    case O_MAXDOWN:
+        a->so.max_downtime_ms = (uint32_t)cli_uint_arg(&a->bad, arg, 1, 600000,
+                                  "bad --max-downtime '%s' (milliseconds)");
+        break;
     case O_LIVETMO:
         a->so.live_timeout_s = (uint32_t)cli_uint_arg(&a->bad, arg, 1, 86400,
                                   "bad --live-timeout '%s' (seconds)");

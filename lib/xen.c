@@ -7,15 +7,24 @@
  *          it runs in a thread because the call is synchronous.
  *          --checkpoint resumes with libxl_domain_resume (what xl save -c
  *          does); a failure resumes the domain the same way.
+ *          A live save of a PVH guest with --max-downtime calls libxc's
+ *          xc_domain_save directly instead, with a pre-copy policy of our
+ *          own (libxl offers none), inside the same libxl stream framing.
  * Restore: libxl_domain_create_restore from the embedded libxl JSON
  *          config, fed by the authenticated reader; the domain is created
  *          paused and unpaused only after END verified.
+ *          `vmsave dom - | vmrestore -`: while the clashing source is still
+ *          being saved (it holds its per-domain lock), the new domain is
+ *          built as NAME--incoming, as xl migrate does on one host, and
+ *          renamed once the source has gone, before it ever runs.
  * libxl's log goes into vmckpt's error context, never raw to stderr.
  */
 #ifdef VMC_HAVE_XEN
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,14 +36,20 @@
 
 #include <libxl.h>
 #include <libxl_utils.h>
+#include <xenctrl.h>
+#include <xenguest.h>
+#include <xenstore.h>
 #include <xentoollog.h>
 
 #include "backend.h"
 
-/* A logger that keeps libxl's last error for our messages. */
+/* A logger that keeps libxl's first and last error for our messages: the
+ * first is usually the cause (libxc's, relayed by libxl-save-helper), the
+ * last libxl's summary of it. */
 struct xlog {
     xentoollog_logger vtable;
     pthread_mutex_t mu;
+    char first[400];
     char last[400];
 };
 
@@ -52,6 +67,8 @@ static void xlog_vmessage(xentoollog_logger *lg, xentoollog_level level,
     snprintf(l->last, sizeof(l->last), "%s%s%s%s%s", context ? context : "",
              context ? ": " : "", msg, errnoval > 0 ? ": " : "",
              errnoval > 0 ? strerror(errnoval) : "");
+    if (level >= XTL_ERROR && !l->first[0])
+        snprintf(l->first, sizeof(l->first), "%s", l->last);
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -68,6 +85,22 @@ struct vmc_dom {
     uint8_t uuid[16];
     int lock_fd;
     int live;
+    int pv;                   /* a PV guest (from describe) */
+    int pvh;                  /* a PVH guest (from describe) */
+    /* live save of a PVH guest through libxenguest (--max-downtime) */
+    int direct;
+    uint32_t max_downtime_ms;
+    int force_stop;           /* atomic: --live-timeout, stop and copy */
+    uint32_t xc_round;        /* atomic: pre-copy round (1-based) */
+    uint64_t xc_pages;        /* atomic: pages sent so far */
+    uint64_t xc_t0_ns;
+    uint64_t xc_p2m;          /* frames scanned by the first pass */
+    uint64_t xc_populated;    /* pages it really sends (the guest's memory) */
+    /* live save: a thread that notes when the guest stops for good */
+    pthread_t watch;
+    int watching;
+    int watch_stop;           /* atomic: ask it to end */
+    int64_t stop_us;          /* atomic: when the guest was seen stopped */
     /* the libxl call running in a thread (save or restore) */
     pthread_t th;
     int th_running;
@@ -76,17 +109,27 @@ struct vmc_dom {
     libxl_domain_config cfg;  /* restore */
     int cfg_init;
     uint32_t new_domid;
+    uint32_t pending_clash;   /* restore: id of a source being saved */
+    char incoming[280];       /* restore: temporary name while it is */
 };
+
+static void xlog_reset(struct vmc_dom *d)
+{
+    pthread_mutex_lock(&d->log.mu);
+    d->log.first[0] = d->log.last[0] = 0;
+    pthread_mutex_unlock(&d->log.mu);
+}
 
 static int xerr(struct vmc_ctx *ctx, struct vmc_dom *d, const char *what, int rc)
 {
-    char last[400];
+    char msg[400];
 
     pthread_mutex_lock(&d->log.mu);
-    snprintf(last, sizeof(last), "%s", d->log.last);
+    snprintf(msg, sizeof(msg), "%s", d->log.first[0] ? d->log.first
+                                                     : d->log.last);
     pthread_mutex_unlock(&d->log.mu);
     return vmc_set_error(ctx, VMC_E_BACKEND, "libxl %s failed (%d)%s%s", what,
-                         rc, last[0] ? ": " : "", last);
+                         rc, msg[0] ? ": " : "", msg);
 }
 
 static struct vmc_dom *dom_new(struct vmc_ctx *ctx)
@@ -112,12 +155,15 @@ static struct vmc_dom *dom_new(struct vmc_ctx *ctx)
     return d;
 }
 
+static void watch_end(struct vmc_dom *d);
+
 static void xen_close(struct vmc_dom *d)
 {
     if (!d)
         return;
     if (d->th_running)
         pthread_join(d->th, NULL);
+    watch_end(d);
     if (d->cfg_init)
         libxl_domain_config_dispose(&d->cfg);
     libxl_ctx_free(d->lx);
@@ -143,6 +189,25 @@ static int fill_identity(struct vmc_ctx *ctx, struct vmc_dom *d)
     snprintf(d->name, sizeof(d->name), "%s", name ? name : "");
     free(name);
     return 0;
+}
+
+static void lock_path(char *p, size_t n, uint32_t domid)
+{
+    snprintf(p, n, "%s/xen-%u.lock", vmc_qemu_rundir(), domid);
+}
+
+/* Is another process holding domain domid's save lock? */
+static int save_in_progress(uint32_t domid)
+{
+    char p[600];
+    int fd, held;
+
+    lock_path(p, sizeof(p), domid);
+    if ((fd = open(p, O_RDWR | O_CLOEXEC)) < 0)
+        return 0;
+    held = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return held;
 }
 
 static int xen_open(struct vmc_ctx *ctx, const char *spec, int lock,
@@ -171,9 +236,8 @@ static int xen_open(struct vmc_ctx *ctx, const char *spec, int lock,
         return rc;
     }
     if (lock) {
-        const char *dir = vmc_qemu_rundir();
-        mkdir(dir, 0700);
-        snprintf(p, sizeof(p), "%s/xen-%u.lock", dir, d->domid);
+        mkdir(vmc_qemu_rundir(), 0700);
+        lock_path(p, sizeof(p), d->domid);
         d->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
             xen_close(d);
@@ -208,6 +272,7 @@ static int xen_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
     *cfg = NULL;
     *cfg_len = 0;
     libxl_domain_config_init(&c);
+    xlog_reset(d);
     if ((rc = libxl_retrieve_domain_configuration(d->lx, d->domid, &c, NULL))) {
         libxl_domain_config_dispose(&c);
         return xerr(ctx, d, "retrieve_domain_configuration", rc);
@@ -219,6 +284,8 @@ static int xen_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
     m->vcpus = (uint32_t)c.b_info.max_vcpus;
     snprintf(m->guest_type, sizeof(m->guest_type), "%s",
              libxl_domain_type_to_string(c.c_info.type));
+    d->pv = c.c_info.type == LIBXL_DOMAIN_TYPE_PV;
+    d->pvh = c.c_info.type == LIBXL_DOMAIN_TYPE_PVH;
     libxl_domain_config_dispose(&c);
     if (!json)
         return vmc_set_error(ctx, VMC_E_BACKEND, "libxl: config to JSON failed");
@@ -258,13 +325,22 @@ static int xen_is_running(struct vmc_ctx *ctx, struct vmc_dom *d, int *running)
     return 0;
 }
 
-/* A suspend is itself the pause: libxl asks the guest to suspend. */
+/* A suspend is itself the pause: libxl asks the guest to suspend.  During
+ * a live save there is no pause that libxl could cope with (a paused guest
+ * cannot answer the final suspend request), so the engine's --live-timeout
+ * stop is refused rather than pretended. */
 static int xen_pause(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
 {
-    (void)ctx;
-    (void)d;
     if (w)
         *w = wall();
+    if (d->live && d->th_running && d->direct) {
+        /* our precopy_policy answers "stop and copy" next time */
+        __atomic_store_n(&d->force_stop, 1, __ATOMIC_RELEASE);
+        return 0;
+    }
+    if (d->live && d->th_running)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "libxl cannot stop a "
+                             "live pre-copy early");
     return 0;
 }
 
@@ -274,6 +350,7 @@ static int xen_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
     uint32_t id = d->new_domid ? d->new_domid : d->domid;
     int rc = 0;
 
+    xlog_reset(d);
     libxl_dominfo_init(&info);
     if (libxl_domain_info(d->lx, &info, id) != 0) {
         libxl_dominfo_dispose(&info);
@@ -289,6 +366,161 @@ static int xen_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
     return rc ? xerr(ctx, d, "resume", rc) : 0;
 }
 
+/* ---- PVH live save through libxenguest ---------------------------------
+ * libxl runs xc_domain_save in libxl-save-helper and never sets its
+ * precopy_policy, so libxc's default (5 rounds, or < 50 dirty pages)
+ * decides.  For a PVH guest (no device model, so no emulator records) we
+ * call xc_domain_save ourselves with a policy of our own, and write the
+ * libxl v2 stream around libxc's exactly as libxl does for PVH: header,
+ * LIBXC_CONTEXT, libxc's stream, END.  libxl_domain_create_restore reads
+ * it back; resume and destroy stay libxl's. */
+
+#define LIBXL_IDENT 0x4c6962786c466d74ULL   /* "LibxlFmt", big-endian */
+#define LIBXL_REC_END 0u
+#define LIBXL_REC_LIBXC_CONTEXT 1u
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int libxl_hdr(int fd)
+{
+    uint8_t h[16] = { 0 };
+
+    for (int i = 0; i < 8; i++)
+        h[i] = (uint8_t)(LIBXL_IDENT >> (56 - 8 * i));
+    h[11] = 2;                              /* version 2, big-endian */
+    return write_all(fd, h, sizeof(h));     /* options 0 */
+}
+
+static int libxl_rec(int fd, uint32_t type)
+{
+    uint8_t r[8] = { (uint8_t)type, (uint8_t)(type >> 8), (uint8_t)(type >> 16),
+                     (uint8_t)(type >> 24), 0, 0, 0, 0 };   /* length 0 */
+
+    return write_all(fd, r, sizeof(r));
+}
+
+/* What libxl does for a guest without a suspend event channel: ask through
+ * xenstore, wait (60 s) until Xen reports it suspended.  1 = suspended. */
+static int direct_suspend(void *data)
+{
+    struct vmc_dom *d = data;
+    struct xs_handle *xs = xs_open(0);
+    char path[64];
+    int ok = 0;
+
+    if (!xs)
+        return 0;
+    snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown",
+             d->domid);
+    if (xs_write(xs, XBT_NULL, path, "suspend", 7)) {
+        for (int i = 0; i < 12000 && !ok; i++) {
+            libxl_dominfo info;
+            libxl_dominfo_init(&info);
+            if (libxl_domain_info(d->lx, &info, d->domid) == 0 &&
+                info.shutdown &&
+                info.shutdown_reason == LIBXL_SHUTDOWN_REASON_SUSPEND)
+                ok = 1;
+            libxl_dominfo_dispose(&info);
+            if (!ok)
+                usleep(5000);
+        }
+        if (!ok)
+            xs_rm(xs, XBT_NULL, path);      /* withdraw the request */
+    }
+    xs_close(xs);
+    return ok;
+}
+
+/* Stop when the dirty pages left would take no longer than
+ * --max-downtime at the rate seen so far, when the engine's --live-timeout
+ * asks (pause), or after 30 rounds. */
+static int direct_policy(struct precopy_stats st, void *data)
+{
+    struct vmc_dom *d = data;
+    uint64_t el = vmc_now_ns() - d->xc_t0_ns;
+
+    uint64_t sent = (uint64_t)st.total_written;
+    int stop = 0;
+
+    /* The first pass counts every frame of the p2m (up to the highest
+     * guest frame, holes included) but sends only populated pages. */
+    if (st.iteration == 0)
+        d->xc_p2m = st.dirty_count > 0 ? (uint64_t)st.dirty_count : 0;
+    else if (sent >= d->xc_p2m && d->xc_populated < d->xc_p2m)
+        sent = sent - d->xc_p2m + d->xc_populated;
+    if (__atomic_load_n(&d->force_stop, __ATOMIC_ACQUIRE) ||
+        st.iteration >= 30) {
+        stop = 1;
+    } else if (st.dirty_count >= 0 && st.iteration > 0 && sent && el) {
+        /* pages per ms so far; the last live pass sends dirty_count */
+        double rate = (double)sent / ((double)el / 1e6);
+        stop = (double)st.dirty_count / rate <= (double)d->max_downtime_ms;
+    }
+    if (stop && st.dirty_count > 0)
+        sent += (uint64_t)st.dirty_count;   /* still sent before the stop */
+    __atomic_store_n(&d->xc_pages, sent, __ATOMIC_RELEASE);
+    __atomic_store_n(&d->xc_round, st.iteration + 1, __ATOMIC_RELEASE);
+    return stop ? XGS_POLICY_STOP_AND_COPY : XGS_POLICY_CONTINUE_PRECOPY;
+}
+
+/* libxc calls this for every HVM-container guest; a PVH guest has no
+ * device model whose log-dirty would need switching. */
+static int direct_qemu_logdirty(uint32_t domid, unsigned enable, void *data)
+{
+    (void)domid;
+    (void)enable;
+    (void)data;
+    return 0;
+}
+
+static void *direct_thread(void *arg)
+{
+    struct vmc_dom *d = arg;
+    struct save_callbacks cb = { 0 };
+    xc_interface *xch;
+    int rc = -1;
+
+    cb.suspend = direct_suspend;
+    cb.precopy_policy = direct_policy;
+    cb.switch_qemu_logdirty = direct_qemu_logdirty;
+    cb.data = d;
+    d->xc_t0_ns = vmc_now_ns();
+    {
+        libxl_dominfo info;
+        libxl_dominfo_init(&info);
+        if (libxl_domain_info(d->lx, &info, d->domid) == 0)
+            d->xc_populated = info.current_memkb / 4;
+        libxl_dominfo_dispose(&info);
+    }
+    xch = xc_interface_open((xentoollog_logger *)&d->log, NULL, 0);
+    if (xch && libxl_hdr(d->fd) == 0 &&
+        libxl_rec(d->fd, LIBXL_REC_LIBXC_CONTEXT) == 0 &&
+        xc_domain_save(xch, d->fd, d->domid, XCFLAGS_LIVE, &cb,
+                       XC_STREAM_PLAIN, -1) == 0 &&
+        libxl_rec(d->fd, LIBXL_REC_END) == 0)
+        rc = 0;
+    if (xch)
+        xc_interface_close(xch);
+    d->th_rc = rc;
+    close(d->fd);
+    d->fd = -1;
+    return NULL;
+}
+
 static void *suspend_thread(void *arg)
 {
     struct vmc_dom *d = arg;
@@ -300,13 +532,60 @@ static void *suspend_thread(void *arg)
     return NULL;
 }
 
+/* libxl reports nothing of a live save's progress to its caller.  What can
+ * be seen is the guest stopping for the last round (suspended, or paused):
+ * checked every 10 ms, that is where the downtime starts. */
+static void *watch_thread(void *arg)
+{
+    struct vmc_dom *d = arg;
+
+    while (!__atomic_load_n(&d->watch_stop, __ATOMIC_ACQUIRE)) {
+        libxl_dominfo info;
+        int stopped = 0;
+        libxl_dominfo_init(&info);
+        if (libxl_domain_info(d->lx, &info, d->domid) == 0)
+            stopped = info.shutdown || info.paused;
+        libxl_dominfo_dispose(&info);
+        if (stopped) {
+            __atomic_store_n(&d->stop_us, wall(), __ATOMIC_RELEASE);
+            break;
+        }
+        usleep(10000);
+    }
+    return NULL;
+}
+
+static void watch_end(struct vmc_dom *d)
+{
+    if (d->watching) {
+        __atomic_store_n(&d->watch_stop, 1, __ATOMIC_RELEASE);
+        pthread_join(d->watch, NULL);
+        d->watching = 0;
+    }
+}
+
 static int xen_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
                           const struct vmc_save_tuning *t)
 {
     d->live = t->live;
+    xlog_reset(d);
+    if (t->max_bandwidth)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "--max-bandwidth: "
+                             "libxl offers no way to set it (see vmsave(1), "
+                             "Xen and libxenguest)");
+    if (t->max_downtime_ms && !(t->live && d->pvh))
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "--max-downtime: only "
+                             "for a live save of a PVH guest on Xen (see "
+                             "vmsave(1), Xen and libxenguest)");
+    d->direct = t->live && d->pvh && t->max_downtime_ms;
+    d->max_downtime_ms = t->max_downtime_ms;
     if ((d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
         return vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
-    if (pthread_create(&d->th, NULL, suspend_thread, d) != 0) {
+    if (d->live && pthread_create(&d->watch, NULL, watch_thread, d) == 0)
+        d->watching = 1;
+    if (pthread_create(&d->th, NULL, d->direct ? direct_thread
+                                               : suspend_thread, d) != 0) {
+        watch_end(d);
         close(d->fd);
         d->fd = -1;
         return vmc_set_error(ctx, VMC_E_BACKEND, "cannot start a thread");
@@ -317,24 +596,44 @@ static int xen_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
 
 static int xen_save_wait(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *stop)
 {
+    char first[400];
+
     *stop = 0;
     if (d->th_running) {
         pthread_join(d->th, NULL);
         d->th_running = 0;
     }
-    if (d->th_rc)
-        return xerr(ctx, d, "domain_suspend", d->th_rc);
+    watch_end(d);
+    if (d->th_rc) {
+        pthread_mutex_lock(&d->log.mu);
+        snprintf(first, sizeof(first), "%s", d->log.first);
+        pthread_mutex_unlock(&d->log.mu);
+        if (d->live && d->pv && strstr(first, "logdirty"))
+            return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "--live needs "
+                                 "log-dirty tracking, which this Xen cannot "
+                                 "do for PV guests (built without shadow "
+                                 "paging): %s; save without --live", first);
+        return xerr(ctx, d, d->direct ? "(libxenguest) xc_domain_save"
+                                      : "domain_suspend", d->th_rc);
+    }
+    *stop = __atomic_load_n(&d->stop_us, __ATOMIC_ACQUIRE);
     return 0;
 }
 
+/* No pre-copy rounds or byte counts from libxl: none are recorded.  The
+ * libxenguest path knows both (pages, counted as 4 KiB). */
 static int xen_save_poll(struct vmc_ctx *ctx, struct vmc_dom *d,
                          uint64_t *transferred, uint32_t *round)
 {
-    (void)ctx;
-    (void)d;
-    *transferred = 0;           /* libxl reports no rounds to its caller */
+    *transferred = 0;
     *round = 0;
-    return 0;
+    if (d->direct) {
+        *round = __atomic_load_n(&d->xc_round, __ATOMIC_ACQUIRE);
+        *transferred = __atomic_load_n(&d->xc_pages, __ATOMIC_ACQUIRE) * 4096;
+        return 0;
+    }
+    return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "libxl reports no pre-copy "
+                         "progress");
 }
 
 static void xen_save_cancel(struct vmc_dom *d)
@@ -344,11 +643,15 @@ static void xen_save_cancel(struct vmc_dom *d)
         pthread_join(d->th, NULL);
         d->th_running = 0;
     }
+    watch_end(d);
 }
 
 static int xen_destroy(struct vmc_ctx *ctx, struct vmc_dom *d)
 {
-    int rc = libxl_domain_destroy(d->lx, d->domid, NULL);
+    int rc;
+
+    xlog_reset(d);
+    rc = libxl_domain_destroy(d->lx, d->domid, NULL);
 
     return rc ? xerr(ctx, d, "domain_destroy", rc) : 0;
 }
@@ -371,6 +674,43 @@ static void *restore_thread(void *arg)
     return NULL;
 }
 
+/* A domain other than dom0 and `skip` with d's name or (alive) UUID: its
+ * id in *id; returns 1 (name), 2 (UUID), 0 (none), or an error. */
+static int find_clash(struct vmc_ctx *ctx, struct vmc_dom *d, uint32_t skip,
+                      uint32_t *id)
+{
+    libxl_dominfo *l;
+    int n = 0, what = 0;
+
+    *id = 0;
+    if (!(l = libxl_list_domain(d->lx, &n)))
+        return xerr(ctx, d, "list_domain", -1);
+    for (int i = 0; i < n && !what; i++) {
+        char *name;
+        if (l[i].domid == 0 || l[i].domid == skip)
+            continue;
+        name = libxl_domid_to_name(d->lx, l[i].domid);
+        if (name && !strcmp(name, d->name))
+            what = 1;
+        else if (!l[i].dying &&
+                 !libxl_uuid_compare(&l[i].uuid, &d->cfg.c_info.uuid))
+            what = 2;
+        free(name);
+        if (what)
+            *id = l[i].domid;
+    }
+    libxl_dominfo_list_free(l, n);
+    return what;
+}
+
+static int clash_error(struct vmc_ctx *ctx, const struct vmc_dom *d,
+                       uint32_t id, int what, const char *when)
+{
+    return vmc_set_error(ctx, VMC_E_EXISTS, "domain %s (id %u) is %srunning "
+                         "with the same %s; use --name NEW or --clone", d->name,
+                         id, when, what == 1 ? "name" : "UUID");
+}
+
 static int xen_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                              uint32_t fmt, const uint8_t *cfg, size_t cfg_len,
                              const char *new_name, int clone, int fd,
@@ -378,7 +718,8 @@ static int xen_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m
 {
     struct vmc_dom *d;
     char *json;
-    uint32_t other;
+    uint32_t other, more;
+    int what, rc;
 
     *out = NULL;
     if (fmt != VMC_CFG_LIBXL_JSON)
@@ -409,35 +750,112 @@ static int xen_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m
     }
     snprintf(d->name, sizeof(d->name), "%s",
              d->cfg.c_info.name ? d->cfg.c_info.name : m->name);
-    if (libxl_name_to_domid(d->lx, d->name, &other) == 0) {
-        int rc = vmc_set_error(ctx, VMC_E_EXISTS, "domain %s (id %u) is "
-                               "running; use --name NEW or --clone", d->name,
-                               other);
-        xen_close(d);
-        return rc;
+    if ((what = find_clash(ctx, d, 0, &other)) < 0) {
+        rc = what;
+        goto fail;
     }
+    if (what && save_in_progress(other)) {
+        /* `vmsave dom - | vmrestore -`: the source goes away once its image
+         * is complete.  Build under a temporary name (libxl refuses a
+         * second domain of one name); restore_wait renames it. */
+        if ((what = find_clash(ctx, d, other, &more)) != 0) {
+            rc = what < 0 ? what : clash_error(ctx, d, more, what, "");
+            goto fail;
+        }
+        d->pending_clash = other;
+        snprintf(d->incoming, sizeof(d->incoming), "%s--incoming", d->name);
+        if (libxl_name_to_domid(d->lx, d->incoming, &more) == 0) {
+            rc = vmc_set_error(ctx, VMC_E_EXISTS, "domain %s (id %u) exists "
+                               "(a restore in progress, or left over)",
+                               d->incoming, more);
+            goto fail;
+        }
+        free(d->cfg.c_info.name);
+        if (!(d->cfg.c_info.name = strdup(d->incoming))) {
+            rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+            goto fail;
+        }
+    } else if (what) {
+        rc = clash_error(ctx, d, other, what, "");
+        goto fail;
+    }
+    xlog_reset(d);
     if ((d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
-        xen_close(d);
-        return vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
+        rc = vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
+        goto fail;
     }
     if (pthread_create(&d->th, NULL, restore_thread, d) != 0) {
         close(d->fd);
-        xen_close(d);
-        return vmc_set_error(ctx, VMC_E_BACKEND, "cannot start a thread");
+        d->fd = -1;
+        rc = vmc_set_error(ctx, VMC_E_BACKEND, "cannot start a thread");
+        goto fail;
     }
     d->th_running = 1;
     *out = d;
     return 0;
+fail:
+    xen_close(d);
+    return rc;
+}
+
+/* xenconsoled names a guest's log file (guest-NAME.log) after the domain's
+ * name when the console connects: NAME--incoming for a pending clash.
+ * SIGHUP makes it reopen every log under the current name, as after
+ * logrotate.  Best effort: a missing xenconsoled is not our failure. */
+static void console_log_follow(void)
+{
+    DIR *dir = opendir("/proc");
+    struct dirent *e;
+
+    if (!dir)
+        return;
+    while ((e = readdir(dir))) {
+        char p[300], comm[32] = "";
+        FILE *f;
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 1)
+            continue;
+        snprintf(p, sizeof(p), "/proc/%d/comm", (int)pid);
+        if (!(f = fopen(p, "re")))
+            continue;
+        if (!fgets(comm, sizeof(comm), f))
+            comm[0] = 0;
+        fclose(f);
+        if (!strcmp(comm, "xenconsoled\n")) {
+            kill(pid, SIGHUP);
+            usleep(100000);     /* before the guest runs and prints */
+            break;
+        }
+    }
+    closedir(dir);
 }
 
 static int xen_restore_wait(struct vmc_ctx *ctx, struct vmc_dom *d)
 {
+    uint32_t other;
+    int what, rc;
+
     if (d->th_running) {
         pthread_join(d->th, NULL);
         d->th_running = 0;
     }
     if (d->th_rc)
         return xerr(ctx, d, "domain_create_restore", d->th_rc);
+    if (d->pending_clash) {
+        /* Wait (up to 60 s) for the source's save to end, insist that the
+         * clash is gone, then take the real name: the domain never ran. */
+        for (int i = 0; i < 6000 && save_in_progress(d->pending_clash); i++)
+            usleep(10000);
+        if ((what = find_clash(ctx, d, d->new_domid, &other)) != 0)
+            return what < 0 ? what :
+                   clash_error(ctx, d, other, what, "still ");
+        xlog_reset(d);
+        if ((rc = libxl_domain_rename(d->lx, d->new_domid, d->incoming,
+                                      d->name)) != 0)
+            return xerr(ctx, d, "domain_rename", rc);
+        d->pending_clash = 0;
+        console_log_follow();
+    }
     d->domid = d->new_domid;
     return 0;
 }
@@ -459,7 +877,10 @@ static void xen_restore_abort(struct vmc_dom *d)
 static int xen_console_open(struct vmc_ctx *ctx, struct vmc_dom *d, int *fd)
 {
     char *path = NULL;
-    int rc = libxl_primary_console_get_tty(d->lx, xen_domid(d), &path);
+    int rc;
+
+    xlog_reset(d);
+    rc = libxl_primary_console_get_tty(d->lx, xen_domid(d), &path);
 
     *fd = -1;
     if (rc || !path)

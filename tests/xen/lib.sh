@@ -62,3 +62,20 @@ wait_gone() {
 		sleep 0.3
 	done
 }
+# went_back LOG FROM: the first workload count line after line FROM whose
+# boot id differs from the first one's, or whose count is below the one
+# before it (a console ring replayed by a restore may repeat a line, so
+# equal counts are fine); nothing if the counter only went forward.
+went_back() {
+	awk -v from="$2" '
+		NR > from && match($0, /VMCKPT-WL boot=[0-9a-f]+ count=[0-9]+/) {
+			split(substr($0, RSTART, RLENGTH), f, /[ =]/)
+			if (b != "" && (f[3] != b || f[5] + 0 < c)) {
+				printf "boot=%s count=%s after boot=%s count=%s\n", f[3], f[5], b, c
+				exit
+			}
+			b = f[3]; c = f[5] + 0
+		}' "$1" 2>/dev/null
+}
+# named DOM: how many domains called DOM exist
+named() { xl list 2>/dev/null | awk -v n="$1" '$1 == n' | wc -l; }
