@@ -20,7 +20,8 @@ LIBS      = -lsodium -lzstd -ljansson -pthread
 XEN      ?= $(shell test -f /usr/include/libxl.h && echo 1)
 ifeq ($(XEN),1)
 CPPFLAGS += -DVMC_HAVE_XEN
-LIBS     += -lxenlight -lxentoollog -lxenctrl -lxenguest -lxenstore
+XEN_LIBS  = -lxenlight -lxentoollog -lxenctrl -lxenguest -lxenstore
+LIBS     += $(XEN_LIBS)
 else
 $(info vmckpt: libxl.h not found: building WITHOUT the xen backend (apt-get install libxen-dev))
 endif
@@ -54,7 +55,8 @@ $(B)/%: $(B)/cmd/%.o $(CLI_OBJ) $(B)/libvmckpt.a
 
 VERSION   = $(shell sed -n 's/.*VMC_TOOL_VERSION "\(.*\)"/\1/p' lib/vmckpt.h)
 PC_SED    = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	        -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|'
+	        -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	        -e 's|@XEN_LIBS@|$(XEN_LIBS)|'
 $(B)/vmckpt.pc: vmckpt.pc.in Makefile
 	$(PC_SED) $< > $@
 

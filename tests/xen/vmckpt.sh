@@ -5,7 +5,8 @@
 # verify-stream-v2, vmsave --checkpoint, a corrupt image refused with no
 # domain left, a save to a full filesystem with the domain still running,
 # an `xl save` image sealed with vmimage seal --from-xl and restored by
-# vmrestore, vmrestore -c reading the console back, a name clash refused
+# vmrestore, a vmsave image unsealed with --to-xl and restored by xl
+# restore, vmrestore -c reading the console back, a name clash refused
 # up front, `vmsave DOM - | vmrestore -` (the new domain is built as
 # DOM--incoming and renamed once the source is gone), the same pipe with
 # --checkpoint refused (the source stays, the copy is destroyed), and
@@ -169,6 +170,21 @@ if xl save $DOM /images/old.xl >/tmp/xl.log 2>&1 &&
 else
 	tail -n 5 /tmp/xl.log; fail xl-import "failed"
 fi
+rm -f /images/old.xl /images/old.vmimg
+# ---- and back: a vmsave image unsealed to an xl save file, xl restore -------
+step xl-export
+set -- $(count_after "$CLOG" 0 last); cur=$2
+if vmsave -q -r "$REC" $DOM /images/exp.vmimg >/tmp/xe.log 2>&1 &&
+   l_e=$(lines "$CLOG") &&
+   vmimage unseal --to-xl -i /lab/host.key -o /images/exp.xl /images/exp.vmimg 2>>/tmp/xe.log &&
+   timeout 120 xl restore /images/exp.xl >>/tmp/xe.log 2>&1 &&
+   continuity "$CLOG" "$l_e" "$cur" xl-export; then
+	pass xl-export "vmsave -> vmimage unseal --to-xl -> xl restore, domid $(xl domid $DOM)"
+else
+	tail -n 5 /tmp/xe.log; fail xl-export "failed"
+	xl domid $DOM >/dev/null 2>&1 || { finish; }
+fi
+rm -f /images/exp.vmimg /images/exp.xl
 # ---- a name clash without a save in progress: refused up front -------------
 step clash
 n0=$(ndoms)
