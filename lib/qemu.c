@@ -216,6 +216,66 @@ static int load_dom(struct vmc_ctx *ctx, int id, struct vmc_dom *d)
 
 static void rmdir_all(const char *dir);
 
+/* An instance whose QEMU exited on its own (a guest that powered off or
+ * panicked, a QEMU that crashed) is only litter, but its last words are
+ * not: console.log and qemu.log move to RUNDIR/.exited/ as
+ * <UTC time>-<id>-<name>.{console,qemu}.log, and only the newest
+ * EXITED_KEEP files stay there. */
+#define EXITED_KEEP 32
+
+static int name_cmp(const struct dirent **a, const struct dirent **b)
+{
+    return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static int log_file(const struct dirent *e)
+{
+    size_t n = strlen(e->d_name);
+    return n > 4 && !strcmp(e->d_name + n - 4, ".log");
+}
+
+static void keep_exited_logs(const struct vmc_dom *d)
+{
+    static const char *logs[][2] = { { "console.log", "console" },
+                                     { "qemu.log", "qemu" } };
+    char dir[600], from[700], to[1200], when[32], name[64];
+    struct dirent **ents;
+    time_t now = time(NULL);
+    struct tm tm;
+    int n;
+
+    snprintf(dir, sizeof(dir), "%s/.exited", vmc_qemu_rundir());
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return;
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof(when), "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(name, sizeof(name), "%.63s", d->name);
+    for (char *c = name; *c; c++)          /* a file name, whatever the domain's */
+        if (*c == '/' || (unsigned char)*c < 32)
+            *c = '_';
+    for (size_t i = 0; i < sizeof(logs) / sizeof(logs[0]); i++) {
+        struct stat st;
+        snprintf(from, sizeof(from), "%s/%s", d->dir, logs[i][0]);
+        if (stat(from, &st) < 0 || st.st_size == 0)
+            continue;
+        snprintf(to, sizeof(to), "%s/%s-%d-%s.%s.log", dir, when, d->id, name,
+                 logs[i][1]);
+        if (rename(from, to) < 0) {
+            /* best effort: the directory goes anyway */
+        }
+    }
+    if ((n = scandir(dir, &ents, log_file, name_cmp)) < 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        if (i < n - EXITED_KEEP) {
+            snprintf(to, sizeof(to), "%s/%s", dir, ents[i]->d_name);
+            unlink(to);
+        }
+        free(ents[i]);
+    }
+    free(ents);
+}
+
 /* Calls fn for every live instance; stops when fn returns non-zero. */
 static int each_dom(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
                     void *arg)
@@ -238,7 +298,8 @@ static int each_dom(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
             json_decref(d.cfg);
             break;
         case 1:                     /* QEMU died (or a killed restore): */
-            rmdir_all(d.dir);       /* its directory is only litter */
+            keep_exited_logs(&d);   /* its directory is only litter */
+            rmdir_all(d.dir);
             break;
         }
     }

@@ -10,7 +10,7 @@
 # it ran to the end, so count the FAIL lines.  SKIPs loudly when QEMU is
 # missing or the guest cannot be built.
 #
-# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..10, 8b)
+# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..11, 8b)
 #      VMCKPT_ACCEL=tcg|kvm  force the accelerator
 #      E2E_KEEP=1         keep the temp dir (images, logs) for a post-mortem
 set -u
@@ -284,14 +284,14 @@ set_spare() { SPARE_ID=$1 SPARE_BOOT=$2; }
 # refused restore.
 snap() {
     SNAP_PIDS=$(my_qemu_pids | sort)
-    SNAP_DIRS=$(ls -A "$RUN" | sort)
+    SNAP_DIRS=$(ls -A "$RUN" | grep -vx .exited | sort)
     SNAP_IDS=$(list_ids | sort)
 }
 left_behind() {
     local try p d i
     for try in 1 2; do
         p=$(comm -13 <(echo "$SNAP_PIDS") <(my_qemu_pids | sort) | grep .)
-        d=$(comm -13 <(echo "$SNAP_DIRS") <(ls -A "$RUN" | sort) | grep .)
+        d=$(comm -13 <(echo "$SNAP_DIRS") <(ls -A "$RUN" | grep -vx .exited | sort) | grep .)
         i=$(comm -13 <(echo "$SNAP_IDS") <(list_ids | sort) | grep .)
         [ -z "$p$d$i" ] && return 1
         [ $try = 1 ] && sleep 1    # allow a second for a dying QEMU
@@ -872,6 +872,26 @@ s10() {
     pass $n "half-built domain ${new[0]} and its QEMU gone after SIGKILL, $(took)"
 }
 
+# A guest whose QEMU dies (here: SIGKILL, as a crash) leaves the registry,
+# but its console log stays readable in RUNDIR/.exited/.
+s11() {
+    local n=11_exited_logs_kept q f i
+    get_spare || { fail $n "$WHY"; return; }
+    q=$(dom_field "$GID" 5)
+    [ -n "$q" ] || { fail $n "no QEMU pid for domain $GID"; return; }
+    kill -9 "$q"
+    for ((i = 0; i < 50; i++)); do alive "$q" || break; sleep 0.1; done
+    dom_listed "$GID" && { fail $n "domain $GID still listed after its QEMU died"; return; }
+    SPARE_ID=""
+    f=$(ls "$RUN/.exited/"*"-$GID-"*.console.log 2>/dev/null | tail -n 1)
+    if [ -z "$f" ] || ! grep -q "VMCKPT-WL boot=$GBOOT count=" "$f"; then
+        fail $n "no console log of domain $GID in $RUN/.exited: $(ls -A "$RUN/.exited" 2>&1 | tr '\n' ' ')"
+        return
+    fi
+    [ -d "$RUN/$GID" ] && { fail $n "$RUN/$GID still there"; return; }
+    pass $n "${f##*/}: $(grep -c "boot=$GBOOT count=" "$f") count lines kept, $(took)"
+}
+
 s8() { s8_common 8_restore_console_sigterm pid; }
 s8b() { s8_common 8b_restore_console_hangup group; }
 
@@ -886,6 +906,7 @@ scenario 8 s8
 scenario 8b s8b
 scenario 9 s9
 scenario 10 s10
+scenario 11 s11
 
 # ---- nothing may survive ---------------------------------------------------
 [ -n "$SPARE_ID" ] && destroy "$SPARE_ID"
