@@ -297,10 +297,21 @@ static int each_dom(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
             rc = fn(&d, arg);
             json_decref(d.cfg);
             break;
-        case 1:                     /* QEMU died (or a killed restore): */
-            keep_exited_logs(&d);   /* its directory is only litter */
+        case 1: {                   /* QEMU died (or a killed restore): */
+            char lp[700];           /* its directory is only litter, */
+            int lfd;                /* unless its creator still holds it */
+            snprintf(lp, sizeof(lp), "%s/lock", d.dir);
+            lfd = open(lp, O_RDWR | O_CLOEXEC);
+            if (lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) < 0) {
+                close(lfd);
+                break;
+            }
+            keep_exited_logs(&d);
             rmdir_all(d.dir);
+            if (lfd >= 0)
+                close(lfd);
             break;
+        }
         }
     }
     closedir(dir);
@@ -741,8 +752,18 @@ static int alloc_dir(struct vmc_ctx *ctx, struct vmc_dom *d)
     }
     d->id = next;
     snprintf(d->dir, sizeof(d->dir), "%s/%d", vmc_qemu_rundir(), next);
-    if (mkdir(d->dir, 0700) < 0)
+    if (mkdir(d->dir, 0700) < 0) {
         rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", d->dir, strerror(errno));
+        goto out;
+    }
+    /* The creator holds the instance's lock until it lets go of it: a
+     * reaper in another process must not take an instance whose QEMU is
+     * not exec'd yet (its pid file names a process that is still us) for
+     * a dead one. */
+    snprintf(p, sizeof(p), "%s/lock", d->dir);
+    d->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0)
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", p, strerror(errno));
 out:
     if (lfd >= 0)
         close(lfd);

@@ -10,7 +10,7 @@
 # it ran to the end, so count the FAIL lines.  SKIPs loudly when QEMU is
 # missing or the guest cannot be built.
 #
-# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..11, 8b)
+# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..12, 8b)
 #      VMCKPT_ACCEL=tcg|kvm  force the accelerator
 #      E2E_KEEP=1         keep the temp dir (images, logs) for a post-mortem
 set -u
@@ -892,6 +892,33 @@ s11() {
     pass $n "${f##*/}: $(grep -c "boot=$GBOOT count=" "$f") count lines kept, $(took)"
 }
 
+# The reaper leaves alone an instance whose creator still holds its lock
+# (a QEMU between fork and exec looks dead: its pid is still the tool's),
+# and reaps it, logs kept, once the lock is free.  No guest needed.
+s12() {
+    local n=12_reaper_respects_lock d=$RUN/99999 sp hp i
+    mkdir -m 0700 "$d"
+    printf '{"name": "ghost", "uuid": "3f0e4a52-6c1d-4bb1-9d7e-5a0a2b1c9e77", "argv": []}\n' >"$d/domain.json"
+    echo "ghost console line" >"$d/console.log"
+    sleep 60 & sp=$!                        # a live pid that is not a QEMU
+    echo "$sp" >"$d/qemu.pid"
+    flock -o -x "$d/lock" sleep 60 & hp=$!   # -o: the lock dies with flock
+    for ((i = 0; i < 50; i++)); do flock -n -x "$d/lock" true || break; sleep 0.1; done
+    "$VMCTL" list >/dev/null 2>&1
+    if [ ! -f "$d/domain.json" ]; then
+        kill "$sp" "$hp"; fail $n "vmctl list reaped an instance whose lock is held"; return
+    fi
+    kill "$hp"; wait "$hp" 2>/dev/null
+    "$VMCTL" list >/dev/null 2>&1
+    kill "$sp"; wait "$sp" 2>/dev/null
+    if [ -d "$d" ]; then
+        fail $n "$d still there once its lock was free: $(ls -A "$d" | tr '\n' ' ')"; rm -rf "$d"; return
+    fi
+    grep -qx "ghost console line" "$RUN/.exited/"*-99999-ghost.console.log 2>/dev/null ||
+        { fail $n "its console.log is not in $RUN/.exited"; return; }
+    pass $n "kept while locked, reaped with its log once free"
+}
+
 s8() { s8_common 8_restore_console_sigterm pid; }
 s8b() { s8_common 8b_restore_console_hangup group; }
 
@@ -907,6 +934,7 @@ scenario 8b s8b
 scenario 9 s9
 scenario 10 s10
 scenario 11 s11
+scenario 12 s12
 
 # ---- nothing may survive ---------------------------------------------------
 [ -n "$SPARE_ID" ] && destroy "$SPARE_ID"
