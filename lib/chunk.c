@@ -262,9 +262,9 @@ nomem:
 
 /* The adaptive level (links, not files): compression is worth its CPU
  * only while the output is the bottleneck.  Before each chunk goes out the
- * writer asks whether the fd could take data without waiting (a full
- * socket or pipe buffer: the link or the receiver is slower than we are).
- * Every ADAPT_WINDOW chunks: the fd was full for at least half of them ->
+ * writer asks whether the fd's buffer is at least half full (congested():
+ * the link or the receiver is slower than we are).
+ * Every ADAPT_WINDOW chunks: it was full for at least half of them ->
  * one step up the ladder (compress harder: the link is the bottleneck);
  * never full -> one step down (the link keeps up: spend less CPU), down to
  * zstd's fastest level, which stores.  No clocks: a regular file is never
@@ -760,8 +760,6 @@ int chunkr_read(void *arg, void *buf, size_t n)
     return 0;
 }
 
-/* Up to n bytes without copying: *ptr points into the current chunk and
- * stays valid until the next call on c. */
 int chunkr_peek(void *arg, const void **ptr, size_t n, size_t *got)
 {
     struct chunkr *c = arg;

@@ -62,8 +62,8 @@ int hdr_new_session(struct vmc_ctx *ctx, const struct vmc_session *s,
 
 /* ---- chunk layer ------------------------------------------------------ */
 struct chunkw;
-/* adaptive: the level moves per chunk between store and level, with the
- * share of time the writes block (see chunk.c) */
+/* adaptive: the level moves per chunk between store and level, up while
+ * the fd's buffer stays half full, down while it never is (see chunk.c) */
 int chunkw_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
                int level, int adaptive, int threads, struct chunkw **out);
 int chunkw_write(struct chunkw *c, const void *buf, size_t len);
@@ -79,8 +79,10 @@ int chunkr_new(struct vmc_ctx *ctx, int fd, const struct vmc_header *h,
 /* Fills exactly n bytes; VMC_E_TRUNC if the authenticated stream ends
  * first (after the final chunk). */
 int chunkr_read(void *c, void *buf, size_t n);
-/* 1 if the final chunk has been consumed completely (and EOF checked). */
+/* Up to n bytes without a copy: *ptr points into the current chunk, valid
+ * until the next call on c. */
 int chunkr_peek(void *c, const void **ptr, size_t n, size_t *got);
+/* 1 if the final chunk has been consumed completely (and EOF checked). */
 int chunkr_at_end(struct chunkr *c);
 /* A record parser over a source that can also lend its bytes (no copy). */
 typedef int (*vmc_peek_fn)(void *src, const void **ptr, size_t n, size_t *got);

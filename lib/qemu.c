@@ -216,6 +216,26 @@ static int load_dom(struct vmc_ctx *ctx, int id, struct vmc_dom *d)
 
 static void rmdir_all(const char *dir);
 
+/* Takes an instance's lock (DIR/lock, flock(2)) without waiting: the
+ * creator of an instance, vmsave and vmctl destroy hold it.  Returns the
+ * locked fd, or -errno: -ENOENT without a lock file (create = 0),
+ * -EWOULDBLOCK while another process holds it. */
+static int lock_instance(const char *dir, int create)
+{
+    char p[600];
+    int fd, e;
+
+    snprintf(p, sizeof(p), "%s/lock", dir);
+    if ((fd = open(p, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600)) < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
 /* An instance whose QEMU exited on its own (a guest that powered off or
  * panicked, a QEMU that crashed) is only litter, but its last words are
  * not: console.log and qemu.log move to RUNDIR/.exited/ as
@@ -298,14 +318,9 @@ static int each_dom(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
             json_decref(d.cfg);
             break;
         case 1: {                   /* QEMU died (or a killed restore): */
-            char lp[700];           /* its directory is only litter, */
-            int lfd;                /* unless its creator still holds it */
-            snprintf(lp, sizeof(lp), "%s/lock", d.dir);
-            lfd = open(lp, O_RDWR | O_CLOEXEC);
-            if (lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) < 0) {
-                close(lfd);
-                break;
-            }
+            int lfd = lock_instance(d.dir, 0);  /* its directory is only */
+            if (lfd == -EWOULDBLOCK)            /* litter, unless its */
+                break;                          /* creator still holds it */
             keep_exited_logs(&d);
             rmdir_all(d.dir);
             if (lfd >= 0)
@@ -374,7 +389,6 @@ static int qemu_open(struct vmc_ctx *ctx, const char *spec, int lock,
 {
     struct find f = { .spec = spec };
     struct vmc_dom *d;
-    char p[600];
     int rc;
 
     *out = NULL;
@@ -387,15 +401,12 @@ static int qemu_open(struct vmc_ctx *ctx, const char *spec, int lock,
         return vmc_set_error(ctx, VMC_E_INVAL, "domain went away");
     }
     d->lock_fd = -1;
-    if (lock) {
-        snprintf(p, sizeof(p), "%s/lock", d->dir);
-        d->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-            rc = vmc_set_error(ctx, VMC_E_EXISTS,
-                               "another vmckpt operation holds the domain lock");
-            dom_free(d);
-            return rc;
-        }
+    if (lock && (d->lock_fd = lock_instance(d->dir, 1)) < 0) {
+        d->lock_fd = -1;
+        rc = vmc_set_error(ctx, VMC_E_EXISTS,
+                           "another vmckpt operation holds the domain lock");
+        dom_free(d);
+        return rc;
     }
     *out = d;
     return 0;
@@ -760,10 +771,11 @@ static int alloc_dir(struct vmc_ctx *ctx, struct vmc_dom *d)
      * reaper in another process must not take an instance whose QEMU is
      * not exec'd yet (its pid file names a process that is still us) for
      * a dead one. */
-    snprintf(p, sizeof(p), "%s/lock", d->dir);
-    d->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0)
-        rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", p, strerror(errno));
+    if ((d->lock_fd = lock_instance(d->dir, 1)) < 0) {
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s/lock: %s", d->dir,
+                           strerror(-d->lock_fd));
+        d->lock_fd = -1;
+    }
 out:
     if (lfd >= 0)
         close(lfd);
@@ -980,15 +992,13 @@ static int clash_error(struct vmc_ctx *ctx, const struct vmc_dom *d, int id,
 /* Is another process holding domain id's save lock? */
 static int save_in_progress(int id)
 {
-    char p[600];
-    int fd, held;
+    char dir[600];
+    int fd;
 
-    snprintf(p, sizeof(p), "%s/%d/lock", vmc_qemu_rundir(), id);
-    if ((fd = open(p, O_RDWR | O_CLOEXEC)) < 0)
-        return 0;
-    held = flock(fd, LOCK_EX | LOCK_NB) < 0;
-    close(fd);
-    return held;
+    snprintf(dir, sizeof(dir), "%s/%d", vmc_qemu_rundir(), id);
+    if ((fd = lock_instance(dir, 0)) >= 0)
+        close(fd);
+    return fd == -EWOULDBLOCK;
 }
 
 static int clash_fn(struct vmc_dom *d, void *arg)

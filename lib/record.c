@@ -281,17 +281,23 @@ void vmc_recparse_free(struct vmc_recparse *p)
     free(p);
 }
 
+/* A source's error, named: running out before END is a truncation. */
+static int src_error(struct vmc_recparse *p, int rc, const char *what)
+{
+    if (rc == VMC_E_TRUNC && p->ctx->code == 0)
+        return vmc_set_error(p->ctx, VMC_E_TRUNC,
+                             "%s @0x%llx: authenticated stream ends early "
+                             "(no END record)", what, (unsigned long long)p->off);
+    return rc;
+}
+
 static int src_read(struct vmc_recparse *p, void *buf, size_t n,
                     const char *what)
 {
     int rc = p->fn(p->src, buf, n);
 
-    if (rc == VMC_E_TRUNC && p->ctx->code == 0)
-        return vmc_set_error(p->ctx, VMC_E_TRUNC,
-                             "%s @0x%llx: authenticated stream ends early "
-                             "(no END record)", what, (unsigned long long)p->off);
     if (rc < 0)
-        return rc;
+        return src_error(p, rc, what);
     p->off += n;
     return 0;
 }
@@ -459,14 +465,8 @@ static ssize_t recparse_read_ptr(struct vmc_recparse *p, const void **ptr,
         len = p->remaining;
     if (len == 0)
         return 0;
-    rc = p->peek(p->src, ptr, len, &got);
-    if (rc == VMC_E_TRUNC && p->ctx->code == 0)
-        return vmc_set_error(p->ctx, VMC_E_TRUNC,
-                             "%s @0x%llx: authenticated stream ends early "
-                             "(no END record)", rname(p->cur.type, nb),
-                             (unsigned long long)p->off);
-    if (rc < 0)
-        return rc;
+    if ((rc = p->peek(p->src, ptr, len, &got)) < 0)
+        return src_error(p, rc, rname(p->cur.type, nb));
     p->off += got;
     p->remaining -= (uint32_t)got;
     return (ssize_t)got;

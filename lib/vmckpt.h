@@ -168,8 +168,9 @@ struct vmc_writer_opts {
     uint32_t header_flags;    /* VMC_HF_* */
     const struct vmc_session *session;  /* live path: seal to the session */
     int adaptive;             /* per chunk, between store and `level`: up
-                               * while writes block (slow link), down while
-                               * they do not (CPU-bound); for links, not files */
+                               * while the socket or pipe buffer stays half
+                               * full (slow link), down while it never is;
+                               * for links: a file always stores */
 };
 struct vmc_writer;
 /* Writes the header at once.  fd is borrowed. */
