@@ -109,11 +109,6 @@ INB=(ip netns exec "$NSB" env "VMCKPT_RUNDIR=$T/hostB")
 vc() { local h=$1; shift; VMCKPT_RUNDIR=$T/$h "$VMCTL" "$@"; }   # vc hostA|hostB ARGS
 
 # ---- processes and domains ----------------------------------------------
-alive() {       # PID : exists and is not a zombie
-    local st
-    st=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$1/status" 2>/dev/null)
-    [ -n "$st" ] && [ "$st" != Z ]
-}
 # Processes this test started (QEMUs, tools, guardians, tcpdump, the shell
 # QEMU runs for exec:), recognised by our private temp dir in their command
 # line or environment.  [SUBDIR] narrows it to $T/SUBDIR.
@@ -253,7 +248,7 @@ echo "e2e/migrate: accel=$ACCEL, tmp=$T, namespaces $NSA/$NSB${E2E_LINK_RATE:+, 
 # ---- console.log parsing (as in qemu.sh) -------------------------------------
 # The guest's lines end in \r\n and a line can be cut in two by a pause: only
 # complete fields count ("count=N gen=G " needs the space after G).
-. "$ROOT/tests/guest/wl-lib.sh"    # last_count, wait_count, log_tail, analyze
+. "$ROOT/tests/guest/wl-lib.sh"    # alive, wait_ready_rd, last_count, wait_count, log_tail, analyze
 
 # console_check HOST ID BOOT : "check" through console.sock; needs
 # result=OK bad=0
@@ -324,22 +319,8 @@ launch_guest() {
 }
 # wait_ready NAME ID RUNDIR -> GBOOT: the workload filled and checked its memory
 wait_ready() {
-    local name=$1 id=$2 rd=$3 i qpid=""
-    for ((i = 0; i < 450; i++)); do
-        grep -aq ' ready .*result=' "$rd/console.log" 2>/dev/null && break
-        [ -z "$qpid" ] && qpid=$(cat "$rd/qemu.pid" 2>/dev/null)
-        if [ -n "$qpid" ] && ! alive "$qpid"; then
-            WHY="QEMU of $name died while booting: $(tail -n 3 "$rd/qemu.log" 2>/dev/null | tr '\n' '|')"
-            return 1
-        fi
-        sleep 0.2
-    done
-    GBOOT=$(tr -d '\r' <"$rd/console.log" 2>/dev/null |
-        sed -nE 's/^VMCKPT-WL boot=([0-9a-f]+) ready .*result=OK.*/\1/p' | tail -n 1)
-    if [ -z "$GBOOT" ]; then
-        WHY="guest $name not ready (result=OK) within 90 s: $(log_tail "$rd/console.log")"
-        return 1
-    fi
+    local name=$1 rd=$3
+    wait_ready_rd "$rd" "$name" 90 || return 1
     tr -d '\r' <"$rd/console.log" | grep -q "^VMCKPT-WL boot=$GBOOT start .*marker=$MARKER " ||
         { WHY="guest $name does not report marker=$MARKER: $(log_tail "$rd/console.log" 5)"; return 1; }
     # a few rounds of rewriting before anything migrates

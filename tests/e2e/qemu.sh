@@ -77,11 +77,6 @@ T_START=$SECONDS
 # ---- processes and domains ----------------------------------------------
 # Processes this test started: QEMU and the tools (and their guardians),
 # recognised by our private runtime dir in their command line or environment.
-alive() {       # PID : exists and is not a zombie (QEMU exits are reaped by init)
-    local st
-    st=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$1/status" 2>/dev/null)
-    [ -n "$st" ] && [ "$st" != Z ]
-}
 my_procs() {
     local d p comm
     for d in /proc/[0-9]*; do
@@ -156,7 +151,7 @@ trap 'exit 130' INT TERM
 # ---- console.log parsing -------------------------------------------------
 # The guest's lines end in \r\n and a line can be cut in two by a pause: only
 # complete fields count ("count=N gen=G " needs the space after G).
-. "$ROOT/tests/guest/wl-lib.sh"    # last_count, wait_count, log_tail, analyze
+. "$ROOT/tests/guest/wl-lib.sh"    # alive, wait_ready_rd, last_count, wait_count, log_tail, analyze
 n_counts() {    # LOG : number of complete count lines
     tr -d '\r' <"$1" 2>/dev/null | grep -cE '^VMCKPT-WL boot=[0-9a-f]+ count=[0-9]+ gen=[0-9]+ '
 }
@@ -230,7 +225,7 @@ guest_alive() {
 
 # start_guest NAME DIRTY [RAM_MIB WL_MIB] -> GID GBOOT GRD, or WHY
 start_guest() {
-    local name=$1 dirty=$2 ram=${3:-256} wl=${4:-64} i qpid=""
+    local name=$1 dirty=$2 ram=${3:-256} wl=${4:-64}
     run "start.$name" "$VMCTL" start "$name" -- "${QEMU_BASE[@]}" -m "$ram" \
         -append "console=ttyS0 quiet panic=-1 wl.mem=$wl wl.dirty=$dirty"
     if [ "$RC" != 0 ]; then WHY="vmctl start $name: rc=$RC: $(err "start.$name")"; return 1; fi
@@ -238,21 +233,7 @@ start_guest() {
     if ! [[ $GID =~ ^[0-9]+$ ]]; then WHY="vmctl start $name printed '$GID', not an ID"; return 1; fi
     SC_DOMS+=("$GID")
     GRD=$("$VMCTL" rundir "$GID" 2>&1) || { WHY="vmctl rundir $GID: $GRD"; return 1; }
-    for ((i = 0; i < 300; i++)); do
-        grep -aq ' ready .*result=' "$GRD/console.log" 2>/dev/null && break
-        [ -z "$qpid" ] && qpid=$(cat "$GRD/qemu.pid" 2>/dev/null)
-        if [ -n "$qpid" ] && ! alive "$qpid"; then
-            WHY="QEMU of $name died while booting: $(tail -n 3 "$GRD/qemu.log" 2>/dev/null | tr '\n' '|')"
-            return 1
-        fi
-        sleep 0.2
-    done
-    GBOOT=$(tr -d '\r' <"$GRD/console.log" 2>/dev/null |
-        sed -nE 's/^VMCKPT-WL boot=([0-9a-f]+) ready .*result=OK.*/\1/p' | tail -n 1)
-    if [ -z "$GBOOT" ]; then
-        WHY="guest $name not ready (result=OK) within 60 s: $(log_tail "$GRD/console.log")"
-        return 1
-    fi
+    wait_ready_rd "$GRD" "$name" 60 || return 1
     # a few rounds of rewriting before anything is saved
     wait_count "$GRD/console.log" "$GBOOT" 2 10 ||
         { WHY="guest $name prints no count lines"; return 1; }
@@ -704,15 +685,22 @@ bad_restore() {   # NAME IMAGE KEYFILE
         pass $n "$(err "s7.$1")"
     fi
 }
+# save_spare TAG IMG : vmsave (default: destroy) of the spare guest into IMG,
+# its console kept in $T/TAG.src.log; sets the caller's src, boot and last,
+# or WHY.
+save_spare() {
+    get_spare || return 1
+    src=$GID boot=$GBOOT
+    open_src "$GRD/console.log"
+    run "$1.save" "$VMSAVE" -r "$REC" "$src" "$2"
+    close_src "$T/$1.src.log"
+    [ "$RC" = 0 ] || { WHY="vmsave: rc=$RC: $(err "$1.save")"; return 1; }
+    last=$(last_count "$T/$1.src.log" "$boot")
+}
+
 s7() {
-    local n=7_bad_images img=$T/s7.vmimg src boot rd last sz rid
-    get_spare || { fail $n "$WHY"; return; }
-    src=$GID boot=$GBOOT rd=$GRD
-    open_src "$rd/console.log"
-    run s7.save "$VMSAVE" -r "$REC" "$src" "$img"
-    close_src "$T/s7.src.log"
-    [ "$RC" = 0 ] || { fail $n "vmsave: rc=$RC: $(err s7.save)"; return; }
-    last=$(last_count "$T/s7.src.log" "$boot")
+    local n=7_bad_images img=$T/s7.vmimg src boot last sz rid
+    save_spare s7 "$img" || { fail $n "$WHY"; return; }
     sz=$(stat -c %s "$img")
     cp "$img" "$T/s7.corrupt"
     python3 - "$T/s7.corrupt" $((sz / 2)) <<'EOF'
@@ -745,14 +733,8 @@ EOF
 # leaves the domain running.  KILLHOW: pid (SIGTERM to vmrestore) or group
 # (SIGHUP to its whole process group, like a terminal hang-up).
 s8_common() {
-    local n=$1 how=$2 img=$T/s8.vmimg src boot rd last rpid rid i rc a
-    get_spare || { fail $n "$WHY"; return; }
-    src=$GID boot=$GBOOT rd=$GRD
-    open_src "$rd/console.log"
-    run s8.save "$VMSAVE" -r "$REC" "$src" "$img"
-    close_src "$T/s8.src.log"
-    [ "$RC" = 0 ] || { fail $n "vmsave: rc=$RC: $(err s8.save)"; return; }
-    last=$(last_count "$T/s8.src.log" "$boot")
+    local n=$1 how=$2 img=$T/s8.vmimg src boot last rpid rid i rc a
+    save_spare s8 "$img" || { fail $n "$WHY"; return; }
     if [ "$how" = group ]; then
         setsid "$VMRESTORE" -c -i "$KEY" "$img" </dev/null >"$IO/s8.out" 2>"$IO/s8.err" &
     else

@@ -7,6 +7,15 @@
 #   console_check_rd RUNDIR BOOT WHAT  "check" through RUNDIR/console.sock:
 #                                needs result=OK bad=0 (sets CHECK_LINE or WHY;
 #                                needs $CONSOLE = tests/guest/console.py)
+#   alive PID                    exists and is not a zombie
+#   wait_ready_rd RUNDIR NAME SECS  until the workload of the vmctl instance
+#                                in RUNDIR is ready with result=OK (sets GBOOT,
+#                                or WHY when it is not or its QEMU died)
+alive() {
+    local st
+    st=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$1/status" 2>/dev/null)
+    [ -n "$st" ] && [ "$st" != Z ]
+}
 last_count() {  # LOG BOOT : the last count= of that boot id
     tr -d '\r' <"$1" 2>/dev/null |
         sed -nE "s/^VMCKPT-WL boot=$2 count=([0-9]+) gen=[0-9]+ .*/\1/p" | tail -n 1
@@ -21,6 +30,24 @@ wait_count() {  # LOG BOOT MIN SECS : until a count >= MIN of that boot appears
     done
 }
 log_tail() { tr -d '\r' <"$1" 2>/dev/null | tail -n "${2:-3}" | tr '\n' '|' | cut -c1-400; }
+wait_ready_rd() {  # RUNDIR NAME SECS
+    local rd=$1 name=$2 i qpid=""
+    for ((i = 0; i < $3 * 5; i++)); do
+        grep -aq ' ready .*result=' "$rd/console.log" 2>/dev/null && break
+        [ -z "$qpid" ] && qpid=$(cat "$rd/qemu.pid" 2>/dev/null)
+        if [ -n "$qpid" ] && ! alive "$qpid"; then
+            WHY="QEMU of $name died while booting: $(tail -n 3 "$rd/qemu.log" 2>/dev/null | tr '\n' '|')"
+            return 1
+        fi
+        sleep 0.2
+    done
+    GBOOT=$(tr -d '\r' <"$rd/console.log" 2>/dev/null |
+        sed -nE 's/^VMCKPT-WL boot=([0-9a-f]+) ready .*result=OK.*/\1/p' | tail -n 1)
+    if [ -z "$GBOOT" ]; then
+        WHY="guest $name not ready (result=OK) within $3 s: $(log_tail "$rd/console.log")"
+        return 1
+    fi
+}
 
 # analyze STRICT BOOT FILE... : reads the files as one stream and checks that
 # every workload line belongs to BOOT, that the count lines are consecutive,
