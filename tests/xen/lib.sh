@@ -77,5 +77,27 @@ went_back() {
 			b = f[3]; c = f[5] + 0
 		}' "$1" 2>/dev/null
 }
+# continuity LOG FROM LAST NAME [running|replay]: after line FROM of LOG the
+# workload counter goes on with boot id $boot (sets bc to the count line
+# waited for), never backwards, no BAD lines, and starts past LAST (a
+# restored domain); "running": a domain that kept running, from LAST on;
+# "replay": a restore whose console ring repeats its last line, from LAST on.
+continuity() {
+	if ! bc=$(wait_count "$1" "$2" $(($3 + 3)) 60); then
+		fail "$4" "counter did not continue (last $3)"; return 1
+	fi
+	set -- "$1" "$2" "$3" "$4" "${5:-}" $(count_after "$1" "$2" first)
+	if [ "$6" != "$boot" ] || [ "${bc% *}" != "$boot" ]; then
+		fail "$4" "boot id changed: $boot -> $6 (guest rebooted?)"; return 1
+	elif [ "$5" != running ] && [ "$7" -lt $(($3 + 1)) ] &&
+	     { [ "$5" != replay ] || [ "$7" -lt "$3" ]; }; then
+		fail "$4" "counter went back: saved at $3, then $7"; return 1
+	elif [ -n "$(went_back "$1" "$2")" ]; then
+		fail "$4" "counter: $(went_back "$1" "$2")"; return 1
+	elif [ -n "$(bad_lines "$1" "$2")" ]; then
+		fail "$4" "workload reports: $(bad_lines "$1" "$2" | head -n 1)"; return 1
+	fi
+	return 0
+}
 # named DOM: how many domains called DOM exist
 named() { xl list 2>/dev/null | awk -v n="$1" '$1 == n' | wc -l; }

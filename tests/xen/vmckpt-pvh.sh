@@ -25,25 +25,6 @@ finish() {
 	tail -n 8 "$CLOG" 2>/dev/null | tr -d '\r'
 	exit $failed
 }
-# continues LOG FROM LAST NAME [RUNNING]: after line FROM the counter goes
-# on past LAST with the same boot id, never backwards, no BAD lines.
-continues() {
-	if ! bc=$(wait_count "$1" "$2" $(($3 + 3)) 60); then
-		fail "$4" "counter did not continue (last $3)"; return 1
-	fi
-	set -- "$1" "$2" "$3" "$4" "${5:-}" $(count_after "$1" "$2" first)
-	if [ "$6" != "$boot" ] || [ "${bc% *}" != "$boot" ]; then
-		fail "$4" "boot id changed: $boot -> $6 (guest rebooted?)"; return 1
-	elif [ -z "$5" ] && [ "$7" -lt $(($3 + 1)) ]; then
-		fail "$4" "counter went back: saved at $3, then $7"; return 1
-	elif [ -n "$(went_back "$1" "$2")" ]; then
-		fail "$4" "counter: $(went_back "$1" "$2")"; return 1
-	elif [ -n "$(bad_lines "$1" "$2")" ]; then
-		fail "$4" "workload reports: $(bad_lines "$1" "$2" | head -n 1)"; return 1
-	fi
-	return 0
-}
-
 step keys
 vmimage keygen -o /lab/host.key >/lab/host.rec 2>/tmp/kg.log ||
 	{ cat /tmp/kg.log; fail vmckpt-tools "vmimage keygen failed"; finish; }
@@ -85,7 +66,7 @@ if ! id2=$(timeout 120 vmrestore -i /lab/host.key $IMG 2>/tmp/restore.err); then
 	cat /tmp/restore.err; fail pvh-vmrestore "vmrestore failed"; finish
 fi
 t_restore=$(since "$t")
-if continues "$CLOG" "$l_save" "$last" pvh-vmrestore; then
+if continuity "$CLOG" "$l_save" "$last" pvh-vmrestore; then
 	pass pvh-vmrestore "${t_restore}s domid $id1 -> $id2, boot $boot, count $last -> $(count_after "$CLOG" "$l_save" last | cut -d' ' -f2)"
 fi
 if ck=$(wait_line "$CLOG" "$l_save" 'VMCKPT-WL boot=[0-9a-f]+ check ' 15); then
@@ -109,7 +90,7 @@ elif ! grep -q '"forced_stop":true' /tmp/t.json; then
 	fail pvh-live-timeout "no forced stop: $(cut -c1-300 /tmp/t.json)"
 elif [ "$(xl domid $DOM 2>/dev/null)" != "$id2" ]; then
 	fail pvh-live-timeout "domain $id2 gone after --checkpoint: $(xl list | tr '\n' ' ')"
-elif continues "$CLOG" "$l_t" "$cur" pvh-live-timeout RUNNING; then
+elif continuity "$CLOG" "$l_t" "$cur" pvh-live-timeout running; then
 	pass pvh-live-timeout "$id2 kept running: $(cut -c1-300 /tmp/t.json)"
 fi
 rm -f /images/wl2t.vmimg
@@ -147,7 +128,7 @@ if ! id3=$(timeout 120 vmrestore -i /lab/host.key /images/wl2d.vmimg 2>/tmp/rest
 	cat /tmp/restore.err; fail pvh-vmrestore-libxenguest "vmrestore failed"; finish
 fi
 t_r=$(since "$t")
-if continues "$CLOG" "$l_d" "$last" pvh-vmrestore-libxenguest; then
+if continuity "$CLOG" "$l_d" "$last" pvh-vmrestore-libxenguest; then
 	pass pvh-vmrestore-libxenguest "${t_r}s domid $id2 -> $id3, count $last -> $(count_after "$CLOG" "$l_d" last | cut -d' ' -f2)"
 fi
 if ck=$(wait_line "$CLOG" "$l_d" 'VMCKPT-WL boot=[0-9a-f]+ check ' 15); then
@@ -173,14 +154,14 @@ if timeout 120 vmsave --live -r "$REC" wl1 /images/pv.vmimg >/tmp/pvlive.out 2>/
 	# Not what Debian's build does; say so, and check the image is good.
 	info "PV vmsave --live succeeded (shadow paging available?): $(cat /tmp/pvlive.out)"
 	if id3=$(timeout 120 vmrestore -i /lab/host.key /images/pv.vmimg 2>/tmp/pvr.err) &&
-	   continues "$PLOG" "$(lines "$PLOG")" "$cur" pv-vmsave-live RUNNING; then
+	   continuity "$PLOG" "$(lines "$PLOG")" "$cur" pv-vmsave-live running; then
 		pass pv-vmsave-live "PV live save + restore worked, domid $id -> $id3"
 	fi
 elif [ -e /images/pv.vmimg ] || ls /images/ | grep -q partial; then
 	fail pv-vmsave-live-refused "left behind: $(ls /images)"
 elif [ "$(wc -l </tmp/pvlive.err)" != 1 ] || [ "$(xl domid wl1 2>/dev/null)" != "$id" ]; then
 	fail pv-vmsave-live-refused "domid $id -> '$(xl domid wl1 2>&1)'; stderr: $(cat /tmp/pvlive.err)"
-elif continues "$PLOG" "$l" "$cur" pv-vmsave-live-refused RUNNING; then
+elif continuity "$PLOG" "$l" "$cur" pv-vmsave-live-refused running; then
 	pass pv-vmsave-live-refused "wl1 $id still running; $(cat /tmp/pvlive.err)"
 fi
 # --max-downtime is for PVH only: refused before anything starts

@@ -27,26 +27,6 @@ finish() {
 }
 ndoms() { xl list 2>/dev/null | awk 'NR > 1' | wc -l; }
 
-# continuity LOG FROM LAST NAME: the counter goes on with the same boot id
-# (and, unless RUNNING is set, starts after LAST: a restored domain; at LAST
-# with REPLAY set: a console ring saved before xenconsoled had drained it
-# prints its last line again)
-continuity() {
-	if ! bc=$(wait_count "$1" "$2" $(($3 + 3)) 60); then
-		fail "$4" "counter did not continue (last $3)"; return 1
-	fi
-	set -- "$1" "$2" "$3" "$4" $(count_after "$1" "$2" first)
-	if [ "$5" != "$boot" ]; then
-		fail "$4" "boot id changed: $boot -> $5 (guest rebooted?)"; return 1
-	elif [ -z "$RUNNING" ] && [ "$6" -lt $(($3 + 1)) ] &&
-	     { [ -z "$REPLAY" ] || [ "$6" -lt "$3" ]; }; then
-		fail "$4" "counter went back: saved at $3, then $6"; return 1
-	elif [ -n "$(bad_lines "$1" "$2")" ]; then
-		fail "$4" "workload reports: $(bad_lines "$1" "$2" | head -n 1)"; return 1
-	fi
-	return 0
-}
-
 step keys
 vmimage keygen -o /lab/host.key >/lab/host.rec 2>/tmp/kg.log ||
 	{ cat /tmp/kg.log; fail vmckpt-tools "vmimage keygen failed"; finish; }
@@ -103,7 +83,7 @@ set -- $(count_after "$CLOG" 0 last); cur=$2
 t=$(now)
 if vmsave --checkpoint -r "$REC" $DOM /images/ck.vmimg >/tmp/ck.out 2>&1 &&
    [ "$(xl domid $DOM 2>/dev/null)" = "$id2" ] &&
-   RUNNING=1 continuity "$CLOG" "$l_ck" "$cur" vmsave-checkpoint && RUNNING=; then
+   continuity "$CLOG" "$l_ck" "$cur" vmsave-checkpoint running; then
 	pass vmsave-checkpoint "$(since "$t")s, domain $id2 kept running"
 else
 	cat /tmp/ck.out; fail vmsave-checkpoint "checkpoint failed or guest stopped"
@@ -132,14 +112,12 @@ if vmsave -r "$REC" $DOM /full/x.vmimg >/tmp/full.out 2>&1; then
 	fail full-fs "vmsave to a full filesystem succeeded?"
 elif [ -n "$(ls /full)" ] || ! xl domid $DOM >/dev/null 2>&1; then
 	fail full-fs "left: $(ls /full); domain: $(xl domid $DOM 2>&1)"
-elif RUNNING=1 continuity "$CLOG" "$l_f" "$cur" full-fs && RUNNING=; then
+elif continuity "$CLOG" "$l_f" "$cur" full-fs running; then
 	pass full-fs "$(cat /tmp/full.out)"
 fi
 umount /full
 
 # ---- vmrestore -c: the console, read back ------------------------------------
-RUNNING=
-REPLAY=
 step console
 vmsave -r "$REC" $DOM /images/c.vmimg >/dev/null 2>&1
 set -- $(count_after "$CLOG" 0 last); cur=$2
@@ -220,10 +198,9 @@ elif [ -z "$id_new" ] || [ "$id_new" = "$id_p" ] || [ "$(cat /tmp/pipe.out)" != 
 	fail vmsave-pipe-vmrestore "domid $id_p -> '$id_new', vmrestore printed '$(cat /tmp/pipe.out)'"
 elif [ -n "$(went_back "$CLOG" "$l_p")" ]; then
 	fail vmsave-pipe-vmrestore "counter: $(went_back "$CLOG" "$l_p")"
-elif REPLAY=1; continuity "$CLOG" "$l_p2" "$last" vmsave-pipe-vmrestore; then
+elif continuity "$CLOG" "$l_p2" "$last" vmsave-pipe-vmrestore replay; then
 	pass vmsave-pipe-vmrestore "${t_pipe}s domid $id_p -> $id_new, one $DOM, boot $boot, count $last -> $(count_after "$CLOG" "$l_p2" last | cut -d' ' -f2)"
 fi
-REPLAY=
 info "pipe: vmsave: $(tr '\n' ' ' </tmp/pipe-save.err | cut -c1-200)"
 if ck=$(wait_line "$CLOG" "$l_p" 'VMCKPT-WL boot=[0-9a-f]+ check ' 15); then
 	case $ck in
@@ -251,11 +228,9 @@ elif [ "$(cat /tmp/pk-save.rc)" != 0 ]; then
 elif [ "$(wc -l </tmp/pk.err)" != 1 ] || [ "$(ndoms)" != "$n0" ] ||
      [ "$(named $DOM--incoming)" != 0 ] || [ "$(xl domid $DOM 2>/dev/null)" != "$id_p" ]; then
 	fail pipe-checkpoint-refused "domains $n0 -> $(ndoms) ($(xl list | awk 'NR > 1 { printf "%s ", $1 }')); stderr: $(cat /tmp/pk.err)"
-elif RUNNING=1 continuity "$CLOG" "$l_k" "$cur" pipe-checkpoint-refused; then
-	RUNNING=
+elif continuity "$CLOG" "$l_k" "$cur" pipe-checkpoint-refused running; then
 	pass pipe-checkpoint-refused "$(since "$t")s, $DOM $id_p kept running: $(cat /tmp/pk.err)"
 fi
-RUNNING=
 
 # ---- xl save / xl restore of the same domain, for comparison ----------------
 step xl-baseline
