@@ -111,6 +111,13 @@ check-xen: deps
 	XEN_SCRIPTS="vmckpt.sh vmckpt-pvh.sh smoke.sh" tests/e2e/xen.sh | tee /dev/stderr | \
 	    awk '/^PASS/{p++} /^FAIL/{f++} /^SKIP/{s++} END {printf "%d passed, %d failed, %d skipped\n", p, f, s; exit f > 0}'
 
+# Issue 9: N rounds of PVH live saves through vmckpt and through xl in one
+# lab boot, with the per-operation death rates (not part of `make check`).
+N ?= 5
+check-xen-stress: deps
+	$(MAKE) all
+	tests/xen/stress.sh $(N)
+
 check-fast: test-bins
 	VMC_FAST=1 tests/run.sh
 
@@ -143,4 +150,4 @@ install: all
 clean:
 	rm -rf $(B)
 
-.PHONY: all check check-xen check-fast test-bins bench demo deps install clean fuzz
+.PHONY: all check check-xen check-xen-stress check-fast test-bins bench demo deps install clean fuzz

@@ -390,6 +390,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
         cli_err(dom, "%s: %s; %s", dest, why,
                 res.resumed_after_error ? "the source keeps running"
                 : res.domid < 0 ? "domain untouched"
+                : res.lost ? "the source is lost"
                 : res.state_unknown ? "the source's state could not be read: "
                                       "check it"
                 : res.was_running ? "the source is NOT running: check it"

@@ -260,7 +260,7 @@ int main(int argc, char **argv)
     rc = vmc_save(a.ctx, be, dom, of, &a.so, &res);
     cli_progress_done(&pr);
     if (rc < 0) {
-        const char *done = res.domid < 0 ? "nothing written" :
+        const char *done = res.domid < 0 || res.lost ? "nothing written" :
                            res.resumed_after_error ? "domain resumed, nothing written" :
                            res.state_unknown ? "nothing written (the domain's "
                                                "state could not be read: check it)" :

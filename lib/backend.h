@@ -9,6 +9,8 @@
 #ifndef VMC_BACKEND_H
 #define VMC_BACKEND_H
 
+#include <stdio.h>
+
 #include "internal.h"
 
 struct vmc_dom;
@@ -66,6 +68,14 @@ struct vmc_backend {
 
     /* A connected fd to the domain's console (caller closes). */
     int (*console_open)(struct vmc_ctx *ctx, struct vmc_dom *d, int *fd);
+
+    /* After a failed save that left the domain not running: did the guest
+     * itself die (crashed, triple-faulted, vanished) rather than stop?
+     * Returns 1 and puts the hypervisor's own reason in why (one line,
+     * "" if it gave none), writing what it knows (hypervisor log lines,
+     * the domain's state and logs) to ev; 0 if the domain still exists in
+     * a state that is not a death. */
+    int (*died)(struct vmc_dom *d, char *why, size_t n, FILE *ev);
 
     /* Run by the guardian process after the saving process died: brings
      * domain `domid` back to running (cancelling any save in flight). */

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -348,6 +349,89 @@ static int rounds_finish(struct saveprog *p, struct vmc_writer *w)
     return rc;
 }
 
+/* ---- a domain lost during a save ---------------------------------------
+ * A failed save that could not bring the domain back asks the backend
+ * whether the guest itself died (it crashed or triple-faulted while being
+ * saved) rather than being left stopped.  If so, the evidence (the error,
+ * the hypervisor's log lines about it) goes to a file in vmc_logdir()
+ * (0600, never overwritten) and the error becomes one line that says the
+ * domain died, with the hypervisor's reason and the file. */
+const char *vmc_logdir(void)
+{
+    static char buf[512];
+    const char *e = getenv("VMCKPT_LOGDIR");
+
+    if (e && *e)
+        return e;
+    if (geteuid() == 0)
+        return "/var/log/vmckpt";
+    if ((e = getenv("XDG_STATE_HOME")) && *e)
+        snprintf(buf, sizeof(buf), "%s/vmckpt", e);
+    else if ((e = getenv("HOME")) && *e)
+        snprintf(buf, sizeof(buf), "%s/.local/state/vmckpt", e);
+    else
+        snprintf(buf, sizeof(buf), "/tmp/vmckpt-%u", (unsigned)geteuid());
+    return buf;
+}
+
+static FILE *evidence_open(const char *name, int domid, char *path, size_t n)
+{
+    char when[32], safe[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    int fd;
+
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof(when), "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(safe, sizeof(safe), "%.63s", name);
+    for (char *c = safe; *c; c++)       /* a file name, whatever the domain's */
+        if (*c == '/' || (unsigned char)*c < 32)
+            *c = '_';
+    mkdir(vmc_logdir(), 0700);
+    snprintf(path, n, "%s/lost-%s-%d-%s.log", vmc_logdir(), when, domid, safe);
+    if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                   0600)) < 0) {
+        path[0] = '\0';
+        return NULL;
+    }
+    return fdopen(fd, "w");
+}
+
+static void note_loss(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                      struct vmc_dom *d, struct vmc_save_result *res)
+{
+    char path[512] = "", why[256] = "", err[512];
+    FILE *ev = evidence_open(res->name, res->domid, path, sizeof(path));
+    FILE *sink = ev ? ev : fopen("/dev/null", "w");
+    int code = vmc_ctx_errcode(ctx);
+    time_t now = time(NULL);
+
+    snprintf(err, sizeof(err), "%s", vmc_ctx_error(ctx));
+    if (sink)
+        fprintf(sink, "vmckpt %s: save of domain %s (%s id %d) failed at %s"
+                "error: %s\n\n", VMC_TOOL_VERSION, res->name, be->name,
+                res->domid, ctime(&now), err);
+    if (!sink || be->died(d, why, sizeof(why), sink) != 1) {
+        if (sink)
+            fclose(sink);
+        if (path[0])
+            unlink(path);
+        return;
+    }
+    if (fclose(sink) != 0 && path[0]) {
+        unlink(path);
+        path[0] = '\0';
+    }
+    res->lost = 1;
+    snprintf(res->lost_why, sizeof(res->lost_why), "%s", why);
+    snprintf(res->evidence, sizeof(res->evidence), "%s", ev ? path : "");
+    vmc_ctx_clear(ctx);
+    vmc_set_error(ctx, code ? code : VMC_E_BACKEND, "the domain died during "
+                  "the save%s%s%s%s%s", why[0] ? " (" : "", why,
+                  why[0] ? ")" : "", res->evidence[0] ? "; evidence in " : "",
+                  res->evidence);
+}
+
 int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec,
              struct vmc_outfile *of, const struct vmc_save_opts *o,
              struct vmc_save_result *res)
@@ -520,6 +604,8 @@ out:
             }
             if (res->resumed_after_error)
                 res->state_unknown = 0;
+            else
+                note_loss(ctx, be, d, res);
         }
     }
     guard_done(&g);

@@ -1171,6 +1171,51 @@ static int qemu_console_open(struct vmc_ctx *ctx, struct vmc_dom *d, int *fd)
     return 0;
 }
 
+/* Copies the last `max` bytes of DIR/name into ev, under a heading. */
+static void tail_into(FILE *ev, const char *dir, const char *name, long max)
+{
+    char p[700], buf[4096];
+    FILE *f;
+    size_t n;
+
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    if (!(f = fopen(p, "r")))
+        return;
+    fprintf(ev, "\n---- %s (last %ld bytes)\n", p, max);
+    if (fseek(f, -max, SEEK_END) < 0)
+        rewind(f);
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+        fwrite(buf, 1, n, ev);
+    fclose(f);
+}
+
+/* A failed save that could not resume: did the guest die?  Its QEMU
+ * exited (a crash, a guest that triple-faulted with -no-reboot), or QEMU
+ * reports a panicked guest or an internal error. */
+static int qemu_died(struct vmc_dom *d, char *why, size_t n, FILE *ev)
+{
+    struct vmc_ctx tmp = { 0 };
+    char st[64] = "", last[400];
+
+    why[0] = '\0';
+    if (qemu_pid_ours(d->pid, d->dir)) {
+        if (query_status(&tmp, d, st, sizeof(st)) < 0)
+            return 0;                 /* alive; its state is unknown */
+        fprintf(ev, "QEMU pid %d: status %s\n", (int)d->pid, st);
+        if (strcmp(st, "guest-panicked") && strcmp(st, "internal-error") &&
+            strcmp(st, "shutdown"))
+            return 0;
+        snprintf(why, n, "QEMU: guest status %s", st);
+    } else {
+        last_log_line(d->dir, last, sizeof(last));
+        fprintf(ev, "QEMU pid %d: exited\n", (int)d->pid);
+        snprintf(why, n, "QEMU exited%s%s", last[0] ? ": " : "", last);
+    }
+    tail_into(ev, d->dir, "qemu.log", 8192);
+    tail_into(ev, d->dir, "console.log", 8192);
+    return 1;
+}
+
 static int qemu_recover(struct vmc_ctx *ctx, int domid)
 {
     char spec[32];
@@ -1244,5 +1289,6 @@ const struct vmc_backend vmc_backend_qemu = {
     .restore_wait = qemu_restore_wait,
     .restore_abort = qemu_restore_abort,
     .console_open = qemu_console_open,
+    .died = qemu_died,
     .recover = qemu_recover,
 };

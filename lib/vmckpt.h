@@ -385,6 +385,10 @@ struct vmc_save_result {
     int was_running;
     int resumed_after_error;  /* failure path: the domain was resumed */
     int state_unknown;        /* failure path: its state could not be read */
+    int lost;                 /* failure path: the guest itself died during
+                                 the save (crash, triple fault) or vanished */
+    char lost_why[256];       /* lost: the hypervisor's own words, or "" */
+    char evidence[512];       /* lost: file keeping the evidence, or "" */
     int forced_stop;          /* live: pre-copy did not converge in time */
     uint8_t stream_id[16];    /* of the stream written (REPLY on failure) */
     int nrounds;              /* live: pre-copy rounds seen (last = stop) */
@@ -427,6 +431,11 @@ int vmc_console_open(struct vmc_ctx *ctx, const struct vmc_backend *be,
 /* Guardian: tools call this first in main(); it returns only if this
  * process is not a guardian. */
 void vmc_guard_dispatch(int argc, char **argv);
+
+/* Where a failed save keeps the evidence of a domain that died during it
+ * (lost-<UTC time>-<id>-<name>.log): $VMCKPT_LOGDIR, else /var/log/vmckpt
+ * as root, else $XDG_STATE_HOME/vmckpt or ~/.local/state/vmckpt. */
+const char *vmc_logdir(void);
 
 /* ---- QEMU instance management (vmctl) ------------------------------- */
 

@@ -366,6 +366,134 @@ static int xen_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
     return rc ? xerr(ctx, d, "resume", rc) : 0;
 }
 
+/* The hypervisor's console ring (what `xl dmesg` prints), whole: libxl
+ * hands it out in pieces that are not lines.  NULL if unreadable. */
+static char *xen_dmesg(struct vmc_dom *d)
+{
+    libxl_xen_console_reader *cr = libxl_xen_console_read_start(d->lx, 0);
+    char *all = NULL, *piece, *n;
+    size_t len = 0;
+
+    if (!cr)
+        return NULL;
+    while (libxl_xen_console_read_line(d->lx, cr, &piece) > 0 && piece) {
+        size_t l = strlen(piece);
+        if (!(n = realloc(all, len + l + 1)))
+            break;
+        all = n;
+        memcpy(all + len, piece, l + 1);
+        len += l;
+    }
+    libxl_xen_console_read_finish(d->lx, cr);
+    return all;
+}
+
+/* Is this line of Xen's log about domain id (d<id>v<n>, d<id>:, "Domain
+ * <id> ", dom<id>)? */
+static int about_dom(const char *line, uint32_t id)
+{
+    char pat[4][32];
+
+    snprintf(pat[0], sizeof(pat[0]), " d%uv", id);
+    snprintf(pat[1], sizeof(pat[1]), " d%u:", id);
+    snprintf(pat[2], sizeof(pat[2]), "omain %u ", id);
+    snprintf(pat[3], sizeof(pat[3]), " dom%u ", id);
+    for (int i = 0; i < 4; i++)
+        if (strstr(line, pat[i]))
+            return 1;
+    return 0;
+}
+
+/* The guest's own last words: xenconsoled's log of its console
+ * (xenconsoled --log=guest; $VMCKPT_XEN_CONSOLE_LOGDIR, default
+ * /var/log/xen/console), if there is one.  Its last kernel panic, oops or
+ * BUG line becomes the reason when Xen's log gave none. */
+static void console_evidence(struct vmc_dom *d, char *why, size_t n, FILE *ev)
+{
+    const char *dir = getenv("VMCKPT_XEN_CONSOLE_LOGDIR");
+    char p[600], line[512], last[512] = "";
+    FILE *f;
+
+    snprintf(p, sizeof(p), "%s/guest-%s.log", dir && *dir ? dir
+             : "/var/log/xen/console", d->name);
+    if (!d->name[0] || strchr(d->name, '/') || !(f = fopen(p, "r")))
+        return;
+    fprintf(ev, "\n---- %s (last 8192 bytes)\n", p);
+    if (fseek(f, -8192, SEEK_END) < 0)
+        rewind(f);
+    while (fgets(line, sizeof(line), f)) {
+        fputs(line, ev);
+        line[strcspn(line, "\r\n")] = '\0';
+        if (strstr(line, "Kernel panic") || strstr(line, "Oops") ||
+            strstr(line, "BUG:")) {
+            const char *s = strchr(line, ']');   /* past the timestamp */
+            s = s && s[1] == ' ' ? s + 2 : line;
+            snprintf(last, sizeof(last), "%s", s);
+        }
+    }
+    fclose(f);
+    if (!why[0] && last[0])
+        snprintf(why, n, "guest console: %s", last);
+}
+
+/* A save that failed and could not resume: did the guest die?  With
+ * on_crash=destroy (the default) a crashed domain is gone or dying;
+ * with preserve it stays, shut down with reason crash.  Xen's own words
+ * are its log lines about the domain (a triple fault, a crash). */
+static int xen_died(struct vmc_dom *d, char *why, size_t n, FILE *ev)
+{
+    libxl_dominfo info;
+    int gone, dead = 0;
+    char *log, *line, *save = NULL;
+
+    why[0] = '\0';
+    libxl_dominfo_init(&info);
+    gone = libxl_domain_info(d->lx, &info, d->domid) != 0;
+    if (!gone) {
+        dead = info.dying || (info.shutdown &&
+               info.shutdown_reason == LIBXL_SHUTDOWN_REASON_CRASH);
+        fprintf(ev, "domain %u: paused=%d shutdown=%d reason=%s dying=%d\n",
+                d->domid, info.paused, info.shutdown,
+                libxl_shutdown_reason_to_string(info.shutdown_reason),
+                info.dying);
+    } else {
+        fprintf(ev, "domain %u: no longer exists\n", d->domid);
+    }
+    libxl_dominfo_dispose(&info);
+    if (!gone && !dead)
+        return 0;
+    fprintf(ev, "\nXen's log (xl dmesg), the lines about domain %u:\n",
+            d->domid);
+    if (!(log = xen_dmesg(d)))
+        fprintf(ev, "(unreadable)\n");
+    for (line = log ? strtok_r(log, "\n", &save) : NULL; line;
+         line = strtok_r(NULL, "\n", &save)) {
+        line[strcspn(line, "\r")] = '\0';
+        if (!about_dom(line, d->domid))
+            continue;
+        fprintf(ev, "%s\n", line);
+        if (strstr(line, "fault") || strstr(line, "crash") ||
+            strstr(line, "shutdown") || strstr(line, "Unhandled")) {
+            const char *s = line;
+            while (*s == ' ')
+                s++;
+            if (!strncmp(s, "(XEN) ", 6))
+                s += 6;
+            if (*s == '[' && strchr(s, ']'))       /* a console timestamp */
+                s = strchr(s, ']') + 1;
+            while (*s == ' ')
+                s++;
+            if (!why[0])               /* the first says what happened */
+                snprintf(why, n, "Xen: %s", s);
+        }
+    }
+    free(log);
+    console_evidence(d, why, n, ev);
+    if (!why[0])
+        snprintf(why, n, "%s", gone ? "it vanished" : "Xen: shutdown reason crash");
+    return 1;
+}
+
 /* ---- PVH live save through libxenguest ---------------------------------
  * libxl runs xc_domain_save in libxl-save-helper and never sets its
  * precopy_policy, so libxc's default (5 rounds, or < 50 dirty pages)
@@ -414,7 +542,8 @@ static int libxl_rec(int fd, uint32_t type)
 }
 
 /* What libxl does for a guest without a suspend event channel: ask through
- * xenstore, wait (60 s) until Xen reports it suspended.  1 = suspended. */
+ * xenstore, wait (60 s) until Xen reports it suspended.  1 = suspended;
+ * a guest that died or shut down otherwise meanwhile fails at once. */
 static int direct_suspend(void *data)
 {
     struct vmc_dom *d = data;
@@ -427,15 +556,17 @@ static int direct_suspend(void *data)
     snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown",
              d->domid);
     if (xs_write(xs, XBT_NULL, path, "suspend", 7)) {
-        for (int i = 0; i < 12000 && !ok; i++) {
+        int dead = 0;
+        for (int i = 0; i < 12000 && !ok && !dead; i++) {
             libxl_dominfo info;
             libxl_dominfo_init(&info);
-            if (libxl_domain_info(d->lx, &info, d->domid) == 0 &&
-                info.shutdown &&
-                info.shutdown_reason == LIBXL_SHUTDOWN_REASON_SUSPEND)
-                ok = 1;
+            if (libxl_domain_info(d->lx, &info, d->domid) != 0 || info.dying)
+                dead = 1;                   /* gone: no use waiting */
+            else if (info.shutdown)
+                ok = info.shutdown_reason == LIBXL_SHUTDOWN_REASON_SUSPEND,
+                dead = !ok;                 /* crashed, powered off */
             libxl_dominfo_dispose(&info);
-            if (!ok)
+            if (!ok && !dead)
                 usleep(5000);
         }
         if (!ok)
@@ -926,6 +1057,7 @@ const struct vmc_backend vmc_backend_xen = {
     .restore_wait = xen_restore_wait,
     .restore_abort = xen_restore_abort,
     .console_open = xen_console_open,
+    .died = xen_died,
     .recover = xen_recover,
 };
 #endif /* VMC_HAVE_XEN */

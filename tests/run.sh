@@ -10,13 +10,25 @@ trap 'rm -f "$LOG"' EXIT
 export VMC_SRCDIR=$ROOT
 cd "$ROOT"
 
-suite() {       # suite NAME CMD...: runs CMD, checks its exit status too
+# suite NAME CMD...: runs CMD, checks its exit status too.  A suite that
+# fails gets the last lines of its own output printed, so that a CI log
+# alone tells what went wrong (the whole output: build/test-logs/NAME.log).
+mkdir -p "$B/test-logs"
+suite() {
     local name=$1; shift
+    local out=$B/test-logs/$name.log
     echo "== $name"
-    "$@" 2>&1 | tee -a "$LOG" | grep -E '^(FAIL|SKIP)'
-    local rc=${PIPESTATUS[0]}
-    if [ "$rc" != 0 ] && ! grep -q "^FAIL: $name" "$LOG"; then
+    "$@" >"$out" 2>&1
+    local rc=$?
+    cat "$out" >>"$LOG"
+    grep -E '^(FAIL|SKIP|FLAKE)' "$out"
+    if [ "$rc" != 0 ] && ! grep -q "^FAIL: $name" "$out"; then
         echo "FAIL: $name: exited with status $rc" | tee -a "$LOG"
+    fi
+    if [ "$rc" != 0 ] || grep -q '^FAIL' "$out"; then
+        echo "---- $name failed; the last 40 lines of its output ($out):"
+        tail -n 40 "$out" | sed 's/^/| /'
+        echo "----"
     fi
 }
 
@@ -42,6 +54,8 @@ done
 p=$(grep -c '^PASS' "$LOG")
 f=$(grep -c '^FAIL' "$LOG")
 s=$(grep -c '^SKIP' "$LOG")
+k=$(grep -c '^FLAKE' "$LOG")
+[ "$k" = 0 ] || echo "retried emulator flakes: $k (the FLAKE lines above, with their evidence)"
 [ "$p" = 0 ] && f=$((f + 1)) && echo "FAIL: nothing ran"
 echo "$p passed, $f failed, $s skipped"
 [ "$f" = 0 ]

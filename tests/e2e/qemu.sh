@@ -10,7 +10,7 @@
 # it ran to the end, so count the FAIL lines.  SKIPs loudly when QEMU is
 # missing or the guest cannot be built.
 #
-# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..12, 8b)
+# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..13, 8b)
 #      VMCKPT_ACCEL=tcg|kvm  force the accelerator
 #      E2E_KEEP=1         keep the temp dir (images, logs) for a post-mortem
 set -u
@@ -901,6 +901,35 @@ s12() {
     pass $n "kept while locked, reaped with its log once free"
 }
 
+# The guest dies during the save (its QEMU SIGKILLed, as a crash would):
+# vmsave says so in one line with the cause and where the evidence is,
+# exits 1; the evidence file (0600) holds the error and the guest's last
+# console lines.  The save writes to a pipe nobody reads for 6 s, so it
+# is stalled mid-stream when the guest dies.
+s13() {
+    local n=13_domain_dies_during_save logs=$T/s13.logs q pid rc ev
+    get_spare || { fail $n "$WHY"; return; }
+    q=$(dom_field "$GID" 5)
+    [ -n "$q" ] || { fail $n "no QEMU pid for domain $GID"; return; }
+    { VMCKPT_LOGDIR=$logs "$VMSAVE" -r "$REC" "$GID" - 2>"$IO/s13.err"
+      echo $? >"$T/s13.rc"; } | { sleep 6; cat >/dev/null; } &
+    pid=$!
+    sleep 1.5
+    kill -9 "$q"
+    SPARE_ID=""
+    wait "$pid"
+    rc=$(cat "$T/s13.rc")
+    ev=$(ls "$logs"/lost-*-"$GID"-*.log 2>/dev/null | head -n 1)
+    if [ "$rc" != 1 ]; then fail $n "vmsave exit $rc, not 1: $(err s13)"
+    elif ! one_line s13 || ! grep -q "^vmsave: .*: the domain died during the save (QEMU exited.*); evidence in $logs/lost-.*; nothing written$" "$IO/s13.err"; then
+        fail $n "message: $(err s13)"
+    elif [ -z "$ev" ] || [ "$(stat -c %a "$ev")" != 600 ]; then
+        fail $n "no 0600 evidence file in $logs: $(ls -l "$logs" 2>&1 | tr '\n' ' ')"
+    elif ! grep -q '^error: ' "$ev" || ! grep -q "VMCKPT-WL boot=$GBOOT count=" "$ev"; then
+        fail $n "evidence lacks the error or the console: $(head -c 300 "$ev" | tr '\n' '|')"
+    else pass $n "$(err s13 | cut -c1-200), $(took)"; fi
+}
+
 s8() { s8_common 8_restore_console_sigterm pid; }
 s8b() { s8_common 8b_restore_console_hangup group; }
 
@@ -917,6 +946,7 @@ scenario 9 s9
 scenario 10 s10
 scenario 11 s11
 scenario 12 s12
+scenario 13 s13
 
 # ---- nothing may survive ---------------------------------------------------
 [ -n "$SPARE_ID" ] && destroy "$SPARE_ID"

@@ -14,18 +14,25 @@ if [ "$(id -u)" != 0 ]; then
 fi
 # vmckpt.sh: PV save/restore/pipe/...; vmckpt-pvh.sh: --live of a PVH guest,
 # a stage of its own because PVH under nested TCG sometimes hangs the lab
-# (run-lab.sh retries a hang once, then it is a SKIP).
+# or kills the guest with a triple fault (run-lab.sh retries a hang once,
+# a FLAKE twice; each retry is printed as a FLAKE: line with its evidence,
+# and a stage that flaked on every attempt is a SKIP, never a PASS).
+# Every FAIL line names the run's serial log (under build/xenlab/runs/).
 for script in ${XEN_SCRIPTS:-vmckpt.sh vmckpt-pvh.sh}; do
     out=$("$ROOT/tests/xen/run-lab.sh" "$ROOT/tests/xen/$script" 300 2>&1)
     rc=$?
+    log=$(printf '%s\n' "$out" | sed -n 's/^run-lab: .* skipped; log: //p' | tail -n 1)
     printf '%s\n' "$out" | sed -n 's/^XENLAB: INFO /    xen: /p'
+    printf '%s\n' "$out" | sed -n "s|^XENLAB: RETRIED \(.*\)|FLAKE: xen/$script: retried \1|p"
     printf '%s\n' "$out" | sed -n 's/^XENLAB: \(PASS\|FAIL\|SKIP\) \([^ ]*\)\(.*\)/\1: xen\/\2:\3/p' |
-        grep -v '^FAIL: xen/run.sh:'
+        grep -v '^FAIL: xen/run.sh:' | sed "/^FAIL: /s|\$| (log: ${log:-?})|" |
+        { if [ $rc = 4 ]; then grep -v '^PASS: '; else cat; fi; }
     case $rc in
     0|1) ;;
-    2) echo "SKIP: xen/$script: the nested Xen lab hung on every attempt (TCG flake)" ;;
+    2) echo "SKIP: xen/$script: the nested Xen lab hung on every attempt (TCG flake; log: ${log:-?})" ;;
     3) echo "SKIP: xen/$script: the lab skipped everything" ;;
-    *) echo "FAIL: xen/$script: run-lab.sh exit $rc"
+    4) echo "SKIP: xen/$script: the emulated machine killed the guest on every attempt (emulator flake, see FLAKE lines): $(printf '%s\n' "$out" | sed -n 's/^XENLAB: FLAKE //p' | tail -n 1) (log: ${log:-?})" ;;
+    *) echo "FAIL: xen/$script: run-lab.sh exit $rc (log: ${log:-?})"
        printf '%s\n' "$out" | tail -n 5 ;;
     esac
 done

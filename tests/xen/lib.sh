@@ -20,12 +20,26 @@ info() { echo "XENLAB: INFO $*"; }
 pass() { echo "XENLAB: PASS $*"; }
 fail() { echo "XENLAB: FAIL $*"; failed=1; }
 step() { echo "XENLAB-STEP $* uptime=$(cut -d' ' -f1 /proc/uptime)"; }
+# Emulator flakes (PVH under nested TCG: a guest dies of a triple fault at
+# some base rate that xl's own operations show too; tests/xen/stress.sh
+# measures it).  flake_begin: from here on guest deaths are the
+# emulator's: clears Xen's log (the serial log keeps it all).  xen_fault:
+# the first line of Xen's log since then saying a guest died.
+flake_begin() { xl dmesg -c >/dev/null 2>&1; }
+xen_fault() {
+	xl dmesg 2>/dev/null | tr -d '\r' |
+		grep -a -m1 -E 'Triple fault|Domain [0-9]+ crashed|domain_crash' |
+		sed 's/^ *//' | cut -c1-200
+}
+# flake NAME REASON EVIDENCE: the stage cannot go on because the emulated
+# machine killed the guest: run-lab.sh retries the stage; never a PASS.
+flake() { echo "XENLAB: FLAKE $1 $2; $3"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 elapsed_gt() { awk -v a="$1" -v b="$(now)" -v t="$2" 'BEGIN { exit !(b - a > t) }'; }
 
 clog() { echo "/var/log/xen/console/guest-$1.log"; }
-lines() { wc -l <"$1" 2>/dev/null || echo 0; }
+lines() { wc -l 2>/dev/null <"$1" || echo 0; }
 count_after() {
 	awk -v from="$2" -v which="$3" '
 		NR > from && match($0, /VMCKPT-WL boot=[0-9a-f]+ count=[0-9]+/) {

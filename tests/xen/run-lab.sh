@@ -12,18 +12,23 @@
 # (those come with dom0.cpio).
 #
 # Prints the XENLAB lines (also "XENLAB: SKIP name reason"); exit status 0
-# only if at least one PASS and no FAIL; 3 if only SKIPs; 1 on FAIL or no PASS; 2 when the lab itself failed (timeout, no
-# poweroff) on every attempt.  A hang is retried XENLAB_RETRIES times (the
-# retries show as "XENLAB: INFO host attempt N: ... retried" lines).
-# Run files: OUT/runs/<time>-<pid>/{serial.log,results.txt,cmdline,lab.cpio}.
+# only if at least one PASS and no FAIL; 3 if only SKIPs; 1 on FAIL or no
+# PASS; 2 when the lab itself failed (timeout, no poweroff) on every
+# attempt; 4 when every attempt ended in an emulator FLAKE.  A hang is
+# retried XENLAB_RETRIES times, a run whose script reported a FLAKE (and
+# no FAIL) XENLAB_FLAKE_RETRIES times; each retry shows as an
+# "XENLAB: RETRIED attempt=N hang|flake: ... (log: ...)" line.
+# Run files: build/xenlab/runs/<time>-<pid>/{serial.log,results.txt,cmdline,lab.cpio}
+# (earlier attempts: serial.attemptN.log).
 #
 # Env: XENLAB_OUT=DIR     build-lab.sh output (default tests/xen/out)
-#      XENLAB_RUNDIR=DIR  where the run's files go (default OUT/runs/<time>)
+#      XENLAB_RUNDIR=DIR  where the run's files go (default build/xenlab/runs/<time>-<pid>)
 #      XENLAB_VERBOSE=1   copy the whole serial console to stderr while running
 #      XENLAB_FILES=...   extra host files to pack into /lab/files/
 #      XENLAB_APPEND=...  extra dom0 kernel args (e.g. xenlab.images=1000M)
 #      XENLAB_XEN_APPEND=... extra Xen command-line args
 #      XENLAB_RETRIES=1   reruns after a hang / no poweroff (not after FAILs)
+#      XENLAB_FLAKE_RETRIES=2  reruns after a FLAKE (a guest killed by the emulator)
 #      XENLAB_KEEP=1      keep the run's concatenated initrd.cpio
 #      XENLAB_TCG_THREAD=multi|single   QEMU TCG threading
 #      XENLAB_CPU=max,-smap,-xsave      QEMU -cpu (see README: XSAVE under
@@ -49,11 +54,12 @@ fi
 "$here/build-lab.sh" "$out" || die "build-lab.sh failed"
 out=$(cd "$out" && pwd)
 
-if [ -z "${XENLAB_RUNDIR:-}" ] && [ -d "$out/runs" ]; then
+runs=$top/build/xenlab/runs
+if [ -z "${XENLAB_RUNDIR:-}" ] && [ -d "$runs" ]; then
 	# keep the last 30 runs
-	ls -1d "$out"/runs/*/ 2>/dev/null | head -n -30 | xargs -r rm -rf
+	ls -1d "$runs"/*/ 2>/dev/null | head -n -30 | xargs -r rm -rf
 fi
-run=${XENLAB_RUNDIR:-$out/runs/$(date +%Y%m%dT%H%M%S)-$$}
+run=${XENLAB_RUNDIR:-$runs/$(date +%Y%m%dT%H%M%S)-$$}
 mkdir -p "$run"
 run=$(cd "$run" && pwd)
 log=$run/serial.log
@@ -141,33 +147,49 @@ PY
 }
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 
-# ---- run, retrying hangs of the emulated machine ---------------------------------
+# ---- run, retrying hangs and emulator flakes -----------------------------------
 # A timeout or a machine that never reaches poweroff is retried (nested TCG
-# occasionally wedges); a FAIL printed by a script that finished is not.
+# occasionally wedges), and so is a run whose script reported a FLAKE (the
+# emulated machine killed a guest: a triple fault in Xen's log) and no
+# FAIL; a FAIL printed by a script that finished is never retried.
 res=$run/results.txt
 retries=${XENLAB_RETRIES:-1}
-attempt=0
+flake_retries=${XENLAB_FLAKE_RETRIES:-2}
+attempt=0 nhang=0 nflake=0
 : >"$run/earlier.txt"
 while :; do
 	attempt=$((attempt + 1))
 	boot_once
 	tr -d '\r' <"$log" | grep -ao 'XENLAB: .*' | grep -v '^XENLAB: TICK' >"$res"
 	lasttick=$(tr -d '\r' <"$log" | grep -ao 'XENLAB: TICK.*' | tail -n 1 | sed 's/.*uptime=//')
-	hung=""
+	hung="" flaky=""
 	if [ $timed_out = 1 ]; then
 		hung="lab timed out after ${timeout}s, last dom0 heartbeat at uptime ${lasttick:-none}"
 	elif ! grep -aq 'XENLAB: INFO poweroff' "$res"; then
 		hung="lab did not reach poweroff (qemu exit $qrc)"
+	elif grep -aq '^XENLAB: FLAKE' "$res" && ! grep -aq '^XENLAB: FAIL' "$res"; then
+		flaky=$(grep -a -m1 '^XENLAB: FLAKE' "$res" | sed 's/^XENLAB: FLAKE //')
 	fi
 	echo "XENLAB: INFO host attempt=$attempt qemu_seconds=$total dom0_ready_at=$ready qemu_exit=$qrc timed_out=$timed_out" >>"$res"
-	[ -n "$hung" ] || break
-	if [ $attempt -gt "$retries" ]; then
-		echo "XENLAB: FAIL $hung (log: $log)" >>"$res"
-		break
+	[ -n "$hung$flaky" ] || break
+	if [ -n "$hung" ]; then
+		nhang=$((nhang + 1))
+		if [ $nhang -gt "$retries" ]; then
+			echo "XENLAB: FAIL $hung (log: $log)" >>"$res"
+			break
+		fi
+		why="hang: $hung"
+	else
+		nflake=$((nflake + 1))
+		if [ $nflake -gt "$flake_retries" ]; then
+			echo "XENLAB: INFO emulator flake on every attempt: $flaky (log: $log)" >>"$res"
+			break
+		fi
+		why="flake: $flaky"
 	fi
 	mv "$log" "$run/serial.attempt$attempt.log"
-	echo "XENLAB: INFO host attempt $attempt: $hung -- retried (log: $run/serial.attempt$attempt.log)" >>"$run/earlier.txt"
-	echo "run-lab: attempt $attempt: $hung; retrying" >&2
+	echo "XENLAB: RETRIED attempt=$attempt $why (log: $run/serial.attempt$attempt.log)" >>"$run/earlier.txt"
+	echo "run-lab: attempt $attempt: $why; retrying" >&2
 done
 cat "$run/earlier.txt" >>"$res"
 cat "$res"
@@ -181,6 +203,7 @@ if ! grep -aq 'XENLAB: INFO dom0-ready' "$res"; then
 fi
 [ "${XENLAB_KEEP:-0}" = 1 ] || rm -f "$run/initrd.cpio"
 rm -f "$sock"; [ -n "${sockdir:-}" ] && rmdir "$sockdir"
+[ -n "$flaky" ] && exit 4
 [ "$fail" = 0 ] && [ "$pass" -gt 0 ] && exit 0
 [ "$fail" = 0 ] && [ "$pass" = 0 ] && [ "$skip" -gt 0 ] && [ -z "$hung" ] && exit 3
 [ -n "$hung" ] && exit 2
