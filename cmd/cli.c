@@ -24,7 +24,7 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
 {
     struct option lo[128];
     char so[256];
-    int n = 0, s = 0, c, idx;
+    int n = 0, s = 1, c, idx;
 
     for (int i = 0; tab[i].lng && n < 127; i++) {
         if (!(tab[i].mask & mask))
@@ -41,16 +41,20 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
         }
     }
     memset(&lo[n], 0, sizeof(lo[n]));
+    so[0] = ':';                   /* ':' for a missing argument, '?' else */
     so[s] = '\0';
     opterr = 0;
     while ((c = getopt_long(argc, argv, so, lo, &idx)) != -1) {
         if (c == '?' || c == ':') {
-            char what[64];
-            if (optopt >= 1000 || optopt == 0)
-                snprintf(what, sizeof(what), "%s", argv[optind - 1]);
+            const char *w = argv[optind - 1];
+            char what[64], msg[128];
+            if (!strncmp(w, "--", 2) || optopt <= ' ' || optopt > '~')
+                snprintf(what, sizeof(what), "%.*s", (int)strcspn(w, "="), w);
             else
                 snprintf(what, sizeof(what), "-%c", optopt);
-            fn(c, what, u);
+            snprintf(msg, sizeof(msg), c == ':' ? "missing argument to %s"
+                                                : "unknown option %s", what);
+            fn(c, msg, u);
             continue;
         }
         fn(c, optarg, u);

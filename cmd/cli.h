@@ -21,7 +21,9 @@ struct cli_opt {
 };
 
 /* Parses argv for the commands in mask; calls fn(short-or-index, optarg).
- * Index for long-only options is 1000 + table index.  Returns optind. */
+ * Index for long-only options is 1000 + table index.  A bad option calls
+ * fn('?' or ':', message): "unknown option -x", "missing argument to -r".
+ * Returns optind. */
 int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
               void (*fn)(int id, const char *arg, void *u), void *u);
 void cli_print_options(FILE *f, const struct cli_opt *tab, unsigned mask);

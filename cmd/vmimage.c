@@ -165,7 +165,7 @@ static void on_opt(int id, const char *arg, void *u)
     switch (id) {
     case '?':
     case ':':
-        bad(a, "unknown option or missing argument: %s", arg);
+        bad(a, "%s", arg);
         break;
     case 'h':
         help(a->cmd);
@@ -454,11 +454,19 @@ static void print_summary(const struct vmc_summary *s)
     gmtime_r(&t, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
     cli_human(mem, sizeof(mem), (double)s->meta.memory_kib * 1024);
-    printf("domain:      %s  uuid %s\n", s->meta.name, u);
-    printf("guest:       %s, %u vCPUs%s%s\n", mem, s->meta.vcpus,
-           s->meta.guest_type[0] ? ", " : "", s->meta.guest_type);
-    printf("backend:     %s %s, stream %s\n", backend_name(s->meta.backend),
-           s->meta.backend_version, sfmt_name(s->meta.stream_format));
+    if (s->meta.backend == VMC_BACKEND_NONE) {
+        /* vmimage seal of a raw stream: no domain, nothing to restore */
+        printf("content:     %s, a raw %s stream sealed by vmimage seal "
+               "(no domain: unseal it, it cannot be restored)\n",
+               s->meta.name, sfmt_name(s->meta.stream_format));
+    } else {
+        printf("domain:      %s  uuid %s\n", s->meta.name, u);
+        printf("guest:       %s, %u vCPUs%s%s\n", mem, s->meta.vcpus,
+               s->meta.guest_type[0] ? ", " : "", s->meta.guest_type);
+        printf("backend:     %s%s%s, stream %s\n", backend_name(s->meta.backend),
+               s->meta.backend_version[0] ? " " : "", s->meta.backend_version,
+               sfmt_name(s->meta.stream_format));
+    }
     printf("saved:       %s on %s by vmckpt %s%s%s\n", when, s->meta.host,
            s->meta.tool_version,
            s->meta.flags & VMC_IIF_LIVE ? ", live" : "",

@@ -108,7 +108,7 @@ static void on_opt(int id, const char *arg, void *u)
 
     switch (id) {
     case '?':
-    case ':': bad(a, "unknown option or missing argument: %s", arg); break;
+    case ':': bad(a, "%s", arg); break;
     case 'h': help(); exit(0);
     case 'V': printf("vmmigrate %s\n", VMC_TOOL_VERSION); exit(0);
     case 'q': cli_quiet = 1; break;
@@ -324,9 +324,12 @@ static int sender(struct args *a, const char *dom, const char *dest)
     uint64_t t0 = vmc_now_ns();
 
     if (!be) {
-        cli_err(NULL, "unknown backend '%s' (built: %s)", a->backend,
-                vmc_backends_built());
-        return 2;
+        char m[160];
+        snprintf(m, sizeof(m), "unknown backend '%.40s' (built: %s)",
+                 a->backend, vmc_backends_built());
+        vmc_keys_free(id);
+        vmc_keys_free(known);
+        return usage(m);
     }
     if (vmc_keys_add_identity_file(a->ctx, id, a->identity ? a->identity
                                    : "/etc/vmckpt/host.key") < 0) {

@@ -73,7 +73,7 @@ static void on_opt(int id, const char *arg, void *u)
 
     switch (id) {
     case '?':
-    case ':': bad(a, "unknown option or missing argument: %s", arg); break;
+    case ':': bad(a, "%s", arg); break;
     case 'h': help(); exit(0);
     case 'V': printf("vmrestore %s\n", VMC_TOOL_VERSION); exit(0);
     case 'q': cli_quiet = 1; break;
@@ -180,7 +180,9 @@ int main(int argc, char **argv)
     a.ro.progress_arg = &pr;
     if (vmc_restore(a.ctx, r, &a.ro, &res) < 0) {
         cli_progress_done(&pr);
-        cli_err(obj, "%s; no domain created", vmc_ctx_error(a.ctx));
+        cli_err(obj, "%s; %sno domain created", vmc_ctx_error(a.ctx),
+                vmc_ctx_errcode(a.ctx) == VMC_E_CLASH ? "use --name NEW or "
+                                                        "--clone; " : "");
         goto out;
     }
     cli_progress_done(&pr);
@@ -206,6 +208,7 @@ int main(int argc, char **argv)
         if (vmc_console_open(a.ctx, res.backend, spec, &cfd) < 0) {
             cli_err(res.name, "restored and running, but the console cannot "
                     "be attached: %s", vmc_ctx_error(a.ctx));
+            rc = 1;                     /* vmrestore(1): EXIT STATUS */
         } else {
             cli_console(cfd, what);
             close(cfd);

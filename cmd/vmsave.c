@@ -56,6 +56,7 @@ struct args {
     struct vmc_keys *keys;
     struct vmc_save_opts so;
     int ask_pass, pass_fd, json, verbose, keep;
+    int modes;                    /* 1: --checkpoint seen, 2: --paused */
     const char *pass_file, *backend;
     unsigned kdf_ops, kdf_mem_kib;
     struct cli_bad bad;
@@ -98,13 +99,13 @@ static void on_opt(int id, const char *arg, void *u)
 
     switch (id) {
     case '?':
-    case ':': bad(a, "unknown option or missing argument: %s", arg); break;
+    case ':': bad(a, "%s", arg); break;
     case 'h': help(); exit(0);
     case 'V': printf("vmsave %s\n", VMC_TOOL_VERSION); exit(0);
     case 'q': cli_quiet = 1; break;
     case 'v': a->verbose = 1; break;
-    case 'c': a->so.mode = VMC_SAVE_CHECKPOINT; break;
-    case O_PAUSED: a->so.mode = VMC_SAVE_PAUSED; break;
+    case 'c': a->so.mode = VMC_SAVE_CHECKPOINT; a->modes |= 1; break;
+    case O_PAUSED: a->so.mode = VMC_SAVE_PAUSED; a->modes |= 2; break;
     case O_LIVE: a->so.live = 1; break;
     case 'r': key_rc(a, vmc_keys_add_recipient(a->ctx, a->keys, arg)); break;
     case 'R': key_rc(a, vmc_keys_add_recipients_file(a->ctx, a->keys, arg)); break;
@@ -156,7 +157,7 @@ static void on_opt(int id, const char *arg, void *u)
 }
 
 static void summary(const struct args *a, const char *file,
-                    const struct vmc_save_result *r)
+                    const struct vmc_save_result *r, int removed)
 {
     /* With FILE "-" stdout carries the image: summaries go to stderr. */
     FILE *out = strcmp(file, "stdout") ? stdout : stderr;
@@ -174,6 +175,7 @@ static void summary(const struct args *a, const char *file,
                               "backend_bytes", (json_int_t)r->backend_bytes);
         json_object_set_new(j, "rounds", rounds_json(r));
         json_object_set_new(j, "forced_stop", json_boolean(r->forced_stop));
+        json_object_set_new(j, "removed", json_integer(removed));
         json_dumpf(j, out, JSON_COMPACT);
         fprintf(out, "\n");
         json_decref(j);
@@ -191,6 +193,9 @@ static void summary(const struct args *a, const char *file,
                 "downtime %.3f s\n", (double)r->total_ns / 1e9, w, b,
                 (double)r->downtime_ns / 1e9);
         print_rounds(out, r);
+        if (removed)
+            fprintf(out, "  removed %d older image%s (--keep %d)\n", removed,
+                    removed == 1 ? "" : "s", a->keep);
     }
 }
 
@@ -223,6 +228,12 @@ int main(int argc, char **argv)
         return usage(argc - n == 0 ? "missing DOMAIN and FILE" : "missing FILE");
     if (argc - n > 2)
         return usage("too many arguments");
+    if (a.modes == 3)
+        return usage("--checkpoint and --paused exclude each other");
+    if (!a.so.live && a.so.max_downtime_ms)
+        return usage("--max-downtime needs --live");
+    if (!a.so.live && a.so.live_timeout_s)
+        return usage("--live-timeout needs --live");
     dom = argv[n];
     pattern = argv[n + 1];
     if (!a.backend)
@@ -275,13 +286,8 @@ int main(int argc, char **argv)
         return 1;
     }
     vmc_outfile_free(of);
-    summary(&a, strcmp(file, "-") ? file : "stdout", &res);
-    if (a.keep) {
-        int removed = cli_retention(pattern, file, a.keep);
-        if (removed && !cli_quiet && (a.verbose || isatty(1)))
-            printf("  removed %d older image%s (--keep %d)\n", removed,
-                   removed == 1 ? "" : "s", a.keep);
-    }
+    summary(&a, strcmp(file, "-") ? file : "stdout", &res,
+            a.keep ? cli_retention(pattern, file, a.keep) : 0);
     vmc_keys_free(a.keys);
     vmc_ctx_free(a.ctx);
     return 0;

@@ -641,13 +641,17 @@ int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
         goto out;
     free(buf);
     buf = NULL;
+    if (m.backend == VMC_BACKEND_NONE) {
+        rc = vmc_set_error(ctx, VMC_E_UNSUPPORTED, "a raw stream sealed by "
+                           "vmimage seal: it records no domain and can never "
+                           "be restored (vmimage unseal gives the stream back)");
+        goto out;
+    }
     if (!(be = backend_by_id(m.backend))) {
         rc = vmc_set_error(ctx, VMC_E_UNSUPPORTED,
                            "image of backend %u (%s): not built into this "
                            "vmckpt (built: %s)", m.backend,
-                           m.backend == VMC_BACKEND_XEN ? "xen" :
-                           m.backend == VMC_BACKEND_NONE ? "a raw sealed stream"
-                                                         : "unknown",
+                           m.backend == VMC_BACKEND_XEN ? "xen" : "unknown",
                            vmc_backends_built());
         goto out;
     }

@@ -149,6 +149,19 @@ static int decode_fixed(struct vmc_ctx *ctx, struct vmc_header *h,
     return 0;
 }
 
+/* A short input whose first bytes are not even the magic is not a
+ * truncated image but something else (a text file, another format). */
+static int short_header(struct vmc_ctx *ctx, const uint8_t *buf, size_t len)
+{
+    size_t n = len < VMC_MAGIC_LEN ? len : VMC_MAGIC_LEN;
+
+    if (memcmp(buf, VMC_MAGIC, n) != 0)
+        return vmc_set_error(ctx, VMC_E_FORMAT, "header: not a vmckpt image "
+                             "(bad magic)");
+    return vmc_set_error(ctx, VMC_E_TRUNC, "header: truncated at %zu of %d "
+                         "bytes", len, VMC_HDR_FIXED_LEN);
+}
+
 int vmc_header_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
                      struct vmc_header **out)
 {
@@ -160,9 +173,7 @@ int vmc_header_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
         return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
     h->opened_by = -1;
     if (len < VMC_HDR_FIXED_LEN) {
-        rc = vmc_set_error(ctx, VMC_E_TRUNC,
-                           "header: truncated at %zu of %d bytes", len,
-                           VMC_HDR_FIXED_LEN);
+        rc = short_header(ctx, buf, len);
         goto out;
     }
     if ((rc = decode_fixed(ctx, h, buf)) < 0)
@@ -204,9 +215,7 @@ int vmc_header_read(struct vmc_ctx *ctx, int fd, struct vmc_header **out)
     if (got == 0)
         return vmc_set_error(ctx, VMC_E_TRUNC, "header: empty input");
     if (got < sizeof(fixed))
-        return vmc_set_error(ctx, VMC_E_TRUNC,
-                             "header: truncated at %zu of %d bytes", got,
-                             VMC_HDR_FIXED_LEN);
+        return short_header(ctx, fixed, got);
     {
         struct vmc_header tmp;
         if ((rc = decode_fixed(ctx, &tmp, fixed)) < 0)

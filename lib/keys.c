@@ -354,9 +354,10 @@ static int create_secret_file(struct vmc_ctx *ctx, const char *path,
         return 0;
     }
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST)      /* the words vmimage seal uses */
+        return vmc_set_error(ctx, VMC_E_EXISTS, "%s: already exists", path);
     if (fd < 0)
-        return vmc_set_error(ctx, errno == EEXIST ? VMC_E_EXISTS : VMC_E_IO,
-                             "%s: %s", path, strerror(errno));
+        return vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
     if ((rc = write_full(fd, text, strlen(text))) == 0 && fsync(fd) < 0)
         rc = -errno;
     if (close(fd) < 0 && rc == 0)

@@ -983,9 +983,9 @@ struct clash { const uint8_t *uuid; const char *name; int id; int what; int self
 static int clash_error(struct vmc_ctx *ctx, const struct vmc_dom *d, int id,
                        int what)
 {
-    return vmc_set_error(ctx, VMC_E_EXISTS,
-                         "domain %s (id %d) is running with the same %s; use "
-                         "--name NEW or --clone", d->name, id,
+    return vmc_set_error(ctx, VMC_E_CLASH,
+                         "domain %s (id %d) is running with the same %s",
+                         d->name, id,
                          what == 1 ? "name" : "UUID");
 }
 

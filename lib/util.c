@@ -74,6 +74,7 @@ const char *vmc_strerror(int code)
     case VMC_E_BACKEND: return "backend failure";
     case VMC_E_EXISTS: return "already exists";
     case VMC_E_CANCELED: return "canceled";
+    case VMC_E_CLASH: return "name or UUID in use";
     }
     return "unknown error";
 }

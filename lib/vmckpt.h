@@ -33,6 +33,7 @@ enum vmc_err {
     VMC_E_BACKEND = -10,    /* hypervisor backend failure */
     VMC_E_EXISTS = -11,     /* target exists / name clash */
     VMC_E_CANCELED = -12,   /* interrupted by the caller */
+    VMC_E_CLASH = -13,      /* restore: a domain of that name or UUID runs */
 };
 
 /* ---- context: carries the last error ---------------------------------- */

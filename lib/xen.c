@@ -837,8 +837,8 @@ static int find_clash(struct vmc_ctx *ctx, struct vmc_dom *d, uint32_t skip,
 static int clash_error(struct vmc_ctx *ctx, const struct vmc_dom *d,
                        uint32_t id, int what, const char *when)
 {
-    return vmc_set_error(ctx, VMC_E_EXISTS, "domain %s (id %u) is %srunning "
-                         "with the same %s; use --name NEW or --clone", d->name,
+    return vmc_set_error(ctx, VMC_E_CLASH, "domain %s (id %u) is %srunning "
+                         "with the same %s", d->name,
                          id, when, what == 1 ? "name" : "UUID");
 }
 

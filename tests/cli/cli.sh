@@ -34,7 +34,7 @@ REC=$(cat out)
 
 t=keygen_no_overwrite
 cp id.key id.bak
-if run 1 $V keygen -o id.key && one_line && grep -q 'id.key: File exists' err &&
+if run 1 $V keygen -o id.key && one_line && grep -q 'id.key: already exists' err &&
    cmp -s id.key id.bak; then pass $t; else fail $t "rc=$rc $(cat err)"; fi
 
 t=keygen_symmetric
@@ -60,6 +60,57 @@ run 2 $V verify --bogus x || ok=0
 grep -q 'unknown option' err || ok=0
 grep -q '^usage:' err || ok=0
 [ $ok = 1 ] && pass $t || fail $t "$(cat err)"
+
+# A bad option names itself and what is wrong with it; options that make
+# no sense together are refused up front (no domain is even looked up).
+t=usage_names_the_option
+VS=$ROOT/build/vmsave VR=$ROOT/build/vmrestore VM=$ROOT/build/vmmigrate
+ok=""
+run 2 $VS web01 f -r || ok="$ok vmsave-r"
+grep -q '^vmsave: missing argument to -r$' err && grep -q '^usage:' err || ok="$ok msg-r"
+run 2 $VS --recipient || ok="$ok vmsave--recipient"
+grep -q '^vmsave: missing argument to --recipient$' err || ok="$ok msg--recipient"
+run 2 $VS -Z web01 f || ok="$ok vmsave-Z"
+grep -q '^vmsave: unknown option -Z$' err || ok="$ok msg-Z"
+run 2 $VR --frob=1 x || ok="$ok vmrestore--frob"
+grep -q '^vmrestore: unknown option --frob$' err || ok="$ok msg--frob"
+run 2 $V verify --bogus x || ok="$ok vmimage--bogus"
+grep -q '^vmimage: unknown option --bogus$' err || ok="$ok msg--bogus"
+run 2 $VM --backend nope web01 host2 || ok="$ok vmmigrate-backend"
+grep -q "^vmmigrate: unknown backend 'nope'" err && grep -q '^usage:' err || ok="$ok msg-backend"
+[ -z "$ok" ] && pass $t || fail $t "$ok: rc=$rc $(tr '\n' '|' <err)"
+
+t=vmsave_conflicting_options
+ok=""
+for args in "-c --paused|--checkpoint and --paused exclude each other" \
+            "--paused --checkpoint|--checkpoint and --paused exclude each other" \
+            "--max-downtime 100|--max-downtime needs --live" \
+            "--live-timeout 5|--live-timeout needs --live"; do
+    run 2 $VS ${args%%|*} -r "$REC" web01 conflict.vmimg || ok="$ok [${args%%|*}: rc=$rc]"
+    grep -qxF "vmsave: ${args#*|}" err || ok="$ok [${args%%|*}: $(head -n 1 err)]"
+done
+[ -e conflict.vmimg ] && ok="$ok wrote-a-file"
+[ -z "$ok" ] && pass $t || fail $t "$ok"
+
+# A raw stream sealed by vmimage seal: info says what it is, vmrestore
+# says it can never be restored (not "backend not built in"); a text file
+# given as an image is "not a vmckpt image".
+t=raw_seal_info_and_restore
+head -c 70000 /dev/urandom >raw.bin
+ok=""
+run 0 $V seal -r "$REC" -o raw.vmimg raw.bin || ok="$ok seal:rc=$rc"
+run 0 $V info -i id.key raw.vmimg || ok="$ok info:rc=$rc"
+grep -q '^content: *raw.bin, a raw opaque stream sealed by vmimage seal' out || ok="$ok info:$(tr '\n' '|' <out)"
+grep -q 'backend: *none' out && ok="$ok info-says-backend-none"
+run 1 $VR -i id.key raw.vmimg || ok="$ok restore:rc=$rc"
+one_line && grep -q 'vmimage seal: it records no domain and can never be restored' err ||
+    ok="$ok restore:$(cat err)"
+printf 'hello, I am a text file\n' >text.txt
+for cmd in "$V info" "$V verify -i id.key" "$VR -i id.key"; do
+    run 1 $cmd text.txt && one_line && grep -q 'not a vmckpt image' err ||
+        ok="$ok [${cmd##*/}: rc=$rc $(cat err)]"
+done
+[ -z "$ok" ] && pass $t || fail $t "$ok"
 
 t=bad_recipient
 if run 1 $V seal -r vmc1nonsense -o x /dev/null && one_line &&
@@ -101,7 +152,8 @@ then pass $t; else fail $t "$(cat out err)"; fi
 
 t=golden_info_key
 if run 0 $V info -i $G/keys/identity.key $G/v1-all.vmimg &&
-   grep -q 'header authenticated' out && grep -q '^domain:      golden' out &&
+   grep -q 'header authenticated' out &&
+   grep -q '^content:     golden, a raw opaque stream sealed by vmimage seal' out &&
    grep -q 'BACKEND_STREAM' out && grep -q '<- opened' out; then pass $t
 else fail $t "$(cat out err)"; fi
 

@@ -413,6 +413,8 @@ s2() {
         fail $n "want exit 1 and one line: rc=$RC out='$(out s2.plain)' err: $(err s2.plain)"
     elif ! grep -qiF -e "${name:-uuid}" -e "${uuid:-uuid}" -e uuid "$IO/s2.plain.err"; then
         fail $n "the message names neither the name nor the UUID: $(err s2.plain)"
+    elif ! grep -qF 'use --name NEW or --clone; no domain created' "$IO/s2.plain.err"; then
+        fail $n "no hint of --name/--clone: $(err s2.plain)"
     elif [ -n "$(out s2.plain)" ]; then
         fail $n "printed '$(out s2.plain)' on stdout"
     elif left_behind; then
@@ -775,7 +777,8 @@ s8_common() {
     pass $n "ID $rid, $(n_counts "$IO/s8.out") count lines on the attached console, $CONT_INFO"
     rm -f "$img"
 }
-# 9. cron style: --checkpoint --keep N with a strftime pattern, raw key file
+# 9. cron style: --checkpoint --keep N with a strftime pattern, raw key file;
+# with --json the count of removed images is in the JSON, nothing else on stdout
 s9() {
     local n=9_checkpoint_keep_rotation d=$T/keep src boot i made=() new now want
     get_spare || { fail $n "$WHY"; return; }
@@ -788,12 +791,18 @@ s9() {
     echo old >"$d/web-20000101T000000.vmimg"        # matches, the oldest
     for i in 1 2 3; do
         [ $i = 1 ] || sleep 1.1                     # the pattern has seconds
-        run "s9.save$i" "$VMSAVE" --checkpoint --keep 2 -k "$T/raw.key" "$src" \
-            "$d/web-%Y%m%dT%H%M%S.vmimg" ||
+        # the last with --json -v: stdout is one JSON line, with the count
+        run "s9.save$i" "$VMSAVE" --checkpoint --keep 2 -k "$T/raw.key" \
+            $([ $i = 3 ] && echo --json -v) "$src" "$d/web-%Y%m%dT%H%M%S.vmimg" ||
             { fail $n "save $i: rc=$RC: $(err "s9.save$i")"; return; }
         new=$(printf '%s\n' "$d"/web-* | sed 's|.*/||' | grep -E '^web-[0-9]{8}T[0-9]{6}\.vmimg$' | sort | tail -n 1)
         made+=("$new")
     done
+    python3 -c 'import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+assert len(lines) == 1 and json.loads(lines[0])["removed"] == 1, lines' \
+        "$IO/s9.save3.out" 2>"$IO/s9.json.err" ||
+        { fail $n "--json --keep stdout: $(tr '\n' '|' <"$IO/s9.save3.out")"; return; }
     now=$(ls "$d" | tr '\n' ' ')
     want="notes.txt ${made[1]} ${made[2]} web-latest.vmimg "
     [ "$now" = "$want" ] || { fail $n "after 3 saves with --keep 2: '$now', want '$want'"; return; }
