@@ -106,7 +106,7 @@ static const struct {
 } cmds[] = {
     { "keygen", C_KEYGEN, "keygen [--symmetric] [-o FILE] | keygen -y [FILE]" },
     { "info", C_INFO, "info [-i FILE|-k FILE|-P] [--json] IMAGE|-" },
-    { "verify", C_VERIFY, "verify [-i FILE|-k FILE|-P] [-q] [--json] IMAGE|-" },
+    { "verify", C_VERIFY, "verify [-i FILE|-k FILE|-P] [-q] [--json] IMAGE...|-" },
     { "seal", C_SEAL,
       "seal (-r PUB|-R FILE|-k FILE|-P)... [-l N] [--label T] [--name N] "
       "[--from-xl] [-o OUT] [IN|-]" },
@@ -279,6 +279,9 @@ static int open_header(struct args *a, const char *obj, int fd, int need_key,
     if (cli_add_passphrase(a->ctx, a->open, a->pass_file, a->pass_fd,
                            a->ask_pass, 0, "Passphrase: ") < 0)
         goto fail;
+    a->pass_file = NULL;          /* read once: kept in a->open for the */
+    a->pass_fd = -1;              /* next image of `verify A B ...` */
+    a->ask_pass = 0;
     vmc_header_get_info(*hp, &hi);
     if (vmc_keys_count(a->open) == 0) {
         int has_pass = 0;
@@ -524,9 +527,9 @@ static int cmd_keygen(struct args *a, int argc, char **argv)
     return 0;
 }
 
-static int cmd_info_verify(struct args *a, int argc, char **argv)
+static int info_verify_one(struct args *a, const char *path)
 {
-    const char *path, *obj;
+    const char *obj;
     struct vmc_header *h = NULL;
     struct vmc_header_info hi;
     struct vmc_reader *r = NULL;
@@ -535,9 +538,6 @@ static int cmd_info_verify(struct args *a, int argc, char **argv)
     int fd, rc = 1, verify = a->cmd == C_VERIFY;
     json_t *j = NULL;
 
-    if (argc != 1)
-        return usage(a->cmd, argc ? "too many arguments" : "missing IMAGE");
-    path = argv[0];
     obj = strcmp(path, "-") ? path : "stdin";
     if ((fd = open_input(path)) < 0)
         return 1;
@@ -603,6 +603,24 @@ out:
     if (fd > 0)
         close(fd);
     return rc;
+}
+
+/* info IMAGE; verify IMAGE... (like zstd -t: each one, exit 1 if any is
+ * bad; a passphrase is asked or read once for all). */
+static int cmd_info_verify(struct args *a, int argc, char **argv)
+{
+    int bad = 0, stdin_seen = 0;
+
+    if (argc < 1)
+        return usage(a->cmd, "missing IMAGE");
+    if (argc > 1 && a->cmd != C_VERIFY)
+        return usage(a->cmd, "too many arguments");
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "-") && stdin_seen++)
+            return usage(a->cmd, "'-' (stdin) given twice");
+    for (int i = 0; i < argc; i++)
+        bad |= info_verify_one(a, argv[i]) != 0;
+    return bad;
 }
 
 static int prepare_seal_keys(struct args *a)

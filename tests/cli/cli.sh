@@ -112,6 +112,17 @@ for cmd in "$V info" "$V verify -i id.key" "$VR -i id.key"; do
 done
 [ -z "$ok" ] && pass $t || fail $t "$ok"
 
+# verify takes several images like zstd -t: each checked, one OK line
+# per good one (the line vmimage(1) shows), exit 1 if any is bad.
+t=verify_several
+ok=""
+run 0 $V verify -i $G/keys/identity.key $G/v1-x25519.vmimg $G/v1-all.vmimg || ok="$ok rc=$rc"
+[ "$(grep -c ': OK ([0-9]* records, [0-9]* backend bytes, [0-9]* chunks)$' out)" = 2 ] || ok="$ok out:$(tr '\n' '|' <out)"
+run 1 $V verify -i $G/keys/identity.key $G/v1-x25519.vmimg $G/v1-bad-flip-payload.vmimg $G/v1-all.vmimg || ok="$ok bad:rc=$rc"
+[ "$(grep -c ': OK' out)" = 2 ] && one_line && grep -q 'v1-bad-flip-payload.vmimg' err || ok="$ok bad:$(cat out err)"
+run 2 $V verify -i $G/keys/identity.key - - </dev/null || ok="$ok stdin-twice:rc=$rc"
+[ -z "$ok" ] && pass $t || fail $t "$ok"
+
 t=bad_recipient
 if run 1 $V seal -r vmc1nonsense -o x /dev/null && one_line &&
    grep -q 'not a valid recipient' err && [ ! -e x ]; then pass $t
