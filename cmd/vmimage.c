@@ -277,7 +277,8 @@ static int open_header(struct args *a, const char *obj, int fd, int need_key,
         a->pass_fd < 0)
         return 0;
     if (cli_add_passphrase(a->ctx, a->open, a->pass_file, a->pass_fd,
-                           a->ask_pass, 0, "Passphrase: ") < 0)
+                           a->ask_pass, 0, a->cmd == C_REKEY ? "Current passphrase: "
+                                                             : "Passphrase: ") < 0)
         goto fail;
     a->pass_file = NULL;          /* read once: kept in a->open for the */
     a->pass_fd = -1;              /* next image of `verify A B ...` */
@@ -288,7 +289,9 @@ static int open_header(struct args *a, const char *obj, int fd, int need_key,
         for (int i = 0; i < hi.nslots; i++)
             has_pass |= hi.slots[i].type == VMC_SLOT_ARGON2ID;
         if (has_pass && cli_have_tty() &&
-            cli_add_passphrase(a->ctx, a->open, NULL, -1, 1, 0, "Passphrase: ") < 0)
+            cli_add_passphrase(a->ctx, a->open, NULL, -1, 1, 0,
+                               a->cmd == C_REKEY ? "Current passphrase: "
+                                                 : "Passphrase: ") < 0)
             goto fail;
     }
     rc = vmc_header_unlock(a->ctx, *hp, a->open);
@@ -796,6 +799,7 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
     struct vmc_keys *rm = NULL;
     int remove[64], nremove = 0, fd = -1, rc = 1;
     const char *path, *out;
+    char *real = NULL;
 
     if (argc != 1)
         return usage(C_REKEY, argc ? "too many arguments" : "missing IMAGE");
@@ -805,14 +809,26 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
         return usage(C_REKEY, "refusing to write an image to a terminal");
     if (!strcmp(path, "-") && !a->output)
         return usage(C_REKEY, "rekey of stdin needs -o");
-    if (cli_add_passphrase(a->ctx, a->seal, a->new_pass_file, a->new_pass_fd,
-                           a->add_pass, 1, "New passphrase: ") < 0)
+    if (!vmc_keys_count(a->seal) && !a->add_pass && !a->new_pass_file &&
+        a->new_pass_fd < 0 && !a->rm_pass && !a->nrm_id && !a->nrm_slot)
+        return usage(C_REKEY, "nothing to change: give a key to add or a "
+                     "slot to remove");
+    /* In place: write where a symlink points, never over the link. */
+    if (out == path && strcmp(path, "-") && !(real = realpath(path, NULL))) {
+        cli_err(path, "%s", strerror(errno));
         return 1;
-    vmc_keys_set_kdf(a->seal, a->kdf_ops, a->kdf_mem_kib);
+    }
+    if (real)
+        out = real;
     if ((fd = open_input(path)) < 0)
-        return 1;
+        goto out;
+    /* the current passphrase first (to open it), then the new one */
     if (open_header(a, path, fd, 1, &h) < 0)
         goto out;
+    if (cli_add_passphrase(a->ctx, a->seal, a->new_pass_file, a->new_pass_fd,
+                           a->add_pass, 1, "New passphrase: ") < 0)
+        goto out;
+    vmc_keys_set_kdf(a->seal, a->kdf_ops, a->kdf_mem_kib);
     vmc_header_get_info(h, &hi);
     for (int i = 0; i < a->nrm_slot; i++) {
         if (a->rm_slot[i] >= hi.nslots) {
@@ -824,7 +840,11 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
     }
     for (int i = 0; a->rm_pass && i < hi.nslots; i++)
         if (hi.slots[i].type == VMC_SLOT_ARGON2ID && nremove < 64)
-            remove[nremove++] = i;
+            remove[nremove++] = i, a->rm_pass = 2;
+    if (a->rm_pass == 1) {          /* as --remove-identity matching nothing */
+        cli_err(path, "no passphrase key slot to remove");
+        goto out;
+    }
     if (a->nrm_id) {
         int idx[32], n;
         if (!(rm = vmc_keys_new()))
@@ -849,7 +869,7 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
         cli_ctx_err(path, a->ctx);
         goto out;
     }
-    if (vmc_outfile_open(a->ctx, out, out == path, &of) < 0) {
+    if (vmc_outfile_open(a->ctx, out, out == path || out == real, &of) < 0) {
         cli_ctx_err(NULL, a->ctx);
         goto out;
     }
@@ -868,6 +888,7 @@ out:
     vmc_keys_free(rm);
     vmc_header_free(h);
     vmc_outfile_free(of);
+    free(real);
     if (fd > 0)
         close(fd);
     return rc;

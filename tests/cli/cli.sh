@@ -256,6 +256,26 @@ cp rk.vmimg rk4.vmimg
 if run 1 $V rekey -i other.key -r "$REC" rk4.vmimg && one_line &&
    cmp -s rk.vmimg rk4.vmimg; then pass $t; else fail $t "$(cat err)"; fi
 
+# A rekey that would change nothing is a usage error, --remove-passphrase
+# on an image without one fails like --remove-identity matching nothing,
+# and an in-place rekey through a symlink rewrites the target, keeping
+# the link.  None of the refusals touches the file.
+t=rekey_refusals_and_symlink
+ok=""
+$V seal -q -r "$REC" -o rk5.vmimg raw.bin 2>/dev/null || ok="$ok seal"
+cp rk5.vmimg rk5.orig
+run 2 $V rekey -i id.key rk5.vmimg || ok="$ok nothing:rc=$rc"
+grep -q 'nothing to change' err || ok="$ok nothing:$(head -n 1 err)"
+run 1 $V rekey -i id.key --remove-passphrase rk5.vmimg || ok="$ok rmpass:rc=$rc"
+one_line && grep -q 'no passphrase key slot to remove' err || ok="$ok rmpass:$(cat err)"
+cmp -s rk5.vmimg rk5.orig || ok="$ok file-changed"
+ln -s rk5.vmimg rk5.link
+run 0 $V rekey -q -i id.key --new-passphrase-file new.txt --kdf-mem 8 --kdf-ops 1 rk5.link ||
+    ok="$ok link:rc=$rc $(cat err)"
+[ -L rk5.link ] && [ "$(readlink rk5.link)" = rk5.vmimg ] || ok="$ok link-replaced"
+$V verify -q --passphrase-file new.txt rk5.vmimg 2>/dev/null || ok="$ok target-not-rekeyed"
+[ -z "$ok" ] && pass $t || fail $t "$ok"
+
 # ---- faults: nothing under the final name ----------------------------
 t=full_filesystem
 mkdir -p full
