@@ -113,10 +113,12 @@ check-xen: deps
 
 # Issue 9: N rounds of PVH live saves through vmckpt and through xl in one
 # lab boot, with the per-operation death rates (not part of `make check`).
+# MODE=restored: one domain saved and restored over and over instead.
 N ?= 5
+MODE ?=
 check-xen-stress: deps
 	$(MAKE) all
-	tests/xen/stress.sh $(N)
+	MODE=$(MODE) tests/xen/stress.sh $(N)
 
 check-fast: test-bins
 	VMC_FAST=1 tests/run.sh

@@ -18,7 +18,7 @@ vmimage keygen -o /lab/host.key >/lab/host.rec 2>/dev/null || { fail keys keygen
 REC=$(cat /lab/host.rec)
 timeout 90 xl create /lab/domu-pvh.cfg >/tmp/create.log 2>&1 || { cat /tmp/create.log; fail create "xl create"; finish; }
 wait_count "$CLOG" 0 3 120 >/dev/null || { fail boot "no counter"; finish; }
-xl list -l $DOM >/images/created.json
+xl list -l $DOM | grep -v -E '"domid"' >/images/created.json
 xen-cpuid -p "$(xl domid $DOM)" >/images/created.cpuid 2>&1
 timeout 120 xl save $DOM /images/a.xl >/tmp/s.log 2>&1 || { cat /tmp/s.log; fail save "xl save"; finish; }
 cp /images/a.xl /images/b.xl
@@ -27,7 +27,7 @@ cp /images/a.xl /images/b.xl
 dump() {
 	_id=$(xl domid $DOM)
 	xl list -l $DOM | grep -v -E '"domid"' >"/images/$1.json"
-	xen-cpuid -p "$_id" >"/images/$1.cpuid" 2>&1
+	xen-cpuid -p "$_id" 2>&1 | sed 's/^Domain [0-9]* policy/Domain policy/' >"/images/$1.cpuid"
 }
 timeout 120 xl restore /images/a.xl >/tmp/r.log 2>&1 || { cat /tmp/r.log; fail xl-restore "xl restore"; finish; }
 sleep 2

@@ -21,6 +21,9 @@
 # After a crash or hang the chain is abandoned and the next one starts
 # with a fresh domain.  The hypervisor log is read with `xl dmesg -c`.
 # N: dom0 command line xenlab.n=N (XENLAB_APPEND), default 5.
+# xenlab.mode=restored: instead, one domain saved over and over (libxl
+# path, libxenguest path, xl migrate in turn, each restored), a new one
+# only after a death: restored domains without the boot cost.
 . /lab/lib.sh
 DOM=wl2
 CLOG=$(clog $DOM)
@@ -93,7 +96,7 @@ judge() {
 			fail "stress-$1" "domain still exists after the save"
 			return 1
 		fi
-		record "$1" ok "$2"
+		record "$1" ok "$2" "$(grep -o 'pre-copy rounds [0-9]*' "$4")"
 		return 0
 	fi
 	if ! alive "$5" "$6"; then
@@ -138,7 +141,7 @@ create() {      # create: a fresh PVH domain, counter at 3; sets boot
 vmsave_op() {   # vmsave_op OP ARGS...: save live, then restore
 	_op=$1; shift
 	_t=$(now)
-	timeout 180 vmsave --live "$@" -r "$REC" $DOM /images/s.vmimg >/tmp/op.out 2>&1
+	timeout 180 vmsave -v --live "$@" -r "$REC" $DOM /images/s.vmimg >/tmp/op.out 2>&1
 	_rc=$?
 	judge "$_op" "$(since "$_t")" $_rc /tmp/op.out 0 0 gone || return 1
 	_last=$(last_count)
@@ -161,8 +164,24 @@ xl_migrate_op() {
 	judge "$1" "$(since "$_t")" $_rc /tmp/op.out "$_l" "$_last"
 }
 
-info "stress: N=$N rounds of PVH live saves, vmckpt and xl"
+MODE=$(sed -n 's/.*xenlab\.mode=\([a-z]*\).*/\1/p' /proc/cmdline)
+info "stress: N=$N rounds of PVH live saves, vmckpt and xl, mode ${MODE:-rounds}"
 i=0
+# mode "restored": one domain saved over and over, each save restored
+# (the libxl path, the libxenguest path and xl migrate in turn); a new
+# domain only after a death.  Ops are named by the domain's past.
+if [ "$MODE" = restored ]; then
+	past=none
+	while [ $i -lt "$N" ]; do
+		i=$((i + 1))
+		step "stress-restored-$i"
+		if [ "$past" = none ]; then create && past=fresh || continue; fi
+		vmsave_op vmsave-libxl-$past && past=restored || { past=none; continue; }
+		vmsave_op vmsave-libxenguest-$past --max-downtime 100 || { past=none; continue; }
+		xl_migrate_op xl-migrate-$past || past=none
+	done
+	i=$N
+fi
 while [ $i -lt "$N" ]; do
 	i=$((i + 1))
 	step "stress-round-$i"

@@ -60,7 +60,9 @@ timeout=$((N * 240 + 180))
 run=${XENLAB_RUNDIR:-$top/build/xenlab/stress-$(date +%Y%m%dT%H%M%S)}
 mkdir -p "$run"
 echo "stress: N=$N, lab timeout ${timeout}s, run files in $run" >&2
-XENLAB_RUNDIR=$run XENLAB_RETRIES=0 XENLAB_APPEND="xenlab.n=$N ${XENLAB_APPEND:-}" \
+# MODE=restored (make check-xen-stress MODE=restored): see stress-pvh.sh
+XENLAB_RUNDIR=$run XENLAB_RETRIES=0 XENLAB_FLAKE_RETRIES=0 \
+XENLAB_APPEND="xenlab.n=$N ${MODE:+xenlab.mode=$MODE} ${XENLAB_APPEND:-}" \
 	"$here/run-lab.sh" "$here/stress-pvh.sh" "$timeout" >"$run/lab.out" 2>&1
 rc=$?
 grep -a '^XENLAB: \(FAIL\|INFO stress\)' "$run/lab.out"
