@@ -109,6 +109,7 @@ struct vmc_dom {
     libxl_domain_config cfg;  /* restore */
     int cfg_init;
     uint32_t new_domid;
+    long console_at;          /* save: size of the guest's console log */
     uint32_t pending_clash;   /* restore: id of a source being saved */
     char incoming[280];       /* restore: temporary name while it is */
 };
@@ -406,29 +407,39 @@ static int about_dom(const char *line, uint32_t id)
 
 /* The guest's own last words: xenconsoled's log of its console
  * (xenconsoled --log=guest; $VMCKPT_XEN_CONSOLE_LOGDIR, default
- * /var/log/xen/console), if there is one.  Its last kernel panic, oops or
- * BUG line becomes the reason when Xen's log gave none. */
-static void console_evidence(struct vmc_dom *d, char *why, size_t n, FILE *ev)
+ * /var/log/xen/console), if there is one.  A kernel panic, oops or BUG
+ * line written since the save began (the log spans every domain of that
+ * name: older lines may be an earlier incarnation's) becomes the reason
+ * when Xen's log gave none. */
+static void console_path(const struct vmc_dom *d, char *p, size_t n)
 {
     const char *dir = getenv("VMCKPT_XEN_CONSOLE_LOGDIR");
+
+    snprintf(p, n, "%s/guest-%s.log", dir && *dir ? dir
+             : "/var/log/xen/console", d->name);
+}
+
+static void console_evidence(struct vmc_dom *d, char *why, size_t n, FILE *ev)
+{
     char p[600], line[512], last[512] = "";
+    long pos;
     FILE *f;
 
-    snprintf(p, sizeof(p), "%s/guest-%s.log", dir && *dir ? dir
-             : "/var/log/xen/console", d->name);
+    console_path(d, p, sizeof(p));
     if (!d->name[0] || strchr(d->name, '/') || !(f = fopen(p, "r")))
         return;
     fprintf(ev, "\n---- %s (last 8192 bytes)\n", p);
     if (fseek(f, -8192, SEEK_END) < 0)
         rewind(f);
-    while (fgets(line, sizeof(line), f)) {
+    while ((pos = ftell(f)), fgets(line, sizeof(line), f)) {
         fputs(line, ev);
         line[strcspn(line, "\r\n")] = '\0';
-        if (strstr(line, "Kernel panic") || strstr(line, "Oops") ||
-            strstr(line, "BUG:")) {
+        if (pos >= d->console_at && !last[0] &&
+            (strstr(line, "Kernel panic") || strstr(line, "Oops") ||
+             strstr(line, "BUG:"))) {
             const char *s = strchr(line, ']');   /* past the timestamp */
             s = s && s[1] == ' ' ? s + 2 : line;
-            snprintf(last, sizeof(last), "%s", s);
+            snprintf(last, sizeof(last), "%s", s);   /* the first says why */
         }
     }
     fclose(f);
@@ -436,13 +447,15 @@ static void console_evidence(struct vmc_dom *d, char *why, size_t n, FILE *ev)
         snprintf(why, n, "guest console: %s", last);
 }
 
-/* A save that failed and could not resume: did the guest die?  With
- * on_crash=destroy (the default) a crashed domain is gone or dying;
- * with preserve it stays, shut down with reason crash.  Xen's own words
- * are its log lines about the domain (a triple fault, a crash). */
+/* A save that failed and could not resume: did the guest die?  It is
+ * gone or dying (an xl daemon applied on_crash/on_reboot=destroy), or it
+ * shut down for a reason other than the suspend (crash, or reboot: what
+ * Xen makes of a triple fault), and stays so where nobody watches it.
+ * Xen's own words are its log lines about the domain. */
 static int xen_died(struct vmc_dom *d, char *why, size_t n, FILE *ev)
 {
     libxl_dominfo info;
+    libxl_shutdown_reason reason = LIBXL_SHUTDOWN_REASON_UNKNOWN;
     int gone, dead = 0;
     char *log, *line, *save = NULL;
 
@@ -450,8 +463,13 @@ static int xen_died(struct vmc_dom *d, char *why, size_t n, FILE *ev)
     libxl_dominfo_init(&info);
     gone = libxl_domain_info(d->lx, &info, d->domid) != 0;
     if (!gone) {
+        /* A save only ever suspends: a guest that shut down for any other
+         * reason stopped by itself.  A triple fault is Xen's "HVM
+         * shutdown action" (reboot by default), a panic is crash. */
         dead = info.dying || (info.shutdown &&
-               info.shutdown_reason == LIBXL_SHUTDOWN_REASON_CRASH);
+               info.shutdown_reason != LIBXL_SHUTDOWN_REASON_SUSPEND);
+        reason = info.shutdown ? info.shutdown_reason
+                               : LIBXL_SHUTDOWN_REASON_UNKNOWN;
         fprintf(ev, "domain %u: paused=%d shutdown=%d reason=%s dying=%d\n",
                 d->domid, info.paused, info.shutdown,
                 libxl_shutdown_reason_to_string(info.shutdown_reason),
@@ -489,8 +507,11 @@ static int xen_died(struct vmc_dom *d, char *why, size_t n, FILE *ev)
     }
     free(log);
     console_evidence(d, why, n, ev);
-    if (!why[0])
-        snprintf(why, n, "%s", gone ? "it vanished" : "Xen: shutdown reason crash");
+    if (!why[0] && gone)
+        snprintf(why, n, "it vanished");
+    else if (!why[0])
+        snprintf(why, n, "Xen: it shut down, reason %s",
+                 libxl_shutdown_reason_to_string(reason) ?: "unknown");
     return 1;
 }
 
@@ -710,6 +731,12 @@ static int xen_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
                              "vmsave(1), Xen and libxenguest)");
     d->direct = t->live && d->pvh && t->max_downtime_ms;
     d->max_downtime_ms = t->max_downtime_ms;
+    {
+        char p[600];
+        struct stat st;
+        console_path(d, p, sizeof(p));
+        d->console_at = stat(p, &st) == 0 ? (long)st.st_size : 0;
+    }
     if ((d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
         return vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
     if (d->live && pthread_create(&d->watch, NULL, watch_thread, d) == 0)

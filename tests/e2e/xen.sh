@@ -19,7 +19,7 @@ fi
 # and a stage that flaked on every attempt is a SKIP, never a PASS).
 # Every FAIL line names the run's serial log (under build/xenlab/runs/).
 for script in ${XEN_SCRIPTS:-vmckpt.sh vmckpt-pvh.sh}; do
-    out=$("$ROOT/tests/xen/run-lab.sh" "$ROOT/tests/xen/$script" 300 2>&1)
+    out=$("$ROOT/tests/xen/run-lab.sh" "$ROOT/tests/xen/$script" 360 2>&1)
     rc=$?
     log=$(printf '%s\n' "$out" | sed -n 's/^run-lab: .* skipped; log: //p' | tail -n 1)
     printf '%s\n' "$out" | sed -n 's/^XENLAB: INFO /    xen: /p'

@@ -20,7 +20,8 @@
  *   count=N gen=G ok|BAD                      every ~0.5 s, N += 1 each line
  *   check pages=N bad=K result=OK|BAD [first=I] reason=R ms=T
  * A "corrupt" line on stdin flips one byte (to test the BAD path); a
- * "panic" line crashes the guest kernel (sysrq c: a guest that dies).
+ * "panic" line crashes the guest kernel (sysrq c), a "reboot" line resets
+ * it at once (sysrq b): a guest that dies.
  * A full check runs on: a "check" line on stdin, SIGUSR1, a loop gap > 2 s,
  * a CLOCK_REALTIME/CLOCK_BOOTTIME jump against CLOCK_MONOTONIC, or the RTC
  * (/sys/class/rtc/rtc0/since_epoch, host-clock driven under QEMU) getting
@@ -306,11 +307,15 @@ int main(int argc, char **argv)
 						mem[(npages / 2) * PAGE + 100] ^= 1;
 						say("corrupted page=%llu",
 						    (unsigned long long)(npages / 2));
-					} else if (!strcmp(line, "panic")) {
-						/* test hook: the guest kernel crashes */
+					} else if (!strcmp(line, "panic") ||
+						   !strcmp(line, "reboot")) {
+						/* test hook: the guest kernel crashes
+						 * (sysrq c) or resets at once (sysrq b,
+						 * as a triple fault ends on Xen) */
 						int fd = open("/proc/sysrq-trigger", O_WRONLY);
-						say("panicking on request");
-						if (fd >= 0 && write(fd, "c", 1) < 0)
+						say("%s on request", line);
+						if (fd >= 0 &&
+						    write(fd, line[0] == 'p' ? "c" : "b", 1) < 0)
 							say("sysrq-trigger: %s", strerror(errno));
 						if (fd >= 0)
 							close(fd);
