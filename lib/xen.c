@@ -422,7 +422,6 @@ static void console_path(const struct vmc_dom *d, char *p, size_t n)
 static void console_evidence(struct vmc_dom *d, char *why, size_t n, FILE *ev)
 {
     char p[600], line[512], last[512] = "";
-    long pos;
     FILE *f;
 
     console_path(d, p, sizeof(p));
@@ -431,7 +430,10 @@ static void console_evidence(struct vmc_dom *d, char *why, size_t n, FILE *ev)
     fprintf(ev, "\n---- %s (last 8192 bytes)\n", p);
     if (fseek(f, -8192, SEEK_END) < 0)
         rewind(f);
-    while ((pos = ftell(f)), fgets(line, sizeof(line), f)) {
+    for (;;) {
+        long pos = ftell(f);
+        if (!fgets(line, sizeof(line), f))
+            break;
         fputs(line, ev);
         line[strcspn(line, "\r\n")] = '\0';
         if (pos >= d->console_at && !last[0] &&
