@@ -519,6 +519,25 @@ static int cmd_keygen(struct args *a, int argc, char **argv)
     }
     if (argc > 0)
         return usage(C_KEYGEN, "keygen takes no operands (use -o FILE)");
+    if (!strcmp(out, "-")) {         /* the key itself on stdout */
+        char *text;
+        ssize_t w = 0;
+        size_t len, done = 0;
+        if (vmc_keygen_text(a->ctx, a->symmetric, &text, pub) < 0) {
+            cli_ctx_err(NULL, a->ctx);
+            return 1;
+        }
+        len = strlen(text);          /* write(2), no stdio copy of it */
+        while (done < len && ((w = write(1, text + done, len - done)) > 0 ||
+                              (w < 0 && errno == EINTR)))
+            done += w > 0 ? (size_t)w : 0;
+        vmc_secret_free(text);
+        if (done < len) {
+            cli_err("stdout", "%s", strerror(w < 0 ? errno : EIO));
+            return 1;
+        }
+        return 0;
+    }
     if (vmc_keygen(a->ctx, out, a->symmetric, pub) < 0) {
         cli_ctx_err(NULL, a->ctx);
         return 1;

@@ -346,13 +346,6 @@ static int create_secret_file(struct vmc_ctx *ctx, const char *path,
 {
     int fd, rc = 0;
 
-    if (!strcmp(path, "-")) {
-        if ((rc = write_full(1, text, strlen(text))) < 0) {
-            errno = -rc;
-            return vmc_set_error(ctx, VMC_E_IO, "stdout: %s", strerror(errno));
-        }
-        return 0;
-    }
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0 && errno == EEXIST)      /* the words vmimage seal uses */
         return vmc_set_error(ctx, VMC_E_EXISTS, "%s: already exists", path);
@@ -370,8 +363,13 @@ static int create_secret_file(struct vmc_ctx *ctx, const char *path,
     return rc;
 }
 
-int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
-               char pub[VMC_RECIPIENT_STRLEN])
+void vmc_secret_free(char *text)
+{
+    sodium_free(text);          /* wipes; NULL is fine */
+}
+
+int vmc_keygen_text(struct vmc_ctx *ctx, int symmetric, char **out,
+                    char pub[VMC_RECIPIENT_STRLEN])
 {
     uint8_t *sk = sodium_malloc(32);
     char *text = sodium_malloc(512);
@@ -379,8 +377,9 @@ int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
     uint8_t pk[32];
     time_t now = time(NULL);
     struct tm tm;
-    int rc;
+    int rc = 0;
 
+    *out = NULL;
     pub[0] = '\0';
     if (!sk || !text) {
         rc = vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
@@ -400,10 +399,27 @@ int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
                  "%s\n", when, pub, line);
     }
     sodium_memzero(line, sizeof(line));
-    rc = create_secret_file(ctx, path, text);
+    *out = text;
+    text = NULL;
 out:
     sodium_free(sk);
     sodium_free(text);
+    return rc;
+}
+
+int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
+               char pub[VMC_RECIPIENT_STRLEN])
+{
+    char *text;
+    int rc;
+
+    if (!strcmp(path, "-"))          /* stdout is the caller's business */
+        return vmc_set_error(ctx, VMC_E_INVAL, "keygen: '-' is not a file "
+                             "(vmc_keygen_text gives the text)");
+    if ((rc = vmc_keygen_text(ctx, symmetric, &text, pub)) < 0)
+        return rc;
+    rc = create_secret_file(ctx, path, text);
+    vmc_secret_free(text);
     return rc;
 }
 

@@ -78,10 +78,16 @@ int vmc_keys_can_seal(const struct vmc_keys *keys);
 int vmc_keys_has_passphrase(const struct vmc_keys *keys);
 
 /* Writes a new identity (X25519 secret key, or a raw 256-bit key when
- * symmetric) to path, 0600, never overwriting; the public recipient
- * string (X25519 only) goes to pub. */
+ * symmetric) to the file path, 0600, never overwriting; the public
+ * recipient string (X25519 only) goes to pub. */
 int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
                char pub[VMC_RECIPIENT_STRLEN]);
+/* The same key file's text, for the caller to put where it wants (the
+ * library never writes to a descriptor it was not given): *text is in
+ * locked memory, free it with vmc_secret_free. */
+int vmc_keygen_text(struct vmc_ctx *ctx, int symmetric, char **text,
+                    char pub[VMC_RECIPIENT_STRLEN]);
+void vmc_secret_free(char *text);
 /* Public recipient string of the first X25519 identity in path. */
 int vmc_identity_recipient(struct vmc_ctx *ctx, const char *path,
                            char pub[VMC_RECIPIENT_STRLEN]);

@@ -37,6 +37,13 @@ cp id.key id.bak
 if run 1 $V keygen -o id.key && one_line && grep -q 'id.key: already exists' err &&
    cmp -s id.key id.bak; then pass $t; else fail $t "rc=$rc $(cat err)"; fi
 
+# Without -o the key goes to stdout (written by vmimage, not the library)
+t=keygen_stdout
+if run 0 $V keygen && grep -q '^VMCKPT-SECRET-KEY-1' out && cp out stdout.key &&
+   run 0 $V keygen -y stdout.key && grep -q '^vmc1' out && [ ! -e ./- ] &&
+   run 0 $V keygen --symmetric && grep -q '^VMCKPT-RAW-KEY-1' out; then pass $t
+else fail $t "rc=$rc $(cat err)"; fi
+
 t=keygen_symmetric
 if run 0 $V keygen --symmetric -o raw.key && [ "$(stat -c %a raw.key)" = 600 ] &&
    grep -q '^VMCKPT-RAW-KEY-1' raw.key; then pass $t; else fail $t "rc=$rc"; fi
