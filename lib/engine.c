@@ -376,19 +376,12 @@ const char *vmc_logdir(void)
 
 static FILE *evidence_open(const char *name, int domid, char *path, size_t n)
 {
-    char when[32], safe[64];
-    time_t now = time(NULL);
-    struct tm tm;
+    char stem[128];
     int fd;
 
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof(when), "%Y%m%dT%H%M%SZ", &tm);
-    snprintf(safe, sizeof(safe), "%.63s", name);
-    for (char *c = safe; *c; c++)       /* a file name, whatever the domain's */
-        if (*c == '/' || (unsigned char)*c < 32)
-            *c = '_';
+    log_stem(stem, sizeof(stem), domid, name);
     mkdir(vmc_logdir(), 0700);
-    snprintf(path, n, "%s/lost-%s-%d-%s.log", vmc_logdir(), when, domid, safe);
+    snprintf(path, n, "%s/lost-%s.log", vmc_logdir(), stem);
     if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
                    0600)) < 0) {
         path[0] = '\0';
@@ -424,7 +417,7 @@ static void note_loss(struct vmc_ctx *ctx, const struct vmc_backend *be,
     }
     res->lost = 1;
     snprintf(res->lost_why, sizeof(res->lost_why), "%s", why);
-    snprintf(res->evidence, sizeof(res->evidence), "%s", ev ? path : "");
+    snprintf(res->evidence, sizeof(res->evidence), "%s", path);
     vmc_ctx_clear(ctx);
     vmc_set_error(ctx, code ? code : VMC_E_BACKEND, "the domain died during "
                   "the save%s%s%s%s%s", why[0] ? " (" : "", why,

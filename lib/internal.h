@@ -97,5 +97,8 @@ struct vmc_ctx *reader_ctx(const struct vmc_reader *r);
 int read_full(int fd, void *buf, size_t n, size_t *got);  /* 0 or -errno */
 int write_full(int fd, const void *buf, size_t n);       /* 0 or -errno */
 char *vmc_strdup(const char *s);
+/* "<UTC time>-<id>-<name>" for a log file named after a domain, whatever
+ * its name holds ('/' and control characters become '_'). */
+void log_stem(char *out, size_t n, int id, const char *name);
 
 #endif

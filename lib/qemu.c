@@ -258,28 +258,20 @@ static void keep_exited_logs(const struct vmc_dom *d)
 {
     static const char *logs[][2] = { { "console.log", "console" },
                                      { "qemu.log", "qemu" } };
-    char dir[600], from[700], to[1200], when[32], name[64];
+    char dir[600], from[700], to[1200], stem[128];
     struct dirent **ents;
-    time_t now = time(NULL);
-    struct tm tm;
     int n;
 
     snprintf(dir, sizeof(dir), "%s/.exited", vmc_qemu_rundir());
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return;
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof(when), "%Y%m%dT%H%M%SZ", &tm);
-    snprintf(name, sizeof(name), "%.63s", d->name);
-    for (char *c = name; *c; c++)          /* a file name, whatever the domain's */
-        if (*c == '/' || (unsigned char)*c < 32)
-            *c = '_';
+    log_stem(stem, sizeof(stem), d->id, d->name);
     for (size_t i = 0; i < sizeof(logs) / sizeof(logs[0]); i++) {
         struct stat st;
         snprintf(from, sizeof(from), "%s/%s", d->dir, logs[i][0]);
         if (stat(from, &st) < 0 || st.st_size == 0)
             continue;
-        snprintf(to, sizeof(to), "%s/%s-%d-%s.%s.log", dir, when, d->id, name,
-                 logs[i][1]);
+        snprintf(to, sizeof(to), "%s/%s.%s.log", dir, stem, logs[i][1]);
         if (rename(from, to) < 0) {
             /* best effort: the directory goes anyway */
         }

@@ -143,3 +143,18 @@ int vmc_default_threads(void)
         return 1;
     return n > 64 ? 64 : (int)n;
 }
+
+void log_stem(char *out, size_t n, int id, const char *name)
+{
+    char when[32], safe[64];
+    time_t now = time(NULL);
+    struct tm tm;
+
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof(when), "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(safe, sizeof(safe), "%.63s", name);
+    for (char *c = safe; *c; c++)
+        if (*c == '/' || (unsigned char)*c < 32)
+            *c = '_';
+    snprintf(out, n, "%s-%d-%s", when, id, safe);
+}
