@@ -520,20 +520,9 @@ static int cmd_keygen(struct args *a, int argc, char **argv)
     if (argc > 0)
         return usage(C_KEYGEN, "keygen takes no operands (use -o FILE)");
     if (!strcmp(out, "-")) {         /* the key itself on stdout */
-        char *text;
-        ssize_t w = 0;
-        size_t len, done = 0;
-        if (vmc_keygen_text(a->ctx, a->symmetric, &text, pub) < 0) {
+        fflush(stdout);
+        if (vmc_keygen_fd(a->ctx, 1, "stdout", a->symmetric, pub) < 0) {
             cli_ctx_err(NULL, a->ctx);
-            return 1;
-        }
-        len = strlen(text);          /* write(2), no stdio copy of it */
-        while (done < len && ((w = write(1, text + done, len - done)) > 0 ||
-                              (w < 0 && errno == EINTR)))
-            done += w > 0 ? (size_t)w : 0;
-        vmc_secret_free(text);
-        if (done < len) {
-            cli_err("stdout", "%s", strerror(w < 0 ? errno : EIO));
             return 1;
         }
         return 0;
@@ -857,12 +846,15 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
         }
         remove[nremove++] = a->rm_slot[i];
     }
-    for (int i = 0; a->rm_pass && i < hi.nslots; i++)
-        if (hi.slots[i].type == VMC_SLOT_ARGON2ID && nremove < 64)
-            remove[nremove++] = i, a->rm_pass = 2;
-    if (a->rm_pass == 1) {          /* as --remove-identity matching nothing */
-        cli_err(path, "no passphrase key slot to remove");
-        goto out;
+    if (a->rm_pass) {
+        int before = nremove;
+        for (int i = 0; i < hi.nslots; i++)
+            if (hi.slots[i].type == VMC_SLOT_ARGON2ID && nremove < 64)
+                remove[nremove++] = i;
+        if (nremove == before) {    /* as --remove-identity matching nothing */
+            cli_err(path, "no passphrase key slot to remove");
+            goto out;
+        }
     }
     if (a->nrm_id) {
         int idx[32], n;

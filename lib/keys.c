@@ -363,13 +363,9 @@ static int create_secret_file(struct vmc_ctx *ctx, const char *path,
     return rc;
 }
 
-void vmc_secret_free(char *text)
-{
-    sodium_free(text);          /* wipes; NULL is fine */
-}
-
-int vmc_keygen_text(struct vmc_ctx *ctx, int symmetric, char **out,
-                    char pub[VMC_RECIPIENT_STRLEN])
+/* A new key file's text in locked memory (*out: sodium_free it). */
+static int keygen_text(struct vmc_ctx *ctx, int symmetric, char **out,
+                       char pub[VMC_RECIPIENT_STRLEN])
 {
     uint8_t *sk = sodium_malloc(32);
     char *text = sodium_malloc(512);
@@ -413,13 +409,26 @@ int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
     char *text;
     int rc;
 
-    if (!strcmp(path, "-"))          /* stdout is the caller's business */
-        return vmc_set_error(ctx, VMC_E_INVAL, "keygen: '-' is not a file "
-                             "(vmc_keygen_text gives the text)");
-    if ((rc = vmc_keygen_text(ctx, symmetric, &text, pub)) < 0)
+    if (!strcmp(path, "-"))          /* stdout is the caller's: vmc_keygen_fd */
+        return vmc_set_error(ctx, VMC_E_INVAL, "keygen: '-' is not a file");
+    if ((rc = keygen_text(ctx, symmetric, &text, pub)) < 0)
         return rc;
     rc = create_secret_file(ctx, path, text);
-    vmc_secret_free(text);
+    sodium_free(text);
+    return rc;
+}
+
+int vmc_keygen_fd(struct vmc_ctx *ctx, int fd, const char *what, int symmetric,
+                  char pub[VMC_RECIPIENT_STRLEN])
+{
+    char *text;
+    int rc;
+
+    if ((rc = keygen_text(ctx, symmetric, &text, pub)) < 0)
+        return rc;
+    if ((rc = write_full(fd, text, strlen(text))) < 0)
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", what, strerror(-rc));
+    sodium_free(text);
     return rc;
 }
 

@@ -82,12 +82,10 @@ int vmc_keys_has_passphrase(const struct vmc_keys *keys);
  * recipient string (X25519 only) goes to pub. */
 int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
                char pub[VMC_RECIPIENT_STRLEN]);
-/* The same key file's text, for the caller to put where it wants (the
- * library never writes to a descriptor it was not given): *text is in
- * locked memory, free it with vmc_secret_free. */
-int vmc_keygen_text(struct vmc_ctx *ctx, int symmetric, char **text,
-                    char pub[VMC_RECIPIENT_STRLEN]);
-void vmc_secret_free(char *text);
+/* The same key file written to fd (the caller's: the library never
+ * writes to a descriptor it was not given); what names fd in errors. */
+int vmc_keygen_fd(struct vmc_ctx *ctx, int fd, const char *what, int symmetric,
+                  char pub[VMC_RECIPIENT_STRLEN]);
 /* Public recipient string of the first X25519 identity in path. */
 int vmc_identity_recipient(struct vmc_ctx *ctx, const char *path,
                            char pub[VMC_RECIPIENT_STRLEN]);
