@@ -585,9 +585,11 @@ static int direct_suspend(void *data)
             libxl_dominfo_init(&info);
             if (libxl_domain_info(d->lx, &info, d->domid) != 0 || info.dying)
                 dead = 1;                   /* gone: no use waiting */
+            else if (info.shutdown &&
+                     info.shutdown_reason == LIBXL_SHUTDOWN_REASON_SUSPEND)
+                ok = 1;
             else if (info.shutdown)
-                ok = info.shutdown_reason == LIBXL_SHUTDOWN_REASON_SUSPEND,
-                dead = !ok;                 /* crashed, powered off */
+                dead = 1;                   /* crashed, reset, powered off */
             libxl_dominfo_dispose(&info);
             if (!ok && !dead)
                 usleep(5000);
