@@ -6,13 +6,15 @@ LIBDIR    = $(PREFIX)/lib
 INCDIR    = $(PREFIX)/include
 MANDIR    = $(PREFIX)/share/man
 PCDIR     = $(LIBDIR)/pkgconfig
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+SYSTEMDDIR  ?= $(PREFIX)/lib/systemd/system
 
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-missing-field-initializers
 CPPFLAGS += -D_GNU_SOURCE -Ilib -Iformat
-ALLCFLAGS = -std=gnu11 $(WARN) -fPIC -pthread $(CFLAGS)
+ALLCFLAGS = -std=gnu11 $(WARN) -fPIC -fvisibility=hidden -pthread $(CFLAGS)
 LIBS      = -lsodium -lzstd -ljansson -pthread
 
 # The xen backend is built when the Xen toolstack headers are present
@@ -29,7 +31,7 @@ endif
 B         = build
 LIB_SRC   = format/wire.c lib/util.c lib/keys.c lib/header.c lib/chunk.c \
             lib/record.c lib/image.c lib/outfile.c lib/qmp.c lib/qemu.c \
-            lib/engine.c lib/live.c lib/xl.c lib/xen.c
+            lib/backend.c lib/engine.c lib/live.c lib/xl.c lib/xen.c
 LIB_OBJ   = $(LIB_SRC:%.c=$(B)/%.o)
 CLI_OBJ   = $(B)/cmd/cli.o
 TOOLS     = vmimage vmsave vmrestore vmctl vmmigrate
@@ -38,20 +40,22 @@ SOVER     = 0
 
 all: $(B)/libvmckpt.a $(B)/libvmckpt.so.$(SOVER) $(TOOL_BIN) $(B)/vmckpt.pc
 
-HDRS      = lib/vmckpt.h lib/internal.h lib/backend.h lib/qmp.h \
-            format/vmckpt_wire.h cmd/cli.h
-$(B)/%.o: %.c $(HDRS)
+# Objects track their own headers (-MMD -MP); the one-command sanitizer
+# and fuzz builds below depend on every header.
+HDRS      = $(wildcard lib/*.h format/*.h cmd/*.h)
+$(B)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -MMD -MP -c $< -o $@
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TOOLS:%=$(B)/cmd/%.d)
 
 $(B)/libvmckpt.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(B)/libvmckpt.so.$(SOVER): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libvmckpt.so.$(SOVER) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libvmckpt.so.$(SOVER) -o $@ $^ $(LIBS)
 
 $(B)/%: $(B)/cmd/%.o $(CLI_OBJ) $(B)/libvmckpt.a
-	$(CC) $(ALLCFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 VERSION   = $(shell sed -n 's/.*VMC_TOOL_VERSION "\(.*\)"/\1/p' lib/vmckpt.h)
 PC_SED    = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
@@ -62,32 +66,40 @@ $(B)/vmckpt.pc: vmckpt.pc.in Makefile
 
 # ---- tests --------------------------------------------------------------
 UNIT      = $(B)/tests/unit
+ENGINE_T  = $(B)/tests/engine
 FUZZ_REPLAY = $(B)/tests/fuzz_replay
 
-$(UNIT): tests/unit/unit.c $(B)/libvmckpt.a
+$(UNIT): tests/unit/unit.c $(B)/libvmckpt.a $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a,$^) $(LIBS)
+
+$(ENGINE_T): tests/unit/engine.c $(B)/libvmckpt.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a,$^) $(LIBS)
 
 $(FUZZ_REPLAY): tests/fuzz/fuzz_stream.c tests/fuzz/replay.c $(B)/libvmckpt.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a,$^) $(LIBS)
 
 # ASan+UBSan build of the library, the unit tests and the fuzz replayer.
 SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
             -fno-sanitize-recover=all
-$(B)/asan/unit: tests/unit/unit.c $(LIB_SRC)
+$(B)/asan/unit: tests/unit/unit.c $(LIB_SRC) $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -std=gnu11 $(WARN) -pthread $(SAN_FLAGS) -o $@ $^ $(LIBS)
-$(B)/asan/fuzz_replay: tests/fuzz/fuzz_stream.c tests/fuzz/replay.c $(LIB_SRC)
+	$(CC) $(CPPFLAGS) -std=gnu11 $(WARN) -pthread $(SAN_FLAGS) $(LDFLAGS) -o $@ $(filter %.c,$^) $(LIBS)
+$(B)/asan/engine: tests/unit/engine.c $(LIB_SRC) $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -std=gnu11 $(WARN) -pthread $(SAN_FLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(CPPFLAGS) -std=gnu11 $(WARN) -pthread $(SAN_FLAGS) $(LDFLAGS) -o $@ $(filter %.c,$^) $(LIBS)
+$(B)/asan/fuzz_replay: tests/fuzz/fuzz_stream.c tests/fuzz/replay.c $(LIB_SRC) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -std=gnu11 $(WARN) -pthread $(SAN_FLAGS) $(LDFLAGS) -o $@ $(filter %.c,$^) $(LIBS)
 
 # libFuzzer target (clang); `make fuzz FUZZ_TIME=60` runs it.
 FUZZ_TIME ?= 60
-$(B)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(LIB_SRC)
+$(B)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(LIB_SRC) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(CPPFLAGS) -std=gnu11 -g -O1 -pthread \
-	    -fsanitize=fuzzer,address,undefined -o $@ $^ $(LIBS)
+	    -fsanitize=fuzzer,address,undefined -o $@ $(filter %.c,$^) $(LIBS)
 fuzz: $(B)/fuzz/fuzz_stream
 	mkdir -p $(B)/fuzz/new
 	$< -max_total_time=$(FUZZ_TIME) $(B)/fuzz/new tests/fuzz/corpus
@@ -95,7 +107,8 @@ fuzz: $(B)/fuzz/fuzz_stream
 deps:
 	tests/deps.sh
 
-test-bins: all $(UNIT) $(FUZZ_REPLAY) $(B)/asan/unit $(B)/asan/fuzz_replay \
+test-bins: all $(UNIT) $(ENGINE_T) $(FUZZ_REPLAY) $(B)/asan/unit \
+           $(B)/asan/engine $(B)/asan/fuzz_replay \
            $(B)/tests/gendata
 
 # The test command of README.md: installs what it needs, builds, runs all.
@@ -138,18 +151,36 @@ demo: deps
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) \
-	    $(DESTDIR)$(PCDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	    $(DESTDIR)$(PCDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+	    $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(SYSTEMDDIR)
 	install -m 0755 $(TOOL_BIN) $(DESTDIR)$(BINDIR)/
 	install -m 0644 $(B)/libvmckpt.a $(DESTDIR)$(LIBDIR)/
 	install -m 0755 $(B)/libvmckpt.so.$(SOVER) $(DESTDIR)$(LIBDIR)/
 	ln -sf libvmckpt.so.$(SOVER) $(DESTDIR)$(LIBDIR)/libvmckpt.so
-	install -m 0644 lib/vmckpt.h $(DESTDIR)$(INCDIR)/vmckpt.h
+	install -m 0644 lib/vmckpt.h format/vmckpt_wire.h $(DESTDIR)$(INCDIR)/
 	$(PC_SED) vmckpt.pc.in > $(DESTDIR)$(PCDIR)/vmckpt.pc
 	chmod 0644 $(DESTDIR)$(PCDIR)/vmckpt.pc
 	install -m 0644 man/*.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 man/*.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 contrib/bash-completion/vmckpt $(DESTDIR)$(BASHCOMPDIR)/
+	for t in $(TOOLS); do ln -sf vmckpt $(DESTDIR)$(BASHCOMPDIR)/$$t; done
+	install -m 0644 contrib/systemd/vmckpt-checkpoint@.service \
+	    contrib/systemd/vmckpt-checkpoint@.timer $(DESTDIR)$(SYSTEMDDIR)/
+
+# Removes exactly what install put there (same PREFIX and DESTDIR).
+uninstall:
+	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) \
+	    $(DESTDIR)$(LIBDIR)/libvmckpt.a $(DESTDIR)$(LIBDIR)/libvmckpt.so \
+	    $(DESTDIR)$(LIBDIR)/libvmckpt.so.$(SOVER) \
+	    $(DESTDIR)$(INCDIR)/vmckpt.h $(DESTDIR)$(INCDIR)/vmckpt_wire.h \
+	    $(DESTDIR)$(PCDIR)/vmckpt.pc \
+	    $(patsubst man/%,$(DESTDIR)$(MANDIR)/man1/%,$(wildcard man/*.1)) \
+	    $(patsubst man/%,$(DESTDIR)$(MANDIR)/man5/%,$(wildcard man/*.5)) \
+	    $(DESTDIR)$(BASHCOMPDIR)/vmckpt $(TOOLS:%=$(DESTDIR)$(BASHCOMPDIR)/%) \
+	    $(DESTDIR)$(SYSTEMDDIR)/vmckpt-checkpoint@.service \
+	    $(DESTDIR)$(SYSTEMDDIR)/vmckpt-checkpoint@.timer
 
 clean:
 	rm -rf $(B)
 
-.PHONY: all check check-xen check-xen-stress check-fast test-bins bench demo deps install clean fuzz
+.PHONY: all check check-xen check-xen-stress check-fast test-bins bench demo deps install uninstall clean fuzz

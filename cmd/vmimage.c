@@ -317,16 +317,6 @@ static const char *slot_name(int t)
     return "unknown";
 }
 
-static const char *backend_name(int b)
-{
-    switch (b) {
-    case VMC_BACKEND_NONE: return "none";
-    case VMC_BACKEND_XEN: return "xen";
-    case VMC_BACKEND_QEMU: return "qemu";
-    }
-    return "unknown";
-}
-
 static const char *sfmt_name(int s)
 {
     switch (s) {
@@ -393,7 +383,7 @@ static json_t *summary_json(const struct vmc_summary *s)
     json_object_set_new(m, "uuid", json_string(u));
     json_object_set_new(m, "memory_kib", json_integer((json_int_t)s->meta.memory_kib));
     json_object_set_new(m, "vcpus", json_integer(s->meta.vcpus));
-    json_object_set_new(m, "backend", json_string(backend_name(s->meta.backend)));
+    json_object_set_new(m, "backend", json_string(vmc_backend_id_name(s->meta.backend)));
     json_object_set_new(m, "stream_format",
                         json_string(sfmt_name(s->meta.stream_format)));
     json_object_set_new(m, "time", json_integer(s->meta.time_unix));
@@ -469,7 +459,7 @@ static void print_summary(const struct vmc_summary *s)
         printf("domain:      %s  uuid %s\n", s->meta.name, u);
         printf("guest:       %s, %u vCPUs%s%s\n", mem, s->meta.vcpus,
                s->meta.guest_type[0] ? ", " : "", s->meta.guest_type);
-        printf("backend:     %s%s%s, stream %s\n", backend_name(s->meta.backend),
+        printf("backend:     %s%s%s, stream %s\n", vmc_backend_id_name(s->meta.backend),
                s->meta.backend_version[0] ? " " : "", s->meta.backend_version,
                sfmt_name(s->meta.stream_format));
     }

@@ -279,9 +279,7 @@ int main(int argc, char **argv)
                                              "check it)" :
                            "domain left as it was, nothing written";
         cli_err(dom, "%s; %s", vmc_ctx_error(a.ctx),
-                vmc_ctx_errcode(a.ctx) == VMC_E_BACKEND &&
-                strstr(vmc_ctx_error(a.ctx), "image complete") ? "image kept"
-                                                                : done);
+                res.destroy_failed ? "image kept" : done);
         vmc_outfile_free(of);
         return 1;
     }

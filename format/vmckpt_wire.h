@@ -13,6 +13,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* What libvmckpt.so exports (it is built with -fvisibility=hidden). */
+#ifndef VMC_API
+#define VMC_API __attribute__((visibility("default")))
+#endif
+
 /* ------------------------------------------------------------------ */
 /* Envelope header                                                      */
 /* ------------------------------------------------------------------ */
@@ -257,24 +262,24 @@ static inline uint64_t vmc_get64(const uint8_t *p)
 /* that the bytes alone can show and return 0 or a negative vmc_err.    */
 /* ------------------------------------------------------------------ */
 
-void vmc_hdr_encode(uint8_t out[VMC_HDR_FIXED_LEN],
+VMC_API void vmc_hdr_encode(uint8_t out[VMC_HDR_FIXED_LEN],
                     const struct vmc_wire_hdr *h);
 /* Decodes and validates the fixed header; *why names the broken rule. */
-int vmc_hdr_decode(struct vmc_wire_hdr *h, const uint8_t in[VMC_HDR_FIXED_LEN],
+VMC_API int vmc_hdr_decode(struct vmc_wire_hdr *h, const uint8_t in[VMC_HDR_FIXED_LEN],
                    const char **why);
 
-void vmc_image_info_encode(uint8_t out[48],
+VMC_API void vmc_image_info_encode(uint8_t out[48],
                            const struct vmc_wire_image_info *ii);
-void vmc_image_info_decode(struct vmc_wire_image_info *ii, const uint8_t in[48]);
+VMC_API void vmc_image_info_decode(struct vmc_wire_image_info *ii, const uint8_t in[48]);
 
-void vmc_end_encode(uint8_t out[40], const struct vmc_wire_end *e);
-void vmc_end_decode(struct vmc_wire_end *e, const uint8_t in[40]);
+VMC_API void vmc_end_encode(uint8_t out[40], const struct vmc_wire_end *e);
+VMC_API void vmc_end_decode(struct vmc_wire_end *e, const uint8_t in[40]);
 
-void vmc_a2slot_encode(uint8_t out[96], const struct vmc_wire_slot_argon2id *s);
-void vmc_a2slot_decode(struct vmc_wire_slot_argon2id *s, const uint8_t in[96]);
+VMC_API void vmc_a2slot_encode(uint8_t out[96], const struct vmc_wire_slot_argon2id *s);
+VMC_API void vmc_a2slot_decode(struct vmc_wire_slot_argon2id *s, const uint8_t in[96]);
 
 /* Nonce of chunk `index`: index as u64 LE, three zero bytes, final flag. */
-void vmc_chunk_nonce(uint8_t nonce[VMC_AEAD_NONCE_LEN], uint64_t index,
+VMC_API void vmc_chunk_nonce(uint8_t nonce[VMC_AEAD_NONCE_LEN], uint64_t index,
                      int final);
 
 #endif

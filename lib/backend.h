@@ -2,9 +2,17 @@
  * backend.h - the hypervisor backend ops table (private to lib/).
  *
  * One const table per hypervisor; the save/restore engine (engine.c) only
- * ever calls through it.  Every member is required.  All return 0 or a
- * negative enum vmc_err with the message set in ctx; "wall_us" times are
+ * ever calls through it, and the registry (backend.c) is the only place
+ * that lists them.  A backend drives its hypervisor and nothing else: the
+ * rules that are the same for every hypervisor (naming a restored domain,
+ * clashes, --clone, waiting for a source still being saved, rollback) are
+ * the engine's.
+ *
+ * Every member is required.  Ops returning int return 0 or a negative
+ * enum vmc_err with the message set in ctx.  "wall_us" times are
  * CLOCK_REALTIME microseconds (QEMU's QMP events use the same clock).
+ * A struct vmc_dom is the backend's handle on one domain: opened by open
+ * or restore_start, released by close.
  */
 #ifndef VMC_BACKEND_H
 #define VMC_BACKEND_H
@@ -15,17 +23,45 @@
 
 struct vmc_dom;
 
+/* Backend flags. */
+#define VMC_BE_UNIQUE_NAMES 0x1   /* the hypervisor refuses two domains of
+                                     one name, even for a moment */
+#define VMC_BE_SAVE_STOPS   0x2   /* a non-live save_start stops the guest
+                                     itself: the engine must not pause it */
+
+/* Who a restored domain will be: decided by the engine (restore_identity). */
+struct vmc_restore_as {
+    const char *name;                 /* its final name */
+    uint8_t uuid[16];
+    const char *build_name;           /* the name to build under: name, or a
+                                         temporary one until rename */
+};
+
 struct vmc_backend {
     const char *name;                 /* "qemu", "xen" */
     uint16_t id;                      /* VMC_BACKEND_* */
+    unsigned flags;                   /* VMC_BE_* */
+
+    /* Is this host the backend's home (e.g. a Xen control domain)?  The
+     * default backend is the first whose probe says so. */
+    int (*probe)(void);
 
     /* Finds a running domain by name or numeric id.  lock: take the
      * per-domain lock (VMC_E_EXISTS if another vmckpt holds it). */
     int (*open)(struct vmc_ctx *ctx, const char *spec, int lock,
                 struct vmc_dom **out);
     void (*close)(struct vmc_dom *d);          /* NULL ok; drops the lock */
-    int (*domid)(const struct vmc_dom *d);
+    int (*domid)(const struct vmc_dom *d);     /* -1 before it has one */
     const char *(*name_of)(const struct vmc_dom *d);
+
+    /* A domain other than `skip` (an id; -1 for none) named `name` or with
+     * UUID `uuid` (either may be NULL): 1 = same name, 2 = same UUID, 0 =
+     * none; its id in *id.  Domains being torn down do not count. */
+    int (*find)(struct vmc_ctx *ctx, const char *name, const uint8_t *uuid,
+                int skip, int *id);
+    /* Is another process saving domain `id` right now (its save lock is
+     * held)?  Never fails: 0 when it cannot tell. */
+    int (*saving)(int id);
 
     /* IMAGE_INFO metadata and the backend-native DOMAIN_CONFIG body
      * (*cfg malloc'd, caller frees). */
@@ -33,36 +69,48 @@ struct vmc_backend {
                     struct vmc_image_meta *meta, uint32_t *cfg_format,
                     uint8_t **cfg, size_t *cfg_len);
     int (*is_running)(struct vmc_ctx *ctx, struct vmc_dom *d, int *running);
+    /* Stops the guest's vCPUs (it stays in memory); *wall_us (may be NULL)
+     * gets the moment it stopped.  resume undoes pause, and also brings
+     * back a guest that a save left suspended. */
     int (*pause)(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *wall_us);
     int (*resume)(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *wall_us);
 
     /* Starts the hypervisor's save stream into fd (borrowed: the backend
      * hands its own copy to the hypervisor, the caller closes fd).  live:
-     * pre-copy while the guest runs; otherwise the caller paused it. */
+     * pre-copy while the guest runs; otherwise the caller paused it (or,
+     * with VMC_BE_SAVE_STOPS, the hypervisor stops it now). */
     int (*save_start)(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
                       const struct vmc_save_tuning *t);
+    /* While a live save's pre-copy runs: end it now (the guest stops, the
+     * hypervisor sends what is left).  Called from the monitor thread. */
+    int (*stop_copy)(struct vmc_ctx *ctx, struct vmc_dom *d);
+    /* While the stream flows: hypervisor bytes sent so far and the number
+     * of the pre-copy round in progress (1-based; 0 if unknown).  Called
+     * from the monitor thread. */
+    int (*save_poll)(struct vmc_ctx *ctx, struct vmc_dom *d,
+                     uint64_t *transferred, uint32_t *round);
     /* After the stream hit EOF: waits for the hypervisor's verdict.
      * *stop_wall_us: when the guest stopped running (live), else 0. */
     int (*save_wait)(struct vmc_ctx *ctx, struct vmc_dom *d,
                      int64_t *stop_wall_us);
-    /* While the stream flows: hypervisor bytes sent so far and the number
-     * of the pre-copy round in progress (1-based; 0 if unknown). */
-    int (*save_poll)(struct vmc_ctx *ctx, struct vmc_dom *d,
-                     uint64_t *transferred, uint32_t *round);
     /* Abandons a save in flight (best effort, never fails). */
     void (*save_cancel)(struct vmc_dom *d);
+    /* Destroys the domain: it is gone when this returns 0. */
     int (*destroy)(struct vmc_ctx *ctx, struct vmc_dom *d);
 
-    /* Builds a new domain from the recorded config, paused, reading the
-     * hypervisor stream from fd (borrowed).  new_name: NULL to keep the
-     * recorded name; clone: also a fresh name and UUID. */
+    /* Builds a new domain from the recorded config, paused, named
+     * as->build_name with UUID as->uuid, reading the hypervisor stream from
+     * fd (borrowed). */
     int (*restore_start)(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                          uint32_t cfg_format, const uint8_t *cfg,
-                         size_t cfg_len, const char *new_name, int clone,
+                         size_t cfg_len, const struct vmc_restore_as *as,
                          int fd, struct vmc_dom **out);
     /* After the whole stream was written and authenticated: waits until
      * the hypervisor has loaded it (the domain stays paused). */
     int (*restore_wait)(struct vmc_ctx *ctx, struct vmc_dom *d);
+    /* Gives a restored, still paused domain its final name (only called
+     * when it was built under another one). */
+    int (*rename)(struct vmc_ctx *ctx, struct vmc_dom *d, const char *name);
     /* Tears down a half-built domain completely (never fails). */
     void (*restore_abort)(struct vmc_dom *d);
 
@@ -88,5 +136,8 @@ extern const struct vmc_backend vmc_backend_xen;
 #endif
 
 const struct vmc_backend *backend_by_id(uint16_t id);
+/* Adds a backend (a module, a test's fake) ahead of qemu in the default
+ * order; VMC_E_EXISTS if its name or id is taken. */
+int backend_register(const struct vmc_backend *be);
 
 #endif

@@ -3,13 +3,19 @@
  * table, and the guardian that keeps a domain from being lost when the
  * saving process dies.
  *
- * Save:    lock, describe, [pause], hypervisor stream -> sealed writer,
- *          END, fsync+rename, then destroy / resume / leave paused.
- *          Any failure before the image is durable: cancel, resume.
- * Restore: IMAGE_INFO -> backend, DOMAIN_CONFIG -> new paused domain,
- *          BACKEND_STREAM -> hypervisor as chunks authenticate, END
- *          verified -> wait for the load -> unpause.  Any failure: the new
+ * Save:    describe (lock, IMAGE_INFO, DOMAIN_CONFIG), begin (guardian,
+ *          writer), stream ([pause], hypervisor stream -> sealed writer),
+ *          commit (END, fsync+rename), dispose (destroy / leave running /
+ *          leave paused).  Any failure before the commit: undo (cancel,
+ *          resume, or report the domain lost).
+ * Restore: head (IMAGE_INFO -> backend, DOMAIN_CONFIG), identity (name,
+ *          UUID, clashes), build (new paused domain), feed (BACKEND_STREAM
+ *          -> hypervisor as chunks authenticate), settle (END verified, the
+ *          load, the final name), then unpause.  Any failure: the new
  *          domain is torn down.
+ *
+ * Owns: the order of operations and every rule that is the same for all
+ * hypervisors.  Must not: know a hypervisor by name, print, or exit.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,57 +34,6 @@
 
 #define PIPE_SIZE (1 << 20)
 #define COPY_BUF (1u << 20)
-
-static const struct vmc_backend *const backends[] = {
-    &vmc_backend_qemu,
-#ifdef VMC_HAVE_XEN
-    &vmc_backend_xen,
-#endif
-};
-#define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
-
-const struct vmc_backend *vmc_backend_get(const char *name)
-{
-    for (size_t i = 0; i < NBACKENDS; i++)
-        if (!strcmp(backends[i]->name, name))
-            return backends[i];
-    return NULL;
-}
-
-const struct vmc_backend *backend_by_id(uint16_t id)
-{
-    for (size_t i = 0; i < NBACKENDS; i++)
-        if (backends[i]->id == id)
-            return backends[i];
-    return NULL;
-}
-
-/* xen on a Xen control domain (when built), else qemu. */
-const struct vmc_backend *vmc_backend_default(void)
-{
-#ifdef VMC_HAVE_XEN
-    FILE *f = fopen("/proc/xen/capabilities", "r");
-    char buf[64] = "";
-
-    if (f) {
-        if (!fgets(buf, sizeof(buf), f))
-            buf[0] = '\0';
-        fclose(f);
-        if (strstr(buf, "control_d"))
-            return &vmc_backend_xen;
-    }
-#endif
-    return &vmc_backend_qemu;
-}
-
-const char *vmc_backends_built(void)
-{
-#ifdef VMC_HAVE_XEN
-    return "qemu xen";
-#else
-    return "qemu (xen: not built, no libxl headers)";
-#endif
-}
 
 static int64_t wall_us(void)
 {
@@ -299,7 +254,7 @@ static void monitor_sample(struct saveprog *p)
         now - p->start_ns > (uint64_t)(p->o->live_timeout_s ? p->o->live_timeout_s
                                                             : 30) * 1000000000u) {
         vmc_ctx_clear(&tmp);
-        if (p->be->pause(&tmp, p->d, NULL) == 0)
+        if (p->be->stop_copy(&tmp, p->d) == 0)
             p->res->forced_stop = 1;
     }
 }
@@ -356,23 +311,6 @@ static int rounds_finish(struct saveprog *p, struct vmc_writer *w)
  * the hypervisor's log lines about it) goes to a file in vmc_logdir()
  * (0600, never overwritten) and the error becomes one line that says the
  * domain died, with the hypervisor's reason and the file. */
-const char *vmc_logdir(void)
-{
-    static char buf[512];
-    const char *e = getenv("VMCKPT_LOGDIR");
-
-    if (e && *e)
-        return e;
-    if (geteuid() == 0)
-        return "/var/log/vmckpt";
-    if ((e = getenv("XDG_STATE_HOME")) && *e)
-        snprintf(buf, sizeof(buf), "%s/vmckpt", e);
-    else if ((e = getenv("HOME")) && *e)
-        snprintf(buf, sizeof(buf), "%s/.local/state/vmckpt", e);
-    else
-        snprintf(buf, sizeof(buf), "/tmp/vmckpt-%u", (unsigned)geteuid());
-    return buf;
-}
 
 static FILE *evidence_open(const char *name, int domid, char *path, size_t n)
 {
@@ -425,37 +363,50 @@ static void note_loss(struct vmc_ctx *ctx, const struct vmc_backend *be,
                   res->evidence);
 }
 
-int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec,
-             struct vmc_outfile *of, const struct vmc_save_opts *o,
-             struct vmc_save_result *res)
-{
-    struct guard g = { -1, -1 };
-    struct vmc_dom *d = NULL;
-    struct vmc_writer *w = NULL;
-    struct vmc_image_meta m;
-    struct vmc_stats st;
-    uint8_t *cfg = NULL, *cfgrec = NULL, info[2048];
-    size_t cfg_len = 0, ilen;
-    uint32_t cfg_fmt = 0;
-    uint64_t t0 = vmc_now_ns();
-    int64_t stop_us = 0, end_us;
-    int rc, pp[2] = { -1, -1 }, committed = 0, started = 0;
+/* ---- save: the steps ----------------------------------------------------
+ * describe -> begin -> stream -> commit -> dispose; any failure before the
+ * image is committed: undo.  Each step reads and leaves its state in one
+ * struct save. */
+struct save {
+    struct vmc_ctx *ctx;
+    const struct vmc_backend *be;
+    const struct vmc_save_opts *o;
+    struct vmc_save_result *res;
+    struct vmc_outfile *of;
+    struct vmc_dom *d;
+    struct vmc_writer *w;
+    struct guard g;
+    uint8_t info[2048], *cfgrec;      /* IMAGE_INFO, DOMAIN_CONFIG bodies */
+    size_t ilen, cfgrec_len;
+    uint64_t t0;
+    int64_t stop_us, end_us;          /* guest stopped / running again */
+    int started;                      /* the hypervisor stream was started */
+    int committed;                    /* the image is durable (and taken) */
+};
 
-    memset(res, 0, sizeof(*res));
-    res->domid = -1;
-    if ((rc = be->open(ctx, spec, 1, &d)) < 0)
-        goto out;
-    res->domid = be->domid(d);
-    snprintf(res->name, sizeof(res->name), "%s", be->name_of(d));
-    if ((rc = be->describe(ctx, d, &m, &cfg_fmt, &cfg, &cfg_len)) < 0 ||
-        (rc = be->is_running(ctx, d, &res->was_running)) < 0)
+/* The domain, locked, and the two records that describe it. */
+static int save_describe(struct save *s, const char *spec)
+{
+    struct vmc_ctx *ctx = s->ctx;
+    struct vmc_image_meta m;
+    uint8_t *cfg = NULL;
+    size_t cfg_len = 0;
+    uint32_t cfg_fmt = 0;
+    int rc;
+
+    if ((rc = s->be->open(ctx, spec, 1, &s->d)) < 0)
+        return rc;
+    s->res->domid = s->be->domid(s->d);
+    snprintf(s->res->name, sizeof(s->res->name), "%s", s->be->name_of(s->d));
+    if ((rc = s->be->describe(ctx, s->d, &m, &cfg_fmt, &cfg, &cfg_len)) < 0 ||
+        (rc = s->be->is_running(ctx, s->d, &s->res->was_running)) < 0)
         goto out;
     gethostname(m.host, sizeof(m.host) - 1);
     snprintf(m.tool_version, sizeof(m.tool_version), "%s", VMC_TOOL_VERSION);
     m.time_unix = (int64_t)time(NULL);
-    m.flags = (o->live ? VMC_IIF_LIVE : 0) |
-              (o->mode == VMC_SAVE_CHECKPOINT ? VMC_IIF_CHECKPOINT : 0);
-    if (vmc_image_info_build(&m, info, sizeof(info), &ilen) < 0) {
+    m.flags = (s->o->live ? VMC_IIF_LIVE : 0) |
+              (s->o->mode == VMC_SAVE_CHECKPOINT ? VMC_IIF_CHECKPOINT : 0);
+    if (vmc_image_info_build(&m, s->info, sizeof(s->info), &s->ilen) < 0) {
         rc = vmc_set_error(ctx, VMC_E_LIMIT, "IMAGE_INFO: metadata too large");
         goto out;
     }
@@ -464,336 +415,487 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
                            cfg_len);
         goto out;
     }
-    if (!(cfgrec = malloc(cfg_len + 8))) {
+    if (!(s->cfgrec = malloc(cfg_len + 8))) {
         rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
         goto out;
     }
-    vmc_put32(cfgrec, cfg_fmt);
-    vmc_put32(cfgrec + 4, 0);
-    memcpy(cfgrec + 8, cfg, cfg_len);
-    /* The guardian first: from here on the domain cannot be lost. */
-    if ((rc = guard_start(ctx, be, res->domid, !!res->was_running,
-                          vmc_outfile_partial(of), &g)) < 0)
-        goto out;
-    if ((rc = vmc_writer_new(ctx, vmc_outfile_fd(of), o->keys, &o->wopts,
-                             &w)) < 0 ||
-        (vmc_writer_stream_id(w, res->stream_id), 0) ||
-        (rc = vmc_writer_record(w, VMC_REC_IMAGE_INFO, info, ilen)) < 0 ||
-        (rc = vmc_writer_record(w, VMC_REC_DOMAIN_CONFIG, cfgrec,
-                                cfg_len + 8)) < 0)
-        goto out;
-    if (pipe2(pp, O_CLOEXEC) < 0) {
-        rc = vmc_set_error(ctx, VMC_E_IO, "pipe: %s", strerror(errno));
-        goto out;
-    }
-    big_pipe(pp[0]);
-    if (!o->live && res->was_running) {
-        if ((rc = be->pause(ctx, d, &stop_us)) < 0)
-            goto out;
-    }
-    started = 1;
-    {
-        struct vmc_save_tuning t = { o->live, o->max_downtime_ms,
-                                     o->max_bandwidth };
-        if ((rc = be->save_start(ctx, d, pp[1], &t)) < 0)
-            goto out;
-    }
-    close(pp[1]);
-    pp[1] = -1;
-    {
-        struct saveprog sp = { be, d, o, res, vmc_now_ns(), 0, vmc_now_ns(), 0,
-                               PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-                               0 };
-        pthread_t mon;
-        int have_mon = o->live &&
-                       pthread_create(&mon, NULL, monitor_thread, &sp) == 0;
-        rc = vmc_writer_copy_backend(w, pp[0], o->progress, o->progress_arg);
-        close(pp[0]);               /* before the join: a failed copy must */
-        pp[0] = -1;                 /* not leave QEMU blocked on the pipe */
-        if (have_mon) {
-            pthread_mutex_lock(&sp.mu);
-            sp.stop = 1;
-            pthread_cond_signal(&sp.cv);
-            pthread_mutex_unlock(&sp.mu);
-            pthread_join(mon, NULL);
-        }
-        if (rc == 0 && o->live)
-            rc = rounds_finish(&sp, w);
-    }
-    if (rc < 0)
-        goto out;
-    {
-        int64_t live_stop = 0;
-        if ((rc = be->save_wait(ctx, d, &live_stop)) < 0)
-            goto out;
-        if (o->live && res->was_running) {
-            stop_us = live_stop ? live_stop : wall_us();
-        }
-    }
-    end_us = wall_us();
-    /* A checkpoint's state is captured once the hypervisor stream is
-     * complete: the guest runs again while the image is made durable. */
-    if (o->mode == VMC_SAVE_CHECKPOINT && res->was_running) {
-        if ((rc = be->resume(ctx, d, &end_us)) < 0)
-            goto out;
-    }
-    if ((rc = vmc_writer_finish(w, vmc_now_ns() - t0,
-                                stop_us ? (uint64_t)(end_us - stop_us) * 1000 : 0))
-        < 0)
-        goto out;
-    if ((rc = vmc_outfile_commit(ctx, of)) < 0)
-        goto out;
-    if (o->mode == VMC_SAVE_MIGRATE) {
-        uint8_t sid[16];
-        vmc_writer_stream_id(w, sid);
-        if ((rc = o->confirm(o->confirm_arg, ctx, sid)) < 0)
-            goto out;               /* the source is resumed below */
-    }
-    committed = 1;
-    vmc_writer_stats(w, &st);
-    res->stream_bytes = st.stream_bytes;
-    res->backend_bytes = st.backend_bytes;
-    if (o->mode != VMC_SAVE_CHECKPOINT)
-        end_us = wall_us();
-    switch (o->mode) {
-    case VMC_SAVE_MIGRATE:
-    case VMC_SAVE_DESTROY:
-        guard_done(&g);              /* the image is durable: let it go */
-        if ((rc = be->destroy(ctx, d)) < 0) {
-            vmc_ctx_clear(ctx);
-            rc = vmc_set_error(ctx, VMC_E_BACKEND, o->mode == VMC_SAVE_MIGRATE ?
-                               "migrated, but destroying the source failed: it "
-                               "is left paused" :
-                               "image complete, but destroying the domain "
-                               "failed: it is left paused");
-        }
-        break;
-    case VMC_SAVE_CHECKPOINT:
-        break;                       /* resumed above */
-    case VMC_SAVE_PAUSED:
-        break;
-    }
-    if (stop_us)
-        res->downtime_ns = (uint64_t)(end_us - stop_us) * 1000;
+    vmc_put32(s->cfgrec, cfg_fmt);
+    vmc_put32(s->cfgrec + 4, 0);
+    memcpy(s->cfgrec + 8, cfg, cfg_len);
+    s->cfgrec_len = cfg_len + 8;
 out:
-    if (pp[0] >= 0)
-        close(pp[0]);
-    if (pp[1] >= 0)
-        close(pp[1]);
-    if (rc < 0 && !committed && d) {
-        if (started)
-            be->save_cancel(d);
-        if (res->was_running) {
-            struct vmc_ctx tmp = { 0 };
-            int running = 0;
-            for (int i = 0; i < 3 && !res->resumed_after_error; i++) {
-                vmc_ctx_clear(&tmp);
-                if (be->is_running(&tmp, d, &running) == 0 && !running)
-                    be->resume(&tmp, d, NULL);
-                if (be->is_running(&tmp, d, &running) == 0)
-                    res->resumed_after_error = running;
-                else
-                    res->state_unknown = 1;
-            }
-            if (res->resumed_after_error)
-                res->state_unknown = 0;
-            else
-                note_loss(ctx, be, d, res);
-        }
-    }
-    guard_done(&g);
-    vmc_writer_free(w);
-    be->close(d);
     free(cfg);
-    free(cfgrec);
-    res->total_ns = vmc_now_ns() - t0;
     return rc;
 }
 
-/* ---- restore ------------------------------------------------------- */
+/* The guardian first (from here on the domain cannot be lost), then the
+ * sealed writer and the records that come before the hypervisor stream. */
+static int save_begin(struct save *s)
+{
+    int rc;
+
+    if ((rc = guard_start(s->ctx, s->be, s->res->domid, !!s->res->was_running,
+                          vmc_outfile_partial(s->of), &s->g)) < 0 ||
+        (rc = vmc_writer_new(s->ctx, vmc_outfile_fd(s->of), s->o->keys,
+                             &s->o->wopts, &s->w)) < 0)
+        return rc;
+    vmc_writer_stream_id(s->w, s->res->stream_id);
+    if ((rc = vmc_writer_record(s->w, VMC_REC_IMAGE_INFO, s->info,
+                                s->ilen)) < 0)
+        return rc;
+    return vmc_writer_record(s->w, VMC_REC_DOMAIN_CONFIG, s->cfgrec,
+                             s->cfgrec_len);
+}
+
+/* Copies the hypervisor stream from fd into the image; a live save has the
+ * monitor thread beside it and ends with its PRECOPY_ROUND records. */
+static int save_copy(struct save *s, int fd)
+{
+    struct saveprog sp = { s->be, s->d, s->o, s->res, vmc_now_ns(), 0,
+                           vmc_now_ns(), 0, PTHREAD_MUTEX_INITIALIZER,
+                           PTHREAD_COND_INITIALIZER, 0 };
+    pthread_t mon;
+    int have_mon = s->o->live &&
+                   pthread_create(&mon, NULL, monitor_thread, &sp) == 0;
+    int rc = vmc_writer_copy_backend(s->w, fd, s->o->progress,
+                                     s->o->progress_arg);
+
+    close(fd);                  /* before the join: a failed copy must not */
+    if (have_mon) {             /* leave the hypervisor blocked on the pipe */
+        pthread_mutex_lock(&sp.mu);
+        sp.stop = 1;
+        pthread_cond_signal(&sp.cv);
+        pthread_mutex_unlock(&sp.mu);
+        pthread_join(mon, NULL);
+    }
+    if (rc == 0 && s->o->live)
+        rc = rounds_finish(&sp, s->w);
+    return rc;
+}
+
+/* Stops the guest (unless live), runs the hypervisor's save through a pipe
+ * into the image, and waits for the hypervisor's verdict. */
+static int save_stream(struct save *s)
+{
+    struct vmc_save_tuning t = { s->o->live, s->o->max_downtime_ms,
+                                 s->o->max_bandwidth };
+    int64_t live_stop = 0;
+    int rc, pp[2];
+
+    if (pipe2(pp, O_CLOEXEC) < 0)
+        return vmc_set_error(s->ctx, VMC_E_IO, "pipe: %s", strerror(errno));
+    big_pipe(pp[0]);
+    if (!s->o->live && s->res->was_running) {
+        if (s->be->flags & VMC_BE_SAVE_STOPS)
+            s->stop_us = wall_us();
+        else if ((rc = s->be->pause(s->ctx, s->d, &s->stop_us)) < 0)
+            goto fail;
+    }
+    s->started = 1;
+    if ((rc = s->be->save_start(s->ctx, s->d, pp[1], &t)) < 0)
+        goto fail;
+    close(pp[1]);
+    if ((rc = save_copy(s, pp[0])) < 0 ||
+        (rc = s->be->save_wait(s->ctx, s->d, &live_stop)) < 0)
+        return rc;
+    if (s->o->live && s->res->was_running)
+        s->stop_us = live_stop ? live_stop : wall_us();
+    return 0;
+fail:
+    close(pp[0]);
+    close(pp[1]);
+    return rc;
+}
+
+/* Makes the image durable under its final name: a checkpoint's guest runs
+ * again first (its state is captured once the stream is complete); a
+ * migration also waits for the receiver to take the domain. */
+static int save_commit(struct save *s)
+{
+    struct vmc_stats st;
+    uint64_t down_ns;
+    int rc;
+
+    s->end_us = wall_us();
+    if (s->o->mode == VMC_SAVE_CHECKPOINT && s->res->was_running &&
+        (rc = s->be->resume(s->ctx, s->d, &s->end_us)) < 0)
+        return rc;
+    down_ns = s->stop_us ? (uint64_t)(s->end_us - s->stop_us) * 1000 : 0;
+    if ((rc = vmc_writer_finish(s->w, vmc_now_ns() - s->t0, down_ns)) < 0 ||
+        (rc = vmc_outfile_commit(s->ctx, s->of)) < 0)
+        return rc;
+    if (s->o->mode == VMC_SAVE_MIGRATE &&
+        (rc = s->o->confirm(s->o->confirm_arg, s->ctx, s->res->stream_id)) < 0)
+        return rc;                  /* the source is resumed by undo */
+    s->committed = 1;
+    vmc_writer_stats(s->w, &st);
+    s->res->stream_bytes = st.stream_bytes;
+    s->res->backend_bytes = st.backend_bytes;
+    return 0;
+}
+
+/* What becomes of the source once the image is committed. */
+static int save_dispose(struct save *s)
+{
+    int rc = 0;
+
+    if (s->o->mode != VMC_SAVE_CHECKPOINT)
+        s->end_us = wall_us();
+    if (s->o->mode == VMC_SAVE_MIGRATE || s->o->mode == VMC_SAVE_DESTROY) {
+        guard_done(&s->g);          /* the image is durable: let it go */
+        if (s->be->destroy(s->ctx, s->d) < 0) {
+            vmc_ctx_clear(s->ctx);
+            s->res->destroy_failed = 1;
+            rc = vmc_set_error(s->ctx, VMC_E_BACKEND, "%s, but destroying the "
+                               "%s failed: it is left paused",
+                               s->o->mode == VMC_SAVE_MIGRATE ? "migrated"
+                                                              : "image complete",
+                               s->o->mode == VMC_SAVE_MIGRATE ? "source"
+                                                              : "domain");
+        }
+    }
+    if (s->stop_us)
+        s->res->downtime_ns = (uint64_t)(s->end_us - s->stop_us) * 1000;
+    return rc;
+}
+
+/* A save that failed before its commit: the hypervisor stream is cancelled
+ * and a guest that was running runs again; if it cannot be brought back,
+ * was it lost (note_loss)? */
+static void save_undo(struct save *s)
+{
+    struct vmc_save_result *res = s->res;
+    struct vmc_ctx tmp = { 0 };
+    int running = 0;
+
+    if (s->started)
+        s->be->save_cancel(s->d);
+    if (!res->was_running)
+        return;
+    for (int i = 0; i < 3 && !res->resumed_after_error; i++) {
+        vmc_ctx_clear(&tmp);
+        if (s->be->is_running(&tmp, s->d, &running) == 0 && !running)
+            s->be->resume(&tmp, s->d, NULL);
+        if (s->be->is_running(&tmp, s->d, &running) == 0)
+            res->resumed_after_error = running;
+        else
+            res->state_unknown = 1;
+    }
+    vmc_ctx_clear(&tmp);
+    if (res->resumed_after_error)
+        res->state_unknown = 0;
+    else
+        note_loss(s->ctx, s->be, s->d, res);
+}
+
+int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec,
+             struct vmc_outfile *of, const struct vmc_save_opts *o,
+             struct vmc_save_result *res)
+{
+    struct save s = { .ctx = ctx, .be = be, .o = o, .res = res, .of = of,
+                      .g = { -1, -1 }, .t0 = vmc_now_ns() };
+    int rc;
+
+    memset(res, 0, sizeof(*res));
+    res->domid = -1;
+    if ((rc = save_describe(&s, spec)) == 0 && (rc = save_begin(&s)) == 0 &&
+        (rc = save_stream(&s)) == 0 && (rc = save_commit(&s)) == 0)
+        rc = save_dispose(&s);
+    if (rc < 0 && !s.committed && s.d)
+        save_undo(&s);
+    guard_done(&s.g);
+    vmc_writer_free(s.w);
+    be->close(s.d);
+    free(s.cfgrec);
+    res->total_ns = vmc_now_ns() - s.t0;
+    return rc;
+}
+
+/* ---- restore: the steps -------------------------------------------------
+ * head -> identity -> build -> feed -> settle -> run; any failure: undo
+ * (the new domain is torn down). */
+struct restore {
+    struct vmc_ctx *ctx;
+    struct vmc_reader *r;
+    const struct vmc_restore_opts *o;
+    struct vmc_restore_result *res;
+    const struct vmc_backend *be;
+    struct vmc_dom *d;
+    struct vmc_image_meta m;
+    uint8_t *cfg;                     /* DOMAIN_CONFIG body */
+    size_t cfg_len;
+    struct vmc_restore_as as;
+    char name[256], build_name[280];
+    int pending;                      /* id of a clashing source being saved */
+    struct guard g;
+    int feed;                         /* write end of the hypervisor's pipe */
+};
+
+/* IMAGE_INFO names the backend; DOMAIN_CONFIG must follow. */
+static int restore_head(struct restore *s)
+{
+    struct vmc_ctx *ctx = s->ctx;
+    struct vmc_record rec;
+    uint8_t *buf;
+    size_t len;
+    int rc;
+
+    if ((rc = vmc_reader_next(s->r, &rec)) < 0 ||
+        (rc = vmc_reader_read_all(s->r, &buf, &len)) < 0)
+        return rc;
+    rc = vmc_image_info_parse(ctx, buf, len, &s->m);
+    free(buf);
+    if (rc < 0)
+        return rc;
+    if (s->m.backend == VMC_BACKEND_NONE)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "a raw stream sealed by "
+                             "vmimage seal: it records no domain and can never "
+                             "be restored (vmimage unseal gives the stream back)");
+    if (!(s->be = backend_by_id(s->m.backend)))
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "image of backend %u (%s): "
+                             "not built into this vmckpt (built: %s)",
+                             s->m.backend, vmc_backend_id_name(s->m.backend),
+                             vmc_backends_built());
+    s->res->backend = s->be;
+    do {
+        if ((rc = vmc_reader_next(s->r, &rec)) < 0)
+            return rc;
+    } while (rc == 1 && (rec.type & VMC_REC_OPTIONAL));
+    if (rc == 0 || rec.type != VMC_REC_DOMAIN_CONFIG)
+        return vmc_set_error(ctx, VMC_E_FORMAT, "%s @0x%llx: a restorable image "
+                             "needs DOMAIN_CONFIG here",
+                             rc == 0 ? "END" : vmc_record_name(rec.type) ?: "record",
+                             (unsigned long long)rec.offset);
+    if ((rc = vmc_reader_read_all(s->r, &s->cfg, &s->cfg_len)) < 0)
+        return rc;
+    if (s->cfg_len < 8)
+        return vmc_set_error(ctx, VMC_E_FORMAT, "DOMAIN_CONFIG: %zu bytes, "
+                             "shorter than its 8-byte head", s->cfg_len);
+    return 0;
+}
+
+static int clash_error(struct vmc_ctx *ctx, const char *name, int id, int what,
+                       const char *still)
+{
+    if (what == 1)
+        return vmc_set_error(ctx, VMC_E_CLASH, "domain %s (id %d) is %srunning "
+                             "with the same name", name, id, still);
+    return vmc_set_error(ctx, VMC_E_CLASH, "domain id %d is %srunning with the "
+                         "same UUID as %s", id, still, name);
+}
+
+/* Who the new domain is, by the rules of vmrestore(1): the recorded name
+ * and UUID; --name: another name, and a fresh UUID only if the recorded
+ * one runs; --clone: the first free NAME-clone, NAME-clone2, ..., always
+ * a fresh UUID.  A clash is refused, except with a domain being saved
+ * right now (`vmsave dom - | vmrestore -`): that one goes away when its
+ * image is complete, and settle checks again before the new one runs. */
+static int restore_identity(struct restore *s)
+{
+    const struct vmc_backend *be = s->be;
+    int what, other = 0, more;
+
+    memcpy(s->as.uuid, s->m.uuid, 16);
+    snprintf(s->name, sizeof(s->name), "%s", s->o->name ? s->o->name : s->m.name);
+    if (s->o->clone) {
+        uuid_random(s->as.uuid);
+        for (int i = 1; i < 1000; i++) {
+            snprintf(s->name, sizeof(s->name), i == 1 ? "%.200s-clone" :
+                     "%.200s-clone%d", s->m.name, i);
+            if ((what = be->find(s->ctx, s->name, NULL, -1, &other)) <= 0)
+                break;
+        }
+    }
+    s->as.name = s->as.build_name = s->name;
+    what = be->find(s->ctx, s->name, s->as.uuid, -1, &other);
+    if (what == 2 && s->o->name) {
+        uuid_random(s->as.uuid);
+        what = be->find(s->ctx, s->name, NULL, -1, &other);
+    }
+    if (what <= 0)
+        return what;
+    if (!be->saving(other))
+        return clash_error(s->ctx, s->name, other, what, "");
+    s->pending = other;
+    if ((more = be->find(s->ctx, s->name, s->as.uuid, s->pending, &other)) != 0)
+        return more < 0 ? more : clash_error(s->ctx, s->name, other, more, "");
+    if (be->flags & VMC_BE_UNIQUE_NAMES) {
+        snprintf(s->build_name, sizeof(s->build_name), "%s--incoming", s->name);
+        s->as.build_name = s->build_name;
+        if ((what = be->find(s->ctx, s->build_name, NULL, -1, &other)) != 0)
+            return what < 0 ? what :
+                   vmc_set_error(s->ctx, VMC_E_EXISTS, "domain %s (id %d) "
+                                 "exists (a restore in progress, or left over)",
+                                 s->build_name, other);
+    }
+    return 0;
+}
+
+/* The new domain, paused, reading the hypervisor stream from a pipe; the
+ * guardian learns its id (should this process die, it destroys it). */
+static int restore_build(struct restore *s)
+{
+    int rc, pp[2];
+
+    if (pipe2(pp, O_CLOEXEC) < 0)
+        return vmc_set_error(s->ctx, VMC_E_IO, "pipe: %s", strerror(errno));
+    big_pipe(pp[1]);
+    s->feed = pp[1];
+    if ((rc = guard_start(s->ctx, s->be, -1, GUARD_RESTORE, NULL, &s->g)) == 0)
+        rc = s->be->restore_start(s->ctx, &s->m, vmc_get32(s->cfg), s->cfg + 8,
+                                  s->cfg_len - 8, &s->as, pp[0], &s->d);
+    close(pp[0]);
+    if (rc < 0)
+        return rc;
+    s->res->domid = s->be->domid(s->d);
+    if (s->res->domid > 0) {
+        char msg[24];
+        int ml = snprintf(msg, sizeof(msg), "D%d;", s->res->domid);
+        if (write(s->g.fd, msg, (size_t)ml) != ml) {
+            /* a guardian that is gone cannot help; the restore goes on */
+        }
+    }
+    snprintf(s->res->name, sizeof(s->res->name), "%s", s->be->name_of(s->d));
+    return 0;
+}
+
+/* A write to the hypervisor failed: its own reason, if it has one. */
+static int feed_error(struct restore *s, int err)
+{
+    struct vmc_ctx tmp = { 0 };
+
+    if (s->be->restore_wait(&tmp, s->d) < 0)
+        return vmc_set_error(s->ctx, VMC_E_BACKEND, "%s", vmc_ctx_error(&tmp));
+    return vmc_set_error(s->ctx, VMC_E_BACKEND, "hypervisor stopped reading the "
+                         "stream at 0x%llx: %s",
+                         (unsigned long long)s->res->backend_bytes,
+                         strerror(-err));
+}
+
+/* BACKEND_STREAM bodies go to the hypervisor as their chunks authenticate,
+ * until END has verified. */
+static int restore_feed(struct restore *s)
+{
+    struct vmc_record rec;
+    const void *pb;
+    ssize_t n;
+    int rc, err;
+
+    while ((rc = vmc_reader_next(s->r, &rec)) == 1) {
+        if (rec.type != VMC_REC_BACKEND_STREAM)
+            continue;
+        while ((n = vmc_reader_read_ptr(s->r, &pb, COPY_BUF)) > 0) {
+            if ((err = write_full(s->feed, pb, (size_t)n)) < 0)
+                return feed_error(s, err);
+            s->res->backend_bytes += (uint64_t)n;
+        }
+        if (n < 0)
+            return (int)n;
+        if (s->o->progress && s->o->progress(s->o->progress_arg,
+                                             s->res->backend_bytes))
+            return vmc_set_error(s->ctx, VMC_E_CANCELED, "interrupted");
+    }
+    return rc;
+}
+
+/* The stream is whole: the hypervisor loads it; a clash with a source that
+ * was being saved must be gone by now (up to 60 s), and the domain takes
+ * its final name. */
+static int restore_settle(struct restore *s)
+{
+    int rc, what, other;
+
+    close(s->feed);
+    s->feed = -1;
+    if ((rc = s->be->restore_wait(s->ctx, s->d)) < 0)
+        return rc;
+    s->res->domid = s->be->domid(s->d);   /* some backends learn it only now */
+    if (!s->pending)
+        return 0;
+    for (int i = 0; i < 6000 && s->be->saving(s->pending); i++)
+        usleep(10000);
+    if ((what = s->be->find(s->ctx, s->name, s->as.uuid, s->res->domid,
+                            &other)) != 0)
+        return what < 0 ? what : clash_error(s->ctx, s->name, other, what,
+                                             "still ");
+    if (s->as.build_name != s->as.name &&
+        (rc = s->be->rename(s->ctx, s->d, s->name)) < 0)
+        return rc;
+    snprintf(s->res->name, sizeof(s->res->name), "%s", s->name);
+    return 0;
+}
 
 int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
                 const struct vmc_restore_opts *o, struct vmc_restore_result *res)
 {
-    const struct vmc_backend *be = NULL;
-    struct vmc_dom *d = NULL;
-    struct vmc_image_meta m;
-    struct vmc_record rec;
-    uint8_t *buf = NULL, *cfg = NULL;
-    size_t len, cfg_len = 0;
+    struct restore s = { .ctx = ctx, .r = r, .o = o, .res = res,
+                         .g = { -1, -1 }, .feed = -1 };
     uint64_t t0 = vmc_now_ns();
-    struct guard g = { -1, -1 };
-    int rc, pp[2] = { -1, -1 };
+    int rc;
 
     memset(res, 0, sizeof(*res));
     res->domid = -1;
-    if ((rc = vmc_reader_next(r, &rec)) < 0)
-        goto out;
-    if ((rc = vmc_reader_read_all(r, &buf, &len)) < 0 ||
-        (rc = vmc_image_info_parse(ctx, buf, len, &m)) < 0)
-        goto out;
-    free(buf);
-    buf = NULL;
-    if (m.backend == VMC_BACKEND_NONE) {
-        rc = vmc_set_error(ctx, VMC_E_UNSUPPORTED, "a raw stream sealed by "
-                           "vmimage seal: it records no domain and can never "
-                           "be restored (vmimage unseal gives the stream back)");
-        goto out;
-    }
-    if (!(be = backend_by_id(m.backend))) {
-        rc = vmc_set_error(ctx, VMC_E_UNSUPPORTED,
-                           "image of backend %u (%s): not built into this "
-                           "vmckpt (built: %s)", m.backend,
-                           m.backend == VMC_BACKEND_XEN ? "xen" : "unknown",
-                           vmc_backends_built());
-        goto out;
-    }
-    res->backend = be;
-    do {
-        if ((rc = vmc_reader_next(r, &rec)) < 0)
-            goto out;
-    } while (rc == 1 && (rec.type & VMC_REC_OPTIONAL));
-    if (rc == 0 || rec.type != VMC_REC_DOMAIN_CONFIG) {
-        rc = vmc_set_error(ctx, VMC_E_FORMAT, "%s @0x%llx: a restorable image "
-                           "needs DOMAIN_CONFIG here",
-                           rc == 0 ? "END" : vmc_record_name(rec.type) ?: "record",
-                           (unsigned long long)rec.offset);
-        goto out;
-    }
-    if ((rc = vmc_reader_read_all(r, &cfg, &cfg_len)) < 0)
-        goto out;
-    if (pipe2(pp, O_CLOEXEC) < 0) {
-        rc = vmc_set_error(ctx, VMC_E_IO, "pipe: %s", strerror(errno));
-        goto out;
-    }
-    big_pipe(pp[1]);
-    if ((rc = guard_start(ctx, be, -1, GUARD_RESTORE, NULL, &g)) < 0 ||
-        (rc = be->restore_start(ctx, &m, vmc_get32(cfg), cfg + 8, cfg_len - 8,
-                                o->name, o->clone, pp[0], &d)) < 0)
-        goto out;
-    close(pp[0]);
-    pp[0] = -1;
-    res->domid = be->domid(d);
-    if (res->domid > 0) {
-        char msg[24];
-        int ml = snprintf(msg, sizeof(msg), "D%d;", res->domid);
-        if (write(g.fd, msg, (size_t)ml) != ml) {
-            /* a guardian that is gone cannot help; the restore goes on */
-        }
-    }
-    snprintf(res->name, sizeof(res->name), "%s", be->name_of(d));
-    /* Feed the hypervisor as chunks authenticate; the domain stays paused
-     * until END has verified. */
-    while ((rc = vmc_reader_next(r, &rec)) == 1) {
-        const void *pb;
-        ssize_t n;
-        if (rec.type != VMC_REC_BACKEND_STREAM)
-            continue;
-        while ((n = vmc_reader_read_ptr(r, &pb, COPY_BUF)) > 0) {
-            int w = write_full(pp[1], pb, (size_t)n);
-            if (w < 0) {
-                struct vmc_ctx tmp = { 0 };
-                errno = -w;
-                if (be->restore_wait(&tmp, d) < 0)
-                    rc = vmc_set_error(ctx, VMC_E_BACKEND, "%s",
-                                       vmc_ctx_error(&tmp));
-                else
-                    rc = vmc_set_error(ctx, VMC_E_BACKEND,
-                                       "hypervisor stopped reading the stream "
-                                       "at 0x%llx: %s",
-                                       (unsigned long long)res->backend_bytes,
-                                       strerror(errno));
-                goto out;
-            }
-            res->backend_bytes += (uint64_t)n;
-        }
-        if (n < 0) {
-            rc = (int)n;
-            goto out;
-        }
-        if (o->progress && o->progress(o->progress_arg, res->backend_bytes)) {
-            rc = vmc_set_error(ctx, VMC_E_CANCELED, "interrupted");
-            goto out;
-        }
-    }
-    if (rc < 0)
-        goto out;
-    close(pp[1]);                   /* END verified: the stream is whole */
-    pp[1] = -1;
-    if ((rc = be->restore_wait(ctx, d)) < 0)
-        goto out;
-    res->domid = be->domid(d);       /* some backends learn it only now */
-    if (!o->paused && (rc = be->resume(ctx, d, NULL)) < 0)
-        goto out;
-out:
-    if (pp[0] >= 0)
-        close(pp[0]);
-    if (pp[1] >= 0)
-        close(pp[1]);
-    if (rc < 0 && d) {
-        be->restore_abort(d);
+    if ((rc = restore_head(&s)) == 0 && (rc = restore_identity(&s)) == 0 &&
+        (rc = restore_build(&s)) == 0 && (rc = restore_feed(&s)) == 0 &&
+        (rc = restore_settle(&s)) == 0 && !o->paused)
+        rc = s.be->resume(ctx, s.d, NULL);
+    if (s.feed >= 0)
+        close(s.feed);
+    if (rc < 0 && s.d) {
+        s.be->restore_abort(s.d);       /* undo: nothing half-built remains */
         res->domid = -1;
     }
-    guard_done(&g);
-    if (be && d)
-        be->close(d);
-    free(buf);
-    free(cfg);
+    guard_done(&s.g);
+    if (s.d)
+        s.be->close(s.d);
+    free(s.cfg);
     res->total_ns = vmc_now_ns() - t0;
     return rc;
 }
 
 /* ---- small domain operations -------------------------------------- */
 
-int vmc_console_open(struct vmc_ctx *ctx, const struct vmc_backend *be,
-                     const char *spec, int *fd)
+enum dom_op { DOM_CONSOLE, DOM_DESTROY, DOM_RESUME, DOM_PAUSE };
+
+static int dom_do(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                  const char *spec, enum dom_op op, int *fd)
 {
     struct vmc_dom *d;
     int rc;
 
-    *fd = -1;
-    if ((rc = be->open(ctx, spec, 0, &d)) < 0)
+    if ((rc = be->open(ctx, spec, op == DOM_DESTROY, &d)) < 0)
         return rc;
-    rc = be->console_open(ctx, d, fd);
+    switch (op) {
+    case DOM_CONSOLE: rc = be->console_open(ctx, d, fd); break;
+    case DOM_DESTROY: rc = be->destroy(ctx, d); break;
+    case DOM_RESUME: rc = be->resume(ctx, d, NULL); break;
+    case DOM_PAUSE: rc = be->pause(ctx, d, NULL); break;
+    }
     be->close(d);
     return rc;
+}
+
+int vmc_console_open(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                     const char *spec, int *fd)
+{
+    *fd = -1;
+    return dom_do(ctx, be, spec, DOM_CONSOLE, fd);
 }
 
 int vmc_domain_destroy(struct vmc_ctx *ctx, const struct vmc_backend *be,
                        const char *spec)
 {
-    struct vmc_dom *d;
-    int rc;
-
-    if ((rc = be->open(ctx, spec, 1, &d)) < 0)
-        return rc;
-    rc = be->destroy(ctx, d);
-    be->close(d);
-    return rc;
+    return dom_do(ctx, be, spec, DOM_DESTROY, NULL);
 }
 
 int vmc_domain_resume(struct vmc_ctx *ctx, const struct vmc_backend *be,
                       const char *spec)
 {
-    struct vmc_dom *d;
-    int rc;
-
-    if ((rc = be->open(ctx, spec, 0, &d)) < 0)
-        return rc;
-    rc = be->resume(ctx, d, NULL);
-    be->close(d);
-    return rc;
+    return dom_do(ctx, be, spec, DOM_RESUME, NULL);
 }
 
 int vmc_domain_pause(struct vmc_ctx *ctx, const struct vmc_backend *be,
                      const char *spec)
 {
-    struct vmc_dom *d;
-    int rc;
-
-    if ((rc = be->open(ctx, spec, 0, &d)) < 0)
-        return rc;
-    rc = be->pause(ctx, d, NULL);
-    be->close(d);
-    return rc;
+    return dom_do(ctx, be, spec, DOM_PAUSE, NULL);
 }

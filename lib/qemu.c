@@ -40,27 +40,14 @@ struct vmc_dom {
     int lock_fd;
     json_t *cfg;              /* domain.json */
     struct qmp *q;
-    int pending_clash;        /* restore: id of a source being saved */
 };
 
 /* ---- registry ----------------------------------------------------------- */
 
+/* The QEMU registry owns the run directory's numbered entries. */
 const char *vmc_qemu_rundir(void)
 {
-    static char buf[512];
-    const char *e = getenv("VMCKPT_RUNDIR");
-
-    if (e && *e)
-        return e;
-    if (geteuid() == 0)
-        return "/run/vmckpt";
-    e = getenv("XDG_RUNTIME_DIR");
-    if (e && *e) {
-        snprintf(buf, sizeof(buf), "%s/vmckpt", e);
-        return buf;
-    }
-    snprintf(buf, sizeof(buf), "/tmp/vmckpt-%u", (unsigned)geteuid());
-    return buf;
+    return vmc_rundir();
 }
 
 /* The registry must be ours and not writable by others: another user who
@@ -119,13 +106,6 @@ static int uuid_parse(const char *s, uint8_t u[16])
         n++;
     }
     return n == 32 && !*s ? 0 : -1;
-}
-
-static void uuid_random(uint8_t u[16])
-{
-    randombytes_buf(u, 16);
-    u[6] = (uint8_t)((u[6] & 0x0f) | 0x40);
-    u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
 }
 
 static pid_t read_pid(const char *dir)
@@ -296,7 +276,9 @@ static int each_dom(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
     struct dirent *e;
     int rc = 0;
 
-    if (rundir_safe(ctx) < 0 || !(dir = opendir(vmc_qemu_rundir())))
+    if ((rc = rundir_safe(ctx)) < 0)
+        return rc;                  /* never trust a registry others write */
+    if (!(dir = opendir(vmc_qemu_rundir())))
         return 0;
     while (!rc && (e = readdir(dir))) {
         struct vmc_dom d;
@@ -384,7 +366,9 @@ static int qemu_open(struct vmc_ctx *ctx, const char *spec, int lock,
     int rc;
 
     *out = NULL;
-    if (!each_dom(ctx, find_fn, &f))
+    if ((rc = each_dom(ctx, find_fn, &f)) < 0)
+        return rc;
+    if (!rc)
         return vmc_set_error(ctx, VMC_E_INVAL, "no such domain (see vmctl list)");
     if (!(d = calloc(1, sizeof(*d))))
         return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
@@ -457,6 +441,12 @@ static int qemu_pause(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *wall)
         vmc_ctx_clear(ctx);
     }
     return 0;
+}
+
+/* QEMU's pre-copy converges once the guest stops dirtying memory. */
+static int qemu_stop_copy(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
+    return qemu_pause(ctx, d, NULL);
 }
 
 static int qemu_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *wall)
@@ -907,14 +897,19 @@ int vmc_qemu_start(struct vmc_ctx *ctx, const char *name, const char *uuid,
                            "or all digits)");
         goto fail;
     }
-    if (each_dom(ctx, find_fn, &f)) {
+    if ((rc = each_dom(ctx, find_fn, &f)) < 0)
+        goto fail;
+    if (rc) {
         rc = vmc_set_error(ctx, VMC_E_EXISTS, "a domain with this name is "
                            "running (id %d)", f.id);
         goto fail;
     }
     if (uuid) {
         struct find fu = { .spec = "", .by_uuid = 1 };
-        if (uuid_parse(uuid, fu.uuid) == 0 && each_dom(ctx, find_fn, &fu)) {
+        if (uuid_parse(uuid, fu.uuid) == 0 &&
+            (rc = each_dom(ctx, find_fn, &fu)) < 0)
+            goto fail;
+        if (rc > 0) {
             rc = vmc_set_error(ctx, VMC_E_EXISTS, "domain %d runs with UUID %s",
                                fu.id, uuid);
             goto fail;
@@ -970,19 +965,10 @@ fail:
 
 /* ---- restore ---------------------------------------------------------- */
 
-struct clash { const uint8_t *uuid; const char *name; int id; int what; int self; };
-
-static int clash_error(struct vmc_ctx *ctx, const struct vmc_dom *d, int id,
-                       int what)
-{
-    return vmc_set_error(ctx, VMC_E_CLASH,
-                         "domain %s (id %d) is running with the same %s",
-                         d->name, id,
-                         what == 1 ? "name" : "UUID");
-}
+struct clash { const uint8_t *uuid; const char *name; int id; int what; int skip; };
 
 /* Is another process holding domain id's save lock? */
-static int save_in_progress(int id)
+static int qemu_saving(int id)
 {
     char dir[600];
     int fd;
@@ -997,7 +983,7 @@ static int clash_fn(struct vmc_dom *d, void *arg)
 {
     struct clash *c = arg;
 
-    if (d->id == c->self)
+    if (d->id == c->skip)
         return 0;
     if (c->name && !strcmp(d->name, c->name)) {
         c->id = d->id;
@@ -1010,19 +996,29 @@ static int clash_fn(struct vmc_dom *d, void *arg)
     return 0;
 }
 
+static int qemu_find(struct vmc_ctx *ctx, const char *name, const uint8_t *uuid,
+                     int skip, int *id)
+{
+    struct clash c = { uuid, name, 0, 0, skip };
+    int rc = each_dom(ctx, clash_fn, &c);
+
+    *id = c.id;
+    return rc < 0 ? rc : c.what;
+}
+
 static int qemu_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                               uint32_t fmt, const uint8_t *cfgb, size_t cfg_len,
-                              const char *new_name, int clone, int fd,
+                              const struct vmc_restore_as *as, int fd,
                               struct vmc_dom **out)
 {
     static const char *extra[] = { "-incoming", "defer", "-S", NULL };
     struct vmc_dom *d = NULL;
-    struct clash c = { 0 };
     json_error_t je;
     json_t *cfg;
     char u[37];
     int rc;
 
+    (void)m;
     *out = NULL;
     if (fmt != VMC_CFG_QEMU_JSON)
         return vmc_set_error(ctx, VMC_E_UNSUPPORTED,
@@ -1037,42 +1033,8 @@ static int qemu_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *
     }
     d->lock_fd = -1;
     d->cfg = cfg;
-    memcpy(d->uuid, m->uuid, 16);
-    snprintf(d->name, sizeof(d->name), "%s", m->name);
-    if (clone) {
-        /* name-clone, name-clone2, ... : the first that is free */
-        for (int i = 1; i < 1000; i++) {
-            struct clash k = { 0 };
-            if (i == 1)
-                snprintf(d->name, sizeof(d->name), "%.200s-clone", m->name);
-            else
-                snprintf(d->name, sizeof(d->name), "%.200s-clone%d", m->name, i);
-            k.name = d->name;
-            if (!each_dom(ctx, clash_fn, &k))
-                break;
-        }
-        uuid_random(d->uuid);
-    } else if (new_name) {
-        snprintf(d->name, sizeof(d->name), "%s", new_name);
-    }
-    c.name = d->name;
-    c.uuid = d->uuid;
-    if (each_dom(ctx, clash_fn, &c)) {
-        if (c.what == 2 && new_name) {
-            uuid_random(d->uuid);           /* --name: a fresh UUID as well */
-            c.uuid = NULL;
-            c.what = 0;
-            each_dom(ctx, clash_fn, &c);
-        }
-        if (c.what && save_in_progress(c.id)) {
-            /* `vmsave dom - | vmrestore -`: the source goes away when its
-             * image is complete; check again before the domain runs. */
-            d->pending_clash = c.id;
-        } else if (c.what) {
-            rc = clash_error(ctx, d, c.id, c.what);
-            goto fail;
-        }
-    }
+    memcpy(d->uuid, as->uuid, 16);
+    snprintf(d->name, sizeof(d->name), "%s", as->build_name);
     uuid_fmt(u, d->uuid);
     json_object_set_new(d->cfg, "name", json_string(d->name));
     json_object_set_new(d->cfg, "uuid", json_string(u));
@@ -1112,19 +1074,15 @@ static int qemu_restore_wait(struct vmc_ctx *ctx, struct vmc_dom *d)
         rc = vmc_set_error(ctx, VMC_E_BACKEND, "qemu refused the stream: %s",
                            line[0] ? line : "(exited)");
     }
-    if (rc < 0)
-        return rc;
-    if (d->pending_clash) {
-        /* Wait (up to 60 s) for the source's save to end, then insist that
-         * the clash is gone. */
-        struct clash c = { d->uuid, d->name, 0, 0, d->id };
-        for (int i = 0; i < 6000 && save_in_progress(d->pending_clash); i++)
-            usleep(10000);
-        if (each_dom(ctx, clash_fn, &c))
-            return clash_error(ctx, d, c.id, c.what);
-        d->pending_clash = 0;
-    }
-    return 0;
+    return rc < 0 ? rc : 0;
+}
+
+/* QEMU fixes -name at launch; the engine never asks (no VMC_BE_UNIQUE_NAMES). */
+static int qemu_rename(struct vmc_ctx *ctx, struct vmc_dom *d, const char *name)
+{
+    (void)d;
+    return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "QEMU cannot rename a "
+                         "running instance (to %s)", name);
 }
 
 static void qemu_restore_abort(struct vmc_dom *d)
@@ -1261,24 +1219,36 @@ int vmc_qemu_list(struct vmc_ctx *ctx, vmc_qemu_list_fn fn, void *arg)
 
 /* ---- the table --------------------------------------------------------- */
 
+/* QEMU runs anywhere (TCG when there is no KVM). */
+static int qemu_probe(void)
+{
+    return 1;
+}
+
 const struct vmc_backend vmc_backend_qemu = {
     .name = "qemu",
     .id = VMC_BACKEND_QEMU,
+    .flags = 0,
+    .probe = qemu_probe,
     .open = qemu_open,
     .close = dom_free,
     .domid = qemu_domid,
     .name_of = qemu_name,
+    .find = qemu_find,
+    .saving = qemu_saving,
     .describe = qemu_describe,
     .is_running = qemu_is_running,
     .pause = qemu_pause,
     .resume = qemu_resume,
     .save_start = qemu_save_start,
+    .stop_copy = qemu_stop_copy,
     .save_wait = qemu_save_wait,
     .save_poll = qemu_save_poll,
     .save_cancel = qemu_save_cancel,
     .destroy = qemu_destroy,
     .restore_start = qemu_restore_start,
     .restore_wait = qemu_restore_wait,
+    .rename = qemu_rename,
     .restore_abort = qemu_restore_abort,
     .console_open = qemu_console_open,
     .died = qemu_died,

@@ -158,3 +158,46 @@ void log_stem(char *out, size_t n, int id, const char *name)
             *c = '_';
     snprintf(out, n, "%s-%d-%s", when, id, safe);
 }
+
+void uuid_random(uint8_t u[16])
+{
+    randombytes_buf(u, 16);
+    u[6] = (uint8_t)((u[6] & 0x0f) | 0x40);
+    u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
+}
+
+const char *vmc_rundir(void)
+{
+    static char buf[512];
+    const char *e = getenv("VMCKPT_RUNDIR");
+
+    if (e && *e)
+        return e;
+    if (geteuid() == 0)
+        return "/run/vmckpt";
+    e = getenv("XDG_RUNTIME_DIR");
+    if (e && *e) {
+        snprintf(buf, sizeof(buf), "%s/vmckpt", e);
+        return buf;
+    }
+    snprintf(buf, sizeof(buf), "/tmp/vmckpt-%u", (unsigned)geteuid());
+    return buf;
+}
+
+const char *vmc_logdir(void)
+{
+    static char buf[512];
+    const char *e = getenv("VMCKPT_LOGDIR");
+
+    if (e && *e)
+        return e;
+    if (geteuid() == 0)
+        return "/var/log/vmckpt";
+    if ((e = getenv("XDG_STATE_HOME")) && *e)
+        snprintf(buf, sizeof(buf), "%s/vmckpt", e);
+    else if ((e = getenv("HOME")) && *e)
+        snprintf(buf, sizeof(buf), "%s/.local/state/vmckpt", e);
+    else
+        snprintf(buf, sizeof(buf), "/tmp/vmckpt-%u", (unsigned)geteuid());
+    return buf;
+}

@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "vmckpt_wire.h"      /* the wire constants: VMC_REC_*, VMC_SLOT_* ... */
+
 #define VMC_TOOL_VERSION "0.1.0"
 
 enum vmc_err {
@@ -39,58 +41,58 @@ enum vmc_err {
 /* ---- context: carries the last error ---------------------------------- */
 
 struct vmc_ctx;
-struct vmc_ctx *vmc_ctx_new(void);          /* NULL if out of memory */
-void vmc_ctx_free(struct vmc_ctx *ctx);
-const char *vmc_ctx_error(const struct vmc_ctx *ctx); /* owned by ctx */
-int vmc_ctx_errcode(const struct vmc_ctx *ctx);
-void vmc_ctx_clear(struct vmc_ctx *ctx);
+VMC_API struct vmc_ctx *vmc_ctx_new(void);          /* NULL if out of memory */
+VMC_API void vmc_ctx_free(struct vmc_ctx *ctx);
+VMC_API const char *vmc_ctx_error(const struct vmc_ctx *ctx); /* owned by ctx */
+VMC_API int vmc_ctx_errcode(const struct vmc_ctx *ctx);
+VMC_API void vmc_ctx_clear(struct vmc_ctx *ctx);
 /* Sets the error (keeping the first one unless ctx was cleared) and
  * returns code, so callers write `return vmc_set_error(...)`. */
-int vmc_set_error(struct vmc_ctx *ctx, int code, const char *fmt, ...)
+VMC_API int vmc_set_error(struct vmc_ctx *ctx, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-const char *vmc_strerror(int code);
+VMC_API const char *vmc_strerror(int code);
 /* Must be called once before anything else (sodium_init). */
-int vmc_init(struct vmc_ctx *ctx);
+VMC_API int vmc_init(struct vmc_ctx *ctx);
 
 /* ---- keys ---------------------------------------------------------------- */
 
 #define VMC_RECIPIENT_STRLEN 64   /* buffer size for a public key string */
 
 struct vmc_keys;
-struct vmc_keys *vmc_keys_new(void);
-void vmc_keys_free(struct vmc_keys *keys);
+VMC_API struct vmc_keys *vmc_keys_new(void);
+VMC_API void vmc_keys_free(struct vmc_keys *keys);
 /* Sealing: who may open.  Opening: what we hold.  Passphrases and raw
  * keys serve both directions. */
-int vmc_keys_add_recipient(struct vmc_ctx *ctx, struct vmc_keys *keys,
+VMC_API int vmc_keys_add_recipient(struct vmc_ctx *ctx, struct vmc_keys *keys,
                            const char *recipient);
-int vmc_keys_add_recipients_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
+VMC_API int vmc_keys_add_recipients_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
                                  const char *path);
-int vmc_keys_add_identity_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
+VMC_API int vmc_keys_add_identity_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
                                const char *path);
-int vmc_keys_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
+VMC_API int vmc_keys_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
                             const char *pass, size_t len);
-int vmc_keys_add_keyfile(struct vmc_ctx *ctx, struct vmc_keys *keys,
+VMC_API int vmc_keys_add_keyfile(struct vmc_ctx *ctx, struct vmc_keys *keys,
                          const char *path);
 /* Argon2id cost for new passphrase slots (0 = default). */
-void vmc_keys_set_kdf(struct vmc_keys *keys, uint32_t ops, uint32_t mem_kib);
-int vmc_keys_count(const struct vmc_keys *keys);
-int vmc_keys_can_seal(const struct vmc_keys *keys);
-int vmc_keys_has_passphrase(const struct vmc_keys *keys);
+VMC_API void vmc_keys_set_kdf(struct vmc_keys *keys, uint32_t ops, uint32_t mem_kib);
+VMC_API int vmc_keys_count(const struct vmc_keys *keys);
+VMC_API int vmc_keys_can_seal(const struct vmc_keys *keys);
+VMC_API int vmc_keys_has_passphrase(const struct vmc_keys *keys);
 
 /* Writes a new identity (X25519 secret key, or a raw 256-bit key when
  * symmetric) to the file path, 0600, never overwriting; the public
  * recipient string (X25519 only) goes to pub. */
-int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
+VMC_API int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
                char pub[VMC_RECIPIENT_STRLEN]);
 /* The same key file written to fd (the caller's: the library never
  * writes to a descriptor it was not given); what names fd in errors. */
-int vmc_keygen_fd(struct vmc_ctx *ctx, int fd, const char *what, int symmetric,
+VMC_API int vmc_keygen_fd(struct vmc_ctx *ctx, int fd, const char *what, int symmetric,
                   char pub[VMC_RECIPIENT_STRLEN]);
 /* Public recipient string of the first X25519 identity in path. */
-int vmc_identity_recipient(struct vmc_ctx *ctx, const char *path,
+VMC_API int vmc_identity_recipient(struct vmc_ctx *ctx, const char *path,
                            char pub[VMC_RECIPIENT_STRLEN]);
 
-void vmc_recipient_string(const uint8_t pk[32], char out[VMC_RECIPIENT_STRLEN]);
+VMC_API void vmc_recipient_string(const uint8_t pk[32], char out[VMC_RECIPIENT_STRLEN]);
 
 /* ---- live path: handshake and session (format/vmckpt-stream.md) ----- */
 
@@ -98,18 +100,18 @@ struct vmc_session;
 /* Sender: id holds this host's identity, known the one receiver key it
  * accepts.  Receiver: authorized holds the sender keys it accepts.
  * rfd/wfd may be the same socket or the two ends of an ssh pipe. */
-int vmc_live_connect(struct vmc_ctx *ctx, int rfd, int wfd,
+VMC_API int vmc_live_connect(struct vmc_ctx *ctx, int rfd, int wfd,
                      const struct vmc_keys *id, const struct vmc_keys *known,
                      int timeout_ms, struct vmc_session **out);
-int vmc_live_accept(struct vmc_ctx *ctx, int rfd, int wfd,
+VMC_API int vmc_live_accept(struct vmc_ctx *ctx, int rfd, int wfd,
                     const struct vmc_keys *id, const struct vmc_keys *authorized,
                     int timeout_ms, struct vmc_session **out);
-void vmc_session_peer(const struct vmc_session *s, char out[VMC_RECIPIENT_STRLEN]);
-void vmc_session_free(struct vmc_session *s);
-int vmc_reply_send(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
+VMC_API void vmc_session_peer(const struct vmc_session *s, char out[VMC_RECIPIENT_STRLEN]);
+VMC_API void vmc_session_free(struct vmc_session *s);
+VMC_API int vmc_reply_send(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
                    const uint8_t stream_id[16], int status, int domid,
                    const char *msg);
-int vmc_reply_recv(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
+VMC_API int vmc_reply_recv(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
                    const uint8_t stream_id[16], int timeout_ms, int *status,
                    int *domid, char *msg, size_t cap);
 
@@ -136,32 +138,32 @@ struct vmc_header_info {
     int opened_by;            /* index of the slot that opened it, or -1 */
 };
 /* Reads exactly the header from fd (no more) and parses it. */
-int vmc_header_read(struct vmc_ctx *ctx, int fd, struct vmc_header **out);
+VMC_API int vmc_header_read(struct vmc_ctx *ctx, int fd, struct vmc_header **out);
 /* Parses a header held in memory; *used gets its length. */
-int vmc_header_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
+VMC_API int vmc_header_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
                      struct vmc_header **out);
 /* Live: the session's key opens the single SESSION slot; checks the MAC. */
-int vmc_header_unlock_session(struct vmc_ctx *ctx, struct vmc_header *h,
+VMC_API int vmc_header_unlock_session(struct vmc_ctx *ctx, struct vmc_header *h,
                               const struct vmc_session *s);
 /* Finds a slot that keys opens, unwraps the file key, checks the MAC. */
-int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
+VMC_API int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
                       const struct vmc_keys *keys);
-void vmc_header_get_info(const struct vmc_header *h,
+VMC_API void vmc_header_get_info(const struct vmc_header *h,
                          struct vmc_header_info *info);
-void vmc_header_free(struct vmc_header *h);
-const uint8_t *vmc_header_stream_id(const struct vmc_header *h);  /* 16 bytes */
+VMC_API void vmc_header_free(struct vmc_header *h);
+VMC_API const uint8_t *vmc_header_stream_id(const struct vmc_header *h);  /* 16 bytes */
 
 /* Rekey: remove slots, add new ones for keys, re-MAC.  The header must be
  * unlocked.  remove[] lists slot indices (nremove entries). */
-int vmc_header_rekey(struct vmc_ctx *ctx, struct vmc_header *h,
+VMC_API int vmc_header_rekey(struct vmc_ctx *ctx, struct vmc_header *h,
                      const int *remove, int nremove,
                      const struct vmc_keys *add);
 /* Which slots does keys name (recipients, passphrases, raw keys)?  Fills
  * idx (capacity 32) and returns the count, or a negative error.  A
  * passphrase matches a slot only if it opens it. */
-int vmc_header_match_slots(struct vmc_ctx *ctx, const struct vmc_header *h,
+VMC_API int vmc_header_match_slots(struct vmc_ctx *ctx, const struct vmc_header *h,
                            const struct vmc_keys *keys, int idx[32]);
-int vmc_header_write(struct vmc_ctx *ctx, const struct vmc_header *h, int fd);
+VMC_API int vmc_header_write(struct vmc_ctx *ctx, const struct vmc_header *h, int fd);
 
 /* ---- writer: records -> chunks -> fd -------------------------------- */
 
@@ -179,24 +181,24 @@ struct vmc_writer_opts {
 };
 struct vmc_writer;
 /* Writes the header at once.  fd is borrowed. */
-int vmc_writer_new(struct vmc_ctx *ctx, int fd, const struct vmc_keys *keys,
+VMC_API int vmc_writer_new(struct vmc_ctx *ctx, int fd, const struct vmc_keys *keys,
                    const struct vmc_writer_opts *opts, struct vmc_writer **out);
 /* A whole record. */
-int vmc_writer_record(struct vmc_writer *w, uint32_t type, const void *body,
+VMC_API int vmc_writer_record(struct vmc_writer *w, uint32_t type, const void *body,
                       size_t len);
 /* A record whose body is written in pieces: begin(len), write()* totalling
  * exactly len. */
-int vmc_writer_begin(struct vmc_writer *w, uint32_t type, uint32_t len);
-int vmc_writer_write(struct vmc_writer *w, const void *buf, size_t len);
+VMC_API int vmc_writer_begin(struct vmc_writer *w, uint32_t type, uint32_t len);
+VMC_API int vmc_writer_write(struct vmc_writer *w, const void *buf, size_t len);
 /* Progress callback: total bytes so far; return non-zero to cancel. */
 typedef int (*vmc_progress_fn)(void *arg, uint64_t bytes);
 /* Copies fd until EOF into BACKEND_STREAM records (1 MiB pieces). */
-int vmc_writer_copy_backend(struct vmc_writer *w, int fd, vmc_progress_fn cb,
+VMC_API int vmc_writer_copy_backend(struct vmc_writer *w, int fd, vmc_progress_fn cb,
                             void *arg);
 /* Seals what is buffered as a (short) chunk, and writes it out. */
-int vmc_writer_flush(struct vmc_writer *w);
+VMC_API int vmc_writer_flush(struct vmc_writer *w);
 /* Appends END and the final chunk, waits for every chunk to be written. */
-int vmc_writer_finish(struct vmc_writer *w, uint64_t total_time_ns,
+VMC_API int vmc_writer_finish(struct vmc_writer *w, uint64_t total_time_ns,
                       uint64_t downtime_ns);
 struct vmc_stats {
     uint64_t records;
@@ -205,9 +207,9 @@ struct vmc_stats {
     uint64_t stream_bytes;    /* bytes on the wire: header + chunks */
     uint64_t chunks;
 };
-void vmc_writer_stats(const struct vmc_writer *w, struct vmc_stats *st);
-void vmc_writer_stream_id(const struct vmc_writer *w, uint8_t id[16]);
-void vmc_writer_free(struct vmc_writer *w);
+VMC_API void vmc_writer_stats(const struct vmc_writer *w, struct vmc_stats *st);
+VMC_API void vmc_writer_stream_id(const struct vmc_writer *w, uint8_t id[16]);
+VMC_API void vmc_writer_free(struct vmc_writer *w);
 
 /* ---- image info builder ---------------------------------------------- */
 
@@ -226,9 +228,9 @@ struct vmc_image_meta {
     char guest_type[256];
 };
 /* Encodes an IMAGE_INFO body; *len gets its size.  buf >= 2048 bytes. */
-int vmc_image_info_build(const struct vmc_image_meta *m, uint8_t *buf,
+VMC_API int vmc_image_info_build(const struct vmc_image_meta *m, uint8_t *buf,
                          size_t cap, size_t *len);
-int vmc_image_info_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
+VMC_API int vmc_image_info_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
                          struct vmc_image_meta *m);
 
 /* ---- reader: fd -> chunks -> records --------------------------------- */
@@ -241,49 +243,49 @@ struct vmc_record {
 struct vmc_reader;
 /* Takes ownership of h (unlocked).  fd is borrowed; exact_eof asks that
  * nothing follow the final chunk. */
-int vmc_reader_new(struct vmc_ctx *ctx, int fd, struct vmc_header *h,
+VMC_API int vmc_reader_new(struct vmc_ctx *ctx, int fd, struct vmc_header *h,
                    int threads, int exact_eof, struct vmc_reader **out);
 /* Same, failing with VMC_E_IO when no byte arrives for idle_ms (live). */
-int vmc_reader_new_timeout(struct vmc_ctx *ctx, int fd, struct vmc_header *h,
+VMC_API int vmc_reader_new_timeout(struct vmc_ctx *ctx, int fd, struct vmc_header *h,
                            int threads, int exact_eof, int idle_ms,
                            struct vmc_reader **out);
 /* Next record header: 1 = a record, 0 = END verified (see
  * vmc_reader_end), negative = error.  The unread body of the previous
  * record is skipped.  Unknown optional records are skipped; unknown
  * mandatory records are refused. */
-int vmc_reader_next(struct vmc_reader *r, struct vmc_record *rec);
+VMC_API int vmc_reader_next(struct vmc_reader *r, struct vmc_record *rec);
 /* Reads up to len body bytes of the current record; returns bytes read
  * (0 at the end of the body) or a negative error. */
-ssize_t vmc_reader_read(struct vmc_reader *r, void *buf, size_t len);
+VMC_API ssize_t vmc_reader_read(struct vmc_reader *r, void *buf, size_t len);
 /* vmc_reader_read() without the copy: *ptr points to up to len bytes of
  * the current record's body (fewer at a chunk boundary), valid until the
  * next call on r.  Returns the count, 0 at the end of the body, or < 0. */
-ssize_t vmc_reader_read_ptr(struct vmc_reader *r, const void **ptr, size_t len);
+VMC_API ssize_t vmc_reader_read_ptr(struct vmc_reader *r, const void **ptr, size_t len);
 /* Reads the whole current body into a new buffer (caller frees). */
-int vmc_reader_read_all(struct vmc_reader *r, uint8_t **buf, size_t *len);
+VMC_API int vmc_reader_read_all(struct vmc_reader *r, uint8_t **buf, size_t *len);
 struct vmc_end_info {
     uint64_t records, backend_bytes, plaintext_bytes;
     uint64_t total_time_ns, downtime_ns;
 };
-void vmc_reader_end(const struct vmc_reader *r, struct vmc_end_info *e);
-void vmc_reader_stats(const struct vmc_reader *r, struct vmc_stats *st);
+VMC_API void vmc_reader_end(const struct vmc_reader *r, struct vmc_end_info *e);
+VMC_API void vmc_reader_stats(const struct vmc_reader *r, struct vmc_stats *st);
 /* Keeps only the header: vmc_reader_free frees it. */
-const struct vmc_header *vmc_reader_header(const struct vmc_reader *r);
-void vmc_reader_stream_id(const struct vmc_reader *r, uint8_t id[16]);
-void vmc_reader_free(struct vmc_reader *r);
+VMC_API const struct vmc_header *vmc_reader_header(const struct vmc_reader *r);
+VMC_API void vmc_reader_stream_id(const struct vmc_reader *r, uint8_t id[16]);
+VMC_API void vmc_reader_free(struct vmc_reader *r);
 
 /* Record parser over any byte source (used by the reader and the fuzz
  * target).  read() fills exactly n bytes, returns 0, VMC_E_TRUNC at a clean
  * end of input, or another negative error. */
 struct vmc_recparse;
 typedef int (*vmc_src_fn)(void *src, void *buf, size_t n);
-struct vmc_recparse *vmc_recparse_new(struct vmc_ctx *ctx, vmc_src_fn fn,
+VMC_API struct vmc_recparse *vmc_recparse_new(struct vmc_ctx *ctx, vmc_src_fn fn,
                                       void *src);
-int vmc_recparse_next(struct vmc_recparse *p, struct vmc_record *rec);
-ssize_t vmc_recparse_read(struct vmc_recparse *p, void *buf, size_t len);
-void vmc_recparse_end(const struct vmc_recparse *p, struct vmc_end_info *e);
-void vmc_recparse_free(struct vmc_recparse *p);
-const char *vmc_record_name(uint32_t type);
+VMC_API int vmc_recparse_next(struct vmc_recparse *p, struct vmc_record *rec);
+VMC_API ssize_t vmc_recparse_read(struct vmc_recparse *p, void *buf, size_t len);
+VMC_API void vmc_recparse_end(const struct vmc_recparse *p, struct vmc_end_info *e);
+VMC_API void vmc_recparse_free(struct vmc_recparse *p);
+VMC_API const char *vmc_record_name(uint32_t type);
 
 /* ---- whole-image helpers -------------------------------------------- */
 
@@ -304,14 +306,14 @@ struct vmc_summary {
 /* Reads every record to END: BACKEND_STREAM bodies go to outfd (-1: none),
  * cb sees the backend bytes so far.  Fills sum (may be NULL).  Returns 0
  * only if the whole stream authenticated and every rule held. */
-int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
+VMC_API int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
                      void *arg, struct vmc_summary *sum);
 /* Same, writing a legacy `xl save` file (header + config + libxl stream)
  * that `xl restore` accepts; refuses images that are not Xen/libxl. */
-int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
+VMC_API int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
                         void *arg, struct vmc_summary *sum);
 /* Copies in to out until EOF (rekey copies chunks untouched). */
-int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what);
+VMC_API int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what);
 
 /* ---- output files ------------------------------------------------------ */
 
@@ -320,36 +322,39 @@ int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what);
  * stdout.  Commit: fsync, rename to path, fsync directory.  Abort: unlink.
  * Free aborts unless committed. */
 struct vmc_outfile;
-int vmc_outfile_open(struct vmc_ctx *ctx, const char *path, int overwrite,
+VMC_API int vmc_outfile_open(struct vmc_ctx *ctx, const char *path, int overwrite,
                      struct vmc_outfile **out);
-int vmc_outfile_fd(const struct vmc_outfile *of);
+VMC_API int vmc_outfile_fd(const struct vmc_outfile *of);
 /* A stream outfile over fd (a socket or pipe): nothing to commit. */
-int vmc_outfile_stream(struct vmc_ctx *ctx, int fd, struct vmc_outfile **out);
+VMC_API int vmc_outfile_stream(struct vmc_ctx *ctx, int fd, struct vmc_outfile **out);
 /* The .partial path, or NULL for stdout (owned by of). */
-const char *vmc_outfile_partial(const struct vmc_outfile *of);
-int vmc_outfile_commit(struct vmc_ctx *ctx, struct vmc_outfile *of);
-void vmc_outfile_abort(struct vmc_outfile *of);
-void vmc_outfile_free(struct vmc_outfile *of);
+VMC_API const char *vmc_outfile_partial(const struct vmc_outfile *of);
+VMC_API int vmc_outfile_commit(struct vmc_ctx *ctx, struct vmc_outfile *of);
+VMC_API void vmc_outfile_abort(struct vmc_outfile *of);
+VMC_API void vmc_outfile_free(struct vmc_outfile *of);
 /* Async-signal-safe: unlinks the .partial of every open outfile. */
-void vmc_outfile_cleanup_signal(void);
+VMC_API void vmc_outfile_cleanup_signal(void);
 
 /* ---- save / restore engine ---------------------------------------- */
 
 struct vmc_backend;
 /* "qemu" (always) or "xen" (when built with libxl); NULL if unknown. */
-const struct vmc_backend *vmc_backend_get(const char *name);
-const char *vmc_backends_built(void);       /* e.g. "qemu" */
-const struct vmc_backend *vmc_backend_default(void);
+VMC_API const struct vmc_backend *vmc_backend_get(const char *name);
+VMC_API const char *vmc_backends_built(void);       /* e.g. "qemu" */
+VMC_API const struct vmc_backend *vmc_backend_default(void);
+/* The name of a wire backend id (VMC_BACKEND_*): "none", "xen", "qemu",
+ * or "unknown"; whether or not it is built. */
+VMC_API const char *vmc_backend_id_name(unsigned id);
 
 /* Legacy plaintext `xl save` files (Xen's xl format, JSON config, libxl
  * stream v2).  read: leaves fd at the start of the libxl stream; *cfg is
  * the JSON config without its NUL (caller frees). */
-int vmc_xl_read_header(struct vmc_ctx *ctx, int fd, const char *what,
+VMC_API int vmc_xl_read_header(struct vmc_ctx *ctx, int fd, const char *what,
                        uint8_t **cfg, size_t *cfg_len);
-int vmc_xl_write_header(struct vmc_ctx *ctx, int fd, const uint8_t *cfg,
+VMC_API int vmc_xl_write_header(struct vmc_ctx *ctx, int fd, const uint8_t *cfg,
                         size_t cfg_len);
 /* IMAGE_INFO facts (name, uuid, memory, vcpus, type) of a libxl config. */
-int vmc_libxl_json_meta(struct vmc_ctx *ctx, const uint8_t *cfg, size_t len,
+VMC_API int vmc_libxl_json_meta(struct vmc_ctx *ctx, const uint8_t *cfg, size_t len,
                         struct vmc_image_meta *m);
 
 enum vmc_save_mode {
@@ -394,6 +399,8 @@ struct vmc_save_result {
                                  the save (crash, triple fault) or vanished */
     char lost_why[256];       /* lost: the hypervisor's own words, or "" */
     char evidence[512];       /* lost: file keeping the evidence, or "" */
+    int destroy_failed;       /* the image is complete (committed) but the
+                                 domain could not be destroyed: paused */
     int forced_stop;          /* live: pre-copy did not converge in time */
     uint8_t stream_id[16];    /* of the stream written (REPLY on failure) */
     int nrounds;              /* live: pre-copy rounds seen (last = stop) */
@@ -405,7 +412,7 @@ struct vmc_save_result {
 /* Saves domain `spec` into `of` (borrowed; committed here before the
  * domain is destroyed).  On failure the domain is back as it was, the
  * outfile is left for the caller to free (which removes .partial). */
-int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be,
+VMC_API int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be,
              const char *spec, struct vmc_outfile *of,
              const struct vmc_save_opts *o, struct vmc_save_result *res);
 
@@ -426,26 +433,26 @@ struct vmc_restore_result {
 /* Restores from an open reader (header unlocked): builds the domain as
  * records arrive, unpauses only after END authenticated.  On failure no
  * domain is left behind. */
-int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
+VMC_API int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
                 const struct vmc_restore_opts *o, struct vmc_restore_result *res);
 
 /* A connected fd to domain `spec`'s console. */
-int vmc_console_open(struct vmc_ctx *ctx, const struct vmc_backend *be,
+VMC_API int vmc_console_open(struct vmc_ctx *ctx, const struct vmc_backend *be,
                      const char *spec, int *fd);
 
 /* Guardian: tools call this first in main(); it returns only if this
  * process is not a guardian. */
-void vmc_guard_dispatch(int argc, char **argv);
+VMC_API void vmc_guard_dispatch(int argc, char **argv);
 
 /* Where a failed save keeps the evidence of a domain that died during it
  * (lost-<UTC time>-<id>-<name>.log): $VMCKPT_LOGDIR, else /var/log/vmckpt
  * as root, else $XDG_STATE_HOME/vmckpt or ~/.local/state/vmckpt. */
-const char *vmc_logdir(void);
+VMC_API const char *vmc_logdir(void);
 
 /* ---- QEMU instance management (vmctl) ------------------------------- */
 
-const char *vmc_qemu_rundir(void);
-int vmc_qemu_start(struct vmc_ctx *ctx, const char *name, const char *uuid,
+VMC_API const char *vmc_qemu_rundir(void);
+VMC_API int vmc_qemu_start(struct vmc_ctx *ctx, const char *name, const char *uuid,
                    int argc, char **argv, int *domid);
 struct vmc_qemu_dom_info {
     int id;
@@ -456,17 +463,17 @@ struct vmc_qemu_dom_info {
     char dir[512];
 };
 typedef int (*vmc_qemu_list_fn)(const struct vmc_qemu_dom_info *, void *);
-int vmc_qemu_list(struct vmc_ctx *ctx, vmc_qemu_list_fn fn, void *arg);
-int vmc_domain_destroy(struct vmc_ctx *ctx, const struct vmc_backend *be,
+VMC_API int vmc_qemu_list(struct vmc_ctx *ctx, vmc_qemu_list_fn fn, void *arg);
+VMC_API int vmc_domain_destroy(struct vmc_ctx *ctx, const struct vmc_backend *be,
                        const char *spec);
-int vmc_domain_resume(struct vmc_ctx *ctx, const struct vmc_backend *be,
+VMC_API int vmc_domain_resume(struct vmc_ctx *ctx, const struct vmc_backend *be,
                       const char *spec);
-int vmc_domain_pause(struct vmc_ctx *ctx, const struct vmc_backend *be,
+VMC_API int vmc_domain_pause(struct vmc_ctx *ctx, const struct vmc_backend *be,
                      const char *spec);
 
 /* ---- misc ----------------------------------------------------------- */
 
-uint64_t vmc_now_ns(void);   /* CLOCK_MONOTONIC */
-int vmc_default_threads(void);
+VMC_API uint64_t vmc_now_ns(void);   /* CLOCK_MONOTONIC */
+VMC_API int vmc_default_threads(void);
 
 #endif

@@ -110,8 +110,6 @@ struct vmc_dom {
     int cfg_init;
     uint32_t new_domid;
     long console_at;          /* save: size of the guest's console log */
-    uint32_t pending_clash;   /* restore: id of a source being saved */
-    char incoming[280];       /* restore: temporary name while it is */
 };
 
 static void xlog_reset(struct vmc_dom *d)
@@ -192,18 +190,20 @@ static int fill_identity(struct vmc_ctx *ctx, struct vmc_dom *d)
     return 0;
 }
 
+/* Save locks: <run dir>/xen/<domid>.lock (the run dir's numbered entries
+ * are the QEMU registry's). */
 static void lock_path(char *p, size_t n, uint32_t domid)
 {
-    snprintf(p, n, "%s/xen-%u.lock", vmc_qemu_rundir(), domid);
+    snprintf(p, n, "%s/xen/%u.lock", vmc_rundir(), domid);
 }
 
 /* Is another process holding domain domid's save lock? */
-static int save_in_progress(uint32_t domid)
+static int xen_saving(int domid)
 {
     char p[600];
     int fd, held;
 
-    lock_path(p, sizeof(p), domid);
+    lock_path(p, sizeof(p), (uint32_t)domid);
     if ((fd = open(p, O_RDWR | O_CLOEXEC)) < 0)
         return 0;
     held = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
@@ -237,7 +237,9 @@ static int xen_open(struct vmc_ctx *ctx, const char *spec, int lock,
         return rc;
     }
     if (lock) {
-        mkdir(vmc_qemu_rundir(), 0700);
+        snprintf(p, sizeof(p), "%s/xen", vmc_rundir());
+        mkdir(vmc_rundir(), 0700);
+        mkdir(p, 0700);
         lock_path(p, sizeof(p), d->domid);
         d->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
@@ -332,17 +334,24 @@ static int xen_is_running(struct vmc_ctx *ctx, struct vmc_dom *d, int *running)
  * stop is refused rather than pretended. */
 static int xen_pause(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
 {
+    int rc;
+
+    xlog_reset(d);
+    rc = libxl_domain_pause(d->lx, d->domid, NULL);
     if (w)
         *w = wall();
+    return rc ? xerr(ctx, d, "domain_pause", rc) : 0;
+}
+
+static int xen_stop_copy(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
     if (d->live && d->th_running && d->direct) {
         /* our precopy_policy answers "stop and copy" next time */
         __atomic_store_n(&d->force_stop, 1, __ATOMIC_RELEASE);
         return 0;
     }
-    if (d->live && d->th_running)
-        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "libxl cannot stop a "
-                             "live pre-copy early");
-    return 0;
+    return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "libxl cannot stop a live "
+                         "pre-copy early");
 }
 
 static int xen_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
@@ -836,10 +845,10 @@ static void *restore_thread(void *arg)
     return NULL;
 }
 
-/* A domain other than dom0 and `skip` with d's name or (alive) UUID: its
- * id in *id; returns 1 (name), 2 (UUID), 0 (none), or an error. */
-static int find_clash(struct vmc_ctx *ctx, struct vmc_dom *d, uint32_t skip,
-                      uint32_t *id)
+/* A domain other than dom0 and `skip` named `name` or with the (alive)
+ * UUID `uuid`: see backend.h. */
+static int find_in(struct vmc_ctx *ctx, struct vmc_dom *d, const char *name,
+                   const uint8_t *uuid, int skip, int *id)
 {
     libxl_dominfo *l;
     int n = 0, what = 0;
@@ -848,41 +857,47 @@ static int find_clash(struct vmc_ctx *ctx, struct vmc_dom *d, uint32_t skip,
     if (!(l = libxl_list_domain(d->lx, &n)))
         return xerr(ctx, d, "list_domain", -1);
     for (int i = 0; i < n && !what; i++) {
-        char *name;
-        if (l[i].domid == 0 || l[i].domid == skip)
+        char *dn;
+        if (l[i].domid == 0 || (int)l[i].domid == skip)
             continue;
-        name = libxl_domid_to_name(d->lx, l[i].domid);
-        if (name && !strcmp(name, d->name))
+        dn = name ? libxl_domid_to_name(d->lx, l[i].domid) : NULL;
+        if (dn && !strcmp(dn, name))
             what = 1;
-        else if (!l[i].dying &&
-                 !libxl_uuid_compare(&l[i].uuid, &d->cfg.c_info.uuid))
+        else if (uuid && !l[i].dying &&
+                 !memcmp(libxl_uuid_bytearray(&l[i].uuid), uuid, 16))
             what = 2;
-        free(name);
+        free(dn);
         if (what)
-            *id = l[i].domid;
+            *id = (int)l[i].domid;
     }
     libxl_dominfo_list_free(l, n);
     return what;
 }
 
-static int clash_error(struct vmc_ctx *ctx, const struct vmc_dom *d,
-                       uint32_t id, int what, const char *when)
+static int xen_find(struct vmc_ctx *ctx, const char *name, const uint8_t *uuid,
+                    int skip, int *id)
 {
-    return vmc_set_error(ctx, VMC_E_CLASH, "domain %s (id %u) is %srunning "
-                         "with the same %s", d->name,
-                         id, when, what == 1 ? "name" : "UUID");
+    struct vmc_dom *d = dom_new(ctx);
+    int rc;
+
+    *id = 0;
+    if (!d)
+        return vmc_ctx_errcode(ctx);
+    rc = find_in(ctx, d, name, uuid, skip, id);
+    xen_close(d);
+    return rc;
 }
 
 static int xen_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                              uint32_t fmt, const uint8_t *cfg, size_t cfg_len,
-                             const char *new_name, int clone, int fd,
+                             const struct vmc_restore_as *as, int fd,
                              struct vmc_dom **out)
 {
     struct vmc_dom *d;
     char *json;
-    uint32_t other, more;
-    int what, rc;
+    int rc;
 
+    (void)m;
     *out = NULL;
     if (fmt != VMC_CFG_LIBXL_JSON)
         return vmc_set_error(ctx, VMC_E_UNSUPPORTED,
@@ -902,45 +917,15 @@ static int xen_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m
                              "parse the domain configuration");
     }
     free(json);
-    if (clone || new_name) {
-        free(d->cfg.c_info.name);
-        if (new_name)
-            d->cfg.c_info.name = strdup(new_name);
-        else if (asprintf(&d->cfg.c_info.name, "%.200s-clone", m->name) < 0)
-            d->cfg.c_info.name = NULL;
-        libxl_uuid_generate(&d->cfg.c_info.uuid);
-    }
-    snprintf(d->name, sizeof(d->name), "%s",
-             d->cfg.c_info.name ? d->cfg.c_info.name : m->name);
-    if ((what = find_clash(ctx, d, 0, &other)) < 0) {
-        rc = what;
+    /* Built under as->build_name (libxl allows one domain per name; the
+     * engine's rename gives it the final one). */
+    snprintf(d->name, sizeof(d->name), "%s", as->name);
+    free(d->cfg.c_info.name);
+    if (!(d->cfg.c_info.name = strdup(as->build_name))) {
+        rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
         goto fail;
     }
-    if (what && save_in_progress(other)) {
-        /* `vmsave dom - | vmrestore -`: the source goes away once its image
-         * is complete.  Build under a temporary name (libxl refuses a
-         * second domain of one name); restore_wait renames it. */
-        if ((what = find_clash(ctx, d, other, &more)) != 0) {
-            rc = what < 0 ? what : clash_error(ctx, d, more, what, "");
-            goto fail;
-        }
-        d->pending_clash = other;
-        snprintf(d->incoming, sizeof(d->incoming), "%s--incoming", d->name);
-        if (libxl_name_to_domid(d->lx, d->incoming, &more) == 0) {
-            rc = vmc_set_error(ctx, VMC_E_EXISTS, "domain %s (id %u) exists "
-                               "(a restore in progress, or left over)",
-                               d->incoming, more);
-            goto fail;
-        }
-        free(d->cfg.c_info.name);
-        if (!(d->cfg.c_info.name = strdup(d->incoming))) {
-            rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
-            goto fail;
-        }
-    } else if (what) {
-        rc = clash_error(ctx, d, other, what, "");
-        goto fail;
-    }
+    memcpy(libxl_uuid_bytearray(&d->cfg.c_info.uuid), as->uuid, 16);
     xlog_reset(d);
     if ((d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
         rc = vmc_set_error(ctx, VMC_E_IO, "dup: %s", strerror(errno));
@@ -994,31 +979,26 @@ static void console_log_follow(void)
 
 static int xen_restore_wait(struct vmc_ctx *ctx, struct vmc_dom *d)
 {
-    uint32_t other;
-    int what, rc;
-
     if (d->th_running) {
         pthread_join(d->th, NULL);
         d->th_running = 0;
     }
     if (d->th_rc)
         return xerr(ctx, d, "domain_create_restore", d->th_rc);
-    if (d->pending_clash) {
-        /* Wait (up to 60 s) for the source's save to end, insist that the
-         * clash is gone, then take the real name: the domain never ran. */
-        for (int i = 0; i < 6000 && save_in_progress(d->pending_clash); i++)
-            usleep(10000);
-        if ((what = find_clash(ctx, d, d->new_domid, &other)) != 0)
-            return what < 0 ? what :
-                   clash_error(ctx, d, other, what, "still ");
-        xlog_reset(d);
-        if ((rc = libxl_domain_rename(d->lx, d->new_domid, d->incoming,
-                                      d->name)) != 0)
-            return xerr(ctx, d, "domain_rename", rc);
-        d->pending_clash = 0;
-        console_log_follow();
-    }
     d->domid = d->new_domid;
+    return 0;
+}
+
+static int xen_rename(struct vmc_ctx *ctx, struct vmc_dom *d, const char *name)
+{
+    int rc;
+
+    xlog_reset(d);
+    if ((rc = libxl_domain_rename(d->lx, d->new_domid, d->cfg.c_info.name,
+                                  name)) != 0)
+        return xerr(ctx, d, "domain_rename", rc);
+    snprintf(d->name, sizeof(d->name), "%s", name);
+    console_log_follow();
     return 0;
 }
 
@@ -1068,24 +1048,44 @@ static int xen_recover(struct vmc_ctx *ctx, int domid)
     return rc;
 }
 
+/* A Xen control domain (dom0) is the xen backend's home. */
+static int xen_probe(void)
+{
+    FILE *f = fopen("/proc/xen/capabilities", "re");
+    char buf[64] = "";
+
+    if (!f)
+        return 0;
+    if (!fgets(buf, sizeof(buf), f))
+        buf[0] = '\0';
+    fclose(f);
+    return strstr(buf, "control_d") != NULL;
+}
+
 const struct vmc_backend vmc_backend_xen = {
     .name = "xen",
     .id = VMC_BACKEND_XEN,
+    .flags = VMC_BE_UNIQUE_NAMES | VMC_BE_SAVE_STOPS,
+    .probe = xen_probe,
     .open = xen_open,
     .close = xen_close,
     .domid = xen_domid,
     .name_of = xen_name,
+    .find = xen_find,
+    .saving = xen_saving,
     .describe = xen_describe,
     .is_running = xen_is_running,
     .pause = xen_pause,
     .resume = xen_resume,
     .save_start = xen_save_start,
+    .stop_copy = xen_stop_copy,
     .save_wait = xen_save_wait,
     .save_poll = xen_save_poll,
     .save_cancel = xen_save_cancel,
     .destroy = xen_destroy,
     .restore_start = xen_restore_start,
     .restore_wait = xen_restore_wait,
+    .rename = xen_rename,
     .restore_abort = xen_restore_abort,
     .console_open = xen_console_open,
     .died = xen_died,

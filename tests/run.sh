@@ -33,19 +33,24 @@ suite() {
 }
 
 replay() {      # replay NAME BINARY: the fuzz corpus, clean or it fails
-    if out=$("$2" tests/fuzz/corpus 2>&1); then
-        echo "PASS: $1 ($out)"
+    local res      # (not "out": that is suite's, bash scopes dynamically)
+    if res=$("$2" tests/fuzz/corpus 2>&1); then
+        echo "PASS: $1 ($res)"
     else
-        echo "FAIL: $1: $out" | tail -5
+        echo "FAIL: $1: $res" | tail -5
     fi
 }
 
 suite unit "$B/tests/unit"
 suite unit-asan env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     "$B/asan/unit"
+suite engine "$B/tests/engine"
+suite engine-asan env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    "$B/asan/engine"
 suite fuzz-replay replay fuzz-replay "$B/tests/fuzz_replay"
 suite fuzz-replay-asan replay fuzz-replay-asan "$B/asan/fuzz_replay"
 suite cli tests/cli/cli.sh
+suite install tests/install.sh
 for t in tests/e2e/*.sh; do
     [ -e "$t" ] || continue
     suite "$(basename "$t" .sh)" "$t"

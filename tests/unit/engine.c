@@ -1,0 +1,832 @@
+/*
+ * engine.c - the save and restore engine (lib/engine.c) over a fake
+ * backend, no hypervisor: every backend op fails in turn, and each test
+ * checks what the failure leaves behind (the domain running again, nothing
+ * under the image's final name, no half-built domain), plus the naming
+ * rules of a restore (clash, --name, --clone, a source still being saved).
+ * Prints "PASS: name" / "FAIL: name: why" lines; tests/run.sh counts them.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend.h"
+
+#define FAKE_ID     0x7e        /* not a wire backend id */
+#define STREAM_LEN  (3u << 20)  /* the fake hypervisor's stream */
+#define MAXDOM      8
+
+static int failures, passes;
+static char why[512];
+
+#define REQUIRE(cond, ...)                                                    \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            snprintf(why, sizeof(why), __VA_ARGS__);                          \
+            return -1;                                                        \
+        }                                                                     \
+    } while (0)
+
+/* ---- the fake hypervisor -------------------------------------------------- */
+
+struct fdom {
+    int exists, running, id;
+    char name[256];
+    uint8_t uuid[16];
+};
+
+static struct {
+    struct fdom dom[MAXDOM];
+    int next_id;
+    const char *fail;           /* the op that fails, or NULL */
+    int saving_id, saving_calls;/* "another process saves domain saving_id" */
+    int saving_ends;            /* ...until the second call: then it is gone */
+    size_t feed_short;          /* restore: the hypervisor stops reading here */
+    int cancelled, aborted, renamed, save_while_running;
+} F;
+
+struct vmc_dom {
+    struct fdom *f;
+    pthread_t th;
+    int th_running, fd, live;
+    size_t done;                /* save: bytes written; restore: read */
+    int bad;                    /* restore: the stream differed */
+};
+
+static uint8_t pattern(size_t i)
+{
+    return (uint8_t)(i * 2654435761u >> 13);
+}
+
+static int fails(struct vmc_ctx *ctx, const char *op)
+{
+    if (F.fail && !strcmp(F.fail, op))
+        return vmc_set_error(ctx, VMC_E_BACKEND, "fake %s failed", op);
+    return 0;
+}
+
+static struct fdom *fake_new(const char *name, const uint8_t *uuid)
+{
+    for (int i = 0; i < MAXDOM; i++) {
+        struct fdom *f = &F.dom[i];
+        if (f->exists)
+            continue;
+        memset(f, 0, sizeof(*f));
+        f->exists = 1;
+        f->id = ++F.next_id;
+        snprintf(f->name, sizeof(f->name), "%.250s", name);
+        if (uuid)
+            memcpy(f->uuid, uuid, 16);
+        else
+            uuid_random(f->uuid);
+        return f;
+    }
+    return NULL;
+}
+
+static int nexisting(void)
+{
+    int n = 0;
+
+    for (int i = 0; i < MAXDOM; i++)
+        n += F.dom[i].exists;
+    return n;
+}
+
+static struct fdom *by_name(const char *name)
+{
+    for (int i = 0; i < MAXDOM; i++)
+        if (F.dom[i].exists && !strcmp(F.dom[i].name, name))
+            return &F.dom[i];
+    return NULL;
+}
+
+static int fk_probe(void) { return 0; }
+
+static int fk_open(struct vmc_ctx *ctx, const char *spec, int lock,
+                   struct vmc_dom **out)
+{
+    struct fdom *f = by_name(spec);
+
+    (void)lock;
+    *out = NULL;
+    if (fails(ctx, "open"))
+        return VMC_E_BACKEND;
+    if (!f)
+        return vmc_set_error(ctx, VMC_E_INVAL, "no such domain");
+    *out = calloc(1, sizeof(**out));
+    (*out)->f = f;
+    (*out)->fd = -1;
+    return 0;
+}
+
+static void fk_close(struct vmc_dom *d)
+{
+    if (d && d->th_running)
+        pthread_join(d->th, NULL);
+    free(d);
+}
+
+static int fk_domid(const struct vmc_dom *d) { return d->f->id; }
+static const char *fk_name_of(const struct vmc_dom *d) { return d->f->name; }
+
+static int fk_find(struct vmc_ctx *ctx, const char *name, const uint8_t *uuid,
+                   int skip, int *id)
+{
+    *id = 0;
+    if (fails(ctx, "find"))
+        return VMC_E_BACKEND;
+    for (int i = 0; i < MAXDOM; i++) {
+        struct fdom *f = &F.dom[i];
+        if (!f->exists || f->id == skip)
+            continue;
+        if (name && !strcmp(f->name, name))
+            return *id = f->id, 1;
+        if (uuid && !memcmp(f->uuid, uuid, 16))
+            return *id = f->id, 2;
+    }
+    return 0;
+}
+
+/* The source's save ends between restore_identity and restore_settle. */
+static int fk_saving(int id)
+{
+    if (id != F.saving_id)
+        return 0;
+    if (++F.saving_calls == 1)
+        return 1;
+    if (F.saving_ends)
+        for (int i = 0; i < MAXDOM; i++)
+            if (F.dom[i].id == id)
+                F.dom[i].exists = 0;
+    return 0;
+}
+
+static int fk_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
+                       struct vmc_image_meta *m, uint32_t *fmt, uint8_t **cfg,
+                       size_t *len)
+{
+    if (fails(ctx, "describe"))
+        return VMC_E_BACKEND;
+    memset(m, 0, sizeof(*m));
+    memcpy(m->uuid, d->f->uuid, 16);
+    m->memory_kib = STREAM_LEN / 1024;
+    m->vcpus = 1;
+    m->backend = FAKE_ID;
+    snprintf(m->name, sizeof(m->name), "%s", d->f->name);
+    *fmt = 99;
+    *cfg = (uint8_t *)strdup("{\"fake\":1}");
+    *len = strlen((char *)*cfg);
+    return 0;
+}
+
+static int fk_is_running(struct vmc_ctx *ctx, struct vmc_dom *d, int *running)
+{
+    if (fails(ctx, "is_running"))
+        return VMC_E_BACKEND;
+    *running = d->f->running;
+    return 0;
+}
+
+static int fk_pause(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
+{
+    if (fails(ctx, "pause"))
+        return VMC_E_BACKEND;
+    d->f->running = 0;
+    if (w)
+        *w = (int64_t)(vmc_now_ns() / 1000);
+    return 0;
+}
+
+static int fk_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
+{
+    if (fails(ctx, "resume"))
+        return VMC_E_BACKEND;
+    d->f->running = 1;
+    if (w)
+        *w = (int64_t)(vmc_now_ns() / 1000);
+    return 0;
+}
+
+static void *save_thread(void *arg)
+{
+    struct vmc_dom *d = arg;
+    uint8_t buf[65536];
+
+    while (d->done < STREAM_LEN && !__atomic_load_n(&F.cancelled, __ATOMIC_ACQUIRE)) {
+        size_t n = STREAM_LEN - d->done < sizeof(buf) ? STREAM_LEN - d->done
+                                                      : sizeof(buf);
+        for (size_t i = 0; i < n; i++)
+            buf[i] = pattern(d->done + i);
+        if (write_full(d->fd, buf, n) < 0)
+            break;                      /* the engine stopped reading */
+        __atomic_add_fetch(&d->done, n, __ATOMIC_RELEASE);
+    }
+    close(d->fd);
+    d->fd = -1;
+    return NULL;
+}
+
+static int fk_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
+                         const struct vmc_save_tuning *t)
+{
+    if (fails(ctx, "save_start"))
+        return VMC_E_BACKEND;
+    if (!t->live && d->f->running)
+        F.save_while_running = 1;
+    d->live = t->live;
+    d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    pthread_create(&d->th, NULL, save_thread, d);
+    d->th_running = 1;
+    return 0;
+}
+
+static int fk_stop_copy(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
+    if (fails(ctx, "stop_copy"))
+        return VMC_E_BACKEND;
+    d->f->running = 0;
+    return 0;
+}
+
+static int fk_save_poll(struct vmc_ctx *ctx, struct vmc_dom *d, uint64_t *tr,
+                        uint32_t *round)
+{
+    if (fails(ctx, "save_poll"))
+        return VMC_E_BACKEND;
+    *tr = __atomic_load_n(&d->done, __ATOMIC_ACQUIRE);
+    *round = 1;
+    return 0;
+}
+
+static int fk_save_wait(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *stop)
+{
+    if (d->th_running) {
+        pthread_join(d->th, NULL);
+        d->th_running = 0;
+    }
+    *stop = 0;
+    if (d->live)
+        d->f->running = 0;              /* stop and copy */
+    if (fails(ctx, "save_wait"))
+        return VMC_E_BACKEND;
+    return d->done == STREAM_LEN ? 0 :
+           vmc_set_error(ctx, VMC_E_BACKEND, "fake stream cut short");
+}
+
+static void fk_save_cancel(struct vmc_dom *d)
+{
+    __atomic_store_n(&F.cancelled, 1, __ATOMIC_RELEASE);
+    if (d->th_running) {
+        pthread_join(d->th, NULL);
+        d->th_running = 0;
+    }
+}
+
+static int fk_destroy(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
+    if (fails(ctx, "destroy"))
+        return VMC_E_BACKEND;
+    d->f->exists = 0;
+    return 0;
+}
+
+static void *restore_thread(void *arg)
+{
+    struct vmc_dom *d = arg;
+    uint8_t buf[65536];
+    ssize_t n;
+
+    while ((n = read(d->fd, buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != pattern(d->done + (size_t)i))
+                d->bad = 1;
+        d->done += (size_t)n;
+        if (F.feed_short && d->done >= F.feed_short)
+            break;                      /* the hypervisor gives up */
+    }
+    close(d->fd);
+    d->fd = -1;
+    return NULL;
+}
+
+static int fk_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                            uint32_t fmt, const uint8_t *cfg, size_t len,
+                            const struct vmc_restore_as *as, int fd,
+                            struct vmc_dom **out)
+{
+    struct vmc_dom *d;
+
+    (void)m;
+    *out = NULL;
+    if (fails(ctx, "restore_start"))
+        return VMC_E_BACKEND;
+    if (fmt != 99 || len != 10 || memcmp(cfg, "{\"fake\":1}", 10))
+        return vmc_set_error(ctx, VMC_E_FORMAT, "fake: not my config");
+    d = calloc(1, sizeof(*d));
+    if (!(d->f = fake_new(as->build_name, as->uuid))) {
+        free(d);
+        return vmc_set_error(ctx, VMC_E_LIMIT, "fake: full");
+    }
+    d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    pthread_create(&d->th, NULL, restore_thread, d);
+    d->th_running = 1;
+    *out = d;
+    return 0;
+}
+
+static int fk_restore_wait(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
+    if (d->th_running) {
+        pthread_join(d->th, NULL);
+        d->th_running = 0;
+    }
+    if (fails(ctx, "restore_wait"))
+        return VMC_E_BACKEND;
+    if (d->bad || d->done != STREAM_LEN)
+        return vmc_set_error(ctx, VMC_E_BACKEND, "fake: stream %s (%zu bytes)",
+                             d->bad ? "differs" : "short", d->done);
+    return 0;
+}
+
+static int fk_rename(struct vmc_ctx *ctx, struct vmc_dom *d, const char *name)
+{
+    if (fails(ctx, "rename"))
+        return VMC_E_BACKEND;
+    snprintf(d->f->name, sizeof(d->f->name), "%.250s", name);
+    F.renamed = 1;
+    return 0;
+}
+
+static void fk_restore_abort(struct vmc_dom *d)
+{
+    if (d->th_running) {
+        pthread_join(d->th, NULL);
+        d->th_running = 0;
+    }
+    d->f->exists = 0;
+    F.aborted = 1;
+}
+
+static int fk_console_open(struct vmc_ctx *ctx, struct vmc_dom *d, int *fd)
+{
+    (void)d;
+    *fd = -1;
+    return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "fake: no console");
+}
+
+static int fk_died(struct vmc_dom *d, char *w, size_t n, FILE *ev)
+{
+    (void)d, (void)ev;
+    snprintf(w, n, "%s", "");
+    return 0;
+}
+
+static int fk_recover(struct vmc_ctx *ctx, int domid)
+{
+    (void)ctx, (void)domid;
+    return 0;
+}
+
+static const struct vmc_backend fake = {
+    .name = "fake", .id = FAKE_ID, .flags = VMC_BE_UNIQUE_NAMES,
+    .probe = fk_probe, .open = fk_open, .close = fk_close, .domid = fk_domid,
+    .name_of = fk_name_of, .find = fk_find, .saving = fk_saving,
+    .describe = fk_describe, .is_running = fk_is_running, .pause = fk_pause,
+    .resume = fk_resume, .save_start = fk_save_start,
+    .stop_copy = fk_stop_copy, .save_poll = fk_save_poll,
+    .save_wait = fk_save_wait, .save_cancel = fk_save_cancel,
+    .destroy = fk_destroy, .restore_start = fk_restore_start,
+    .restore_wait = fk_restore_wait, .rename = fk_rename,
+    .restore_abort = fk_restore_abort, .console_open = fk_console_open,
+    .died = fk_died, .recover = fk_recover,
+};
+
+/* ---- harness ---------------------------------------------------------------- */
+
+static struct vmc_keys *keys;
+static char dir[] = "/tmp/vmc-engine-XXXXXX";
+
+static void reset(void)
+{
+    memset(&F, 0, sizeof(F));
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0;
+}
+
+static int confirm_fail(void *arg, struct vmc_ctx *ctx, const uint8_t id[16])
+{
+    (void)arg, (void)id;
+    return vmc_set_error(ctx, VMC_E_IO, "receiver went away");
+}
+
+static int cancel_cb(void *arg, uint64_t bytes)
+{
+    (void)arg;
+    return bytes > STREAM_LEN / 2;
+}
+
+/* One save of domain "vm" (created running) into dir/NAME.  Returns
+ * vmc_save's rc; the image is committed or gone when this returns. */
+static int save(const char *file, enum vmc_save_mode mode, int live,
+                struct vmc_save_result *res, struct vmc_ctx *ctx,
+                int (*confirm)(void *, struct vmc_ctx *, const uint8_t *),
+                vmc_progress_fn progress)
+{
+    struct vmc_save_opts o = { .mode = mode, .live = live, .keys = keys,
+                               .confirm = confirm, .progress = progress };
+    struct vmc_outfile *of;
+    char path[128];
+    int rc;
+
+    vmc_ctx_clear(ctx);
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    if ((rc = vmc_outfile_open(ctx, path, 1, &of)) < 0)
+        return rc;
+    rc = vmc_save(ctx, &fake, "vm", of, &o, res);
+    vmc_outfile_free(of);
+    return rc;
+}
+
+static int restore(const char *file, const char *name, int clone, int paused,
+                   struct vmc_restore_result *res, struct vmc_ctx *ctx,
+                   off_t cut)
+{
+    struct vmc_restore_opts o = { .name = name, .clone = clone,
+                                  .paused = paused };
+    struct vmc_header *h = NULL;
+    struct vmc_reader *r = NULL;
+    char path[128];
+    int fd, rc;
+
+    vmc_ctx_clear(ctx);
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    if ((fd = open(path, O_RDONLY)) < 0)
+        return vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
+    if (cut) {                                  /* a truncated copy */
+        char cpath[160];
+        struct stat st;
+        int c;
+        snprintf(cpath, sizeof(cpath), "%s.cut", path);
+        c = open(cpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        fstat(fd, &st);
+        if (vmc_copy_fd(ctx, fd, c, "copy") < 0 ||
+            ftruncate(c, st.st_size - cut) < 0)
+            return vmc_set_error(ctx, VMC_E_IO, "cannot cut a copy");
+        lseek(c, 0, SEEK_SET);
+        close(fd);
+        unlink(cpath);
+        fd = c;
+    }
+    if ((rc = vmc_header_read(ctx, fd, &h)) == 0 &&
+        (rc = vmc_header_unlock(ctx, h, keys)) == 0 &&
+        (rc = vmc_reader_new(ctx, fd, h, 1, 1, &r)) == 0)
+        h = NULL;
+    if (rc == 0)
+        rc = vmc_restore(ctx, r, &o, res);
+    vmc_reader_free(r);
+    vmc_header_free(h);
+    close(fd);
+    return rc;
+}
+
+/* ---- save: a failure at every op ----------------------------------------- */
+
+static const char *save_ops[] = { "open", "describe", "is_running", "pause",
+                                  "save_start", "save_wait", "resume" };
+
+/* The domain was running, the op fails: it runs again, no image. */
+static int t_save_fails_at_every_op(void)
+{
+    for (size_t i = 0; i < sizeof(save_ops) / sizeof(save_ops[0]); i++) {
+        for (int live = 0; live < 2; live++) {
+            struct vmc_ctx *ctx = vmc_ctx_new();
+            struct vmc_save_result res;
+            char file[64], path[160], partial[176];
+            struct fdom *f;
+            int rc;
+
+            reset();
+            f = fake_new("vm", NULL);
+            f->running = 1;
+            /* "resume" fails only where the engine resumes: a checkpoint */
+            F.fail = save_ops[i];
+            snprintf(file, sizeof(file), "fail-%s-%d.vmimg", save_ops[i], live);
+            snprintf(path, sizeof(path), "%s/%s", dir, file);
+            snprintf(partial, sizeof(partial), "%s.partial", path);
+            rc = save(file, VMC_SAVE_CHECKPOINT, live, &res, ctx, NULL, NULL);
+            if (live && !strcmp(save_ops[i], "pause")) {
+                /* a live save never pauses: it succeeds */
+                REQUIRE(rc == 0, "live, pause failing: %s", vmc_ctx_error(ctx));
+                unlink(path);
+                vmc_ctx_free(ctx);
+                continue;
+            }
+            REQUIRE(rc < 0, "%s failing (live %d): save succeeded", save_ops[i],
+                    live);
+            REQUIRE(strstr(vmc_ctx_error(ctx), save_ops[i]),
+                    "%s failing: error '%s'", save_ops[i], vmc_ctx_error(ctx));
+            REQUIRE(!exists(path) && !exists(partial),
+                    "%s failing: an image file is left", save_ops[i]);
+            REQUIRE(f->exists, "%s failing: the domain is gone", save_ops[i]);
+            if (!strcmp(save_ops[i], "resume")) {
+                /* nothing can bring it back: said so, not claimed resumed */
+                REQUIRE(!f->running && !res.resumed_after_error,
+                        "resume failing: running %d resumed %d", f->running,
+                        res.resumed_after_error);
+            } else {
+                REQUIRE(f->running, "%s failing (live %d): the domain is "
+                        "left stopped", save_ops[i], live);
+                REQUIRE(strcmp(save_ops[i], "open") &&
+                        strcmp(save_ops[i], "describe") &&
+                        strcmp(save_ops[i], "is_running") ?
+                        res.resumed_after_error : 1,
+                        "%s failing: resumed_after_error not set", save_ops[i]);
+            }
+            REQUIRE(!F.save_while_running, "the guest ran during a cold save");
+            REQUIRE(F.cancelled == (strcmp(save_ops[i], "save_start") == 0 ||
+                                    strcmp(save_ops[i], "save_wait") == 0 ||
+                                    strcmp(save_ops[i], "resume") == 0),
+                    "%s failing: save_cancel called %d", save_ops[i],
+                    F.cancelled);
+            vmc_ctx_free(ctx);
+        }
+    }
+    return 0;
+}
+
+/* The image is durable, then destroying the source fails: the image is
+ * kept and the result says why (vmsave prints "image kept"). */
+static int t_save_destroy_fails(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_save_result res;
+    char path[160];
+    struct fdom *f;
+
+    reset();
+    (f = fake_new("vm", NULL))->running = 1;
+    F.fail = "destroy";
+    REQUIRE(save("d.vmimg", VMC_SAVE_DESTROY, 0, &res, ctx, NULL, NULL) ==
+            VMC_E_BACKEND, "destroy failing: %s", vmc_ctx_error(ctx));
+    snprintf(path, sizeof(path), "%s/d.vmimg", dir);
+    REQUIRE(exists(path) && res.destroy_failed && f->exists && !f->running,
+            "image %d destroy_failed %d exists %d running %d", exists(path),
+            res.destroy_failed, f->exists, f->running);
+    unlink(path);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+/* Failures that are not the backend's: a receiver that never confirms
+ * (migrate), a caller that interrupts the copy. */
+static int t_save_migrate_and_cancel(void)
+{
+    for (int k = 0; k < 2; k++) {
+        struct vmc_ctx *ctx = vmc_ctx_new();
+        struct vmc_save_result res;
+        struct fdom *f;
+        char path[160];
+        int rc;
+
+        reset();
+        (f = fake_new("vm", NULL))->running = 1;
+        rc = k == 0 ? save("m.vmimg", VMC_SAVE_MIGRATE, 1, &res, ctx,
+                           confirm_fail, NULL)
+                    : save("m.vmimg", VMC_SAVE_DESTROY, 0, &res, ctx, NULL,
+                           cancel_cb);
+        REQUIRE(rc == (k == 0 ? VMC_E_IO : VMC_E_CANCELED), "case %d: rc %d %s",
+                k, rc, vmc_ctx_error(ctx));
+        REQUIRE(f->exists && f->running && res.resumed_after_error,
+                "case %d: source exists %d running %d", k, f->exists, f->running);
+        snprintf(path, sizeof(path), "%s/m.vmimg", dir);
+        if (k == 1)
+            REQUIRE(!exists(path), "an interrupted save left its image");
+        unlink(path);
+        vmc_ctx_free(ctx);
+    }
+    return 0;
+}
+
+/* A paused domain stays paused whatever fails, and a successful save of
+ * each mode leaves the source as the mode says. */
+static int t_save_modes(void)
+{
+    static const enum vmc_save_mode modes[] = { VMC_SAVE_DESTROY,
+        VMC_SAVE_CHECKPOINT, VMC_SAVE_PAUSED };
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_save_result res;
+    struct fdom *f;
+
+    for (int i = 0; i < 3; i++) {
+        reset();
+        (f = fake_new("vm", NULL))->running = 1;
+        REQUIRE(save("s.vmimg", modes[i], 0, &res, ctx, NULL, NULL) == 0,
+                "mode %d: %s", i, vmc_ctx_error(ctx));
+        REQUIRE(res.backend_bytes == STREAM_LEN && res.was_running,
+                "mode %d: %llu bytes", i, (unsigned long long)res.backend_bytes);
+        REQUIRE(i == 0 ? !f->exists : i == 1 ? f->exists && f->running
+                                              : f->exists && !f->running,
+                "mode %d: exists %d running %d", i, f->exists, f->running);
+    }
+    reset();
+    f = fake_new("vm", NULL);                   /* paused */
+    F.fail = "save_start";
+    REQUIRE(save("s.vmimg", VMC_SAVE_DESTROY, 0, &res, ctx, NULL, NULL) < 0 &&
+            f->exists && !f->running && !res.was_running,
+            "paused source: running %d", f->running);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+/* ---- restore ---------------------------------------------------------------- */
+
+/* An image of "vm" (saved with checkpoint, so the source still runs). */
+static int make_image(struct vmc_ctx *ctx)
+{
+    struct vmc_save_result res;
+
+    reset();
+    fake_new("vm", NULL)->running = 1;
+    return save("r.vmimg", VMC_SAVE_CHECKPOINT, 0, &res, ctx, NULL, NULL);
+}
+
+static int t_restore_fails_at_every_op(void)
+{
+    static const char *ops[] = { "find", "restore_start", "restore_wait",
+                                 "resume" };
+    struct vmc_ctx *ctx = vmc_ctx_new();
+
+    REQUIRE(make_image(ctx) == 0, "save: %s", vmc_ctx_error(ctx));
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        struct vmc_restore_result res;
+        F.dom[0].exists = 0;                    /* the source is gone */
+        F.fail = ops[i];
+        F.aborted = 0;
+        REQUIRE(restore("r.vmimg", NULL, 0, 0, &res, ctx, 0) < 0,
+                "%s failing: restored", ops[i]);
+        REQUIRE(strstr(vmc_ctx_error(ctx), ops[i]), "%s failing: '%s'", ops[i],
+                vmc_ctx_error(ctx));
+        REQUIRE(nexisting() == 0 && res.domid == -1,
+                "%s failing: %d domains left, domid %d", ops[i], nexisting(),
+                res.domid);
+        REQUIRE(F.aborted == (i >= 2), "%s failing: restore_abort %d", ops[i],
+                F.aborted);
+    }
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+/* A stream cut short, or a hypervisor that stops reading: torn down. */
+static int t_restore_stream_failures(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_restore_result res;
+
+    REQUIRE(make_image(ctx) == 0, "save: %s", vmc_ctx_error(ctx));
+    F.dom[0].exists = 0;
+    REQUIRE(restore("r.vmimg", NULL, 0, 0, &res, ctx, 100) == VMC_E_TRUNC,
+            "truncated: %s", vmc_ctx_error(ctx));
+    REQUIRE(nexisting() == 0 && F.aborted, "truncated: %d left", nexisting());
+    F.aborted = 0;
+    F.feed_short = STREAM_LEN / 3;
+    REQUIRE(restore("r.vmimg", NULL, 0, 0, &res, ctx, 0) == VMC_E_BACKEND &&
+            strstr(vmc_ctx_error(ctx), "short"),
+            "hypervisor gave up: %s", vmc_ctx_error(ctx));
+    REQUIRE(nexisting() == 0 && F.aborted, "gave up: %d left", nexisting());
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+/* Name and UUID rules: clash refused, --name, --clone, --clone again. */
+static int t_restore_names(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_restore_result res;
+    struct fdom *src, *n;
+    uint8_t uuid[16];
+
+    REQUIRE(make_image(ctx) == 0, "save: %s", vmc_ctx_error(ctx));
+    src = &F.dom[0];
+    memcpy(uuid, src->uuid, 16);
+    REQUIRE(restore("r.vmimg", NULL, 0, 0, &res, ctx, 0) == VMC_E_CLASH &&
+            strstr(vmc_ctx_error(ctx), "same name") && nexisting() == 1,
+            "clash: %s", vmc_ctx_error(ctx));
+    REQUIRE(restore("r.vmimg", "other", 0, 0, &res, ctx, 0) == 0,
+            "--name: %s", vmc_ctx_error(ctx));
+    n = by_name("other");
+    REQUIRE(n && n->running && memcmp(n->uuid, uuid, 16) && !strcmp(res.name,
+            "other"), "--name: a running UUID must not be shared");
+    REQUIRE(restore("r.vmimg", NULL, 1, 1, &res, ctx, 0) == 0 &&
+            (n = by_name("vm-clone")) && !n->running && memcmp(n->uuid, uuid, 16),
+            "--clone -p: %s", vmc_ctx_error(ctx));
+    REQUIRE(restore("r.vmimg", NULL, 1, 0, &res, ctx, 0) == 0 &&
+            by_name("vm-clone2") && !strcmp(res.name, "vm-clone2"),
+            "second --clone: %s", vmc_ctx_error(ctx));
+    /* the source gone: --name keeps the recorded UUID */
+    src->exists = 0;
+    REQUIRE(restore("r.vmimg", "again", 0, 0, &res, ctx, 0) == 0 &&
+            (n = by_name("again")) && !memcmp(n->uuid, uuid, 16),
+            "--name without a clash: %s", vmc_ctx_error(ctx));
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+/* `vmsave vm - | vmrestore -`: the source is still being saved when the
+ * restore starts; built as vm--incoming, renamed once the source is gone,
+ * refused if it never goes. */
+static int t_restore_pending_source(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_restore_result res;
+    struct fdom *n;
+
+    REQUIRE(make_image(ctx) == 0, "save: %s", vmc_ctx_error(ctx));
+    F.saving_id = F.dom[0].id;
+    F.saving_ends = 1;
+    REQUIRE(restore("r.vmimg", NULL, 0, 0, &res, ctx, 0) == 0,
+            "pending: %s", vmc_ctx_error(ctx));
+    REQUIRE(F.renamed && (n = by_name("vm")) && n->running && nexisting() == 1 &&
+            !strcmp(res.name, "vm"), "pending: renamed %d, %d domains",
+            F.renamed, nexisting());
+    /* the source stays */
+    REQUIRE(make_image(ctx) == 0, "save: %s", vmc_ctx_error(ctx));
+    F.saving_id = F.dom[0].id;
+    REQUIRE(restore("r.vmimg", NULL, 0, 0, &res, ctx, 0) == VMC_E_CLASH &&
+            strstr(vmc_ctx_error(ctx), "still running"),
+            "source stays: %s", vmc_ctx_error(ctx));
+    REQUIRE(nexisting() == 1 && F.aborted && !F.renamed,
+            "source stays: %d domains", nexisting());
+    /* a left-over vm--incoming */
+    REQUIRE(make_image(ctx) == 0, "save: %s", vmc_ctx_error(ctx));
+    F.saving_id = F.dom[0].id;
+    fake_new("vm--incoming", NULL);
+    REQUIRE(restore("r.vmimg", NULL, 0, 0, &res, ctx, 0) == VMC_E_EXISTS &&
+            nexisting() == 2, "left-over incoming: %s", vmc_ctx_error(ctx));
+    /* rename fails: torn down */
+    REQUIRE(make_image(ctx) == 0, "save: %s", vmc_ctx_error(ctx));
+    F.saving_id = F.dom[0].id;
+    F.saving_ends = 1;
+    F.fail = "rename";
+    REQUIRE(restore("r.vmimg", NULL, 0, 0, &res, ctx, 0) == VMC_E_BACKEND &&
+            nexisting() == 0 && F.aborted, "rename failing: %s, %d domains",
+            vmc_ctx_error(ctx), nexisting());
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+static void run(const char *name, int (*fn)(void))
+{
+    why[0] = '\0';
+    if (fn() == 0) {
+        printf("PASS: %s\n", name);
+        passes++;
+    } else {
+        printf("FAIL: %s: %s\n", name, why);
+        failures++;
+    }
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    struct vmc_ctx *ctx;
+    char cmd[64];
+
+    vmc_guard_dispatch(argc, argv);         /* the engine re-executes us */
+    signal(SIGPIPE, SIG_IGN);
+    ctx = vmc_ctx_new();
+    keys = vmc_keys_new();
+    if (vmc_init(ctx) < 0 || !mkdtemp(dir) || backend_register(&fake) < 0 ||
+        vmc_keys_add_passphrase(ctx, keys, "engine", 6) < 0) {
+        printf("FAIL: setup: %s\n", vmc_ctx_error(ctx));
+        return 1;
+    }
+    vmc_keys_set_kdf(keys, 1, VMC_ARGON2_MEM_MIN_KIB);
+    setenv("VMCKPT_LOGDIR", dir, 1);
+    run("save_fails_at_every_op", t_save_fails_at_every_op);
+    run("save_destroy_fails_image_kept", t_save_destroy_fails);
+    run("save_migrate_unconfirmed_and_interrupted", t_save_migrate_and_cancel);
+    run("save_modes", t_save_modes);
+    run("restore_fails_at_every_op", t_restore_fails_at_every_op);
+    run("restore_stream_failures", t_restore_stream_failures);
+    run("restore_names", t_restore_names);
+    run("restore_pending_source", t_restore_pending_source);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        printf("warning: %s failed\n", cmd);
+    vmc_keys_free(keys);
+    vmc_ctx_free(ctx);
+    return failures ? 1 : 0;
+}
