@@ -29,9 +29,14 @@ $(info vmckpt: libxl.h not found: building WITHOUT the xen backend (apt-get inst
 endif
 
 B         = build
-LIB_SRC   = format/wire.c lib/util.c lib/keys.c lib/header.c lib/chunk.c \
-            lib/record.c lib/image.c lib/outfile.c lib/qmp.c lib/qemu.c \
-            lib/backend.c lib/engine.c lib/live.c lib/xl.c lib/xen.c
+# lib/README.md is the source map.
+LIB_SRC   = format/wire.c \
+            lib/io/util.c lib/io/outfile.c \
+            lib/stream/keys.c lib/stream/header.c lib/stream/chunk.c \
+            lib/stream/record.c lib/stream/image.c lib/stream/live.c \
+            lib/backend/backend.c lib/backend/qmp.c lib/backend/qemu_registry.c \
+            lib/backend/qemu.c lib/backend/xl.c lib/backend/xen.c \
+            lib/engine.c
 LIB_OBJ   = $(LIB_SRC:%.c=$(B)/%.o)
 CLI_OBJ   = $(B)/cmd/cli.o
 TOOLS     = vmimage vmsave vmrestore vmctl vmmigrate
@@ -42,7 +47,7 @@ all: $(B)/libvmckpt.a $(B)/libvmckpt.so.$(SOVER) $(TOOL_BIN) $(B)/vmckpt.pc
 
 # Objects track their own headers (-MMD -MP); the one-command sanitizer
 # and fuzz builds below depend on every header.
-HDRS      = $(wildcard lib/*.h format/*.h cmd/*.h)
+HDRS      = $(wildcard lib/*.h lib/*/*.h format/*.h cmd/*.h)
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -MMD -MP -c $< -o $@

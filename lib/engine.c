@@ -30,7 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend.h"
+#include "backend/backend.h"
 
 #define PIPE_SIZE (1 << 20)
 #define COPY_BUF (1u << 20)

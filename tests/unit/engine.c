@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backend.h"
+#include "backend/backend.h"
 
 #define FAKE_ID     0x7e        /* not a wire backend id */
 #define STREAM_LEN  (3u << 20)  /* the fake hypervisor's stream */

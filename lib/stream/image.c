@@ -1,4 +1,9 @@
-/* image.c - whole-image helpers: drain a reader, copy a byte stream. */
+/*
+ * image.c - whole-image helpers: drain a reader, copy a byte stream.
+ *
+ * Owns: reading a stream to its END for verify, info and unseal.
+ * Must not: know a hypervisor beyond the names of stream formats.
+ */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

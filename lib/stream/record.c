@@ -1,4 +1,9 @@
-/* record.c - the record layer: writer, strict parser, reader, IMAGE_INFO. */
+/*
+ * record.c - the record layer: writer, strict parser, reader, IMAGE_INFO.
+ *
+ * Owns: records over chunks, and every per-record rule of the spec.
+ * Must not: know what a record body means beyond IMAGE_INFO and END.
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

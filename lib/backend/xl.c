@@ -8,6 +8,9 @@
  * optional_flags, u32 optional_data_len; optional data = u32 config
  * length + config bytes (JSON with a NUL); then the libxl stream.
  * Always built: it needs no Xen library.
+ *
+ * Owns: the xl file format, on both sides.
+ * Must not: call libxl (xen.c does), or be needed by a non-Xen image.
  */
 #include <errno.h>
 #include <stdio.h>

@@ -1,4 +1,9 @@
-/* keys.c - key strings, identity files, the key set. */
+/*
+ * keys.c - key strings, identity files, the key set.
+ *
+ * Owns: parsing and checking keys, and the set a tool hands to the header.
+ * Must not: print: a secret goes only to the fd it is given.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

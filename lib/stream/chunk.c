@@ -6,6 +6,9 @@
  * them back strictly in index order.  Memory is bounded by the ring:
  *   jobs * (chunk_size + ZSTD_compressBound(chunk_size) + 20) + contexts,
  * whatever the image size.
+ *
+ * Owns: chunk framing, nonces, the FINAL bit, compression levels.
+ * Must not: know records (record.c frames them over this layer).
  */
 #include <errno.h>
 #include <fcntl.h>

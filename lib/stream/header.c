@@ -1,4 +1,9 @@
-/* header.c - envelope header: parse, key slots, MAC, build, rekey. */
+/*
+ * header.c - envelope header: parse, key slots, MAC, build, rekey.
+ *
+ * Owns: the header of format/vmckpt-stream.md and the file key it guards.
+ * Must not: touch a chunk, or keep key material outside sodium_malloc.
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

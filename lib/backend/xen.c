@@ -13,11 +13,14 @@
  * Restore: libxl_domain_create_restore from the embedded libxl JSON
  *          config, fed by the authenticated reader; the domain is created
  *          paused and unpaused only after END verified.
- *          `vmsave dom - | vmrestore -`: while the clashing source is still
- *          being saved (it holds its per-domain lock), the new domain is
+ *          libxl allows one domain per name (VMC_BE_UNIQUE_NAMES): the
+ *          engine has a domain whose clashing source is still being saved
  *          built as NAME--incoming, as xl migrate does on one host, and
- *          renamed once the source has gone, before it ever runs.
+ *          renamed (xen_rename) once the source has gone, before it runs.
  * libxl's log goes into vmckpt's error context, never raw to stderr.
+ *
+ * Owns: every call into libxl, libxenctrl and libxenguest.
+ * Must not: decide names, clashes or rollback (the engine's), or print.
  */
 #ifdef VMC_HAVE_XEN
 #include <dirent.h>

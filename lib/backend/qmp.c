@@ -2,6 +2,9 @@
  * qmp.c - a small QMP client (QEMU Machine Protocol: JSON lines over a
  * unix socket), with jansson for the JSON and SCM_RIGHTS for getfd.
  * Errors are translated here, once: "qmp migrate: GenericError: ...".
+ *
+ * Owns: the QMP socket, its greeting, commands, events and replies.
+ * Must not: know what a save or a restore is.
  */
 #include <errno.h>
 #include <poll.h>

@@ -1,6 +1,9 @@
 /*
  * live.c - the live path: mutually authenticated handshake, session keys,
  * session header, REPLY (format/vmckpt-stream.md, "Live path").
+ *
+ * Owns: the handshake's messages and the session key schedule.
+ * Must not: open sockets or dial peers (the tool hands it connected fds).
  */
 #include <errno.h>
 #include <poll.h>

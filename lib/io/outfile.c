@@ -2,6 +2,9 @@
  * outfile.c - durable output: NAME.partial (O_EXCL, 0600, flock), fsync,
  * rename to NAME, fsync of the directory.  Nothing ever appears under NAME
  * unless it is complete.
+ *
+ * Owns: the output file's life from NAME.partial to NAME.
+ * Must not: leave anything under NAME before the commit.
  */
 #include <errno.h>
 #include <fcntl.h>

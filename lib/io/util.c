@@ -1,4 +1,9 @@
-/* util.c - error context, I/O helpers, clocks. */
+/*
+ * util.c - error context, I/O helpers, clocks, run and log directories.
+ *
+ * Owns: the helpers every layer uses.
+ * Must not: depend on any other part of lib/.
+ */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>

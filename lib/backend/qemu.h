@@ -1,0 +1,50 @@
+/*
+ * qemu.h - what the QEMU backend's two halves share (private to
+ * lib/backend/): the instance handle, and the registry of instances
+ * (qemu_registry.c) that the ops (qemu.c) stand on.
+ */
+#ifndef VMC_QEMU_H
+#define VMC_QEMU_H
+
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "backend.h"
+#include "qmp.h"
+
+struct vmc_dom {
+    int id;
+    char dir[512];
+    char name[256];
+    uint8_t uuid[16];
+    pid_t pid;
+    int lock_fd;
+    json_t *cfg;              /* domain.json */
+    struct qmp *q;
+};
+
+struct find { const char *spec; int id; uint8_t uuid[16]; int by_uuid; };
+
+int qemu_alloc_dir(struct vmc_ctx *ctx, struct vmc_dom *d);
+const char *qemu_binary(void);
+void qemu_dom_free(struct vmc_dom *d);
+/* Calls fn for every live instance; stops when fn returns non-zero (its
+ * value is returned); an unsafe registry directory is an error. */
+int qemu_each(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
+              void *arg);
+int qemu_find_fn(struct vmc_dom *d, void *arg);
+void qemu_kill_and_wait(pid_t pid);
+void qemu_last_log_line(const char *dir, char *out, size_t cap);
+int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra);
+int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d);
+int qemu_lock_instance(const char *dir, int create);
+int qemu_pid_alive(pid_t pid);
+int qemu_pid_ours(pid_t pid, const char *dir);
+void qemu_rmdir_all(const char *dir);
+void qemu_uuid_fmt(char out[37], const uint8_t u[16]);
+/* QEMU's run state ("running", "paused", ...) into st (qemu.c). */
+int qemu_query_status(struct vmc_ctx *ctx, struct vmc_dom *d, char *st,
+                      size_t cap);
+
+#endif

@@ -1,0 +1,668 @@
+/*
+ * qemu_registry.c - the QEMU backend's registry of instances, and the
+ * launcher behind `vmctl start` and a restore.
+ *
+ * Registry: the run directory (vmc_rundir(): $VMCKPT_RUNDIR, default
+ * /run/vmckpt as root, else $XDG_RUNTIME_DIR/vmckpt) holds one directory
+ * per instance, named by its numeric domain id (allocated increasing,
+ * like Xen domids):
+ *   domain.json  name, uuid, id, the QEMU argv given by the user
+ *   qmp.sock     QMP;  console.sock  serial console;  console.log  its log
+ *   qemu.pid     qemu.log (QEMU's stdout/stderr)   lock (save lock)
+ * An instance whose QEMU is gone is litter: its logs are kept in .exited/
+ * and its directory removed the next time anyone lists the registry.
+ *
+ * Owns: the registry's files, its locks and the QEMU processes it starts.
+ * Must not: save or restore anything (qemu.c), or trust a registry
+ * directory that another user could write.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qemu.h"
+
+/* ---- registry ----------------------------------------------------------- */
+
+/* The QEMU registry owns the run directory's numbered entries. */
+const char *vmc_qemu_rundir(void)
+{
+    return vmc_rundir();
+}
+
+/* The registry must be ours and not writable by others: another user who
+ * created it first could otherwise plant sockets and pid files. */
+static int rundir_safe(struct vmc_ctx *ctx)
+{
+    const char *r = vmc_qemu_rundir();
+    struct stat st;
+
+    if (lstat(r, &st) < 0)
+        return errno == ENOENT ? 0 : vmc_set_error(ctx, VMC_E_IO, "%s: %s", r,
+                                                   strerror(errno));
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022))
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s: registry directory not "
+                             "owned by us or writable by others: refusing", r);
+    return 0;
+}
+
+static int ensure_rundir(struct vmc_ctx *ctx)
+{
+    const char *r = vmc_qemu_rundir();
+
+    if (mkdir(r, 0700) < 0 && errno != EEXIST)
+        return vmc_set_error(ctx, VMC_E_IO, "%s: %s", r, strerror(errno));
+    return rundir_safe(ctx);
+}
+
+void qemu_uuid_fmt(char out[37], const uint8_t u[16])
+{
+    snprintf(out, 37,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10],
+             u[11], u[12], u[13], u[14], u[15]);
+}
+
+static int uuid_parse(const char *s, uint8_t u[16])
+{
+    int n = 0;
+
+    for (; *s && n < 32; s++) {
+        int v;
+        if (*s == '-')
+            continue;
+        if (*s >= '0' && *s <= '9')
+            v = *s - '0';
+        else if (*s >= 'a' && *s <= 'f')
+            v = *s - 'a' + 10;
+        else if (*s >= 'A' && *s <= 'F')
+            v = *s - 'A' + 10;
+        else
+            return -1;
+        if (n % 2 == 0)
+            u[n / 2] = (uint8_t)(v << 4);
+        else
+            u[n / 2] |= (uint8_t)v;
+        n++;
+    }
+    return n == 32 && !*s ? 0 : -1;
+}
+
+static pid_t read_pid(const char *dir)
+{
+    char p[600], b[32] = "";
+    FILE *f;
+
+    snprintf(p, sizeof(p), "%s/qemu.pid", dir);
+    if (!(f = fopen(p, "r")))
+        return 0;
+    if (!fgets(b, sizeof(b), f))
+        b[0] = '\0';
+    fclose(f);
+    return (pid_t)atoi(b);
+}
+
+/* Alive and not a zombie (our parent may not reap it promptly). */
+/* Is pid the QEMU of instance dir (and not a recycled pid)? */
+int qemu_pid_ours(pid_t pid, const char *dir)
+{
+    char p[64], buf[8192];
+    size_t n = 0;
+    FILE *f;
+
+    if (!qemu_pid_alive(pid))
+        return 0;
+    snprintf(p, sizeof(p), "/proc/%d/cmdline", (int)pid);
+    if (!(f = fopen(p, "r")))
+        return 1;                   /* no /proc: trust the pid file */
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < n; i++)
+        if (!buf[i])
+            buf[i] = ' ';
+    buf[n] = '\0';
+    return strstr(buf, dir) != NULL;
+}
+
+int qemu_pid_alive(pid_t pid)
+{
+    char p[64], st[512];
+    FILE *f;
+    char *c;
+
+    if (pid <= 0 || (kill(pid, 0) < 0 && errno != EPERM))
+        return 0;
+    snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+    if (!(f = fopen(p, "r")))
+        return 1;
+    c = fgets(st, sizeof(st), f) ? strrchr(st, ')') : NULL;
+    fclose(f);
+    return !(c && c[1] == ' ' && (c[2] == 'Z' || c[2] == 'X'));
+}
+
+/* Loads RUNDIR/<id> into d; 0 if a live instance, negative otherwise. */
+int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d)
+{
+    char p[600];
+    json_error_t je;
+    const char *name, *uuid;
+
+    memset(d, 0, sizeof(*d));
+    d->lock_fd = -1;
+    d->id = id;
+    snprintf(d->dir, sizeof(d->dir), "%s/%d", vmc_qemu_rundir(), id);
+    snprintf(p, sizeof(p), "%s/domain.json", d->dir);
+    d->cfg = json_load_file(p, 0, &je);
+    if (!d->cfg)
+        return vmc_set_error(ctx, VMC_E_BACKEND, "%s: %s", p, je.text);
+    name = json_string_value(json_object_get(d->cfg, "name"));
+    uuid = json_string_value(json_object_get(d->cfg, "uuid"));
+    if (!name || !uuid || uuid_parse(uuid, d->uuid) < 0) {
+        json_decref(d->cfg);
+        d->cfg = NULL;
+        return vmc_set_error(ctx, VMC_E_BACKEND, "%s: no name or uuid", p);
+    }
+    snprintf(d->name, sizeof(d->name), "%s", name);
+    d->pid = read_pid(d->dir);
+    if (!qemu_pid_ours(d->pid, d->dir)) {
+        json_decref(d->cfg);
+        d->cfg = NULL;
+        return d->pid > 0 ? 1 : VMC_E_BACKEND;    /* 1: QEMU is gone */
+    }
+    return 0;
+}
+
+/* Takes an instance's lock (DIR/lock, flock(2)) without waiting: the
+ * creator of an instance, vmsave and vmctl destroy hold it.  Returns the
+ * locked fd, or -errno: -ENOENT without a lock file (create = 0),
+ * -EWOULDBLOCK while another process holds it. */
+int qemu_lock_instance(const char *dir, int create)
+{
+    char p[600];
+    int fd, e;
+
+    snprintf(p, sizeof(p), "%s/lock", dir);
+    if ((fd = open(p, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600)) < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+/* An instance whose QEMU exited on its own (a guest that powered off or
+ * panicked, a QEMU that crashed) is only litter, but its last words are
+ * not: console.log and qemu.log move to RUNDIR/.exited/ as
+ * <UTC time>-<id>-<name>.{console,qemu}.log, and only the newest
+ * EXITED_KEEP files stay there. */
+#define EXITED_KEEP 32
+
+static int name_cmp(const struct dirent **a, const struct dirent **b)
+{
+    return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static int log_file(const struct dirent *e)
+{
+    size_t n = strlen(e->d_name);
+    return n > 4 && !strcmp(e->d_name + n - 4, ".log");
+}
+
+static void keep_exited_logs(const struct vmc_dom *d)
+{
+    static const char *logs[][2] = { { "console.log", "console" },
+                                     { "qemu.log", "qemu" } };
+    char dir[600], from[700], to[1200], stem[128];
+    struct dirent **ents;
+    int n;
+
+    snprintf(dir, sizeof(dir), "%s/.exited", vmc_qemu_rundir());
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return;
+    log_stem(stem, sizeof(stem), d->id, d->name);
+    for (size_t i = 0; i < sizeof(logs) / sizeof(logs[0]); i++) {
+        struct stat st;
+        snprintf(from, sizeof(from), "%s/%s", d->dir, logs[i][0]);
+        if (stat(from, &st) < 0 || st.st_size == 0)
+            continue;
+        snprintf(to, sizeof(to), "%s/%s.%s.log", dir, stem, logs[i][1]);
+        if (rename(from, to) < 0) {
+            /* best effort: the directory goes anyway */
+        }
+    }
+    if ((n = scandir(dir, &ents, log_file, name_cmp)) < 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        if (i < n - EXITED_KEEP) {
+            snprintf(to, sizeof(to), "%s/%s", dir, ents[i]->d_name);
+            unlink(to);
+        }
+        free(ents[i]);
+    }
+    free(ents);
+}
+
+/* Calls fn for every live instance; stops when fn returns non-zero. */
+int qemu_each(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
+                    void *arg)
+{
+    DIR *dir;
+    struct dirent *e;
+    int rc = 0;
+
+    if ((rc = rundir_safe(ctx)) < 0)
+        return rc;                  /* never trust a registry others write */
+    if (!(dir = opendir(vmc_qemu_rundir())))
+        return 0;
+    while (!rc && (e = readdir(dir))) {
+        struct vmc_dom d;
+        char *end;
+        long id = strtol(e->d_name, &end, 10);
+        if (*end || id <= 0 || end == e->d_name)
+            continue;
+        switch (qemu_load(ctx, (int)id, &d)) {
+        case 0:
+            rc = fn(&d, arg);
+            json_decref(d.cfg);
+            break;
+        case 1: {                   /* QEMU died (or a killed restore): */
+            int lfd = qemu_lock_instance(d.dir, 0);  /* its directory is only */
+            if (lfd == -EWOULDBLOCK)            /* litter, unless its */
+                break;                          /* creator still holds it */
+            keep_exited_logs(&d);
+            qemu_rmdir_all(d.dir);
+            if (lfd >= 0)
+                close(lfd);
+            break;
+        }
+        }
+    }
+    closedir(dir);
+    vmc_ctx_clear(ctx);
+    return rc;
+}
+
+
+int qemu_find_fn(struct vmc_dom *d, void *arg)
+{
+    struct find *f = arg;
+    char *end;
+    long id = strtol(f->spec, &end, 10);
+
+    if (f->by_uuid)
+        return !memcmp(d->uuid, f->uuid, 16) ? (f->id = d->id) : 0;
+    if ((!*end && id == d->id) || !strcmp(f->spec, d->name))
+        return f->id = d->id;
+    return 0;
+}
+
+void qemu_rmdir_all(const char *dir)
+{
+    static const char *files[] = { "domain.json", "qmp.sock", "console.sock",
+                                    "console.log", "qemu.pid", "qemu.log",
+                                    "lock", NULL };
+    char p[600];
+
+    for (int i = 0; files[i]; i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
+void qemu_dom_free(struct vmc_dom *d)
+{
+    if (!d)
+        return;
+    qmp_close(d->q);
+    if (d->lock_fd >= 0)
+        close(d->lock_fd);
+    json_decref(d->cfg);
+    free(d);
+}
+
+void qemu_kill_and_wait(pid_t pid)
+{
+    for (int i = 0; i < 300 && qemu_pid_alive(pid); i++) {   /* 3 s grace */
+        waitpid(pid, NULL, WNOHANG);
+        usleep(10000);
+    }
+    if (qemu_pid_alive(pid)) {
+        kill(pid, SIGKILL);
+        for (int i = 0; i < 300 && qemu_pid_alive(pid); i++) {
+            waitpid(pid, NULL, WNOHANG);
+            usleep(10000);
+        }
+    }
+}
+
+/* ---- launching --------------------------------------------------------- */
+
+const char *qemu_binary(void)
+{
+    const char *e = getenv("VMCKPT_QEMU");
+
+    return e && *e ? e : "qemu-system-x86_64";
+}
+
+/* Last non-empty line of qemu.log, for error messages. */
+void qemu_last_log_line(const char *dir, char *out, size_t cap)
+{
+    char p[600], line[512];
+    FILE *f;
+
+    out[0] = '\0';
+    snprintf(p, sizeof(p), "%s/qemu.log", dir);
+    if (!(f = fopen(p, "r")))
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        size_t l = strcspn(line, "\r\n");
+        line[l] = '\0';
+        if (l)
+            snprintf(out, cap, "%s", line);
+    }
+    fclose(f);
+}
+
+/* Allocates the next id under the registry lock and creates its dir. */
+int qemu_alloc_dir(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
+    char p[600];
+    int lfd, rc = 0, next = 1;
+    DIR *dir;
+    struct dirent *e;
+    FILE *f;
+
+    if ((rc = ensure_rundir(ctx)) < 0)
+        return rc;
+    snprintf(p, sizeof(p), "%s/.lock", vmc_qemu_rundir());
+    lfd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lfd < 0 || flock(lfd, LOCK_EX) < 0) {
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", p, strerror(errno));
+        goto out;
+    }
+    snprintf(p, sizeof(p), "%s/.last-id", vmc_qemu_rundir());
+    if ((f = fopen(p, "r"))) {
+        if (fscanf(f, "%d", &next) == 1)
+            next++;
+        fclose(f);
+    }
+    if ((dir = opendir(vmc_qemu_rundir()))) {
+        while ((e = readdir(dir))) {
+            int id = atoi(e->d_name);
+            if (id >= next)
+                next = id + 1;
+        }
+        closedir(dir);
+    }
+    if ((f = fopen(p, "w"))) {
+        fprintf(f, "%d\n", next);
+        fclose(f);
+    }
+    d->id = next;
+    snprintf(d->dir, sizeof(d->dir), "%s/%d", vmc_qemu_rundir(), next);
+    if (mkdir(d->dir, 0700) < 0) {
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", d->dir, strerror(errno));
+        goto out;
+    }
+    /* The creator holds the instance's lock until it lets go of it: a
+     * reaper in another process must not take an instance whose QEMU is
+     * not exec'd yet (its pid file names a process that is still us) for
+     * a dead one. */
+    if ((d->lock_fd = qemu_lock_instance(d->dir, 1)) < 0) {
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s/lock: %s", d->dir,
+                           strerror(-d->lock_fd));
+        d->lock_fd = -1;
+    }
+out:
+    if (lfd >= 0)
+        close(lfd);
+    return rc;
+}
+
+/* Writes domain.json and starts QEMU (setsid, logs to qemu.log); waits for
+ * QMP.  extra: NULL-terminated args appended (restore: -incoming...). */
+int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
+{
+    json_t *argv = json_object_get(d->cfg, "argv");
+    size_t n = json_array_size(argv), k = 0;
+    const char **av = calloc(n + 32, sizeof(char *));
+    char qmp[700], chr[1400], uuid[37], p[600], line[512];
+    pid_t pid;
+    int rc = 0;
+
+    if (!av)
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    snprintf(p, sizeof(p), "%s/domain.json", d->dir);
+    json_object_set_new(d->cfg, "id", json_integer(d->id));
+    if (json_dump_file(d->cfg, p, JSON_INDENT(2) | JSON_SORT_KEYS) < 0) {
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s: cannot write", p);
+        goto out;
+    }
+    qemu_uuid_fmt(uuid, d->uuid);
+    snprintf(qmp, sizeof(qmp), "unix:%s/qmp.sock,server=on,wait=off", d->dir);
+    snprintf(chr, sizeof(chr), "socket,id=vmckpt-console,path=%s/console.sock,"
+             "server=on,wait=off,logfile=%s/console.log,logappend=on",
+             d->dir, d->dir);
+    av[k++] = json_string_value(json_object_get(d->cfg, "qemu")) ?: qemu_binary();
+    for (size_t i = 0; i < n; i++)
+        av[k++] = json_string_value(json_array_get(argv, i));
+    av[k++] = "-name";
+    av[k++] = d->name;
+    av[k++] = "-uuid";
+    av[k++] = uuid;
+    av[k++] = "-qmp";
+    av[k++] = qmp;
+    av[k++] = "-chardev";
+    av[k++] = chr;
+    av[k++] = "-serial";
+    av[k++] = "chardev:vmckpt-console";
+    for (int i = 0; extra && extra[i]; i++)
+        av[k++] = extra[i];
+    av[k] = NULL;
+    for (size_t i = 0; i < k; i++)
+        if (!av[i]) {
+            rc = vmc_set_error(ctx, VMC_E_INVAL, "domain config: argv holds a "
+                               "non-string");
+            goto out;
+        }
+    snprintf(p, sizeof(p), "%s/qemu.log", d->dir);
+    pid = fork();
+    if (pid < 0) {
+        rc = vmc_set_error(ctx, VMC_E_BACKEND, "fork: %s", strerror(errno));
+        goto out;
+    }
+    if (pid == 0) {
+        int nul = open("/dev/null", O_RDONLY), log = open(p, O_WRONLY | O_CREAT |
+                                                          O_APPEND, 0600);
+        const char *cwd = json_string_value(json_object_get(d->cfg, "cwd"));
+        setsid();
+        signal(SIGPIPE, SIG_IGN);   /* a dead reader is an error, not death */
+        if (cwd && chdir(cwd) < 0) {
+            /* relative paths in argv will then fail, visibly, in qemu.log */
+        }
+        dup2(nul, 0);
+        dup2(log, 1);
+        dup2(log, 2);
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
+        execvp(av[0], (char *const *)av);
+        dprintf(2, "vmckpt: cannot run %s: %s\n", av[0], strerror(errno));
+        _exit(127);
+    }
+    d->pid = pid;
+    snprintf(p, sizeof(p), "%s/qemu.pid", d->dir);
+    {
+        FILE *f = fopen(p, "w");
+        if (f) {
+            fprintf(f, "%d\n", (int)pid);
+            fclose(f);
+        }
+    }
+    snprintf(p, sizeof(p), "%s/qmp.sock", d->dir);
+    for (int i = 0; i < 15000; i++) {                 /* 30 s */
+        struct stat st;
+        if (stat(p, &st) == 0)
+            break;
+        if (waitpid(pid, NULL, WNOHANG) == pid) {
+            qemu_last_log_line(d->dir, line, sizeof(line));
+            rc = vmc_set_error(ctx, VMC_E_BACKEND, "qemu exited at start: %s",
+                               line[0] ? line : "(no output)");
+            goto out;
+        }
+        usleep(2000);
+    }
+    /* QMP answers once QEMU has initialised; it may also die first. */
+    for (int i = 0; i < 150; i++) {
+        struct vmc_ctx tmp = { 0 };
+        snprintf(p, sizeof(p), "%s/qmp.sock", d->dir);
+        if ((rc = qmp_connect(&tmp, p, 200, &d->q)) == 0)
+            break;
+        waitpid(pid, NULL, WNOHANG);
+        if (!qemu_pid_alive(pid) || i == 149) {
+            qemu_last_log_line(d->dir, line, sizeof(line));
+            rc = vmc_set_error(ctx, VMC_E_BACKEND, "QEMU failed: %s",
+                               line[0] ? line : vmc_ctx_error(&tmp));
+            break;
+        }
+    }
+out:
+    free(av);
+    return rc;
+}
+
+int vmc_qemu_start(struct vmc_ctx *ctx, const char *name, const char *uuid,
+                   int argc, char **argv, int *domid)
+{
+    struct vmc_dom *d = calloc(1, sizeof(*d));
+    struct find f = { .spec = name };
+    json_t *av = json_array();
+    char u[37];
+    int rc;
+
+    *domid = -1;
+    if (!d || !av) {
+        free(d);
+        json_decref(av);
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    }
+    d->lock_fd = -1;
+    if (!*name || strlen(name) >= sizeof(d->name) || strspn(name, "0123456789") ==
+        strlen(name)) {
+        rc = vmc_set_error(ctx, VMC_E_INVAL, "bad domain name (empty, too long "
+                           "or all digits)");
+        goto fail;
+    }
+    if ((rc = qemu_each(ctx, qemu_find_fn, &f)) < 0)
+        goto fail;
+    if (rc) {
+        rc = vmc_set_error(ctx, VMC_E_EXISTS, "a domain with this name is "
+                           "running (id %d)", f.id);
+        goto fail;
+    }
+    if (uuid) {
+        struct find fu = { .spec = "", .by_uuid = 1 };
+        if (uuid_parse(uuid, fu.uuid) == 0 &&
+            (rc = qemu_each(ctx, qemu_find_fn, &fu)) < 0)
+            goto fail;
+        if (rc > 0) {
+            rc = vmc_set_error(ctx, VMC_E_EXISTS, "domain %d runs with UUID %s",
+                               fu.id, uuid);
+            goto fail;
+        }
+    }
+    snprintf(d->name, sizeof(d->name), "%s", name);
+    if (uuid) {
+        if (uuid_parse(uuid, d->uuid) < 0) {
+            rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: not a UUID", uuid);
+            goto fail;
+        }
+    } else {
+        uuid_random(d->uuid);
+    }
+    for (int i = 0; i < argc; i++) {
+        static const char *const managed[] = { "-daemonize", "-serial", "-qmp",
+                                               "-pidfile", "-name", "-uuid",
+                                               "-incoming", NULL };
+        const char *a = argv[i][0] == '-' && argv[i][1] == '-' ? argv[i] + 1
+                                                                : argv[i];
+        for (int k = 0; managed[k]; k++)
+            if (!strcmp(a, managed[k])) {
+                rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: vmctl manages this "
+                                   "QEMU option itself; leave it out", argv[i]);
+                goto fail;
+            }
+        json_array_append_new(av, json_string(argv[i]));
+    }
+    qemu_uuid_fmt(u, d->uuid);
+    {
+        char cwd[4096];
+        d->cfg = json_pack("{s:s, s:s, s:s, s:o, s:s}", "name", d->name, "uuid",
+                           u, "qemu", qemu_binary(), "argv", av, "cwd",
+                           getcwd(cwd, sizeof(cwd)) ? cwd : "/");
+    }
+    av = NULL;
+    if ((rc = qemu_alloc_dir(ctx, d)) < 0)
+        goto fail;
+    if ((rc = qemu_launch(ctx, d, NULL)) < 0) {
+        if (d->pid > 0)
+            kill(d->pid, SIGKILL), qemu_kill_and_wait(d->pid);
+        qemu_rmdir_all(d->dir);
+        goto fail;
+    }
+    *domid = d->id;
+    qemu_dom_free(d);
+    return 0;
+fail:
+    json_decref(av);
+    qemu_dom_free(d);
+    return rc;
+}
+
+/* ---- listing for vmctl --------------------------------------------- */
+
+struct list_arg { vmc_qemu_list_fn fn; void *arg; struct vmc_ctx *ctx; };
+
+static int list_fn(struct vmc_dom *d, void *arg)
+{
+    struct list_arg *la = arg;
+    struct vmc_qemu_dom_info i;
+    struct vmc_ctx tmp = { 0 };
+
+    memset(&i, 0, sizeof(i));
+    i.id = d->id;
+    snprintf(i.name, sizeof(i.name), "%s", d->name);
+    qemu_uuid_fmt(i.uuid, d->uuid);
+    i.pid = (int)d->pid;
+    snprintf(i.dir, sizeof(i.dir), "%s", d->dir);
+    {
+        char p[600];
+        snprintf(p, sizeof(p), "%s/qmp.sock", d->dir);
+        if (qmp_connect(&tmp, p, 300, &d->q) < 0 ||
+            qemu_query_status(&tmp, d, i.state, sizeof(i.state)) < 0)
+            snprintf(i.state, sizeof(i.state), "busy");
+    }
+    qmp_close(d->q);
+    d->q = NULL;
+    return la->fn(&i, la->arg);
+}
+
+int vmc_qemu_list(struct vmc_ctx *ctx, vmc_qemu_list_fn fn, void *arg)
+{
+    struct list_arg la = { fn, arg, ctx };
+
+    return qemu_each(ctx, list_fn, &la);
+}
