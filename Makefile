@@ -47,7 +47,7 @@ all: $(B)/libvmckpt.a $(B)/libvmckpt.so.$(SOVER) $(TOOL_BIN) $(B)/vmckpt.pc
 
 # Objects track their own headers (-MMD -MP); the one-command sanitizer
 # and fuzz builds below depend on every header.
-HDRS      = $(wildcard lib/*.h lib/*/*.h format/*.h cmd/*.h)
+HDRS      = $(wildcard lib/*.h lib/*/*.h format/*.h cmd/*.h tests/unit/*.h)
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -MMD -MP -c $< -o $@

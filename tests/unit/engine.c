@@ -17,21 +17,11 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "check.h"
 
 #define FAKE_ID     0x7e        /* not a wire backend id */
 #define STREAM_LEN  (3u << 20)  /* the fake hypervisor's stream */
 #define MAXDOM      8
-
-static int failures, passes;
-static char why[512];
-
-#define REQUIRE(cond, ...)                                                    \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            snprintf(why, sizeof(why), __VA_ARGS__);                          \
-            return -1;                                                        \
-        }                                                                     \
-    } while (0)
 
 /* ---- the fake hypervisor -------------------------------------------------- */
 
@@ -784,19 +774,6 @@ static int t_restore_pending_source(void)
             vmc_ctx_error(ctx), nexisting());
     vmc_ctx_free(ctx);
     return 0;
-}
-
-static void run(const char *name, int (*fn)(void))
-{
-    why[0] = '\0';
-    if (fn() == 0) {
-        printf("PASS: %s\n", name);
-        passes++;
-    } else {
-        printf("FAIL: %s: %s\n", name, why);
-        failures++;
-    }
-    fflush(stdout);
 }
 
 int main(int argc, char **argv)

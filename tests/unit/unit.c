@@ -20,30 +20,7 @@
 #include <sodium.h>
 
 #include "internal.h"
-
-static int failures, passes;
-static char why[512];
-
-#define REQUIRE(cond, ...)                                                    \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            snprintf(why, sizeof(why), __VA_ARGS__);                          \
-            return -1;                                                        \
-        }                                                                     \
-    } while (0)
-
-static void run(const char *name, int (*fn)(void))
-{
-    why[0] = '\0';
-    if (fn() == 0) {
-        printf("PASS: %s\n", name);
-        passes++;
-    } else {
-        printf("FAIL: %s: %s\n", name, why);
-        failures++;
-    }
-    fflush(stdout);
-}
+#include "check.h"
 
 /* ---- buffers and memfds -------------------------------------------------- */
 
