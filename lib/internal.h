@@ -93,6 +93,20 @@ void chunkr_free(struct chunkr *c);
 
 struct vmc_ctx *reader_ctx(const struct vmc_reader *r);
 
+/* ---- draining a reader (image.c) ---------------------------------------
+ * An output format wrapped around the raw hypervisor stream (xl.c's xl
+ * save file): info checks IMAGE_INFO, config writes what goes before the
+ * stream; BACKEND_STREAM before DOMAIN_CONFIG is refused ("cannot write
+ * <what>"). */
+struct drain_hooks {
+    int (*info)(struct vmc_ctx *ctx, const struct vmc_image_meta *m);
+    int (*config)(struct vmc_ctx *ctx, int outfd, uint32_t format,
+                  const uint8_t *cfg, size_t len);
+    const char *what;
+};
+int reader_drain(struct vmc_reader *r, int outfd, const struct drain_hooks *h,
+                 vmc_progress_fn cb, void *arg, struct vmc_summary *sum);
+
 /* ---- helpers -------------------------------------------------------------- */
 int read_full(int fd, void *buf, size_t n, size_t *got);  /* 0 or -errno */
 int write_full(int fd, const void *buf, size_t n);       /* 0 or -errno */

@@ -150,3 +150,31 @@ int vmc_libxl_json_meta(struct vmc_ctx *ctx, const uint8_t *cfg, size_t len,
         return vmc_set_error(ctx, VMC_E_FORMAT, "libxl config: no c_info.name");
     return 0;
 }
+
+/* ---- unseal to an xl save file ----------------------------------------- */
+
+static int xl_info(struct vmc_ctx *ctx, const struct vmc_image_meta *m)
+{
+    if (m->backend != VMC_BACKEND_XEN || m->stream_format != VMC_SFMT_LIBXL)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "not a Xen libxl image: "
+                             "cannot write an xl save file");
+    return 0;
+}
+
+static int xl_config(struct vmc_ctx *ctx, int outfd, uint32_t format,
+                     const uint8_t *cfg, size_t len)
+{
+    if (format != VMC_CFG_LIBXL_JSON)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "DOMAIN_CONFIG is not "
+                             "libxl JSON");
+    return vmc_xl_write_header(ctx, outfd, cfg, len);
+}
+
+int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
+                        void *arg, struct vmc_summary *sum)
+{
+    static const struct drain_hooks xl = { xl_info, xl_config,
+                                           "an xl save file" };
+
+    return reader_drain(r, outfd, &xl, cb, arg, sum);
+}

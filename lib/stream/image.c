@@ -2,7 +2,8 @@
  * image.c - whole-image helpers: drain a reader, copy a byte stream.
  *
  * Owns: reading a stream to its END for verify, info and unseal.
- * Must not: know a hypervisor beyond the names of stream formats.
+ * Must not: know a hypervisor's file format (an output format wrapped
+ * around the raw stream, like xl.c's, comes in as drain_hooks).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -30,105 +31,94 @@ static void count(struct vmc_summary *s, uint32_t type, uint64_t bytes)
     s->types[i].bytes += bytes;
 }
 
-static int drain(struct vmc_reader *r, int outfd, int to_xl,
-                 vmc_progress_fn cb, void *arg, struct vmc_summary *sum);
-
 int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
                      void *arg, struct vmc_summary *sum)
 {
-    return drain(r, outfd, 0, cb, arg, sum);
+    return reader_drain(r, outfd, NULL, cb, arg, sum);
 }
 
-int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
-                        void *arg, struct vmc_summary *sum)
+/* A BACKEND_STREAM body to outfd; *backend counts its bytes. */
+static int body_out(struct vmc_ctx *ctx, struct vmc_reader *r, int outfd,
+                    uint64_t *backend)
 {
-    return drain(r, outfd, 1, cb, arg, sum);
+    const void *pb;
+    ssize_t n;
+    int rc;
+
+    while ((n = vmc_reader_read_ptr(r, &pb, COPY_BUF)) > 0) {
+        if ((rc = write_full(outfd, pb, (size_t)n)) < 0)
+            return vmc_set_error(ctx, VMC_E_IO, "output @0x%llx: write: %s",
+                                 (unsigned long long)*backend, strerror(-rc));
+        *backend += (uint64_t)n;
+    }
+    return n < 0 ? (int)n : 0;
 }
 
-static int drain(struct vmc_reader *r, int outfd, int to_xl,
+/* IMAGE_INFO and DOMAIN_CONFIG into the summary, and to the hooks. */
+static int meta_in(struct vmc_ctx *ctx, struct vmc_reader *r,
+                   const struct vmc_record *rec, int outfd,
+                   const struct drain_hooks *h, struct vmc_summary *sum)
+{
+    uint8_t *b;
+    size_t len;
+    int rc;
+
+    if ((rc = vmc_reader_read_all(r, &b, &len)) < 0)
+        return rc;
+    if (rec->type == VMC_REC_IMAGE_INFO) {
+        rc = vmc_image_info_parse(ctx, b, len, &sum->meta);
+        if (rc == 0 && h)
+            rc = h->info(ctx, &sum->meta);
+    } else {
+        sum->config_format = vmc_get32(b);
+        sum->config_len = len - 8;
+        if (h)
+            rc = h->config(ctx, outfd, sum->config_format, b + 8, len - 8);
+    }
+    free(b);
+    return rc;
+}
+
+int reader_drain(struct vmc_reader *r, int outfd, const struct drain_hooks *h,
                  vmc_progress_fn cb, void *arg, struct vmc_summary *sum)
 {
     struct vmc_summary local;
-    struct vmc_ctx *ctx = NULL;
+    struct vmc_ctx *ctx = reader_ctx(r);
     struct vmc_record rec;
     uint64_t backend = 0;
-    int rc;
+    int rc, configured = 0;
 
     if (!sum)
         sum = &local;
     memset(sum, 0, sizeof(*sum));
-    ctx = reader_ctx(r);
     while ((rc = vmc_reader_next(r, &rec)) == 1) {
         count(sum, rec.type, rec.length);
-        if (rec.type == VMC_REC_IMAGE_INFO) {
-            uint8_t *b;
-            size_t len;
-            if ((rc = vmc_reader_read_all(r, &b, &len)) < 0)
-                goto out;
-            rc = vmc_image_info_parse(ctx, b, len, &sum->meta);
-            free(b);
-            if (rc < 0)
-                goto out;
-            if (to_xl && (sum->meta.backend != VMC_BACKEND_XEN ||
-                          sum->meta.stream_format != VMC_SFMT_LIBXL)) {
-                rc = vmc_set_error(ctx, VMC_E_UNSUPPORTED, "not a Xen libxl "
-                                   "image: cannot write an xl save file");
-                goto out;
-            }
-        } else if (rec.type == VMC_REC_DOMAIN_CONFIG) {
-            uint8_t *b;
-            size_t len;
-            if ((rc = vmc_reader_read_all(r, &b, &len)) < 0)
-                goto out;
-            sum->config_format = vmc_get32(b);
-            sum->config_len = len - 8;
-            if (to_xl) {
-                if (sum->config_format != VMC_CFG_LIBXL_JSON)
-                    rc = vmc_set_error(ctx, VMC_E_UNSUPPORTED, "DOMAIN_CONFIG "
-                                       "is not libxl JSON");
-                else
-                    rc = vmc_xl_write_header(ctx, outfd, b + 8, len - 8);
-                to_xl = 2;          /* header written */
-            }
-            free(b);
-            if (rc < 0)
-                goto out;
-        } else if (rec.type == VMC_REC_BACKEND_STREAM && to_xl == 1) {
-            rc = vmc_set_error(ctx, VMC_E_FORMAT, "BACKEND_STREAM @0x%llx "
-                               "before DOMAIN_CONFIG: cannot write an xl save "
-                               "file", (unsigned long long)rec.offset);
-            goto out;
-        } else if (rec.type == VMC_REC_BACKEND_STREAM && outfd >= 0) {
-            const void *pb;
-            ssize_t n;
-            while ((n = vmc_reader_read_ptr(r, &pb, COPY_BUF)) > 0) {
-                if ((rc = write_full(outfd, pb, (size_t)n)) < 0) {
-                    errno = -rc;
-                    rc = vmc_set_error(ctx, VMC_E_IO,
-                                       "output @0x%llx: write: %s",
-                                       (unsigned long long)backend,
-                                       strerror(errno));
-                    goto out;
-                }
-                backend += (uint64_t)n;
-            }
-            if (n < 0) {
-                rc = (int)n;
-                goto out;
-            }
+        if (rec.type == VMC_REC_IMAGE_INFO ||
+            rec.type == VMC_REC_DOMAIN_CONFIG) {
+            if ((rc = meta_in(ctx, r, &rec, outfd, h, sum)) < 0)
+                break;
+            configured |= rec.type == VMC_REC_DOMAIN_CONFIG;
         } else if (rec.type == VMC_REC_BACKEND_STREAM) {
-            backend += rec.length;
-        }
-        if (cb && rec.type == VMC_REC_BACKEND_STREAM && cb(arg, backend)) {
-            rc = vmc_set_error(ctx, VMC_E_CANCELED, "interrupted");
-            goto out;
+            if (h && !configured) {
+                rc = vmc_set_error(ctx, VMC_E_FORMAT, "BACKEND_STREAM @0x%llx "
+                                   "before DOMAIN_CONFIG: cannot write %s",
+                                   (unsigned long long)rec.offset, h->what);
+                break;
+            }
+            if (outfd < 0)
+                backend += rec.length;
+            else if ((rc = body_out(ctx, r, outfd, &backend)) < 0)
+                break;
+            if (cb && cb(arg, backend)) {
+                rc = vmc_set_error(ctx, VMC_E_CANCELED, "interrupted");
+                break;
+            }
         }
     }
     if (rc == 0) {
         vmc_reader_end(r, &sum->end);
         count(sum, VMC_REC_END, sizeof(struct vmc_wire_end));
     }
-out:
     vmc_reader_stats(r, &sum->stats);
     return rc;
 }

@@ -262,6 +262,7 @@ struct vmc_recparse {
     int state;
     struct vmc_record cur;
     uint32_t remaining;
+    uint8_t head[8];          /* the open body's first octets (its rules) */
     uint64_t records, backend_bytes;
     struct vmc_end_info end;
 };
@@ -307,6 +308,34 @@ static int src_read(struct vmc_recparse *p, void *buf, size_t n,
     return 0;
 }
 
+/* The rules on a body's content that the record layer checks itself,
+ * whoever reads the body: the reserved word at offset 4 of DOMAIN_CONFIG
+ * and of PRECOPY_ROUND is zero. */
+static int body_rules(struct vmc_recparse *p)
+{
+    char nb[24];
+
+    if ((p->cur.type == VMC_REC_DOMAIN_CONFIG ||
+         p->cur.type == VMC_REC_PRECOPY_ROUND) && vmc_get32(p->head + 4))
+        return vmc_set_error(p->ctx, VMC_E_FORMAT, "%s @0x%llx: reserved "
+                             "field not zero", rname(p->cur.type, nb),
+                             (unsigned long long)p->cur.offset);
+    return 0;
+}
+
+/* n body octets at b went by: keeps the head, and checks the body's rules
+ * once the last one has. */
+static int consumed(struct vmc_recparse *p, const void *b, size_t n)
+{
+    uint32_t pos = p->cur.length - p->remaining;
+
+    if (pos < sizeof(p->head))
+        memcpy(p->head + pos, b, n < sizeof(p->head) - pos ? n
+                                                           : sizeof(p->head) - pos);
+    p->remaining -= (uint32_t)n;
+    return p->remaining ? 0 : body_rules(p);
+}
+
 /* Consumes the rest of the current body and its zero padding. */
 static int skip_rest(struct vmc_recparse *p)
 {
@@ -317,9 +346,9 @@ static int skip_rest(struct vmc_recparse *p)
 
     while (p->remaining) {
         uint32_t n = p->remaining < sizeof(buf) ? p->remaining : sizeof(buf);
-        if ((rc = src_read(p, buf, n, rname(p->cur.type, nb))) < 0)
+        if ((rc = src_read(p, buf, n, rname(p->cur.type, nb))) < 0 ||
+            (rc = consumed(p, buf, n)) < 0)
             return rc;
-        p->remaining -= n;
     }
     if (p->cur.type == 0 && p->cur.length == 0)
         return 0;                   /* nothing open yet */
@@ -428,6 +457,12 @@ int vmc_recparse_next(struct vmc_recparse *p, struct vmc_record *rec)
             p->state = ST_DATA;
             p->backend_bytes += len;
             break;
+        case VMC_REC_PRECOPY_ROUND:
+            if (len != 24)
+                return vmc_set_error(p->ctx, VMC_E_FORMAT,
+                                     "PRECOPY_ROUND @0x%llx: length %u, "
+                                     "expected 24", (unsigned long long)at, len);
+            break;
         case VMC_REC_END:
             return parse_end(p, at, len);
         default:
@@ -443,6 +478,7 @@ int vmc_recparse_next(struct vmc_recparse *p, struct vmc_record *rec)
         p->cur.length = len;
         p->cur.offset = at;
         p->remaining = len;
+        memset(p->head, 0, sizeof(p->head));
         if ((type & VMC_REC_OPTIONAL) && !vmc_record_name(type)) {
             if ((rc = skip_rest(p)) < 0)       /* unknown optional */
                 return rc;
@@ -473,7 +509,8 @@ static ssize_t recparse_read_ptr(struct vmc_recparse *p, const void **ptr,
     if ((rc = p->peek(p->src, ptr, len, &got)) < 0)
         return src_error(p, rc, rname(p->cur.type, nb));
     p->off += got;
-    p->remaining -= (uint32_t)got;
+    if ((rc = consumed(p, *ptr, got)) < 0)
+        return rc;
     return (ssize_t)got;
 }
 
@@ -486,9 +523,9 @@ ssize_t vmc_recparse_read(struct vmc_recparse *p, void *buf, size_t len)
         len = p->remaining;
     if (len == 0)
         return 0;
-    if ((rc = src_read(p, buf, len, rname(p->cur.type, nb))) < 0)
+    if ((rc = src_read(p, buf, len, rname(p->cur.type, nb))) < 0 ||
+        (rc = consumed(p, buf, len)) < 0)
         return rc;
-    p->remaining -= (uint32_t)len;
     return (ssize_t)len;
 }
 
@@ -724,6 +761,11 @@ int vmc_image_info_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
             return vmc_set_error(ctx, VMC_E_FORMAT,
                                  "IMAGE_INFO +0x%zx: string length %u out of "
                                  "range", off, l);
+        for (size_t i = 4 + l; i < need; i++)
+            if (buf[off + i])
+                return vmc_set_error(ctx, VMC_E_FORMAT,
+                                     "IMAGE_INFO +0x%zx: string padding not "
+                                     "zero", off);
         switch (tag) {
         case VMC_INFO_NAME:
             get_str(m->name, sizeof(m->name), buf + off + 4, l);
