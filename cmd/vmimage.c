@@ -646,8 +646,8 @@ static int cmd_seal(struct args *a, int argc, char **argv)
     struct vmc_outfile *of = NULL;
     struct vmc_image_meta m;
     struct cli_progress pr;
-    uint8_t info[2048], *xlcfg = NULL, *cfgrec = NULL;
-    size_t ilen, xlcfg_len = 0;
+    uint8_t *xlcfg = NULL;
+    size_t xlcfg_len = 0;
     uint64_t t0 = vmc_now_ns();
     int fd = -1, rc = 1, k;
 
@@ -686,13 +686,6 @@ static int cmd_seal(struct args *a, int argc, char **argv)
         snprintf(m.backend_version, sizeof(m.backend_version),
                  "imported from xl save");
     }
-    gethostname(m.host, sizeof(m.host) - 1);
-    snprintf(m.tool_version, sizeof(m.tool_version), "%s", VMC_TOOL_VERSION);
-    m.time_unix = (int64_t)time(NULL);
-    if (vmc_image_info_build(&m, info, sizeof(info), &ilen) < 0) {
-        cli_err(in, "metadata too large");
-        goto out;
-    }
     if (vmc_outfile_open(a->ctx, out, 0, &of) < 0) {
         cli_ctx_err(NULL, a->ctx);
         goto out;
@@ -702,17 +695,8 @@ static int cmd_seal(struct args *a, int argc, char **argv)
     wo.threads = (int)a->threads;
     wo.label = a->label;
     cli_progress_init(&pr, "sealing", input_size(fd));
-    if (xlcfg) {
-        if (!(cfgrec = malloc(xlcfg_len + 8)))
-            goto out;
-        vmc_put32(cfgrec, VMC_CFG_LIBXL_JSON);
-        vmc_put32(cfgrec + 4, 0);
-        memcpy(cfgrec + 8, xlcfg, xlcfg_len);
-    }
     if (vmc_writer_new(a->ctx, vmc_outfile_fd(of), a->seal, &wo, &w) < 0 ||
-        vmc_writer_record(w, VMC_REC_IMAGE_INFO, info, ilen) < 0 ||
-        (cfgrec && vmc_writer_record(w, VMC_REC_DOMAIN_CONFIG, cfgrec,
-                                     xlcfg_len + 8) < 0) ||
+        vmc_writer_describe(w, &m, VMC_CFG_LIBXL_JSON, xlcfg, xlcfg_len) < 0 ||
         vmc_writer_copy_backend(w, fd, cli_progress_cb, &pr) < 0 ||
         vmc_writer_finish(w, vmc_now_ns() - t0, 0) < 0 ||
         vmc_outfile_commit(a->ctx, of) < 0) {
@@ -727,7 +711,6 @@ out:
     vmc_writer_free(w);
     vmc_outfile_free(of);
     free(xlcfg);
-    free(cfgrec);
     if (fd > 0)
         close(fd);
     return rc;

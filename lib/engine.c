@@ -376,56 +376,32 @@ struct save {
     struct vmc_dom *d;
     struct vmc_writer *w;
     struct guard g;
-    uint8_t info[2048], *cfgrec;      /* IMAGE_INFO, DOMAIN_CONFIG bodies */
-    size_t ilen, cfgrec_len;
+    struct vmc_image_meta meta;       /* IMAGE_INFO */
+    uint32_t cfg_fmt;                 /* DOMAIN_CONFIG */
+    uint8_t *cfg;
+    size_t cfg_len;
     uint64_t t0;
     int64_t stop_us, end_us;          /* guest stopped / running again */
     int started;                      /* the hypervisor stream was started */
     int committed;                    /* the image is durable (and taken) */
 };
 
-/* The domain, locked, and the two records that describe it. */
+/* The domain, locked, and what describes it in the image. */
 static int save_describe(struct save *s, const char *spec)
 {
-    struct vmc_ctx *ctx = s->ctx;
-    struct vmc_image_meta m;
-    uint8_t *cfg = NULL;
-    size_t cfg_len = 0;
-    uint32_t cfg_fmt = 0;
     int rc;
 
-    if ((rc = s->be->open(ctx, spec, 1, &s->d)) < 0)
+    if ((rc = s->be->open(s->ctx, spec, 1, &s->d)) < 0)
         return rc;
     s->res->domid = s->be->domid(s->d);
     snprintf(s->res->name, sizeof(s->res->name), "%s", s->be->name_of(s->d));
-    if ((rc = s->be->describe(ctx, s->d, &m, &cfg_fmt, &cfg, &cfg_len)) < 0 ||
-        (rc = s->be->is_running(ctx, s->d, &s->res->was_running)) < 0)
-        goto out;
-    gethostname(m.host, sizeof(m.host) - 1);
-    snprintf(m.tool_version, sizeof(m.tool_version), "%s", VMC_TOOL_VERSION);
-    m.time_unix = (int64_t)time(NULL);
-    m.flags = (s->o->live ? VMC_IIF_LIVE : 0) |
-              (s->o->mode == VMC_SAVE_CHECKPOINT ? VMC_IIF_CHECKPOINT : 0);
-    if (vmc_image_info_build(&m, s->info, sizeof(s->info), &s->ilen) < 0) {
-        rc = vmc_set_error(ctx, VMC_E_LIMIT, "IMAGE_INFO: metadata too large");
-        goto out;
-    }
-    if (cfg_len > VMC_REC_MAX_LEN - 8) {
-        rc = vmc_set_error(ctx, VMC_E_LIMIT, "DOMAIN_CONFIG: %zu bytes > max",
-                           cfg_len);
-        goto out;
-    }
-    if (!(s->cfgrec = malloc(cfg_len + 8))) {
-        rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
-        goto out;
-    }
-    vmc_put32(s->cfgrec, cfg_fmt);
-    vmc_put32(s->cfgrec + 4, 0);
-    memcpy(s->cfgrec + 8, cfg, cfg_len);
-    s->cfgrec_len = cfg_len + 8;
-out:
-    free(cfg);
-    return rc;
+    if ((rc = s->be->describe(s->ctx, s->d, &s->meta, &s->cfg_fmt, &s->cfg,
+                              &s->cfg_len)) < 0 ||
+        (rc = s->be->is_running(s->ctx, s->d, &s->res->was_running)) < 0)
+        return rc;
+    s->meta.flags = (s->o->live ? VMC_IIF_LIVE : 0) |
+                    (s->o->mode == VMC_SAVE_CHECKPOINT ? VMC_IIF_CHECKPOINT : 0);
+    return 0;
 }
 
 /* The guardian first (from here on the domain cannot be lost), then the
@@ -440,11 +416,8 @@ static int save_begin(struct save *s)
                              &s->o->wopts, &s->w)) < 0)
         return rc;
     vmc_writer_stream_id(s->w, s->res->stream_id);
-    if ((rc = vmc_writer_record(s->w, VMC_REC_IMAGE_INFO, s->info,
-                                s->ilen)) < 0)
-        return rc;
-    return vmc_writer_record(s->w, VMC_REC_DOMAIN_CONFIG, s->cfgrec,
-                             s->cfgrec_len);
+    return vmc_writer_describe(s->w, &s->meta, s->cfg_fmt, s->cfg ? s->cfg :
+                               (const uint8_t *)"", s->cfg_len);
 }
 
 /* Copies the hypervisor stream from fd into the image; a live save has the
@@ -606,7 +579,7 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
     guard_done(&s.g);
     vmc_writer_free(s.w);
     be->close(s.d);
-    free(s.cfgrec);
+    free(s.cfg);
     res->total_ns = vmc_now_ns() - s.t0;
     return rc;
 }

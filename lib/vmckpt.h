@@ -186,6 +186,13 @@ VMC_API int vmc_writer_new(struct vmc_ctx *ctx, int fd, const struct vmc_keys *k
 /* A whole record. */
 VMC_API int vmc_writer_record(struct vmc_writer *w, uint32_t type, const void *body,
                       size_t len);
+struct vmc_image_meta;
+/* The records that open every image: IMAGE_INFO from m, stamped with this
+ * host's name, the tool version and the time, then DOMAIN_CONFIG of
+ * cfg_format and cfg (none if cfg is NULL). */
+VMC_API int vmc_writer_describe(struct vmc_writer *w, const struct vmc_image_meta *m,
+                                uint32_t cfg_format, const uint8_t *cfg,
+                                size_t cfg_len);
 /* A record whose body is written in pieces: begin(len), write()* totalling
  * exactly len. */
 VMC_API int vmc_writer_begin(struct vmc_writer *w, uint32_t type, uint32_t len);

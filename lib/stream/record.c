@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -163,6 +164,35 @@ int vmc_writer_record(struct vmc_writer *w, uint32_t type, const void *body,
     if ((rc = vmc_writer_begin(w, type, (uint32_t)len)) < 0)
         return rc;
     return len ? vmc_writer_write(w, body, len) : 0;
+}
+
+int vmc_writer_describe(struct vmc_writer *w, const struct vmc_image_meta *m,
+                        uint32_t cfg_format, const uint8_t *cfg, size_t cfg_len)
+{
+    struct vmc_image_meta sm = *m;
+    uint8_t info[2048], head[8];
+    size_t ilen;
+    int rc;
+
+    gethostname(sm.host, sizeof(sm.host) - 1);
+    sm.host[sizeof(sm.host) - 1] = '\0';
+    snprintf(sm.tool_version, sizeof(sm.tool_version), "%s", VMC_TOOL_VERSION);
+    sm.time_unix = (int64_t)time(NULL);
+    if (vmc_image_info_build(&sm, info, sizeof(info), &ilen) < 0)
+        return vmc_set_error(w->ctx, VMC_E_LIMIT, "IMAGE_INFO: metadata too "
+                             "large");
+    if (cfg && cfg_len > VMC_REC_MAX_LEN - sizeof(head))
+        return vmc_set_error(w->ctx, VMC_E_LIMIT, "DOMAIN_CONFIG: %zu bytes > "
+                             "max", cfg_len);
+    if ((rc = vmc_writer_record(w, VMC_REC_IMAGE_INFO, info, ilen)) < 0 || !cfg)
+        return rc;
+    vmc_put32(head, cfg_format);
+    vmc_put32(head + 4, 0);
+    if ((rc = vmc_writer_begin(w, VMC_REC_DOMAIN_CONFIG,
+                               (uint32_t)(cfg_len + sizeof(head)))) < 0 ||
+        (rc = vmc_writer_write(w, head, sizeof(head))) < 0)
+        return rc;
+    return cfg_len ? vmc_writer_write(w, cfg, cfg_len) : 0;
 }
 
 int vmc_writer_copy_backend(struct vmc_writer *w, int fd, vmc_progress_fn cb,
