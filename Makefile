@@ -19,11 +19,21 @@ LIBS      = -lsodium -lzstd -ljansson -pthread
 
 # The xen backend is built when the Xen toolstack headers are present
 # (Debian: libxen-dev, which `make check` installs); say so when it is not.
+# XEN=1: built into libvmckpt.  XEN=module (the Debian packages): built as
+# $(BACKENDDIR)/xen.so, which libvmckpt loads when it is installed, and
+# the tools link libvmckpt.so (a KVM host never needs the Xen libraries).
 XEN      ?= $(shell test -f /usr/include/libxl.h && echo 1)
+XEN_LIBS  = -lxenlight -lxentoollog -lxenctrl -lxenguest -lxenstore
+BACKENDDIR ?= $(LIBDIR)/vmckpt/backends
+MODULES   =
 ifeq ($(XEN),1)
 CPPFLAGS += -DVMC_HAVE_XEN
-XEN_LIBS  = -lxenlight -lxentoollog -lxenctrl -lxenguest -lxenstore
 LIBS     += $(XEN_LIBS)
+PC_XEN    = $(XEN_LIBS)
+else ifeq ($(XEN),module)
+CPPFLAGS += -DVMC_XEN_MODULES -DVMC_BACKEND_DIR=\"$(BACKENDDIR)\"
+LIBS     += -ldl
+MODULES   = $(B)/backends/xen.so
 else
 $(info vmckpt: libxl.h not found: building WITHOUT the xen backend (apt-get install libxen-dev))
 endif
@@ -43,7 +53,8 @@ TOOLS     = vmimage vmsave vmrestore vmctl vmmigrate
 TOOL_BIN  = $(TOOLS:%=$(B)/%)
 SOVER     = 0
 
-all: $(B)/libvmckpt.a $(B)/libvmckpt.so.$(SOVER) $(TOOL_BIN) $(B)/vmckpt.pc
+all: $(B)/libvmckpt.a $(B)/libvmckpt.so.$(SOVER) $(TOOL_BIN) $(B)/vmckpt.pc \
+     $(MODULES)
 
 # Objects track their own headers (-MMD -MP); the one-command sanitizer
 # and fuzz builds below depend on every header.
@@ -59,13 +70,24 @@ $(B)/libvmckpt.a: $(LIB_OBJ)
 $(B)/libvmckpt.so.$(SOVER): $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -shared -Wl,-soname,libvmckpt.so.$(SOVER) -o $@ $^ $(LIBS)
 
+ifeq ($(XEN),module)
+$(B)/%: $(B)/cmd/%.o $(CLI_OBJ) $(B)/libvmckpt.so.$(SOVER)
+	$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) -L$(B) \
+	    -l:libvmckpt.so.$(SOVER) $(LIBS)
+
+$(B)/backends/xen.so: lib/backend/xen.c $(B)/libvmckpt.so.$(SOVER) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DVMC_HAVE_XEN -DVMC_XEN_MODULE $(ALLCFLAGS) $(LDFLAGS) \
+	    -shared -o $@ $< -L$(B) -l:libvmckpt.so.$(SOVER) $(XEN_LIBS) -pthread
+else
 $(B)/%: $(B)/cmd/%.o $(CLI_OBJ) $(B)/libvmckpt.a
 	$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+endif
 
 VERSION   = $(shell sed -n 's/.*VMC_TOOL_VERSION "\(.*\)"/\1/p' lib/vmckpt.h)
 PC_SED    = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	        -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' \
-	        -e 's|@XEN_LIBS@|$(XEN_LIBS)|'
+	        -e 's|@XEN_LIBS@|$(PC_XEN)|'
 $(B)/vmckpt.pc: vmckpt.pc.in Makefile
 	$(PC_SED) $< > $@
 
@@ -171,6 +193,10 @@ install: all
 	for t in $(TOOLS); do ln -sf vmckpt $(DESTDIR)$(BASHCOMPDIR)/$$t; done
 	install -m 0644 contrib/systemd/vmckpt-checkpoint@.service \
 	    contrib/systemd/vmckpt-checkpoint@.timer $(DESTDIR)$(SYSTEMDDIR)/
+ifeq ($(XEN),module)
+	install -d $(DESTDIR)$(BACKENDDIR)
+	install -m 0644 $(B)/backends/xen.so $(DESTDIR)$(BACKENDDIR)/
+endif
 
 # Removes exactly what install put there (same PREFIX and DESTDIR).
 uninstall:
@@ -183,7 +209,8 @@ uninstall:
 	    $(patsubst man/%,$(DESTDIR)$(MANDIR)/man5/%,$(wildcard man/*.5)) \
 	    $(DESTDIR)$(BASHCOMPDIR)/vmckpt $(TOOLS:%=$(DESTDIR)$(BASHCOMPDIR)/%) \
 	    $(DESTDIR)$(SYSTEMDDIR)/vmckpt-checkpoint@.service \
-	    $(DESTDIR)$(SYSTEMDDIR)/vmckpt-checkpoint@.timer
+	    $(DESTDIR)$(SYSTEMDDIR)/vmckpt-checkpoint@.timer \
+	    $(DESTDIR)$(BACKENDDIR)/xen.so
 
 clean:
 	rm -rf $(B)

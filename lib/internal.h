@@ -114,9 +114,6 @@ char *vmc_strdup(const char *s);
 /* "<UTC time>-<id>-<name>" for a log file named after a domain, whatever
  * its name holds ('/' and control characters become '_'). */
 void log_stem(char *out, size_t n, int id, const char *name);
-/* Where running domains' state lives: $VMCKPT_RUNDIR, else /run/vmckpt
- * as root, else $XDG_RUNTIME_DIR/vmckpt or /tmp/vmckpt-UID. */
-const char *vmc_rundir(void);
 /* A random (version 4) UUID. */
 void uuid_random(uint8_t u[16]);
 

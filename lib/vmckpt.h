@@ -455,6 +455,10 @@ VMC_API void vmc_guard_dispatch(int argc, char **argv);
  * (lost-<UTC time>-<id>-<name>.log): $VMCKPT_LOGDIR, else /var/log/vmckpt
  * as root, else $XDG_STATE_HOME/vmckpt or ~/.local/state/vmckpt. */
 VMC_API const char *vmc_logdir(void);
+/* Where running domains' state lives (QEMU registry, save locks):
+ * $VMCKPT_RUNDIR, else /run/vmckpt as root, else $XDG_RUNTIME_DIR/vmckpt
+ * or /tmp/vmckpt-UID. */
+VMC_API const char *vmc_rundir(void);
 
 /* ---- QEMU instance management (vmctl) ------------------------------- */
 

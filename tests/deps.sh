@@ -3,7 +3,8 @@
 set -eu
 PKGS="build-essential pkg-config libsodium-dev libzstd-dev libjansson-dev zstd \
 clang libclang-rt-14-dev python3 man-db groff-base bc bsdutils iproute2 \
-qemu-system-x86 linux-image-amd64 busybox-static cpio libxen-dev tcpdump"
+qemu-system-x86 linux-image-amd64 busybox-static cpio libxen-dev tcpdump \
+debhelper dpkg-dev fakeroot lintian"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

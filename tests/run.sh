@@ -51,6 +51,7 @@ suite fuzz-replay replay fuzz-replay "$B/tests/fuzz_replay"
 suite fuzz-replay-asan replay fuzz-replay-asan "$B/asan/fuzz_replay"
 suite cli tests/cli/cli.sh
 suite install tests/install.sh
+suite debian tests/debian.sh
 for t in tests/e2e/*.sh; do
     [ -e "$t" ] || continue
     suite "$(basename "$t" .sh)" "$t"

@@ -130,6 +130,14 @@ struct vmc_backend {
     int (*recover)(struct vmc_ctx *ctx, int domid);
 };
 
+/* A backend built as a module (XEN=module: the xen backend in its own
+ * package) exports vmc_backend_module(VMC_BACKEND_ABI, sizeof(struct
+ * vmc_backend)), which returns its table, or NULL if it was built for
+ * another ops table.  Bump VMC_BACKEND_ABI whenever this struct changes. */
+#define VMC_BACKEND_ABI 1
+typedef const struct vmc_backend *(*vmc_backend_module_fn)(unsigned abi,
+                                                           size_t size);
+
 extern const struct vmc_backend vmc_backend_qemu;
 #ifdef VMC_HAVE_XEN
 extern const struct vmc_backend vmc_backend_xen;

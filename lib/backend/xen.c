@@ -1094,4 +1094,15 @@ const struct vmc_backend vmc_backend_xen = {
     .died = xen_died,
     .recover = xen_recover,
 };
+
+#ifdef VMC_XEN_MODULE
+VMC_API const struct vmc_backend *vmc_backend_module(unsigned abi, size_t size);
+
+/* The module's one entry point (backend.c loads it; see backend.h). */
+const struct vmc_backend *vmc_backend_module(unsigned abi, size_t size)
+{
+    return abi == VMC_BACKEND_ABI && size == sizeof(struct vmc_backend)
+           ? &vmc_backend_xen : NULL;
+}
+#endif
 #endif /* VMC_HAVE_XEN */
