@@ -732,7 +732,8 @@ static int restore_build(struct restore *s)
     return 0;
 }
 
-/* A write to the hypervisor failed: its own reason, if it has one. */
+/* A write to the hypervisor failed (errno err): its own reason, if it
+ * has one. */
 static int feed_error(struct restore *s, int err)
 {
     struct vmc_ctx tmp = { 0 };
@@ -742,7 +743,7 @@ static int feed_error(struct restore *s, int err)
     return vmc_set_error(s->ctx, VMC_E_BACKEND, "hypervisor stopped reading the "
                          "stream at 0x%llx: %s",
                          (unsigned long long)s->res->backend_bytes,
-                         strerror(-err));
+                         strerror(err));
 }
 
 /* BACKEND_STREAM bodies go to the hypervisor as their chunks authenticate,
@@ -752,14 +753,14 @@ static int restore_feed(struct restore *s)
     struct vmc_record rec;
     const void *pb;
     ssize_t n;
-    int rc, err;
+    int rc;
 
     while ((rc = vmc_reader_next(s->r, &rec)) == 1) {
         if (rec.type != VMC_REC_BACKEND_STREAM)
             continue;
         while ((n = vmc_reader_read_ptr(s->r, &pb, COPY_BUF)) > 0) {
-            if ((err = write_full(s->feed, pb, (size_t)n)) < 0)
-                return feed_error(s, err);
+            if (io_write_full(NULL, s->feed, pb, (size_t)n, "feed") < 0)
+                return feed_error(s, errno);
             s->res->backend_bytes += (uint64_t)n;
         }
         if (n < 0)

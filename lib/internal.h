@@ -108,8 +108,14 @@ int reader_drain(struct vmc_reader *r, int outfd, const struct drain_hooks *h,
                  vmc_progress_fn cb, void *arg, struct vmc_summary *sum);
 
 /* ---- helpers -------------------------------------------------------------- */
-int read_full(int fd, void *buf, size_t n, size_t *got);  /* 0 or -errno */
-int write_full(int fd, const void *buf, size_t n);       /* 0 or -errno */
+/* The one error convention of lib/: ctx in (may be NULL), 0 or a negative
+ * enum vmc_err out, the message in ctx and errno kept (vmc_ctx_errno).
+ * Full reads and writes, EINTR retried; "WHAT: read: <strerror>" (or
+ * write).  io_read_full's *got is short only at EOF. */
+int io_read_full(struct vmc_ctx *ctx, int fd, void *buf, size_t n, size_t *got,
+                 const char *what);
+int io_write_full(struct vmc_ctx *ctx, int fd, const void *buf, size_t n,
+                  const char *what);
 char *vmc_strdup(const char *s);
 /* "<UTC time>-<id>-<name>" for a log file named after a domain, whatever
  * its name holds ('/' and control characters become '_'). */

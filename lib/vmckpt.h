@@ -45,6 +45,8 @@ VMC_API struct vmc_ctx *vmc_ctx_new(void);          /* NULL if out of memory */
 VMC_API void vmc_ctx_free(struct vmc_ctx *ctx);
 VMC_API const char *vmc_ctx_error(const struct vmc_ctx *ctx); /* owned by ctx */
 VMC_API int vmc_ctx_errcode(const struct vmc_ctx *ctx);
+/* The errno of the system call behind the error, 0 if there was none. */
+VMC_API int vmc_ctx_errno(const struct vmc_ctx *ctx);
 VMC_API void vmc_ctx_clear(struct vmc_ctx *ctx);
 /* Sets the error (keeping the first one unless ctx was cleared) and
  * returns code, so callers write `return vmc_set_error(...)`. */

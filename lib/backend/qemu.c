@@ -55,10 +55,11 @@ static int qemu_open(struct vmc_ctx *ctx, const char *spec, int lock,
         return vmc_set_error(ctx, VMC_E_INVAL, "domain went away");
     }
     d->lock_fd = -1;
-    if (lock && (d->lock_fd = qemu_lock_instance(d->dir, 1)) < 0) {
-        d->lock_fd = -1;
-        rc = vmc_set_error(ctx, VMC_E_EXISTS,
-                           "another vmckpt operation holds the domain lock");
+    if (lock && (rc = qemu_lock_instance(d->dir, 1, &d->lock_fd)) < 0) {
+        rc = rc == VMC_E_EXISTS ?
+             vmc_set_error(ctx, VMC_E_EXISTS, "another vmckpt operation holds "
+                           "the domain lock") :
+             vmc_set_error(ctx, VMC_E_IO, "%s/lock: %s", d->dir, strerror(errno));
         qemu_dom_free(d);
         return rc;
     }
@@ -351,12 +352,12 @@ struct clash { const uint8_t *uuid; const char *name; int id; int what; int skip
 static int qemu_saving(int id)
 {
     char dir[600];
-    int fd;
+    int fd, rc;
 
     snprintf(dir, sizeof(dir), "%s/%d", vmc_qemu_rundir(), id);
-    if ((fd = qemu_lock_instance(dir, 0)) >= 0)
+    if ((rc = qemu_lock_instance(dir, 0, &fd)) == 0)
         close(fd);
-    return fd == -EWOULDBLOCK;
+    return rc == VMC_E_EXISTS;
 }
 
 static int clash_fn(struct vmc_dom *d, void *arg)

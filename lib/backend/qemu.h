@@ -38,7 +38,7 @@ void qemu_kill_and_wait(pid_t pid);
 void qemu_last_log_line(const char *dir, char *out, size_t cap);
 int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra);
 int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d);
-int qemu_lock_instance(const char *dir, int create);
+int qemu_lock_instance(const char *dir, int create, int *fd);
 int qemu_pid_alive(pid_t pid);
 int qemu_pid_ours(pid_t pid, const char *dir);
 void qemu_rmdir_all(const char *dir);

@@ -89,14 +89,14 @@ static int uuid_parse(const char *s, uint8_t u[16])
         else if (*s >= 'A' && *s <= 'F')
             v = *s - 'A' + 10;
         else
-            return -1;
+            return VMC_E_FORMAT;
         if (n % 2 == 0)
             u[n / 2] = (uint8_t)(v << 4);
         else
             u[n / 2] |= (uint8_t)v;
         n++;
     }
-    return n == 32 && !*s ? 0 : -1;
+    return n == 32 && !*s ? 0 : VMC_E_FORMAT;
 }
 
 static pid_t read_pid(const char *dir)
@@ -184,23 +184,25 @@ int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d)
 }
 
 /* Takes an instance's lock (DIR/lock, flock(2)) without waiting: the
- * creator of an instance, vmsave and vmctl destroy hold it.  Returns the
- * locked fd, or -errno: -ENOENT without a lock file (create = 0),
- * -EWOULDBLOCK while another process holds it. */
-int qemu_lock_instance(const char *dir, int create)
+ * creator of an instance, vmsave and vmctl destroy hold it.  0 with the
+ * locked fd in *fd; VMC_E_EXISTS while another process holds it;
+ * VMC_E_IO (errno kept: ENOENT without a lock file and create = 0). */
+int qemu_lock_instance(const char *dir, int create, int *fd)
 {
     char p[600];
-    int fd, e;
+    int e;
 
     snprintf(p, sizeof(p), "%s/lock", dir);
-    if ((fd = open(p, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600)) < 0)
-        return -errno;
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    if ((*fd = open(p, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600)) < 0)
+        return VMC_E_IO;
+    if (flock(*fd, LOCK_EX | LOCK_NB) < 0) {
         e = errno;
-        close(fd);
-        return -e;
+        close(*fd);
+        *fd = -1;
+        errno = e;
+        return e == EWOULDBLOCK ? VMC_E_EXISTS : VMC_E_IO;
     }
-    return fd;
+    return 0;
 }
 
 /* An instance whose QEMU exited on its own (a guest that powered off or
@@ -279,9 +281,9 @@ int qemu_each(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
             json_decref(d.cfg);
             break;
         case 1: {                   /* QEMU died (or a killed restore): */
-            int lfd = qemu_lock_instance(d.dir, 0);  /* its directory is only */
-            if (lfd == -EWOULDBLOCK)            /* litter, unless its */
-                break;                          /* creator still holds it */
+            int lfd;                /* its directory is only litter, */
+            if (qemu_lock_instance(d.dir, 0, &lfd) == VMC_E_EXISTS)
+                break;              /* unless its creator still holds it */
             keep_exited_logs(&d);
             qemu_rmdir_all(d.dir);
             if (lfd >= 0)
@@ -422,11 +424,9 @@ int qemu_alloc_dir(struct vmc_ctx *ctx, struct vmc_dom *d)
      * reaper in another process must not take an instance whose QEMU is
      * not exec'd yet (its pid file names a process that is still us) for
      * a dead one. */
-    if ((d->lock_fd = qemu_lock_instance(d->dir, 1)) < 0) {
+    if (qemu_lock_instance(d->dir, 1, &d->lock_fd) < 0)
         rc = vmc_set_error(ctx, VMC_E_IO, "%s/lock: %s", d->dir,
-                           strerror(-d->lock_fd));
-        d->lock_fd = -1;
-    }
+                           strerror(errno));
 out:
     if (lfd >= 0)
         close(lfd);

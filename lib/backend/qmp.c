@@ -141,7 +141,7 @@ static int send_line(struct qmp *q, json_t *msg, int fd)
             n = sendmsg(q->fd, &mh, MSG_NOSIGNAL);
         while (n < 0 && errno == EINTR);
         if (n < 0)
-            rc = -errno;
+            rc = VMC_E_IO;
         else if ((size_t)n < l)
             rc = write_all_nosig(q->fd, s + n, l - (size_t)n);
     } else {
@@ -150,7 +150,7 @@ static int send_line(struct qmp *q, json_t *msg, int fd)
     free(s);
     if (rc < 0)
         return vmc_set_error(q->ctx, VMC_E_BACKEND, "qmp: send: %s",
-                             strerror(-rc));
+                             strerror(errno));
     return 0;
 }
 
@@ -163,7 +163,7 @@ int write_all_nosig(int fd, const void *buf, size_t n)
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
-            return -errno;
+            return VMC_E_IO;            /* errno kept */
         done += (size_t)r;
     }
     return 0;

@@ -542,6 +542,8 @@ static int xen_died(struct vmc_dom *d, char *why, size_t n, FILE *ev)
 #define LIBXL_REC_END 0u
 #define LIBXL_REC_LIBXC_CONTEXT 1u
 
+/* 0, or VMC_E_IO with errno kept.  (lib's io_write_full is not exported
+ * to a backend module: this file uses only the public API.) */
 static int write_all(int fd, const void *buf, size_t n)
 {
     const uint8_t *p = buf;
@@ -550,8 +552,10 @@ static int write_all(int fd, const void *buf, size_t n)
         ssize_t w = write(fd, p, n);
         if (w < 0 && errno == EINTR)
             continue;
+        if (w == 0)
+            errno = EIO;
         if (w <= 0)
-            return -1;
+            return VMC_E_IO;
         p += w;
         n -= (size_t)w;
     }

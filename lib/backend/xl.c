@@ -39,10 +39,11 @@ int vmc_xl_read_header(struct vmc_ctx *ctx, int fd, const char *what,
 
     *cfg = NULL;
     *cfg_len = 0;
-    if ((rc = read_full(fd, h, sizeof(h), &got)) < 0 || got < sizeof(h))
-        return vmc_set_error(ctx, rc < 0 ? VMC_E_IO : VMC_E_TRUNC,
-                             "%s: %s", what, rc < 0 ? strerror(-rc)
-                             : "too short for an xl save header");
+    if ((rc = io_read_full(ctx, fd, h, sizeof(h), &got, what)) < 0)
+        return rc;
+    if (got < sizeof(h))
+        return vmc_set_error(ctx, VMC_E_TRUNC, "%s: too short for an xl save "
+                             "header", what);
     if (memcmp(h, XL_MAGIC, 32))
         return vmc_set_error(ctx, VMC_E_FORMAT, "%s: not an xl save file (bad "
                              "magic)", what);
@@ -62,7 +63,9 @@ int vmc_xl_read_header(struct vmc_ctx *ctx, int fd, const char *what,
     if (optlen < 4 || optlen > XL_CONFIG_MAX + 4)
         return vmc_set_error(ctx, VMC_E_FORMAT, "%s: optional data length %u "
                              "out of range", what, optlen);
-    if ((rc = read_full(fd, w, 4, &got)) < 0 || got < 4)
+    if ((rc = io_read_full(ctx, fd, w, 4, &got, what)) < 0)
+        return rc;
+    if (got < 4)
         return vmc_set_error(ctx, VMC_E_TRUNC, "%s: truncated config", what);
     clen = vmc_get32(w);
     if (clen == 0 || clen > optlen - 4)
@@ -70,17 +73,19 @@ int vmc_xl_read_header(struct vmc_ctx *ctx, int fd, const char *what,
                              "fit optional data %u", what, clen, optlen);
     if (!(c = malloc(clen + 1)))
         return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
-    if ((rc = read_full(fd, c, clen, &got)) < 0 || got < clen) {
+    if ((rc = io_read_full(ctx, fd, c, clen, &got, what)) < 0 || got < clen) {
         free(c);
-        return vmc_set_error(ctx, VMC_E_TRUNC, "%s: truncated config", what);
+        return rc < 0 ? rc : vmc_set_error(ctx, VMC_E_TRUNC, "%s: truncated "
+                                           "config", what);
     }
     /* skip optional data we do not understand */
     for (uint32_t left = optlen - 4 - clen; left;) {
         uint8_t skip[256];
         size_t n = left < sizeof(skip) ? left : sizeof(skip);
-        if (read_full(fd, skip, n, &got) < 0 || got < n) {
+        if ((rc = io_read_full(ctx, fd, skip, n, &got, what)) < 0 || got < n) {
             free(c);
-            return vmc_set_error(ctx, VMC_E_TRUNC, "%s: truncated header", what);
+            return rc < 0 ? rc : vmc_set_error(ctx, VMC_E_TRUNC, "%s: "
+                                               "truncated header", what);
         }
         left -= (uint32_t)n;
     }
@@ -106,12 +111,10 @@ int vmc_xl_write_header(struct vmc_ctx *ctx, int fd, const uint8_t *cfg,
     vmc_put32(h + 40, 0);
     vmc_put32(h + 44, (uint32_t)(4 + cfg_len + 1));
     vmc_put32(h + 48, (uint32_t)(cfg_len + 1));
-    if ((rc = write_full(fd, h, sizeof(h))) < 0 ||
-        (rc = write_full(fd, cfg, cfg_len)) < 0 ||
-        (rc = write_full(fd, "", 1)) < 0)
-        return vmc_set_error(ctx, VMC_E_IO, "xl header: write: %s",
-                             strerror(-rc));
-    return 0;
+    if ((rc = io_write_full(ctx, fd, h, sizeof(h), "xl header")) < 0 ||
+        (rc = io_write_full(ctx, fd, cfg, cfg_len, "xl header")) < 0)
+        return rc;
+    return io_write_full(ctx, fd, "", 1, "xl header");
 }
 
 /* IMAGE_INFO facts from a libxl domain configuration (JSON). */

@@ -41,16 +41,17 @@ void vmc_outfile_cleanup_signal(void)
             unlink(sig_partial[i]);
 }
 
-static int fsync_dir(const char *path)
+static int fsync_dir(struct vmc_ctx *ctx, const char *path)
 {
     char *copy = strdup(path);
     int fd, rc = 0;
 
     if (!copy)
-        return -ENOMEM;
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
     fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) < 0)
-        rc = -errno;
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s: fsync of directory: %s", path,
+                           strerror(errno));
     if (fd >= 0)
         close(fd);
     free(copy);
@@ -175,11 +176,8 @@ int vmc_outfile_commit(struct vmc_ctx *ctx, struct vmc_outfile *of)
     of->committed = 1;
     if (of->slot >= 0)
         sig_used[of->slot] = 0;
-    if ((rc = fsync_dir(of->path)) < 0) {
-        errno = -rc;
-        return vmc_set_error(ctx, VMC_E_IO, "%s: fsync of directory: %s",
-                             of->path, strerror(errno));
-    }
+    if ((rc = fsync_dir(ctx, of->path)) < 0)
+        return rc;
     close(of->fd);
     of->fd = -1;
     return 0;

@@ -91,7 +91,23 @@ int vmc_init(struct vmc_ctx *ctx)
     return 0;
 }
 
-int read_full(int fd, void *buf, size_t n, size_t *got)
+int vmc_ctx_errno(const struct vmc_ctx *ctx)
+{
+    return ctx && ctx->code ? ctx->saved_errno : 0;
+}
+
+/* The error of a failed read or write, errno as it was at the failure. */
+static int io_error(struct vmc_ctx *ctx, int err, const char *what,
+                    const char *verb)
+{
+    errno = err;
+    vmc_set_error(ctx, VMC_E_IO, "%s: %s: %s", what, verb, strerror(err));
+    errno = err;
+    return VMC_E_IO;
+}
+
+int io_read_full(struct vmc_ctx *ctx, int fd, void *buf, size_t n, size_t *got,
+                 const char *what)
 {
     size_t done = 0;
 
@@ -101,7 +117,7 @@ int read_full(int fd, void *buf, size_t n, size_t *got)
             if (errno == EINTR)
                 continue;
             *got = done;
-            return -errno;
+            return io_error(ctx, errno, what, "read");
         }
         if (r == 0)
             break;
@@ -111,7 +127,8 @@ int read_full(int fd, void *buf, size_t n, size_t *got)
     return 0;
 }
 
-int write_full(int fd, const void *buf, size_t n)
+int io_write_full(struct vmc_ctx *ctx, int fd, const void *buf, size_t n,
+                  const char *what)
 {
     size_t done = 0;
 
@@ -120,7 +137,7 @@ int write_full(int fd, const void *buf, size_t n)
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            return -errno;
+            return io_error(ctx, errno, what, "write");
         }
         done += (size_t)r;
     }

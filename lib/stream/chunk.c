@@ -350,15 +350,14 @@ static int drain(struct chunkw *c, uint64_t need)
         }
         if (c->nladder > 1 && congested(c))
             c->win_full++;
-        rc = c->rc ? 0 : write_full(c->fd, j->out, j->out_len);
-        if (rc < 0) {
-            errno = -rc;
-            c->rc = vmc_set_error(c->ctx, VMC_E_IO,
-                                  "chunk %llu @0x%llx: write: %s",
-                                  (unsigned long long)j->idx,
-                                  (unsigned long long)c->bytes_out,
-                                  strerror(errno));
-            return c->rc;
+        if (!c->rc) {
+            char what[64];
+            snprintf(what, sizeof(what), "chunk %llu @0x%llx",
+                     (unsigned long long)j->idx,
+                     (unsigned long long)c->bytes_out);
+            if ((rc = io_write_full(c->ctx, c->fd, j->out, j->out_len,
+                                    what)) < 0)
+                return c->rc = rc;
         }
         c->bytes_out += j->out_len;
         c->chunks++;
@@ -540,8 +539,10 @@ struct chunkr {
     int rc;
 };
 
-/* read_full() that gives up when chunkr_free() pokes the wake pipe, so a
- * reader blocked on a silent pipe or socket can always be freed. */
+/* A full read that gives up when chunkr_free() pokes the wake pipe, so a
+ * reader blocked on a silent pipe or socket can always be freed.  0, or
+ * VMC_E_IO with errno kept (ETIMEDOUT, ECANCELED, or read's): the reader
+ * thread reports through its job (job_fail), not a ctx. */
 static int io_read(struct chunkr *c, void *buf, size_t n, size_t *got)
 {
     size_t done = 0;
@@ -555,22 +556,19 @@ static int io_read(struct chunkr *c, void *buf, size_t n, size_t *got)
             if (errno == EINTR)
                 continue;
             *got = done;
-            return -errno;
+            return VMC_E_IO;
         }
-        if (pr == 0) {
+        if (pr == 0 || pf[1].revents) {
             *got = done;
-            return -ETIMEDOUT;
-        }
-        if (pf[1].revents) {
-            *got = done;
-            return -ECANCELED;
+            errno = pr == 0 ? ETIMEDOUT : ECANCELED;
+            return VMC_E_IO;
         }
         r = read(c->fd, (char *)buf + done, n - done);
         if (r < 0) {
             if (errno == EINTR || errno == EAGAIN)
                 continue;
             *got = done;
-            return -errno;
+            return VMC_E_IO;
         }
         if (r == 0)
             break;
@@ -611,7 +609,7 @@ static void *io_thread(void *arg)
         rc = io_read(c, w, 4, &got);
         if (rc < 0) {
             job_fail(j, VMC_E_IO, "chunk %llu @0x%llx: read: %s", s, o,
-                     strerror(-rc));
+                     strerror(errno));
         } else if (got == 0) {
             job_fail(j, VMC_E_TRUNC, "chunk %llu @0x%llx: stream ends before "
                      "the final chunk (truncated)", s, o);
@@ -626,7 +624,7 @@ static void *io_thread(void *arg)
                          "outside 17..%zu", s, o, len, p->sealed_max);
             } else if ((rc = io_read(c, j->in, len, &got)) < 0) {
                 job_fail(j, VMC_E_IO, "chunk %llu @0x%llx: read: %s", s, o,
-                         strerror(-rc));
+                         strerror(errno));
             } else if (got < len) {
                 job_fail(j, VMC_E_TRUNC, "chunk %llu @0x%llx: truncated at %zu "
                          "of %u bytes", s, o, got, len);
@@ -641,7 +639,7 @@ static void *io_thread(void *arg)
                                  "final chunk", (unsigned long long)off);
                     else if (rc < 0)
                         job_fail(j, VMC_E_IO, "@0x%llx: read: %s",
-                                 (unsigned long long)off, strerror(-rc));
+                                 (unsigned long long)off, strerror(errno));
                 }
             }
         }

@@ -213,10 +213,8 @@ int vmc_header_read(struct vmc_ctx *ctx, int fd, struct vmc_header **out)
     int rc;
 
     *out = NULL;
-    if ((rc = read_full(fd, fixed, sizeof(fixed), &got)) < 0) {
-        errno = -rc;
-        return vmc_set_error(ctx, VMC_E_IO, "header: read: %s", strerror(errno));
-    }
+    if ((rc = io_read_full(ctx, fd, fixed, sizeof(fixed), &got, "header")) < 0)
+        return rc;
     if (got == 0)
         return vmc_set_error(ctx, VMC_E_TRUNC, "header: empty input");
     if (got < sizeof(fixed))
@@ -228,13 +226,10 @@ int vmc_header_read(struct vmc_ctx *ctx, int fd, struct vmc_header **out)
         if (!(buf = malloc(tmp.h.header_len)))
             return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
         memcpy(buf, fixed, sizeof(fixed));
-        rc = read_full(fd, buf + sizeof(fixed), tmp.h.header_len - sizeof(fixed),
-                       &got);
-        if (rc < 0) {
-            errno = -rc;
-            rc = vmc_set_error(ctx, VMC_E_IO, "header: read: %s", strerror(errno));
+        if ((rc = io_read_full(ctx, fd, buf + sizeof(fixed),
+                               tmp.h.header_len - sizeof(fixed), &got,
+                               "header")) < 0)
             goto out;
-        }
         got += sizeof(fixed);
     }
     rc = vmc_header_parse(ctx, buf, got, &h);
@@ -716,11 +711,5 @@ out:
 
 int vmc_header_write(struct vmc_ctx *ctx, const struct vmc_header *h, int fd)
 {
-    int rc = write_full(fd, h->raw, h->raw_len);
-
-    if (rc < 0) {
-        errno = -rc;
-        return vmc_set_error(ctx, VMC_E_IO, "header: write: %s", strerror(errno));
-    }
-    return 0;
+    return io_write_full(ctx, fd, h->raw, h->raw_len, "header");
 }

@@ -6,6 +6,7 @@
  * around the raw stream, like xl.c's, comes in as drain_hooks).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -46,9 +47,11 @@ static int body_out(struct vmc_ctx *ctx, struct vmc_reader *r, int outfd,
     int rc;
 
     while ((n = vmc_reader_read_ptr(r, &pb, COPY_BUF)) > 0) {
-        if ((rc = write_full(outfd, pb, (size_t)n)) < 0)
-            return vmc_set_error(ctx, VMC_E_IO, "output @0x%llx: write: %s",
-                                 (unsigned long long)*backend, strerror(-rc));
+        char what[48];
+        snprintf(what, sizeof(what), "output @0x%llx",
+                 (unsigned long long)*backend);
+        if ((rc = io_write_full(ctx, outfd, pb, (size_t)n, what)) < 0)
+            return rc;
         *backend += (uint64_t)n;
     }
     return n < 0 ? (int)n : 0;
@@ -132,20 +135,9 @@ int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what)
         return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
     for (;;) {
         size_t got;
-        if ((rc = read_full(in, buf, COPY_BUF, &got)) < 0) {
-            errno = -rc;
-            rc = vmc_set_error(ctx, VMC_E_IO, "%s: read: %s", what,
-                               strerror(errno));
+        if ((rc = io_read_full(ctx, in, buf, COPY_BUF, &got, what)) < 0 ||
+            got == 0 || (rc = io_write_full(ctx, out, buf, got, what)) < 0)
             break;
-        }
-        if (got == 0)
-            break;
-        if ((rc = write_full(out, buf, got)) < 0) {
-            errno = -rc;
-            rc = vmc_set_error(ctx, VMC_E_IO, "%s: write: %s", what,
-                               strerror(errno));
-            break;
-        }
     }
     free(buf);
     return rc;

@@ -48,16 +48,17 @@ static void key_encode(char *out, size_t cap, const char *pfx,
     sodium_memzero(bin, sizeof(bin));
 }
 
-/* 0 if s (exactly, no trailing junk) is pfx + valid key; key filled. */
+/* 0 if s (exactly, no trailing junk) is pfx + valid key, key filled;
+ * else VMC_E_FORMAT (the caller names the object in its message). */
 static int key_decode(const char *s, size_t len, const char *pfx,
                       uint8_t key[32])
 {
     uint8_t bin[36], ck[4];
     size_t pl = strlen(pfx), binlen = 0;
-    int rc = -1;
+    int rc = VMC_E_FORMAT;
 
     if (len != pl + ENC_LEN || memcmp(s, pfx, pl) != 0)
-        return -1;
+        return VMC_E_FORMAT;
     if (sodium_base642bin(bin, sizeof(bin), s + pl, ENC_LEN, NULL, &binlen,
                           NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) ||
         binlen != sizeof(bin))
@@ -158,12 +159,8 @@ static int slurp_secret(struct vmc_ctx *ctx, const char *path, char **buf,
         rc = vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
         goto out;
     }
-    rc = read_full(fd, b, KEYFILE_MAX + 1, &got);
-    if (rc < 0) {
-        errno = -rc;
-        rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
+    if ((rc = io_read_full(ctx, fd, b, KEYFILE_MAX + 1, &got, path)) < 0)
         goto out;
-    }
     if (got > KEYFILE_MAX) {
         rc = vmc_set_error(ctx, VMC_E_LIMIT, "%s: key file too large", path);
         goto out;
@@ -356,15 +353,13 @@ static int create_secret_file(struct vmc_ctx *ctx, const char *path,
         return vmc_set_error(ctx, VMC_E_EXISTS, "%s: already exists", path);
     if (fd < 0)
         return vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
-    if ((rc = write_full(fd, text, strlen(text))) == 0 && fsync(fd) < 0)
-        rc = -errno;
+    if ((rc = io_write_full(ctx, fd, text, strlen(text), path)) == 0 &&
+        fsync(fd) < 0)
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s: fsync: %s", path, strerror(errno));
     if (close(fd) < 0 && rc == 0)
-        rc = -errno;
-    if (rc < 0) {
-        errno = -rc;
-        rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s: close: %s", path, strerror(errno));
+    if (rc < 0)
         unlink(path);
-    }
     return rc;
 }
 
@@ -431,8 +426,7 @@ int vmc_keygen_fd(struct vmc_ctx *ctx, int fd, const char *what, int symmetric,
 
     if ((rc = keygen_text(ctx, symmetric, &text, pub)) < 0)
         return rc;
-    if ((rc = write_full(fd, text, strlen(text))) < 0)
-        rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", what, strerror(-rc));
+    rc = io_write_full(ctx, fd, text, strlen(text), what);
     sodium_free(text);
     return rc;
 }

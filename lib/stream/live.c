@@ -80,11 +80,7 @@ static int read_timed(struct vmc_ctx *ctx, int fd, void *buf, size_t n,
 static int send_all(struct vmc_ctx *ctx, int fd, const void *buf, size_t n,
                     const char *what)
 {
-    int rc = write_full(fd, buf, n);
-
-    if (rc < 0)
-        return vmc_set_error(ctx, VMC_E_IO, "%s: %s", what, strerror(-rc));
-    return 0;
+    return io_write_full(ctx, fd, buf, n, what);
 }
 
 static void hello(uint8_t out[HELLO_LEN], const uint8_t epk[32],

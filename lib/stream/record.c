@@ -205,13 +205,13 @@ int vmc_writer_copy_backend(struct vmc_writer *w, int fd, vmc_progress_fn cb,
     for (;;) {
         size_t got;
 
-        if ((rc = read_full(fd, w->piece, BACKEND_PIECE, &got)) < 0) {
-            errno = -rc;
-            return vmc_set_error(w->ctx, VMC_E_IO,
-                                 "backend stream @0x%llx: read: %s",
-                                 (unsigned long long)w->backend_bytes,
-                                 strerror(errno));
-        }
+        char what[48];
+
+        snprintf(what, sizeof(what), "backend stream @0x%llx",
+                 (unsigned long long)w->backend_bytes);
+        if ((rc = io_read_full(w->ctx, fd, w->piece, BACKEND_PIECE, &got,
+                               what)) < 0)
+            return rc;
         if (got == 0)
             return 0;
         if ((rc = vmc_writer_record(w, VMC_REC_BACKEND_STREAM, w->piece, got)) < 0)

@@ -214,7 +214,7 @@ static void *save_thread(void *arg)
                                                       : sizeof(buf);
         for (size_t i = 0; i < n; i++)
             buf[i] = pattern(d->done + i);
-        if (write_full(d->fd, buf, n) < 0)
+        if (io_write_full(NULL, d->fd, buf, n, "fake") < 0)
             break;                      /* the engine stopped reading */
         __atomic_add_fetch(&d->done, n, __ATOMIC_RELEASE);
     }

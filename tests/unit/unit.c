@@ -33,7 +33,7 @@ static int memfd_from(const uint8_t *p, size_t n)
 {
     int fd = memfd_create("vmc-test", 0);
 
-    if (fd < 0 || write_full(fd, p, n) < 0 || lseek(fd, 0, SEEK_SET) < 0)
+    if (fd < 0 || io_write_full(NULL, fd, p, n, "memfd") < 0 || lseek(fd, 0, SEEK_SET) < 0)
         abort();
     return fd;
 }
@@ -47,7 +47,7 @@ static struct buf memfd_take(int fd)
     b.n = (size_t)end;
     b.p = malloc(b.n + 1);
     lseek(fd, 0, SEEK_SET);
-    if (!b.p || read_full(fd, b.p, b.n, &got) < 0 || got != b.n)
+    if (!b.p || io_read_full(NULL, fd, b.p, b.n, &got, "memfd") < 0 || got != b.n)
         abort();
     close(fd);
     return b;
@@ -1060,7 +1060,7 @@ static int t_reader_cancel(void)
     chunk_offsets(&img, offs, 15);
     REQUIRE(pipe(pfd) == 0, "pipe");
     /* header and the first chunk only, the write end stays open */
-    REQUIRE(write_full(pfd[1], img.p, offs[1]) == 0, "write");
+    REQUIRE(io_write_full(NULL, pfd[1], img.p, offs[1], "pipe") == 0, "write");
     REQUIRE(vmc_header_read(ctx, pfd[0], &h) == 0 &&
             vmc_header_unlock(ctx, h, k_open) == 0 &&
             vmc_reader_new(ctx, pfd[0], h, 2, 1, &r) == 0, "open");
@@ -1098,7 +1098,7 @@ static int t_writer_epipe(void)
         char b[100000];
         size_t got;
         close(pfd[1]);
-        read_full(pfd[0], b, sizeof(b), &got);
+        io_read_full(NULL, pfd[0], b, sizeof(b), &got, "pipe");
         _exit(0);
     }
     close(pfd[0]);
@@ -1137,7 +1137,7 @@ static int t_outfile(void)
     close(open(partial, O_CREAT | O_WRONLY, 0600));
     REQUIRE(vmc_outfile_open(ctx, path, 0, &of) == 0, "stale: %s",
             vmc_ctx_error(ctx));
-    REQUIRE(write_full(vmc_outfile_fd(of), "x", 1) == 0 &&
+    REQUIRE(io_write_full(NULL, vmc_outfile_fd(of), "x", 1, "outfile") == 0 &&
             vmc_outfile_commit(ctx, of) == 0, "commit");
     vmc_outfile_free(of);
     REQUIRE(stat(path, &st) == 0 && st.st_size == 1 && stat(partial, &st) < 0,
