@@ -92,9 +92,27 @@ void cli_err(const char *obj, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+const char *cli_ctx_msg(const struct vmc_ctx *ctx)
+{
+    static char buf[700];
+    const char *words = "";
+
+    switch (vmc_ctx_hint(ctx)) {
+    case VMC_HINT_GIVE_KEY:
+        words = " (give -i, -k, -P, --passphrase-file or --passphrase-fd)";
+        break;
+    case VMC_HINT_NOT_LIVE:
+        words = strcmp(cli_prog, "vmmigrate") ? "; save it without --live"
+                                              : "; migrate it with --no-live";
+        break;
+    }
+    snprintf(buf, sizeof(buf), "%s%s", vmc_ctx_error(ctx), words);
+    return buf;
+}
+
 void cli_ctx_err(const char *obj, struct vmc_ctx *ctx)
 {
-    cli_err(obj, "%s", vmc_ctx_error(ctx));
+    cli_err(obj, "%s", cli_ctx_msg(ctx));
     vmc_ctx_clear(ctx);
 }
 

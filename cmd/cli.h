@@ -31,6 +31,9 @@ void cli_print_options(FILE *f, const struct cli_opt *tab, unsigned mask);
 void cli_err(const char *obj, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Prints "prog: obj: <ctx message>" and clears ctx. */
+/* The library's error with the hint (vmc_ctx_hint) in this tool's words:
+ * the options it names.  A static buffer. */
+const char *cli_ctx_msg(const struct vmc_ctx *ctx);
 void cli_ctx_err(const char *obj, struct vmc_ctx *ctx);
 
 /* Passphrases, into sodium memory (caller sodium_free()s). */

@@ -572,7 +572,7 @@ static int info_verify_one(struct args *a, const char *path)
     if (rc < 0) {
         if (a->json) {
             json_object_set_new(j, "ok", json_false());
-            json_object_set_new(j, "error", json_string(vmc_ctx_error(a->ctx)));
+            json_object_set_new(j, "error", json_string(cli_ctx_msg(a->ctx)));
             json_dumpf(j, stdout, JSON_INDENT(2));
             printf("\n");
         }
@@ -701,7 +701,7 @@ static int cmd_seal(struct args *a, int argc, char **argv)
         vmc_writer_finish(w, vmc_now_ns() - t0, 0) < 0 ||
         vmc_outfile_commit(a->ctx, of) < 0) {
         cli_progress_done(&pr);
-        cli_err(strcmp(out, "-") ? out : "stdout", "%s%s", vmc_ctx_error(a->ctx),
+        cli_err(strcmp(out, "-") ? out : "stdout", "%s%s", cli_ctx_msg(a->ctx),
                 strcmp(out, "-") ? "; nothing written" : "");
         goto out;
     }
@@ -753,7 +753,7 @@ static int cmd_unseal(struct args *a, int argc, char **argv)
                   : vmc_reader_drain(r, vmc_outfile_fd(of), cli_progress_cb, &pr,
                                      NULL)) < 0) {
         cli_progress_done(&pr);
-        cli_err(obj, "%s%s", vmc_ctx_error(a->ctx),
+        cli_err(obj, "%s%s", cli_ctx_msg(a->ctx),
                 strcmp(out, "-") ? "; nothing written" : "");
         goto out;
     }
@@ -860,7 +860,7 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
     if (vmc_header_write(a->ctx, h, vmc_outfile_fd(of)) < 0 ||
         vmc_copy_fd(a->ctx, fd, vmc_outfile_fd(of), path) < 0 ||
         vmc_outfile_commit(a->ctx, of) < 0) {
-        cli_err(out, "%s; %s left unchanged", vmc_ctx_error(a->ctx), path);
+        cli_err(out, "%s; %s left unchanged", cli_ctx_msg(a->ctx), path);
         goto out;
     }
     vmc_header_get_info(h, &hi);

@@ -353,7 +353,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
     }
     if (vmc_live_connect(a->ctx, rfd, wfd, id, known, a->timeout_s * 1000,
                          &s) < 0) {
-        cli_err(dom, "%s: %s; domain untouched", dest, vmc_ctx_error(a->ctx));
+        cli_err(dom, "%s: %s; domain untouched", dest, cli_ctx_msg(a->ctx));
         goto out;
     }
     if (vmc_outfile_stream(a->ctx, wfd, &of) < 0) {
@@ -382,7 +382,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
     if (rc < 0) {
         char why[600];
         int status, rdom;
-        snprintf(why, sizeof(why), "%s", vmc_ctx_error(a->ctx));
+        snprintf(why, sizeof(why), "%s", cli_ctx_msg(a->ctx));
         /* A receiver that failed says why before it hangs up. */
         if (vmc_ctx_errcode(a->ctx) == VMC_E_IO && c.msg[0] == '\0') {
             vmc_ctx_clear(a->ctx);
@@ -492,7 +492,7 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
         goto fail;
     if (vmc_reply_send(a->ctx, wfd, s, sid, 0, res.domid, "running") < 0) {
         cli_err(from, "domain %s (id %d) runs, but the confirmation could not "
-                "be sent: %s", res.name, res.domid, vmc_ctx_error(a->ctx));
+                "be sent: %s", res.name, res.domid, cli_ctx_msg(a->ctx));
         goto out;
     }
     fprintf(stderr, "%s: %s: received domain %s from %s as domain %d "
@@ -504,7 +504,7 @@ fail:
     {
         char msg[600];
         int code = vmc_ctx_errcode(a->ctx);
-        snprintf(msg, sizeof(msg), "%s", vmc_ctx_error(a->ctx));
+        snprintf(msg, sizeof(msg), "%s", cli_ctx_msg(a->ctx));
         cli_err(from, "from %s: %s; no domain created", peer, msg);
         if (have_sid) {
             vmc_ctx_clear(a->ctx);

@@ -180,7 +180,7 @@ int main(int argc, char **argv)
     a.ro.progress_arg = &pr;
     if (vmc_restore(a.ctx, r, &a.ro, &res) < 0) {
         cli_progress_done(&pr);
-        cli_err(obj, "%s; %sno domain created", vmc_ctx_error(a.ctx),
+        cli_err(obj, "%s; %sno domain created", cli_ctx_msg(a.ctx),
                 vmc_ctx_errcode(a.ctx) == VMC_E_CLASH ? "use --name NEW or "
                                                         "--clone; " : "");
         goto out;
@@ -207,7 +207,7 @@ int main(int argc, char **argv)
         snprintf(what, sizeof(what), "domain %d (%s)", res.domid, res.name);
         if (vmc_console_open(a.ctx, res.backend, spec, &cfd) < 0) {
             cli_err(res.name, "restored and running, but the console cannot "
-                    "be attached: %s", vmc_ctx_error(a.ctx));
+                    "be attached: %s", cli_ctx_msg(a.ctx));
             rc = 1;                     /* vmrestore(1): EXIT STATUS */
         } else {
             cli_console(cfd, what);

@@ -262,7 +262,7 @@ int main(int argc, char **argv)
     a.so.keys = a.keys;
     cli_signals_flag();
     if (vmc_outfile_open(a.ctx, file, 0, &of) < 0) {
-        cli_err(dom, "%s; domain untouched", vmc_ctx_error(a.ctx));
+        cli_err(dom, "%s; domain untouched", cli_ctx_msg(a.ctx));
         return 1;
     }
     cli_progress_init(&pr, "saving", 0);
@@ -278,7 +278,7 @@ int main(int argc, char **argv)
                            res.was_running ? "nothing written (domain NOT running: "
                                              "check it)" :
                            "domain left as it was, nothing written";
-        cli_err(dom, "%s; %s", vmc_ctx_error(a.ctx),
+        cli_err(dom, "%s; %s", cli_ctx_msg(a.ctx),
                 res.destroy_failed ? "image kept" : done);
         vmc_outfile_free(of);
         return 1;

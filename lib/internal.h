@@ -11,6 +11,7 @@
 struct vmc_ctx {
     int code;
     int saved_errno;
+    int hint;                 /* enum vmc_hint */
     char msg[512];
 };
 

@@ -53,6 +53,16 @@ VMC_API void vmc_ctx_clear(struct vmc_ctx *ctx);
 VMC_API int vmc_set_error(struct vmc_ctx *ctx, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 VMC_API const char *vmc_strerror(int code);
+/* What a user can do about the error, for a tool to say in its own words
+ * (the library never names a command-line option). */
+enum vmc_hint {
+    VMC_HINT_NONE = 0,
+    VMC_HINT_GIVE_KEY,        /* no key was given to open an image */
+    VMC_HINT_NOT_LIVE,        /* this save cannot be live: do it cold */
+};
+VMC_API int vmc_ctx_hint(const struct vmc_ctx *ctx);
+/* Adds a hint to the error already set (for backends); returns its code. */
+VMC_API int vmc_set_hint(struct vmc_ctx *ctx, enum vmc_hint hint);
 /* Must be called once before anything else (sodium_init). */
 VMC_API int vmc_init(struct vmc_ctx *ctx);
 

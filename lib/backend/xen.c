@@ -742,13 +742,13 @@ static int xen_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
     d->live = t->live;
     xlog_reset(d);
     if (t->max_bandwidth)
-        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "--max-bandwidth: "
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "a bandwidth limit: "
                              "libxl offers no way to set it (see vmsave(1), "
                              "Xen and libxenguest)");
     if (t->max_downtime_ms && !(t->live && d->pvh))
-        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "--max-downtime: only "
-                             "for a live save of a PVH guest on Xen (see "
-                             "vmsave(1), Xen and libxenguest)");
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "a maximum downtime: "
+                             "only for a live save of a PVH guest on Xen "
+                             "(see vmsave(1), Xen and libxenguest)");
     d->direct = t->live && d->pvh && t->max_downtime_ms;
     d->max_downtime_ms = t->max_downtime_ms;
     {
@@ -786,11 +786,12 @@ static int xen_save_wait(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *stop)
         pthread_mutex_lock(&d->log.mu);
         snprintf(first, sizeof(first), "%s", d->log.first);
         pthread_mutex_unlock(&d->log.mu);
-        if (d->live && d->pv && strstr(first, "logdirty"))
-            return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "--live needs "
-                                 "log-dirty tracking, which this Xen cannot "
-                                 "do for PV guests (built without shadow "
-                                 "paging): %s; save without --live", first);
+        if (d->live && d->pv && strstr(first, "logdirty")) {
+            vmc_set_error(ctx, VMC_E_UNSUPPORTED, "a live save needs log-dirty "
+                          "tracking, which this Xen cannot do for PV guests "
+                          "(built without shadow paging): %s", first);
+            return vmc_set_hint(ctx, VMC_HINT_NOT_LIVE);
+        }
         return xerr(ctx, d, d->direct ? "(libxenguest) xc_domain_save"
                                       : "domain_suspend", d->th_rc);
     }

@@ -43,6 +43,7 @@ void vmc_ctx_clear(struct vmc_ctx *ctx)
     if (ctx) {
         ctx->code = 0;
         ctx->saved_errno = 0;
+        ctx->hint = 0;
         ctx->msg[0] = '\0';
     }
 }
@@ -89,6 +90,20 @@ int vmc_init(struct vmc_ctx *ctx)
     if (sodium_init() < 0)
         return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "libsodium: init failed");
     return 0;
+}
+
+int vmc_ctx_hint(const struct vmc_ctx *ctx)
+{
+    return ctx && ctx->code ? ctx->hint : VMC_HINT_NONE;
+}
+
+int vmc_set_hint(struct vmc_ctx *ctx, enum vmc_hint hint)
+{
+    if (!ctx)
+        return VMC_E_INVAL;
+    if (ctx->code && !ctx->hint)
+        ctx->hint = (int)hint;
+    return ctx->code;
 }
 
 int vmc_ctx_errno(const struct vmc_ctx *ctx)

@@ -371,8 +371,10 @@ int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
         }
     if (limit_rc)
         return limit_rc;
-    if (keys->n == 0)
-        return vmc_set_error(ctx, VMC_E_KEY, "no key given (use -i, -k, -P, --passphrase-file or --passphrase-fd)");
+    if (keys->n == 0) {
+        vmc_set_error(ctx, VMC_E_KEY, "no key given");
+        return vmc_set_hint(ctx, VMC_HINT_GIVE_KEY);
+    }
     if (npass)
         return vmc_set_error(ctx, VMC_E_KEY,
                              "no key opens it (wrong passphrase?)");

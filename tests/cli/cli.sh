@@ -162,6 +162,12 @@ for img in x25519 passphrase rawkey all; do
     done
 done
 
+# No key at all: the library hints, the tool names its own options.
+t=unseal_without_key_names_the_options
+if run 1 $V unseal -o u.bin $G/v1-all.vmimg && one_line &&
+   grep -q 'no key given (give -i, -k, -P, --passphrase-file or --passphrase-fd)' err &&
+   [ ! -e u.bin ]; then pass $t; else fail $t "rc=$rc $(cat err)"; fi
+
 t=golden_info_nokey
 if run 0 $V info $G/v1-all.vmimg && grep -q 'header unverified' out &&
    grep -q 'label:       golden all slots' out && grep -q 'argon2id (t=1, m=8 MiB)' out &&

@@ -300,6 +300,20 @@ static int t_keys(void)
             rc, msg);
     rc = read_image(img.p, img.n, none, NULL, NULL, msg);
     REQUIRE(rc == VMC_E_KEY, "no key: %d %s", rc, msg);
+    {   /* the library names no option: it hints, the tool says the words */
+        struct vmc_header *h = NULL;
+        int in = memfd_from(img.p, img.n);
+        rc = vmc_header_read(ctx, in, &h);
+        if (rc == 0)
+            rc = vmc_header_unlock(ctx, h, none);
+        REQUIRE(rc == VMC_E_KEY && vmc_ctx_hint(ctx) == VMC_HINT_GIVE_KEY &&
+                !strchr(vmc_ctx_error(ctx), '-'), "no key: rc %d hint %d '%s'",
+                rc, vmc_ctx_hint(ctx), vmc_ctx_error(ctx));
+        vmc_header_free(h);
+        close(in);
+        vmc_ctx_clear(ctx);
+        REQUIRE(vmc_ctx_hint(ctx) == VMC_HINT_NONE, "hint survives a clear");
+    }
     free(img.p);
     /* passphrase: right and wrong */
     s.keys = k_pass;
