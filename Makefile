@@ -63,6 +63,8 @@ $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -MMD -MP -c $< -o $@
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TOOLS:%=$(B)/cmd/%.d)
+# The tools' objects are not intermediate: keep them (no rebuild each time).
+.SECONDARY: $(CLI_OBJ) $(TOOLS:%=$(B)/cmd/%.o)
 
 $(B)/libvmckpt.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
