@@ -41,12 +41,12 @@ endif
 B         = build
 # lib/README.md is the source map.
 LIB_SRC   = format/wire.c \
-            lib/io/util.c lib/io/outfile.c \
+            lib/io/util.c lib/io/outfile.c lib/io/endpoint.c \
             lib/stream/keys.c lib/stream/header.c lib/stream/chunk.c \
             lib/stream/record.c lib/stream/image.c lib/stream/live.c \
             lib/backend/backend.c lib/backend/qmp.c lib/backend/qemu_registry.c \
             lib/backend/qemu.c lib/backend/xl.c lib/backend/xen.c \
-            lib/engine.c
+            lib/engine.c lib/migrate.c
 LIB_OBJ   = $(LIB_SRC:%.c=$(B)/%.o)
 CLI_OBJ   = $(B)/cmd/cli.o
 TOOLS     = vmimage vmsave vmrestore vmctl vmmigrate

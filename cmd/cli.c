@@ -283,12 +283,22 @@ void cli_progress_init(struct cli_progress *p, const char *what, uint64_t total)
     p->start = vmc_now_ns();
 }
 
+void cli_progress_expect(void *arg, uint64_t total)
+{
+    struct cli_progress *p = arg;
+
+    if (p) {
+        p->total = total;
+        p->estimate = 1;
+    }
+}
+
 int cli_progress_cb(void *arg, uint64_t bytes)
 {
     struct cli_progress *p = arg;
-    uint64_t now;
-    double secs, rate;
-    char done[32], r[32], eta[32] = "";
+    uint64_t now, pos = bytes;
+    double secs, rate, prate, pct;
+    char done[32], r[32], tail[48] = "";
 
     if (!p || !p->on)
         return 0;
@@ -296,14 +306,26 @@ int cli_progress_cb(void *arg, uint64_t bytes)
     if (now - p->last < 1000000000ull / 6)
         return 0;
     p->last = now;
+    if (p->reader) {
+        struct vmc_stats st;
+        vmc_reader_stats(p->reader, &st);
+        pos = st.stream_bytes;
+    }
     secs = (double)(now - p->start) / 1e9;
     rate = secs > 0 ? (double)bytes / secs : 0;
+    prate = secs > 0 ? (double)pos / secs : 0;
     cli_human(done, sizeof(done), (double)bytes);
     cli_human(r, sizeof(r), rate);
-    if (p->total && rate > 0 && bytes <= p->total)
-        snprintf(eta, sizeof(eta), "  ETA %.0fs",
-                 (double)(p->total - bytes) / rate);
-    fprintf(stderr, "\r%s: %s %s  %s/s%s\033[K", cli_prog, p->what, done, r, eta);
+    if (p->total && prate > 0 && pos < p->total) {
+        pct = 100.0 * (double)pos / (double)p->total;
+        snprintf(tail, sizeof(tail), "  %s%.0f%%  ETA %.0fs",
+                 p->estimate ? "~" : "", pct,
+                 (double)(p->total - pos) / prate);
+    } else if (p->total && p->estimate) {
+        snprintf(tail, sizeof(tail), "  ~99%%");   /* past the estimate */
+    }
+    fprintf(stderr, "\r%s: %s %s  %s/s%s\033[K", cli_prog, p->what, done, r,
+            tail);
     return 0;
 }
 
@@ -372,6 +394,13 @@ static void on_flag_signal(int sig)
 void cli_signals_flag(void)
 {
     on_signals(on_flag_signal);
+}
+
+uint64_t cli_input_size(int fd)
+{
+    struct stat st;
+
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
 }
 
 int cli_progress_cb_int(void *arg, uint64_t bytes)

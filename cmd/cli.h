@@ -43,15 +43,26 @@ int cli_pass_fd(int fd, char **pass, size_t *len);
 int cli_have_tty(void);
 
 /* Progress on stderr when it is a tty and not quiet, <= 6 redraws/s. */
+/* Progress on a tty (stderr), at most 6 redraws a second: the bytes done,
+ * the rate, and with a total the percentage and the ETA.  total counts
+ * what the callback counts, unless a reader is set: then the position is
+ * the reader's input (the image file) against total (its size), while the
+ * bytes shown stay the ones reported. */
 struct cli_progress {
     int on;
     const char *what;
     uint64_t total;                /* 0 if unknown */
     uint64_t start, last;
+    const struct vmc_reader *reader;
+    int estimate;                  /* total is an estimate: never 100 % */
 };
 void cli_progress_init(struct cli_progress *p, const char *what, uint64_t total);
+/* A vmc_save/vmc_restore expect callback: total becomes an estimate. */
+void cli_progress_expect(void *arg, uint64_t total);
 int cli_progress_cb(void *arg, uint64_t bytes);
 void cli_progress_done(struct cli_progress *p);
+/* The size of a regular file on fd, 0 for a pipe or a socket. */
+uint64_t cli_input_size(int fd);
 
 void cli_human(char *buf, size_t cap, double bytes);
 /* Installs SIGINT/SIGTERM/SIGHUP/SIGPIPE handling that removes .partial

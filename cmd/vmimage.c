@@ -254,13 +254,6 @@ static int open_input(const char *path)
     return fd;
 }
 
-static uint64_t input_size(int fd)
-{
-    struct stat st;
-
-    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
-}
-
 /* Reads and unlocks the header of image `obj` on fd. */
 static int open_header(struct args *a, const char *obj, int fd, int need_key,
                        struct vmc_header **hp)
@@ -566,7 +559,8 @@ static int info_verify_one(struct args *a, const char *path)
     }
     h = NULL;
     cli_progress_init(&pr, verify ? "verifying" : "reading",
-                      input_size(fd));
+                      cli_input_size(fd));
+    pr.reader = r;                  /* the ETA is of the file, not the guest */
     rc = vmc_reader_drain(r, -1, cli_progress_cb, &pr, &sum);
     cli_progress_done(&pr);
     if (rc < 0) {
@@ -694,7 +688,7 @@ static int cmd_seal(struct args *a, int argc, char **argv)
     wo.chunk_size = a->chunk;
     wo.threads = (int)a->threads;
     wo.label = a->label;
-    cli_progress_init(&pr, "sealing", input_size(fd));
+    cli_progress_init(&pr, "sealing", cli_input_size(fd));
     if (vmc_writer_new(a->ctx, vmc_outfile_fd(of), a->seal, &wo, &w) < 0 ||
         vmc_writer_describe(w, &m, VMC_CFG_LIBXL_JSON, xlcfg, xlcfg_len) < 0 ||
         vmc_writer_copy_backend(w, fd, cli_progress_cb, &pr) < 0 ||
@@ -747,7 +741,8 @@ static int cmd_unseal(struct args *a, int argc, char **argv)
         goto out;
     }
     h = NULL;
-    cli_progress_init(&pr, "unsealing", 0);
+    cli_progress_init(&pr, "unsealing", cli_input_size(fd));
+    pr.reader = r;
     if ((a->to_xl ? vmc_reader_drain_xl(r, vmc_outfile_fd(of), cli_progress_cb,
                                         &pr, NULL)
                   : vmc_reader_drain(r, vmc_outfile_fd(of), cli_progress_cb, &pr,

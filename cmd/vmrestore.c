@@ -175,9 +175,15 @@ int main(int argc, char **argv)
         goto out;
     }
     h = NULL;
-    cli_progress_init(&pr, "restoring", 0);   /* stream size is unknown */
+    /* From a file: how much of it is read; from a pipe: the guest's memory
+     * (IMAGE_INFO) against the stream restored so far, an estimate. */
+    cli_progress_init(&pr, "restoring", cli_input_size(fd));
     a.ro.progress = cli_progress_cb_int;
     a.ro.progress_arg = &pr;
+    if (pr.total)
+        pr.reader = r;
+    else
+        a.ro.expect = cli_progress_expect;
     if (vmc_restore(a.ctx, r, &a.ro, &res) < 0) {
         cli_progress_done(&pr);
         cli_err(obj, "%s; %sno domain created", cli_ctx_msg(a.ctx),

@@ -268,6 +268,7 @@ int main(int argc, char **argv)
     cli_progress_init(&pr, "saving", 0);
     a.so.progress = cli_progress_cb_int;
     a.so.progress_arg = &pr;
+    a.so.expect = cli_progress_expect;      /* about the guest's memory */
     rc = vmc_save(a.ctx, be, dom, of, &a.so, &res);
     cli_progress_done(&pr);
     if (rc < 0) {

@@ -401,6 +401,8 @@ static int save_describe(struct save *s, const char *spec)
         return rc;
     s->meta.flags = (s->o->live ? VMC_IIF_LIVE : 0) |
                     (s->o->mode == VMC_SAVE_CHECKPOINT ? VMC_IIF_CHECKPOINT : 0);
+    if (s->o->expect)
+        s->o->expect(s->o->progress_arg, s->meta.memory_kib * 1024);
     return 0;
 }
 
@@ -630,6 +632,8 @@ static int restore_head(struct restore *s)
                              s->m.backend, vmc_backend_id_name(s->m.backend),
                              vmc_backends_built());
     s->res->backend = s->be;
+    if (s->o->expect)
+        s->o->expect(s->o->progress_arg, s->m.memory_kib * 1024);
     do {
         if ((rc = vmc_reader_next(s->r, &rec)) < 0)
             return rc;

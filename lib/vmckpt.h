@@ -398,6 +398,9 @@ struct vmc_save_opts {
     struct vmc_writer_opts wopts;
     vmc_progress_fn progress; /* backend bytes so far */
     void *progress_arg;
+    /* May be NULL: once the domain is described, the size that the
+     * hypervisor stream will be about (its memory), for progress. */
+    void (*expect)(void *progress_arg, uint64_t bytes);
     /* VMC_SAVE_MIGRATE: after the final chunk went out, waits for the
      * receiver; 0 = the new domain runs (the source is destroyed), else a
      * negative error with ctx set (the source is resumed). */
@@ -441,6 +444,8 @@ struct vmc_restore_opts {
     int paused;               /* leave it paused */
     vmc_progress_fn progress;
     void *progress_arg;
+    /* May be NULL: once IMAGE_INFO is read, the recorded memory size. */
+    void (*expect)(void *progress_arg, uint64_t bytes);
 };
 struct vmc_restore_result {
     int domid;
@@ -454,6 +459,59 @@ struct vmc_restore_result {
  * domain is left behind. */
 VMC_API int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
                 const struct vmc_restore_opts *o, struct vmc_restore_result *res);
+
+/* ---- live migration (migrate.c, io/endpoint.c) ---------------------- */
+
+/* A link to a receiver: "HOST:PORT" or "[V6]:PORT" (TCP, tuned so that a
+ * cut link fails within timeout_s), or "ssh://[USER@]HOST[:PORT]", which
+ * runs remote_cmd on HOST through ssh(1) and speaks over its stdin and
+ * stdout.  host: the host part (the known_hosts key). */
+struct vmc_endpoint;
+VMC_API int vmc_endpoint_dial(struct vmc_ctx *ctx, const char *dest,
+                              const char *remote_cmd, int timeout_s,
+                              struct vmc_endpoint **out);
+VMC_API int vmc_endpoint_rfd(const struct vmc_endpoint *e);
+VMC_API int vmc_endpoint_wfd(const struct vmc_endpoint *e);
+VMC_API const char *vmc_endpoint_host(const struct vmc_endpoint *e);
+VMC_API void vmc_endpoint_free(struct vmc_endpoint *e); /* closes, reaps ssh */
+/* A listening socket on ADDR:PORT (an empty ADDR: every address). */
+VMC_API int vmc_endpoint_listen(struct vmc_ctx *ctx, const char *addr, int *lfd);
+/* The next connection (VMC_E_CANCELED if a signal interrupts); from gets
+ * "ADDR:PORT" of the peer. */
+VMC_API int vmc_endpoint_accept(struct vmc_ctx *ctx, int lfd, int timeout_s,
+                                int *fd, char *from, size_t n);
+/* The key that a known_hosts file ("HOST KEY" lines, # comments) pins for
+ * host, added to keys; VMC_E_KEY if the host has no entry. */
+VMC_API int vmc_known_hosts_find(struct vmc_ctx *ctx, const char *path,
+                                 const char *host, struct vmc_keys *keys);
+
+struct vmc_migrate_info {
+    char peer[VMC_RECIPIENT_STRLEN]; /* the other end's key, once known */
+    int remote_domid;         /* send: the new domain's id on the receiver */
+    int handshake_failed;     /* nothing was sent or received: the domain is
+                                 untouched */
+    int unconfirmed;          /* receive: the domain runs, but the REPLY
+                                 could not be sent */
+};
+/* Migrates domain spec over rfd/wfd: the handshake as id, pinning the
+ * receiver to known; the save (opts: tuning and progress; the mode,
+ * session and confirm are set here); the source is destroyed only after
+ * the receiver's REPLY says the new domain runs. */
+VMC_API int vmc_migrate_send(struct vmc_ctx *ctx, const struct vmc_backend *be,
+                             const char *spec, int rfd, int wfd,
+                             const struct vmc_keys *id,
+                             const struct vmc_keys *known, int timeout_ms,
+                             const struct vmc_save_opts *opts,
+                             struct vmc_save_result *res,
+                             struct vmc_migrate_info *mi);
+/* Receives one migration: the handshake as id (the sender must be in
+ * auth), the restore (ro), the REPLY (the new domain, or the error). */
+VMC_API int vmc_migrate_receive(struct vmc_ctx *ctx, int rfd, int wfd,
+                                const struct vmc_keys *id,
+                                const struct vmc_keys *auth, int timeout_ms,
+                                const struct vmc_restore_opts *ro,
+                                struct vmc_restore_result *res,
+                                struct vmc_migrate_info *mi);
 
 /* A connected fd to domain `spec`'s console. */
 VMC_API int vmc_console_open(struct vmc_ctx *ctx, const struct vmc_backend *be,

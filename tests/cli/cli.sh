@@ -222,6 +222,18 @@ for mode in passphrase recipient both; do
     else fail $t "$(cat err)"; fi
 done
 
+# On a tty, progress shows the percentage of the image file read and an
+# ETA (of the file, not of the decompressed guest); never on a pipe.
+t=progress_percent_on_tty
+$GEN 96M 5 > prog.bin
+$V seal -q -r "$REC" -o prog.vmimg prog.bin
+script -q -e -c "$V verify -i id.key prog.vmimg" /dev/null 2>&1 | tr '\r' '\n' > tty.out
+if grep -Eq '^vmimage: verifying [0-9.]+ [KMG]?i?B  [0-9.]+ [KMG]?i?B/s  [0-9]{1,2}%  ETA [0-9]+s' tty.out &&
+   grep -q 'prog.vmimg: OK' tty.out &&
+   $V verify -i id.key prog.vmimg 2>err >/dev/null && [ ! -s err ]; then pass $t
+else fail $t "tty: $(tr '\n' '|' < tty.out | cut -c1-300) pipe: $(cat err)"; fi
+rm -f prog.bin prog.vmimg
+
 t=pipe_seal_verify
 if $GEN 20M 4 | $V seal -r "$REC" | $V verify -q -i id.key - 2>err &&
    $GEN 20M 4 | $V seal -r "$REC" | $V unseal -i id.key - | cmp -s - <($GEN 20M 4)

@@ -1164,6 +1164,106 @@ static int t_outfile(void)
     return 0;
 }
 
+/* The migration endpoints: ssh://USER@HOST:PORT runs the receiver through
+ * ssh(1) with the destination after "--" (a fake ssh in PATH echoes the
+ * stream back and records its arguments); HOST:PORT dials TCP to a
+ * listener; a destination that would be an ssh option is refused. */
+static int t_endpoints(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_endpoint *e = NULL;
+    char dir[] = "/tmp/vmc-ep-XXXXXX", path[4700], args[256] = "", oldpath[4096];
+    char buf[16], from[64] = "";
+    const char *op = getenv("PATH");
+    size_t got;
+    FILE *f;
+    int lfd, fd, rc;
+
+    REQUIRE(mkdtemp(dir), "mkdtemp");
+    snprintf(path, sizeof(path), "%s/ssh", dir);
+    f = fopen(path, "w");
+    fprintf(f, "#!/bin/sh\necho \"$*\" > %s/args\nexec cat\n", dir);
+    fclose(f);
+    chmod(path, 0755);
+    snprintf(oldpath, sizeof(oldpath), "%s", op ? op : "/usr/bin:/bin");
+    snprintf(path, sizeof(path), "%s:%s", dir, oldpath);
+    setenv("PATH", path, 1);
+    rc = vmc_endpoint_dial(ctx, "ssh://root@dst.example:2222", "vmmigrate --receive",
+                           5, &e);
+    setenv("PATH", oldpath, 1);
+    REQUIRE(rc == 0, "ssh dial: %s", vmc_ctx_error(ctx));
+    REQUIRE(!strcmp(vmc_endpoint_host(e), "dst.example"), "host '%s'",
+            vmc_endpoint_host(e));
+    REQUIRE(io_write_full(ctx, vmc_endpoint_wfd(e), "hello", 5, "ssh") == 0,
+            "write");
+    close(vmc_endpoint_wfd(e));         /* EOF for cat: the fake ssh ends */
+    rc = io_read_full(ctx, vmc_endpoint_rfd(e), buf, sizeof(buf), &got, "ssh");
+    REQUIRE(rc == 0 && got == 5 && !memcmp(buf, "hello", 5), "echo: %zu", got);
+    vmc_endpoint_free(e);               /* reaps the child: args written */
+    snprintf(path, sizeof(path), "%s/args", dir);
+    if ((f = fopen(path, "r"))) {
+        if (!fgets(args, sizeof(args), f))
+            args[0] = '\0';
+        fclose(f);
+    }
+    REQUIRE(!strcmp(args, "-e none -p 2222 -- root@dst.example vmmigrate "
+                    "--receive\n"), "ssh args '%s'", args);
+    REQUIRE(vmc_endpoint_dial(ctx, "ssh://-oProxyCommand=x", "c", 5, &e) ==
+            VMC_E_INVAL, "an ssh option as the host was accepted");
+    vmc_ctx_clear(ctx);
+    REQUIRE(vmc_endpoint_dial(ctx, "nocolon", "c", 5, &e) == VMC_E_INVAL,
+            "HOST without :PORT accepted");
+    vmc_ctx_clear(ctx);
+    /* TCP on loopback */
+    REQUIRE(vmc_endpoint_listen(ctx, "127.0.0.1:47913", &lfd) == 0, "listen: %s",
+            vmc_ctx_error(ctx));
+    REQUIRE(vmc_endpoint_dial(ctx, "127.0.0.1:47913", "c", 5, &e) == 0,
+            "tcp dial: %s", vmc_ctx_error(ctx));
+    REQUIRE(vmc_endpoint_accept(ctx, lfd, 5, &fd, from, sizeof(from)) == 0 &&
+            !strncmp(from, "127.0.0.1:", 10), "accept: %s '%s'",
+            vmc_ctx_error(ctx), from);
+    REQUIRE(io_write_full(ctx, fd, "tcp!", 4, "tcp") == 0 &&
+            io_read_full(ctx, vmc_endpoint_rfd(e), buf, 4, &got, "tcp") == 0 &&
+            got == 4 && !memcmp(buf, "tcp!", 4), "tcp echo");
+    close(fd);
+    close(lfd);
+    vmc_endpoint_free(e);
+    REQUIRE(vmc_endpoint_dial(ctx, "127.0.0.1:47913", "c", 5, &e) == VMC_E_IO &&
+            strstr(vmc_ctx_error(ctx), "cannot connect"), "closed port: %s",
+            vmc_ctx_error(ctx));
+    snprintf(path, sizeof(path), "rm -rf %s", dir);
+    if (system(path) != 0)
+        REQUIRE(0, "cleanup");
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+/* known_hosts: the pinned key of a host; no entry is VMC_E_KEY. */
+static int t_known_hosts(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_keys *k = vmc_keys_new();
+    char path[] = "/tmp/vmc-kh-XXXXXX";
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+
+    fprintf(f, "# pinned receivers\nother.example %s\ndst.example %s\n",
+            recipient, recipient);
+    fclose(f);
+    REQUIRE(vmc_known_hosts_find(ctx, path, "dst.example", k) == 0 &&
+            vmc_keys_count(k) == 1, "find: %s", vmc_ctx_error(ctx));
+    REQUIRE(vmc_known_hosts_find(ctx, path, "dst", k) == VMC_E_KEY &&
+            strstr(vmc_ctx_error(ctx), "no entry for dst"), "no entry: %s",
+            vmc_ctx_error(ctx));
+    vmc_ctx_clear(ctx);
+    unlink(path);
+    REQUIRE(vmc_known_hosts_find(ctx, path, "dst.example", k) == VMC_E_IO,
+            "missing file");
+    vmc_keys_free(k);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
 int main(void)
 {
     if (setup_keys() < 0) {
@@ -1189,6 +1289,8 @@ int main(void)
     run("reader_cancel", t_reader_cancel);
     run("writer_epipe", t_writer_epipe);
     run("outfile_partial", t_outfile);
+    run("migration_endpoints", t_endpoints);
+    run("known_hosts", t_known_hosts);
     vmc_keys_free(k_seal);
     vmc_keys_free(k_open);
     vmc_keys_free(k_wrong);
