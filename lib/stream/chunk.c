@@ -41,6 +41,8 @@ struct job {
     size_t in_len;
     uint8_t *out;
     size_t out_len;
+    uint64_t trailing;        /* reader: offset of octets after a FINAL
+                                 chunk, 0 if none (judged after its tag) */
     char err[256];
 };
 
@@ -138,6 +140,11 @@ static void open_job(struct pool *p, struct job *j, ZSTD_DCtx *dc)
                  "chunk %llu @0x%llx: authentication failed (damaged, "
                  "reordered%s or forged)", idx, off,
                  j->final ? "" : ", truncated");
+        return;
+    }
+    if (j->trailing) {          /* an authentic FINAL chunk, then more */
+        job_fail(j, VMC_E_FORMAT, "@0x%llx: data after the final chunk",
+                 (unsigned long long)j->trailing);
         return;
     }
     fsz = ZSTD_findFrameCompressedSize(j->in, clen);
@@ -606,6 +613,7 @@ static void *io_thread(void *arg)
         j->final = 0;
         j->in_len = 0;
         j->out_len = 0;
+        j->trailing = 0;
         rc = io_read(c, w, 4, &got);
         if (rc < 0) {
             job_fail(j, VMC_E_IO, "chunk %llu @0x%llx: read: %s", s, o,
@@ -634,9 +642,8 @@ static void *io_thread(void *arg)
                 if (j->final && c->exact_eof) {
                     uint8_t extra;
                     rc = io_read(c, &extra, 1, &got);
-                    if (rc == 0 && got)
-                        job_fail(j, VMC_E_FORMAT, "@0x%llx: data after the "
-                                 "final chunk", (unsigned long long)off);
+                    if (rc == 0 && got)     /* a FINAL bit flipped on a */
+                        j->trailing = off;  /* middle chunk fails its tag */
                     else if (rc < 0)
                         job_fail(j, VMC_E_IO, "@0x%llx: read: %s",
                                  (unsigned long long)off, strerror(errno));

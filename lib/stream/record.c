@@ -761,6 +761,7 @@ int vmc_image_info_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
 {
     struct vmc_wire_image_info ii;
     size_t off = sizeof(ii);
+    unsigned seen = 0;                /* known tags met */
 
     memset(m, 0, sizeof(*m));
     if (len < sizeof(ii))
@@ -796,6 +797,12 @@ int vmc_image_info_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len,
                 return vmc_set_error(ctx, VMC_E_FORMAT,
                                      "IMAGE_INFO +0x%zx: string padding not "
                                      "zero", off);
+        if (tag >= VMC_INFO_NAME && tag <= VMC_INFO_GUEST_TYPE) {
+            if (seen & (1u << tag))
+                return vmc_set_error(ctx, VMC_E_FORMAT, "IMAGE_INFO +0x%zx: "
+                                     "string tag %u twice", off, tag);
+            seen |= 1u << tag;
+        }
         switch (tag) {
         case VMC_INFO_NAME:
             get_str(m->name, sizeof(m->name), buf + off + 4, l);

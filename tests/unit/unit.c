@@ -589,6 +589,10 @@ static int t_final_flag(void)
     img.p[offs[1] + 3] |= 0x80;      /* claim chunk 1 is final */
     REQUIRE(read_image(img.p, offs[2], NULL, NULL, NULL, msg) == VMC_E_AUTH,
             "forged final flag accepted: %s", msg);
+    /* the whole image, its tail behind the forged FINAL: the tag fails
+     * first (the spec's detection table), not "data after the final" */
+    REQUIRE(read_image(img.p, img.n, NULL, NULL, NULL, msg) == VMC_E_AUTH &&
+            strstr(msg, "chunk 1 "), "forged final, whole image: %s", msg);
     img.p[offs[1] + 3] &= 0x7f;
     img.p[offs[n - 1] + 3] &= 0x7f;  /* unmark the real final chunk */
     REQUIRE(read_image(img.p, img.n, NULL, NULL, NULL, msg) == VMC_E_AUTH,
@@ -770,6 +774,16 @@ static void pt_build(struct pt *p, const char *ops)
         case 'I': case 'i': case 'n': case 'p': case 'o': case 'r':
             pt_info_kind(p, *o);
             break;
+        case 'd': {                     /* IMAGE_INFO naming it twice */
+            uint8_t b[72] = { 0 };
+            for (int k = 0; k < 2; k++) {
+                vmc_put16(b + 48 + 12 * k, VMC_INFO_NAME);
+                vmc_put16(b + 50 + 12 * k, 7);
+                memcpy(b + 52 + 12 * k, k ? "another" : "crafted", 7);
+            }
+            pt_rec(p, VMC_REC_IMAGE_INFO, b, sizeof(b), 1);
+            break;
+        }
         case 'C': pt_rec(p, VMC_REC_DOMAIN_CONFIG, cfg, 8, 1); break;
         case 'c':
             vmc_put32(cfg + 4, 7);
@@ -828,6 +842,8 @@ static const struct {
       "string padding not zero" },
     { "IMAGE_INFO reserved word is zero", "rE", VMC_E_FORMAT,
       "reserved field not zero" },
+    { "a known IMAGE_INFO string tag at most once", "dE", VMC_E_FORMAT,
+      "string tag 1 twice" },
     { "DOMAIN_CONFIG at most once", "ICCE", VMC_E_FORMAT,
       "duplicate or after backend data" },
     { "DOMAIN_CONFIG before BACKEND_STREAM", "ISCE", VMC_E_FORMAT,
