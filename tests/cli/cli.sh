@@ -234,6 +234,28 @@ if grep -Eq '^vmimage: verifying [0-9.]+ [KMG]?i?B  [0-9.]+ [KMG]?i?B/s  [0-9]{1
 else fail $t "tty: $(tr '\n' '|' < tty.out | cut -c1-300) pipe: $(cat err)"; fi
 rm -f prog.bin prog.vmimg
 
+# The bash completion offers every option that each tool's --help lists
+# (vmimage: each option in at least one subcommand).
+t=completion_knows_every_option
+comp_out() {    # comp_out WORDS...: what completing a last "-" offers
+    bash -c '. "$1"; shift; COMP_WORDS=("$@" -); COMP_CWORD=$#; COMPREPLY=()
+             "_$1"; printf "%s\n" "${COMPREPLY[@]}"' \
+        _ "$ROOT/contrib/bash-completion/vmckpt" "$@"
+}
+help_opts() { "$ROOT/build/$1" --help 2>&1 | grep -oE '^ +(-[A-Za-z], )?--[a-z][a-z-]*' | grep -oE -- '-[A-Za-z]\b|--[a-z][a-z-]*'; }
+missing=""
+for tool in vmsave vmrestore vmmigrate; do
+    offered=$(comp_out $tool)
+    for o in $(help_opts $tool); do
+        grep -qxF -- "$o" <<<"$offered" || missing="$missing $tool:$o"
+    done
+done
+offered=$(for c in keygen info verify seal unseal rekey; do comp_out vmimage $c; done)
+for o in $(help_opts vmimage); do
+    grep -qxF -- "$o" <<<"$offered" || missing="$missing vmimage:$o"
+done
+[ -z "$missing" ] && pass $t || fail $t "not completed:$missing"
+
 t=pipe_seal_verify
 if $GEN 20M 4 | $V seal -r "$REC" | $V verify -q -i id.key - 2>err &&
    $GEN 20M 4 | $V seal -r "$REC" | $V unseal -i id.key - | cmp -s - <($GEN 20M 4)
