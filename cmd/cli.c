@@ -32,7 +32,7 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
         lo[n].name = tab[i].lng;
         lo[n].has_arg = tab[i].arg ? required_argument : no_argument;
         lo[n].flag = NULL;
-        lo[n].val = tab[i].shrt ? tab[i].shrt : 1000 + i;
+        lo[n].val = tab[i].id;
         n++;
         if (tab[i].shrt && s < 250) {
             so[s++] = (char)tab[i].shrt;

@@ -18,10 +18,11 @@ struct cli_opt {
     const char *arg;               /* argument name, NULL if none */
     unsigned mask;                 /* commands it applies to */
     const char *help;
+    int id;                        /* what fn gets: the short letter, or a
+                                      tool's own value (>= 1000) */
 };
 
-/* Parses argv for the commands in mask; calls fn(short-or-index, optarg).
- * Index for long-only options is 1000 + table index.  A bad option calls
+/* Parses argv for the commands in mask; calls fn(id, optarg).  A bad option calls
  * fn('?' or ':', message): "unknown option -x", "missing argument to -r".
  * Returns optind. */
 int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,

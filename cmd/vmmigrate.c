@@ -33,36 +33,42 @@ enum {
 };
 
 static const struct cli_opt opts[] = {
-    { "listen", 0, "ADDR:PORT", 1, "receive migrations on this TCP address" },
-    { "receive", 0, NULL, 1, "receive one migration on stdin/stdout (ssh)" },
-    { "once", 0, NULL, 1, "--listen: exit after one migration" },
+    { "listen", 0, "ADDR:PORT", 1, "receive migrations on this TCP address",
+          O_LISTEN },
+    { "receive", 0, NULL, 1, "receive one migration on stdin/stdout (ssh)",
+          O_RECEIVE },
+    { "once", 0, NULL, 1, "--listen: exit after one migration", O_ONCE },
     { "known-hosts", 0, "FILE", 1, "sender: 'HOST vmc1...' lines (default "
-                                   "/etc/vmckpt/known_hosts)" },
-    { "receiver-key", 0, "PUBKEY", 1, "sender: accept only this receiver key" },
+                                   "/etc/vmckpt/known_hosts)", O_KNOWN },
+    { "receiver-key", 0, "PUBKEY", 1, "sender: accept only this receiver key",
+          O_RKEY },
     { "authorized-senders", 0, "FILE", 1, "receiver: accepted sender keys "
-                                          "(default /etc/vmckpt/authorized_senders)" },
-    { "no-live", 0, NULL, 1, "stop the guest first (no pre-copy)" },
+                                          "(default /etc/vmckpt/authorized_senders)",
+                                                O_AUTH },
+    { "no-live", 0, NULL, 1, "stop the guest first (no pre-copy)", O_NOLIVE },
     { "max-downtime", 0, "MS", 1, "live: pause the hypervisor aims for "
-                                  "(default 300)" },
-    { "max-bandwidth", 0, "MIB", 1, "MiB/s limit (default none)" },
+                                  "(default 300)", O_MAXDOWN },
+    { "max-bandwidth", 0, "MIB", 1, "MiB/s limit (default none)", O_MAXBW },
     { "timeout", 0, "S", 1, "handshake, idle link, TCP send and reply timeout "
-                            "(default 60)" },
-    { "json", 0, NULL, 1, "print a JSON summary" },
+                            "(default 60)", O_TIMEOUT },
+    { "json", 0, NULL, 1, "print a JSON summary", O_JSON },
     { "backend", 0, "NAME", 1, "qemu or xen (default: xen on a Xen dom0, else "
-                              "qemu)" },
+                              "qemu)", O_BACKEND },
     { "remote-command", 0, "CMD", 1, "ssh:// destination: the receiver "
-                                     "command (default vmmigrate --receive)" },
+                                     "command (default vmmigrate --receive)",
+                                           O_REMOTE },
     { "level", 0, "N|auto", 1, "zstd level 1..19, or auto: per chunk, "
                                 "from storing up to level 1 as the link "
-                                "needs (default auto)" },
+                                "needs (default auto)", O_LEVEL },
     { "live-timeout", 0, "S", 1, "pause the guest after S s of pre-copy "
-                                  "(default 30)" },
+                                  "(default 30)", O_LIVETMO },
     { "identity", 'i', "FILE", 1, "this host's identity (default "
-                                  "/etc/vmckpt/host.key)" },
-    { "quiet", 'q', NULL, 1, "no progress, no summary" },
-    { "verbose", 'v', NULL, 1, "print the summary even when not on a tty" },
-    { "help", 'h', NULL, 1, "show this help" },
-    { "version", 'V', NULL, 1, "show the version" },
+                                  "/etc/vmckpt/host.key)", 'i' },
+    { "quiet", 'q', NULL, 1, "no progress, no summary", 'q' },
+    { "verbose", 'v', NULL, 1, "print the summary even when not on a tty",
+          'v' },
+    { "help", 'h', NULL, 1, "show this help", 'h' },
+    { "version", 'V', NULL, 1, "show the version", 'V' },
     { NULL, 0, NULL, 0, NULL },
 };
 

@@ -16,22 +16,27 @@
 enum { O_PASSFILE = 1000, O_PASSFD, O_NAME, O_CLONE, O_JSON };
 
 static const struct cli_opt opts[] = {
-    { "passphrase-file", 0, "FILE", 1, "read the passphrase from FILE" },
-    { "passphrase-fd", 0, "N", 1, "read the passphrase from fd N" },
+    { "passphrase-file", 0, "FILE", 1, "read the passphrase from FILE",
+          O_PASSFILE },
+    { "passphrase-fd", 0, "N", 1, "read the passphrase from fd N", O_PASSFD },
     { "name", 0, "NAME", 1, "name of the new domain (and a fresh UUID if "
-                            "needed)" },
-    { "clone", 0, NULL, 1, "a second instance: NAME-clone, fresh UUID" },
-    { "json", 0, NULL, 1, "print a JSON summary instead of the domain ID" },
-    { "identity", 'i', "FILE", 1, "open with an identity or raw key file" },
-    { "key-file", 'k', "FILE", 1, "open with a raw 256-bit key file" },
-    { "passphrase", 'P', NULL, 1, "ask for the passphrase on the terminal" },
+                            "needed)", O_NAME },
+    { "clone", 0, NULL, 1, "a second instance: NAME-clone, fresh UUID",
+          O_CLONE },
+    { "json", 0, NULL, 1, "print a JSON summary instead of the domain ID",
+          O_JSON },
+    { "identity", 'i', "FILE", 1, "open with an identity or raw key file",
+          'i' },
+    { "key-file", 'k', "FILE", 1, "open with a raw 256-bit key file", 'k' },
+    { "passphrase", 'P', NULL, 1, "ask for the passphrase on the terminal",
+          'P' },
     { "console", 'c', NULL, 1, "attach the console after the restore (^] "
-                               "detaches)" },
-    { "paused", 'p', NULL, 1, "leave the new domain paused" },
-    { "threads", 'T', "N", 1, "worker threads (default: CPUs)" },
-    { "quiet", 'q', NULL, 1, "no progress" },
-    { "help", 'h', NULL, 1, "show this help" },
-    { "version", 'V', NULL, 1, "show the version" },
+                               "detaches)", 'c' },
+    { "paused", 'p', NULL, 1, "leave the new domain paused", 'p' },
+    { "threads", 'T', "N", 1, "worker threads (default: CPUs)", 'T' },
+    { "quiet", 'q', NULL, 1, "no progress", 'q' },
+    { "help", 'h', NULL, 1, "show this help", 'h' },
+    { "version", 'V', NULL, 1, "show the version", 'V' },
     { NULL, 0, NULL, 0, NULL },
 };
 
