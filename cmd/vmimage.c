@@ -782,7 +782,7 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
     struct vmc_header_info hi;
     struct vmc_outfile *of = NULL;
     struct vmc_keys *rm = NULL;
-    int remove[64], nremove = 0, fd = -1, rc = 1;
+    int remove[64], nremove = 0, fd = -1, rc = 1, copied;
     const char *path, *out;
     char *real = NULL;
 
@@ -861,13 +861,17 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
         cli_ctx_err(NULL, a->ctx);
         goto out;
     }
-    if (vmc_header_write(a->ctx, h, vmc_outfile_fd(of)) < 0 ||
-        vmc_copy_fd(a->ctx, fd, vmc_outfile_fd(of), path) < 0 ||
-        vmc_outfile_commit(a->ctx, of) < 0) {
+    vmc_header_get_info(h, &hi);
+    if (vmc_header_write(a->ctx, h, vmc_outfile_fd(of)) < 0) {
         cli_err(out, "%s; %s left unchanged", cli_ctx_msg(a->ctx), path);
         goto out;
     }
-    vmc_header_get_info(h, &hi);
+    copied = vmc_copy_verified(a->ctx, h, fd, vmc_outfile_fd(of), path);
+    h = NULL;                           /* the copy took it */
+    if (copied < 0 || vmc_outfile_commit(a->ctx, of) < 0) {
+        cli_err(out, "%s; %s left unchanged", cli_ctx_msg(a->ctx), path);
+        goto out;
+    }
     if (!cli_quiet && isatty(2))
         fprintf(stderr, "%s: %s: %d key slot%s\n", cli_prog, out, hi.nslots,
                 hi.nslots == 1 ? "" : "s");

@@ -333,6 +333,11 @@ VMC_API int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn
                         void *arg, struct vmc_summary *sum);
 /* Copies in to out until EOF (rekey copies chunks untouched). */
 VMC_API int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what);
+/* Copies the payload after a header from in to out untouched, and reads it
+ * under h (unlocked; taken): 0 only if every chunk authenticated and END
+ * verified (rekey: a truncated or damaged payload is never committed). */
+VMC_API int vmc_copy_verified(struct vmc_ctx *ctx, struct vmc_header *h,
+                              int in, int out, const char *what);
 
 /* ---- output files ------------------------------------------------------ */
 

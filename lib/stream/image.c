@@ -6,9 +6,11 @@
  * around the raw stream, like xl.c's, comes in as drain_hooks).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -140,5 +142,74 @@ int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what)
             break;
     }
     free(buf);
+    return rc;
+}
+
+/* ---- copy while authenticating (rekey) -----------------------------------
+ * The payload goes to out untouched and, through a socket pair, to a
+ * reader under the new header: a truncated or damaged payload fails the
+ * copy, so nothing is committed. */
+struct tee {
+    struct vmc_ctx ctx;               /* the tee thread's own error */
+    int in, out, sock;
+    const char *what;
+};
+
+static void *tee_thread(void *arg)
+{
+    struct tee *t = arg;
+    uint8_t *buf = malloc(COPY_BUF);
+    size_t got;
+
+    if (!buf)
+        vmc_set_error(&t->ctx, VMC_E_NOMEM, "out of memory");
+    while (buf && io_read_full(&t->ctx, t->in, buf, COPY_BUF, &got,
+                               t->what) == 0 && got) {
+        if (io_write_full(&t->ctx, t->out, buf, got, t->what) < 0)
+            break;
+        if (send(t->sock, buf, got, MSG_NOSIGNAL) != (ssize_t)got) {
+            size_t off = 0;     /* a short send: the rest, or the reader quit */
+            ssize_t n = 0;
+            while (off < got && (n = send(t->sock, buf + off, got - off,
+                                          MSG_NOSIGNAL)) > 0)
+                off += (size_t)n;
+            if (n <= 0)
+                break;          /* the reader has its own error */
+        }
+    }
+    shutdown(t->sock, SHUT_WR);
+    free(buf);
+    return NULL;
+}
+
+int vmc_copy_verified(struct vmc_ctx *ctx, struct vmc_header *h, int in,
+                      int out, const char *what)
+{
+    struct tee t = { { 0 }, in, out, -1, what };
+    struct vmc_reader *r = NULL;
+    pthread_t th;
+    int sv[2], rc;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        vmc_header_free(h);
+        return vmc_set_error(ctx, VMC_E_IO, "socketpair: %s", strerror(errno));
+    }
+    t.sock = sv[1];
+    if (pthread_create(&th, NULL, tee_thread, &t) != 0) {
+        close(sv[0]);
+        close(sv[1]);
+        vmc_header_free(h);
+        return vmc_set_error(ctx, VMC_E_NOMEM, "cannot start a thread");
+    }
+    if ((rc = vmc_reader_new(ctx, sv[0], h, 0, 1, &r)) == 0)
+        rc = vmc_reader_drain(r, -1, NULL, NULL, NULL);
+    vmc_reader_free(r);
+    close(sv[0]);                   /* a tee blocked on a reader that quit */
+    pthread_join(th, NULL);
+    close(sv[1]);
+    if (t.ctx.code) {               /* reading or writing the files failed */
+        vmc_ctx_clear(ctx);
+        return vmc_set_error(ctx, t.ctx.code, "%s", t.ctx.msg);
+    }
     return rc;
 }

@@ -323,6 +323,22 @@ run 0 $V rekey -q -i id.key --new-passphrase-file new.txt --kdf-mem 8 --kdf-ops 
 $V verify -q --passphrase-file new.txt rk5.vmimg 2>/dev/null || ok="$ok target-not-rekeyed"
 [ -z "$ok" ] && pass $t || fail $t "$ok"
 
+# rekey copies the payload untouched but reads it as it copies: a
+# truncated or damaged image is refused, never rewritten (in place or -o).
+t=rekey_truncated_refused
+ok=""
+$V seal -q -r "$REC" -o rk6.vmimg raw.bin 2>/dev/null || ok="$ok seal"
+head -c $(( $(stat -c %s rk6.vmimg) - 100 )) rk6.vmimg > rk6.cut
+cp rk6.cut rk6.orig
+run 1 $V rekey -i id.key --new-passphrase-file new.txt --kdf-mem 8 --kdf-ops 1 rk6.cut ||
+    ok="$ok inplace:rc=$rc"
+one_line && grep -q 'truncated.*rk6.cut left unchanged' err || ok="$ok msg:$(cat err)"
+cmp -s rk6.cut rk6.orig || ok="$ok rewritten"
+run 1 $V rekey -i id.key --new-passphrase-file new.txt --kdf-mem 8 --kdf-ops 1 \
+    -o rk6.out rk6.cut || ok="$ok -o:rc=$rc"
+[ ! -e rk6.out ] && [ ! -e rk6.out.partial ] || ok="$ok output-left"
+[ -z "$ok" ] && pass $t || fail $t "$ok"
+
 # ---- faults: nothing under the final name ----------------------------
 t=full_filesystem
 mkdir -p full
