@@ -85,7 +85,7 @@ static int cmd_list(struct vmc_ctx *ctx, int json)
         json_t *out = json_array();
         for (size_t i = 0; i < n; i++)
             json_array_append(out, v[i]);
-        json_dumpf(out, stdout, JSON_INDENT(2));
+        json_dumpf(out, stdout, JSON_COMPACT);
         printf("\n");
         json_decref(out);
     } else {

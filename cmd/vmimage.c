@@ -576,7 +576,7 @@ static int info_verify_one(struct args *a, const char *path)
         if (a->json) {
             json_object_set_new(j, "ok", json_false());
             json_object_set_new(j, "error", json_string(cli_ctx_msg(a->ctx)));
-            json_dumpf(j, stdout, JSON_INDENT(2));
+            json_dumpf(j, stdout, JSON_COMPACT);
             printf("\n");
         }
         cli_ctx_err(obj, a->ctx);
@@ -598,7 +598,7 @@ static int info_verify_one(struct args *a, const char *path)
     }
 out:
     if (j && rc == 0) {
-        json_dumpf(j, stdout, JSON_INDENT(2));
+        json_dumpf(j, stdout, JSON_COMPACT);
         printf("\n");
     }
     json_decref(j);

@@ -190,6 +190,9 @@ static void sent_json(const struct args *a, const char *dest,
                           "backend_bytes", (json_int_t)res->backend_bytes);
 
     json_object_set_new(j, "rounds", rounds_json(res));
+    /* the name every tool uses ("bytes_transferred": kept) */
+    json_object_set_new(j, "stream_bytes",
+                        json_integer((json_int_t)res->stream_bytes));
     json_object_set_new(j, "forced_stop", json_boolean(res->forced_stop));
     json_object_set_new(j, "level", a->level ? json_integer(a->level)
                                              : json_string("auto"));

@@ -198,8 +198,9 @@ int main(int argc, char **argv)
     }
     cli_progress_done(&pr);
     if (a.json) {
-        json_t *j = json_pack("{s:i, s:s, s:s, s:b, s:I, s:I}", "domid",
-                              res.domid, "name", res.name, "image", obj,
+        json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:b, s:I, s:I}", "domid",
+                              res.domid, "domain", res.name, "name", res.name,
+                              "image", obj,
                               "paused", a.ro.paused, "total_time_ns",
                               (json_int_t)res.total_ns, "backend_bytes",
                               (json_int_t)res.backend_bytes);

@@ -187,6 +187,9 @@ static void summary(const struct args *a, const char *file,
         json_object_set_new(j, "rounds", rounds_json(r));
         json_object_set_new(j, "forced_stop", json_boolean(r->forced_stop));
         json_object_set_new(j, "removed", json_integer(removed));
+        /* the names every tool uses ("file", "bytes_written": kept) */
+        json_object_set_new(j, "image", json_string(file));
+        json_object_set_new(j, "stream_bytes", json_integer((json_int_t)r->stream_bytes));
         json_dumpf(j, out, JSON_COMPACT);
         fprintf(out, "\n");
         json_decref(j);

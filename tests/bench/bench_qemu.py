@@ -422,7 +422,7 @@ def m_vmsave_stopped(domid, img):
         log(f"  (note: after vmsave --checkpoint the domain is '{st}', not running)")
     return dict(wall=wall, size=fsize(img), tool=j["total_time_ns"] / 1e9,
                 cpu=tcpu + (c1[0] - c0[0]), qemu_t=info.get("total-time", 0) / 1e3,
-                written=j["bytes_written"], backend=j["backend_bytes"])
+                written=j["stream_bytes"], backend=j["backend_bytes"])
 
 
 def m_native_save(domid, uri, path):
@@ -611,7 +611,7 @@ def m_vmmigrate(domid, src_run, dst_run, src_ns=None, dst_ns=None,
             recv.kill()
             recv.wait()
     return dict(down=j["downtime_ns"] / 1e6, total=j["total_time_ns"] / 1e9,
-                wall=wall, bytes=j["bytes_transferred"],
+                wall=wall, bytes=j["stream_bytes"],
                 backend=j["backend_bytes"],
                 syncs=len(j.get("rounds", [])), new=j["remote_domid"])
 

@@ -507,15 +507,17 @@ s1() {
     js=$(python3 - "$IO/s1.send.out" <<'EOF' 2>&1
 import json, sys
 d = json.load(open(sys.argv[1]))
-for k in ("total_time_ns", "bytes_transferred", "downtime_ns", "remote_domid"):
+for k in ("total_time_ns", "stream_bytes", "downtime_ns", "remote_domid"):
     v = d.get(k)
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
         sys.exit("bad or missing %s: %r" % (k, v))
 if not (0 < d["downtime_ns"] <= d["total_time_ns"]):
     sys.exit("downtime_ns %d not in (0, total_time_ns %d]" % (d["downtime_ns"], d["total_time_ns"]))
-print("%d %s %d" % (d["remote_domid"], d.get("receiver_key"), d["bytes_transferred"]))
+if d.get("bytes_transferred") != d["stream_bytes"]:
+    sys.exit("bytes_transferred %r != stream_bytes %r" % (d.get("bytes_transferred"), d["stream_bytes"]))
+print("%d %s %d" % (d["remote_domid"], d.get("receiver_key"), d["stream_bytes"]))
 print("total time %.2f s, bytes transferred %d (%.1f MiB), downtime %.1f ms" % (
-      d["total_time_ns"] / 1e9, d["bytes_transferred"], d["bytes_transferred"] / 2**20,
+      d["total_time_ns"] / 1e9, d["stream_bytes"], d["stream_bytes"] / 2**20,
       d["downtime_ns"] / 1e6))
 EOF
     ) || { fail $n "--json: $js; stdout: $(out s1.send | head -c 400)"; return; }

@@ -440,14 +440,16 @@ s3() {
     js=$(python3 - "$IO/s3.save.out" <<'EOF' 2>&1
 import json, sys
 d = json.load(open(sys.argv[1]))
-for k in ("total_time_ns", "bytes_written", "downtime_ns"):
+for k in ("total_time_ns", "stream_bytes", "downtime_ns"):
     v = d.get(k)
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
         sys.exit("bad or missing %s: %r" % (k, v))
 if not (0 < d["downtime_ns"] <= d["total_time_ns"]):
     sys.exit("downtime_ns %d not in (0, total_time_ns %d]" % (d["downtime_ns"], d["total_time_ns"]))
+if d.get("bytes_written") != d["stream_bytes"] or d.get("file") != d.get("image"):
+    sys.exit("the older names differ: %r" % d)
 print("downtime %.1f ms, total %.2f s, %d bytes" % (d["downtime_ns"] / 1e6,
-      d["total_time_ns"] / 1e9, d["bytes_written"]))
+      d["total_time_ns"] / 1e9, d["stream_bytes"]))
 EOF
     ) || { fail $n "--json: $js; stdout: $(out s3.save | head -c 400)"; return; }
     last=$(last_count "$T/s3.src.log" "$boot")
