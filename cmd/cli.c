@@ -57,6 +57,14 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
             fn(c, msg, u);
             continue;
         }
+        if (c == 'V') {             /* the options every tool has, once */
+            printf("%s %s\n", cli_prog, VMC_TOOL_VERSION);
+            exit(0);
+        }
+        if (c == 'q') {
+            cli_quiet = 1;
+            continue;
+        }
         fn(c, optarg, u);
     }
     return optind;

@@ -22,7 +22,9 @@ struct cli_opt {
                                       tool's own value (>= 1000) */
 };
 
-/* Parses argv for the commands in mask; calls fn(id, optarg).  A bad option calls
+/* Parses argv for the commands in mask; calls fn(id, optarg), except for
+ * -V (prints "PROG VERSION", exits 0) and -q (sets cli_quiet), which it
+ * handles for every tool.  A bad option calls
  * fn('?' or ':', message): "unknown option -x", "missing argument to -r".
  * Returns optind. */
 int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,

@@ -179,10 +179,6 @@ static void on_opt(int id, const char *arg, void *u)
     case 'h':
         help(a->cmd);
         exit(0);
-    case 'V':
-        printf("vmimage %s\n", VMC_TOOL_VERSION);
-        exit(0);
-    case 'q': cli_quiet = 1; break;
     case 'y': a->print_recipient = 1; break;
     case 'o': a->output = arg; break;
     case 'P': a->ask_pass = 1; break;

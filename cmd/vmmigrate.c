@@ -116,8 +116,6 @@ static void on_opt(int id, const char *arg, void *u)
     case '?':
     case ':': bad(a, "%s", arg); break;
     case 'h': help(); exit(0);
-    case 'V': printf("vmmigrate %s\n", VMC_TOOL_VERSION); exit(0);
-    case 'q': cli_quiet = 1; break;
     case 'v': a->verbose = 1; break;
     case 'i': a->identity = arg; break;
     case O_LISTEN: a->listen = arg; break;

@@ -80,8 +80,6 @@ static void on_opt(int id, const char *arg, void *u)
     case '?':
     case ':': bad(a, "%s", arg); break;
     case 'h': help(); exit(0);
-    case 'V': printf("vmrestore %s\n", VMC_TOOL_VERSION); exit(0);
-    case 'q': cli_quiet = 1; break;
     case 'c': a->console = 1; break;
     case 'p': a->ro.paused = 1; break;
     case 'P': a->ask_pass = 1; break;

@@ -112,8 +112,6 @@ static void on_opt(int id, const char *arg, void *u)
     case '?':
     case ':': bad(a, "%s", arg); break;
     case 'h': help(); exit(0);
-    case 'V': printf("vmsave %s\n", VMC_TOOL_VERSION); exit(0);
-    case 'q': cli_quiet = 1; break;
     case 'v': a->verbose = 1; break;
     case 'c': a->so.mode = VMC_SAVE_CHECKPOINT; a->modes |= 1; break;
     case O_PAUSED: a->so.mode = VMC_SAVE_PAUSED; a->modes |= 2; break;
