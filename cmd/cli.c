@@ -57,6 +57,11 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
             fn(c, msg, u);
             continue;
         }
+        for (int i = 0; tab[i].lng; i++)    /* a short letter: its id */
+            if (tab[i].shrt && tab[i].shrt == c && (tab[i].mask & mask)) {
+                c = tab[i].id;
+                break;
+            }
         if (c == 'V') {             /* the options every tool has, once */
             printf("%s %s\n", cli_prog, VMC_TOOL_VERSION);
             exit(0);

@@ -57,7 +57,7 @@ static const struct cli_opt opts[] = {
     { "remote-command", 0, "CMD", 1, "ssh:// destination: the receiver "
                                      "command (default vmmigrate --receive)",
                                            O_REMOTE },
-    { "level", 0, "N|auto", 1, "zstd level 1..19, or auto: per chunk, "
+    { "level", 'l', "N|auto", 1, "zstd level 1..19, or auto: per chunk, "
                                 "from storing up to level 1 as the link "
                                 "needs (default auto)", O_LEVEL },
     { "live-timeout", 0, "S", 1, "pause the guest after S s of pre-copy "

@@ -27,7 +27,7 @@ static const struct cli_opt opts[] = {
     { "chunk-size", 0, "BYTES", 1, "bytes per chunk (power of 2, 64K..16M)",
           O_CHUNK },
     { "json", 0, NULL, 1, "print a JSON summary on stdout", O_JSON },
-    { "paused", 0, NULL, 1, "leave the domain paused after the save",
+    { "paused", 'p', NULL, 1, "leave the domain paused after the save",
           O_PAUSED },
     { "live", 0, NULL, 1, "pre-copy while the guest runs (Xen PV: needs "
                           "shadow paging)", O_LIVE },
