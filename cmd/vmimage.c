@@ -263,7 +263,6 @@ static int open_input(const char *path)
 static int open_header(struct args *a, const char *obj, int fd, int need_key,
                        struct vmc_header **hp)
 {
-    struct vmc_header_info hi;
     int rc;
 
     *hp = NULL;
@@ -281,12 +280,8 @@ static int open_header(struct args *a, const char *obj, int fd, int need_key,
     a->pass_file = NULL;          /* read once: kept in a->open for the */
     a->pass_fd = -1;              /* next image of `verify A B ...` */
     a->ask_pass = 0;
-    vmc_header_get_info(*hp, &hi);
     if (vmc_keys_count(a->open) == 0) {
-        int has_pass = 0;
-        for (int i = 0; i < hi.nslots; i++)
-            has_pass |= hi.slots[i].type == VMC_SLOT_ARGON2ID;
-        if (has_pass && cli_have_tty() &&
+        if (vmc_header_has_passphrase(*hp) && cli_have_tty() &&
             cli_add_passphrase(a->ctx, a->open, NULL, -1, 1, 0,
                                a->cmd == C_REKEY ? "Current passphrase: "
                                                  : "Passphrase: ") < 0)
@@ -302,28 +297,6 @@ fail:
     vmc_header_free(*hp);
     *hp = NULL;
     return -1;
-}
-
-static const char *slot_name(int t)
-{
-    switch (t) {
-    case VMC_SLOT_X25519: return "x25519";
-    case VMC_SLOT_ARGON2ID: return "argon2id";
-    case VMC_SLOT_RAWKEY: return "rawkey";
-    case VMC_SLOT_SESSION: return "session";
-    }
-    return "unknown";
-}
-
-static const char *sfmt_name(int s)
-{
-    switch (s) {
-    case VMC_SFMT_OPAQUE: return "opaque";
-    case VMC_SFMT_LIBXL: return "libxl-v2";
-    case VMC_SFMT_QEMU: return "qemu";
-    case VMC_SFMT_XL_SAVE: return "xl-save";
-    }
-    return "unknown";
 }
 
 static void hex(char *out, const uint8_t *b, size_t n)
@@ -358,7 +331,7 @@ static json_t *header_json(const struct vmc_header_info *hi)
     json_object_set_new(o, "label", json_string(hi->label));
     for (int i = 0; i < hi->nslots; i++) {
         json_t *s = json_object();
-        json_object_set_new(s, "type", json_string(slot_name(hi->slots[i].type)));
+        json_object_set_new(s, "type", json_string(vmc_slot_type_name(hi->slots[i].type)));
         if (hi->slots[i].type == VMC_SLOT_ARGON2ID) {
             json_object_set_new(s, "kdf_ops", json_integer(hi->slots[i].kdf_ops));
             json_object_set_new(s, "kdf_mem_kib",
@@ -383,7 +356,7 @@ static json_t *summary_json(const struct vmc_summary *s)
     json_object_set_new(m, "vcpus", json_integer(s->meta.vcpus));
     json_object_set_new(m, "backend", json_string(vmc_backend_id_name(s->meta.backend)));
     json_object_set_new(m, "stream_format",
-                        json_string(sfmt_name(s->meta.stream_format)));
+                        json_string(vmc_stream_format_name(s->meta.stream_format)));
     json_object_set_new(m, "time", json_integer(s->meta.time_unix));
     json_object_set_new(m, "host", json_string(s->meta.host));
     json_object_set_new(m, "backend_version", json_string(s->meta.backend_version));
@@ -428,7 +401,7 @@ static void print_header(const struct vmc_header_info *hi)
     if (hi->label[0])
         printf("label:       %s\n", hi->label);
     for (int i = 0; i < hi->nslots; i++) {
-        printf("slot %d:      %s", i, slot_name(hi->slots[i].type));
+        printf("slot %d:      %s", i, vmc_slot_type_name(hi->slots[i].type));
         if (hi->slots[i].type == VMC_SLOT_ARGON2ID)
             printf(" (t=%u, m=%u MiB)", hi->slots[i].kdf_ops,
                    hi->slots[i].kdf_mem_kib / 1024);
@@ -452,14 +425,14 @@ static void print_summary(const struct vmc_summary *s)
         /* vmimage seal of a raw stream: no domain, nothing to restore */
         printf("content:     %s, a raw %s stream sealed by vmimage seal "
                "(no domain: unseal it, it cannot be restored)\n",
-               s->meta.name, sfmt_name(s->meta.stream_format));
+               s->meta.name, vmc_stream_format_name(s->meta.stream_format));
     } else {
         printf("domain:      %s  uuid %s\n", s->meta.name, u);
         printf("guest:       %s, %u vCPUs%s%s\n", mem, s->meta.vcpus,
                s->meta.guest_type[0] ? ", " : "", s->meta.guest_type);
         printf("backend:     %s%s%s, stream %s\n", vmc_backend_id_name(s->meta.backend),
                s->meta.backend_version[0] ? " " : "", s->meta.backend_version,
-               sfmt_name(s->meta.stream_format));
+               vmc_stream_format_name(s->meta.stream_format));
     }
     printf("saved:       %s on %s by vmckpt %s%s%s\n", when, s->meta.host,
            s->meta.tool_version,

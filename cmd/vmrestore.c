@@ -114,14 +114,8 @@ static void on_opt(int id, const char *arg, void *u)
  * and nothing else was given. */
 static int get_pass(struct args *a, const struct vmc_header *h)
 {
-    struct vmc_header_info hi;
-    int has_pass = 0;
-
-    vmc_header_get_info(h, &hi);
-    for (int i = 0; i < hi.nslots; i++)
-        has_pass |= hi.slots[i].type == VMC_SLOT_ARGON2ID;
     return cli_add_passphrase(a->ctx, a->keys, a->pass_file, a->pass_fd,
-                              a->ask_pass || (has_pass &&
+                              a->ask_pass || (vmc_header_has_passphrase(h) &&
                                               vmc_keys_count(a->keys) == 0 &&
                                               cli_have_tty()),
                               0, "Passphrase: ");

@@ -262,6 +262,13 @@ static inline uint64_t vmc_get64(const uint8_t *p)
 /* that the bytes alone can show and return 0 or a negative vmc_err.    */
 /* ------------------------------------------------------------------ */
 
+/* Names of the enums above, "unknown" for a value this version does not
+ * know: VMC_BACKEND_*, VMC_SLOT_*, VMC_SFMT_*, VMC_CFG_*. */
+VMC_API const char *vmc_backend_id_name(unsigned id);
+VMC_API const char *vmc_slot_type_name(unsigned type);
+VMC_API const char *vmc_stream_format_name(unsigned sformat);
+VMC_API const char *vmc_config_format_name(unsigned format);
+
 VMC_API void vmc_hdr_encode(uint8_t out[VMC_HDR_FIXED_LEN],
                     const struct vmc_wire_hdr *h);
 /* Decodes and validates the fixed header; *why names the broken rule. */

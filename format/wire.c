@@ -154,3 +154,46 @@ void vmc_chunk_nonce(uint8_t nonce[VMC_AEAD_NONCE_LEN], uint64_t index, int fina
     nonce[8] = nonce[9] = nonce[10] = 0;
     nonce[11] = final ? 1 : 0;
 }
+
+/* ---- the names of the wire enums (what vmimage info shows) ---------- */
+
+const char *vmc_backend_id_name(unsigned id)
+{
+    switch (id) {
+    case VMC_BACKEND_NONE: return "none";
+    case VMC_BACKEND_XEN: return "xen";
+    case VMC_BACKEND_QEMU: return "qemu";
+    }
+    return "unknown";
+}
+
+const char *vmc_slot_type_name(unsigned type)
+{
+    switch (type) {
+    case VMC_SLOT_X25519: return "x25519";
+    case VMC_SLOT_ARGON2ID: return "argon2id";
+    case VMC_SLOT_RAWKEY: return "rawkey";
+    case VMC_SLOT_SESSION: return "session";
+    }
+    return "unknown";
+}
+
+const char *vmc_stream_format_name(unsigned sformat)
+{
+    switch (sformat) {
+    case VMC_SFMT_OPAQUE: return "opaque";
+    case VMC_SFMT_LIBXL: return "libxl-v2";
+    case VMC_SFMT_QEMU: return "qemu";
+    case VMC_SFMT_XL_SAVE: return "xl-save";
+    }
+    return "unknown";
+}
+
+const char *vmc_config_format_name(unsigned format)
+{
+    switch (format) {
+    case VMC_CFG_LIBXL_JSON: return "libxl-json";
+    case VMC_CFG_QEMU_JSON: return "qemu-json";
+    }
+    return "unknown";
+}

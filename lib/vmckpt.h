@@ -162,6 +162,9 @@ VMC_API int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
                       const struct vmc_keys *keys);
 VMC_API void vmc_header_get_info(const struct vmc_header *h,
                          struct vmc_header_info *info);
+/* 1 if a passphrase can open it (it has an Argon2id slot): a tool asks for
+ * one when it was given no key. */
+VMC_API int vmc_header_has_passphrase(const struct vmc_header *h);
 VMC_API void vmc_header_free(struct vmc_header *h);
 VMC_API const uint8_t *vmc_header_stream_id(const struct vmc_header *h);  /* 16 bytes */
 
@@ -366,9 +369,6 @@ struct vmc_backend;
 VMC_API const struct vmc_backend *vmc_backend_get(const char *name);
 VMC_API const char *vmc_backends_built(void);       /* e.g. "qemu" */
 VMC_API const struct vmc_backend *vmc_backend_default(void);
-/* The name of a wire backend id (VMC_BACKEND_*): "none", "xen", "qemu",
- * or "unknown"; whether or not it is built. */
-VMC_API const char *vmc_backend_id_name(unsigned id);
 
 /* Legacy plaintext `xl save` files (Xen's xl format, JSON config, libxl
  * stream v2).  read: leaves fd at the start of the libxl stream; *cfg is

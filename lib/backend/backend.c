@@ -136,13 +136,3 @@ const char *vmc_backends_built(void)
     return "qemu (xen: not built, no libxl headers)";
 #endif
 }
-
-const char *vmc_backend_id_name(unsigned id)
-{
-    switch (id) {
-    case VMC_BACKEND_NONE: return "none";
-    case VMC_BACKEND_XEN: return "xen";
-    case VMC_BACKEND_QEMU: return "qemu";
-    }
-    return "unknown";
-}

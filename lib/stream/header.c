@@ -393,6 +393,14 @@ opened:
     return 0;
 }
 
+int vmc_header_has_passphrase(const struct vmc_header *h)
+{
+    for (int i = 0; i < h->h.nslots; i++)
+        if (h->slot[i].type == VMC_SLOT_ARGON2ID)
+            return 1;
+    return 0;
+}
+
 void vmc_header_get_info(const struct vmc_header *h, struct vmc_header_info *in)
 {
     memset(in, 0, sizeof(*in));
