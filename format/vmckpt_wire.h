@@ -209,6 +209,15 @@ struct vmc_wire_domain_config {
 };
 _Static_assert(sizeof(struct vmc_wire_domain_config) == 8, "cfg size");
 
+/* PRECOPY_ROUND (optional), exactly 24 octets. */
+struct vmc_wire_precopy_round {
+    uint32_t round;           /* pre-copy round number, 1-based */
+    uint32_t reserved;        /* zero */
+    uint64_t bytes;           /* octets transferred in the round */
+    uint64_t duration_ns;
+};
+_Static_assert(sizeof(struct vmc_wire_precopy_round) == 24, "round size");
+
 struct vmc_wire_end {
     uint64_t records;         /* records before END */
     uint64_t backend_bytes;   /* sum of BACKEND_STREAM body lengths */
@@ -281,6 +290,57 @@ VMC_API void vmc_image_info_decode(struct vmc_wire_image_info *ii, const uint8_t
 
 VMC_API void vmc_end_encode(uint8_t out[40], const struct vmc_wire_end *e);
 VMC_API void vmc_end_decode(struct vmc_wire_end *e, const uint8_t in[40]);
+
+VMC_API void vmc_domain_config_encode(uint8_t out[8],
+                                      const struct vmc_wire_domain_config *c);
+/* A DOMAIN_CONFIG body of len octets: its head (0), or VMC_E_FORMAT and
+ * *why (shorter than 8, reserved word not zero). */
+VMC_API int vmc_domain_config_decode(struct vmc_wire_domain_config *c,
+                                     const uint8_t *in, size_t len,
+                                     const char **why);
+VMC_API void vmc_precopy_round_encode(uint8_t out[24],
+                                      const struct vmc_wire_precopy_round *r);
+/* VMC_E_FORMAT and *why unless len is 24 and the reserved word zero. */
+VMC_API int vmc_precopy_round_decode(struct vmc_wire_precopy_round *r,
+                                     const uint8_t *in, size_t len,
+                                     const char **why);
+
+/* ---- live path (format/vmckpt-stream.md, "Live path") ---------------- */
+
+#define VMC_HELLO_MAGIC     "\x89VMCKLV\n"
+#define VMC_HELLO_LEN       80
+#define VMC_HELLO_VERSION   1
+/* HELLO: each side's first message, in the clear. */
+struct vmc_wire_hello {
+    uint8_t magic[8];         /* VMC_HELLO_MAGIC */
+    uint32_t version;         /* VMC_HELLO_VERSION */
+    uint32_t reserved;        /* zero */
+    uint8_t epk[32];          /* ephemeral X25519 public key */
+    uint8_t spk[32];          /* long-term X25519 public key */
+};
+VMC_API void vmc_hello_encode(uint8_t out[VMC_HELLO_LEN],
+                              const struct vmc_wire_hello *h);
+/* VMC_E_FORMAT (bad magic) or VMC_E_UNSUPPORTED (version, reserved), *why
+ * set; 0 otherwise. */
+VMC_API int vmc_hello_decode(struct vmc_wire_hello *h,
+                             const uint8_t in[VMC_HELLO_LEN], const char **why);
+
+#define VMC_REPLY_HEAD_LEN  16
+#define VMC_REPLY_MSG_MAX   1024
+/* REPLY plaintext (sealed as one FINAL chunk): this head, then msg_len
+ * octets of UTF-8 text. */
+struct vmc_wire_reply {
+    int32_t status;           /* 0, or a negative enum vmc_err */
+    int32_t domid;            /* the new domain, -1 if none */
+    uint32_t msg_len;         /* at most VMC_REPLY_MSG_MAX */
+    uint32_t reserved;        /* zero */
+};
+VMC_API void vmc_reply_encode(uint8_t out[VMC_REPLY_HEAD_LEN],
+                              const struct vmc_wire_reply *r);
+/* The plaintext of len octets: VMC_E_FORMAT and *why unless msg_len is
+ * len - 16 (and at most VMC_REPLY_MSG_MAX) and the reserved word zero. */
+VMC_API int vmc_reply_decode(struct vmc_wire_reply *r, const uint8_t *in,
+                             size_t len, const char **why);
 
 VMC_API void vmc_a2slot_encode(uint8_t out[96], const struct vmc_wire_slot_argon2id *s);
 VMC_API void vmc_a2slot_decode(struct vmc_wire_slot_argon2id *s, const uint8_t in[96]);

@@ -155,6 +155,115 @@ void vmc_chunk_nonce(uint8_t nonce[VMC_AEAD_NONCE_LEN], uint64_t index, int fina
     nonce[11] = final ? 1 : 0;
 }
 
+/* ---- DOMAIN_CONFIG head, PRECOPY_ROUND, HELLO, REPLY ------------------ */
+
+void vmc_domain_config_encode(uint8_t out[8], const struct vmc_wire_domain_config *c)
+{
+    vmc_put32(out, c->format);
+    vmc_put32(out + 4, c->reserved);
+}
+
+int vmc_domain_config_decode(struct vmc_wire_domain_config *c, const uint8_t *in,
+                             size_t len, const char **why)
+{
+    *why = NULL;
+    if (len < 8) {
+        *why = "DOMAIN_CONFIG shorter than its 8-octet head";
+        return VMC_E_FORMAT;
+    }
+    c->format = vmc_get32(in);
+    c->reserved = vmc_get32(in + 4);
+    if (c->reserved) {
+        *why = "DOMAIN_CONFIG reserved field not zero";
+        return VMC_E_FORMAT;
+    }
+    return 0;
+}
+
+void vmc_precopy_round_encode(uint8_t out[24], const struct vmc_wire_precopy_round *r)
+{
+    vmc_put32(out, r->round);
+    vmc_put32(out + 4, r->reserved);
+    vmc_put64(out + 8, r->bytes);
+    vmc_put64(out + 16, r->duration_ns);
+}
+
+int vmc_precopy_round_decode(struct vmc_wire_precopy_round *r, const uint8_t *in,
+                             size_t len, const char **why)
+{
+    *why = NULL;
+    if (len != 24) {
+        *why = "PRECOPY_ROUND is not 24 octets";
+        return VMC_E_FORMAT;
+    }
+    r->round = vmc_get32(in);
+    r->reserved = vmc_get32(in + 4);
+    r->bytes = vmc_get64(in + 8);
+    r->duration_ns = vmc_get64(in + 16);
+    if (r->reserved) {
+        *why = "PRECOPY_ROUND reserved field not zero";
+        return VMC_E_FORMAT;
+    }
+    return 0;
+}
+
+void vmc_hello_encode(uint8_t out[VMC_HELLO_LEN], const struct vmc_wire_hello *h)
+{
+    memcpy(out, h->magic, 8);
+    vmc_put32(out + 8, h->version);
+    vmc_put32(out + 12, h->reserved);
+    memcpy(out + 16, h->epk, 32);
+    memcpy(out + 48, h->spk, 32);
+}
+
+int vmc_hello_decode(struct vmc_wire_hello *h, const uint8_t in[VMC_HELLO_LEN],
+                     const char **why)
+{
+    *why = NULL;
+    memcpy(h->magic, in, 8);
+    h->version = vmc_get32(in + 8);
+    h->reserved = vmc_get32(in + 12);
+    memcpy(h->epk, in + 16, 32);
+    memcpy(h->spk, in + 48, 32);
+    if (memcmp(h->magic, VMC_HELLO_MAGIC, 8)) {
+        *why = "not a vmckpt live peer (bad magic)";
+        return VMC_E_FORMAT;
+    }
+    if (h->version != VMC_HELLO_VERSION || h->reserved) {
+        *why = "unsupported version";
+        return VMC_E_UNSUPPORTED;
+    }
+    return 0;
+}
+
+void vmc_reply_encode(uint8_t out[VMC_REPLY_HEAD_LEN], const struct vmc_wire_reply *r)
+{
+    vmc_put32(out, (uint32_t)r->status);
+    vmc_put32(out + 4, (uint32_t)r->domid);
+    vmc_put32(out + 8, r->msg_len);
+    vmc_put32(out + 12, r->reserved);
+}
+
+int vmc_reply_decode(struct vmc_wire_reply *r, const uint8_t *in, size_t len,
+                     const char **why)
+{
+    *why = NULL;
+    if (len < VMC_REPLY_HEAD_LEN) {
+        *why = "malformed";
+        return VMC_E_FORMAT;
+    }
+    r->status = (int32_t)vmc_get32(in);
+    r->domid = (int32_t)vmc_get32(in + 4);
+    r->msg_len = vmc_get32(in + 8);
+    r->reserved = vmc_get32(in + 12);
+    if (r->msg_len != len - VMC_REPLY_HEAD_LEN ||
+        r->msg_len > VMC_REPLY_MSG_MAX || r->reserved) {
+        *why = "malformed";
+        return VMC_E_FORMAT;
+    }
+    return 0;
+}
+
 /* ---- the names of the wire enums (what vmimage info shows) ---------- */
 
 const char *vmc_backend_id_name(unsigned id)

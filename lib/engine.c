@@ -294,11 +294,11 @@ static int rounds_finish(struct saveprog *p, struct vmc_writer *w)
     if (p->be->save_poll(&tmp, p->d, &tr, &round) == 0)
         round_close(p, vmc_now_ns(), tr);   /* stop and copy */
     for (int i = 0; i < p->res->nrounds && rc == 0; i++) {
+        struct vmc_wire_precopy_round r = { (uint32_t)i + 1, 0,
+                                            p->res->rounds[i].bytes,
+                                            p->res->rounds[i].duration_ns };
         uint8_t rec[24];
-        vmc_put32(rec, (uint32_t)i + 1);
-        vmc_put32(rec + 4, 0);
-        vmc_put64(rec + 8, p->res->rounds[i].bytes);
-        vmc_put64(rec + 16, p->res->rounds[i].duration_ns);
+        vmc_precopy_round_encode(rec, &r);
         rc = vmc_writer_record(w, VMC_REC_PRECOPY_ROUND, rec, sizeof(rec));
     }
     return rc;
@@ -599,6 +599,7 @@ struct restore {
     struct vmc_image_meta m;
     uint8_t *cfg;                     /* DOMAIN_CONFIG body */
     size_t cfg_len;
+    struct vmc_wire_domain_config cfg_head;
     struct vmc_restore_as as;
     char name[256], build_name[280];
     int pending;                      /* id of a clashing source being saved */
@@ -611,6 +612,7 @@ static int restore_head(struct restore *s)
 {
     struct vmc_ctx *ctx = s->ctx;
     struct vmc_record rec;
+    const char *why;
     uint8_t *buf;
     size_t len;
     int rc;
@@ -645,9 +647,9 @@ static int restore_head(struct restore *s)
                              (unsigned long long)rec.offset);
     if ((rc = vmc_reader_read_all(s->r, &s->cfg, &s->cfg_len)) < 0)
         return rc;
-    if (s->cfg_len < 8)
-        return vmc_set_error(ctx, VMC_E_FORMAT, "DOMAIN_CONFIG: %zu bytes, "
-                             "shorter than its 8-byte head", s->cfg_len);
+    if ((rc = vmc_domain_config_decode(&s->cfg_head, s->cfg, s->cfg_len,
+                                       &why)) < 0)
+        return vmc_set_error(ctx, rc, "%s", why);
     return 0;
 }
 
@@ -719,7 +721,7 @@ static int restore_build(struct restore *s)
     big_pipe(pp[1]);
     s->feed = pp[1];
     if ((rc = guard_start(s->ctx, s->be, -1, GUARD_RESTORE, NULL, &s->g)) == 0)
-        rc = s->be->restore_start(s->ctx, &s->m, vmc_get32(s->cfg), s->cfg + 8,
+        rc = s->be->restore_start(s->ctx, &s->m, s->cfg_head.format, s->cfg + 8,
                                   s->cfg_len - 8, &s->as, pp[0], &s->d);
     close(pp[0]);
     if (rc < 0)

@@ -75,10 +75,16 @@ static int meta_in(struct vmc_ctx *ctx, struct vmc_reader *r,
         if (rc == 0 && h)
             rc = h->info(ctx, &sum->meta);
     } else {
-        sum->config_format = vmc_get32(b);
+        struct vmc_wire_domain_config c;
+        const char *why;
+        if ((rc = vmc_domain_config_decode(&c, b, len, &why)) < 0) {
+            free(b);
+            return vmc_set_error(ctx, rc, "%s", why);
+        }
+        sum->config_format = c.format;
         sum->config_len = len - 8;
         if (h)
-            rc = h->config(ctx, outfd, sum->config_format, b + 8, len - 8);
+            rc = h->config(ctx, outfd, c.format, b + 8, len - 8);
     }
     free(b);
     return rc;

@@ -16,11 +16,10 @@
 
 #include "internal.h"
 
-#define HELLO_MAGIC "\x89VMCKLV\n"
-#define HELLO_LEN 80
+#define HELLO_LEN VMC_HELLO_LEN
 #define CONFIRM_S "vmckpt live confirm S"
 #define CONFIRM_R "vmckpt live confirm R"
-#define REPLY_MSG_MAX 1024
+#define REPLY_MSG_MAX VMC_REPLY_MSG_MAX
 
 struct vmc_session {
     uint8_t *file_key;        /* sodium_malloc: sender -> receiver */
@@ -86,22 +85,21 @@ static int send_all(struct vmc_ctx *ctx, int fd, const void *buf, size_t n,
 static void hello(uint8_t out[HELLO_LEN], const uint8_t epk[32],
                   const uint8_t spk[32])
 {
-    memset(out, 0, HELLO_LEN);
-    memcpy(out, HELLO_MAGIC, 8);
-    vmc_put32(out + 8, 1);
-    memcpy(out + 16, epk, 32);
-    memcpy(out + 48, spk, 32);
+    struct vmc_wire_hello h = { .version = VMC_HELLO_VERSION };
+
+    memcpy(h.magic, VMC_HELLO_MAGIC, 8);
+    memcpy(h.epk, epk, 32);
+    memcpy(h.spk, spk, 32);
+    vmc_hello_encode(out, &h);
 }
 
 static int hello_check(struct vmc_ctx *ctx, const uint8_t in[HELLO_LEN])
 {
-    if (memcmp(in, HELLO_MAGIC, 8))
-        return vmc_set_error(ctx, VMC_E_FORMAT, "handshake: not a vmckpt live "
-                             "peer (bad magic)");
-    if (vmc_get32(in + 8) != 1 || vmc_get32(in + 12))
-        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "handshake: unsupported "
-                             "version");
-    return 0;
+    struct vmc_wire_hello h;
+    const char *why;
+    int rc = vmc_hello_decode(&h, in, &why);
+
+    return rc < 0 ? vmc_set_error(ctx, rc, "handshake: %s", why) : 0;
 }
 
 /* First X25519 identity in keys. */
@@ -299,16 +297,19 @@ int vmc_reply_send(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
                    const char *msg)
 {
     size_t ml = msg ? strlen(msg) : 0;
-    uint8_t buf[4 + 16 + REPLY_MSG_MAX + 16], nonce[VMC_AEAD_NONCE_LEN];
+    uint8_t buf[4 + VMC_REPLY_HEAD_LEN + REPLY_MSG_MAX + 16],
+            nonce[VMC_AEAD_NONCE_LEN];
+    struct vmc_wire_reply r;
     unsigned long long clen;
 
     if (ml > REPLY_MSG_MAX)
         ml = REPLY_MSG_MAX;
-    vmc_put32(buf + 4, (uint32_t)status);
-    vmc_put32(buf + 8, (uint32_t)domid);
-    vmc_put32(buf + 12, (uint32_t)ml);
-    vmc_put32(buf + 16, 0);
-    memcpy(buf + 20, msg, ml);
+    r.status = status;
+    r.domid = domid;
+    r.msg_len = (uint32_t)ml;
+    r.reserved = 0;
+    vmc_reply_encode(buf + 4, &r);
+    memcpy(buf + 4 + VMC_REPLY_HEAD_LEN, msg, ml);
     vmc_chunk_nonce(nonce, 0, 1);
     crypto_aead_chacha20poly1305_ietf_encrypt(buf + 4, &clen, buf + 4, 16 + ml,
                                               stream_id, 16, NULL, nonce,
@@ -321,8 +322,11 @@ int vmc_reply_recv(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
                    const uint8_t stream_id[16], int timeout_ms, int *status,
                    int *domid, char *msg, size_t cap)
 {
-    uint8_t buf[16 + REPLY_MSG_MAX + 16], w[4], nonce[VMC_AEAD_NONCE_LEN];
-    uint32_t len, ml;
+    uint8_t buf[VMC_REPLY_HEAD_LEN + REPLY_MSG_MAX + 16], w[4],
+            nonce[VMC_AEAD_NONCE_LEN];
+    struct vmc_wire_reply r;
+    const char *why;
+    uint32_t len;
     int rc;
 
     *status = VMC_E_BACKEND;
@@ -344,14 +348,13 @@ int vmc_reply_recv(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
                                                   stream_id, 16, nonce,
                                                   s->reply_key))
         return vmc_set_error(ctx, VMC_E_AUTH, "reply: authentication failed");
-    ml = vmc_get32(buf + 8);
-    if (ml != len - 32 || vmc_get32(buf + 12))
-        return vmc_set_error(ctx, VMC_E_FORMAT, "reply: malformed");
-    *status = (int)vmc_get32(buf);
-    *domid = (int)vmc_get32(buf + 4);
+    if ((rc = vmc_reply_decode(&r, buf, len - 16, &why)) < 0)
+        return vmc_set_error(ctx, rc, "reply: %s", why);
+    *status = r.status;
+    *domid = r.domid;
     if (cap) {
-        size_t n = ml < cap - 1 ? ml : cap - 1;
-        memcpy(msg, buf + 16, n);
+        size_t n = r.msg_len < cap - 1 ? r.msg_len : cap - 1;
+        memcpy(msg, buf + VMC_REPLY_HEAD_LEN, n);
         msg[n] = '\0';
     }
     return 0;

@@ -186,8 +186,8 @@ int vmc_writer_describe(struct vmc_writer *w, const struct vmc_image_meta *m,
                              "max", cfg_len);
     if ((rc = vmc_writer_record(w, VMC_REC_IMAGE_INFO, info, ilen)) < 0 || !cfg)
         return rc;
-    vmc_put32(head, cfg_format);
-    vmc_put32(head + 4, 0);
+    vmc_domain_config_encode(head, &(struct vmc_wire_domain_config){ cfg_format,
+                                                                      0 });
     if ((rc = vmc_writer_begin(w, VMC_REC_DOMAIN_CONFIG,
                                (uint32_t)(cfg_len + sizeof(head)))) < 0 ||
         (rc = vmc_writer_write(w, head, sizeof(head))) < 0)

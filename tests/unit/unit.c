@@ -1280,6 +1280,59 @@ static int t_known_hosts(void)
     return 0;
 }
 
+/* The codec of format/ for DOMAIN_CONFIG's head, PRECOPY_ROUND, HELLO and
+ * REPLY: round trips and the rules each decode enforces. */
+static int t_wire_codec(void)
+{
+    uint8_t b[VMC_HELLO_LEN + 8];
+    const char *w;
+    struct vmc_wire_domain_config c = { VMC_CFG_QEMU_JSON, 0 }, c2;
+    struct vmc_wire_precopy_round r = { 3, 0, 1u << 30, 123456789 }, r2;
+    struct vmc_wire_hello h = { .version = VMC_HELLO_VERSION }, h2;
+    struct vmc_wire_reply y = { VMC_E_CLASH, -1, 5, 0 }, y2;
+
+    vmc_domain_config_encode(b, &c);
+    REQUIRE(vmc_domain_config_decode(&c2, b, 8, &w) == 0 &&
+            c2.format == VMC_CFG_QEMU_JSON, "config round trip");
+    REQUIRE(vmc_domain_config_decode(&c2, b, 7, &w) == VMC_E_FORMAT && w,
+            "config: 7 octets");
+    b[5] = 1;
+    REQUIRE(vmc_domain_config_decode(&c2, b, 8, &w) == VMC_E_FORMAT &&
+            strstr(w, "reserved"), "config: reserved");
+    vmc_precopy_round_encode(b, &r);
+    REQUIRE(vmc_precopy_round_decode(&r2, b, 24, &w) == 0 && r2.round == 3 &&
+            r2.bytes == 1u << 30 && r2.duration_ns == 123456789, "round");
+    REQUIRE(vmc_precopy_round_decode(&r2, b, 16, &w) == VMC_E_FORMAT,
+            "round: 16 octets");
+    b[4] = 1;
+    REQUIRE(vmc_precopy_round_decode(&r2, b, 24, &w) == VMC_E_FORMAT,
+            "round: reserved");
+    memcpy(h.magic, VMC_HELLO_MAGIC, 8);
+    memset(h.epk, 0xe1, 32);
+    memset(h.spk, 0x5b, 32);
+    vmc_hello_encode(b, &h);
+    REQUIRE(vmc_hello_decode(&h2, b, &w) == 0 && !memcmp(h2.epk, h.epk, 32) &&
+            !memcmp(h2.spk, h.spk, 32), "hello round trip");
+    b[8] = 2;
+    REQUIRE(vmc_hello_decode(&h2, b, &w) == VMC_E_UNSUPPORTED, "hello: v2");
+    b[8] = 1;
+    b[0] ^= 1;
+    REQUIRE(vmc_hello_decode(&h2, b, &w) == VMC_E_FORMAT && strstr(w, "magic"),
+            "hello: magic");
+    vmc_reply_encode(b, &y);
+    memcpy(b + VMC_REPLY_HEAD_LEN, "clash", 5);
+    REQUIRE(vmc_reply_decode(&y2, b, VMC_REPLY_HEAD_LEN + 5, &w) == 0 &&
+            y2.status == VMC_E_CLASH && y2.domid == -1 && y2.msg_len == 5,
+            "reply round trip");
+    REQUIRE(vmc_reply_decode(&y2, b, VMC_REPLY_HEAD_LEN + 4, &w) ==
+            VMC_E_FORMAT, "reply: length");
+    REQUIRE(!strcmp(vmc_backend_id_name(VMC_BACKEND_QEMU), "qemu") &&
+            !strcmp(vmc_slot_type_name(VMC_SLOT_ARGON2ID), "argon2id") &&
+            !strcmp(vmc_stream_format_name(VMC_SFMT_LIBXL), "libxl-v2") &&
+            !strcmp(vmc_config_format_name(99), "unknown"), "enum names");
+    return 0;
+}
+
 int main(void)
 {
     if (setup_keys() < 0) {
@@ -1307,6 +1360,7 @@ int main(void)
     run("outfile_partial", t_outfile);
     run("migration_endpoints", t_endpoints);
     run("known_hosts", t_known_hosts);
+    run("wire_codec", t_wire_codec);
     vmc_keys_free(k_seal);
     vmc_keys_free(k_open);
     vmc_keys_free(k_wrong);
