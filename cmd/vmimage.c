@@ -322,9 +322,9 @@ static json_t *header_json(const struct vmc_header_info *hi)
     json_object_set_new(o, "version", json_integer(hi->version));
     json_object_set_new(o, "verified", json_boolean(hi->unlocked));
     json_object_set_new(o, "aead", json_string(
-        hi->aead == VMC_AEAD_CHACHA20POLY1305 ? "chacha20-poly1305" : "?"));
+        vmc_aead_name(hi->aead)));
     json_object_set_new(o, "compression", json_string(
-        hi->compression == VMC_COMP_ZSTD ? "zstd" : "?"));
+        vmc_compression_name(hi->compression)));
     json_object_set_new(o, "chunk_size", json_integer(hi->chunk_size));
     json_object_set_new(o, "header_len", json_integer(hi->header_len));
     json_object_set_new(o, "stream_id", json_string(sid));
@@ -396,8 +396,8 @@ static void print_header(const struct vmc_header_info *hi)
     printf("format:      vmckpt stream version %u (%s)\n", hi->version,
            hi->unlocked ? "header authenticated" : "header unverified: no key");
     printf("algorithms:  %s, %s, chunks of %u bytes\n",
-           hi->aead == VMC_AEAD_CHACHA20POLY1305 ? "chacha20-poly1305" : "?",
-           hi->compression == VMC_COMP_ZSTD ? "zstd" : "?", hi->chunk_size);
+           vmc_aead_name(hi->aead),
+           vmc_compression_name(hi->compression), hi->chunk_size);
     if (hi->label[0])
         printf("label:       %s\n", hi->label);
     for (int i = 0; i < hi->nslots; i++) {

@@ -272,7 +272,10 @@ static inline uint64_t vmc_get64(const uint8_t *p)
 /* ------------------------------------------------------------------ */
 
 /* Names of the enums above, "unknown" for a value this version does not
- * know: VMC_BACKEND_*, VMC_SLOT_*, VMC_SFMT_*, VMC_CFG_*. */
+ * know: VMC_AEAD_*, VMC_COMP_*, VMC_BACKEND_*, VMC_SLOT_*, VMC_SFMT_*,
+ * VMC_CFG_* (record types: vmc_record_name; errors: vmc_strerror). */
+VMC_API const char *vmc_aead_name(unsigned aead);
+VMC_API const char *vmc_compression_name(unsigned compression);
 VMC_API const char *vmc_backend_id_name(unsigned id);
 VMC_API const char *vmc_slot_type_name(unsigned type);
 VMC_API const char *vmc_stream_format_name(unsigned sformat);

@@ -298,6 +298,16 @@ const char *vmc_stream_format_name(unsigned sformat)
     return "unknown";
 }
 
+const char *vmc_aead_name(unsigned aead)
+{
+    return aead == VMC_AEAD_CHACHA20POLY1305 ? "chacha20-poly1305" : "unknown";
+}
+
+const char *vmc_compression_name(unsigned compression)
+{
+    return compression == VMC_COMP_ZSTD ? "zstd" : "unknown";
+}
+
 const char *vmc_config_format_name(unsigned format)
 {
     switch (format) {

@@ -1329,7 +1329,10 @@ static int t_wire_codec(void)
     REQUIRE(!strcmp(vmc_backend_id_name(VMC_BACKEND_QEMU), "qemu") &&
             !strcmp(vmc_slot_type_name(VMC_SLOT_ARGON2ID), "argon2id") &&
             !strcmp(vmc_stream_format_name(VMC_SFMT_LIBXL), "libxl-v2") &&
-            !strcmp(vmc_config_format_name(99), "unknown"), "enum names");
+            !strcmp(vmc_config_format_name(99), "unknown") &&
+            !strcmp(vmc_aead_name(VMC_AEAD_CHACHA20POLY1305),
+                    "chacha20-poly1305") &&
+            !strcmp(vmc_compression_name(VMC_COMP_ZSTD), "zstd"), "enum names");
     return 0;
 }
 
