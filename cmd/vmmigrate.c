@@ -158,16 +158,17 @@ static int known_key(struct args *a, const char *host, struct vmc_keys *known)
     const char *path = a->known ? a->known : "/etc/vmckpt/known_hosts";
     int rc;
 
-    if (a->rkey)
-        rc = vmc_keys_add_recipient(a->ctx, known, a->rkey);
-    else if ((rc = vmc_known_hosts_find(a->ctx, path, host, known)) ==
-             VMC_E_IO)
+    rc = a->rkey ? vmc_keys_add_recipient(a->ctx, known, a->rkey)
+                 : vmc_known_hosts_find(a->ctx, path, host, known);
+    if (rc == 0)
+        return 0;
+    if (!a->rkey && rc == VMC_E_IO)         /* the file itself */
         cli_err(NULL, "%s (give --known-hosts or --receiver-key)",
                 cli_ctx_msg(a->ctx));
-    else if (rc == VMC_E_KEY)
+    else if (!a->rkey && rc == VMC_E_KEY)   /* no line for this host */
         cli_err(host, "no entry in %s: refusing to migrate to an unknown host",
                 path);
-    if (rc < 0 && rc != VMC_E_IO && rc != VMC_E_KEY)
+    else
         cli_ctx_err(host, a->ctx);
     return rc;
 }

@@ -556,7 +556,6 @@ static void save_undo(struct save *s)
         else
             res->state_unknown = 1;
     }
-    vmc_ctx_clear(&tmp);
     if (res->resumed_after_error)
         res->state_unknown = 0;
     else
@@ -681,7 +680,9 @@ static int restore_identity(struct restore *s)
         for (int i = 1; i < 1000; i++) {
             snprintf(s->name, sizeof(s->name), i == 1 ? "%.200s-clone" :
                      "%.200s-clone%d", s->m.name, i);
-            if ((what = be->find(s->ctx, s->name, NULL, -1, &other)) <= 0)
+            if ((what = be->find(s->ctx, s->name, NULL, -1, &other)) < 0)
+                return what;
+            if (what == 0)
                 break;
         }
     }

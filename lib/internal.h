@@ -117,6 +117,9 @@ int io_read_full(struct vmc_ctx *ctx, int fd, void *buf, size_t n, size_t *got,
                  const char *what);
 int io_write_full(struct vmc_ctx *ctx, int fd, const void *buf, size_t n,
                   const char *what);
+/* send() it all on a socket, no SIGPIPE: 0, or VMC_E_IO with errno kept
+ * (EPIPE when the peer has gone). */
+int write_all_nosig(int fd, const void *buf, size_t n);
 char *vmc_strdup(const char *s);
 /* "<UTC time>-<id>-<name>" for a log file named after a domain, whatever
  * its name holds ('/' and control characters become '_'). */

@@ -154,20 +154,6 @@ static int send_line(struct qmp *q, json_t *msg, int fd)
     return 0;
 }
 
-int write_all_nosig(int fd, const void *buf, size_t n)
-{
-    size_t done = 0;
-
-    while (done < n) {
-        ssize_t r = send(fd, (const char *)buf + done, n - done, MSG_NOSIGNAL);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return VMC_E_IO;            /* errno kept */
-        done += (size_t)r;
-    }
-    return 0;
-}
 
 int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd,
                 json_t **ret)

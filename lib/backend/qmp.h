@@ -29,7 +29,5 @@ const struct qmp_event *qmp_find_event(const struct qmp *q, const char *name,
                                        int last);
 void qmp_clear_events(struct qmp *q);
 int64_t qmp_wall_us(void);
-/* send() it all, no SIGPIPE: 0, or VMC_E_IO with errno kept. */
-int write_all_nosig(int fd, const void *buf, size_t n);
 
 #endif

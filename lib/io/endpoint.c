@@ -232,7 +232,7 @@ int vmc_endpoint_accept(struct vmc_ctx *ctx, int lfd, int timeout_s, int *fd,
                              "accept: %s", strerror(errno));
     if (getnameinfo((struct sockaddr *)&ss, sl, h, sizeof(h), s, sizeof(s),
                     NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-        snprintf(h, sizeof(h), "?");
+        snprintf(from, n, "?");
     else
         snprintf(from, n, "%s:%s", h, s);
     tune_socket(*fd, timeout_s);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -154,6 +155,21 @@ int io_write_full(struct vmc_ctx *ctx, int fd, const void *buf, size_t n,
                 continue;
             return io_error(ctx, errno, what, "write");
         }
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+int write_all_nosig(int fd, const void *buf, size_t n)
+{
+    size_t done = 0;
+
+    while (done < n) {
+        ssize_t r = send(fd, (const char *)buf + done, n - done, MSG_NOSIGNAL);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return VMC_E_IO;            /* errno kept */
         done += (size_t)r;
     }
     return 0;

@@ -170,19 +170,10 @@ static void *tee_thread(void *arg)
     if (!buf)
         vmc_set_error(&t->ctx, VMC_E_NOMEM, "out of memory");
     while (buf && io_read_full(&t->ctx, t->in, buf, COPY_BUF, &got,
-                               t->what) == 0 && got) {
-        if (io_write_full(&t->ctx, t->out, buf, got, t->what) < 0)
-            break;
-        if (send(t->sock, buf, got, MSG_NOSIGNAL) != (ssize_t)got) {
-            size_t off = 0;     /* a short send: the rest, or the reader quit */
-            ssize_t n = 0;
-            while (off < got && (n = send(t->sock, buf + off, got - off,
-                                          MSG_NOSIGNAL)) > 0)
-                off += (size_t)n;
-            if (n <= 0)
-                break;          /* the reader has its own error */
-        }
-    }
+                               t->what) == 0 && got &&
+           io_write_full(&t->ctx, t->out, buf, got, t->what) == 0 &&
+           write_all_nosig(t->sock, buf, got) == 0)
+        ;                       /* a reader that quit has its own error */
     shutdown(t->sock, SHUT_WR);
     free(buf);
     return NULL;
