@@ -58,6 +58,21 @@ else
     pass $n "without vmckpt-xen: qemu only; with it: qemu xen"
 fi
 
+# A hostile or foreign xen.so in the backend directory is left out, and
+# the tools say why: not a shared object, or no vmc_backend_module.
+n=debian/foreign-module-refused
+mkdir -p "$T/bad1" "$T/bad2"
+echo "not a library" > "$T/bad1/xen.so"
+echo 'int unrelated(void) { return 0; }' > "$T/bad2/m.c"
+cc -shared -fPIC -o "$T/bad2/xen.so" "$T/bad2/m.c"
+b1=$(LD_LIBRARY_PATH="$R/usr/lib/$MA" VMCKPT_BACKEND_DIR="$T/bad1" "$R/usr/bin/vmimage" --help 2>&1 | grep '^Backends')
+b2=$(LD_LIBRARY_PATH="$R/usr/lib/$MA" VMCKPT_BACKEND_DIR="$T/bad2" "$R/usr/bin/vmimage" --help 2>&1 | grep '^Backends')
+case "$b1|$b2" in
+"Backends in this build: qemu (xen: "*"bad1/xen.so"*")."'|'"Backends in this build: qemu (xen: $T/bad2/xen.so was built for another libvmckpt).")
+    pass $n ;;
+*)  fail $n "not a library: '$b1'; no entry point: '$b2'" ;;
+esac
+
 n=debian/lintian
 lintian --no-tag-display-limit "$T"/*.changes >"$T/lintian.log" 2>&1
 errors=$(grep -c '^E:' "$T/lintian.log")

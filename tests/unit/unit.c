@@ -1263,14 +1263,18 @@ static int t_known_hosts(void)
     int fd = mkstemp(path);
     FILE *f = fdopen(fd, "w");
 
-    fprintf(f, "# pinned receivers\nother.example %s\ndst.example %s\n",
-            recipient, recipient);
+    fprintf(f, "# pinned receivers\nother.example %s\ndst.example %s\n"
+            "forged.example vmc1notakey\n", recipient, recipient);
     fclose(f);
     REQUIRE(vmc_known_hosts_find(ctx, path, "dst.example", k) == 0 &&
             vmc_keys_count(k) == 1, "find: %s", vmc_ctx_error(ctx));
     REQUIRE(vmc_known_hosts_find(ctx, path, "dst", k) == VMC_E_KEY &&
             strstr(vmc_ctx_error(ctx), "no entry for dst"), "no entry: %s",
             vmc_ctx_error(ctx));
+    vmc_ctx_clear(ctx);
+    REQUIRE(vmc_known_hosts_find(ctx, path, "forged.example", k) == VMC_E_INVAL &&
+            strstr(vmc_ctx_error(ctx), "not a valid recipient") &&
+            vmc_keys_count(k) == 1, "a bad key pinned: %s", vmc_ctx_error(ctx));
     vmc_ctx_clear(ctx);
     unlink(path);
     REQUIRE(vmc_known_hosts_find(ctx, path, "dst.example", k) == VMC_E_IO,
