@@ -186,7 +186,7 @@ install: all
 	install -m 0644 $(B)/libvmckpt.a $(DESTDIR)$(LIBDIR)/
 	install -m 0755 $(B)/libvmckpt.so.$(SOVER) $(DESTDIR)$(LIBDIR)/
 	ln -sf libvmckpt.so.$(SOVER) $(DESTDIR)$(LIBDIR)/libvmckpt.so
-	install -m 0644 lib/vmckpt.h format/vmckpt_wire.h $(DESTDIR)$(INCDIR)/
+	install -m 0644 lib/vmckpt.h lib/vmckpt_qemu.h lib/vmckpt_xl.h format/vmckpt_wire.h $(DESTDIR)$(INCDIR)/
 	$(PC_SED) vmckpt.pc.in > $(DESTDIR)$(PCDIR)/vmckpt.pc
 	chmod 0644 $(DESTDIR)$(PCDIR)/vmckpt.pc
 	install -m 0644 man/*.1 $(DESTDIR)$(MANDIR)/man1/
@@ -206,6 +206,7 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/libvmckpt.a $(DESTDIR)$(LIBDIR)/libvmckpt.so \
 	    $(DESTDIR)$(LIBDIR)/libvmckpt.so.$(SOVER) \
 	    $(DESTDIR)$(INCDIR)/vmckpt.h $(DESTDIR)$(INCDIR)/vmckpt_wire.h \
+	    $(DESTDIR)$(INCDIR)/vmckpt_qemu.h $(DESTDIR)$(INCDIR)/vmckpt_xl.h \
 	    $(DESTDIR)$(PCDIR)/vmckpt.pc \
 	    $(patsubst man/%,$(DESTDIR)$(MANDIR)/man1/%,$(wildcard man/*.1)) \
 	    $(patsubst man/%,$(DESTDIR)$(MANDIR)/man5/%,$(wildcard man/*.5)) \

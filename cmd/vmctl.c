@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "../lib/vmckpt_qemu.h"
 #include "cli.h"
 
 #define SYNOPSIS                                                            \
@@ -31,8 +32,9 @@ static void help(void)
 struct listctx {
     json_t *arr;
     const char *want;         /* status/rundir: a single domain */
-    const struct vmc_qemu_dom_info *found;
-    struct vmc_qemu_dom_info copy;
+    int found;
+    char state[32], dir[512];   /* of the one found (the info is the
+                                   library's only during the callback) */
 };
 
 static int list_print(const struct vmc_qemu_dom_info *i, void *arg)
@@ -44,8 +46,9 @@ static int list_print(const struct vmc_qemu_dom_info *i, void *arg)
         snprintf(id, sizeof(id), "%d", i->id);
         if (strcmp(l->want, id) && strcmp(l->want, i->name))
             return 0;
-        l->copy = *i;
-        l->found = &l->copy;
+        snprintf(l->state, sizeof(l->state), "%s", i->state);
+        snprintf(l->dir, sizeof(l->dir), "%s", i->dir);
+        l->found = 1;
         return 1;
     }
     if (l->arr) {
@@ -163,7 +166,7 @@ int main(int argc, char **argv)
             cli_err(argv[2], "no such domain (see vmctl list)");
             return 1;
         }
-        printf("%s\n", !strcmp(cmd, "status") ? l.found->state : l.found->dir);
+        printf("%s\n", !strcmp(cmd, "status") ? l.state : l.dir);
         return 0;
     }
     if (!strcmp(cmd, "console")) {

@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "../format/vmckpt_wire.h"
+#include "../lib/vmckpt_xl.h"
 #include "cli.h"
 
 enum {

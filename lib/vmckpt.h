@@ -370,17 +370,6 @@ VMC_API const struct vmc_backend *vmc_backend_get(const char *name);
 VMC_API const char *vmc_backends_built(void);       /* e.g. "qemu" */
 VMC_API const struct vmc_backend *vmc_backend_default(void);
 
-/* Legacy plaintext `xl save` files (Xen's xl format, JSON config, libxl
- * stream v2).  read: leaves fd at the start of the libxl stream; *cfg is
- * the JSON config without its NUL (caller frees). */
-VMC_API int vmc_xl_read_header(struct vmc_ctx *ctx, int fd, const char *what,
-                       uint8_t **cfg, size_t *cfg_len);
-VMC_API int vmc_xl_write_header(struct vmc_ctx *ctx, int fd, const uint8_t *cfg,
-                        size_t cfg_len);
-/* IMAGE_INFO facts (name, uuid, memory, vcpus, type) of a libxl config. */
-VMC_API int vmc_libxl_json_meta(struct vmc_ctx *ctx, const uint8_t *cfg, size_t len,
-                        struct vmc_image_meta *m);
-
 enum vmc_save_mode {
     VMC_SAVE_DESTROY = 0,     /* default: destroy after the image is durable */
     VMC_SAVE_CHECKPOINT,      /* leave it running */
@@ -535,21 +524,8 @@ VMC_API const char *vmc_logdir(void);
  * or /tmp/vmckpt-UID. */
 VMC_API const char *vmc_rundir(void);
 
-/* ---- QEMU instance management (vmctl) ------------------------------- */
+/* ---- any backend's domains ------------------------------------------ */
 
-VMC_API const char *vmc_qemu_rundir(void);
-VMC_API int vmc_qemu_start(struct vmc_ctx *ctx, const char *name, const char *uuid,
-                   int argc, char **argv, int *domid);
-struct vmc_qemu_dom_info {
-    int id;
-    char name[256];
-    char uuid[37];
-    char state[32];
-    int pid;
-    char dir[512];
-};
-typedef int (*vmc_qemu_list_fn)(const struct vmc_qemu_dom_info *, void *);
-VMC_API int vmc_qemu_list(struct vmc_ctx *ctx, vmc_qemu_list_fn fn, void *arg);
 VMC_API int vmc_domain_destroy(struct vmc_ctx *ctx, const struct vmc_backend *be,
                        const char *spec);
 VMC_API int vmc_domain_resume(struct vmc_ctx *ctx, const struct vmc_backend *be,

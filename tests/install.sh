@@ -28,7 +28,8 @@ if ! make -s -C "$ROOT" install DESTDIR="$T/root" PREFIX=/usr >"$T/install.log" 
 else
     missing=
     for f in bin/vmsave bin/vmrestore bin/vmimage bin/vmctl bin/vmmigrate \
-             include/vmckpt.h include/vmckpt_wire.h lib/libvmckpt.so.0 \
+             include/vmckpt.h include/vmckpt_wire.h include/vmckpt_qemu.h \
+             include/vmckpt_xl.h lib/libvmckpt.so.0 \
              lib/libvmckpt.so lib/pkgconfig/vmckpt.pc share/man/man1/vmsave.1 \
              share/man/man5/vmckpt.5 share/bash-completion/completions/vmckpt \
              share/bash-completion/completions/vmmigrate \
@@ -65,6 +66,15 @@ elif [ "$out" != "$(printf '%s' "$out" | grep '^[a-z].*|END|1$')" ]; then
 else
     pass $n "$out"
 fi
+
+n=each_installed_header_alone
+bad=
+for h in vmckpt.h vmckpt_wire.h vmckpt_qemu.h vmckpt_xl.h; do
+    printf '#include <%s>\n' "$h" >"$T/h.c"
+    cc -std=c11 -Wall -Wextra -Werror -fsyntax-only -I"$T/root/usr/include" \
+        "$T/h.c" >"$T/h.log" 2>&1 || bad="$bad $h"
+done
+[ -z "$bad" ] && pass $n || fail $n "does not compile alone:$bad $(head -3 "$T/h.log")"
 
 n=uninstall_removes_all
 if ! make -s -C "$ROOT" uninstall DESTDIR="$T/root" PREFIX=/usr >"$T/un.log" 2>&1; then

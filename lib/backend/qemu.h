@@ -12,6 +12,7 @@
 
 #include "backend.h"
 #include "qmp.h"
+#include "../vmckpt_qemu.h"
 
 struct vmc_dom {
     int id;

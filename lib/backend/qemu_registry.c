@@ -639,22 +639,18 @@ struct list_arg { vmc_qemu_list_fn fn; void *arg; struct vmc_ctx *ctx; };
 static int list_fn(struct vmc_dom *d, void *arg)
 {
     struct list_arg *la = arg;
-    struct vmc_qemu_dom_info i;
+    struct vmc_qemu_dom_info i = { .id = d->id, .name = d->name,
+                                   .pid = (int)d->pid, .dir = d->dir };
     struct vmc_ctx tmp = { 0 };
+    char uuid[37], state[32], p[600];
 
-    memset(&i, 0, sizeof(i));
-    i.id = d->id;
-    snprintf(i.name, sizeof(i.name), "%s", d->name);
-    qemu_uuid_fmt(i.uuid, d->uuid);
-    i.pid = (int)d->pid;
-    snprintf(i.dir, sizeof(i.dir), "%s", d->dir);
-    {
-        char p[600];
-        snprintf(p, sizeof(p), "%s/qmp.sock", d->dir);
-        if (qmp_connect(&tmp, p, 300, &d->q) < 0 ||
-            qemu_query_status(&tmp, d, i.state, sizeof(i.state)) < 0)
-            snprintf(i.state, sizeof(i.state), "busy");
-    }
+    qemu_uuid_fmt(uuid, d->uuid);
+    snprintf(p, sizeof(p), "%s/qmp.sock", d->dir);
+    if (qmp_connect(&tmp, p, 300, &d->q) < 0 ||
+        qemu_query_status(&tmp, d, state, sizeof(state)) < 0)
+        snprintf(state, sizeof(state), "busy");
+    i.uuid = uuid;
+    i.state = state;
     qmp_close(d->q);
     d->q = NULL;
     return la->fn(&i, la->arg);

@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "internal.h"
+#include "../vmckpt_xl.h"
 
 #define XL_MAGIC "Xen saved domain, xl format\n \0 \r"
 #define XL_HDR_LEN 48
@@ -97,7 +98,7 @@ int vmc_xl_read_header(struct vmc_ctx *ctx, int fd, const char *what,
     return 0;
 }
 
-int vmc_xl_write_header(struct vmc_ctx *ctx, int fd, const uint8_t *cfg,
+static int xl_write_header(struct vmc_ctx *ctx, int fd, const uint8_t *cfg,
                         size_t cfg_len)
 {
     uint8_t h[XL_HDR_LEN + 4];
@@ -170,7 +171,7 @@ static int xl_config(struct vmc_ctx *ctx, int outfd, uint32_t format,
     if (format != VMC_CFG_LIBXL_JSON)
         return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "DOMAIN_CONFIG is not "
                              "libxl JSON");
-    return vmc_xl_write_header(ctx, outfd, cfg, len);
+    return xl_write_header(ctx, outfd, cfg, len);
 }
 
 int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
