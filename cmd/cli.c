@@ -605,29 +605,49 @@ out:
     return removed;
 }
 
-json_t *rounds_json(const struct vmc_save_result *r)
+void cli_rounds_add(void *arg, const struct vmc_round *r)
+{
+    struct cli_rounds *c = arg;
+    struct vmc_round *g;
+
+    if (!(c->n & (c->n - 1))) {    /* full at 0, 1, 2, 4 ... */
+        if (!(g = realloc(c->r, (c->n ? (size_t)c->n * 2 : 1) * sizeof(*g))))
+            return;                 /* the report is best effort */
+        c->r = g;
+    }
+    c->r[c->n++] = *r;
+}
+
+void cli_rounds_free(struct cli_rounds *c)
+{
+    free(c->r);
+    c->r = NULL;
+    c->n = 0;
+}
+
+json_t *rounds_json(const struct cli_rounds *r)
 {
     json_t *a = json_array();
 
-    for (int i = 0; i < r->nrounds; i++)
+    for (int i = 0; i < r->n; i++)
         json_array_append_new(a, json_pack("{s:i, s:I, s:I}", "round", i + 1,
-                                           "bytes", (json_int_t)r->rounds[i].bytes,
+                                           "bytes", (json_int_t)r->r[i].bytes,
                                            "duration_ns",
-                                           (json_int_t)r->rounds[i].duration_ns));
+                                           (json_int_t)r->r[i].duration_ns));
     return a;
 }
 
-void print_rounds(FILE *out, const struct vmc_save_result *r)
+void print_rounds(FILE *out, const struct cli_rounds *r)
 {
-    if (!r->nrounds)
+    if (!r->n)
         return;
-    fprintf(out, "  pre-copy rounds %d:", r->nrounds);
-    for (int i = 0; i < r->nrounds && i < 12; i++) {
+    fprintf(out, "  pre-copy rounds %d:", r->n);
+    for (int i = 0; i < r->n && i < 12; i++) {
         char b[32];
-        cli_human(b, sizeof(b), (double)r->rounds[i].bytes);
+        cli_human(b, sizeof(b), (double)r->r[i].bytes);
         fprintf(out, " %s", b);
     }
-    fprintf(out, "%s\n", r->nrounds > 12 ? " ..." : "");
+    fprintf(out, "%s\n", r->n > 12 ? " ..." : "");
 }
 
 int cli_usage(const char *synopsis, const char *why)

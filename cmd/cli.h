@@ -94,8 +94,14 @@ int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
 
 /* Pre-copy rounds of a save, as JSON and as a text line. */
 #include <jansson.h>
-json_t *rounds_json(const struct vmc_save_result *r);
-void print_rounds(FILE *out, const struct vmc_save_result *r);
+struct cli_rounds {
+    int n;
+    struct vmc_round *r;
+};
+void cli_rounds_add(void *arg, const struct vmc_round *r); /* opts.round */
+void cli_rounds_free(struct cli_rounds *c);
+json_t *rounds_json(const struct cli_rounds *r);
+void print_rounds(FILE *out, const struct cli_rounds *r);
 
 #endif
 

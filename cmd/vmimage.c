@@ -314,7 +314,8 @@ static void uuid_str(char out[37], const uint8_t u[16])
              u[11], u[12], u[13], u[14], u[15]);
 }
 
-static json_t *header_json(const struct vmc_header_info *hi)
+static json_t *header_json(const struct vmc_header *h,
+                           const struct vmc_header_info *hi)
 {
     json_t *o = json_object(), *slots = json_array();
     char sid[33];
@@ -332,11 +333,13 @@ static json_t *header_json(const struct vmc_header_info *hi)
     json_object_set_new(o, "label", json_string(hi->label));
     for (int i = 0; i < hi->nslots; i++) {
         json_t *s = json_object();
-        json_object_set_new(s, "type", json_string(vmc_slot_type_name(hi->slots[i].type)));
-        if (hi->slots[i].type == VMC_SLOT_ARGON2ID) {
-            json_object_set_new(s, "kdf_ops", json_integer(hi->slots[i].kdf_ops));
+        struct vmc_slot_info sl;
+        vmc_header_slot(h, i, &sl);
+        json_object_set_new(s, "type", json_string(vmc_slot_type_name(sl.type)));
+        if (sl.type == VMC_SLOT_ARGON2ID) {
+            json_object_set_new(s, "kdf_ops", json_integer(sl.kdf_ops));
             json_object_set_new(s, "kdf_mem_kib",
-                                json_integer(hi->slots[i].kdf_mem_kib));
+                                json_integer(sl.kdf_mem_kib));
         }
         json_object_set_new(s, "opened", json_boolean(hi->opened_by == i));
         json_array_append_new(slots, s);
@@ -392,7 +395,8 @@ static json_t *summary_json(const struct vmc_summary *s)
     return o;
 }
 
-static void print_header(const struct vmc_header_info *hi)
+static void print_header(const struct vmc_header *h,
+                         const struct vmc_header_info *hi)
 {
     printf("format:      vmckpt stream version %u (%s)\n", hi->version,
            hi->unlocked ? "header authenticated" : "header unverified: no key");
@@ -402,10 +406,12 @@ static void print_header(const struct vmc_header_info *hi)
     if (hi->label[0])
         printf("label:       %s\n", hi->label);
     for (int i = 0; i < hi->nslots; i++) {
-        printf("slot %d:      %s", i, vmc_slot_type_name(hi->slots[i].type));
-        if (hi->slots[i].type == VMC_SLOT_ARGON2ID)
-            printf(" (t=%u, m=%u MiB)", hi->slots[i].kdf_ops,
-                   hi->slots[i].kdf_mem_kib / 1024);
+        struct vmc_slot_info sl;
+        vmc_header_slot(h, i, &sl);
+        printf("slot %d:      %s", i, vmc_slot_type_name(sl.type));
+        if (sl.type == VMC_SLOT_ARGON2ID)
+            printf(" (t=%u, m=%u MiB)", sl.kdf_ops,
+                   sl.kdf_mem_kib / 1024);
         if (hi->opened_by == i)
             printf("  <- opened");
         printf("\n");
@@ -506,7 +512,7 @@ static int info_verify_one(struct args *a, const char *path)
     struct vmc_header *h = NULL;
     struct vmc_header_info hi;
     struct vmc_reader *r = NULL;
-    struct vmc_summary sum;
+    struct vmc_summary sum = { 0 };
     struct cli_progress pr;
     int fd, rc = 1, verify = a->cmd == C_VERIFY;
     json_t *j = NULL;
@@ -520,9 +526,9 @@ static int info_verify_one(struct args *a, const char *path)
     if (a->json) {
         j = json_object();
         json_object_set_new(j, "image", json_string(obj));
-        json_object_set_new(j, "header", header_json(&hi));
+        json_object_set_new(j, "header", header_json(h, &hi));
     } else if (!verify) {
-        print_header(&hi);
+        print_header(h, &hi);
     }
     if (!hi.unlocked) {
         if (!a->json)
@@ -572,6 +578,7 @@ out:
         printf("\n");
     }
     json_decref(j);
+    vmc_summary_free(&sum);
     vmc_reader_free(r);
     vmc_header_free(h);
     if (fd > 0)
@@ -795,9 +802,12 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
     }
     if (a->rm_pass) {
         int before = nremove;
-        for (int i = 0; i < hi.nslots; i++)
-            if (hi.slots[i].type == VMC_SLOT_ARGON2ID && nremove < 64)
+        for (int i = 0; i < hi.nslots; i++) {
+            struct vmc_slot_info sl;
+            if (vmc_header_slot(h, i, &sl) == 0 &&
+                sl.type == VMC_SLOT_ARGON2ID && nremove < 64)
                 remove[nremove++] = i;
+        }
         if (nremove == before) {    /* as --remove-identity matching nothing */
             cli_err(path, "no passphrase key slot to remove");
             goto out;

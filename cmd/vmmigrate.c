@@ -177,6 +177,7 @@ static int known_key(struct args *a, const char *host, struct vmc_keys *known)
 
 static void sent_json(const struct args *a, const char *dest,
                       const struct vmc_save_result *res,
+                      const struct cli_rounds *rounds,
                       const struct vmc_migrate_info *mi, int live, uint64_t t0)
 {
     json_t *j = json_pack("{s:s, s:i, s:s, s:i, s:s, s:b, s:I, s:I, s:I, s:I}",
@@ -188,7 +189,7 @@ static void sent_json(const struct args *a, const char *dest,
                           "bytes_transferred", (json_int_t)res->stream_bytes,
                           "backend_bytes", (json_int_t)res->backend_bytes);
 
-    json_object_set_new(j, "rounds", rounds_json(res));
+    json_object_set_new(j, "rounds", rounds_json(rounds));
     /* the name every tool uses ("bytes_transferred": kept) */
     json_object_set_new(j, "stream_bytes",
                         json_integer((json_int_t)res->stream_bytes));
@@ -210,6 +211,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
     struct vmc_save_result res;
     struct vmc_migrate_info mi;
     struct cli_progress pr;
+    struct cli_rounds rounds = { 0 };
     int rc = 1;
     uint64_t t0 = vmc_now_ns();
 
@@ -244,6 +246,8 @@ static int sender(struct args *a, const char *dom, const char *dest)
     so.progress = cli_progress_cb_int;
     so.progress_arg = &pr;
     so.expect = cli_progress_expect;
+    so.round = cli_rounds_add;
+    so.round_arg = &rounds;
     rc = vmc_migrate_send(a->ctx, be, dom, vmc_endpoint_rfd(e),
                           vmc_endpoint_wfd(e), id, known, a->timeout_s * 1000,
                           &so, &res, &mi);
@@ -262,7 +266,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
     }
     rc = 0;
     if (a->json) {
-        sent_json(a, dest, &res, &mi, so.live, t0);
+        sent_json(a, dest, &res, &rounds, &mi, so.live, t0);
     } else if (!cli_quiet) {            /* the metrics, on every run */
         char b[32];
         cli_human(b, sizeof(b), (double)res.stream_bytes);
@@ -271,9 +275,10 @@ static int sender(struct args *a, const char *dom, const char *dest)
         printf("  total time %.3f s, bytes transferred %s, downtime %.3f s\n",
                (double)(vmc_now_ns() - t0) / 1e9, b,
                (double)res.downtime_ns / 1e9);
-        print_rounds(stdout, &res);
+        print_rounds(stdout, &rounds);
     }
 out:
+    cli_rounds_free(&rounds);
     vmc_endpoint_free(e);
     vmc_keys_free(id);
     vmc_keys_free(known);

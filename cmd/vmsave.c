@@ -66,6 +66,7 @@ struct args {
     struct vmc_ctx *ctx;
     struct vmc_keys *keys;
     struct vmc_save_opts so;
+    struct cli_rounds rounds;
     int ask_pass, pass_fd, json, verbose, keep;
     int modes;                    /* 1: --checkpoint seen, 2: --paused */
     const char *pass_file, *backend;
@@ -182,7 +183,7 @@ static void summary(const struct args *a, const char *file,
                               "downtime_ns", (json_int_t)r->downtime_ns,
                               "bytes_written", (json_int_t)r->stream_bytes,
                               "backend_bytes", (json_int_t)r->backend_bytes);
-        json_object_set_new(j, "rounds", rounds_json(r));
+        json_object_set_new(j, "rounds", rounds_json(&a->rounds));
         json_object_set_new(j, "forced_stop", json_boolean(r->forced_stop));
         json_object_set_new(j, "removed", json_integer(removed));
         /* the names every tool uses ("file", "bytes_written": kept) */
@@ -204,7 +205,7 @@ static void summary(const struct args *a, const char *file,
         fprintf(out, "  total time %.3f s, bytes written %s (stream %s), "
                 "downtime %.3f s\n", (double)r->total_ns / 1e9, w, b,
                 (double)r->downtime_ns / 1e9);
-        print_rounds(out, r);
+        print_rounds(out, &a->rounds);
         if (removed)
             fprintf(out, "  removed %d older image%s (--keep %d)\n", removed,
                     removed == 1 ? "" : "s", a->keep);
@@ -280,7 +281,9 @@ int main(int argc, char **argv)
     cli_progress_init(&pr, "saving", 0);
     a.so.progress = cli_progress_cb_int;
     a.so.progress_arg = &pr;
-    a.so.expect = cli_progress_expect;      /* about the guest's memory */
+    a.so.expect = cli_progress_expect;
+    a.so.round = cli_rounds_add;
+    a.so.round_arg = &a.rounds;      /* about the guest's memory */
     rc = vmc_save(a.ctx, be, dom, of, &a.so, &res);
     cli_progress_done(&pr);
     if (rc < 0) {
@@ -299,6 +302,7 @@ int main(int argc, char **argv)
     vmc_outfile_free(of);
     summary(&a, strcmp(file, "-") ? file : "stdout", &res,
             a.keep ? cli_retention(pattern, file, a.keep) : 0);
+    cli_rounds_free(&a.rounds);
     vmc_keys_free(a.keys);
     vmc_ctx_free(a.ctx);
     return 0;

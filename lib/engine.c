@@ -215,6 +215,7 @@ struct saveprog {
     struct vmc_save_result *res;
     uint64_t round_start_ns, round_start_bytes, start_ns;
     uint32_t round;
+    struct vmc_round *rounds; /* seen so far (nrounds in res) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop;
@@ -223,11 +224,18 @@ struct saveprog {
 static void round_close(struct saveprog *p, uint64_t now, uint64_t bytes)
 {
     struct vmc_save_result *r = p->res;
+    struct vmc_round *g;
 
-    if (r->nrounds >= 64 || bytes < p->round_start_bytes)
+    if (bytes < p->round_start_bytes || r->nrounds >= (1 << 20))
         return;
-    r->rounds[r->nrounds].bytes = bytes - p->round_start_bytes;
-    r->rounds[r->nrounds].duration_ns = now - p->round_start_ns;
+    if (!(r->nrounds & (r->nrounds - 1))) {    /* full at 0, 1, 2, 4 ... */
+        size_t cap = r->nrounds ? (size_t)r->nrounds * 2 : 1;
+        if (!(g = realloc(p->rounds, cap * sizeof(*g))))
+            return;                 /* the statistics are best effort */
+        p->rounds = g;
+    }
+    p->rounds[r->nrounds].bytes = bytes - p->round_start_bytes;
+    p->rounds[r->nrounds].duration_ns = now - p->round_start_ns;
     r->nrounds++;
     p->round_start_ns = now;
     p->round_start_bytes = bytes;
@@ -295,8 +303,8 @@ static int rounds_finish(struct saveprog *p, struct vmc_writer *w)
         round_close(p, vmc_now_ns(), tr);   /* stop and copy */
     for (int i = 0; i < p->res->nrounds && rc == 0; i++) {
         struct vmc_wire_precopy_round r = { (uint32_t)i + 1, 0,
-                                            p->res->rounds[i].bytes,
-                                            p->res->rounds[i].duration_ns };
+                                            p->rounds[i].bytes,
+                                            p->rounds[i].duration_ns };
         uint8_t rec[24];
         vmc_precopy_round_encode(rec, &r);
         rc = vmc_writer_record(w, VMC_REC_PRECOPY_ROUND, rec, sizeof(rec));
@@ -426,9 +434,11 @@ static int save_begin(struct save *s)
  * monitor thread beside it and ends with its PRECOPY_ROUND records. */
 static int save_copy(struct save *s, int fd)
 {
-    struct saveprog sp = { s->be, s->d, s->o, s->res, vmc_now_ns(), 0,
-                           vmc_now_ns(), 0, PTHREAD_MUTEX_INITIALIZER,
-                           PTHREAD_COND_INITIALIZER, 0 };
+    struct saveprog sp = { .be = s->be, .d = s->d, .o = s->o, .res = s->res,
+                           .round_start_ns = vmc_now_ns(),
+                           .start_ns = vmc_now_ns(),
+                           .mu = PTHREAD_MUTEX_INITIALIZER,
+                           .cv = PTHREAD_COND_INITIALIZER };
     pthread_t mon;
     int have_mon = s->o->live &&
                    pthread_create(&mon, NULL, monitor_thread, &sp) == 0;
@@ -445,6 +455,9 @@ static int save_copy(struct save *s, int fd)
     }
     if (rc == 0 && s->o->live)
         rc = rounds_finish(&sp, s->w);
+    for (int i = 0; i < s->res->nrounds && s->o->round; i++)
+        s->o->round(s->o->round_arg, &sp.rounds[i]);
+    free(sp.rounds);
     return rc;
 }
 

@@ -143,9 +143,8 @@ struct vmc_header_info {
     uint32_t chunk_size;
     uint32_t flags;
     uint8_t stream_id[16];
-    char label[256];
-    int nslots;
-    struct vmc_slot_info slots[32];
+    char label[VMC_LABEL_MAX + 1];
+    int nslots;               /* each one: vmc_header_slot() */
     int unlocked;             /* file key found and header MAC verified */
     int opened_by;            /* index of the slot that opened it, or -1 */
 };
@@ -162,6 +161,9 @@ VMC_API int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
                       const struct vmc_keys *keys);
 VMC_API void vmc_header_get_info(const struct vmc_header *h,
                          struct vmc_header_info *info);
+/* Slot i (0 .. nslots-1) of the header; VMC_E_INVAL outside. */
+VMC_API int vmc_header_slot(const struct vmc_header *h, int i,
+                            struct vmc_slot_info *slot);
 /* 1 if a passphrase can open it (it has an Argon2id slot): a tool asks for
  * one when it was given no key. */
 VMC_API int vmc_header_has_passphrase(const struct vmc_header *h);
@@ -243,11 +245,11 @@ struct vmc_image_meta {
     uint16_t stream_format;
     int64_t time_unix;
     uint32_t flags;
-    char name[256];
-    char host[256];
-    char backend_version[256];
-    char tool_version[256];
-    char guest_type[256];
+    char name[VMC_INFO_STR_MAX + 1];
+    char host[VMC_INFO_STR_MAX + 1];
+    char backend_version[VMC_INFO_STR_MAX + 1];
+    char tool_version[VMC_INFO_STR_MAX + 1];
+    char guest_type[VMC_INFO_STR_MAX + 1];
 };
 /* Encodes an IMAGE_INFO body; *len gets its size.  buf >= 2048 bytes. */
 VMC_API int vmc_image_info_build(const struct vmc_image_meta *m, uint8_t *buf,
@@ -311,22 +313,28 @@ VMC_API const char *vmc_record_name(uint32_t type);
 
 /* ---- whole-image helpers -------------------------------------------- */
 
-#define VMC_SUMMARY_TYPES 16
+struct vmc_type_count {
+    uint32_t type;
+    uint64_t count;
+    uint64_t bytes;
+};
 struct vmc_summary {
     struct vmc_image_meta meta;
     uint32_t config_format;   /* 0 if no DOMAIN_CONFIG */
     uint64_t config_len;
-    int ntypes;
-    struct {
-        uint32_t type;
-        uint64_t count;
-        uint64_t bytes;
-    } types[VMC_SUMMARY_TYPES];
+    int ntypes;               /* record types in order of first sight; a
+                                 stream with more than VMC_SUMMARY_TYPES
+                                 distinct ones lists only the first */
+    struct vmc_type_count *types; /* the library's: vmc_summary_free() */
     struct vmc_end_info end;
     struct vmc_stats stats;
 };
+#define VMC_SUMMARY_TYPES 4096
+/* Frees what a drain put in sum (not sum itself). */
+VMC_API void vmc_summary_free(struct vmc_summary *sum);
 /* Reads every record to END: BACKEND_STREAM bodies go to outfd (-1: none),
- * cb sees the backend bytes so far.  Fills sum (may be NULL).  Returns 0
+ * cb sees the backend bytes so far.  Fills sum (may be NULL; free it with
+ * vmc_summary_free(), also after a failure).  Returns 0
  * only if the whole stream authenticated and every rule held. */
 VMC_API int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
                      void *arg, struct vmc_summary *sum);
@@ -370,6 +378,10 @@ VMC_API const struct vmc_backend *vmc_backend_get(const char *name);
 VMC_API const char *vmc_backends_built(void);       /* e.g. "qemu" */
 VMC_API const struct vmc_backend *vmc_backend_default(void);
 
+struct vmc_round {
+    uint64_t bytes;           /* hypervisor stream bytes in this round */
+    uint64_t duration_ns;
+};
 enum vmc_save_mode {
     VMC_SAVE_DESTROY = 0,     /* default: destroy after the image is durable */
     VMC_SAVE_CHECKPOINT,      /* leave it running */
@@ -395,6 +407,11 @@ struct vmc_save_opts {
     /* May be NULL: once the domain is described, the size that the
      * hypervisor stream will be about (its memory), for progress. */
     void (*expect)(void *progress_arg, uint64_t bytes);
+    /* May be NULL: live, each pre-copy round in order (the last is the
+     * stop-and-copy), called on the caller's thread once the stream has
+     * ended; res->nrounds counts them. */
+    void (*round)(void *round_arg, const struct vmc_round *r);
+    void *round_arg;
     /* VMC_SAVE_MIGRATE: after the final chunk went out, waits for the
      * receiver; 0 = the new domain runs (the source is destroyed), else a
      * negative error with ctx set (the source is resumed). */
@@ -403,7 +420,7 @@ struct vmc_save_opts {
 };
 struct vmc_save_result {
     int domid;
-    char name[256];
+    char name[VMC_INFO_STR_MAX + 1];
     uint64_t total_ns;        /* whole command */
     uint64_t downtime_ns;     /* guest not running (until resumed/durable) */
     uint64_t stream_bytes;    /* image bytes written */
@@ -419,11 +436,8 @@ struct vmc_save_result {
                                  domain could not be destroyed: paused */
     int forced_stop;          /* live: pre-copy did not converge in time */
     uint8_t stream_id[16];    /* of the stream written (REPLY on failure) */
-    int nrounds;              /* live: pre-copy rounds seen (last = stop) */
-    struct vmc_round {
-        uint64_t bytes;       /* hypervisor stream bytes in this round */
-        uint64_t duration_ns;
-    } rounds[64];
+    int nrounds;              /* live: pre-copy rounds seen (last = stop);
+                                 each one went to opts->round */
 };
 /* Saves domain `spec` into `of` (borrowed; committed here before the
  * domain is destroyed).  On failure the domain is back as it was, the
@@ -443,7 +457,7 @@ struct vmc_restore_opts {
 };
 struct vmc_restore_result {
     int domid;
-    char name[256];
+    char name[VMC_INFO_STR_MAX + 1];
     const struct vmc_backend *backend;
     uint64_t total_ns;
     uint64_t backend_bytes;

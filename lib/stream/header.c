@@ -413,18 +413,26 @@ void vmc_header_get_info(const struct vmc_header *h, struct vmc_header_info *in)
     memcpy(in->stream_id, h->h.stream_id, 16);
     memcpy(in->label, h->label, sizeof(h->label));
     in->nslots = h->nslots;
-    for (int i = 0; i < h->nslots; i++) {
-        const uint8_t *b = h->raw + h->slot[i].off + 8;
-        in->slots[i].type = h->slot[i].type;
-        if (h->slot[i].type == VMC_SLOT_ARGON2ID) {
-            in->slots[i].kdf_ops = vmc_get32(b + 16);
-            in->slots[i].kdf_mem_kib = vmc_get32(b + 20);
-        } else if (h->slot[i].type == VMC_SLOT_RAWKEY) {
-            memcpy(in->slots[i].key_id, b, 16);
-        }
-    }
     in->unlocked = h->unlocked;
     in->opened_by = h->opened_by;
+}
+
+int vmc_header_slot(const struct vmc_header *h, int i, struct vmc_slot_info *s)
+{
+    const uint8_t *b;
+
+    if (i < 0 || i >= h->nslots)
+        return VMC_E_INVAL;
+    b = h->raw + h->slot[i].off + 8;
+    memset(s, 0, sizeof(*s));
+    s->type = h->slot[i].type;
+    if (s->type == VMC_SLOT_ARGON2ID) {
+        s->kdf_ops = vmc_get32(b + 16);
+        s->kdf_mem_kib = vmc_get32(b + 20);
+    } else if (s->type == VMC_SLOT_RAWKEY) {
+        memcpy(s->key_id, b, 16);
+    }
+    return 0;
 }
 
 /* ---- building -------------------------------------------------------- */

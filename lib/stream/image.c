@@ -17,6 +17,17 @@
 
 #define COPY_BUF (1u << 20)
 
+void vmc_summary_free(struct vmc_summary *s)
+{
+    if (!s)
+        return;
+    free(s->types);
+    s->types = NULL;
+    s->ntypes = 0;
+}
+
+/* A hostile stream of many distinct types costs a bounded table (and a
+ * linear search, as the records are read one by one anyway). */
 static void count(struct vmc_summary *s, uint32_t type, uint64_t bytes)
 {
     int i;
@@ -25,9 +36,17 @@ static void count(struct vmc_summary *s, uint32_t type, uint64_t bytes)
         if (s->types[i].type == type)
             break;
     if (i == s->ntypes) {
+        struct vmc_type_count *t;
         if (s->ntypes == VMC_SUMMARY_TYPES)
             return;
+        if (!(s->ntypes & (s->ntypes - 1))) {  /* full at 0, 1, 2, 4 ... */
+            size_t cap = s->ntypes ? (size_t)s->ntypes * 2 : 1;
+            if (!(t = realloc(s->types, cap * sizeof(*t))))
+                return;             /* the listing is best effort */
+            s->types = t;
+        }
         s->ntypes++;
+        memset(&s->types[i], 0, sizeof(s->types[i]));
         s->types[i].type = type;
     }
     s->types[i].count++;
@@ -131,6 +150,8 @@ int reader_drain(struct vmc_reader *r, int outfd, const struct drain_hooks *h,
         count(sum, VMC_REC_END, sizeof(struct vmc_wire_end));
     }
     vmc_reader_stats(r, &sum->stats);
+    if (sum == &local)
+        vmc_summary_free(&local);
     return rc;
 }
 

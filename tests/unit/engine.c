@@ -776,6 +776,68 @@ static int t_restore_pending_source(void)
     return 0;
 }
 
+/* A live save reports each pre-copy round to opts.round, in order, as
+ * many as res.nrounds, their bytes adding up to the hypervisor stream; and
+ * writes them as PRECOPY_ROUND records. */
+struct seen_rounds { int n; uint64_t bytes; };
+
+static void on_round(void *arg, const struct vmc_round *r)
+{
+    struct seen_rounds *s = arg;
+
+    s->n++;
+    s->bytes += r->bytes;
+}
+
+static int t_save_live_rounds(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_save_result res;
+    struct seen_rounds seen = { 0 };
+    struct vmc_save_opts o = { .mode = VMC_SAVE_CHECKPOINT, .live = 1,
+                               .keys = keys, .round = on_round,
+                               .round_arg = &seen };
+    struct vmc_outfile *of;
+    struct vmc_header *h = NULL;
+    struct vmc_reader *r = NULL;
+    struct vmc_summary sum = { 0 };
+    char path[128];
+    uint64_t recs = 0;
+    int fd, rc;
+
+    reset();
+    fake_new("vm", NULL)->running = 1;
+    snprintf(path, sizeof(path), "%s/rounds.vmimg", dir);
+    REQUIRE(vmc_outfile_open(ctx, path, 1, &of) == 0, "%s", vmc_ctx_error(ctx));
+    rc = vmc_save(ctx, &fake, "vm", of, &o, &res);
+    vmc_outfile_free(of);
+    REQUIRE(rc == 0, "live save: %s", vmc_ctx_error(ctx));
+    REQUIRE(res.nrounds >= 1 && seen.n == res.nrounds,
+            "rounds: %d reported, nrounds %d", seen.n, res.nrounds);
+    REQUIRE(seen.bytes == res.backend_bytes, "round bytes %llu, stream %llu",
+            (unsigned long long)seen.bytes,
+            (unsigned long long)res.backend_bytes);
+    fd = open(path, O_RDONLY);
+    if ((rc = vmc_header_read(ctx, fd, &h)) == 0 &&
+        (rc = vmc_header_unlock(ctx, h, keys)) == 0 &&
+        (rc = vmc_reader_new(ctx, fd, h, 1, 1, &r)) == 0)
+        rc = vmc_reader_drain(r, -1, NULL, NULL, &sum);
+    else
+        vmc_header_free(h);
+    for (int i = 0; i < sum.ntypes; i++)
+        if (sum.types[i].type == VMC_REC_PRECOPY_ROUND)
+            recs = sum.types[i].count;
+    vmc_summary_free(&sum);
+    vmc_reader_free(r);
+    close(fd);
+    unlink(path);
+    REQUIRE(rc == 0, "reading it back: %s", vmc_ctx_error(ctx));
+    REQUIRE(recs == (uint64_t)res.nrounds, "%llu PRECOPY_ROUND records, %d "
+            "rounds", (unsigned long long)recs, res.nrounds);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct vmc_ctx *ctx;
@@ -796,6 +858,7 @@ int main(int argc, char **argv)
     run("save_destroy_fails_image_kept", t_save_destroy_fails);
     run("save_migrate_unconfirmed_and_interrupted", t_save_migrate_and_cancel);
     run("save_modes", t_save_modes);
+    run("save_live_rounds", t_save_live_rounds);
     run("restore_fails_at_every_op", t_restore_fails_at_every_op);
     run("restore_stream_failures", t_restore_stream_failures);
     run("restore_names", t_restore_names);

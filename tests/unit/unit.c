@@ -175,7 +175,7 @@ static int read_image(const uint8_t *p, size_t n, const struct vmc_keys *keys,
     struct vmc_header *h = NULL;
     struct vmc_reader *r = NULL;
     int in = memfd_from(p, n), ofd = memfd_create("out", 0), rc;
-    struct vmc_summary local;
+    struct vmc_summary local = { 0 };
 
     if (!sum)
         sum = &local;
@@ -194,6 +194,8 @@ out:
         snprintf(msg, 256, "%s", vmc_ctx_error(ctx));
     if (rc == 0 && (!msg || 1) && strcmp(vmc_ctx_error(ctx), "no error"))
         rc = -99;                       /* success must leave no error */
+    if (sum == &local)
+        vmc_summary_free(&local);
     vmc_reader_free(r);
     vmc_header_free(h);
     close(in);
@@ -258,6 +260,7 @@ static int t_roundtrip_records(void)
         seen_note |= sum.types[i].type == VMC_REC_NOTE;
         seen_unknown |= sum.types[i].type == 0x8000abcdu;
     }
+    vmc_summary_free(&sum);
     REQUIRE(seen_cfg && seen_note && !seen_unknown,
             "record types seen: config %d note %d unknown-optional %d", seen_cfg,
             seen_note, seen_unknown);
