@@ -506,6 +506,29 @@ static int cmd_keygen(struct args *a, int argc, char **argv)
     return 0;
 }
 
+/* Where a damaged stream failed: {"chunk": N, "offset": OFF} in the file,
+ * or {"record": TYPE, "offset": OFF} in the plaintext; null if unknown. */
+static json_t *where_json(const struct vmc_ctx *ctx)
+{
+    struct vmc_where w;
+    char nb[16];
+    const char *n;
+
+    switch (vmc_ctx_where(ctx, &w)) {
+    case VMC_AT_CHUNK:
+        return json_pack("{s:I, s:I}", "chunk", (json_int_t)w.index, "offset",
+                         (json_int_t)w.offset);
+    case VMC_AT_RECORD:
+        if (!(n = vmc_record_name((uint32_t)w.index))) {
+            snprintf(nb, sizeof(nb), "0x%08x", (unsigned)w.index);
+            n = nb;
+        }
+        return json_pack("{s:s, s:I}", "record", n, "offset",
+                         (json_int_t)w.offset);
+    }
+    return json_null();
+}
+
 static int info_verify_one(struct args *a, const char *path)
 {
     const char *obj;
@@ -552,6 +575,7 @@ static int info_verify_one(struct args *a, const char *path)
         if (a->json) {
             json_object_set_new(j, "ok", json_false());
             json_object_set_new(j, "error", json_string(cli_ctx_msg(a->ctx)));
+            json_object_set_new(j, "where", where_json(a->ctx));
             json_dumpf(j, stdout, JSON_COMPACT);
             printf("\n");
         }

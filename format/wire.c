@@ -168,13 +168,13 @@ int vmc_domain_config_decode(struct vmc_wire_domain_config *c, const uint8_t *in
 {
     *why = NULL;
     if (len < 8) {
-        *why = "DOMAIN_CONFIG shorter than its 8-octet head";
+        *why = "shorter than its 8-octet head";
         return VMC_E_FORMAT;
     }
     c->format = vmc_get32(in);
     c->reserved = vmc_get32(in + 4);
     if (c->reserved) {
-        *why = "DOMAIN_CONFIG reserved field not zero";
+        *why = "reserved field not zero";
         return VMC_E_FORMAT;
     }
     return 0;

@@ -634,8 +634,10 @@ static int restore_head(struct restore *s)
         return rc;
     rc = vmc_image_info_parse(ctx, buf, len, &s->m);
     free(buf);
-    if (rc < 0)
+    if (rc < 0) {
+        vmc_error_locate(ctx, VMC_AT_RECORD, rec.offset, rec.type);
         return rc;
+    }
     if (s->m.backend == VMC_BACKEND_NONE)
         return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "a raw stream sealed by "
                              "vmimage seal: it records no domain and can never "
@@ -653,15 +655,15 @@ static int restore_head(struct restore *s)
             return rc;
     } while (rc == 1 && (rec.type & VMC_REC_OPTIONAL));
     if (rc == 0 || rec.type != VMC_REC_DOMAIN_CONFIG)
-        return vmc_set_error(ctx, VMC_E_FORMAT, "%s @0x%llx: a restorable image "
-                             "needs DOMAIN_CONFIG here",
-                             rc == 0 ? "END" : vmc_record_name(rec.type) ?: "record",
-                             (unsigned long long)rec.offset);
+        return vmc_set_error_at(ctx, VMC_E_FORMAT, VMC_AT_RECORD, rec.offset,
+                                rc == 0 ? VMC_REC_END : rec.type,
+                                "a restorable image needs DOMAIN_CONFIG here");
     if ((rc = vmc_reader_read_all(s->r, &s->cfg, &s->cfg_len)) < 0)
         return rc;
     if ((rc = vmc_domain_config_decode(&s->cfg_head, s->cfg, s->cfg_len,
                                        &why)) < 0)
-        return vmc_set_error(ctx, rc, "%s", why);
+        return vmc_set_error_at(ctx, rc, VMC_AT_RECORD, rec.offset, rec.type,
+                                "%s", why);
     return 0;
 }
 

@@ -12,8 +12,18 @@ struct vmc_ctx {
     int code;
     int saved_errno;
     int hint;                 /* enum vmc_hint */
+    struct vmc_where where;
     char msg[512];
 };
+/* vmc_set_error at a place in the stream: the message starts "chunk N
+ * @0xOFF: " (VMC_AT_CHUNK) or "TYPE @0xOFF: " (VMC_AT_RECORD), and
+ * vmc_ctx_where() tells it apart. */
+int vmc_set_error_at(struct vmc_ctx *ctx, int code, int kind, uint64_t offset,
+                     uint64_t index, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* Gives the error already set a place, if it has none (message as is). */
+void vmc_error_locate(struct vmc_ctx *ctx, int kind, uint64_t offset,
+                      uint64_t index);
 
 /* Key material: one sodium_malloc'd block per key, wiped on free. */
 #define VMC_MAX_KEYS 64

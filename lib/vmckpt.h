@@ -53,6 +53,18 @@ VMC_API void vmc_ctx_clear(struct vmc_ctx *ctx);
 VMC_API int vmc_set_error(struct vmc_ctx *ctx, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 VMC_API const char *vmc_strerror(int code);
+/* Where in a stream the error was found (a damaged image, a hostile
+ * peer), also named at the start of the message.  VMC_AT_CHUNK: offset of
+ * the chunk's length word in the sealed stream, index the chunk number;
+ * VMC_AT_RECORD: offset of the record in the plaintext, index its type. */
+enum vmc_at_kind { VMC_AT_NONE = 0, VMC_AT_CHUNK, VMC_AT_RECORD };
+struct vmc_where {
+    int kind;                 /* enum vmc_at_kind */
+    uint64_t offset;
+    uint64_t index;
+};
+/* Fills w (kind VMC_AT_NONE when the error has no place); returns kind. */
+VMC_API int vmc_ctx_where(const struct vmc_ctx *ctx, struct vmc_where *w);
 /* What a user can do about the error, for a tool to say in its own words
  * (the library never names a command-line option). */
 enum vmc_hint {

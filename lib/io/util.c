@@ -45,6 +45,7 @@ void vmc_ctx_clear(struct vmc_ctx *ctx)
         ctx->code = 0;
         ctx->saved_errno = 0;
         ctx->hint = 0;
+        memset(&ctx->where, 0, sizeof(ctx->where));
         ctx->msg[0] = '\0';
     }
 }
@@ -63,6 +64,53 @@ int vmc_set_error(struct vmc_ctx *ctx, int code, const char *fmt, ...)
     va_end(ap);
     errno = saved;
     return code;
+}
+
+int vmc_set_error_at(struct vmc_ctx *ctx, int code, int kind, uint64_t offset,
+                     uint64_t index, const char *fmt, ...)
+{
+    int saved = errno;
+    size_t n;
+    va_list ap;
+
+    if (!ctx || ctx->code)
+        return code;
+    ctx->code = code;
+    ctx->saved_errno = saved;
+    ctx->where = (struct vmc_where){ kind, offset, index };
+    if (kind == VMC_AT_CHUNK) {
+        snprintf(ctx->msg, sizeof(ctx->msg), "chunk %llu @0x%llx: ",
+                 (unsigned long long)index, (unsigned long long)offset);
+    } else {
+        const char *name = vmc_record_name((uint32_t)index);
+        if (name)
+            snprintf(ctx->msg, sizeof(ctx->msg), "%s @0x%llx: ", name,
+                     (unsigned long long)offset);
+        else
+            snprintf(ctx->msg, sizeof(ctx->msg), "record 0x%08x @0x%llx: ",
+                     (unsigned)index, (unsigned long long)offset);
+    }
+    n = strlen(ctx->msg);
+    va_start(ap, fmt);
+    vsnprintf(ctx->msg + n, sizeof(ctx->msg) - n, fmt, ap);
+    va_end(ap);
+    errno = saved;
+    return code;
+}
+
+void vmc_error_locate(struct vmc_ctx *ctx, int kind, uint64_t offset,
+                      uint64_t index)
+{
+    if (ctx && ctx->code && ctx->where.kind == VMC_AT_NONE)
+        ctx->where = (struct vmc_where){ kind, offset, index };
+}
+
+int vmc_ctx_where(const struct vmc_ctx *ctx, struct vmc_where *w)
+{
+    memset(w, 0, sizeof(*w));
+    if (ctx && ctx->code)
+        *w = ctx->where;
+    return w->kind;
 }
 
 const char *vmc_strerror(int code)

@@ -43,6 +43,7 @@ struct job {
     size_t out_len;
     uint64_t trailing;        /* reader: offset of octets after a FINAL
                                  chunk, 0 if none (judged after its tag) */
+    uint64_t err_at;          /* rc < 0: the offset err names */
     char err[256];
 };
 
@@ -69,6 +70,7 @@ static void job_fail(struct job *j, int rc, const char *fmt, ...)
     va_list ap;
 
     j->rc = rc;
+    j->err_at = j->off;
     va_start(ap, fmt);
     vsnprintf(j->err, sizeof(j->err), fmt, ap);
     va_end(ap);
@@ -145,6 +147,7 @@ static void open_job(struct pool *p, struct job *j, ZSTD_DCtx *dc)
     if (j->trailing) {          /* an authentic FINAL chunk, then more */
         job_fail(j, VMC_E_FORMAT, "@0x%llx: data after the final chunk",
                  (unsigned long long)j->trailing);
+        j->err_at = j->trailing;
         return;
     }
     fsz = ZSTD_findFrameCompressedSize(j->in, clen);
@@ -353,6 +356,7 @@ static int drain(struct chunkw *c, uint64_t need)
         pthread_mutex_unlock(&p->mu);
         if (j->rc < 0) {
             c->rc = vmc_set_error(c->ctx, j->rc, "%s", j->err);
+            vmc_error_locate(c->ctx, VMC_AT_CHUNK, j->err_at, j->idx);
             return c->rc;
         }
         if (c->nladder > 1 && congested(c))
@@ -644,9 +648,11 @@ static void *io_thread(void *arg)
                     rc = io_read(c, &extra, 1, &got);
                     if (rc == 0 && got)     /* a FINAL bit flipped on a */
                         j->trailing = off;  /* middle chunk fails its tag */
-                    else if (rc < 0)
+                    else if (rc < 0) {
                         job_fail(j, VMC_E_IO, "@0x%llx: read: %s",
                                  (unsigned long long)off, strerror(errno));
+                        j->err_at = off;
+                    }
                 }
             }
         }
@@ -708,8 +714,11 @@ static int next_chunk(struct chunkr *c)
     while (j->state != J_DONE)
         pthread_cond_wait(&p->cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
-    if (j->rc < 0)
-        return c->rc = vmc_set_error(c->ctx, j->rc, "%s", j->err);
+    if (j->rc < 0) {
+        c->rc = vmc_set_error(c->ctx, j->rc, "%s", j->err);
+        vmc_error_locate(c->ctx, VMC_AT_CHUNK, j->err_at, j->idx);
+        return c->rc;
+    }
     c->cur = j;
     c->pos = 0;
     c->chunks++;

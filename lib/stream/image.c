@@ -91,6 +91,8 @@ static int meta_in(struct vmc_ctx *ctx, struct vmc_reader *r,
         return rc;
     if (rec->type == VMC_REC_IMAGE_INFO) {
         rc = vmc_image_info_parse(ctx, b, len, &sum->meta);
+        if (rc < 0)
+            vmc_error_locate(ctx, VMC_AT_RECORD, rec->offset, rec->type);
         if (rc == 0 && h)
             rc = h->info(ctx, &sum->meta);
     } else {
@@ -98,7 +100,8 @@ static int meta_in(struct vmc_ctx *ctx, struct vmc_reader *r,
         const char *why;
         if ((rc = vmc_domain_config_decode(&c, b, len, &why)) < 0) {
             free(b);
-            return vmc_set_error(ctx, rc, "%s", why);
+            return vmc_set_error_at(ctx, rc, VMC_AT_RECORD, rec->offset,
+                                    rec->type, "%s", why);
         }
         sum->config_format = c.format;
         sum->config_len = len - 8;

@@ -320,10 +320,12 @@ void vmc_recparse_free(struct vmc_recparse *p)
 /* A source's error, named: running out before END is a truncation. */
 static int src_error(struct vmc_recparse *p, int rc, const char *what)
 {
-    if (rc == VMC_E_TRUNC && p->ctx->code == 0)
-        return vmc_set_error(p->ctx, VMC_E_TRUNC,
-                             "%s @0x%llx: authenticated stream ends early "
-                             "(no END record)", what, (unsigned long long)p->off);
+    if (rc == VMC_E_TRUNC && p->ctx->code == 0) {
+        vmc_set_error(p->ctx, VMC_E_TRUNC, "%s @0x%llx: authenticated stream "
+                      "ends early (no END record)", what,
+                      (unsigned long long)p->off);
+        vmc_error_locate(p->ctx, VMC_AT_RECORD, p->off, p->cur.type);
+    }
     return rc;
 }
 
@@ -343,13 +345,11 @@ static int src_read(struct vmc_recparse *p, void *buf, size_t n,
  * and of PRECOPY_ROUND is zero. */
 static int body_rules(struct vmc_recparse *p)
 {
-    char nb[24];
-
     if ((p->cur.type == VMC_REC_DOMAIN_CONFIG ||
          p->cur.type == VMC_REC_PRECOPY_ROUND) && vmc_get32(p->head + 4))
-        return vmc_set_error(p->ctx, VMC_E_FORMAT, "%s @0x%llx: reserved "
-                             "field not zero", rname(p->cur.type, nb),
-                             (unsigned long long)p->cur.offset);
+        return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                p->cur.offset, p->cur.type,
+                                "reserved field not zero");
     return 0;
 }
 
@@ -386,10 +386,9 @@ static int skip_rest(struct vmc_recparse *p)
         return rc;
     for (uint32_t i = 0; i < pad; i++)
         if (buf[i])
-            return vmc_set_error(p->ctx, VMC_E_FORMAT,
-                                 "%s @0x%llx: padding not zero",
-                                 rname(p->cur.type, nb),
-                                 (unsigned long long)p->cur.offset);
+            return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                    p->cur.offset, p->cur.type,
+                                    "padding not zero");
     p->cur.type = 0;
     p->cur.length = 0;
     return 0;
@@ -402,18 +401,16 @@ static int parse_end(struct vmc_recparse *p, uint64_t at, uint32_t len)
     int rc;
 
     if (len != sizeof(body))
-        return vmc_set_error(p->ctx, VMC_E_FORMAT,
-                             "END @0x%llx: length %u, expected 40",
-                             (unsigned long long)at, len);
+        return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD, at,
+                                VMC_REC_END, "length %u, expected 40", len);
     if ((rc = src_read(p, body, sizeof(body), "END")) < 0)
         return rc;
     vmc_end_decode(&e, body);
     if (e.records != p->records || e.backend_bytes != p->backend_bytes ||
         e.plaintext_bytes != at)
-        return vmc_set_error(p->ctx, VMC_E_FORMAT,
-                             "END @0x%llx: counts do not match the stream "
-                             "(records %llu/%llu, backend bytes %llu/%llu)",
-                             (unsigned long long)at,
+        return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD, at,
+                                VMC_REC_END, "counts do not match the stream "
+                                "(records %llu/%llu, backend bytes %llu/%llu)",
                              (unsigned long long)e.records,
                              (unsigned long long)p->records,
                              (unsigned long long)e.backend_bytes,
@@ -430,7 +427,6 @@ static int parse_end(struct vmc_recparse *p, uint64_t at, uint32_t len)
 int vmc_recparse_next(struct vmc_recparse *p, struct vmc_record *rec)
 {
     uint8_t hdr[8];
-    char nb[24];
     int rc;
 
     memset(rec, 0, sizeof(*rec));
@@ -441,66 +437,59 @@ int vmc_recparse_next(struct vmc_recparse *p, struct vmc_record *rec)
     for (;;) {
         uint64_t at = p->off;
         uint32_t type, len;
-        const char *name;
 
         if ((rc = src_read(p, hdr, 8, "record header")) < 0)
             return rc;
         type = vmc_get32(hdr);
         len = vmc_get32(hdr + 4);
-        name = rname(type, nb);
         if (len > VMC_REC_MAX_LEN)
-            return vmc_set_error(p->ctx, VMC_E_FORMAT,
-                                 "%s @0x%llx: length 0x%x > max 0x%x", name,
-                                 (unsigned long long)at, len, VMC_REC_MAX_LEN);
+            return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD, at,
+                                    type, "length 0x%x > max 0x%x", len,
+                                    VMC_REC_MAX_LEN);
         if (p->state == ST_FIRST && type != VMC_REC_IMAGE_INFO)
-            return vmc_set_error(p->ctx, VMC_E_FORMAT,
-                                 "%s @0x%llx: first record must be IMAGE_INFO",
-                                 name, (unsigned long long)at);
+            return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD, at,
+                                    type, "first record must be IMAGE_INFO");
         switch (type) {
         case VMC_REC_IMAGE_INFO:
             if (p->state != ST_FIRST)
-                return vmc_set_error(p->ctx, VMC_E_FORMAT,
-                                     "IMAGE_INFO @0x%llx: duplicate",
-                                     (unsigned long long)at);
+                return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                        at, type, "duplicate");
             if (len < sizeof(struct vmc_wire_image_info))
-                return vmc_set_error(p->ctx, VMC_E_FORMAT,
-                                     "IMAGE_INFO @0x%llx: length %u < 48",
-                                     (unsigned long long)at, len);
+                return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                        at, type, "length %u < 48", len);
             p->state = ST_CONFIG;
             break;
         case VMC_REC_DOMAIN_CONFIG:
             if (p->state != ST_CONFIG)
-                return vmc_set_error(p->ctx, VMC_E_FORMAT,
-                                     "DOMAIN_CONFIG @0x%llx: duplicate or after "
-                                     "backend data", (unsigned long long)at);
+                return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                        at, type, "duplicate or after backend "
+                                        "data");
             if (len < sizeof(struct vmc_wire_domain_config))
-                return vmc_set_error(p->ctx, VMC_E_FORMAT,
-                                     "DOMAIN_CONFIG @0x%llx: length %u < 8",
-                                     (unsigned long long)at, len);
+                return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                        at, type, "length %u < 8", len);
             p->state = ST_DATA;
             break;
         case VMC_REC_BACKEND_STREAM:
             if (len == 0)
-                return vmc_set_error(p->ctx, VMC_E_FORMAT,
-                                     "BACKEND_STREAM @0x%llx: empty",
-                                     (unsigned long long)at);
+                return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                        at, type, "empty");
             p->state = ST_DATA;
             p->backend_bytes += len;
             break;
         case VMC_REC_PRECOPY_ROUND:
             if (len != 24)
-                return vmc_set_error(p->ctx, VMC_E_FORMAT,
-                                     "PRECOPY_ROUND @0x%llx: length %u, "
-                                     "expected 24", (unsigned long long)at, len);
+                return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                        at, type, "length %u, expected 24",
+                                        len);
             break;
         case VMC_REC_END:
             return parse_end(p, at, len);
         default:
             if (!(type & VMC_REC_OPTIONAL))
-                return vmc_set_error(p->ctx, VMC_E_UNSUPPORTED,
-                                     "%s @0x%llx: unknown mandatory record: "
-                                     "refusing (written by a newer vmckpt?)",
-                                     name, (unsigned long long)at);
+                return vmc_set_error_at(p->ctx, VMC_E_UNSUPPORTED,
+                                        VMC_AT_RECORD, at, type,
+                                        "unknown mandatory record: refusing "
+                                        "(written by a newer vmckpt?)");
             break;
         }
         p->records++;
@@ -619,9 +608,9 @@ int vmc_reader_next(struct vmc_reader *r, struct vmc_record *rec)
     if (rc < 0)
         return rc;
     if (rc == 0)
-        return vmc_set_error(r->ctx, VMC_E_FORMAT,
-                             "END @0x%llx: data follows END in the stream",
-                             (unsigned long long)r->p->end.plaintext_bytes);
+        return vmc_set_error_at(r->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                r->p->end.plaintext_bytes, VMC_REC_END,
+                                "data follows END in the stream");
     return 0;
 }
 

@@ -197,6 +197,14 @@ while IFS="$(printf '\t')" read -r f want needle; do
     else fail "$t" "rc=$rc want $want, '$needle' in: $(cat err)"; fi
 done < $G/damaged.tsv
 
+t=damaged_json_names_the_chunk
+if run 1 $V verify --json --passphrase-file $G/keys/passphrase.txt \
+       $G/v1-bad-flip-payload.vmimg &&
+   python3 -c 'import json; d=json.load(open("out")); assert not d["ok"]; \
+w=d["where"]; assert w["chunk"]==1 and w["offset"]>0, w; \
+assert ("@0x%x:" % w["offset"]) in d["error"], d'
+then pass $t; else fail $t "rc=$rc $(cat out err)"; fi
+
 t=damaged_unseal_leaves_nothing
 if run 1 $V unseal --passphrase-file $G/keys/passphrase.txt -o dmg.bin \
        $G/v1-bad-trunc-mid.vmimg && [ ! -e dmg.bin ] && [ ! -e dmg.bin.partial ]

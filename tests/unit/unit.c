@@ -168,6 +168,8 @@ static struct buf write_image(const struct img_spec *s)
 
 /* Reads an image; returns 0 or the error code; *out gets the backend
  * stream; msg the error message. */
+static struct vmc_where last_where;   /* of read_image's error */
+
 static int read_image(const uint8_t *p, size_t n, const struct vmc_keys *keys,
                       struct buf *out, struct vmc_summary *sum, char *msg)
 {
@@ -192,6 +194,7 @@ static int read_image(const uint8_t *p, size_t n, const struct vmc_keys *keys,
 out:
     if (msg)
         snprintf(msg, 256, "%s", vmc_ctx_error(ctx));
+    vmc_ctx_where(ctx, &last_where);
     if (rc == 0 && (!msg || 1) && strcmp(vmc_ctx_error(ctx), "no error"))
         rc = -99;                       /* success must leave no error */
     if (sum == &local)
@@ -431,11 +434,18 @@ static int t_truncation_every_offset(void)
                           .chunk = VMC_CHUNK_MIN, .with_config = 1,
                           .with_note = 1 };
     struct buf img;
+    struct vmc_header *h;
+    struct vmc_header_info hi;
+    struct vmc_ctx *ctx = vmc_ctx_new();
     int trunc = 0, auth = 0;
 
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (uint8_t)("vmckpt "[i % 7] + (i >> 14));
     img = write_image(&s);
+    REQUIRE(vmc_header_parse(ctx, img.p, img.n, &h) == 0, "header");
+    vmc_header_get_info(h, &hi);
+    vmc_header_free(h);
+    vmc_ctx_free(ctx);
     REQUIRE(img.n < 16384, "the image is not small: %zu bytes", img.n);
     REQUIRE(read_image(img.p, img.n, NULL, NULL, NULL, NULL) == 0,
             "the whole image does not read");
@@ -444,6 +454,12 @@ static int t_truncation_every_offset(void)
         int rc = read_image(img.p, cut, NULL, NULL, NULL, msg);
         REQUIRE(rc == VMC_E_TRUNC || rc == VMC_E_AUTH,
                 "cut at %zu of %zu: rc %d %s", cut, img.n, rc, msg);
+        /* past the header, the error names the chunk where it was met */
+        REQUIRE(cut < hi.header_len ||
+                (last_where.kind == VMC_AT_CHUNK && last_where.offset <= cut &&
+                 last_where.offset >= hi.header_len),
+                "cut at %zu: place kind %d @0x%llx (%s)", cut, last_where.kind,
+                (unsigned long long)last_where.offset, msg);
         trunc += rc == VMC_E_TRUNC;
         auth += rc == VMC_E_AUTH;
     }
@@ -740,6 +756,18 @@ static int expect_craft(struct pt *p, int want, const char *needle)
         snprintf(why, sizeof(why), "want %d '%s', got %d '%s'", want,
                  needle ? needle : "", rc, msg);
         return -1;
+    }
+    if (want) {                     /* the reader says where, as it says */
+        char at[32];
+        snprintf(at, sizeof(at), "@0x%llx:",
+                 (unsigned long long)last_where.offset);
+        if (last_where.kind != VMC_AT_RECORD ||
+            (strstr(msg, "@0x") && !strstr(msg, at))) {
+            snprintf(why, sizeof(why), "'%s': place kind %d offset 0x%llx",
+                     msg, last_where.kind,
+                     (unsigned long long)last_where.offset);
+            return -1;
+        }
     }
     return 0;
 }
