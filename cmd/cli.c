@@ -19,8 +19,11 @@ int cli_quiet;
 
 #define PASS_MAX 1024
 
+void (*cli_help)(unsigned mask);
+
 int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
-              void (*fn)(int id, const char *arg, void *u), void *u)
+              int flags, void (*fn)(int id, const char *arg, void *u), void *u,
+              struct cli_bad *bad)
 {
     struct option lo[128];
     char so[256];
@@ -43,6 +46,10 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
     memset(&lo[n], 0, sizeof(lo[n]));
     so[0] = ':';                   /* ':' for a missing argument, '?' else */
     so[s] = '\0';
+    if (flags & CLI_ORDERED) {     /* "+:..." */
+        memmove(so + 1, so, (size_t)s + 1);
+        so[0] = '+';
+    }
     opterr = 0;
     while ((c = getopt_long(argc, argv, so, lo, &idx)) != -1) {
         if (c == '?' || c == ':') {
@@ -54,7 +61,7 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
                 snprintf(what, sizeof(what), "-%c", optopt);
             snprintf(msg, sizeof(msg), c == ':' ? "missing argument to %s"
                                                 : "unknown option %s", what);
-            fn(c, msg, u);
+            cli_bad_set(bad, "%s", msg);
             continue;
         }
         for (int i = 0; tab[i].lng; i++)    /* a short letter: its id */
@@ -62,7 +69,11 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
                 c = tab[i].id;
                 break;
             }
-        if (c == 'V') {             /* the options every tool has, once */
+        if (c == 'h' && cli_help) { /* the options every tool has, once */
+            cli_help(mask);
+            exit(0);
+        }
+        if (c == 'V') {
             printf("%s %s\n", cli_prog, VMC_TOOL_VERSION);
             exit(0);
         }

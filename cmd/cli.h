@@ -22,13 +22,18 @@ struct cli_opt {
                                       tool's own value (>= 1000) */
 };
 
+/* The tool's help for the commands in mask (on stdout); set by main. */
+extern void (*cli_help)(unsigned mask);
+struct cli_bad;
+#define CLI_ORDERED 1              /* options end at the first operand */
 /* Parses argv for the commands in mask; calls fn(id, optarg), except for
- * -V (prints "PROG VERSION", exits 0) and -q (sets cli_quiet), which it
- * handles for every tool.  A bad option calls
- * fn('?' or ':', message): "unknown option -x", "missing argument to -r".
- * Returns optind. */
+ * the options every tool has, handled here: -h (cli_help, exit 0), -V
+ * (prints "PROG VERSION", exits 0) and -q (sets cli_quiet).  A bad option
+ * goes to bad: "unknown option -x", "missing argument to -r".  Returns
+ * optind. */
 int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
-              void (*fn)(int id, const char *arg, void *u), void *u);
+              int flags, void (*fn)(int id, const char *arg, void *u), void *u,
+              struct cli_bad *bad);
 void cli_print_options(FILE *f, const struct cli_opt *tab, unsigned mask);
 
 void cli_err(const char *obj, const char *fmt, ...)

@@ -11,22 +11,62 @@
 #include "cli.h"
 
 #define SYNOPSIS                                                            \
-    "usage:\tvmctl start [--uuid UUID] NAME -- QEMU-ARGS...\n"                \
+    "usage:\tvmctl start [--uuid UUID] NAME [--] QEMU-ARGS...\n"              \
     "\tvmctl list [--json]\n"                                               \
     "\tvmctl status|rundir|console|pause|resume|destroy DOMAIN\n"
+
+enum { C_START = 1, C_LIST = 2, C_DOM = 4, C_ALL = 7 };
+enum { O_UUID = 1000, O_JSON };
+
+static const struct cli_opt opts[] = {
+    { "uuid", 0, "UUID", C_START, "start: the domain's UUID (default random)",
+      O_UUID },
+    { "json", 0, NULL, C_LIST, "list: one JSON array on stdout", O_JSON },
+    { "help", 'h', NULL, C_ALL, "show this help", 'h' },
+    { "version", 'V', NULL, C_ALL, "print the version", 'V' },
+    { NULL, 0, NULL, 0, NULL, 0 },
+};
+
+static const struct {
+    const char *name;
+    unsigned cmd;
+} cmds[] = {
+    { "start", C_START }, { "list", C_LIST }, { "status", C_DOM },
+    { "rundir", C_DOM }, { "console", C_DOM }, { "pause", C_DOM },
+    { "resume", C_DOM }, { "destroy", C_DOM },
+};
+
+struct args {
+    const char *uuid;
+    int json;
+    struct cli_bad bad;
+};
 
 static int usage(const char *why)
 {
     return cli_usage(SYNOPSIS, why);
 }
 
-static void help(void)
+static void help(unsigned mask)
 {
     printf("vmctl %s - manage QEMU domains for vmsave/vmrestore\n\n" SYNOPSIS
-           "\nDOMAIN is a name or a numeric ID.  Instances live in %s\n"
-           "(set VMCKPT_RUNDIR to change it).  The console escape is ^].\n"
+           "\noptions:\n", VMC_TOOL_VERSION);
+    cli_print_options(stdout, opts, mask);
+    printf("\nDOMAIN is a name or a numeric ID.  QEMU-ARGS start at the first "
+           "word after NAME\n(-- before them is optional).  Instances live in "
+           "%s\n(set VMCKPT_RUNDIR to change it).  The console escape is ^].\n"
            "Exit status: 0 success, 1 failure, 2 usage.  See vmctl(1).\n",
-           VMC_TOOL_VERSION, vmc_qemu_rundir());
+           vmc_qemu_rundir());
+}
+
+static void on_opt(int id, const char *arg, void *u)
+{
+    struct args *a = u;
+
+    switch (id) {
+    case O_UUID: a->uuid = arg; break;
+    case O_JSON: a->json = 1; break;
+    }
 }
 
 struct listctx {
@@ -107,63 +147,38 @@ static int cmd_list(struct vmc_ctx *ctx, int json)
     return 0;
 }
 
-int main(int argc, char **argv)
+static int cmd_start(struct vmc_ctx *ctx, const struct args *a, int argc,
+                     char **argv)
 {
-    const struct vmc_backend *be = vmc_backend_get("qemu");
-    struct vmc_ctx *ctx = vmc_ctx_new();
-    const char *cmd;
-    int rc = 1;
+    int id;
 
-    vmc_guard_dispatch(argc, argv);
-    cli_prog = "vmctl";
-    if (!ctx || vmc_init(ctx) < 0) {
-        cli_err(NULL, "cannot initialise");
-        return 1;
+    if (argc < 1)
+        return usage("start: missing NAME");
+    if (argc > 1 && !strcmp(argv[1], "--")) {
+        argv[1] = argv[0];
+        argc--;
+        argv++;
     }
     if (argc < 2)
-        return usage("missing command");
-    cmd = argv[1];
-    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
-        help();
-        return 0;
+        return usage("start: missing QEMU-ARGS");
+    if (vmc_qemu_start(ctx, argv[0], a->uuid, argc - 1, argv + 1, &id) < 0) {
+        cli_ctx_err(argv[0], ctx);
+        return 1;
     }
-    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
-        printf("vmctl %s\n", VMC_TOOL_VERSION);
-        return 0;
-    }
-    if (!strcmp(cmd, "start")) {
-        const char *uuid = NULL, *name;
-        int i = 2, id;
-        if (i + 1 < argc && !strcmp(argv[i], "--uuid")) {
-            uuid = argv[i + 1];
-            i += 2;
-        }
-        if (i >= argc)
-            return usage("start: missing NAME");
-        name = argv[i++];
-        if (i < argc && !strcmp(argv[i], "--"))
-            i++;
-        if (i >= argc)
-            return usage("start: missing QEMU-ARGS after --");
-        if (vmc_qemu_start(ctx, name, uuid, argc - i, argv + i, &id) < 0) {
-            cli_ctx_err(name, ctx);
-            return 1;
-        }
-        printf("%d\n", id);
-        return 0;
-    }
-    if (!strcmp(cmd, "list")) {
-        if (argc > 3 || (argc == 3 && strcmp(argv[2], "--json")))
-            return usage("list takes only --json");
-        return cmd_list(ctx, argc == 3);
-    }
-    if (argc != 3)
-        return usage(argc < 3 ? "missing DOMAIN" : "too many arguments");
+    printf("%d\n", id);
+    return 0;
+}
+
+static int cmd_domain(struct vmc_ctx *ctx, const char *cmd, const char *dom)
+{
+    const struct vmc_backend *be = vmc_backend_get("qemu");
+    int rc;
+
     if (!strcmp(cmd, "status") || !strcmp(cmd, "rundir")) {
-        struct listctx l = { .want = argv[2] };
+        struct listctx l = { .want = dom };
         vmc_qemu_list(ctx, list_print, &l);
         if (!l.found) {
-            cli_err(argv[2], "no such domain (see vmctl list)");
+            cli_err(dom, "no such domain (see vmctl list)");
             return 1;
         }
         printf("%s\n", !strcmp(cmd, "status") ? l.state : l.dir);
@@ -172,31 +187,68 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "console")) {
         int fd;
         char what[300];
-        if (vmc_console_open(ctx, be, argv[2], &fd) < 0) {
-            cli_ctx_err(argv[2], ctx);
+        if (vmc_console_open(ctx, be, dom, &fd) < 0) {
+            cli_ctx_err(dom, ctx);
             return 1;
         }
         cli_signals_flag();
-        snprintf(what, sizeof(what), "domain %s", argv[2]);
+        snprintf(what, sizeof(what), "domain %s", dom);
         cli_console(fd, what);
         close(fd);
         return 0;
     }
-    if (!strcmp(cmd, "destroy"))
-        rc = vmc_domain_destroy(ctx, be, argv[2]);
-    else if (!strcmp(cmd, "pause"))
-        rc = vmc_domain_pause(ctx, be, argv[2]);
-    else if (!strcmp(cmd, "resume"))
-        rc = vmc_domain_resume(ctx, be, argv[2]);
-    else {
-        char m[96];
-        snprintf(m, sizeof(m), "unknown command '%.40s'", cmd);
-        return usage(m);
-    }
+    rc = !strcmp(cmd, "destroy") ? vmc_domain_destroy(ctx, be, dom) :
+         !strcmp(cmd, "pause") ? vmc_domain_pause(ctx, be, dom) :
+                                 vmc_domain_resume(ctx, be, dom);
     if (rc < 0) {
-        cli_ctx_err(argv[2], ctx);
+        cli_ctx_err(dom, ctx);
         return 1;
     }
-    vmc_ctx_free(ctx);
     return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct args a = { 0 };
+    unsigned cmd = 0;
+    int n, rc;
+
+    vmc_guard_dispatch(argc, argv);
+    cli_prog = "vmctl";
+    cli_help = help;
+    if (!ctx || vmc_init(ctx) < 0) {
+        cli_err(NULL, "cannot initialise");
+        return 1;
+    }
+    if (argc < 2)
+        return usage("missing command");
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (!strcmp(argv[1], cmds[i].name))
+            cmd = cmds[i].cmd;
+    if (!cmd && argv[1][0] != '-') {
+        char m[96];
+        snprintf(m, sizeof(m), "unknown command '%.40s'", argv[1]);
+        return usage(m);
+    }
+    /* the command is argv[0] of its own options; start's end at NAME, so
+     * that QEMU's own options follow it as they are */
+    n = cmd ? 1 + cli_parse(argc - 1, argv + 1, opts, cmd, CLI_ORDERED, on_opt,
+                            &a, &a.bad)
+            : cli_parse(argc, argv, opts, C_ALL, CLI_ORDERED, on_opt, &a,
+                        &a.bad);
+    if (a.bad.set)
+        return usage(a.bad.msg);
+    if (!cmd)
+        return usage("missing command");
+    if (cmd == C_START)
+        rc = cmd_start(ctx, &a, argc - n, argv + n);
+    else if (cmd == C_LIST)
+        rc = argc > n ? usage("list takes no operands") : cmd_list(ctx, a.json);
+    else if (argc - n != 1)
+        rc = usage(argc == n ? "missing DOMAIN" : "too many arguments");
+    else
+        rc = cmd_domain(ctx, argv[1], argv[n]);
+    vmc_ctx_free(ctx);
+    return rc;
 }

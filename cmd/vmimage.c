@@ -173,13 +173,6 @@ static void on_opt(int id, const char *arg, void *u)
     unsigned long long v;
 
     switch (id) {
-    case '?':
-    case ':':
-        bad(a, "%s", arg);
-        break;
-    case 'h':
-        help(a->cmd);
-        exit(0);
     case 'y': a->print_recipient = 1; break;
     case 'o': a->output = arg; break;
     case 'P': a->ask_pass = 1; break;
@@ -897,6 +890,7 @@ int main(int argc, char **argv)
     int n, rc;
 
     cli_prog = "vmimage";
+    cli_help = help;
     memset(&a, 0, sizeof(a));
     a.pass_fd = a.new_pass_fd = -1;
     if (argc < 2)
@@ -926,7 +920,7 @@ int main(int argc, char **argv)
         return 1;
     }
     cli_signals_unlink_and_exit();
-    n = cli_parse(argc - 1, argv + 1, opts, mask, on_opt, &a);
+    n = cli_parse(argc - 1, argv + 1, opts, mask, 0, on_opt, &a, &a.bad);
     if (a.bad.set)
         return usage(mask, a.bad.msg);
     argc -= n + 1;

@@ -91,8 +91,9 @@ static int usage(const char *why)
     return cli_usage(SYNOPSIS, why);
 }
 
-static void help(void)
+static void help(unsigned mask)
 {
+    (void)mask;
     printf("vmmigrate %s - live migration over the sealed stream\n\n" SYNOPSIS
            "\noptions:\n", VMC_TOOL_VERSION);
     cli_print_options(stdout, opts, 1);
@@ -113,9 +114,6 @@ static void on_opt(int id, const char *arg, void *u)
     unsigned long long v;
 
     switch (id) {
-    case '?':
-    case ':': bad(a, "%s", arg); break;
-    case 'h': help(); exit(0);
     case 'v': a->verbose = 1; break;
     case 'i': a->identity = arg; break;
     case O_LISTEN: a->listen = arg; break;
@@ -363,6 +361,7 @@ int main(int argc, char **argv)
 
     vmc_guard_dispatch(argc, argv);
     cli_prog = "vmmigrate";
+    cli_help = help;
     memset(&a, 0, sizeof(a));
     a.backend = NULL;
     a.timeout_s = 60;
@@ -371,7 +370,7 @@ int main(int argc, char **argv)
         cli_err(NULL, "cannot initialise");
         return 1;
     }
-    n = cli_parse(argc, argv, opts, 1, on_opt, &a);
+    n = cli_parse(argc, argv, opts, 1, 0, on_opt, &a, &a.bad);
     if (a.bad.set)
         return usage(a.bad.msg);
     signal(SIGPIPE, SIG_IGN);

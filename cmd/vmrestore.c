@@ -56,8 +56,9 @@ static int usage(const char *why)
     return cli_usage(SYNOPSIS, why);
 }
 
-static void help(void)
+static void help(unsigned mask)
 {
+    (void)mask;
     printf("vmrestore %s - restore a sealed image as a new domain\n\n" SYNOPSIS
            "\nPrints the new domain ID.  The domain runs only after the whole "
            "image\nhas authenticated.\n\noptions:\n", VMC_TOOL_VERSION);
@@ -77,9 +78,6 @@ static void on_opt(int id, const char *arg, void *u)
     struct args *a = u;
 
     switch (id) {
-    case '?':
-    case ':': bad(a, "%s", arg); break;
-    case 'h': help(); exit(0);
     case 'c': a->console = 1; break;
     case 'p': a->ro.paused = 1; break;
     case 'P': a->ask_pass = 1; break;
@@ -133,6 +131,7 @@ int main(int argc, char **argv)
 
     vmc_guard_dispatch(argc, argv);
     cli_prog = "vmrestore";
+    cli_help = help;
     memset(&a, 0, sizeof(a));
     a.pass_fd = -1;
     a.ctx = vmc_ctx_new();
@@ -141,7 +140,7 @@ int main(int argc, char **argv)
         cli_err(NULL, "cannot initialise");
         return 1;
     }
-    n = cli_parse(argc, argv, opts, 1, on_opt, &a);
+    n = cli_parse(argc, argv, opts, 1, 0, on_opt, &a, &a.bad);
     if (a.bad.set)
         return usage(a.bad.msg);
     if (argc - n != 1)

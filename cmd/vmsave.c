@@ -79,8 +79,9 @@ static int usage(const char *why)
     return cli_usage(SYNOPSIS, why);
 }
 
-static void help(void)
+static void help(unsigned mask)
 {
+    (void)mask;
     printf("vmsave %s - suspend a domain to a sealed image\n\n" SYNOPSIS
            "\nDefault: pause, save, make the image durable, destroy the domain."
            "\nFILE may hold strftime patterns (web-%%Y%%m%%dT%%H%%M.vmimg)."
@@ -110,9 +111,6 @@ static void on_opt(int id, const char *arg, void *u)
     unsigned long long v;
 
     switch (id) {
-    case '?':
-    case ':': bad(a, "%s", arg); break;
-    case 'h': help(); exit(0);
     case 'v': a->verbose = 1; break;
     case 'c': a->so.mode = VMC_SAVE_CHECKPOINT; a->modes |= 1; break;
     case O_PAUSED: a->so.mode = VMC_SAVE_PAUSED; a->modes |= 2; break;
@@ -225,6 +223,7 @@ int main(int argc, char **argv)
 
     vmc_guard_dispatch(argc, argv);
     cli_prog = "vmsave";
+    cli_help = help;
     memset(&a, 0, sizeof(a));
     a.pass_fd = -1;
     a.backend = NULL;               /* xen on a Xen dom0, else qemu */
@@ -234,7 +233,7 @@ int main(int argc, char **argv)
         cli_err(NULL, "cannot initialise");
         return 1;
     }
-    n = cli_parse(argc, argv, opts, 1, on_opt, &a);
+    n = cli_parse(argc, argv, opts, 1, 0, on_opt, &a, &a.bad);
     if (a.bad.set)
         return usage(a.bad.msg);
     if (argc - n < 2)

@@ -87,6 +87,33 @@ run 2 $VM --backend nope web01 host2 || ok="$ok vmmigrate-backend"
 grep -q "^vmmigrate: unknown backend 'nope'" err && grep -q '^usage:' err || ok="$ok msg-backend"
 [ -z "$ok" ] && pass $t || fail $t "$ok: rc=$rc $(tr '\n' '|' <err)"
 
+# vmctl is on the same option table: the same words for the same faults,
+# -h and -V handled once; start's options end at NAME, so QEMU's own
+# options follow it without "--" (a fresh registry: nothing starts).
+t=vmctl_options
+VC=$ROOT/build/vmctl
+ok=""
+export VMCKPT_RUNDIR="$PWD/vmctl-rundir"
+run 2 $VC list --bogus || ok="$ok list--bogus"
+grep -q '^vmctl: unknown option --bogus$' err && grep -q '^usage:' err || ok="$ok msg--bogus"
+run 2 $VC start --uuid || ok="$ok start--uuid"
+grep -q '^vmctl: missing argument to --uuid$' err || ok="$ok msg--uuid"
+run 2 $VC list --uuid x || ok="$ok list--uuid"
+grep -q '^vmctl: unknown option --uuid$' err || ok="$ok msg-list--uuid"
+run 2 $VC start n1 -- || ok="$ok start-no-args"
+grep -q '^vmctl: start: missing QEMU-ARGS$' err || ok="$ok msg-no-args"
+run 2 $VC status || ok="$ok status"
+grep -q '^vmctl: missing DOMAIN$' err || ok="$ok msg-status"
+run 0 $VC -h && grep -q -- '--uuid UUID' out || ok="$ok -h"
+run 0 $VC list --help && grep -q -- '^ *--json' out && ! grep -q -- '^ *--uuid' out || ok="$ok list--help"
+run 0 $VC -V && grep -q '^vmctl ' out || ok="$ok -V"
+run 0 $VC list --json && [ "$(cat out)" = "[]" ] || ok="$ok list--json"
+# without "--", -machine belongs to QEMU: vmctl gets as far as QEMU itself
+run 1 $VC start n1 -machine no-such-machine -display none || ok="$ok start-qemu-args"
+grep -qi 'machine' err || ok="$ok msg-qemu-args($(head -n 1 err))"
+unset VMCKPT_RUNDIR
+[ -z "$ok" ] && pass $t || fail $t "$ok: rc=$rc $(tr '\n' '|' <err)"
+
 t=vmsave_conflicting_options
 ok=""
 for args in "-c --paused|--checkpoint and --paused exclude each other" \
