@@ -138,7 +138,7 @@ deps:
 
 test-bins: all $(UNIT) $(ENGINE_T) $(FUZZ_REPLAY) $(B)/asan/unit \
            $(B)/asan/engine $(B)/asan/fuzz_replay \
-           $(B)/tests/gendata
+           $(B)/tests/gendata $(B)/tests/noconsole.so
 
 # The test command of README.md: installs what it needs, builds, runs all.
 check: deps
@@ -169,6 +169,10 @@ bench: deps
 	$(MAKE) all $(B)/tests/gendata
 	tests/bench/bench.sh
 	tests/bench/bench_qemu.py
+
+$(B)/tests/noconsole.so: tests/e2e/noconsole.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) -fPIC -shared -o $@ $< -ldl
 
 $(B)/tests/gendata: tests/bench/gendata.c
 	@mkdir -p $(dir $@)

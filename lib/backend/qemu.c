@@ -50,9 +50,13 @@ static int qemu_open(struct vmc_ctx *ctx, const char *spec, int lock,
         return vmc_set_error(ctx, VMC_E_INVAL, "no such domain (see vmctl list)");
     if (!(d = calloc(1, sizeof(*d))))
         return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
-    if ((rc = qemu_load(ctx, f.id, d)) != 0) {
-        free(d);
-        return vmc_set_error(ctx, VMC_E_INVAL, "domain went away");
+    {
+        struct vmc_ctx tmp = { 0 };
+        int live;
+        if (qemu_load(&tmp, f.id, d, &live) < 0 || !live) {
+            free(d);
+            return vmc_set_error(ctx, VMC_E_INVAL, "domain went away");
+        }
     }
     d->lock_fd = -1;
     if (lock && (rc = qemu_lock_instance(d->dir, 1, &d->lock_fd)) < 0) {

@@ -38,7 +38,8 @@ int qemu_find_fn(struct vmc_dom *d, void *arg);
 void qemu_kill_and_wait(pid_t pid);
 void qemu_last_log_line(const char *dir, char *out, size_t cap);
 int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra);
-int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d);
+/* 0 with *live (1: QEMU runs; 0: gone, litter), or VMC_E_BACKEND. */
+int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d, int *live);
 int qemu_lock_instance(const char *dir, int create, int *fd);
 int qemu_pid_alive(pid_t pid);
 int qemu_pid_ours(pid_t pid, const char *dir);

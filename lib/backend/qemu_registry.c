@@ -151,14 +151,17 @@ int qemu_pid_alive(pid_t pid)
     return !(c && c[1] == ' ' && (c[2] == 'Z' || c[2] == 'X'));
 }
 
-/* Loads RUNDIR/<id> into d; 0 if a live instance, negative otherwise. */
-int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d)
+/* Loads RUNDIR/<id> into d: 0 with *live 1 for a running instance, or
+ * *live 0 if its QEMU is gone (d->cfg NULL: litter); VMC_E_BACKEND if the
+ * directory is not an instance (yet). */
+int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d, int *live)
 {
     char p[600];
     json_error_t je;
     const char *name, *uuid;
 
     memset(d, 0, sizeof(*d));
+    *live = 0;
     d->lock_fd = -1;
     d->id = id;
     snprintf(d->dir, sizeof(d->dir), "%s/%d", vmc_qemu_rundir(), id);
@@ -178,8 +181,10 @@ int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d)
     if (!qemu_pid_ours(d->pid, d->dir)) {
         json_decref(d->cfg);
         d->cfg = NULL;
-        return d->pid > 0 ? 1 : VMC_E_BACKEND;    /* 1: QEMU is gone */
+        return d->pid > 0 ? 0 :                     /* QEMU is gone */
+               vmc_set_error(ctx, VMC_E_BACKEND, "%s: no QEMU pid yet", d->dir);
     }
+    *live = 1;
     return 0;
 }
 
@@ -275,22 +280,23 @@ int qemu_each(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
         long id = strtol(e->d_name, &end, 10);
         if (*end || id <= 0 || end == e->d_name)
             continue;
-        switch (qemu_load(ctx, (int)id, &d)) {
-        case 0:
+        struct vmc_ctx tmp = { 0 };     /* one unreadable entry is not */
+        int live, lfd;                  /* the caller's error */
+        if (qemu_load(&tmp, (int)id, &d, &live) < 0)
+            continue;
+        if (live) {
             rc = fn(&d, arg);
             json_decref(d.cfg);
-            break;
-        case 1: {                   /* QEMU died (or a killed restore): */
-            int lfd;                /* its directory is only litter, */
-            if (qemu_lock_instance(d.dir, 0, &lfd) == VMC_E_EXISTS)
-                break;              /* unless its creator still holds it */
-            keep_exited_logs(&d);
-            qemu_rmdir_all(d.dir);
-            if (lfd >= 0)
-                close(lfd);
-            break;
+            continue;
         }
-        }
+        /* QEMU died (or a killed restore): its directory is only litter,
+         * unless its creator still holds it */
+        if (qemu_lock_instance(d.dir, 0, &lfd) == VMC_E_EXISTS)
+            continue;
+        keep_exited_logs(&d);
+        qemu_rmdir_all(d.dir);
+        if (lfd >= 0)
+            close(lfd);
     }
     closedir(dir);
     vmc_ctx_clear(ctx);

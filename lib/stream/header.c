@@ -265,21 +265,23 @@ static int check_kdf(struct vmc_ctx *ctx, int slot, uint32_t ops, uint32_t mem)
     return 0;
 }
 
-/* Tries to unwrap slot i with key k into fk.  1 = opened, 0 = not this key,
- * negative = error (limits, memory). */
+/* Tries to unwrap slot i with key k into fk: 0 with *opened 1 if k opens
+ * it (0: not this key), or an error (limits, memory). */
 static int slot_try(struct vmc_ctx *ctx, const struct vmc_header *h, int i,
-                    const struct vmc_key *k, uint8_t *fk)
+                    const struct vmc_key *k, uint8_t *fk, int *opened)
 {
     const uint8_t *sh = h->raw + h->slot[i].off, *b = sh + 8;
     uint8_t ad[8 + 24];
-    int rc = 0;
+    int rc;
 
+    *opened = 0;
     switch (h->slot[i].type) {
     case VMC_SLOT_X25519:
         if (k->kind != KEY_IDENTITY)
             return 0;
-        return crypto_box_seal_open(fk, b, VMC_SLOT_X25519_LEN, k->pub,
-                                    k->sec) == 0;
+        *opened = crypto_box_seal_open(fk, b, VMC_SLOT_X25519_LEN, k->pub,
+                                       k->sec) == 0;
+        return 0;
     case VMC_SLOT_RAWKEY: {
         uint8_t id[16], *wrap;
         if (k->kind != KEY_RAW)
@@ -292,11 +294,11 @@ static int slot_try(struct vmc_ctx *ctx, const struct vmc_header *h, int i,
         rawkey_ids(k->sec, id, wrap);
         memcpy(ad, sh, 8);
         memcpy(ad + 8, b, 16);
-        rc = crypto_aead_xchacha20poly1305_ietf_decrypt(
-                 fk, NULL, NULL, b + 40, VMC_WRAPPED_LEN, ad, 24, b + 16,
-                 wrap) == 0;
+        *opened = crypto_aead_xchacha20poly1305_ietf_decrypt(
+                      fk, NULL, NULL, b + 40, VMC_WRAPPED_LEN, ad, 24, b + 16,
+                      wrap) == 0;
         sodium_free(wrap);
-        return rc;
+        return 0;
     }
     case VMC_SLOT_ARGON2ID: {
         struct vmc_wire_slot_argon2id s;
@@ -317,11 +319,11 @@ static int slot_try(struct vmc_ctx *ctx, const struct vmc_header *h, int i,
         }
         memcpy(ad, sh, 8);
         memcpy(ad + 8, b, 24);
-        rc = crypto_aead_xchacha20poly1305_ietf_decrypt(
-                 fk, NULL, NULL, s.wrapped, VMC_WRAPPED_LEN, ad, 32, s.nonce,
-                 wk) == 0;
+        *opened = crypto_aead_xchacha20poly1305_ietf_decrypt(
+                      fk, NULL, NULL, s.wrapped, VMC_WRAPPED_LEN, ad, 32,
+                      s.nonce, wk) == 0;
         sodium_free(wk);
-        return rc;
+        return 0;
     }
     }
     return 0;
@@ -355,7 +357,8 @@ int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
                 if (keys->k[j].kind == KEY_PASSPHRASE &&
                     h->slot[i].type == VMC_SLOT_ARGON2ID)
                     npass++;
-                rc = slot_try(&tmp, h, i, &keys->k[j], h->file_key);
+                int opened;
+                rc = slot_try(&tmp, h, i, &keys->k[j], h->file_key, &opened);
                 if (rc < 0) {
                     if (!limit_rc) {
                         vmc_set_error(ctx, rc, "%s", tmp.msg);
@@ -363,7 +366,7 @@ int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
                     }
                     break;          /* this slot is refused for all keys */
                 }
-                if (rc == 1) {
+                if (opened) {
                     h->opened_by = i;
                     goto opened;
                 }
@@ -659,10 +662,11 @@ int vmc_header_match_slots(struct vmc_ctx *ctx, const struct vmc_header *h,
         return vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
     for (int i = 0; i < h->nslots; i++)
         for (int j = 0; j < keys->n; j++) {
-            rc = slot_try(ctx, h, i, &keys->k[j], fk);
+            int opened;
+            rc = slot_try(ctx, h, i, &keys->k[j], fk, &opened);
             if (rc < 0)
                 goto out;
-            if (rc == 1) {
+            if (opened) {
                 idx[n++] = i;
                 break;
             }

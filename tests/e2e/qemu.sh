@@ -10,7 +10,7 @@
 # it ran to the end, so count the FAIL lines.  SKIPs loudly when QEMU is
 # missing or the guest cannot be built.
 #
-# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..13, 8b)
+# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..13, 8b, 8c)
 #      VMCKPT_ACCEL=tcg|kvm  force the accelerator
 #      E2E_KEEP=1         keep the temp dir (images, logs) for a post-mortem
 set -u
@@ -941,6 +941,36 @@ s13() {
     else pass $n "$(err s13 | cut -c1-200), $(took)"; fi
 }
 
+# 8c. vmrestore -c whose console cannot be attached (connect() refused,
+# through tests/e2e/noconsole.c): the domain is restored and keeps
+# running, its ID is on stdout, one line says so, and the exit status is 1
+# (vmrestore(1), EXIT STATUS).
+s8c() {
+    local n=8c_restore_console_unreachable img=$T/s8c.vmimg src boot last rid rc
+    local pre=$ROOT/build/tests/noconsole.so
+    [ -f "$pre" ] || { fail $n "$pre is not built (make test-bins)"; return; }
+    save_spare s8c "$img" || { fail $n "$WHY"; return; }
+    boot=$GBOOT
+    LD_PRELOAD=$pre "$VMRESTORE" -c -i "$KEY" "$img" </dev/null \
+        >"$IO/s8c.out" 2>"$IO/s8c.err"
+    rc=$?
+    rid=$(grep -m1 -xE '[0-9]+' "$IO/s8c.out")
+    [ -n "$rid" ] && track "$rid"
+    if [ "$rc" != 1 ]; then
+        fail $n "rc=$rc, want 1; err: $(err s8c)"
+    elif [ -z "$rid" ]; then
+        fail $n "no domain ID on stdout: $(log_tail "$IO/s8c.out")"
+    elif ! one_line s8c || ! grep -q "^vmrestore: .*: restored and running, but the console cannot be attached: .*console.sock: Connection refused" "$IO/s8c.err"; then
+        fail $n "message: $(err s8c)"
+    elif ! guest_alive "$rid" "$boot"; then
+        fail $n "domain $rid: $WHY"
+    else
+        set_spare "$rid" "$boot"
+        pass $n "ID $rid running; $(err s8c | cut -c1-160)"
+    fi
+    rm -f "$img"
+}
+
 s8() { s8_common 8_restore_console_sigterm pid; }
 s8b() { s8_common 8b_restore_console_hangup group; }
 
@@ -953,6 +983,7 @@ scenario 6 s6
 scenario 7 s7
 scenario 8 s8
 scenario 8b s8b
+scenario 8c s8c
 scenario 9 s9
 scenario 10 s10
 scenario 11 s11
