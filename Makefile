@@ -46,6 +46,8 @@ LIB_SRC   = format/wire.c \
             lib/stream/record.c lib/stream/image.c lib/stream/live.c \
             lib/backend/backend.c lib/backend/qmp.c lib/backend/qemu_registry.c \
             lib/backend/qemu.c lib/backend/xl.c lib/backend/xen.c \
+            lib/backend/policy.c lib/backend/qemu_policy.c \
+            lib/backend/xen_policy.c \
             lib/engine.c lib/migrate.c
 LIB_OBJ   = $(LIB_SRC:%.c=$(B)/%.o)
 CLI_OBJ   = $(B)/cmd/cli.o
@@ -102,6 +104,11 @@ $(UNIT): tests/unit/unit.c $(B)/libvmckpt.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a,$^) $(LIBS)
 
+# An attacker's image, from the public writer only (tests/attack/).
+$(B)/tests/forge: tests/attack/forge.c $(B)/libvmckpt.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a,$^) $(LIBS)
+
 $(ENGINE_T): tests/unit/engine.c $(B)/libvmckpt.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a,$^) $(LIBS)
@@ -138,7 +145,7 @@ deps:
 
 test-bins: all $(UNIT) $(ENGINE_T) $(FUZZ_REPLAY) $(B)/asan/unit \
            $(B)/asan/engine $(B)/asan/fuzz_replay \
-           $(B)/tests/gendata $(B)/tests/noconsole.so
+           $(B)/tests/gendata $(B)/tests/noconsole.so $(B)/tests/forge
 
 # The test command of README.md: installs what it needs, builds, runs all.
 check: deps

@@ -715,3 +715,64 @@ int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
     }
     return 0;
 }
+
+/* ---- the restore policy ---------------------------------------------------- */
+
+struct vmc_policy *cli_policy(struct vmc_ctx *ctx, const char *const *dirs,
+                              int ndirs)
+{
+    struct vmc_policy *p = vmc_policy_new();
+
+    if (!p) {
+        cli_err(NULL, "out of memory");
+        return NULL;
+    }
+    if (vmc_policy_load_file(ctx, p, CLI_ALLOWED_DIRS_FILE) < 0) {
+        cli_ctx_err(NULL, ctx);
+        vmc_policy_free(p);
+        return NULL;
+    }
+    for (int i = 0; i < ndirs; i++)
+        if (vmc_policy_allow_dir(ctx, p, dirs[i]) < 0) {
+            cli_ctx_err(NULL, ctx);
+            vmc_policy_free(p);
+            return NULL;
+        }
+    return p;
+}
+
+int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+
+    *buf = NULL;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        cli_err(path, "%s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
+        cli_err(path, "%s", S_ISREG(st.st_mode) ? "too large" :
+                             "not a regular file");
+        close(fd);
+        return -1;
+    }
+    if (!(*buf = malloc((size_t)st.st_size + 1))) {
+        cli_err(path, "out of memory");
+        close(fd);
+        return -1;
+    }
+    n = read(fd, *buf, (size_t)st.st_size);
+    close(fd);
+    if (n != st.st_size) {
+        cli_err(path, "short read");
+        free(*buf);
+        *buf = NULL;
+        return -1;
+    }
+    *len = (size_t)n;
+    return 0;
+}

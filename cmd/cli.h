@@ -97,6 +97,16 @@ int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
                        const char *file, int fd, int ask, int confirm,
                        const char *prompt);
 
+/* The restore policy of a restoring tool: the built-in allowed
+ * directories, $VMCKPT_ALLOW_DIRS, /etc/vmckpt/allowed_dirs, then each
+ * --allow-dir; NULL after printing the problem. */
+#define CLI_ALLOWED_DIRS_FILE "/etc/vmckpt/allowed_dirs"
+struct vmc_policy *cli_policy(struct vmc_ctx *ctx, const char *const *dirs,
+                              int ndirs);
+/* All of a regular file of at most max bytes (caller frees); -1 after
+ * printing the problem. */
+int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len);
+
 /* Pre-copy rounds of a save, as JSON and as a text line. */
 #include <jansson.h>
 struct cli_rounds {

@@ -18,14 +18,14 @@
 
 enum {
     C_KEYGEN = 1u << 0, C_INFO = 1u << 1, C_VERIFY = 1u << 2, C_SEAL = 1u << 3,
-    C_UNSEAL = 1u << 4, C_REKEY = 1u << 5, C_ALL = 0x3f,
-    C_OPEN = C_INFO | C_VERIFY | C_UNSEAL | C_REKEY,
+    C_UNSEAL = 1u << 4, C_REKEY = 1u << 5, C_CONFIG = 1u << 6, C_ALL = 0x7f,
+    C_OPEN = C_INFO | C_VERIFY | C_UNSEAL | C_REKEY | C_CONFIG,
 };
 
 enum {
     O_SYMMETRIC = 1000, O_PASSFILE, O_PASSFD, O_KDFOPS, O_KDFMEM, O_LABEL,
     O_NAME, O_CHUNK, O_JSON, O_ADDPASS, O_NEWPASSFILE, O_NEWPASSFD, O_ADDKEY,
-    O_RMPASS, O_RMID, O_RMSLOT, O_FROMXL, O_TOXL,
+    O_RMPASS, O_RMID, O_RMSLOT, O_FROMXL, O_TOXL, O_ALLOWDIR,
 };
 
 static const struct cli_opt opts[] = {
@@ -46,7 +46,11 @@ static const struct cli_opt opts[] = {
     { "name", 0, "NAME", C_SEAL, "domain name recorded in IMAGE_INFO", O_NAME },
     { "chunk-size", 0, "BYTES", C_SEAL,
       "plaintext bytes per chunk (power of 2, 64K..16M; default 2M)", O_CHUNK },
-    { "json", 0, NULL, C_INFO | C_VERIFY, "print a JSON summary", O_JSON },
+    { "json", 0, NULL, C_INFO | C_VERIFY | C_CONFIG,
+      "print a JSON summary (config: the config itself, for --config)",
+      O_JSON },
+    { "allow-dir", 0, "DIR", C_CONFIG,
+      "judge as vmrestore --allow-dir DIR would (repeatable)", O_ALLOWDIR },
     { "add-passphrase", 0, NULL, C_REKEY, "add a passphrase slot", O_ADDPASS },
     { "new-passphrase-file", 0, "FILE", C_REKEY,
       "the added passphrase, from the first line of FILE", O_NEWPASSFILE },
@@ -106,6 +110,8 @@ struct args {
     int rm_slot[32];
     int nrm_slot;
     int from_xl, to_xl;
+    const char *dirs[64];
+    int ndirs;
     struct cli_bad bad;
 };
 
@@ -121,6 +127,8 @@ static const struct {
       "seal (-r PUB|-R FILE|-k FILE|-P)... [-l N] [--label T] [--name N] "
       "[--from-xl] [-o OUT] [IN|-]" },
     { "unseal", C_UNSEAL, "unseal [-i FILE|-k FILE|-P] [--to-xl] [-o OUT] IMAGE|-" },
+    { "config", C_CONFIG,
+      "config [-i FILE|-k FILE|-P] [--allow-dir DIR]... [--json] IMAGE|-" },
     { "rekey", C_REKEY,
       "rekey [-i FILE|-k FILE|-P] [-r PUB|--add-passphrase|--add-key-file F|"
       "--remove-...]... [-o OUT] IMAGE" },
@@ -175,6 +183,12 @@ static void on_opt(int id, const char *arg, void *u)
     switch (id) {
     case 'y': a->print_recipient = 1; break;
     case 'o': a->output = arg; break;
+    case O_ALLOWDIR:
+        if (a->ndirs == 64)
+            bad(a, "more than 64 --allow-dir%s", "");
+        else
+            a->dirs[a->ndirs++] = arg;
+        break;
     case 'P': a->ask_pass = 1; break;
     case 'r': key_err(a, vmc_keys_add_recipient(a->ctx, a->seal, arg)); break;
     case 'R': key_err(a, vmc_keys_add_recipients_file(a->ctx, a->seal, arg)); break;
@@ -770,6 +784,69 @@ out:
     return rc;
 }
 
+/* config IMAGE: what vmrestore would run on this host, and whether the
+ * restore policy lets it (exit 1 and the refusal on stderr if not);
+ * --json: the recorded config, which vmrestore --config takes edited. */
+static int cmd_config(struct args *a, int argc, char **argv)
+{
+    const char *obj;
+    struct vmc_header *h = NULL;
+    struct vmc_reader *r = NULL;
+    struct vmc_policy *pol = NULL;
+    struct vmc_image_meta m;
+    uint8_t *cfg = NULL;
+    size_t len = 0;
+    uint32_t fmt;
+    char *text = NULL;
+    int fd = -1, rc = 1;
+
+    if (argc != 1)
+        return usage(C_CONFIG, argc ? "too many arguments" : "missing IMAGE");
+    obj = strcmp(argv[0], "-") ? argv[0] : "stdin";
+    if (!(pol = cli_policy(a->ctx, a->dirs, a->ndirs)) ||
+        (fd = open_input(argv[0])) < 0 || open_header(a, obj, fd, 1, &h) < 0)
+        goto out;
+    if (vmc_reader_new(a->ctx, fd, h, (int)a->threads, 1, &r) < 0) {
+        h = NULL;
+        cli_ctx_err(obj, a->ctx);
+        goto out;
+    }
+    h = NULL;
+    if (vmc_reader_head(r, &m, &fmt, &cfg, &len) < 0) {
+        cli_ctx_err(obj, a->ctx);
+        goto out;
+    }
+    if (a->json) {
+        fwrite(cfg, 1, len, stdout);
+        printf("\n");
+        rc = 0;
+        goto out;
+    }
+    if (vmc_config_show(a->ctx, &m, fmt, cfg, len, &text) < 0) {
+        cli_ctx_err(obj, a->ctx);
+        goto out;
+    }
+    printf("domain:  %s (backend %s)\n", m.name, vmc_backend_id_name(m.backend));
+    printf("%s\n%s\n", m.backend == VMC_BACKEND_QEMU ? "command:" :
+                                                     "libxl config:", text);
+    if (vmc_config_check(a->ctx, &m, fmt, cfg, len, pol) < 0) {
+        printf("policy:  refused\n");
+        cli_ctx_err(obj, a->ctx);
+        goto out;
+    }
+    printf("policy:  accepted\n");
+    rc = 0;
+out:
+    free(text);
+    free(cfg);
+    vmc_reader_free(r);
+    vmc_header_free(h);
+    vmc_policy_free(pol);
+    if (fd > 0)
+        close(fd);
+    return rc;
+}
+
 static int cmd_rekey(struct args *a, int argc, char **argv)
 {
     struct vmc_header *h = NULL;
@@ -931,6 +1008,7 @@ int main(int argc, char **argv)
     case C_VERIFY: rc = cmd_info_verify(&a, argc, argv); break;
     case C_SEAL: rc = cmd_seal(&a, argc, argv); break;
     case C_UNSEAL: rc = cmd_unseal(&a, argc, argv); break;
+    case C_CONFIG: rc = cmd_config(&a, argc, argv); break;
     default: rc = cmd_rekey(&a, argc, argv); break;
     }
     vmc_keys_free(a.open);

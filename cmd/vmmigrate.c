@@ -29,7 +29,7 @@
 enum {
     O_LISTEN = 1000, O_RECEIVE, O_ONCE, O_KNOWN, O_RKEY, O_AUTH, O_NOLIVE,
     O_MAXDOWN, O_MAXBW, O_TIMEOUT, O_JSON, O_BACKEND, O_REMOTE, O_LEVEL,
-    O_LIVETMO,
+    O_LIVETMO, O_ALLOWDIR,
 };
 
 static const struct cli_opt opts[] = {
@@ -45,6 +45,8 @@ static const struct cli_opt opts[] = {
     { "authorized-senders", 0, "FILE", 1, "receiver: accepted sender keys "
                                           "(default /etc/vmckpt/authorized_senders)",
                                                 O_AUTH },
+    { "allow-dir", 0, "DIR", 1, "receiver: let the domain config name host "
+                                "files under DIR (repeatable)", O_ALLOWDIR },
     { "no-live", 0, NULL, 1, "stop the guest first (no pre-copy)", O_NOLIVE },
     { "max-downtime", 0, "MS", 1, "live: pause the hypervisor aims for "
                                   "(default 300)", O_MAXDOWN },
@@ -80,7 +82,8 @@ static const struct cli_opt opts[] = {
 struct args {
     struct vmc_ctx *ctx;
     const char *listen, *identity, *known, *rkey, *auth, *backend, *remote;
-    int receive, once, nolive, json, verbose, timeout_s, level;
+    int receive, once, nolive, json, verbose, timeout_s, level, ndirs;
+    const char *dirs[64];
     unsigned max_down, live_tmo;
     unsigned long long max_bw;
     struct cli_bad bad;
@@ -126,6 +129,12 @@ static void on_opt(int id, const char *arg, void *u)
     case O_JSON: a->json = 1; break;
     case O_BACKEND: a->backend = arg; break;
     case O_REMOTE: a->remote = arg; break;
+    case O_ALLOWDIR:
+        if (a->ndirs == 64)
+            bad(a, "more than 64 --allow-dir%s", "");
+        else
+            a->dirs[a->ndirs++] = arg;
+        break;
     case O_MAXDOWN:
         a->max_down = (unsigned)cli_uint_arg(&a->bad, arg, 1, 600000,
                                   "bad --max-downtime '%s' (milliseconds)");
@@ -292,9 +301,12 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
     struct vmc_restore_opts ro = { 0 };
     struct vmc_restore_result res;
     struct vmc_migrate_info mi;
+    struct vmc_policy *pol = NULL;
     int rc = 1;
 
     vmc_ctx_clear(a->ctx);
+    if (!(ro.policy = pol = cli_policy(a->ctx, a->dirs, a->ndirs)))
+        goto out;
     if (vmc_keys_add_identity_file(a->ctx, id, a->identity ? a->identity
                                    : "/etc/vmckpt/host.key") < 0 ||
         vmc_keys_add_recipients_file(a->ctx, auth, a->auth ? a->auth
@@ -318,6 +330,7 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
                 cli_ctx_msg(a->ctx));
     }
 out:
+    vmc_policy_free(pol);
     vmc_keys_free(id);
     vmc_keys_free(auth);
     return rc;

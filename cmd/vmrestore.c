@@ -13,7 +13,8 @@
 #include "../format/vmckpt_wire.h"
 #include "cli.h"
 
-enum { O_PASSFILE = 1000, O_PASSFD, O_NAME, O_CLONE, O_JSON };
+enum { O_PASSFILE = 1000, O_PASSFD, O_NAME, O_CLONE, O_JSON, O_CONFIG,
+       O_ALLOWDIR };
 
 static const struct cli_opt opts[] = {
     { "passphrase-file", 0, "FILE", 1, "read the passphrase from FILE",
@@ -25,6 +26,10 @@ static const struct cli_opt opts[] = {
           O_CLONE },
     { "json", 0, NULL, 1, "print a JSON summary instead of the domain ID",
           O_JSON },
+    { "config", 0, "FILE", 1, "restore with this domain config (JSON, as "
+                              "vmimage config --json prints it)", O_CONFIG },
+    { "allow-dir", 0, "DIR", 1, "let the config name host files under DIR "
+                                "(repeatable)", O_ALLOWDIR },
     { "identity", 'i', "FILE", 1, "open with an identity or raw key file",
           'i' },
     { "key-file", 'k', "FILE", 1, "open with a raw 256-bit key file", 'k' },
@@ -46,8 +51,9 @@ struct args {
     struct vmc_ctx *ctx;
     struct vmc_keys *keys;
     struct vmc_restore_opts ro;
-    int ask_pass, pass_fd, console, json, threads;
-    const char *pass_file;
+    int ask_pass, pass_fd, console, json, threads, ndirs;
+    const char *pass_file, *config;
+    const char *dirs[64];
     struct cli_bad bad;
 };
 
@@ -101,6 +107,13 @@ static void on_opt(int id, const char *arg, void *u)
         break;
     case O_CLONE: a->ro.clone = 1; break;
     case O_JSON: a->json = 1; break;
+    case O_CONFIG: a->config = arg; break;
+    case O_ALLOWDIR:
+        if (a->ndirs == 64)
+            bad(a, "more than 64 --allow-dir%s", "");
+        else
+            a->dirs[a->ndirs++] = arg;
+        break;
     case 'T':
         a->threads = (int)cli_uint_arg(&a->bad, arg, 1, 64,
                                   "bad --threads '%s' (1..64)");
@@ -127,6 +140,8 @@ int main(int argc, char **argv)
     struct vmc_restore_result res;
     struct cli_progress pr;
     const char *path, *obj;
+    struct vmc_policy *pol = NULL;
+    uint8_t *cfg = NULL;
     int n, fd, rc = 1;
 
     vmc_guard_dispatch(argc, argv);
@@ -149,6 +164,15 @@ int main(int argc, char **argv)
         return usage("--name and --clone exclude each other");
     path = argv[n];
     obj = strcmp(path, "-") ? path : "stdin";
+    if (!(pol = cli_policy(a.ctx, a.dirs, a.ndirs)))
+        return 1;
+    a.ro.policy = pol;
+    if (a.config && cli_read_file(a.config, VMC_REC_MAX_LEN - 8, &cfg,
+                                  &a.ro.config_len) < 0) {
+        vmc_policy_free(pol);
+        return 1;
+    }
+    a.ro.config = cfg;
     fd = strcmp(path, "-") ? open(path, O_RDONLY | O_CLOEXEC) : 0;
     if (fd < 0) {
         cli_err(obj, "%s", strerror(errno));
@@ -220,6 +244,8 @@ int main(int argc, char **argv)
 out:
     vmc_reader_free(r);
     vmc_header_free(h);
+    vmc_policy_free(pol);
+    free(cfg);
     vmc_keys_free(a.keys);
     vmc_ctx_free(a.ctx);
     if (fd > 0)

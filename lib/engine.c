@@ -609,9 +609,9 @@ struct restore {
     const struct vmc_backend *be;
     struct vmc_dom *d;
     struct vmc_image_meta m;
-    uint8_t *cfg;                     /* DOMAIN_CONFIG body */
+    uint8_t *cfg;                     /* DOMAIN_CONFIG body (no head) */
     size_t cfg_len;
-    struct vmc_wire_domain_config cfg_head;
+    uint32_t cfg_fmt;
     struct vmc_restore_as as;
     char name[256], build_name[280];
     int pending;                      /* id of a clashing source being saved */
@@ -622,49 +622,37 @@ struct restore {
 /* IMAGE_INFO names the backend; DOMAIN_CONFIG must follow. */
 static int restore_head(struct restore *s)
 {
-    struct vmc_ctx *ctx = s->ctx;
-    struct vmc_record rec;
-    const char *why;
-    uint8_t *buf;
-    size_t len;
     int rc;
 
-    if ((rc = vmc_reader_next(s->r, &rec)) < 0 ||
-        (rc = vmc_reader_read_all(s->r, &buf, &len)) < 0)
+    if ((rc = vmc_reader_head(s->r, &s->m, &s->cfg_fmt, &s->cfg,
+                              &s->cfg_len)) < 0)
         return rc;
-    rc = vmc_image_info_parse(ctx, buf, len, &s->m);
-    free(buf);
-    if (rc < 0) {
-        vmc_error_locate(ctx, VMC_AT_RECORD, rec.offset, rec.type);
-        return rc;
-    }
-    if (s->m.backend == VMC_BACKEND_NONE)
-        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "a raw stream sealed by "
-                             "vmimage seal: it records no domain and can never "
-                             "be restored (vmimage unseal gives the stream back)");
     if (!(s->be = backend_by_id(s->m.backend)))
-        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "image of backend %u (%s): "
-                             "not built into this vmckpt (built: %s)",
+        return vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "image of backend %u "
+                             "(%s): not built into this vmckpt (built: %s)",
                              s->m.backend, vmc_backend_id_name(s->m.backend),
                              vmc_backends_built());
     s->res->backend = s->be;
     if (s->o->expect)
         s->o->expect(s->o->progress_arg, s->m.memory_kib * 1024);
-    do {
-        if ((rc = vmc_reader_next(s->r, &rec)) < 0)
-            return rc;
-    } while (rc == 1 && (rec.type & VMC_REC_OPTIONAL));
-    if (rc == 0 || rec.type != VMC_REC_DOMAIN_CONFIG)
-        return vmc_set_error_at(ctx, VMC_E_FORMAT, VMC_AT_RECORD, rec.offset,
-                                rc == 0 ? VMC_REC_END : rec.type,
-                                "a restorable image needs DOMAIN_CONFIG here");
-    if ((rc = vmc_reader_read_all(s->r, &s->cfg, &s->cfg_len)) < 0)
-        return rc;
-    if ((rc = vmc_domain_config_decode(&s->cfg_head, s->cfg, s->cfg_len,
-                                       &why)) < 0)
-        return vmc_set_error_at(ctx, rc, VMC_AT_RECORD, rec.offset, rec.type,
-                                "%s", why);
     return 0;
+}
+
+/* The config is data: an admin's --config replaces the recorded one, and
+ * either is checked by the restore policy before anything starts. */
+static int restore_policy(struct restore *s)
+{
+    if (s->o->config) {                     /* in the recorded format */
+        uint8_t *c = malloc(s->o->config_len + 1);
+        if (!c)
+            return vmc_set_error(s->ctx, VMC_E_NOMEM, "out of memory");
+        memcpy(c, s->o->config, s->o->config_len);
+        free(s->cfg);
+        s->cfg = c;
+        s->cfg_len = s->o->config_len;
+    }
+    return s->be->config_check(s->ctx, &s->m, s->cfg_fmt, s->cfg, s->cfg_len,
+                               s->o->policy);
 }
 
 static int clash_error(struct vmc_ctx *ctx, const char *name, int id, int what,
@@ -737,8 +725,8 @@ static int restore_build(struct restore *s)
     big_pipe(pp[1]);
     s->feed = pp[1];
     if ((rc = guard_start(s->ctx, s->be, -1, GUARD_RESTORE, NULL, &s->g)) == 0)
-        rc = s->be->restore_start(s->ctx, &s->m, s->cfg_head.format, s->cfg + 8,
-                                  s->cfg_len - 8, &s->as, pp[0], &s->d);
+        rc = s->be->restore_start(s->ctx, &s->m, s->cfg_fmt, s->cfg,
+                                  s->cfg_len, &s->as, pp[0], &s->d);
     close(pp[0]);
     if (rc < 0)
         return rc;
@@ -831,7 +819,8 @@ int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
 
     memset(res, 0, sizeof(*res));
     res->domid = -1;
-    if ((rc = restore_head(&s)) == 0 && (rc = restore_identity(&s)) == 0 &&
+    if ((rc = restore_head(&s)) == 0 && (rc = restore_policy(&s)) == 0 &&
+        (rc = restore_identity(&s)) == 0 &&
         (rc = restore_build(&s)) == 0 && (rc = restore_feed(&s)) == 0 &&
         (rc = restore_settle(&s)) == 0 && !o->paused)
         rc = s.be->resume(ctx, s.d, NULL);

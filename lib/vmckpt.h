@@ -354,6 +354,12 @@ VMC_API int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb
  * that `xl restore` accepts; refuses images that are not Xen/libxl. */
 VMC_API int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
                         void *arg, struct vmc_summary *sum);
+/* The head of a restorable image: IMAGE_INFO into m, optional records
+ * skipped, then DOMAIN_CONFIG: its format and body without the 8-octet
+ * head (*cfg, caller frees).  A raw stream (backend none) is refused. */
+VMC_API int vmc_reader_head(struct vmc_reader *r, struct vmc_image_meta *m,
+                            uint32_t *cfg_format, uint8_t **cfg,
+                            size_t *cfg_len);
 /* Copies in to out until EOF (rekey copies chunks untouched). */
 VMC_API int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what);
 /* Copies the payload after a header from in to out untouched, and reads it
@@ -466,6 +472,13 @@ struct vmc_restore_opts {
     void *progress_arg;
     /* May be NULL: once IMAGE_INFO is read, the recorded memory size. */
     void (*expect)(void *progress_arg, uint64_t bytes);
+    /* The restore policy (NULL: vmc_policy_new()'s defaults). */
+    const struct vmc_policy *policy;
+    /* May be NULL: a config (the DOMAIN_CONFIG body's format, e.g. from
+     * vmimage config --json) used instead of the recorded one; checked by
+     * the same policy. */
+    const uint8_t *config;
+    size_t config_len;
 };
 struct vmc_restore_result {
     int domid;
@@ -479,6 +492,35 @@ struct vmc_restore_result {
  * domain is left behind. */
 VMC_API int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
                 const struct vmc_restore_opts *o, struct vmc_restore_result *res);
+
+/* ---- the restore policy (backend/policy.c) ---------------------------
+ * A domain config recorded in an image, or given with --config, is data:
+ * the hypervisor binary and working directory are this host's, and every
+ * option is checked before any hypervisor process starts.  Host files it
+ * names must lie under an allowed directory: the built-in ones
+ * (/usr/share/qemu, /usr/share/seabios, /usr/lib/ipxe/qemu,
+ * /usr/share/ovmf, /usr/share/OVMF, /var/lib/vmckpt), $VMCKPT_ALLOW_DIRS
+ * (colon-separated) and what the caller adds. */
+struct vmc_policy;
+VMC_API struct vmc_policy *vmc_policy_new(void);   /* NULL: out of memory */
+VMC_API void vmc_policy_free(struct vmc_policy *p);
+/* A directory that does not exist is ignored; "/" is refused. */
+VMC_API int vmc_policy_allow_dir(struct vmc_ctx *ctx, struct vmc_policy *p,
+                                 const char *dir);
+/* One absolute directory per line, # comments; a missing file is no error,
+ * a file that a user other than root or the caller can write is refused. */
+VMC_API int vmc_policy_load_file(struct vmc_ctx *ctx, struct vmc_policy *p,
+                                 const char *path);
+/* Checks a DOMAIN_CONFIG body (without its 8-octet head) of an image of
+ * m->backend: 0, or VMC_E_INVAL naming the option and why. */
+VMC_API int vmc_config_check(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                             uint32_t format, const uint8_t *cfg, size_t len,
+                             const struct vmc_policy *p);
+/* What a restore on this host would run, as text (caller frees): QEMU's
+ * command line, or the libxl config; VMC_E_FORMAT if cfg is not JSON. */
+VMC_API int vmc_config_show(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                            uint32_t format, const uint8_t *cfg, size_t len,
+                            char **text);
 
 /* ---- live migration (migrate.c, io/endpoint.c) ---------------------- */
 

@@ -57,8 +57,11 @@ say "vmctl list    # the domain is gone: its state is in the sealed image"
 say "vmimage info demo.vmimg    # without the key: only the public header"
 "$B/vmimage" info "$D/demo.vmimg"
 
-say "vmrestore -i host.key demo.vmimg"
-NEW=$("$B/vmrestore" -i "$D/host.key" "$D/demo.vmimg")
+say "vmimage config -i host.key demo.vmimg    # what a restore would run here"
+"$B/vmimage" config -i "$D/host.key" "$D/demo.vmimg" 2>&1 | cut -c1-160 || true
+GUEST=$(dirname "$KERNEL")
+say "vmrestore -i host.key --allow-dir ${GUEST#"$ROOT"/} demo.vmimg    # the image names a kernel there"
+NEW=$("$B/vmrestore" -i "$D/host.key" --allow-dir "$GUEST" "$D/demo.vmimg")
 echo "new domain $NEW"
 NLOG=$VMCKPT_RUNDIR/$NEW/console.log
 wait_for "$NLOG" 'count=' 30

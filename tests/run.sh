@@ -50,6 +50,7 @@ suite engine-asan env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace
 suite fuzz-replay replay fuzz-replay "$B/tests/fuzz_replay"
 suite fuzz-replay-asan replay fuzz-replay-asan "$B/asan/fuzz_replay"
 suite cli tests/cli/cli.sh
+suite attack tests/attack/attack.sh
 suite install tests/install.sh
 suite debian tests/debian.sh
 for t in tests/e2e/*.sh; do

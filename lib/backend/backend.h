@@ -19,6 +19,8 @@
 
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "internal.h"
 
 struct vmc_dom;
@@ -98,6 +100,12 @@ struct vmc_backend {
     /* Destroys the domain: it is gone when this returns 0. */
     int (*destroy)(struct vmc_ctx *ctx, struct vmc_dom *d);
 
+    /* The restore policy (policy.c): refuses a config that reaches
+     * outside the VM, before anything starts.  QEMU and Xen check their
+     * config with vmc_config_check(). */
+    int (*config_check)(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                        uint32_t cfg_format, const uint8_t *cfg,
+                        size_t cfg_len, const struct vmc_policy *pol);
     /* Builds a new domain from the recorded config, paused, named
      * as->build_name with UUID as->uuid, reading the hypervisor stream from
      * fd (borrowed). */
@@ -144,6 +152,22 @@ extern const struct vmc_backend vmc_backend_xen;
 #endif
 
 const struct vmc_backend *backend_by_id(uint16_t id);
+
+/* ---- the restore policy (policy.c, qemu_policy.c, xen_policy.c) ----------
+ * A config from an image is data: these run before any hypervisor process
+ * starts, and refuse, naming it, an option that reaches outside the VM. */
+/* 0 if path is an existing regular file (or, dir_ok, directory) under an
+ * allowed directory once every symlink is resolved; opt names it. */
+int policy_path_ok(struct vmc_ctx *ctx, const struct vmc_policy *p,
+                   const char *opt, const char *path, int dir_ok);
+int qemu_policy_check(struct vmc_ctx *ctx, const json_t *argv,
+                      const struct vmc_policy *pol);
+int xen_policy_check(struct vmc_ctx *ctx, const json_t *cfg,
+                     const struct vmc_policy *pol);
+/* The command line a QEMU restore would run (qemu_registry.c), shell-quoted
+ * (caller frees); dir: the instance directory, or a placeholder. */
+char *qemu_command_text(const json_t *cfg, const char *name, const char *uuid,
+                        const char *dir);
 /* Adds a backend (a module, a test's fake) ahead of qemu in the default
  * order; VMC_E_EXISTS if its name or id is taken. */
 int backend_register(const struct vmc_backend *be);

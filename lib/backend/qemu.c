@@ -423,8 +423,14 @@ static int qemu_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *
     qemu_uuid_fmt(u, d->uuid);
     json_object_set_new(d->cfg, "name", json_string(d->name));
     json_object_set_new(d->cfg, "uuid", json_string(u));
-    if (!json_string_value(json_object_get(d->cfg, "qemu")))
+    {   /* the binary and directory are this host's: record what runs */
+        char cwd[4096];
         json_object_set_new(d->cfg, "qemu", json_string(qemu_binary()));
+        if (getcwd(cwd, sizeof(cwd)))
+            json_object_set_new(d->cfg, "cwd", json_string(cwd));
+        else
+            json_object_del(d->cfg, "cwd");
+    }
     if ((rc = qemu_alloc_dir(ctx, d)) < 0)
         goto fail;
     if ((rc = qemu_launch(ctx, d, extra)) < 0)
@@ -596,6 +602,7 @@ const struct vmc_backend vmc_backend_qemu = {
     .save_poll = qemu_save_poll,
     .save_cancel = qemu_save_cancel,
     .destroy = qemu_destroy,
+    .config_check = vmc_config_check,
     .restore_start = qemu_restore_start,
     .restore_wait = qemu_restore_wait,
     .rename = qemu_rename,

@@ -439,19 +439,107 @@ out:
     return rc;
 }
 
+/* QEMU's seccomp sandbox, as libvirt runs it: no obsolete system calls,
+ * no set*id, no fork or exec (a tap script, a helper, an exec: URI), no
+ * scheduler or affinity changes.  A QEMU that tries is killed. */
+#define QEMU_SANDBOX \
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+/* The command line of an instance: this host's QEMU binary (never one a
+ * config names), the config's argv, then what vmckpt adds (name, UUID,
+ * its QMP and console in dir, the sandbox) and extra.  The strings point
+ * into cfg, the arguments and bufs (two of 1400); NULL if argv holds a
+ * non-string.  av has room for argv + 32. */
+static const char **qemu_argv(const json_t *cfg, const char *name,
+                              const char *uuid, const char *dir,
+                              const char **extra, char bufs[2][1400],
+                              size_t *count)
+{
+    const json_t *argv = json_object_get(cfg, "argv");
+    size_t n = json_array_size(argv), k = 0;
+    const char **av = calloc(n + 32, sizeof(char *));
+
+    if (!av)
+        return NULL;
+    snprintf(bufs[0], 1400, "unix:%s/qmp.sock,server=on,wait=off", dir);
+    snprintf(bufs[1], 1400, "socket,id=vmckpt-console,path=%s/console.sock,"
+             "server=on,wait=off,logfile=%s/console.log,logappend=on", dir, dir);
+    av[k++] = qemu_binary();
+    for (size_t i = 0; i < n; i++)
+        if (!(av[k++] = json_string_value(json_array_get(argv, i)))) {
+            free(av);
+            return NULL;
+        }
+    av[k++] = "-name";
+    av[k++] = name;
+    av[k++] = "-uuid";
+    av[k++] = uuid;
+    av[k++] = "-qmp";
+    av[k++] = bufs[0];
+    av[k++] = "-chardev";
+    av[k++] = bufs[1];
+    av[k++] = "-serial";
+    av[k++] = "chardev:vmckpt-console";
+    av[k++] = "-sandbox";
+    av[k++] = QEMU_SANDBOX;
+    for (int i = 0; extra && extra[i] && k < n + 31; i++)
+        av[k++] = extra[i];
+    av[k] = NULL;
+    *count = k;
+    return av;
+}
+
+/* One word for a POSIX shell: as is when it is safe, else in '...'. */
+static void shell_word(FILE *f, const char *w)
+{
+    if (*w && strspn(w, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                        "0123456789,._+:@%/=-") == strlen(w)) {
+        fputs(w, f);
+        return;
+    }
+    fputc('\'', f);
+    for (; *w; w++)
+        if (*w == '\'')
+            fputs("'\\''", f);
+        else
+            fputc(*w, f);
+    fputc('\'', f);
+}
+
+char *qemu_command_text(const json_t *cfg, const char *name, const char *uuid,
+                        const char *dir)
+{
+    static const char *const incoming[] = { "-incoming", "defer", NULL };
+    char bufs[2][1400], *text = NULL;
+    size_t k, len = 0;
+    const char **av = qemu_argv(cfg, name, uuid, dir,
+                                (const char **)incoming, bufs, &k);
+    FILE *f;
+
+    if (!av || !(f = open_memstream(&text, &len))) {
+        free(av);
+        return NULL;
+    }
+    for (size_t i = 0; i < k; i++) {
+        if (i)
+            fputc(' ', f);
+        shell_word(f, av[i]);
+    }
+    fclose(f);
+    free(av);
+    return text;
+}
+
 /* Writes domain.json and starts QEMU (setsid, logs to qemu.log); waits for
  * QMP.  extra: NULL-terminated args appended (restore: -incoming...). */
 int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
 {
-    json_t *argv = json_object_get(d->cfg, "argv");
-    size_t n = json_array_size(argv), k = 0;
-    const char **av = calloc(n + 32, sizeof(char *));
-    char qmp[700], chr[1400], uuid[37], p[600], line[512];
+    char bufs[2][1400], uuid[37], p[600], line[512];
+    const char **av = NULL;
+    size_t k;
     pid_t pid;
     int rc = 0;
 
-    if (!av)
-        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
     snprintf(p, sizeof(p), "%s/domain.json", d->dir);
     json_object_set_new(d->cfg, "id", json_integer(d->id));
     if (json_dump_file(d->cfg, p, JSON_INDENT(2) | JSON_SORT_KEYS) < 0) {
@@ -459,32 +547,11 @@ int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
         goto out;
     }
     qemu_uuid_fmt(uuid, d->uuid);
-    snprintf(qmp, sizeof(qmp), "unix:%s/qmp.sock,server=on,wait=off", d->dir);
-    snprintf(chr, sizeof(chr), "socket,id=vmckpt-console,path=%s/console.sock,"
-             "server=on,wait=off,logfile=%s/console.log,logappend=on",
-             d->dir, d->dir);
-    av[k++] = json_string_value(json_object_get(d->cfg, "qemu")) ?: qemu_binary();
-    for (size_t i = 0; i < n; i++)
-        av[k++] = json_string_value(json_array_get(argv, i));
-    av[k++] = "-name";
-    av[k++] = d->name;
-    av[k++] = "-uuid";
-    av[k++] = uuid;
-    av[k++] = "-qmp";
-    av[k++] = qmp;
-    av[k++] = "-chardev";
-    av[k++] = chr;
-    av[k++] = "-serial";
-    av[k++] = "chardev:vmckpt-console";
-    for (int i = 0; extra && extra[i]; i++)
-        av[k++] = extra[i];
-    av[k] = NULL;
-    for (size_t i = 0; i < k; i++)
-        if (!av[i]) {
-            rc = vmc_set_error(ctx, VMC_E_INVAL, "domain config: argv holds a "
-                               "non-string");
-            goto out;
-        }
+    if (!(av = qemu_argv(d->cfg, d->name, uuid, d->dir, extra, bufs, &k))) {
+        rc = vmc_set_error(ctx, VMC_E_INVAL, "domain config: argv holds a "
+                           "non-string (or out of memory)");
+        goto out;
+    }
     snprintf(p, sizeof(p), "%s/qemu.log", d->dir);
     pid = fork();
     if (pid < 0) {
@@ -494,12 +561,10 @@ int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
     if (pid == 0) {
         int nul = open("/dev/null", O_RDONLY), log = open(p, O_WRONLY | O_CREAT |
                                                           O_APPEND, 0600);
-        const char *cwd = json_string_value(json_object_get(d->cfg, "cwd"));
+        /* the working directory is this process's: a config's "cwd" is
+         * only a record of where it was started */
         setsid();
         signal(SIGPIPE, SIG_IGN);   /* a dead reader is an error, not death */
-        if (cwd && chdir(cwd) < 0) {
-            /* relative paths in argv will then fail, visibly, in qemu.log */
-        }
         dup2(nul, 0);
         dup2(log, 1);
         dup2(log, 2);
@@ -602,7 +667,7 @@ int vmc_qemu_start(struct vmc_ctx *ctx, const char *name, const char *uuid,
     for (int i = 0; i < argc; i++) {
         static const char *const managed[] = { "-daemonize", "-serial", "-qmp",
                                                "-pidfile", "-name", "-uuid",
-                                               "-incoming", NULL };
+                                               "-incoming", "-sandbox", NULL };
         const char *a = argv[i][0] == '-' && argv[i][1] == '-' ? argv[i] + 1
                                                                 : argv[i];
         for (int k = 0; managed[k]; k++)

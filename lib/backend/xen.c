@@ -1091,6 +1091,7 @@ const struct vmc_backend vmc_backend_xen = {
     .save_poll = xen_save_poll,
     .save_cancel = xen_save_cancel,
     .destroy = xen_destroy,
+    .config_check = vmc_config_check,
     .restore_start = xen_restore_start,
     .restore_wait = xen_restore_wait,
     .rename = xen_rename,

@@ -158,6 +158,54 @@ int reader_drain(struct vmc_reader *r, int outfd, const struct drain_hooks *h,
     return rc;
 }
 
+int vmc_reader_head(struct vmc_reader *r, struct vmc_image_meta *m,
+                    uint32_t *cfg_format, uint8_t **cfg, size_t *cfg_len)
+{
+    struct vmc_ctx *ctx = reader_ctx(r);
+    struct vmc_wire_domain_config head;
+    struct vmc_record rec;
+    const char *why;
+    uint8_t *buf;
+    size_t len;
+    int rc;
+
+    *cfg = NULL;
+    *cfg_len = 0;
+    if ((rc = vmc_reader_next(r, &rec)) < 0 ||
+        (rc = vmc_reader_read_all(r, &buf, &len)) < 0)
+        return rc;
+    rc = vmc_image_info_parse(ctx, buf, len, m);
+    free(buf);
+    if (rc < 0) {
+        vmc_error_locate(ctx, VMC_AT_RECORD, rec.offset, rec.type);
+        return rc;
+    }
+    if (m->backend == VMC_BACKEND_NONE)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "a raw stream sealed by "
+                             "vmimage seal: it records no domain and can never "
+                             "be restored (vmimage unseal gives the stream back)");
+    do {
+        if ((rc = vmc_reader_next(r, &rec)) < 0)
+            return rc;
+    } while (rc == 1 && (rec.type & VMC_REC_OPTIONAL));
+    if (rc == 0 || rec.type != VMC_REC_DOMAIN_CONFIG)
+        return vmc_set_error_at(ctx, VMC_E_FORMAT, VMC_AT_RECORD, rec.offset,
+                                rc == 0 ? VMC_REC_END : rec.type,
+                                "a restorable image needs DOMAIN_CONFIG here");
+    if ((rc = vmc_reader_read_all(r, &buf, &len)) < 0)
+        return rc;
+    if ((rc = vmc_domain_config_decode(&head, buf, len, &why)) < 0) {
+        free(buf);
+        return vmc_set_error_at(ctx, rc, VMC_AT_RECORD, rec.offset, rec.type,
+                                "%s", why);
+    }
+    memmove(buf, buf + 8, len - 8);
+    *cfg_format = head.format;
+    *cfg = buf;
+    *cfg_len = len - 8;
+    return 0;
+}
+
 int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what)
 {
     uint8_t *buf = malloc(COPY_BUF);

@@ -768,6 +768,8 @@ def main():
     initrd = re.search(r"^initrd: (.*)$", g.stdout, re.M)
     if g.returncode or not kernel or not initrd:
         die(f"tests/guest/build.sh failed: {g.stderr.strip()[-300:]}")
+    # the restore policy: the guest's kernel and initrd lie in an allowed dir
+    os.environ["VMCKPT_ALLOW_DIRS"] = os.path.dirname(kernel.group(1))
     accel = os.environ.get("VMCKPT_ACCEL", "")
     if not accel:
         with open("/proc/cpuinfo") as f:

@@ -285,7 +285,7 @@ for tool in vmsave vmrestore vmmigrate; do
         grep -qxF -- "$o" <<<"$offered" || missing="$missing $tool:$o"
     done
 done
-offered=$(for c in keygen info verify seal unseal rekey; do comp_out vmimage $c; done)
+offered=$(for c in keygen info verify seal unseal rekey config; do comp_out vmimage $c; done)
 for o in $(help_opts vmimage); do
     grep -qxF -- "$o" <<<"$offered" || missing="$missing vmimage:$o"
 done

@@ -50,6 +50,9 @@ KERNEL=$(echo "$gout" | sed -n 's/^kernel: //p')
 INITRD=$(echo "$gout" | sed -n 's/^initrd: //p')
 [ -f "$KERNEL" ] && [ -f "$INITRD" ] ||
     loud_skip "tests/guest/build.sh printed no kernel/initrd: $gout"
+# the restore policy lets a recorded -kernel/-initrd name only files under
+# an allowed directory: the test guest's
+export VMCKPT_ALLOW_DIRS=$(dirname "$KERNEL")
 missing=""
 for t in "$VMCTL" "$VMSAVE" "$VMRESTORE" "$VMIMAGE"; do
     [ -x "$t" ] || missing="$missing ${t#"$ROOT"/}"

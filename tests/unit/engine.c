@@ -306,6 +306,15 @@ static void *restore_thread(void *arg)
     return NULL;
 }
 
+/* The fake's config is opaque bytes: the policy is the real backends'. */
+static int fk_config_check(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                           uint32_t fmt, const uint8_t *cfg, size_t len,
+                           const struct vmc_policy *pol)
+{
+    (void)m, (void)fmt, (void)cfg, (void)len, (void)pol;
+    return fails(ctx, "config_check") ? VMC_E_INVAL : 0;
+}
+
 static int fk_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                             uint32_t fmt, const uint8_t *cfg, size_t len,
                             const struct vmc_restore_as *as, int fd,
@@ -392,7 +401,8 @@ static const struct vmc_backend fake = {
     .resume = fk_resume, .save_start = fk_save_start,
     .stop_copy = fk_stop_copy, .save_poll = fk_save_poll,
     .save_wait = fk_save_wait, .save_cancel = fk_save_cancel,
-    .destroy = fk_destroy, .restore_start = fk_restore_start,
+    .destroy = fk_destroy, .config_check = fk_config_check,
+    .restore_start = fk_restore_start,
     .restore_wait = fk_restore_wait, .rename = fk_rename,
     .restore_abort = fk_restore_abort, .console_open = fk_console_open,
     .died = fk_died, .recover = fk_recover,
@@ -654,8 +664,8 @@ static int make_image(struct vmc_ctx *ctx)
 
 static int t_restore_fails_at_every_op(void)
 {
-    static const char *ops[] = { "find", "restore_start", "restore_wait",
-                                 "resume" };
+    static const char *ops[] = { "config_check", "find", "restore_start",
+                                 "restore_wait", "resume" };
     struct vmc_ctx *ctx = vmc_ctx_new();
 
     REQUIRE(make_image(ctx) == 0, "save: %s", vmc_ctx_error(ctx));
@@ -671,7 +681,7 @@ static int t_restore_fails_at_every_op(void)
         REQUIRE(nexisting() == 0 && res.domid == -1,
                 "%s failing: %d domains left, domid %d", ops[i], nexisting(),
                 res.domid);
-        REQUIRE(F.aborted == (i >= 2), "%s failing: restore_abort %d", ops[i],
+        REQUIRE(F.aborted == (i >= 3), "%s failing: restore_abort %d", ops[i],
                 F.aborted);
     }
     vmc_ctx_free(ctx);

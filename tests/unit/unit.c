@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <sodium.h>
 
 #include "internal.h"
@@ -1371,6 +1372,235 @@ static int t_wire_codec(void)
     return 0;
 }
 
+/* ---- the restore policy ---------------------------------------------------
+ * One row per rule of vmckpt(5), RESTORE POLICY: a QEMU argv (words split
+ * on '|', ALLOWED standing for a file in an allowed directory, OUTSIDE for
+ * one outside it) and what a check must say (NULL: accepted). */
+static const struct {
+    const char *argv, *needle;
+} qemu_rules[] = {
+    { "-m|256|-smp|1|-accel|tcg|-nodefaults|-display|none|-nic|none", NULL },
+    { "-kernel|ALLOWED|-initrd|ALLOWED|-append|console=ttyS0 -x", NULL },
+    { "-kernel|OUTSIDE", "outside the allowed directories" },
+    { "-initrd|/etc/shadow", "outside the allowed directories" },
+    { "-kernel|ALLOWDIR/../../../../etc/passwd", "outside the allowed" },
+    { "-L|ALLOWDIR", NULL },
+    { "-drive|file=ALLOWED,format=raw,if=virtio", NULL },
+    { "-drive|file=/dev/null,format=raw", "not a regular file" },
+    { "-drive|file=nbd:evil:1234", "a protocol, not a file" },
+    { "-drive|file=ALLOWED,format=host_device", "block driver 'host_device'" },
+    { "-drive|file=ALLOWED,backing.file.filename=/etc/shadow", "names another image" },
+    { "-blockdev|driver=file,node-name=f,filename=OUTSIDE", "outside the allowed" },
+    { "-blockdev|driver=nbd,server.host=x", "block driver 'nbd'" },
+    { "-netdev|user,id=n0|-device|virtio-net-pci,netdev=n0", NULL },
+    { "-netdev|user,id=n0,hostfwd=tcp::2222-:22", "key 'hostfwd'" },
+    { "-netdev|user,id=n0,smb=/", "key 'smb'" },
+    { "-netdev|tap,id=t0,script=/bin/sh", "runs a host program" },
+    { "-netdev|tap,id=t0", NULL },
+    { "-netdev|tap,id=t0,script=no,downscript=no", NULL },
+    { "-netdev|socket,id=s,listen=:1234", "network backend 'socket'" },
+    { "-nic|user,hostfwd=tcp::1-:1", "key 'hostfwd'" },
+    { "-chardev|socket,id=c,path=/tmp/x,server=on", "back end 'socket'" },
+    { "-chardev|file,id=c,path=/etc/passwd", "back end 'file'" },
+    { "-chardev|null,id=c,logfile=/etc/x", "writes a host file" },
+    { "-chardev|ringbuf,id=c", NULL },
+    { "-serial|file:/etc/cron.d/x", "only 'none'" },
+    { "-monitor|tcp::4444,server", "only 'none'" },
+    { "-mon|chardev=c", "adds a monitor" },
+    { "-qmp|tcp::4444", "set by vmckpt itself" },
+    { "-plugin|/tmp/evil.so", "loads a host library" },
+    { "-readconfig|/tmp/x", "reads a host config" },
+    { "-add-fd|fd=3,set=1", "host file descriptors" },
+    { "-sandbox|off", "set by vmckpt itself" },
+    { "-runas|root", "set by vmckpt itself" },
+    { "-run-with|user=root", "changes QEMU's user" },
+    { "-daemonize", "detaches QEMU" },
+    { "-fw_cfg|name=opt/x,file=/etc/shadow", "outside the allowed" },
+    { "-fw_cfg|name=opt/x,string=hello", NULL },
+    { "-object|memory-backend-file,id=m,mem-path=/dev/shm/x,size=1G", "object 'memory-backend-file'" },
+    { "-object|memory-backend-ram,id=m,size=256M", NULL },
+    { "-object|rng-random,id=r,filename=/dev/urandom", NULL },
+    { "-object|rng-random,id=r,filename=/etc/shadow", "only /dev/urandom" },
+    { "-device|vfio-pci,host=01:00.0", "device 'vfio-pci'" },
+    { "-device|loader,file=/etc/shadow,addr=0x1000", "device 'loader'" },
+    { "-device|virtio-net-pci,romfile=/etc/shadow", "outside the allowed" },
+    { "-device|virtio-rng-pci", NULL },
+    { "-device|{\"driver\":\"vfio-pci\",\"host\":\"01:00.0\"}", "JSON form" },
+    { "-device|driver=vfio-pci,host=01:00.0", "device 'vfio-pci'" },
+    { "-global|virtio-net-pci.romfile=/etc/shadow", "outside the allowed" },
+    { "-machine|q35,dumpdtb=/etc/x", "machine key 'dumpdtb'" },
+    { "-machine|pc,accel=tcg", NULL },
+    { "-vnc|:0", "only 'none'" },
+    { "-spice|port=5900", "opens a display port" },
+    { "-display|gtk", "only 'none'" },
+    { "--plugin|/tmp/evil.so", "loads a host library" },
+    { "-frobnicate", "not an option the restore policy knows" },
+    { "OUTSIDE", "outside the allowed" },
+    { "-kernel", "no value" },
+    { "-device|virtio-net-pci,,romfile=/etc/shadow", NULL },
+};
+
+static void policy_files(char allowed[64], char outside[64])
+{
+    static char a[64], o[64];
+
+    if (!a[0]) {
+        int fd;
+        snprintf(a, sizeof(a), "/tmp/vmc-unit-allowed.XXXXXX");
+        snprintf(o, sizeof(o), "/tmp/vmc-unit-outside.XXXXXX");
+        if (mkdtemp(a) && mkdtemp(o)) {
+            char f[96];
+            snprintf(f, sizeof(f), "%s/vmlinuz", a);
+            if ((fd = open(f, O_CREAT | O_WRONLY, 0600)) >= 0)
+                close(fd);
+            snprintf(f, sizeof(f), "%s/vmlinuz", o);
+            if ((fd = open(f, O_CREAT | O_WRONLY, 0600)) >= 0)
+                close(fd);
+        }
+    }
+    snprintf(allowed, 64, "%s", a);
+    snprintf(outside, 64, "%s", o);
+}
+
+/* Replaces ALLOWED and OUTSIDE in w (cap bytes). */
+static void policy_word(char *w, size_t cap, const char *a, const char *o)
+{
+    const char *tok[3] = { "ALLOWED", "OUTSIDE", "ALLOWDIR" };
+    char out[512], f[96];
+
+    for (int t = 0; t < 3; t++) {
+        char *p = strstr(w, tok[t]);
+        if (!p)
+            continue;
+        if (t == 2)
+            snprintf(f, sizeof(f), "%s", a);
+        else
+            snprintf(f, sizeof(f), "%s/vmlinuz", t ? o : a);
+        snprintf(out, sizeof(out), "%.*s%s%s", (int)(p - w), w, f,
+                 p + strlen(tok[t]));
+        snprintf(w, cap, "%s", out);
+    }
+}
+
+static int t_policy_qemu(void)
+{
+    struct vmc_policy *pol = vmc_policy_new();
+    struct vmc_image_meta m = { .backend = VMC_BACKEND_QEMU };
+    char a[64], o[64];
+
+    policy_files(a, o);
+    REQUIRE(pol && vmc_policy_allow_dir(NULL, pol, a) == 0, "policy");
+    for (size_t i = 0; i < sizeof(qemu_rules) / sizeof(qemu_rules[0]); i++) {
+        struct vmc_ctx *ctx = vmc_ctx_new();
+        json_t *argv = json_array(), *cfg;
+        char words[1024], *save = NULL, *s;
+        int rc;
+        snprintf(words, sizeof(words), "%s", qemu_rules[i].argv);
+        for (char *w = strtok_r(words, "|", &save); w;
+             w = strtok_r(NULL, "|", &save)) {
+            char buf[512];
+            snprintf(buf, sizeof(buf), "%s", w);
+            policy_word(buf, sizeof(buf), a, o);
+            json_array_append_new(argv, json_string(buf));
+        }
+        cfg = json_pack("{s:o, s:s, s:s}", "argv", argv, "qemu", "/bin/sh",
+                        "cwd", "/");
+        s = json_dumps(cfg, JSON_COMPACT);
+        rc = vmc_config_check(ctx, &m, VMC_CFG_QEMU_JSON, (const uint8_t *)s,
+                              strlen(s), pol);
+        free(s);
+        json_decref(cfg);
+        if (qemu_rules[i].needle ? rc != VMC_E_INVAL ||
+                                   !strstr(vmc_ctx_error(ctx), qemu_rules[i].needle)
+                                 : rc != 0) {
+            snprintf(why, sizeof(why), "'%s': want %s, got %d '%s'",
+                     qemu_rules[i].argv,
+                     qemu_rules[i].needle ? qemu_rules[i].needle : "accepted", rc,
+                     vmc_ctx_error(ctx));
+            vmc_ctx_free(ctx);
+            vmc_policy_free(pol);
+            return -1;
+        }
+        vmc_ctx_free(ctx);
+    }
+    vmc_policy_free(pol);
+    return 0;
+}
+
+/* libxl configs: the keys that run, pass through or open something. */
+static const struct {
+    const char *json, *needle;
+} xen_rules[] = {
+    { "{\"c_info\":{\"name\":\"g\"},\"b_info\":{\"kernel\":\"/x\","
+      "\"type.pv\":{\"kernel\":\"/boot/k\"}},\"nics\":[{\"bridge\":\"br0\"}]}",
+      NULL },
+    { "{\"b_info\":{\"bootloader\":\"/bin/sh\"}}", "bootloader" },
+    { "{\"b_info\":{\"type.pv\":{\"bootloader\":\"pygrub\"}}}",
+      "type.pv.bootloader" },
+    { "{\"b_info\":{\"device_model\":\"/tmp/qemu\"}}", "device-model binary" },
+    { "{\"b_info\":{\"device_model_stubdomain\":\"True\"}}", "stub domain" },
+    { "{\"b_info\":{\"device_model_stubdomain\":\"False\"}}", NULL },
+    { "{\"b_info\":{\"extra\":[\"-plugin\",\"/x.so\"]}}", "device-model arguments" },
+    { "{\"nics\":[{\"script\":\"/tmp/evil\"}]}", "hotplug script" },
+    { "{\"disks\":[{\"pdev_path\":\"/etc/shadow\"}]}", "outside the allowed" },
+    { "{\"pcidevs\":[{\"bus\":1}]}", "host PCI devices" },
+    { "{\"pcidevs\":[]}", NULL },
+    { "{\"b_info\":{\"irqs\":[5]}}", "interrupts" },
+    { "{\"channels\":[{\"name\":\"c\"}]}", "host sockets" },
+    { "{\"vfbs\":[{\"vnc\":{\"enable\":\"True\"}}]}", "display port" },
+    { "{\"b_info\":{\"type.hvm\":{\"serial\":\"file:/etc/x\"}}}", "'file:/etc/x'" },
+    { "{\"b_info\":{\"type.hvm\":{\"serial\":\"pty\",\"usbdevice_list\":[\"tablet\"]}}}", NULL },
+    { "{\"b_info\":{\"type.hvm\":{\"usbdevice\":\"host:1234:5678\"}}}", "host:1234" },
+    { "[1,2]", "not a JSON object" },
+    { "{\"a\":1,\"a\":2}", "not JSON" },
+};
+
+static int t_policy_xen(void)
+{
+    struct vmc_image_meta m = { .backend = VMC_BACKEND_XEN };
+
+    for (size_t i = 0; i < sizeof(xen_rules) / sizeof(xen_rules[0]); i++) {
+        struct vmc_ctx *ctx = vmc_ctx_new();
+        const char *j = xen_rules[i].json;
+        int rc = vmc_config_check(ctx, &m, VMC_CFG_LIBXL_JSON,
+                                  (const uint8_t *)j, strlen(j), NULL);
+        if (xen_rules[i].needle ? rc >= 0 ||
+                                  !strstr(vmc_ctx_error(ctx), xen_rules[i].needle)
+                                : rc != 0) {
+            snprintf(why, sizeof(why), "%s: want %s, got %d '%s'", j,
+                     xen_rules[i].needle ? xen_rules[i].needle : "accepted", rc,
+                     vmc_ctx_error(ctx));
+            vmc_ctx_free(ctx);
+            return -1;
+        }
+        vmc_ctx_free(ctx);
+    }
+    return 0;
+}
+
+/* What vmimage config prints: this host's binary, never the image's; the
+ * argv quoted for a shell; vmckpt's own options and the sandbox. */
+static int t_config_show(void)
+{
+    struct vmc_image_meta m = { .backend = VMC_BACKEND_QEMU };
+    const char *cfg = "{\"argv\":[\"-m\",\"256\",\"-append\",\"a b'c\"],"
+                      "\"qemu\":\"/bin/sh\",\"cwd\":\"/\"}";
+    char *text = NULL;
+    int rc;
+
+    snprintf(m.name, sizeof(m.name), "web01");
+    rc = vmc_config_show(NULL, &m, VMC_CFG_QEMU_JSON, (const uint8_t *)cfg,
+                         strlen(cfg), &text);
+    REQUIRE(rc == 0 && text, "show: %d", rc);
+    REQUIRE(!strstr(text, "/bin/sh") && strstr(text, "qemu-system") &&
+            strstr(text, "-m 256 -append 'a b'\\''c' -name web01") &&
+            strstr(text, "-sandbox on,obsolete=deny,elevateprivileges=deny,"
+                         "spawn=deny,resourcecontrol=deny") &&
+            strstr(text, "-incoming defer"), "text: %s", text);
+    free(text);
+    return 0;
+}
+
 int main(void)
 {
     if (setup_keys() < 0) {
@@ -1390,6 +1620,9 @@ int main(void)
     run("kdf_caps", t_kdf_caps);
     run("rekey_header_only", t_rekey);
     run("record_layer_rules", t_record_rules);
+    run("restore_policy_qemu", t_policy_qemu);
+    run("restore_policy_xen", t_policy_xen);
+    run("restore_config_show", t_config_show);
     run("header_fields", t_header_fields);
     run("pipe_stream", t_pipe);
     run("adaptive_level", t_adaptive);

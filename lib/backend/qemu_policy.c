@@ -1,0 +1,521 @@
+/*
+ * qemu_policy.c - what a QEMU command line from an image may ask for.
+ *
+ * A recorded (or an admin's --config) QEMU argv is data.  Before any QEMU
+ * starts for a restore, every option in it is looked up here: an option
+ * that only shapes the virtual machine passes; an option that reaches
+ * outside it (host files, host devices, sockets, scripts, monitors,
+ * plugins, the process itself) is refused, naming the option, unless it
+ * is one of the few with a checked form (a host file under an allowed
+ * directory, a network backend without scripts or host ports).  An
+ * option that the table does not know is refused: the table is an
+ * allow-list, so a QEMU option added after it was written cannot slip
+ * through.  vmckpt(5), "RESTORE POLICY", is the user's copy of this table.
+ *
+ * Owns: the option table and the checks of option values.
+ * Must not: start anything, or trust a path before it resolved it.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "qemu.h"
+
+#define path_ok policy_path_ok
+
+/* ---- QEMU's key=value,... option strings ---------------------------------- */
+
+/* Calls fn for each key and value of s (",," is a comma in a value); the
+ * first element without '=' gets key implied (NULL: a flag "on"). */
+static int kv_each(const char *s, const char *implied,
+                   int (*fn)(void *arg, const char *k, const char *v), void *arg)
+{
+    char key[PATH_MAX + 64], val[PATH_MAX + 64];
+    int first = 1;
+
+    while (*s) {
+        size_t kl = 0, vl = 0;
+        const char *eq = NULL, *p = s;
+        int rc;
+        for (; *p && !(*p == ',' && p[1] != ','); p++) {
+            if (*p == ',')          /* ",," */
+                p++;
+            if (*p == '=' && !eq)
+                eq = p;
+        }
+        if (eq) {
+            kl = (size_t)(eq - s);
+            if (kl >= sizeof(key))
+                return -1;
+            memcpy(key, s, kl);
+            key[kl] = '\0';
+            for (const char *q = eq + 1; q < p && vl < sizeof(val) - 1; q++) {
+                val[vl++] = *q;
+                if (*q == ',')
+                    q++;            /* ",," -> "," */
+            }
+        } else {
+            const char *k = first && implied ? implied : NULL;
+            for (const char *q = s; q < p && vl < sizeof(val) - 1; q++) {
+                val[vl++] = *q;
+                if (*q == ',')
+                    q++;
+            }
+            val[vl] = '\0';
+            if (k) {
+                snprintf(key, sizeof(key), "%s", k);
+            } else {                /* a bare flag: "key" means key=on */
+                snprintf(key, sizeof(key), "%s", val);
+                snprintf(val, sizeof(val), "on");
+                vl = 2;
+            }
+        }
+        val[vl] = '\0';
+        if ((rc = fn(arg, key, val)) != 0)
+            return rc;
+        first = 0;
+        s = *p ? p + 1 : p;
+    }
+    return 0;
+}
+
+/* ---- the checks of one option's value ------------------------------------- */
+
+struct chk {
+    struct vmc_ctx *ctx;
+    const struct vmc_policy *pol;
+    const char *opt;          /* "-netdev", for messages */
+    const char *type;         /* the implied key's value once seen */
+    const char *why;          /* set by a refusing callback */
+    char whybuf[160];
+    int rc;
+};
+
+static int in(const char *s, const char *const *list)
+{
+    for (; *list; list++) {
+        size_t l = strlen(*list);
+        if (l && (*list)[l - 1] == '*' ? !strncmp(s, *list, l - 1)
+                                       : !strcmp(s, *list))
+            return 1;
+    }
+    return 0;
+}
+
+static int refuse(struct chk *c, const char *fmt, const char *a)
+{
+    snprintf(c->whybuf, sizeof(c->whybuf), fmt, a);
+    c->why = c->whybuf;
+    return 1;
+}
+
+/* Keys naming a host file: checked against the allowed directories. */
+static int file_key(struct chk *c, const char *k, const char *v)
+{
+    char what[200];
+
+    snprintf(what, sizeof(what), "%s %s=", c->opt, k);
+    if (path_ok(c->ctx, c->pol, what, v, 0) < 0) {
+        c->rc = VMC_E_INVAL;
+        return 1;
+    }
+    return 0;
+}
+
+static const char *const block_drivers[] = {
+    "raw", "qcow2", "qcow", "qed", "vdi", "vmdk", "vhdx", "vpc", "file",
+    "null-co", "null-aio", "throttle", "copy-on-read", "compress",
+    "preallocate", NULL,
+};
+
+/* -drive and -blockdev: image files under allowed directories, image
+ * formats only (no host_device, nbd, ssh, http, vvfat, blkdebug ...). */
+static int block_kv(void *arg, const char *k, const char *v)
+{
+    struct chk *c = arg;
+    size_t l = strlen(k);
+
+    if (!strncmp(k, "backing", 7) || !strcmp(k, "data-file") ||
+        strstr(k, "x-data-file") || !strcmp(k, "config"))
+        return refuse(c, "'%s' names another image (refused)", k);
+    if (!strcmp(k, "driver") || !strcmp(k, "format") ||
+        (l > 7 && !strcmp(k + l - 7, ".driver")))
+        return in(v, block_drivers) ? 0 :
+               refuse(c, "block driver '%s' reaches outside the VM", v);
+    if (!strcmp(k, "file") || !strcmp(k, "filename") ||
+        (l > 9 && !strcmp(k + l - 9, ".filename")))
+        return file_key(c, k, v);
+    if (!strcmp(k, "locking") || !strcmp(k, "aio") || strstr(k, "cache") ||
+        !strcmp(k, "if") || !strcmp(k, "media") || !strcmp(k, "index") ||
+        !strcmp(k, "id") || !strcmp(k, "node-name") || !strcmp(k, "bus") ||
+        !strcmp(k, "unit") || !strcmp(k, "readonly") ||
+        !strcmp(k, "read-only") || !strcmp(k, "auto-read-only") ||
+        !strcmp(k, "snapshot") || !strcmp(k, "serial") || !strcmp(k, "werror") ||
+        !strcmp(k, "rerror") || !strcmp(k, "discard") ||
+        !strcmp(k, "detect-zeroes") || !strcmp(k, "copy-on-read") ||
+        !strcmp(k, "force-share") || !strncmp(k, "throttling.", 11) ||
+        !strncmp(k, "bps", 3) || !strncmp(k, "iops", 4) ||
+        !strcmp(k, "group") || !strcmp(k, "throttle-group") ||
+        !strcmp(k, "addr") || !strcmp(k, "cyls") || !strcmp(k, "heads") ||
+        !strcmp(k, "secs") || !strcmp(k, "trans") || !strcmp(k, "file.aio") ||
+        !strcmp(k, "file.locking"))
+        return 0;
+    return refuse(c, "key '%s' is not in the restore policy", k);
+}
+
+/* -netdev / -nic: no scripts, helpers, passed fds or host ports. */
+static int net_kv(void *arg, const char *k, const char *v)
+{
+    struct chk *c = arg;
+    static const char *const user_ok[] = {
+        "id", "type", "net", "host", "dhcpstart", "dns", "dnssearch",
+        "domainname", "ipv4", "ipv6", "ipv6-net", "ipv6-prefix",
+        "ipv6-prefixlen", "ipv6-host", "ipv6-dns", "hostname", "restrict",
+        "mac", "model", "romfile", NULL,
+    };
+    static const char *const tap_ok[] = {
+        "id", "type", "ifname", "script", "downscript", "queues", "vnet_hdr",
+        "sndbuf", "vhost", "poll-us", "mac", "model", "romfile", NULL,
+    };
+
+    if (!strcmp(k, "type")) {
+        if (strcmp(v, "user") && strcmp(v, "tap") && strcmp(v, "none"))
+            return refuse(c, "network backend '%s' reaches outside the VM", v);
+        c->type = strcmp(v, "user") ? strcmp(v, "tap") ? "none" : "tap" : "user";
+        return 0;
+    }
+    if (!c->type)
+        return refuse(c, "%s", "no network backend type first");
+    if (!strcmp(k, "romfile"))
+        return file_key(c, k, v);
+    if (!strcmp(c->type, "tap")) {
+        if ((!strcmp(k, "script") || !strcmp(k, "downscript")) &&
+            strcmp(v, "no"))
+            return refuse(c, "tap %s= runs a host program: only 'no'", k);
+        if (!strcmp(k, "vhost") && strcmp(v, "off"))
+            return refuse(c, "%s", "tap vhost= needs /dev/vhost-net: only 'off'");
+        return in(k, tap_ok) ? 0 :
+               refuse(c, "tap key '%s' reaches outside the VM", k);
+    }
+    return in(k, user_ok) ? 0 :
+           refuse(c, "user-network key '%s' reaches outside the VM (host "
+                  "ports, host files or programs)", k);
+}
+
+/* -device: host pass-through and host-side back ends are refused. */
+static int device_kv(void *arg, const char *k, const char *v)
+{
+    struct chk *c = arg;
+    static const char *const host_drivers[] = {
+        "vfio-*", "usb-host", "u2f-passthru", "vhost-*", "*vhost-user*",
+        "ivshmem*", "virtio-9p*", "scsi-generic", "scsi-block", "loader",
+        "guest-loader", "virtio-input-host*", "tpm-*", "xen-*", "pci-assign",
+        "kvm-pci-assign", "vmgenid", "usb-redir", "spapr-*", "virtio-vhost*",
+        "vhost-vdpa*", "virtio-fs*", NULL,
+    };
+
+    if (!strcmp(k, "driver")) {
+        if (in(v, host_drivers))
+            return refuse(c, "device '%s' reaches the host (pass-through or "
+                          "a host back end)", v);
+        return 0;
+    }
+    if (!strcmp(k, "romfile"))
+        return file_key(c, k, v);
+    return 0;
+}
+
+/* -object: the QOM types that shape the VM only. */
+static int object_kv(void *arg, const char *k, const char *v)
+{
+    struct chk *c = arg;
+    static const char *const ok[] = {
+        "memory-backend-ram", "memory-backend-memfd", "rng-builtin",
+        "rng-random", "iothread", "throttle-group", "main-loop",
+        "thread-context", NULL,
+    };
+
+    if (!strcmp(k, "qom-type")) {
+        if (!in(v, ok))
+            return refuse(c, "object '%s' reaches outside the VM", v);
+        c->type = !strcmp(v, "rng-random") ? "rng-random" : "other";
+        return 0;
+    }
+    if (!strcmp(k, "filename") && c->type && !strcmp(c->type, "rng-random"))
+        return strcmp(v, "/dev/urandom") && strcmp(v, "/dev/random") ?
+               refuse(c, "rng-random filename '%s': only /dev/urandom or "
+                      "/dev/random", v) : 0;
+    if (!strcmp(k, "mem-path") || !strcmp(k, "filename") || !strcmp(k, "file") ||
+        !strcmp(k, "dir") || !strcmp(k, "chardev"))
+        return refuse(c, "object key '%s' reaches outside the VM", k);
+    return 0;
+}
+
+/* -chardev: back ends with no host side. */
+static int chardev_kv(void *arg, const char *k, const char *v)
+{
+    struct chk *c = arg;
+    static const char *const ok[] = { "null", "ringbuf", "memory", "msmouse",
+                                      "wctablet", NULL };
+
+    if (!strcmp(k, "backend"))
+        return in(v, ok) ? 0 :
+               refuse(c, "character device back end '%s' reaches outside the "
+                      "VM (files, sockets, terminals)", v);
+    if (!strcmp(k, "logfile") || !strcmp(k, "path"))
+        return refuse(c, "chardev key '%s' writes a host file", k);
+    if (!strcmp(k, "id") && !strncmp(v, "vmckpt", 6))
+        return refuse(c, "chardev id '%s' is vmckpt's own", v);
+    return 0;
+}
+
+/* -machine: everything but the keys that write or read host files. */
+static int machine_kv(void *arg, const char *k, const char *v)
+{
+    struct chk *c = arg;
+
+    (void)v;
+    if (!strcmp(k, "dumpdtb") || !strcmp(k, "dtb") || !strcmp(k, "firmware") ||
+        !strcmp(k, "memory-backend-file"))
+        return refuse(c, "machine key '%s' names a host file", k);
+    return 0;
+}
+
+/* -boot, -fw_cfg, -smbios, -acpitable: their file keys are host files. */
+static int filekeys_kv(void *arg, const char *k, const char *v)
+{
+    struct chk *c = arg;
+
+    if (!strcmp(k, "file") || !strcmp(k, "splash") || !strcmp(k, "data"))
+        return file_key(c, k, v);
+    return 0;
+}
+
+/* -global DRIVER.PROP=VALUE: a romfile is a host file; the drivers are
+ * checked where they are created (-device). */
+static int check_global(struct chk *c, const char *v)
+{
+    const char *dot = strchr(v, '.'), *eq = strchr(v, '=');
+
+    if (!dot || !eq || eq < dot)
+        return refuse(c, "%s", "not DRIVER.PROP=VALUE");
+    if (!strncmp(dot + 1, "romfile=", 8))
+        return file_key(c, "romfile", eq + 1);
+    return 0;
+}
+
+/* ---- the table ------------------------------------------------------------ */
+
+enum kind {
+    ANY,                      /* the value (if any) only shapes the VM */
+    PATH,                     /* a host file under an allowed directory */
+    DIRPATH,                  /* a host directory under one */
+    NONE_ONLY,                /* only "none" (or "null") */
+    KV,                       /* key=value,... through fn */
+    GLOBAL,
+    DENY,                     /* reaches outside the VM */
+    OURS,                     /* vmckpt sets it itself */
+};
+
+struct qopt {
+    const char *name;
+    int arg;                  /* takes a value */
+    enum kind kind;
+    const char *implied;      /* KV: the key of a first bare element */
+    int (*fn)(void *, const char *, const char *);
+    const char *why;          /* DENY: what it reaches */
+};
+
+static const struct qopt qopts[] = {
+    /* the machine itself */
+    { "m", 1, ANY, NULL, NULL, NULL },
+    { "smp", 1, ANY, NULL, NULL, NULL },
+    { "cpu", 1, ANY, NULL, NULL, NULL },
+    { "machine", 1, KV, "type", machine_kv, NULL },
+    { "M", 1, KV, "type", machine_kv, NULL },
+    { "accel", 1, ANY, NULL, NULL, NULL },
+    { "enable-kvm", 0, ANY, NULL, NULL, NULL },
+    { "numa", 1, ANY, NULL, NULL, NULL },
+    { "rtc", 1, ANY, NULL, NULL, NULL },
+    { "overcommit", 1, ANY, NULL, NULL, NULL },
+    { "mem-prealloc", 0, ANY, NULL, NULL, NULL },
+    { "icount", 1, ANY, NULL, NULL, NULL },
+    { "global", 1, GLOBAL, NULL, NULL, NULL },
+    { "k", 1, ANY, NULL, NULL, NULL },
+    { "vga", 1, ANY, NULL, NULL, NULL },
+    { "usb", 0, ANY, NULL, NULL, NULL },
+    { "nodefaults", 0, ANY, NULL, NULL, NULL },
+    { "no-user-config", 0, ANY, NULL, NULL, NULL },
+    { "no-reboot", 0, ANY, NULL, NULL, NULL },
+    { "no-shutdown", 0, ANY, NULL, NULL, NULL },
+    { "no-acpi", 0, ANY, NULL, NULL, NULL },
+    { "no-hpet", 0, ANY, NULL, NULL, NULL },
+    { "action", 1, ANY, NULL, NULL, NULL },
+    { "watchdog-action", 1, ANY, NULL, NULL, NULL },
+    { "msg", 1, ANY, NULL, NULL, NULL },
+    { "seed", 1, ANY, NULL, NULL, NULL },
+    { "snapshot", 0, ANY, NULL, NULL, NULL },
+    { "S", 0, ANY, NULL, NULL, NULL },
+    { "d", 1, ANY, NULL, NULL, NULL },
+    { "append", 1, ANY, NULL, NULL, NULL },
+    { "boot", 1, KV, "order", filekeys_kv, NULL },
+    { "fw_cfg", 1, KV, NULL, filekeys_kv, NULL },
+    { "smbios", 1, KV, NULL, filekeys_kv, NULL },
+    { "acpitable", 1, KV, NULL, filekeys_kv, NULL },
+    /* host files the VM reads */
+    { "kernel", 1, PATH, NULL, NULL, NULL },
+    { "initrd", 1, PATH, NULL, NULL, NULL },
+    { "dtb", 1, PATH, NULL, NULL, NULL },
+    { "bios", 1, PATH, NULL, NULL, NULL },
+    { "pflash", 1, PATH, NULL, NULL, NULL },
+    { "L", 1, DIRPATH, NULL, NULL, NULL },
+    { "cdrom", 1, PATH, NULL, NULL, NULL },
+    { "hda", 1, PATH, NULL, NULL, NULL },
+    { "hdb", 1, PATH, NULL, NULL, NULL },
+    { "hdc", 1, PATH, NULL, NULL, NULL },
+    { "hdd", 1, PATH, NULL, NULL, NULL },
+    { "fda", 1, PATH, NULL, NULL, NULL },
+    { "fdb", 1, PATH, NULL, NULL, NULL },
+    { "drive", 1, KV, NULL, block_kv, NULL },
+    { "blockdev", 1, KV, NULL, block_kv, NULL },
+    /* devices and their back ends */
+    { "device", 1, KV, "driver", device_kv, NULL },
+    { "netdev", 1, KV, "type", net_kv, NULL },
+    { "nic", 1, KV, "type", net_kv, NULL },
+    { "object", 1, KV, "qom-type", object_kv, NULL },
+    { "chardev", 1, KV, "backend", chardev_kv, NULL },
+    { "net", 1, NONE_ONLY, NULL, NULL, NULL },
+    { "display", 1, NONE_ONLY, NULL, NULL, NULL },
+    { "vnc", 1, NONE_ONLY, NULL, NULL, NULL },
+    { "serial", 1, NONE_ONLY, NULL, NULL, NULL },
+    { "parallel", 1, NONE_ONLY, NULL, NULL, NULL },
+    { "monitor", 1, NONE_ONLY, NULL, NULL, NULL },
+    { "audiodev", 1, NONE_ONLY, NULL, NULL, NULL },
+    /* vmckpt's own */
+    { "name", 1, OURS, NULL, NULL, NULL },
+    { "uuid", 1, OURS, NULL, NULL, NULL },
+    { "qmp", 1, OURS, NULL, NULL, NULL },
+    { "incoming", 1, OURS, NULL, NULL, NULL },
+    { "sandbox", 1, OURS, NULL, NULL, NULL },
+    { "runas", 1, OURS, NULL, NULL, NULL },
+    /* outside the VM */
+    { "plugin", 1, DENY, NULL, NULL, "loads a host library into QEMU" },
+    { "readconfig", 1, DENY, NULL, NULL, "reads a host config file" },
+    { "writeconfig", 1, DENY, NULL, NULL, "writes a host file" },
+    { "add-fd", 1, DENY, NULL, NULL, "names host file descriptors" },
+    { "daemonize", 0, DENY, NULL, NULL, "detaches QEMU from vmckpt" },
+    { "pidfile", 1, DENY, NULL, NULL, "writes a host file" },
+    { "D", 1, DENY, NULL, NULL, "writes a host file" },
+    { "trace", 1, DENY, NULL, NULL, "writes host files" },
+    { "chroot", 1, DENY, NULL, NULL, "changes QEMU's root" },
+    { "run-with", 1, DENY, NULL, NULL, "changes QEMU's user or root" },
+    { "mon", 1, DENY, NULL, NULL, "adds a monitor" },
+    { "gdb", 1, DENY, NULL, NULL, "opens a debugger port" },
+    { "s", 0, DENY, NULL, NULL, "opens a debugger port" },
+    { "spice", 1, DENY, NULL, NULL, "opens a display port" },
+    { "nographic", 0, DENY, NULL, NULL, "puts a monitor on QEMU's stdio" },
+    { "mem-path", 1, DENY, NULL, NULL, "maps host files as guest memory" },
+    { "virtfs", 1, DENY, NULL, NULL, "shares a host directory" },
+    { "fsdev", 1, DENY, NULL, NULL, "shares a host directory" },
+    { "tpmdev", 1, DENY, NULL, NULL, "passes a host TPM through" },
+    { "set", 1, DENY, NULL, NULL, "rewrites other options" },
+    { "loadvm", 1, DENY, NULL, NULL, "loads a host snapshot" },
+    { "option-rom", 1, DENY, NULL, NULL, "loads a host file" },
+    { "usbdevice", 1, DENY, NULL, NULL, "may pass a host device through" },
+    { "semihosting", 0, DENY, NULL, NULL, "gives the guest host calls" },
+    { "semihosting-config", 1, DENY, NULL, NULL, "gives the guest host calls" },
+    { "iscsi", 1, DENY, NULL, NULL, "connects to a host network target" },
+    { "xen-domid", 1, DENY, NULL, NULL, "attaches to Xen" },
+    { "xen-attach", 0, DENY, NULL, NULL, "attaches to Xen" },
+    { NULL, 0, ANY, NULL, NULL, NULL },
+};
+
+static const struct qopt *qopt_find(const char *name)
+{
+    for (const struct qopt *o = qopts; o->name; o++)
+        if (!strcmp(o->name, name))
+            return o;
+    return NULL;
+}
+
+/* One option and its value (NULL if it takes none). */
+static int check_one(struct vmc_ctx *ctx, const struct vmc_policy *pol,
+                     const struct qopt *o, const char *opt, const char *v)
+{
+    struct chk c = { .ctx = ctx, .pol = pol, .opt = opt };
+    int r;
+
+    switch (o->kind) {
+    case ANY:
+        return 0;
+    case PATH:
+    case DIRPATH:
+        return path_ok(ctx, pol, opt, v, o->kind == DIRPATH);
+    case NONE_ONLY:
+        if (!strcmp(v, "none") || !strcmp(v, "null"))
+            return 0;
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s %s: only 'none' is allowed "
+                             "by the restore policy (it reaches outside the "
+                             "VM; vmckpt gives the console itself)", opt, v);
+    case GLOBAL:
+        r = check_global(&c, v);
+        break;
+    case KV:
+        if (v[0] == '{')            /* QEMU's JSON form: not parsed here */
+            return vmc_set_error(ctx, VMC_E_INVAL, "%s: the JSON form is "
+                                 "refused by the restore policy (write "
+                                 "key=value,...)", opt);
+        r = kv_each(v, o->implied, o->fn, &c);
+        if (r < 0)
+            return vmc_set_error(ctx, VMC_E_INVAL, "%s %s: cannot be parsed",
+                                 opt, v);
+        break;
+    case OURS:
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s: set by vmckpt itself, not "
+                             "by a domain config", opt);
+    case DENY:
+    default:
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s: %s (refused by the "
+                             "restore policy)", opt, o->why);
+    }
+    if (c.rc)
+        return c.rc;                /* file_key set ctx */
+    if (r)
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s %s: %s (refused by the "
+                             "restore policy)", opt, v, c.why);
+    return 0;
+}
+
+int qemu_policy_check(struct vmc_ctx *ctx, const json_t *argv,
+                      const struct vmc_policy *pol)
+{
+    size_t n = json_array_size(argv);
+
+    if (!json_is_array(argv))
+        return vmc_set_error(ctx, VMC_E_INVAL, "domain config: no argv");
+    for (size_t i = 0; i < n; i++) {
+        const char *a = json_string_value(json_array_get(argv, i)), *name, *v;
+        const struct qopt *o;
+        if (!a)
+            return vmc_set_error(ctx, VMC_E_INVAL, "domain config: argv[%zu] "
+                                 "is not a string", i);
+        if (a[0] != '-') {          /* a bare file: QEMU's -hda */
+            if (path_ok(ctx, pol, "disk image", a, 0) < 0)
+                return VMC_E_INVAL;
+            continue;
+        }
+        name = a + 1 + (a[1] == '-');
+        if (!(o = qopt_find(name)))
+            return vmc_set_error(ctx, VMC_E_INVAL, "%s: not an option the "
+                                 "restore policy knows (refused)", a);
+        v = NULL;
+        if (o->arg) {
+            if (i + 1 >= n || !(v = json_string_value(json_array_get(argv, i + 1))))
+                return vmc_set_error(ctx, VMC_E_INVAL, "%s: no value", a);
+            i++;
+        }
+        if (check_one(ctx, pol, o, a, v) < 0)
+            return VMC_E_INVAL;
+    }
+    return 0;
+}

@@ -1,0 +1,149 @@
+/*
+ * xen_policy.c - what a libxl domain config from an image may ask for.
+ *
+ * The JSON is libxl's own (libxl_domain_config_to_json), read here as data
+ * without libxl, so that a host without the Xen backend can still say what
+ * an image would ask for.  The check walks every object, whatever its
+ * nesting ("type.hvm", devices), and refuses the keys that make the
+ * restoring dom0 run a program, pass host hardware or files through, or
+ * open host ports; vmckpt(5), "RESTORE POLICY", lists them.
+ *
+ * Owns: the libxl config keys a restore refuses.
+ * Must not: call libxl.
+ */
+#include <string.h>
+
+#include "backend.h"
+
+/* Keys whose mere presence with a value (non-empty string, list or true)
+ * reaches outside the VM. */
+static const struct {
+    const char *key;
+    const char *why;
+} deny[] = {
+    { "bootloader", "runs a program in dom0 (bootloader)" },
+    { "bootloader_args", "runs a program in dom0 (bootloader)" },
+    { "device_model", "names the device-model binary" },
+    { "device_model_override", "names the device-model binary" },
+    { "device_model_user", "chooses the device model's user" },
+    { "device_model_stubdomain", "replaces the device model (stub domain)" },
+    { "stubdomain_kernel", "loads a host file (stub domain kernel)" },
+    { "stubdomain_ramdisk", "loads a host file (stub domain ramdisk)" },
+    { "stubdomain_cmdline", "configures a stub domain" },
+    { "extra", "adds device-model arguments" },
+    { "extra_pv", "adds device-model arguments" },
+    { "extra_hvm", "adds device-model arguments" },
+    { "script", "runs a hotplug script in dom0" },
+    { "pcidevs", "passes host PCI devices through" },
+    { "dtdevs", "passes host devices through" },
+    { "ioports", "passes host I/O ports through" },
+    { "irqs", "passes host interrupts through" },
+    { "iomem", "passes host memory through" },
+    { "rdms", "passes host memory regions through" },
+    { "usbdevs", "passes host USB devices through" },
+    { "vtpms", "attaches a TPM back end" },
+    { "p9s", "shares a host directory" },
+    { "pvcallsifs", "gives the guest host sockets" },
+    { "channels", "connects host sockets or files" },
+    { "vsnds", "attaches host sound" },
+    { "soundhw", "attaches host sound" },
+    { "spice", "opens a display port" },
+    { "sdl", "opens a display on the host" },
+    { "vnc", "opens a display port" },
+    { "vfbs", "opens a display port" },
+    { "smbios_firmware", "loads a host file" },
+    { "acpi_firmware", "loads a host file" },
+    { "system_firmware", "loads a host file" },
+};
+
+/* A value that asks for something: a non-empty string or list, true, an
+ * object with "enable" true, any number but 0. */
+static int set(const json_t *v)
+{
+    const char *s;
+
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        s = json_string_value(v);
+        return *s && strcmp(s, "False") && strcmp(s, "default");
+    case JSON_ARRAY:
+        return json_array_size(v) > 0;
+    case JSON_OBJECT: {
+        const json_t *e = json_object_get(v, "enable");
+        return e ? set(e) : json_object_size(v) > 0;
+    }
+    case JSON_TRUE:
+        return 1;
+    case JSON_INTEGER:
+        return json_integer_value(v) != 0;
+    default:
+        return 0;
+    }
+}
+
+/* HVM serial ports and USB devices: the emulated ones only. */
+static int serial_ok(const char *s)
+{
+    return !strcmp(s, "pty") || !strcmp(s, "none") || !strcmp(s, "null");
+}
+
+static int usb_ok(const char *s)
+{
+    return !strcmp(s, "tablet") || !strcmp(s, "mouse") ||
+           !strcmp(s, "keyboard");
+}
+
+static int walk(struct vmc_ctx *ctx, const struct vmc_policy *pol,
+                const json_t *o, const char *where)
+{
+    const char *k;
+    json_t *v;
+
+    if (json_is_array(o)) {
+        size_t i;
+        json_array_foreach(o, i, v)
+            if (walk(ctx, pol, v, where) < 0)
+                return VMC_E_INVAL;
+        return 0;
+    }
+    if (!json_is_object(o))
+        return 0;
+    json_object_foreach((json_t *)o, k, v) {
+        for (size_t i = 0; i < sizeof(deny) / sizeof(deny[0]); i++)
+            if (!strcmp(k, deny[i].key) && set(v))
+                return vmc_set_error(ctx, VMC_E_INVAL, "libxl config %s%s%s: "
+                                     "%s (refused by the restore policy)",
+                                     where, *where ? "." : "", k, deny[i].why);
+        if (!strcmp(k, "serial") || !strcmp(k, "usbdevice")) {
+            const char *s = json_string_value(v);
+            if (s && !(k[0] == 's' ? serial_ok(s) : usb_ok(s)))
+                return vmc_set_error(ctx, VMC_E_INVAL, "libxl config %s: '%s' "
+                                     "reaches outside the VM (refused by the "
+                                     "restore policy)", k, s);
+        }
+        if (!strcmp(k, "serial_list") || !strcmp(k, "usbdevice_list")) {
+            size_t i;
+            json_t *e;
+            json_array_foreach(v, i, e) {
+                const char *s = json_string_value(e);
+                if (s && !(k[0] == 's' ? serial_ok(s) : usb_ok(s)))
+                    return vmc_set_error(ctx, VMC_E_INVAL, "libxl config %s: "
+                                         "'%s' reaches outside the VM (refused "
+                                         "by the restore policy)", k, s);
+            }
+        }
+        if (!strcmp(k, "pdev_path") && json_string_value(v) &&
+            policy_path_ok(ctx, pol, "libxl config disk",
+                           json_string_value(v), 0) < 0)
+            return VMC_E_INVAL;
+        if (walk(ctx, pol, v, k) < 0)
+            return VMC_E_INVAL;
+    }
+    return 0;
+}
+
+int xen_policy_check(struct vmc_ctx *ctx, const json_t *cfg,
+                     const struct vmc_policy *pol)
+{
+    return walk(ctx, pol, cfg, "");
+}

@@ -1,0 +1,189 @@
+#!/bin/bash
+# attack.sh - vmckpt tried as an attacker would (issue 11, tests/attack/).
+#
+# The attacker knows the restoring host's public recipient (it is public by
+# design) and seals images to it with vmckpt's own writer (forge.c).  Each
+# case asserts what the tool says (exit status, one line naming the cause)
+# and that nothing was spawned or touched: no marker file written by a
+# program the image names, no QEMU started, no instance left in the
+# registry.  Prints PASS:/FAIL:/SKIP: lines.
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+B=$ROOT/build
+FORGE=$B/tests/forge
+T=$(mktemp -d /tmp/vmc-attack.XXXXXX)
+export VMCKPT_RUNDIR=$T/run VMCKPT_LOGDIR=$T/log
+unset VMCKPT_ALLOW_DIRS
+trap 'for d in "$VMCKPT_RUNDIR"/[0-9]*; do [ -f "$d/qemu.pid" ] && kill -9 "$(cat "$d/qemu.pid")" 2>/dev/null; done; rm -rf "$T"' EXIT
+cd "$T"
+
+pass() { echo "PASS: attack/$1${2:+ ($2)}"; }
+fail() { echo "FAIL: attack/$1: $2"; }
+skip() { echo "SKIP: attack/$1: $2"; }
+
+run() {
+    local want=$1; shift
+    "$@" >out 2>err
+    rc=$?
+    [ "$rc" = "$want" ]
+}
+one_line() { [ "$(grep -c '' err)" = 1 ]; }
+MARK=$T/pwned
+# nothing spawned, nothing touched: no marker, no instance, no QEMU of ours
+untouched() {
+    WHY=""
+    [ -e "$MARK" ] && WHY="$WHY the marker $MARK exists;"
+    [ -n "$(ls "$VMCKPT_RUNDIR" 2>/dev/null | grep -v '^\.')" ] &&
+        WHY="$WHY an instance is left in the registry: $(ls "$VMCKPT_RUNDIR");"
+    pgrep -f -- "$T" >/dev/null && WHY="$WHY a process names $T: $(pgrep -af -- "$T" | head -2);"
+    [ -z "$WHY" ]
+}
+
+for t in "$FORGE" "$B/vmrestore" "$B/vmimage"; do
+    [ -x "$t" ] || { echo "FAIL: attack/setup: $t is not built (make test-bins)"; exit 0; }
+done
+REC=$("$B/vmimage" keygen -o host.key)
+mkdir -p guest
+: > guest/vmlinuz
+printf '#!/bin/sh\ntouch %s\n' "$MARK" > evil.sh
+chmod 755 evil.sh
+BASE='"-m","64","-display","none","-nodefaults","-nic","none"'
+
+# ---- 1. the reported attack: the image names /bin/sh as its hypervisor ----
+t=config_names_a_shell
+"$FORGE" "$REC" sh.vmimg qemu \
+    "{\"qemu\":\"/bin/sh\",\"cwd\":\"/\",\"argv\":[\"-c\",\"touch $MARK\"]}"
+if run 1 "$B/vmrestore" -i host.key sh.vmimg && one_line &&
+   grep -q "^vmrestore: sh.vmimg: -c: not an option the restore policy knows (refused); no domain created$" err &&
+   untouched; then pass $t "$(cat err)"
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
+# The binary and directory are this host's: an image naming its own QEMU
+# (here a script that writes the marker) gets the host's QEMU, which then
+# refuses the junk stream.  The script never runs.
+t=config_names_its_own_binary
+"$FORGE" "$REC" bin.vmimg qemu "{\"qemu\":\"$T/evil.sh\",\"cwd\":\"/\",\"argv\":[$BASE]}"
+if run 1 "$B/vmrestore" -i host.key bin.vmimg && one_line &&
+   grep -q "qemu refused the stream\|QEMU failed\|qemu exited" err && untouched
+then pass $t "$(cut -c1-120 err)"
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
+t=config_show_uses_this_hosts_binary
+if run 0 "$B/vmimage" config -i host.key bin.vmimg && ! grep -q evil.sh out &&
+   grep -q '^qemu-system-x86_64 -m 64 ' out && grep -q -- '-sandbox on,obsolete=deny' out &&
+   grep -q '^policy:  accepted$' out; then pass $t
+else fail $t "rc=$rc $(cat out err)"; fi
+
+# ---- 2. every option that reaches outside the VM, refused by name ---------
+while IFS='|' read -r name opt val needle; do
+    case "$name" in '#'*|'') continue ;; esac
+    t="qemu_option_$name"
+    v=${val//MARK/$MARK}
+    v=${v//\"/\\\"}                 # a JSON string
+    rm -rf "$VMCKPT_RUNDIR"
+    "$FORGE" "$REC" opt.vmimg qemu "{\"argv\":[$BASE,\"$opt\"${v:+,\"$v\"}]}"
+    if run 1 "$B/vmrestore" -i host.key opt.vmimg && one_line &&
+       grep -qF -- "$needle" err && untouched; then pass "$t"
+    else fail "$t" "rc=$rc $(cat err) $WHY"; fi
+done <<'EOF'
+# name|option|value|substring of the refusal
+tap_script|-netdev|tap,id=t0,script=MARK|-netdev tap,id=t0,script=
+bridge_helper|-netdev|bridge,id=b0,br=br0|network backend 'bridge'
+user_hostfwd|-netdev|user,id=n0,hostfwd=tcp::2222-:22|key 'hostfwd'
+user_smb|-netdev|user,id=n0,smb=/|key 'smb'
+plugin|-plugin|/tmp/evil.so|-plugin: loads a host library
+readconfig|-readconfig|/etc/qemu.conf|-readconfig: reads a host config
+add_fd|-add-fd|fd=3,set=1|-add-fd: names host file descriptors
+sandbox_off|-sandbox|off|-sandbox: set by vmckpt itself
+runas|-runas|root|-runas: set by vmckpt itself
+run_with|-run-with|user=root|-run-with: changes QEMU's user
+daemonize|-daemonize||-daemonize: detaches QEMU
+chardev_socket|-chardev|socket,id=c,path=/run/x.sock,server=on|back end 'socket'
+chardev_file|-chardev|file,id=c,path=MARK|back end 'file'
+serial_file|-serial|file:MARK|only 'none'
+monitor_tcp|-monitor|tcp:127.0.0.1:4444,server=on,wait=off|only 'none'
+qmp|-qmp|tcp:127.0.0.1:4444|-qmp: set by vmckpt itself
+fw_cfg_file|-fw_cfg|name=opt/x,file=/etc/shadow|outside the allowed directories
+drive_host_file|-drive|file=/etc/shadow,format=raw,if=virtio|outside the allowed directories
+drive_host_device|-drive|file=/dev/null,format=raw|not a regular file
+drive_nbd|-drive|file=nbd:127.0.0.1:10809,format=raw|a protocol, not a file
+blockdev_host_device|-blockdev|driver=host_device,node-name=d,filename=/dev/sda|block driver 'host_device'
+kernel_outside|-kernel|/etc/shadow|-kernel /etc/shadow: outside the allowed directories
+memory_backend_file|-object|memory-backend-file,id=m,mem-path=/dev/shm/x,size=64M|object 'memory-backend-file'
+vfio|-device|vfio-pci,host=0000:01:00.0|device 'vfio-pci'
+loader|-device|loader,file=/etc/shadow,addr=0x100000|device 'loader'
+device_json|-device|{"driver":"vfio-pci","host":"0000:01:00.0"}|the JSON form is refused
+gdb|-gdb|tcp::1234|-gdb: opens a debugger port
+vnc|-vnc|:0|only 'none'
+virtfs|-virtfs|local,path=/,mount_tag=r,security_model=none|-virtfs: shares a host directory
+unknown|-frobnicate||not an option the restore policy knows
+EOF
+
+# A host file the admin allowed: the check passes, QEMU starts (and refuses
+# the junk stream): the allowed directory is the admin's, not the image's.
+t=allowed_dir_is_the_admins
+"$FORGE" "$REC" k.vmimg qemu "{\"argv\":[$BASE,\"-kernel\",\"$T/guest/vmlinuz\"]}"
+if run 1 "$B/vmrestore" -i host.key k.vmimg && grep -q 'outside the allowed directories' err &&
+   run 1 "$B/vmrestore" -i host.key --allow-dir "$T/guest" k.vmimg &&
+   ! grep -q 'restore policy' err && untouched; then pass $t
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
+t=allowed_dir_symlink_escape
+ln -s /etc guest/etc
+"$FORGE" "$REC" l.vmimg qemu "{\"argv\":[$BASE,\"-initrd\",\"$T/guest/etc/shadow\"]}"
+if run 1 "$B/vmrestore" -i host.key --allow-dir "$T/guest" l.vmimg && one_line &&
+   grep -q 'outside the allowed directories' err && untouched; then pass $t
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
+# ---- 3. the admin's own config: used instead of the recorded one, and
+# checked the same way ----------------------------------------------------
+t=local_config_replaces_the_recorded
+printf '{"argv":[%s]}\n' "$BASE" > good.json
+if run 1 "$B/vmrestore" -i host.key --config good.json sh.vmimg &&
+   ! grep -q 'restore policy' err && untouched &&
+   printf '{"argv":[%s,"-plugin","/tmp/x.so"]}\n' "$BASE" > bad.json &&
+   run 1 "$B/vmrestore" -i host.key --config bad.json sh.vmimg &&
+   grep -q -- '-plugin: loads a host library' err && untouched; then pass $t
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
+t=allowed_dirs_file_writable_by_others
+# the policy file is root's: one that another user can write widens nothing
+if [ -w /etc ] && [ ! -e /etc/vmckpt/allowed_dirs ]; then
+    mkdir -p /etc/vmckpt
+    printf '%s\n' "$T/guest" > /etc/vmckpt/allowed_dirs
+    chmod 666 /etc/vmckpt/allowed_dirs
+    run 1 "$B/vmrestore" -i host.key k.vmimg
+    ok=$?
+    msg=$(cat err)
+    rm -f /etc/vmckpt/allowed_dirs
+    if [ $ok = 0 ] && grep -q 'allowed_dirs: writable by another user' err; then pass $t
+    else fail $t "rc=$rc $msg"; fi
+else
+    skip $t "/etc/vmckpt/allowed_dirs exists or /etc is not writable"
+fi
+
+# ---- 4. Xen: the libxl config keys that run or pass through --------------
+while IFS='|' read -r name json needle; do
+    case "$name" in '#'*|'') continue ;; esac
+    t="xen_config_$name"
+    "$FORGE" "$REC" x.vmimg xen "$json"
+    if run 1 "$B/vmimage" config -i host.key x.vmimg && grep -qF -- "$needle" err &&
+       grep -q '^policy:  refused$' out && untouched; then pass "$t"
+    else fail "$t" "rc=$rc $(cat err) $WHY"; fi
+    if "$B/vmrestore" --help | grep -q 'Backends in this build: .*xen'; then
+        t="xen_restore_$name"
+        if run 1 "$B/vmrestore" -i host.key x.vmimg && one_line &&
+           grep -qF -- "$needle" err && untouched; then pass "$t"
+        else fail "$t" "rc=$rc $(cat err) $WHY"; fi
+    fi
+done <<'EOF'
+bootloader|{"c_info":{"name":"evil"},"b_info":{"type.pv":{"bootloader":"/bin/sh","bootloader_args":["-c","id"]}}}|bootloader: runs a program in dom0
+device_model|{"c_info":{"name":"evil"},"b_info":{"device_model":"/tmp/evil"}}|device_model: names the device-model binary
+stubdomain|{"c_info":{"name":"evil"},"b_info":{"device_model_stubdomain":"True","stubdomain_kernel":"/etc/shadow"}}|refused by the restore policy
+nic_script|{"c_info":{"name":"evil"},"nics":[{"bridge":"xenbr0","script":"/tmp/evil"}]}|nics.script: runs a hotplug script
+disk_script|{"c_info":{"name":"evil"},"disks":[{"vdev":"xvda","script":"/tmp/evil"}]}|disks.script: runs a hotplug script
+pci|{"c_info":{"name":"evil"},"pcidevs":[{"func":0,"dev":1,"bus":2}]}|passes host PCI devices through
+disk_outside|{"c_info":{"name":"evil"},"disks":[{"pdev_path":"/etc/shadow","vdev":"xvda"}]}|outside the allowed directories
+EOF
+
+echo "attack: done in $T"
