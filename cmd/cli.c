@@ -401,7 +401,6 @@ int cli_parse_uint(const char *s, unsigned long long max, unsigned long long *v)
 /* ---- console bridge ---------------------------------------------------- */
 
 #include <poll.h>
-#include <regex.h>
 #include <dirent.h>
 #include <libgen.h>
 #include <sys/stat.h>
@@ -505,84 +504,117 @@ int cli_strftime_path(const char *in, char *out, size_t cap)
     return 0;
 }
 
-/* The basename pattern as an anchored POSIX ERE. */
-static int pattern_regex(const char *pat, regex_t *re)
-{
-    char rx[2048];
-    size_t k = 0;
+/* The conversions a --keep pattern may hold: each has one width and one
+ * class of characters, so that a name matches it exactly or not at all,
+ * and together they give back the time the name was made from. */
+static const char exact_conv[] = "YmdHMSyjFT%";
 
-    rx[k++] = '^';
-    for (const char *p = pat; *p && k < sizeof(rx) - 40; p++) {
-        const char *add = NULL;
-        char lit[3];
-        if (*p == '%' && p[1]) {
-            switch (*++p) {
-            case 'Y': add = "[0-9]{4}"; break;
-            case 'm': case 'd': case 'H': case 'M': case 'S': case 'y':
-            case 'I': case 'U': case 'W': case 'V': add = "[0-9]{2}"; break;
-            case 'j': add = "[0-9]{3}"; break;
-            case 's': add = "[0-9]+"; break;
-            case 'F': add = "[0-9]{4}-[0-9]{2}-[0-9]{2}"; break;
-            case 'T': add = "[0-9]{2}:[0-9]{2}:[0-9]{2}"; break;
-            case '%': add = "%"; break;
-            default: add = "[^/]+"; break;
+const char *cli_pattern_inexact(const char *pattern)
+{
+    static char bad[3];
+    const char *base = strrchr(pattern, '/');
+
+    base = base ? base + 1 : pattern;
+    for (const char *p = base; *p; p++)
+        if (*p == '%') {
+            if (!p[1] || !strchr(exact_conv, p[1])) {
+                snprintf(bad, sizeof(bad), "%%%c", p[1] ? p[1] : ' ');
+                return bad;
             }
-        } else if (strchr(".[]()*+?{}|^$\\", *p)) {
-            lit[0] = '\\';
-            lit[1] = *p;
-            lit[2] = '\0';
-            add = lit;
-        } else {
-            lit[0] = *p;
-            lit[1] = '\0';
-            add = lit;
+            p++;
         }
-        size_t l = strlen(add);
-        memcpy(rx + k, add, l);
-        k += l;
-    }
-    rx[k++] = '$';
-    rx[k] = '\0';
-    return regcomp(re, rx, REG_EXTENDED | REG_NOSUB) ? -1 : 0;
+    return NULL;
+}
+
+/* The time a name was made from with pattern (its basename), or -1 if
+ * the name is not exactly one the pattern makes. */
+static time_t name_time(const char *pat, const char *name)
+{
+    struct tm tm = { .tm_isdst = -1, .tm_mday = 1 };
+    const char *end = strptime(name, pat, &tm);
+    char back[1024];
+
+    if (!end || *end)
+        return -1;
+    /* strptime is lenient (widths, spaces): the name must be exactly what
+     * strftime makes of the time it read */
+    if (strftime(back, sizeof(back), pat, &tm) == 0 || strcmp(back, name))
+        return -1;
+    return mktime(&tm);
 }
 
 struct cand {
     char name[512];
-    time_t mtime;
+    time_t t;
 };
 
 static int cand_cmp(const void *a, const void *b)
 {
     const struct cand *x = a, *y = b;
 
-    if (x->mtime != y->mtime)
-        return x->mtime < y->mtime ? 1 : -1;        /* newest first */
+    if (x->t != y->t)
+        return x->t < y->t ? 1 : -1;              /* newest first */
     return -strcmp(x->name, y->name);
 }
 
-int cli_retention(const char *pattern, const char *written, int keep)
+static void note_skip(struct cli_retained *r, const char *name, const char *why)
+{
+    if (r->nskipped < (int)(sizeof(r->skipped) / sizeof(r->skipped[0]))) {
+        snprintf(r->skipped[r->nskipped].name, sizeof(r->skipped[0].name), "%s",
+                 name);
+        r->skipped[r->nskipped].why = why;
+    }
+    r->nskipped++;
+}
+
+/* Is dir/name (through dirfd, no symlink followed) one of our images? */
+static const char *not_ours(int dfd, const char *name, struct stat *st)
+{
+    struct vmc_ctx *ctx;
+    struct vmc_header *h = NULL;
+    int fd, ok;
+
+    if (fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW) < 0)
+        return "cannot be read";
+    if (!S_ISREG(st->st_mode))
+        return "not a regular file";
+    if (st->st_uid != geteuid())
+        return "owned by another user";
+    if ((fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0)
+        return "cannot be read";
+    ctx = vmc_ctx_new();
+    ok = ctx && vmc_header_read(ctx, fd, &h) == 0;
+    vmc_header_free(h);
+    vmc_ctx_free(ctx);
+    close(fd);
+    return ok ? NULL : "not a vmckpt image";
+}
+
+int cli_retention(const char *pattern, const char *written, int keep,
+                  struct cli_retained *r)
 {
     char *pc = strdup(pattern), *pb = strdup(pattern), *wb = strdup(written);
     const char *dir = dirname(pc), *base = basename(pb), *wbase = basename(wb);
     struct cand *c = NULL;
-    regex_t re;
     DIR *d = NULL;
     struct dirent *e;
     size_t n = 0, cap = 0;
-    int removed = 0;
+    int dfd = -1;
 
-    if (!strchr(base, '%') || pattern_regex(base, &re) < 0)
+    memset(r, 0, sizeof(*r));
+    if (!strchr(base, '%') || cli_pattern_inexact(base) ||
+        !(d = opendir(dir)) || (dfd = dirfd(d)) < 0)
         goto out;
-    if (!(d = opendir(dir)))
-        goto out_re;
     while ((e = readdir(d))) {
         struct stat st;
-        char p[1024];
-        if (regexec(&re, e->d_name, 0, NULL, 0) != 0)
+        const char *why;
+        time_t t = name_time(base, e->d_name);
+        if (t == (time_t)-1 || !strcmp(e->d_name, wbase))
+            continue;               /* not a name this pattern makes */
+        if ((why = not_ours(dfd, e->d_name, &st))) {
+            note_skip(r, e->d_name, why);
             continue;
-        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-        if (lstat(p, &st) < 0 || !S_ISREG(st.st_mode))
-            continue;
+        }
         if (n == cap) {
             struct cand *nc = realloc(c, (cap = cap ? cap * 2 : 16) * sizeof(*c));
             if (!nc)
@@ -590,22 +622,21 @@ int cli_retention(const char *pattern, const char *written, int keep)
             c = nc;
         }
         snprintf(c[n].name, sizeof(c[n].name), "%s", e->d_name);
-        c[n].mtime = st.st_mtime;
+        c[n].t = t;
         n++;
     }
     qsort(c, n, sizeof(*c), cand_cmp);
-    for (size_t i = 0, kept = 0; i < n; i++) {
-        char p[1024];
-        if (!strcmp(c[i].name, wbase) || (int)kept < keep - 1) {
-            kept += strcmp(c[i].name, wbase) != 0;
+    /* the image just written counts as the newest one kept */
+    for (size_t i = (size_t)(keep > 1 ? keep - 1 : 0); i < n; i++) {
+        if (unlinkat(dfd, c[i].name, 0) < 0) {
+            note_skip(r, c[i].name, "cannot be removed");
             continue;
         }
-        snprintf(p, sizeof(p), "%s/%s", dir, c[i].name);
-        if (unlink(p) == 0)
-            removed++;
+        if (r->nremoved < (int)(sizeof(r->removed) / sizeof(r->removed[0])))
+            snprintf(r->removed[r->nremoved], sizeof(r->removed[0]), "%s",
+                     c[i].name);
+        r->nremoved++;
     }
-out_re:
-    regfree(&re);
 out:
     if (d)
         closedir(d);
@@ -613,7 +644,7 @@ out:
     free(pc);
     free(pb);
     free(wb);
-    return removed;
+    return r->nremoved;
 }
 
 void cli_rounds_add(void *arg, const struct vmc_round *r)

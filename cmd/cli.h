@@ -127,9 +127,24 @@ int cli_console(int fd, const char *what);
 
 /* Expands strftime patterns in path (when it holds a '%'). */
 int cli_strftime_path(const char *in, char *out, size_t cap);
-/* After a successful save to `written` from `pattern`: removes all but the
- * `keep` newest files in the same directory that match the pattern. */
-int cli_retention(const char *pattern, const char *written, int keep);
+/* The first conversion of a --keep pattern that cannot be matched
+ * exactly ("%u"), or NULL if every one can. */
+const char *cli_pattern_inexact(const char *pattern);
+/* After a successful save to `written` from `pattern`: keeps the `keep`
+ * newest images (by the time in their names) and removes the rest.  Only
+ * regular files owned by this user, whose header is a vmckpt image and
+ * whose name is exactly one the pattern makes; the others are skipped,
+ * with the reason, into r.  Returns the count removed. */
+struct cli_retained {
+    int nremoved, nskipped;
+    char removed[64][256];
+    struct {
+        char name[256];
+        const char *why;
+    } skipped[64];
+};
+int cli_retention(const char *pattern, const char *written, int keep,
+                  struct cli_retained *r);
 
 /* Flag set by cli_signals_flag() handlers. */
 extern volatile int cli_interrupted;

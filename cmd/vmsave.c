@@ -165,8 +165,10 @@ static void on_opt(int id, const char *arg, void *u)
 }
 
 static void summary(const struct args *a, const char *file,
-                    const struct vmc_save_result *r, int removed)
+                    const struct vmc_save_result *r,
+                    const struct cli_retained *kept)
 {
+    int removed = kept ? kept->nremoved : 0;
     /* With FILE "-" stdout carries the image: summaries go to stderr. */
     FILE *out = strcmp(file, "stdout") ? stdout : stderr;
 
@@ -184,6 +186,17 @@ static void summary(const struct args *a, const char *file,
         json_object_set_new(j, "rounds", rounds_json(&a->rounds));
         json_object_set_new(j, "forced_stop", json_boolean(r->forced_stop));
         json_object_set_new(j, "removed", json_integer(removed));
+        if (kept) {
+            json_t *rm = json_array(), *sk = json_array();
+            for (int i = 0; i < kept->nremoved && i < 64; i++)
+                json_array_append_new(rm, json_string(kept->removed[i]));
+            for (int i = 0; i < kept->nskipped && i < 64; i++)
+                json_array_append_new(sk, json_pack("{s:s, s:s}", "file",
+                                                    kept->skipped[i].name,
+                                                    "why", kept->skipped[i].why));
+            json_object_set_new(j, "removed_files", rm);
+            json_object_set_new(j, "skipped", sk);
+        }
         /* the names every tool uses ("file", "bytes_written": kept) */
         json_object_set_new(j, "image", json_string(file));
         json_object_set_new(j, "stream_bytes", json_integer((json_int_t)r->stream_bytes));
@@ -207,6 +220,9 @@ static void summary(const struct args *a, const char *file,
         if (removed)
             fprintf(out, "  removed %d older image%s (--keep %d)\n", removed,
                     removed == 1 ? "" : "s", a->keep);
+        for (int i = 0; kept && i < kept->nskipped && i < 64; i++)
+            fprintf(out, "  left %s: %s\n", kept->skipped[i].name,
+                    kept->skipped[i].why);
     }
 }
 
@@ -217,6 +233,7 @@ int main(int argc, char **argv)
     struct vmc_outfile *of = NULL;
     struct vmc_save_result res;
     struct cli_progress pr;
+    static struct cli_retained kept;
     char file[4096];
     const char *dom, *pattern;
     int n, rc;
@@ -267,6 +284,13 @@ int main(int argc, char **argv)
         return usage("refusing to write an image to a terminal");
     if (a.keep && (!strcmp(pattern, "-") || !strchr(pattern, '%')))
         return usage("--keep needs a FILE with a strftime pattern");
+    if (a.keep && cli_pattern_inexact(pattern)) {
+        char m[160];
+        snprintf(m, sizeof(m), "--keep: %s in the pattern cannot be matched "
+                 "exactly (use %%Y %%m %%d %%H %%M %%S %%y %%j %%F %%T)",
+                 cli_pattern_inexact(pattern));
+        return usage(m);
+    }
     if (cli_strftime_path(pattern, file, sizeof(file)) < 0) {
         cli_err(dom, "%s: bad strftime pattern", pattern);
         return 1;
@@ -299,8 +323,9 @@ int main(int argc, char **argv)
         return 1;
     }
     vmc_outfile_free(of);
-    summary(&a, strcmp(file, "-") ? file : "stdout", &res,
-            a.keep ? cli_retention(pattern, file, a.keep) : 0);
+    if (a.keep)
+        cli_retention(pattern, file, a.keep, &kept);
+    summary(&a, strcmp(file, "-") ? file : "stdout", &res, a.keep ? &kept : NULL);
     cli_rounds_free(&a.rounds);
     vmc_keys_free(a.keys);
     vmc_ctx_free(a.ctx);

@@ -186,4 +186,48 @@ pci|{"c_info":{"name":"evil"},"pcidevs":[{"func":0,"dev":1,"bus":2}]}|passes hos
 disk_outside|{"c_info":{"name":"evil"},"disks":[{"pdev_path":"/etc/shadow","vdev":"xvda"}]}|outside the allowed directories
 EOF
 
+# ---- 5. --keep in a shared sticky directory -------------------------------
+# Another user plants names the pattern makes (a "newer" image of theirs, a
+# symlink to a file of root's); root's retention must touch only root's own
+# images, by the time in their names, and say what it left.
+t=retention_sticky_directory
+if command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then
+    S=$T/sticky
+    mkdir -p "$S" && chmod 1777 "$S"
+    chmod 755 "$T"
+    ID=$("$B/vmctl" start tiny -machine none -display none -nodefaults -m 16 2>err)
+    "$B/vmsave" --checkpoint -r "$REC" tiny "$S/db-20200101T000000.vmimg" 2>>err
+    cp -p "$S/db-20200101T000000.vmimg" "$S/db-20210101T000000.vmimg"
+    echo text > "$S/db-20190101T000000.vmimg"
+    cp "$S/db-20200101T000000.vmimg" attacker.vmimg && chmod 644 attacker.vmimg
+    as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; }
+    as_nobody cp attacker.vmimg "$S/db-20990101T000000.vmimg"
+    as_nobody ln -s /etc/passwd "$S/db-20300101T000000.vmimg"
+    touch -d 2100-01-01 "$S/db-20200101T000000.vmimg"    # mtime means nothing
+    cp -p /etc/passwd passwd.before
+    if run 0 "$B/vmsave" --checkpoint --keep 2 --json -r "$REC" tiny \
+           "$S/db-%Y%m%dT%H%M%S.vmimg" &&
+       python3 - out "$S" <<'PY' && cmp -s /etc/passwd passwd.before
+import json, os, sys
+j = json.loads(open(sys.argv[1]).read())
+left = sorted(os.listdir(sys.argv[2]))
+assert j["removed_files"] == ["db-20200101T000000.vmimg"], j
+why = {s["file"]: s["why"] for s in j["skipped"]}
+assert why == {"db-20990101T000000.vmimg": "owned by another user",
+               "db-20300101T000000.vmimg": "not a regular file",
+               "db-20190101T000000.vmimg": "not a vmckpt image"}, why
+assert "db-20210101T000000.vmimg" in left and "db-20990101T000000.vmimg" in left, left
+assert "db-20200101T000000.vmimg" not in left, left
+PY
+    then pass $t "$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("removed", j["removed_files"], "left", [s["file"] for s in j["skipped"]])' out)"
+    else fail $t "rc=$rc $(cat out err) $(ls -l "$S")"; fi
+    t=retention_inexact_pattern
+    if run 2 "$B/vmsave" --checkpoint --keep 2 -r "$REC" tiny "$S/db-%u-%Y.vmimg" &&
+       grep -q -- '--keep: %u in the pattern cannot be matched exactly' err; then pass $t
+    else fail $t "rc=$rc $(cat err)"; fi
+    "$B/vmctl" destroy tiny >/dev/null 2>&1
+else
+    skip $t "no setpriv or no user nobody"
+fi
+
 echo "attack: done in $T"

@@ -793,7 +793,7 @@ s9() {
         { fail $n "vmimage keygen --symmetric: $(err s9.keygen)"; return; }
     echo keep >"$d/notes.txt"
     echo keep >"$d/web-latest.vmimg"                # does not match the pattern
-    echo old >"$d/web-20000101T000000.vmimg"        # matches, the oldest
+    echo old >"$d/web-20000101T000000.vmimg"        # matches, not an image: left
     for i in 1 2 3; do
         [ $i = 1 ] || sleep 1.1                     # the pattern has seconds
         # the last with --json -v: stdout is one JSON line, with the count
@@ -805,11 +805,13 @@ s9() {
     done
     python3 -c 'import json, sys
 lines = open(sys.argv[1]).read().splitlines()
-assert len(lines) == 1 and json.loads(lines[0])["removed"] == 1, lines' \
+j = json.loads(lines[0])
+assert len(lines) == 1 and j["removed"] == 1 and len(j["removed_files"]) == 1, lines
+assert {"file": "web-20000101T000000.vmimg", "why": "not a vmckpt image"} in j["skipped"], j' \
         "$IO/s9.save3.out" 2>"$IO/s9.json.err" ||
         { fail $n "--json --keep stdout: $(tr '\n' '|' <"$IO/s9.save3.out")"; return; }
     now=$(ls "$d" | tr '\n' ' ')
-    want="notes.txt ${made[1]} ${made[2]} web-latest.vmimg "
+    want="notes.txt web-20000101T000000.vmimg ${made[1]} ${made[2]} web-latest.vmimg "
     [ "$now" = "$want" ] || { fail $n "after 3 saves with --keep 2: '$now', want '$want'"; return; }
     [ "${made[0]}" != "${made[1]}" ] && [ "${made[1]}" != "${made[2]}" ] ||
         { fail $n "the saves made ${made[*]}"; return; }
