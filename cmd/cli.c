@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +22,14 @@ int cli_quiet;
 #define PASS_MAX 1024
 
 void (*cli_help)(unsigned mask);
+
+void cli_harden(void)
+{
+    struct rlimit none = { 0, 0 };
+
+    setrlimit(RLIMIT_CORE, &none);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
 
 int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
               int flags, void (*fn)(int id, const char *arg, void *u), void *u,
@@ -101,6 +111,76 @@ void cli_print_options(FILE *f, const struct cli_opt *tab, unsigned mask)
                      tab[i].arg ? " " : "", tab[i].arg ? tab[i].arg : "");
         fprintf(f, "  %-28s %s\n", left, tab[i].help);
     }
+}
+
+/* Length of the well-formed printable UTF-8 sequence at s, or 0. */
+static size_t safe_char(const unsigned char *s)
+{
+    size_t len = *s < 0x80 ? 1 : (*s & 0xe0) == 0xc0 ? 2 :
+                 (*s & 0xf0) == 0xe0 ? 3 : (*s & 0xf8) == 0xf0 ? 4 : 0;
+    uint32_t c;
+
+    if (!len)
+        return 0;
+    if (len == 1)
+        return *s >= 0x20 && *s != 0x7f && *s != '\\';
+    c = *s & (0x7f >> len);
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        c = (c << 6) | (s[k] & 0x3f);
+    }
+    if ((len == 2 && c < 0x80) || (len == 3 && c < 0x800) ||
+        (len == 4 && c < 0x10000) || c > 0x10ffff ||
+        (c >= 0xd800 && c <= 0xdfff) || (c >= 0x80 && c <= 0x9f))
+        return 0;
+    return len;
+}
+
+void cli_put_safe(FILE *f, const char *s, int newlines)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    while (*p) {
+        size_t l = *p == '\n' && newlines ? 1 : safe_char(p);
+        if (l) {
+            fwrite(p, 1, l, f);
+            p += l;
+        } else if (*p == '\\') {
+            fputs("\\\\", f);
+            p++;
+        } else {
+            fprintf(f, "\\x%02x", *p++);
+        }
+    }
+}
+
+const char *cli_safe(const char *s)
+{
+    static char bufs[4][4200];
+    static int next;
+    char *out = bufs[next++ & 3];
+    size_t len = 0;
+    FILE *f;
+
+    if (strlen(s) > 1024) {
+        char cut[1028];
+        snprintf(cut, sizeof(cut), "%.1024s", s);
+        s = cut;                    /* (cut is copied below, before return) */
+        if (!(f = fmemopen(out, sizeof(bufs[0]), "w")))
+            return "?";
+        cli_put_safe(f, cut, 0);
+        fputs("...", f);
+    } else {
+        if (!(f = fmemopen(out, sizeof(bufs[0]), "w")))
+            return "?";
+        cli_put_safe(f, s, 0);
+    }
+    fflush(f);
+    len = (size_t)ftell(f);
+    fclose(f);
+    out[len < sizeof(bufs[0]) ? len : sizeof(bufs[0]) - 1] = '\0';
+    return out;
 }
 
 void cli_err(const char *obj, const char *fmt, ...)

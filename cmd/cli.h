@@ -9,6 +9,11 @@
 #include "../lib/vmckpt.h"
 
 extern const char *cli_prog;       /* "vmimage" */
+
+/* First thing in every main (the guardian too): decrypted guest memory and
+ * keys sit in this process, so no core dump (RLIMIT_CORE 0, not dumpable:
+ * no core, no ptrace by other users' processes). */
+void cli_harden(void);
 extern int cli_quiet;
 
 /* One option, declared once; help and getopt tables are generated. */
@@ -35,6 +40,13 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
               int flags, void (*fn)(int id, const char *arg, void *u), void *u,
               struct cli_bad *bad);
 void cli_print_options(FILE *f, const struct cli_opt *tab, unsigned mask);
+
+/* Text from an image (a label, names, a config) made safe for a terminal:
+ * control characters (C0, DEL, C1), bytes that are not UTF-8 and the
+ * backslash become \xNN (\\ for a backslash).  cli_safe: a static buffer
+ * (four in turn, each for 1 KiB of text: longer is cut with "..."). */
+void cli_put_safe(FILE *f, const char *s, int newlines); /* 1: keep \n */
+const char *cli_safe(const char *s);
 
 void cli_err(const char *obj, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -214,6 +214,7 @@ int main(int argc, char **argv)
     unsigned cmd = 0;
     int n, rc;
 
+    cli_harden();
     vmc_guard_dispatch(argc, argv);
     cli_prog = "vmctl";
     cli_help = help;

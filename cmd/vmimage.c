@@ -411,7 +411,7 @@ static void print_header(const struct vmc_header *h,
            vmc_aead_name(hi->aead),
            vmc_compression_name(hi->compression), hi->chunk_size);
     if (hi->label[0])
-        printf("label:       %s\n", hi->label);
+        printf("label:       %s\n", cli_safe(hi->label));
     for (int i = 0; i < hi->nslots; i++) {
         struct vmc_slot_info sl;
         vmc_header_slot(h, i, &sl);
@@ -439,17 +439,19 @@ static void print_summary(const struct vmc_summary *s)
         /* vmimage seal of a raw stream: no domain, nothing to restore */
         printf("content:     %s, a raw %s stream sealed by vmimage seal "
                "(no domain: unseal it, it cannot be restored)\n",
-               s->meta.name, vmc_stream_format_name(s->meta.stream_format));
+               cli_safe(s->meta.name),
+               vmc_stream_format_name(s->meta.stream_format));
     } else {
-        printf("domain:      %s  uuid %s\n", s->meta.name, u);
+        printf("domain:      %s  uuid %s\n", cli_safe(s->meta.name), u);
         printf("guest:       %s, %u vCPUs%s%s\n", mem, s->meta.vcpus,
-               s->meta.guest_type[0] ? ", " : "", s->meta.guest_type);
+               s->meta.guest_type[0] ? ", " : "", cli_safe(s->meta.guest_type));
         printf("backend:     %s%s%s, stream %s\n", vmc_backend_id_name(s->meta.backend),
-               s->meta.backend_version[0] ? " " : "", s->meta.backend_version,
+               s->meta.backend_version[0] ? " " : "",
+               cli_safe(s->meta.backend_version),
                vmc_stream_format_name(s->meta.stream_format));
     }
-    printf("saved:       %s on %s by vmckpt %s%s%s\n", when, s->meta.host,
-           s->meta.tool_version,
+    printf("saved:       %s on %s by vmckpt %s%s%s\n", when,
+           cli_safe(s->meta.host), cli_safe(s->meta.tool_version),
            s->meta.flags & VMC_IIF_LIVE ? ", live" : "",
            s->meta.flags & VMC_IIF_CHECKPOINT ? ", checkpoint" : "");
     printf("records:\n");
@@ -826,11 +828,14 @@ static int cmd_config(struct args *a, int argc, char **argv)
         cli_ctx_err(obj, a->ctx);
         goto out;
     }
-    printf("domain:  %s (backend %s)\n", m.name, vmc_backend_id_name(m.backend));
-    printf("%s\n%s\n", m.backend == VMC_BACKEND_QEMU ? "command:" :
-                                                     "libxl config:", text);
+    printf("domain:  %s (backend %s)\n%s\n", cli_safe(m.name),
+           vmc_backend_id_name(m.backend),
+           m.backend == VMC_BACKEND_QEMU ? "command:" : "libxl config:");
+    cli_put_safe(stdout, text, m.backend != VMC_BACKEND_QEMU);
+    printf("\n");
     if (vmc_config_check(a->ctx, &m, fmt, cfg, len, pol) < 0) {
         printf("policy:  refused\n");
+        fflush(stdout);
         cli_ctx_err(obj, a->ctx);
         goto out;
     }
@@ -966,6 +971,7 @@ int main(int argc, char **argv)
     unsigned mask = 0;
     int n, rc;
 
+    cli_harden();
     cli_prog = "vmimage";
     cli_help = help;
     memset(&a, 0, sizeof(a));

@@ -372,6 +372,7 @@ int main(int argc, char **argv)
     struct args a;
     int n;
 
+    cli_harden();
     vmc_guard_dispatch(argc, argv);
     cli_prog = "vmmigrate";
     cli_help = help;

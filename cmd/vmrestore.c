@@ -144,6 +144,7 @@ int main(int argc, char **argv)
     uint8_t *cfg = NULL;
     int n, fd, rc = 1;
 
+    cli_harden();
     vmc_guard_dispatch(argc, argv);
     cli_prog = "vmrestore";
     cli_help = help;

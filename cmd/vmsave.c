@@ -238,6 +238,7 @@ int main(int argc, char **argv)
     const char *dom, *pattern;
     int n, rc;
 
+    cli_harden();
     vmc_guard_dispatch(argc, argv);
     cli_prog = "vmsave";
     cli_help = help;

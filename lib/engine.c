@@ -126,12 +126,60 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
     }
 }
 
+/* The guardian's orders come through its pipe, never its command line:
+ * "G<backend>\n<domid>\n<was_running>\n<partial>\0" first, from the
+ * parent that forked it.  A command line (sudo, a wrapper) can name no
+ * file for it to remove and no domain for it to touch: sudo and such
+ * close inherited descriptors, and without a pipe on fd 3 holding those
+ * orders the process is not a guardian. */
+static int guard_orders(int fd, char *backend, size_t bn, int *domid,
+                        int *was_running, char *partial, size_t pn)
+{
+    char buf[4200], *f[4];
+    size_t n = 0;
+    struct stat st;
+
+    if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode))
+        return -1;
+    while (n < sizeof(buf) - 1) {           /* byte by byte: D; follows */
+        ssize_t r = read(fd, buf + n, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        if (buf[n++] == '\0')
+            break;
+    }
+    buf[n] = '\0';
+    if (n < 2 || buf[0] != 'G' || buf[n - 1] != '\0')
+        return -1;
+    f[0] = buf + 1;
+    for (int i = 1; i < 4; i++) {
+        if (!(f[i] = strchr(f[i - 1], '\n')))
+            return -1;
+        *f[i]++ = '\0';
+    }
+    if (strlen(f[0]) >= bn || strlen(f[3]) >= pn)
+        return -1;
+    snprintf(backend, bn, "%s", f[0]);
+    *domid = atoi(f[1]);
+    *was_running = atoi(f[2]);
+    snprintf(partial, pn, "%s", f[3]);
+    return 0;
+}
+
 void vmc_guard_dispatch(int argc, char **argv)
 {
-    if (argc < 5 || strcmp(argv[0], "vmckpt-guard"))
+    char backend[32], partial[4097];
+    int domid, was_running;
+
+    if (argc != 1 || strcmp(argv[0], "vmckpt-guard"))
         return;
+    if (guard_orders(3, backend, sizeof(backend), &domid, &was_running,
+                     partial, sizeof(partial)) < 0)
+        _exit(2);                   /* not a guardian after all: do nothing */
     prctl(PR_SET_NAME, "vmckpt-guard", 0, 0, 0);    /* not "vmsave" in ps */
-    guard_run(3, argv[1], atoi(argv[2]), atoi(argv[3]), argc > 4 ? argv[4] : "");
+    guard_run(3, backend, domid, was_running, partial);
     _exit(0);
 }
 
@@ -153,7 +201,6 @@ static int guard_start(struct vmc_ctx *ctx, const struct vmc_backend *be,
         return vmc_set_error(ctx, VMC_E_IO, "fork: %s", strerror(errno));
     }
     if (pid == 0) {
-        char id[16], wr[4];
         int nul = open("/dev/null", O_RDWR);
         setsid();
         signal(SIGINT, SIG_IGN);
@@ -171,16 +218,31 @@ static int guard_start(struct vmc_ctx *ctx, const struct vmc_backend *be,
         dup2(nul, 2);
         for (int fd = 4; fd < 1024; fd++)
             close(fd);
-        snprintf(id, sizeof(id), "%d", domid);
-        snprintf(wr, sizeof(wr), "%d", was_running);
-        execl("/proc/self/exe", "vmckpt-guard", be->name, id, wr,
-              partial ? partial : "", (char *)NULL);
-        guard_run(3, be->name, domid, was_running, partial);   /* no exec */
+        execl("/proc/self/exe", "vmckpt-guard", (char *)NULL);
+        {   /* no exec: read the orders as the exec'd guardian would */
+            char bn[32], pp[4097];
+            if (guard_orders(3, bn, sizeof(bn), &domid, &was_running, pp,
+                             sizeof(pp)) == 0)
+                guard_run(3, bn, domid, was_running, pp);
+        }
         _exit(0);
     }
     close(p[0]);
     g->pid = pid;
     g->fd = p[1];
+    {
+        char orders[4200];
+        int n = snprintf(orders, sizeof(orders), "G%s\n%d\n%d\n%s", be->name,
+                         domid, was_running, partial ? partial : "");
+        if (n < 0 || (size_t)n >= sizeof(orders) - 1 ||
+            write(g->fd, orders, (size_t)n + 1) != n + 1) {
+            close(g->fd);           /* EOF before orders: it does nothing */
+            g->fd = -1;
+            waitpid(pid, NULL, 0);
+            g->pid = -1;
+            return vmc_set_error(ctx, VMC_E_IO, "cannot start the guardian");
+        }
+    }
     return 0;
 }
 

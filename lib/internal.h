@@ -131,6 +131,9 @@ int io_write_full(struct vmc_ctx *ctx, int fd, const void *buf, size_t n,
  * (EPIPE when the peer has gone). */
 int write_all_nosig(int fd, const void *buf, size_t n);
 char *vmc_strdup(const char *s);
+/* 1 if s[0..n) is well-formed UTF-8 (no overlongs, surrogates or code
+ * points past U+10FFFF); with no_controls, also free of C0, DEL and C1. */
+int utf8_ok(const uint8_t *s, size_t n, int no_controls);
 /* "<UTC time>-<id>-<name>" for a log file named after a domain, whatever
  * its name holds ('/' and control characters become '_'). */
 void log_stem(char *out, size_t n, int id, const char *name);

@@ -223,6 +223,36 @@ int write_all_nosig(int fd, const void *buf, size_t n)
     return 0;
 }
 
+int utf8_ok(const uint8_t *s, size_t n, int no_controls)
+{
+    for (size_t i = 0; i < n;) {
+        uint32_t c = s[i], min;
+        size_t len;
+        if (c < 0x80) {
+            if (no_controls && (c < 0x20 || c == 0x7f))
+                return 0;
+            i++;
+            continue;
+        }
+        if ((c & 0xe0) == 0xc0) { len = 2; c &= 0x1f; min = 0x80; }
+        else if ((c & 0xf0) == 0xe0) { len = 3; c &= 0x0f; min = 0x800; }
+        else if ((c & 0xf8) == 0xf0) { len = 4; c &= 0x07; min = 0x10000; }
+        else return 0;
+        if (i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            c = (c << 6) | (s[i + k] & 0x3f);
+        }
+        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff) ||
+            (no_controls && c >= 0x80 && c <= 0x9f))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
 char *vmc_strdup(const char *s)
 {
     return s ? strdup(s) : NULL;

@@ -134,6 +134,9 @@ static int parse_body(struct vmc_ctx *ctx, struct vmc_header *h)
                              "length %u", off, h->h.label_len, h->h.header_len);
     memcpy(h->label, p + off, h->h.label_len);
     h->label[h->h.label_len] = '\0';
+    if (!utf8_ok(p + off, h->h.label_len, 0))
+        return vmc_set_error(ctx, VMC_E_FORMAT, "header @0x%zx: the label is "
+                             "not valid UTF-8", off);
     if (memchr(p + off, 0, h->h.label_len) ||
         !all_zero(p + off + h->h.label_len,
                   VMC_PAD8(h->h.label_len) - h->h.label_len))
@@ -590,6 +593,11 @@ static int hdr_build(struct vmc_ctx *ctx, const struct vmc_keys *keys,
     if (label && (strlen(label) > VMC_LABEL_MAX)) {
         rc = vmc_set_error(ctx, VMC_E_LIMIT, "label longer than %d bytes",
                            VMC_LABEL_MAX);
+        goto out;
+    }
+    if (label && !utf8_ok((const uint8_t *)label, strlen(label), 1)) {
+        rc = vmc_set_error(ctx, VMC_E_INVAL, "label: not UTF-8 text, or holds "
+                           "control characters");
         goto out;
     }
     if (chunk_size < VMC_CHUNK_MIN || chunk_size > VMC_CHUNK_MAX ||

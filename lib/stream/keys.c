@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -123,10 +124,20 @@ int vmc_keys_add_recipient(struct vmc_ctx *ctx, struct vmc_keys *keys,
     uint8_t pk[32];
     struct vmc_key *k;
 
-    if (key_decode(recipient, strlen(recipient), PFX_RECIPIENT, pk))
-        return vmc_set_error(ctx, VMC_E_INVAL,
-                             "%.60s: not a valid recipient (want vmc1...)",
-                             recipient);
+    if (key_decode(recipient, strlen(recipient), PFX_RECIPIENT, pk)) {
+        /* never echo what may be a secret (cron mail, journals): a key
+         * line is named, anything else shown by its first characters */
+        if (!strncasecmp(recipient, PFX_SECRET, strlen(PFX_SECRET)) ||
+            !strncasecmp(recipient, PFX_RAW, strlen(PFX_RAW)) ||
+            !strncasecmp(recipient, "VMCKPT-", 7))
+            return vmc_set_error(ctx, VMC_E_INVAL, "a secret key was given "
+                                 "where a recipient belongs: refused, and not "
+                                 "shown (a recipient is the public vmc1... "
+                                 "string of an identity)");
+        return vmc_set_error(ctx, VMC_E_INVAL, "'%.6s...' (%zu characters): "
+                             "not a valid recipient (want vmc1...)", recipient,
+                             strlen(recipient));
+    }
     for (int i = 0; i < keys->n; i++)      /* one slot per recipient */
         if (keys->k[i].kind == KEY_RECIPIENT && !memcmp(keys->k[i].pub, pk, 32))
             return 0;
@@ -136,9 +147,11 @@ int vmc_keys_add_recipient(struct vmc_ctx *ctx, struct vmc_keys *keys,
     return 0;
 }
 
-/* Reads a small key file into sodium memory; *buf is NUL-terminated. */
-static int slurp_secret(struct vmc_ctx *ctx, const char *path, char **buf,
-                        size_t *len)
+/* Reads a small key file into sodium memory; *buf is NUL-terminated.  A
+ * secret one (identities, raw keys) that group or others may read or
+ * write is refused, as ssh refuses such a private key. */
+static int slurp_secret(struct vmc_ctx *ctx, const char *path, int secret,
+                        char **buf, size_t *len)
 {
     int fd, rc = 0;
     struct stat st;
@@ -152,6 +165,13 @@ static int slurp_secret(struct vmc_ctx *ctx, const char *path, char **buf,
         return vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > KEYFILE_MAX) {
         rc = vmc_set_error(ctx, VMC_E_LIMIT, "%s: key file too large", path);
+        goto out;
+    }
+    if (secret && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        (st.st_mode & 077)) {
+        rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: a secret key file open to "
+                           "group or others (mode %04o): refused; make it 0600",
+                           path, (unsigned)(st.st_mode & 07777));
         goto out;
     }
     b = sodium_malloc(KEYFILE_MAX + 1);
@@ -243,7 +263,7 @@ static int load_key_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
     size_t len;
     int rc, n;
 
-    if ((rc = slurp_secret(ctx, path, &text, &len)) < 0)
+    if ((rc = slurp_secret(ctx, path, fn != recipient_line, &text, &len)) < 0)
         return rc;
     rc = each_line(ctx, keys, path, text, fn, &n);
     sodium_free(text);
@@ -303,8 +323,8 @@ int vmc_keys_add_keyfile(struct vmc_ctx *ctx, struct vmc_keys *keys,
     for (int i = before; i < keys->n; i++)
         if (keys->k[i].kind != KEY_RAW)
             return vmc_set_error(ctx, VMC_E_INVAL,
-                                 "%s: not a raw key file (an X25519 identity? "
-                                 "use -i to open, -r to seal)", path);
+                                 "%s: not a raw key file (an X25519 identity, "
+                                 "which opens with its own option?)", path);
     return 0;
 }
 

@@ -230,4 +230,85 @@ else
     skip $t "no setpriv or no user nobody"
 fi
 
+# ---- 8. the public label is untrusted text ---------------------------------
+# Shown without a key, so anyone who can write the file can set it: escape
+# sequences must not reach the terminal, and a label must be UTF-8.
+t=label_with_escapes
+"$B/vmimage" seal -r "$REC" --label LABELLABELLABELLABEL -o lab.vmimg /dev/null 2>/dev/null
+python3 - lab.vmimg <<'PY'
+import sys
+p = sys.argv[1]
+b = open(p, "rb").read()
+evil = b"\x1b[1A\x1b[2K\rheader OK\x07\x9b"   # 20 octets: CSI, bell, C1
+assert len(evil) == 20
+open(p, "wb").write(b.replace(b"LABELLABELLABELLABEL", evil))
+PY
+if run 1 "$B/vmimage" info lab.vmimg && grep -q 'not valid UTF-8' err; then
+    # \x9b alone is not UTF-8: refused.  Valid UTF-8 with the same escapes
+    # (the C1 byte now a '!') reads, and is shown escaped
+    python3 - lab.vmimg <<'PY'
+import sys
+p = sys.argv[1]
+b = open(p, "rb").read()
+i = b.find(b"\x1b[1A")
+open(p, "wb").write(b[:i+18] + b"\x07!" + b[i+20:])
+PY
+    if run 0 "$B/vmimage" info lab.vmimg && ! grep -q $'\x1b' out && ! grep -q $'\a' out &&
+       grep -qF 'label:       \x1b[1A\x1b[2K\x0dheader OK\x07!' out; then
+        pass $t "$(grep label: out)"
+    else fail $t "rc=$rc $(od -c out | head -5) $(cat err)"; fi
+else fail $t "invalid UTF-8 label: rc=$rc $(cat out err)"; fi
+
+t=label_writer_refuses_controls
+if run 1 "$B/vmimage" seal -r "$REC" --label "$(printf 'a\033b')" -o l2.vmimg /dev/null &&
+   grep -q 'label: not UTF-8 text, or holds control characters' err && [ ! -e l2.vmimg ]
+then pass $t; else fail $t "rc=$rc $(cat err)"; fi
+
+# ---- 7. secrets stay secret -------------------------------------------------
+t=identity_passed_as_recipient
+SECRET=$(grep '^VMCKPT-SECRET-KEY-1' host.key)
+body=${SECRET#VMCKPT-SECRET-KEY-1}
+if run 1 "$B/vmimage" seal -r "$SECRET" -o s.vmimg /dev/null && one_line &&
+   grep -q 'a secret key was given where a recipient belongs' err &&
+   ! grep -qF -- "${body:0:8}" err && [ ! -e s.vmimg ]; then pass $t "$(cat err)"
+else fail $t "rc=$rc $(cat err)"; fi
+
+t=recipient_typo_shows_a_prefix_only
+if run 1 "$B/vmimage" seal -r "vmc1thisisnotarecipientatallbutlongenoughtoleak" -o s.vmimg /dev/null &&
+   grep -q "'vmc1th\.\.\.' (47 characters): not a valid recipient" err &&
+   ! grep -q notarecipient err; then pass $t
+else fail $t "rc=$rc $(cat err)"; fi
+
+t=identity_file_open_to_others
+cp host.key loose.key && chmod 644 loose.key
+if run 1 "$B/vmimage" info -i loose.key sh.vmimg && one_line &&
+   grep -q 'loose.key: a secret key file open to group or others (mode 0644): refused' err &&
+   run 1 "$B/vmrestore" -i loose.key sh.vmimg && untouched; then pass $t
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
+t=no_core_dumps
+"$B/vmctl" start tiny -machine none -display none -nodefaults -m 16 >/dev/null 2>&1
+"$B/vmctl" console tiny </dev/zero >/dev/null 2>&1 &
+cpid=$!
+sleep 0.5
+lim=$(awk '/Max core file size/ {print $5, $6}' /proc/$cpid/limits 2>/dev/null)
+owner=$(stat -c %U /proc/$cpid/fd 2>/dev/null)
+kill $cpid 2>/dev/null; wait $cpid 2>/dev/null
+"$B/vmctl" destroy tiny >/dev/null 2>&1
+# a non-dumpable process's /proc files belong to root; the limit is 0 0
+if [ "$lim" = "0 0" ]; then pass $t "RLIMIT_CORE $lim"
+else fail $t "vmctl console: core limit '$lim' (owner of /proc/PID/fd: $owner)"; fi
+
+# ---- 6. the guardian cannot be reached from a command line ----------------
+# It used to be chosen by argv[0] and to remove a path from argv.
+t=guardian_from_a_command_line
+echo precious > victim
+bash -c "exec -a vmckpt-guard \"$B/vmsave\" qemu 1 1 \"$T/victim\"" >out 2>err
+rc1=$?
+bash -c "exec -a vmckpt-guard \"$B/vmsave\"" >out2 2>err2 3<victim
+rc2=$?
+if [ -f victim ] && [ "$(cat victim)" = precious ] && [ $rc1 = 2 ] && [ $rc2 = 2 ] &&
+   [ ! -s out2 ]; then pass $t "argv: usage error; fd 3 not its pipe: exit 2, nothing done"
+else fail $t "rc $rc1/$rc2, victim: $(ls -l victim 2>&1) $(cat err err2)"; fi
+
 echo "attack: done in $T"

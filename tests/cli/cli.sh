@@ -10,6 +10,10 @@ G=$ROOT/tests/golden
 T=$(mktemp -d /tmp/vmc-cli.XXXXXX)
 trap 'umount "$T/full" "$T/ro" 2>/dev/null; rm -rf "$T"' EXIT
 cd "$T"
+# the golden keys as a user keeps them: secret key files 0600 (a clone
+# checks them out 0644, which vmckpt refuses for a secret, as ssh does)
+GK=$T/golden-keys
+mkdir -p "$GK" && cp "$G"/keys/* "$GK"/ && chmod 600 "$GK"/*
 
 pass() { echo "PASS: cli/$1"; }
 fail() { echo "FAIL: cli/$1: $2"; }
@@ -40,6 +44,7 @@ if run 1 $V keygen -o id.key && one_line && grep -q 'id.key: already exists' err
 # Without -o the key goes to stdout (written by vmimage, not the library)
 t=keygen_stdout
 if run 0 $V keygen && grep -q '^VMCKPT-SECRET-KEY-1' out && cp out stdout.key &&
+   chmod 600 stdout.key &&
    run 0 $V keygen -y stdout.key && grep -q '^vmc1' out && [ ! -e ./- ] &&
    run 0 $V keygen --symmetric && grep -q '^VMCKPT-RAW-KEY-1' out; then pass $t
 else fail $t "rc=$rc $(cat err)"; fi
@@ -150,11 +155,11 @@ done
 # per good one (the line vmimage(1) shows), exit 1 if any is bad.
 t=verify_several
 ok=""
-run 0 $V verify -i $G/keys/identity.key $G/v1-x25519.vmimg $G/v1-all.vmimg || ok="$ok rc=$rc"
+run 0 $V verify -i $GK/identity.key $G/v1-x25519.vmimg $G/v1-all.vmimg || ok="$ok rc=$rc"
 [ "$(grep -c ': OK ([0-9]* records, [0-9]* backend bytes, [0-9]* chunks)$' out)" = 2 ] || ok="$ok out:$(tr '\n' '|' <out)"
-run 1 $V verify -i $G/keys/identity.key $G/v1-x25519.vmimg $G/v1-bad-flip-payload.vmimg $G/v1-all.vmimg || ok="$ok bad:rc=$rc"
+run 1 $V verify -i $GK/identity.key $G/v1-x25519.vmimg $G/v1-bad-flip-payload.vmimg $G/v1-all.vmimg || ok="$ok bad:rc=$rc"
 [ "$(grep -c ': OK' out)" = 2 ] && one_line && grep -q 'v1-bad-flip-payload.vmimg' err || ok="$ok bad:$(cat out err)"
-run 2 $V verify -i $G/keys/identity.key - - </dev/null || ok="$ok stdin-twice:rc=$rc"
+run 2 $V verify -i $GK/identity.key - - </dev/null || ok="$ok stdin-twice:rc=$rc"
 [ -z "$ok" ] && pass $t || fail $t "$ok"
 
 t=bad_recipient
@@ -170,8 +175,8 @@ if run 0 $V --help && grep -q -- '--recipient' out && grep -q 'keygen' out &&
 
 # ---- golden images: must decode forever ------------------------------
 for img in x25519 passphrase rawkey all; do
-    for key in "-i $G/keys/identity.key" "-k $G/keys/raw.key" \
-               "--passphrase-file $G/keys/passphrase.txt"; do
+    for key in "-i $GK/identity.key" "-k $GK/raw.key" \
+               "--passphrase-file $GK/passphrase.txt"; do
         case "$img:$key" in
         x25519:-i*|passphrase:--pass*|rawkey:-k*|all:*) want=0 ;;
         *) want=1 ;;
@@ -202,14 +207,14 @@ if run 0 $V info $G/v1-all.vmimg && grep -q 'header unverified' out &&
 then pass $t; else fail $t "$(cat out err)"; fi
 
 t=golden_info_key
-if run 0 $V info -i $G/keys/identity.key $G/v1-all.vmimg &&
+if run 0 $V info -i $GK/identity.key $G/v1-all.vmimg &&
    grep -q 'header authenticated' out &&
    grep -q '^content:     golden, a raw opaque stream sealed by vmimage seal' out &&
    grep -q 'BACKEND_STREAM' out && grep -q '<- opened' out; then pass $t
 else fail $t "$(cat out err)"; fi
 
 t=golden_info_json
-if run 0 $V info --json -k $G/keys/raw.key $G/v1-all.vmimg &&
+if run 0 $V info --json -k $GK/raw.key $G/v1-all.vmimg &&
    python3 -c 'import json,sys; d=json.load(open("out")); assert d["ok"]; \
 assert d["summary"]["image_info"]["name"]=="golden"; \
 assert d["summary"]["backend_bytes"]==307200; assert d["header"]["verified"]'
@@ -219,13 +224,13 @@ then pass $t; else fail $t "$(cat out err)"; fi
 while IFS="$(printf '\t')" read -r f want needle; do
     case "$f" in '#'*|'') continue ;; esac
     t="damaged_${f%.vmimg}"
-    if run "$want" $V verify --passphrase-file $G/keys/passphrase.txt "$G/$f" &&
+    if run "$want" $V verify --passphrase-file $GK/passphrase.txt "$G/$f" &&
        one_line && grep -qF -- "$needle" err; then pass "$t"
     else fail "$t" "rc=$rc want $want, '$needle' in: $(cat err)"; fi
 done < $G/damaged.tsv
 
 t=damaged_json_names_the_chunk
-if run 1 $V verify --json --passphrase-file $G/keys/passphrase.txt \
+if run 1 $V verify --json --passphrase-file $GK/passphrase.txt \
        $G/v1-bad-flip-payload.vmimg &&
    python3 -c 'import json; d=json.load(open("out")); assert not d["ok"]; \
 w=d["where"]; assert w["chunk"]==1 and w["offset"]>0, w; \
@@ -233,7 +238,7 @@ assert ("@0x%x:" % w["offset"]) in d["error"], d'
 then pass $t; else fail $t "rc=$rc $(cat out err)"; fi
 
 t=damaged_unseal_leaves_nothing
-if run 1 $V unseal --passphrase-file $G/keys/passphrase.txt -o dmg.bin \
+if run 1 $V unseal --passphrase-file $GK/passphrase.txt -o dmg.bin \
        $G/v1-bad-trunc-mid.vmimg && [ ! -e dmg.bin ] && [ ! -e dmg.bin.partial ]
 then pass $t; else fail $t "rc=$rc files: $(ls)"; fi
 
