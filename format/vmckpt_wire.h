@@ -115,6 +115,10 @@ _Static_assert(offsetof(struct vmc_wire_slot_argon2id, wrapped) == 48, "a2 w");
 #define VMC_ARGON2_MEM_MIN_KIB 8192u            /* 8 MiB */
 #define VMC_ARGON2_MEM_MAX_KIB (1024u * 1024u)  /* 1 GiB */
 /* Writer defaults: libsodium's MODERATE limits. */
+/* The most Argon2id work (passes x KiB, over every passphrase slot tried
+ * with every passphrase given) one open may do: two slots at the maximum
+ * cost, or about forty at the default.  More is refused before any work. */
+#define VMC_ARGON2_WORK_MAX (2ull * VMC_ARGON2_OPS_MAX * VMC_ARGON2_MEM_MAX_KIB)
 #define VMC_ARGON2_OPS_DEFAULT 3
 #define VMC_ARGON2_MEM_DEFAULT_KIB (256u * 1024u)
 

@@ -337,6 +337,36 @@ static int slot_cost(uint16_t type)
     return type == VMC_SLOT_ARGON2ID;   /* try cheap slots first */
 }
 
+/* A hostile header may hold 32 passphrase slots at the maximum cost: the
+ * Argon2id work that the passphrases given would cost is bounded before
+ * any of it is done (VMC_ARGON2_WORK_MAX). */
+static int argon2_budget(struct vmc_ctx *ctx, const struct vmc_header *h,
+                         const struct vmc_keys *keys)
+{
+    uint64_t work = 0;
+    int npass = 0, nslots = 0;
+
+    for (int j = 0; j < keys->n; j++)
+        npass += keys->k[j].kind == KEY_PASSPHRASE;
+    for (int i = 0; i < h->nslots && npass; i++) {
+        const uint8_t *b = h->raw + h->slot[i].off + 8;
+        if (h->slot[i].type != VMC_SLOT_ARGON2ID)
+            continue;
+        nslots++;
+        work += (uint64_t)vmc_get32(b + 16) * vmc_get32(b + 20) * (uint64_t)npass;
+    }
+    if (work > VMC_ARGON2_WORK_MAX)
+        return vmc_set_error(ctx, VMC_E_LIMIT, "header: %d passphrase slot%s "
+                             "would cost %llu MiB-passes of Argon2id for %d "
+                             "passphrase%s, more than the bound of %llu: "
+                             "refused before any work", nslots,
+                             nslots == 1 ? "" : "s",
+                             (unsigned long long)(work / 1024), npass,
+                             npass == 1 ? "" : "s",
+                             (unsigned long long)(VMC_ARGON2_WORK_MAX / 1024));
+    return 0;
+}
+
 int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
                       const struct vmc_keys *keys)
 {
@@ -349,6 +379,8 @@ int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
         return vmc_set_error(ctx, VMC_E_UNSUPPORTED,
                              "header: live session stream cannot be opened with "
                              "a key");
+    if ((rc = argon2_budget(ctx, h, keys)) < 0)
+        return rc;
     if ((rc = hdr_alloc_keys(ctx, h)) < 0)
         return rc;
     for (int pass = 0; pass < 2; pass++)
