@@ -25,7 +25,7 @@ enum {
 enum {
     O_SYMMETRIC = 1000, O_PASSFILE, O_PASSFD, O_KDFOPS, O_KDFMEM, O_LABEL,
     O_NAME, O_CHUNK, O_JSON, O_ADDPASS, O_NEWPASSFILE, O_NEWPASSFD, O_ADDKEY,
-    O_RMPASS, O_RMID, O_RMSLOT, O_FROMXL, O_TOXL, O_ALLOWDIR,
+    O_RMPASS, O_RMID, O_RMSLOT, O_FROMXL, O_TOXL, O_ALLOWDIR, O_ROTATE,
 };
 
 static const struct cli_opt opts[] = {
@@ -62,6 +62,8 @@ static const struct cli_opt opts[] = {
     { "remove-identity", 0, "FILE", C_REKEY,
       "remove the slots that FILE's identities or keys open", O_RMID },
     { "remove-slot", 0, "N", C_REKEY, "remove slot N (see info)", O_RMSLOT },
+    { "rotate", 0, NULL, C_REKEY, "a new file key: the payload re-encrypted, "
+                                  "only the keys given open it", O_ROTATE },
     { "from-xl", 0, NULL, C_SEAL, "input is a plaintext `xl save` file",
           O_FROMXL },
     { "to-xl", 0, NULL, C_UNSEAL, "write a file that `xl restore` accepts",
@@ -109,7 +111,7 @@ struct args {
     int nrm_id;
     int rm_slot[32];
     int nrm_slot;
-    int from_xl, to_xl;
+    int from_xl, to_xl, rotate;
     const char *dirs[64];
     int ndirs;
     struct cli_bad bad;
@@ -183,6 +185,7 @@ static void on_opt(int id, const char *arg, void *u)
     switch (id) {
     case 'y': a->print_recipient = 1; break;
     case 'o': a->output = arg; break;
+    case O_ROTATE: a->rotate = 1; break;
     case O_ALLOWDIR:
         if (a->ndirs == 64)
             bad(a, "more than 64 --allow-dir%s", "");
@@ -852,6 +855,54 @@ out:
     return rc;
 }
 
+/* rekey --rotate: the records re-encrypted under a new file key, a new
+ * stream id and only the keys given, in parallel and streaming; the old
+ * image is replaced (or -o written) only once the new one is complete.
+ * Takes h. */
+static int rotate(struct args *a, const char *path, const char *out,
+                  int overwrite, int fd, struct vmc_header *h)
+{
+    struct vmc_writer_opts wo = { .threads = (int)a->threads };
+    struct vmc_header_info hi;
+    struct vmc_outfile *of = NULL;
+    struct vmc_reader *r = NULL;
+    struct vmc_writer *w = NULL;
+    struct cli_progress pr;
+    int rc = 1;
+
+    vmc_header_get_info(h, &hi);
+    wo.chunk_size = hi.chunk_size;
+    wo.label = hi.label[0] ? hi.label : NULL;
+    if (vmc_reader_new(a->ctx, fd, h, (int)a->threads, 1, &r) < 0) {
+        cli_ctx_err(path, a->ctx);
+        return 1;
+    }
+    if (vmc_outfile_open(a->ctx, out, overwrite, &of) < 0 ||
+        vmc_writer_new(a->ctx, vmc_outfile_fd(of), a->seal, &wo, &w) < 0) {
+        cli_ctx_err(out, a->ctx);
+        goto out;
+    }
+    cli_progress_init(&pr, "rotating", cli_input_size(fd));
+    pr.reader = r;
+    if (vmc_reader_copy_records(r, w, cli_progress_cb_int, &pr) < 0 ||
+        vmc_outfile_commit(a->ctx, of) < 0) {
+        cli_progress_done(&pr);
+        cli_err(out, "%s; %s left unchanged", cli_ctx_msg(a->ctx), path);
+        goto out;
+    }
+    cli_progress_done(&pr);
+    if (!cli_quiet && isatty(2))
+        fprintf(stderr, "%s: %s: a new file key, %d key slot%s\n", cli_prog,
+                out, vmc_keys_count(a->seal), vmc_keys_count(a->seal) == 1 ?
+                "" : "s");
+    rc = 0;
+out:
+    vmc_writer_free(w);
+    vmc_reader_free(r);
+    vmc_outfile_free(of);
+    return rc;
+}
+
 static int cmd_rekey(struct args *a, int argc, char **argv)
 {
     struct vmc_header *h = NULL;
@@ -872,8 +923,13 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
         return usage(C_REKEY, "rekey of stdin needs -o");
     if (!vmc_keys_count(a->seal) && !a->add_pass && !a->new_pass_file &&
         a->new_pass_fd < 0 && !a->rm_pass && !a->nrm_id && !a->nrm_slot)
-        return usage(C_REKEY, "nothing to change: give a key to add or a "
-                     "slot to remove");
+        return usage(C_REKEY, a->rotate ? "--rotate: give the keys the new "
+                     "image opens with (-r, -R, --add-key-file, "
+                     "--add-passphrase)" : "nothing to change: give a key to "
+                     "add or a slot to remove");
+    if (a->rotate && (a->rm_pass || a->nrm_id || a->nrm_slot))
+        return usage(C_REKEY, "--rotate keeps no slot: give only the keys the "
+                     "new image opens with");
     /* In place: write where a symlink points, never over the link. */
     if (out == path && strcmp(path, "-") && !(real = realpath(path, NULL))) {
         cli_err(path, "%s", strerror(errno));
@@ -890,6 +946,11 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
                            a->add_pass, 1, "New passphrase: ") < 0)
         goto out;
     vmc_keys_set_kdf(a->seal, a->kdf_ops, a->kdf_mem_kib);
+    if (a->rotate) {
+        rc = rotate(a, path, out, out == path || out == real, fd, h);
+        h = NULL;
+        goto out;
+    }
     vmc_header_get_info(h, &hi);
     for (int i = 0; i < a->nrm_slot; i++) {
         if (a->rm_slot[i] >= hi.nslots) {

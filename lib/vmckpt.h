@@ -360,6 +360,12 @@ VMC_API int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn
 VMC_API int vmc_reader_head(struct vmc_reader *r, struct vmc_image_meta *m,
                             uint32_t *cfg_format, uint8_t **cfg,
                             size_t *cfg_len);
+/* Copies every record r reads to w as it is (IMAGE_INFO and all), then
+ * finishes w with the END times of r: the same content under w's keys
+ * (rekey --rotate).  Unknown optional records, which r skips, are not
+ * copied.  0 only if r authenticated to its END. */
+VMC_API int vmc_reader_copy_records(struct vmc_reader *r, struct vmc_writer *w,
+                                    vmc_progress_fn cb, void *arg);
 /* Copies in to out until EOF (rekey copies chunks untouched). */
 VMC_API int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what);
 /* Copies the payload after a header from in to out untouched, and reads it

@@ -206,6 +206,36 @@ int vmc_reader_head(struct vmc_reader *r, struct vmc_image_meta *m,
     return 0;
 }
 
+int vmc_reader_copy_records(struct vmc_reader *r, struct vmc_writer *w,
+                            vmc_progress_fn cb, void *arg)
+{
+    struct vmc_ctx *ctx = reader_ctx(r);
+    struct vmc_end_info end;
+    struct vmc_record rec;
+    uint64_t done = 0;
+    int rc;
+
+    while ((rc = vmc_reader_next(r, &rec)) == 1) {
+        const void *p;
+        ssize_t n;
+        if ((rc = vmc_writer_begin(w, rec.type, (uint32_t)rec.length)) < 0)
+            return rc;
+        while ((n = vmc_reader_read_ptr(r, &p, COPY_BUF)) > 0) {
+            if ((rc = vmc_writer_write(w, p, (size_t)n)) < 0)
+                return rc;
+            done += (uint64_t)n;
+            if (cb && cb(arg, done))
+                return vmc_set_error(ctx, VMC_E_CANCELED, "interrupted");
+        }
+        if (n < 0)
+            return (int)n;
+    }
+    if (rc < 0)
+        return rc;
+    vmc_reader_end(r, &end);
+    return vmc_writer_finish(w, end.total_time_ns, end.downtime_ns);
+}
+
 int vmc_copy_fd(struct vmc_ctx *ctx, int in, int out, const char *what)
 {
     uint8_t *buf = malloc(COPY_BUF);

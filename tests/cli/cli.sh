@@ -338,6 +338,31 @@ if $V rekey -q --passphrase-file new.txt --remove-identity id.key \
    grep -q 'last key slot' err && [ ! -e rk3.vmimg ]; then pass $t
 else fail $t "$(cat err)"; fi
 
+# Removing a slot is not revocation: the removed key with an old header
+# still opens the payload (vmimage(1) says so).  --rotate is: a new file key
+# and stream id, the payload re-encrypted, only the keys given.
+t=rekey_remove_is_not_revocation
+head -c "$(hl rk.vmimg)" rk.vmimg > old.hdr
+tail -c +$(( $(hl rk2.vmimg) + 1 )) rk2.vmimg > rk2.payload
+cat old.hdr rk2.payload > spliced.vmimg
+if $V verify -q -i id.key spliced.vmimg 2>err; then pass $t "documented: vmimage(1) SECURITY"
+else fail $t "the old header no longer opens the payload? $(cat err)"; fi
+
+t=rekey_rotate_revokes
+REC2=$($V keygen -y other.key)
+if $V rekey -q --rotate --passphrase-file new.txt -r "$REC2" -o rot.vmimg rk2.vmimg 2>err &&
+   $V verify -q -i other.key rot.vmimg 2>>err &&
+   ! $V verify -q --passphrase-file new.txt rot.vmimg 2>/dev/null &&
+   tail -c +$(( $(hl rot.vmimg) + 1 )) rot.vmimg > rot.payload &&
+   cat old.hdr rot.payload > spliced2.vmimg &&
+   ! $V verify -q -i id.key spliced2.vmimg 2>/dev/null &&
+   $V unseal -i other.key rot.vmimg 2>>err | cmp -s - data.bin &&
+   [ "$($V info --json -i other.key rot.vmimg | python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["stream_id"])')" != \
+     "$($V info --json --passphrase-file new.txt rk2.vmimg | python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["stream_id"])')" ] &&
+   run 2 $V rekey --rotate --passphrase-file new.txt --remove-slot 0 rk2.vmimg &&
+   grep -q -- '--rotate keeps no slot' err; then pass $t
+else fail $t "$(cat err)"; fi
+
 t=rekey_wrong_key_untouched
 cp rk.vmimg rk4.vmimg
 if run 1 $V rekey -i other.key -r "$REC" rk4.vmimg && one_line &&
