@@ -210,6 +210,12 @@ ifeq ($(XEN),module)
 	install -d $(DESTDIR)$(BACKENDDIR)
 	install -m 0644 $(B)/backends/xen.so $(DESTDIR)$(BACKENDDIR)/
 endif
+	@# the user QEMU runs as under root (vmctl(1)); not in a staging root
+	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && \
+	   ! getent passwd vmckpt-qemu >/dev/null; then \
+	    useradd --system --user-group --no-create-home \
+	        --home-dir /nonexistent --shell /usr/sbin/nologin vmckpt-qemu; \
+	fi
 
 # Removes exactly what install put there (same PREFIX and DESTDIR).
 uninstall:

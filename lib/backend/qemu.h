@@ -27,6 +27,9 @@ struct vmc_dom {
 
 struct find { const char *spec; int id; uint8_t uuid[16]; int by_uuid; };
 
+/* The system user QEMU runs as when vmckpt runs as root. */
+#define VMC_QEMU_USER "vmckpt-qemu"
+
 int qemu_alloc_dir(struct vmc_ctx *ctx, struct vmc_dom *d);
 const char *qemu_binary(void);
 void qemu_dom_free(struct vmc_dom *d);

@@ -19,11 +19,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -461,9 +464,13 @@ static const char **qemu_argv(const json_t *cfg, const char *name,
 
     if (!av)
         return NULL;
-    snprintf(bufs[0], 1400, "unix:%s/qmp.sock,server=on,wait=off", dir);
-    snprintf(bufs[1], 1400, "socket,id=vmckpt-console,path=%s/console.sock,"
-             "server=on,wait=off,logfile=%s/console.log,logappend=on", dir, dir);
+    /* vmckpt opens its QMP and console sockets and the console log itself
+     * and passes them in (fds 3, 4, 5): QEMU, not root, needs no access
+     * to the registry directory (dir is in the command line for the
+     * registry's pid check) */
+    snprintf(bufs[0], 1400, "fd=5,set=1,opaque=%s/console.log", dir);
+    snprintf(bufs[1], 1400, "socket,id=vmckpt-console,fd=4,server=on,"
+             "wait=off,logfile=/dev/fdset/1,logappend=on");
     av[k++] = qemu_binary();
     for (size_t i = 0; i < n; i++)
         if (!(av[k++] = json_string_value(json_array_get(argv, i)))) {
@@ -474,7 +481,11 @@ static const char **qemu_argv(const json_t *cfg, const char *name,
     av[k++] = name;
     av[k++] = "-uuid";
     av[k++] = uuid;
-    av[k++] = "-qmp";
+    av[k++] = "-chardev";
+    av[k++] = "socket,id=vmckpt-qmp,fd=3,server=on,wait=off";
+    av[k++] = "-mon";
+    av[k++] = "chardev=vmckpt-qmp,mode=control";
+    av[k++] = "-add-fd";
     av[k++] = bufs[0];
     av[k++] = "-chardev";
     av[k++] = bufs[1];
@@ -530,10 +541,132 @@ char *qemu_command_text(const json_t *cfg, const char *name, const char *uuid,
     return text;
 }
 
+/* ---- QEMU runs unprivileged ------------------------------------------------
+ * As root, vmckpt starts QEMU as the system user vmckpt-qemu (override:
+ * $VMCKPT_QEMU_USER), with the kvm group for /dev/kvm if there is one, no
+ * other groups and no new privileges; never as root.  Whatever it runs as,
+ * the files it needs are opened by vmckpt and passed in: its sockets and
+ * log (above), and the host files its options name (-kernel, -initrd,
+ * -dtb, -bios), as /dev/fd/N, so that it reads the file the policy
+ * checked and needs no access to the directories on the way. */
+#define LAUNCH_FILES 8
+struct launch {
+    int fds[3 + LAUNCH_FILES];      /* QMP, console, log, files: -> 3.. */
+    int nfds;
+    char paths[LAUNCH_FILES][24];   /* "/dev/fd/N" */
+    int drop;
+    uid_t uid;
+    gid_t gid, groups[1];
+    int ngroups;
+};
+
+static int listen_unix(struct vmc_ctx *ctx, const char *path, int *fd)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s: path too long", path);
+    memcpy(sa.sun_path, path, strlen(path));
+    unlink(path);
+    if ((*fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+        bind(*fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(*fd, 8) < 0) {
+        int rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
+        if (*fd >= 0)
+            close(*fd);
+        *fd = -1;
+        return rc;
+    }
+    return 0;
+}
+
+static int launch_user(struct vmc_ctx *ctx, struct launch *l)
+{
+    const char *user = getenv("VMCKPT_QEMU_USER");
+    struct passwd *pw;
+    struct group *gr;
+
+    l->drop = geteuid() == 0;
+    if (!l->drop)
+        return 0;                   /* QEMU is already unprivileged: us */
+    if (!user || !*user)
+        user = VMC_QEMU_USER;
+    if (!(pw = getpwnam(user)) || pw->pw_uid == 0)
+        return vmc_set_error(ctx, VMC_E_BACKEND, "QEMU never runs as root, and "
+                             "the system user %s %s (make install and the "
+                             "vmckpt package create it)", user,
+                             pw ? "is root" : "does not exist");
+    l->uid = pw->pw_uid;
+    l->gid = pw->pw_gid;
+    if ((gr = getgrnam("kvm")))
+        l->groups[l->ngroups++] = gr->gr_gid;
+    return 0;
+}
+
+/* Opens the host files of -kernel/-initrd/-dtb/-bios and points av at
+ * them as /dev/fd/N.  A value with a comma or space (multiboot modules) is
+ * left as a path. */
+static int launch_files(struct vmc_ctx *ctx, struct launch *l, const char **av,
+                        size_t k)
+{
+    static const char *const opts[] = { "-kernel", "-initrd", "-dtb", "-bios",
+                                        NULL };
+    int nf = 0;
+
+    for (size_t i = 1; i + 1 < k; i++) {
+        const char *o = av[i][0] == '-' && av[i][1] == '-' ? av[i] + 1 : av[i];
+        int fd, hit = 0;
+        for (int j = 0; opts[j]; j++)
+            hit |= !strcmp(o, opts[j]);
+        if (!hit || strpbrk(av[i + 1], ", ") || nf == LAUNCH_FILES)
+            continue;
+        if ((fd = open(av[i + 1], O_RDONLY | O_CLOEXEC)) < 0)
+            return vmc_set_error(ctx, VMC_E_BACKEND, "%s %s: %s", av[i],
+                                 av[i + 1], strerror(errno));
+        l->fds[l->nfds++] = fd;
+        snprintf(l->paths[nf], sizeof(l->paths[nf]), "/dev/fd/%d", 3 + 3 + nf);
+        av[++i] = l->paths[nf++];
+    }
+    return 0;
+}
+
+static void launch_close(struct launch *l)
+{
+    for (int i = 0; i < l->nfds; i++)
+        if (l->fds[i] >= 0)
+            close(l->fds[i]);
+    l->nfds = 0;
+}
+
+/* In the child: the passed fds to 3.., everything else closed, then the
+ * unprivileged user.  Only async-signal-safe calls. */
+static void launch_child(const struct launch *l)
+{
+    int hi[3 + LAUNCH_FILES];
+
+    for (int i = 0; i < l->nfds; i++)           /* out of the way first */
+        hi[i] = fcntl(l->fds[i], F_DUPFD, 100);
+    for (int i = 0; i < l->nfds; i++)
+        if (hi[i] < 0 || dup2(hi[i], 3 + i) < 0)
+            _exit(126);
+    for (int fd = 3 + l->nfds; fd < 1024; fd++)
+        close(fd);
+    if (l->drop &&
+        (setgroups((size_t)l->ngroups, l->groups) < 0 || setgid(l->gid) < 0 ||
+         setuid(l->uid) < 0 || setuid(0) == 0)) {
+        static const char m[] = "vmckpt: cannot drop to the QEMU user\n";
+        if (write(2, m, sizeof(m) - 1) < 0) {
+            /* nothing more to say */
+        }
+        _exit(126);
+    }
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
 /* Writes domain.json and starts QEMU (setsid, logs to qemu.log); waits for
  * QMP.  extra: NULL-terminated args appended (restore: -incoming...). */
 int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
 {
+    struct launch l = { .nfds = 0 };
     char bufs[2][1400], uuid[37], p[600], line[512];
     const char **av = NULL;
     size_t k;
@@ -552,6 +685,27 @@ int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
                            "non-string (or out of memory)");
         goto out;
     }
+    {
+        char sp[700];
+        snprintf(sp, sizeof(sp), "%s/qmp.sock", d->dir);
+        if ((rc = launch_user(ctx, &l)) < 0 ||
+            (rc = listen_unix(ctx, sp, &l.fds[0])) < 0)
+            goto out;
+        l.nfds = 1;
+        snprintf(sp, sizeof(sp), "%s/console.sock", d->dir);
+        if ((rc = listen_unix(ctx, sp, &l.fds[1])) < 0)
+            goto out;
+        l.nfds = 2;
+        snprintf(sp, sizeof(sp), "%s/console.log", d->dir);
+        if ((l.fds[2] = open(sp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+                             0600)) < 0) {
+            rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", sp, strerror(errno));
+            goto out;
+        }
+        l.nfds = 3;
+        if ((rc = launch_files(ctx, &l, av, k)) < 0)
+            goto out;
+    }
     snprintf(p, sizeof(p), "%s/qemu.log", d->dir);
     pid = fork();
     if (pid < 0) {
@@ -568,12 +722,12 @@ int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
         dup2(nul, 0);
         dup2(log, 1);
         dup2(log, 2);
-        for (int fd = 3; fd < 1024; fd++)
-            close(fd);
+        launch_child(&l);
         execvp(av[0], (char *const *)av);
         dprintf(2, "vmckpt: cannot run %s: %s\n", av[0], strerror(errno));
         _exit(127);
     }
+    launch_close(&l);               /* QEMU holds them now */
     d->pid = pid;
     snprintf(p, sizeof(p), "%s/qemu.pid", d->dir);
     {
@@ -611,6 +765,7 @@ int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
         }
     }
 out:
+    launch_close(&l);
     free(av);
     return rc;
 }

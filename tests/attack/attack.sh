@@ -299,6 +299,55 @@ kill $cpid 2>/dev/null; wait $cpid 2>/dev/null
 if [ "$lim" = "0 0" ]; then pass $t "RLIMIT_CORE $lim"
 else fail $t "vmctl console: core limit '$lim' (owner of /proc/PID/fd: $owner)"; fi
 
+# ---- 9. QEMU runs unprivileged and sandboxed --------------------------------
+# A running domain's QEMU: not uid 0, under seccomp; a guest config (here
+# through its monitor, as a hostile device model would) that makes QEMU
+# spawn a program gets QEMU killed, and the program never runs.
+t=qemu_unprivileged_and_sandboxed
+rm -rf "$VMCKPT_RUNDIR"
+if "$B/vmctl" start tiny -machine none -display none -nodefaults -m 16 >/dev/null 2>err; then
+    rd=$("$B/vmctl" rundir tiny)
+    pid=$(cat "$rd/qemu.pid")
+    uid=$(awk '/^Uid:/ {print $2}' /proc/$pid/status)
+    sec=$(awk '/^Seccomp:/ {print $2}' /proc/$pid/status)
+    want=0
+    [ "$(id -u)" = 0 ] && want=$(id -u vmckpt-qemu 2>/dev/null)
+    python3 - "$rd/qmp.sock" "$MARK" <<'PY' >qmp.out 2>&1
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+f.readline()
+for cmd in ({"execute": "qmp_capabilities"},
+            {"execute": "migrate", "arguments": {"uri": "exec:touch " + sys.argv[2]}}):
+    f.write(json.dumps(cmd) + "\n"); f.flush()
+    print(f.readline().strip())
+PY
+    sleep 0.5
+    if [ "$uid" != 0 ] && [ "$uid" = "${want:-x}" ] || { [ "$(id -u)" != 0 ] && [ "$uid" = "$(id -u)" ]; }; then
+        state=$(awk '/^State:/ {print $2}' /proc/$pid/status 2>/dev/null)
+        if [ "$sec" = 2 ] && [ ! -e "$MARK" ] && { [ -z "$state" ] || [ "$state" = Z ]; }; then
+            pass $t "uid $uid ($(id -un "$uid" 2>/dev/null)), seccomp $sec; exec: migration killed QEMU, nothing ran"
+        else fail $t "seccomp '$sec', marker $([ -e "$MARK" ] && echo written), QEMU state '$state': $(cat qmp.out)"; fi
+    else fail $t "QEMU runs as uid $uid (want ${want:-the caller})"; fi
+    "$B/vmctl" destroy tiny >/dev/null 2>&1
+    rm -rf "$VMCKPT_RUNDIR"
+else
+    fail $t "vmctl start: $(cat err)"
+fi
+
+t=qemu_never_root
+if [ "$(id -u)" = 0 ]; then
+    if run 1 env VMCKPT_QEMU_USER=no-such-user-here "$B/vmctl" start t2 -machine none \
+           -display none -nodefaults && one_line &&
+       grep -q 'QEMU never runs as root, and the system user no-such-user-here does not exist' err &&
+       run 1 env VMCKPT_QEMU_USER=root "$B/vmctl" start t3 -machine none -display none \
+           -nodefaults && grep -q 'is root' err && untouched; then pass $t
+    else fail $t "rc=$rc $(cat err) $WHY"; fi
+else
+    skip $t "not root"
+fi
+
 # ---- 6. the guardian cannot be reached from a command line ----------------
 # It used to be chosen by argv[0] and to remove a path from argv.
 t=guardian_from_a_command_line

@@ -214,11 +214,23 @@ wait_status() { # ID WANT SECS
     done
 }
 
-# guest_alive ID BOOT : running (within 10 s) and printing new count lines
+# unprivileged RD : the instance's QEMU is not root and runs under seccomp
+unprivileged() {
+    local pid uid sec
+    pid=$(cat "$1/qemu.pid" 2>/dev/null)
+    uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+    sec=$(awk '/^Seccomp:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+    if [ "$(id -u)" = 0 ] && [ "$uid" = 0 ]; then WHY="QEMU $pid runs as root"; return 1; fi
+    [ "$sec" = 2 ] || { WHY="QEMU $pid: Seccomp '$sec', not under its sandbox"; return 1; }
+}
+
+# guest_alive ID BOOT : running (within 10 s), unprivileged, and printing
+# new count lines
 guest_alive() {
     local rd c
     wait_status "$1" running 10 || return 1
     rd=$("$VMCTL" rundir "$1" 2>&1) || { WHY="vmctl rundir $1: $rd"; return 1; }
+    unprivileged "$rd" || return 1
     c=$(last_count "$rd/console.log" "$2")
     if ! wait_count "$rd/console.log" "$2" $((${c:--1} + 2)) 10; then
         WHY="domain $1 is 'running' but prints no new count lines: $(log_tail "$rd/console.log")"
@@ -236,6 +248,7 @@ start_guest() {
     if ! [[ $GID =~ ^[0-9]+$ ]]; then WHY="vmctl start $name printed '$GID', not an ID"; return 1; fi
     SC_DOMS+=("$GID")
     GRD=$("$VMCTL" rundir "$GID" 2>&1) || { WHY="vmctl rundir $GID: $GRD"; return 1; }
+    unprivileged "$GRD" || return 1
     wait_ready_rd "$GRD" "$name" 60 || return 1
     # a few rounds of rewriting before anything is saved
     wait_count "$GRD/console.log" "$GBOOT" 2 10 ||
