@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -294,6 +295,12 @@ out:
 
 /* ---- receiver ------------------------------------------------------- */
 
+/* A connection that never got past the handshake (a stranger, a peer
+ * that stalled or could not prove its key): --once waits on. */
+#define RECV_STRANGER 3
+/* Connections handled at once; more are closed at once. */
+#define RECV_MAX 4
+
 /* One migration on rfd/wfd; logs one line to stderr. */
 static int receive_one(struct args *a, int rfd, int wfd, const char *from)
 {
@@ -322,6 +329,7 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
         rc = 0;
     } else if (mi.handshake_failed) {
         cli_ctx_err(from, a->ctx);
+        rc = RECV_STRANGER;
     } else if (mi.unconfirmed) {
         cli_err(from, "domain %s (id %d) runs, but the confirmation could not "
                 "be sent: %s", res.name, res.domid, cli_ctx_msg(a->ctx));
@@ -336,9 +344,35 @@ out:
     return rc;
 }
 
+static void on_child(int sig)
+{
+    (void)sig;                      /* only to interrupt accept() */
+}
+
+/* Reaps finished connections; with --once, *done gets the status of the
+ * first one that got past its handshake. */
+static void reap(pid_t *kids, int *nkids, int *done)
+{
+    for (int i = 0; i < *nkids;) {
+        int st;
+        if (waitpid(kids[i], &st, WNOHANG) != kids[i]) {
+            i++;
+            continue;
+        }
+        if (*done < 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == RECV_STRANGER))
+            *done = WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+        kids[i] = kids[--*nkids];
+    }
+}
+
+/* Serves each connection in a process of its own, at most RECV_MAX at a
+ * time, each handshake within --timeout in all: a peer that stalls or
+ * trickles holds one place for that long and delays no one else. */
 static int listener(struct args *a)
 {
-    int lfd, rc = 0;
+    struct sigaction sa = { .sa_handler = on_child };
+    pid_t kids[RECV_MAX];
+    int lfd, nkids = 0, done = -1;
 
     if (vmc_endpoint_listen(a->ctx, a->listen, &lfd) < 0) {
         if (vmc_ctx_errcode(a->ctx) == VMC_E_INVAL)
@@ -346,11 +380,16 @@ static int listener(struct args *a)
         cli_ctx_err(a->listen, a->ctx);
         return 1;
     }
+    sigaction(SIGCHLD, &sa, NULL);  /* no SA_RESTART: accept() returns */
     fprintf(stderr, "%s: listening on %s\n", cli_prog, a->listen);
     for (;;) {
         char from[NI_MAXHOST + NI_MAXSERV + 2] = "?";
         int fd;
+        pid_t pid;
 
+        reap(kids, &nkids, &done);
+        if (cli_interrupted || (a->once && done >= 0))
+            break;
         vmc_ctx_clear(a->ctx);
         if (vmc_endpoint_accept(a->ctx, lfd, a->timeout_s, &fd, from,
                                 sizeof(from)) < 0) {
@@ -358,13 +397,40 @@ static int listener(struct args *a)
                 continue;
             break;
         }
-        rc = receive_one(a, fd, fd, from);
+        if (nkids == RECV_MAX) {
+            cli_err(from, "%d connections already being served: closed",
+                    RECV_MAX);
+            close(fd);
+            continue;
+        }
+        if ((pid = fork()) < 0) {
+            cli_err(from, "fork: %s", strerror(errno));
+            close(fd);
+            continue;
+        }
+        if (pid == 0) {
+            /* killing the receiver kills what it is receiving (the
+             * restore's guardian then removes the half-built domain) */
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() == 1)
+                _exit(1);
+            signal(SIGCHLD, SIG_DFL);
+            close(lfd);
+            _exit(receive_one(a, fd, fd, from));
+        }
+        kids[nkids++] = pid;
         close(fd);
-        if (a->once || cli_interrupted)
-            break;
     }
     close(lfd);
-    return a->once ? rc : 0;
+    reap(kids, &nkids, &done);
+    if (nkids)                          /* strangers still in a handshake */
+        fprintf(stderr, "%s: %d unfinished connection%s closed\n", cli_prog,
+                nkids, nkids == 1 ? "" : "s");
+    for (int i = 0; i < nkids; i++) {
+        kill(kids[i], SIGKILL);
+        waitpid(kids[i], NULL, 0);
+    }
+    return a->once ? (done >= 0 ? done : 1) : 0;
 }
 
 int main(int argc, char **argv)

@@ -41,6 +41,14 @@ void vmc_session_peer(const struct vmc_session *s, char out[VMC_RECIPIENT_STRLEN
     vmc_recipient_string(s->peer, out);
 }
 
+/* Milliseconds left until end (at least 1: read_timed says "no answer"). */
+static int left_ms(uint64_t end)
+{
+    int64_t l = ((int64_t)end - (int64_t)vmc_now_ns()) / 1000000;
+
+    return l > 0 ? (int)l : 1;
+}
+
 /* Reads exactly n bytes within timeout_ms (total). */
 static int read_timed(struct vmc_ctx *ctx, int fd, void *buf, size_t n,
                       int timeout_ms, const char *what)
@@ -123,6 +131,11 @@ static int recipient_listed(const struct vmc_keys *keys, const uint8_t pk[32])
 /*
  * The handshake, both roles.  sender: peers holds the one expected
  * receiver key (known hosts); receiver: peers holds the authorized senders.
+ * timeout_ms bounds the whole handshake, not each read: a peer that
+ * trickles bytes holds it no longer.  The receiver answers every HELLO
+ * alike and looks at its list only once the sender has proven that it
+ * holds the key it names (its confirmation), so that nobody learns from
+ * the answer whether a key is authorized without holding that key.
  */
 static int handshake(struct vmc_ctx *ctx, int rfd, int wfd, int sender,
                      const struct vmc_keys *id_keys, const struct vmc_keys *peers,
@@ -135,6 +148,7 @@ static int handshake(struct vmc_ctx *ctx, int rfd, int wfd, int sender,
     uint8_t cs[32], cr[32], got[32];
     char pstr[VMC_RECIPIENT_STRLEN];
     const uint8_t *hs, *hr, *pe, *ps;
+    uint64_t end = vmc_now_ns() + (uint64_t)timeout_ms * 1000000u;
     int rc;
 
     *out = NULL;
@@ -152,24 +166,21 @@ static int handshake(struct vmc_ctx *ctx, int rfd, int wfd, int sender,
     hello(mine, epk, me->pub);
     if (sender) {
         if ((rc = send_all(ctx, wfd, mine, HELLO_LEN, "handshake")) < 0 ||
-            (rc = read_timed(ctx, rfd, theirs, HELLO_LEN, timeout_ms,
+            (rc = read_timed(ctx, rfd, theirs, HELLO_LEN, left_ms(end),
                              "handshake (refused by the receiver?)")) < 0 ||
             (rc = hello_check(ctx, theirs)) < 0)
             goto out;
     } else {
-        if ((rc = read_timed(ctx, rfd, theirs, HELLO_LEN, timeout_ms,
+        if ((rc = read_timed(ctx, rfd, theirs, HELLO_LEN, left_ms(end),
                              "handshake")) < 0 ||
             (rc = hello_check(ctx, theirs)) < 0)
             goto out;
     }
     memcpy(s->peer, theirs + 48, 32);
     vmc_recipient_string(s->peer, pstr);
-    if (!recipient_listed(peers, s->peer)) {
-        rc = vmc_set_error(ctx, VMC_E_KEY, sender ?
-                           "receiver key %s does not match the known host key: "
-                           "refusing" :
-                           "sender %s is not an authorized sender: refusing",
-                           pstr);
+    if (sender && !recipient_listed(peers, s->peer)) {
+        rc = vmc_set_error(ctx, VMC_E_KEY, "receiver key %s does not match "
+                           "the known host key: refusing", pstr);
         goto out;
     }
     if (!sender && (rc = send_all(ctx, wfd, mine, HELLO_LEN, "handshake")) < 0)
@@ -215,7 +226,8 @@ static int handshake(struct vmc_ctx *ctx, int rfd, int wfd, int sender,
                            s->file_key);
     if (sender) {
         if ((rc = send_all(ctx, wfd, cs, 32, "handshake")) < 0 ||
-            (rc = read_timed(ctx, rfd, got, 32, timeout_ms, "handshake")) < 0)
+            (rc = read_timed(ctx, rfd, got, 32, left_ms(end),
+                             "handshake (refused by the receiver?)")) < 0)
             goto out;
         if (sodium_memcmp(got, cr, 32)) {
             rc = vmc_set_error(ctx, VMC_E_AUTH, "handshake: the receiver could "
@@ -223,11 +235,16 @@ static int handshake(struct vmc_ctx *ctx, int rfd, int wfd, int sender,
             goto out;
         }
     } else {
-        if ((rc = read_timed(ctx, rfd, got, 32, timeout_ms, "handshake")) < 0)
+        if ((rc = read_timed(ctx, rfd, got, 32, left_ms(end), "handshake")) < 0)
             goto out;
         if (sodium_memcmp(got, cs, 32)) {
             rc = vmc_set_error(ctx, VMC_E_AUTH, "handshake: sender %s could not "
                                "prove its key: refusing", pstr);
+            goto out;
+        }
+        if (!recipient_listed(peers, s->peer)) {    /* proven, now judged */
+            rc = vmc_set_error(ctx, VMC_E_KEY, "sender %s is not an authorized "
+                               "sender: refusing", pstr);
             goto out;
         }
         if ((rc = send_all(ctx, wfd, cr, 32, "handshake")) < 0)
