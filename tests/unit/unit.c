@@ -72,13 +72,13 @@ static void fill_pattern(uint8_t *p, size_t n, uint32_t seed)
 /* ---- keys used by the tests ------------------------------------------- */
 
 static struct vmc_keys *k_seal, *k_open, *k_wrong, *k_pass, *k_badpass;
+static char wrong_pub[VMC_RECIPIENT_STRLEN];   /* k_wrong's recipient */
 static char recipient[VMC_RECIPIENT_STRLEN];
 
 static int setup_keys(void)
 {
     struct vmc_ctx *ctx = vmc_ctx_new();
     char id[] = "/tmp/vmc-unit-id-XXXXXX", id2[] = "/tmp/vmc-unit-id2-XXXXXX";
-    char wrong_pub[VMC_RECIPIENT_STRLEN];
     int fd;
 
     if (vmc_init(ctx) < 0)
@@ -1634,6 +1634,104 @@ static int t_config_show(void)
     return 0;
 }
 
+/* ---- the live handshake ------------------------------------------------------
+ * Receiver: identity k_wrong, authorized senders {k_open's key} (k_seal). */
+struct rx { int fd, rc; char err[256]; const struct vmc_keys *auth; };
+
+static void *receiver(void *arg)
+{
+    struct rx *r = arg;
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_session *s = NULL;
+
+    r->rc = vmc_live_accept(ctx, r->fd, r->fd, k_wrong, r->auth, 5000, &s);
+    snprintf(r->err, sizeof(r->err), "%s", vmc_ctx_error(ctx));
+    vmc_session_free(s);
+    vmc_ctx_free(ctx);
+    return NULL;
+}
+
+/* A HELLO naming pk, from someone who holds no secret for it; what comes
+ * back (an 80-octet HELLO_R, or the count read before EOF). */
+static ssize_t probe(const uint8_t pk[32], const struct vmc_keys *auth,
+                     struct rx *r)
+{
+    uint8_t hello[80] = { 0x89, 'V', 'M', 'C', 'K', 'L', 'V', '\n', 1 }, back[80];
+    int sv[2];
+    pthread_t th;
+    ssize_t n = 0, got;
+
+    randombytes_buf(hello + 16, 32);                /* any "ephemeral" key */
+    memcpy(hello + 48, pk, 32);
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+        return -1;
+    r->fd = sv[1];
+    r->auth = auth;
+    pthread_create(&th, NULL, receiver, r);
+    if (write(sv[0], hello, sizeof(hello)) != (ssize_t)sizeof(hello))
+        n = -1;
+    while (n >= 0 && n < (ssize_t)sizeof(back) &&
+           (got = read(sv[0], back + n, sizeof(back) - (size_t)n)) > 0)
+        n += got;
+    shutdown(sv[0], SHUT_RDWR);                     /* no confirmation */
+    pthread_join(th, NULL);
+    close(sv[0]);
+    close(sv[1]);
+    return n;
+}
+
+static int t_live_handshake(void)
+{
+    struct vmc_keys *known = vmc_keys_new();
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_session *s = NULL;
+    struct rx r = { 0 };
+    uint8_t listed[32], unlisted[32];
+    int sv[2];
+    pthread_t th;
+
+    REQUIRE(vmc_keys_add_recipient(ctx, known, wrong_pub) == 0, "known");
+    /* an authorized sender that holds its key: both ends agree */
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair");
+    r.fd = sv[1];
+    r.auth = k_seal;
+    pthread_create(&th, NULL, receiver, &r);
+    REQUIRE(vmc_live_connect(ctx, sv[0], sv[0], k_open, known, 5000, &s) == 0,
+            "sender: %s", vmc_ctx_error(ctx));
+    pthread_join(th, NULL);
+    REQUIRE(r.rc == 0, "receiver: %s", r.err);
+    vmc_session_free(s);
+    s = NULL;
+    close(sv[0]);
+    close(sv[1]);
+    /* a sender with a key of its own that is not listed: refused by the
+     * receiver once it has proven the key */
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair");
+    r.fd = sv[1];
+    r.auth = k_seal;
+    pthread_create(&th, NULL, receiver, &r);
+    vmc_ctx_clear(ctx);
+    REQUIRE(vmc_live_connect(ctx, sv[0], sv[0], k_wrong, known, 5000, &s) < 0,
+            "an unlisted sender got a session");
+    pthread_join(th, NULL);
+    REQUIRE(r.rc == VMC_E_KEY && strstr(r.err, "is not an authorized sender"),
+            "receiver: %d %s", r.rc, r.err);
+    close(sv[0]);
+    close(sv[1]);
+    /* someone who holds neither key: the same answer whether the key named
+     * is listed or not, and a refusal for failing to prove it, not for
+     * the list */
+    memcpy(listed, k_seal->k[0].pub, 32);        /* k_open's public key */
+    memcpy(unlisted, k_wrong->k[0].pub, 32);
+    REQUIRE(probe(listed, k_seal, &r) == 80 && r.rc == VMC_E_TRUNC,
+            "listed key, no secret: %d, %s", r.rc, r.err);
+    REQUIRE(probe(unlisted, k_seal, &r) == 80 && r.rc == VMC_E_TRUNC,
+            "unlisted key: %d, %s", r.rc, r.err);
+    vmc_keys_free(known);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
 int main(void)
 {
     if (setup_keys() < 0) {
@@ -1652,6 +1750,7 @@ int main(void)
     run("final_flag_authenticated", t_final_flag);
     run("kdf_caps", t_kdf_caps);
     run("kdf_work_bound", t_kdf_work_bound);
+    run("live_handshake", t_live_handshake);
     run("rekey_header_only", t_rekey);
     run("record_layer_rules", t_record_rules);
     run("restore_policy_qemu", t_policy_qemu);
