@@ -236,13 +236,20 @@ static int sender(struct args *a, const char *dom, const char *dest)
         cli_ctx_err(dom, a->ctx);
         goto out;
     }
+    {   /* the receiver's key is known before anything runs over there */
+        char host[256];
+        if (vmc_endpoint_host_of(a->ctx, dest, host, sizeof(host)) < 0) {
+            cli_ctx_err(dest, a->ctx);
+            goto out;
+        }
+        if (known_key(a, host, known) < 0)
+            goto out;
+    }
     if (vmc_endpoint_dial(a->ctx, dest, a->remote ? a->remote
                           : "vmmigrate --receive", a->timeout_s, &e) < 0) {
         cli_ctx_err(dest, a->ctx);
         goto out;
     }
-    if (known_key(a, vmc_endpoint_host(e), known) < 0)
-        goto out;
     memset(&so, 0, sizeof(so));
     so.live = !a->nolive;
     so.max_downtime_ms = a->max_down;

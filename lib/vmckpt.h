@@ -541,6 +541,10 @@ VMC_API int vmc_endpoint_dial(struct vmc_ctx *ctx, const char *dest,
 VMC_API int vmc_endpoint_rfd(const struct vmc_endpoint *e);
 VMC_API int vmc_endpoint_wfd(const struct vmc_endpoint *e);
 VMC_API const char *vmc_endpoint_host(const struct vmc_endpoint *e);
+/* The host part of dest, as dialing it would take it, without dialing:
+ * to check known_hosts before anything runs on the other host. */
+VMC_API int vmc_endpoint_host_of(struct vmc_ctx *ctx, const char *dest,
+                                 char *host, size_t n);
 VMC_API void vmc_endpoint_free(struct vmc_endpoint *e); /* closes, reaps ssh */
 /* A listening socket on ADDR:PORT (an empty ADDR: every address). */
 VMC_API int vmc_endpoint_listen(struct vmc_ctx *ctx, const char *addr, int *lfd);

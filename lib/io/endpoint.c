@@ -48,6 +48,44 @@ static int split_hostport(const char *s, char *host, size_t hcap, char *port,
     return *port ? 0 : VMC_E_INVAL;
 }
 
+/* ssh://[USER@]HOST[:PORT] into user@host and port; the user and host are
+ * names or addresses only (never an ssh option, a space or a shell
+ * character): what ssh is given is exactly what known_hosts is asked. */
+static int split_ssh(struct vmc_ctx *ctx, const char *dest, char *userhost,
+                     size_t un, char *port, size_t pn, char *host, size_t hn)
+{
+    const char *p = dest + 6, *colon = strrchr(p, ':'), *at;
+
+    port[0] = '\0';
+    if (colon && !strchr(colon, ']')) {
+        snprintf(userhost, un, "%.*s", (int)(colon - p), p);
+        snprintf(port, pn, "%s", colon + 1);
+    } else {
+        snprintf(userhost, un, "%s", p);
+    }
+    at = strchr(userhost, '@');
+    snprintf(host, hn, "%s", at ? at + 1 : userhost);
+    if (!userhost[0] || userhost[0] == '-' || !host[0] || host[0] == '-' ||
+        strspn(userhost, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                         "0123456789._-@[]:") != strlen(userhost) ||
+        (at && strchr(at + 1, '@')) ||
+        strspn(port, "0123456789") != strlen(port))
+        return vmc_set_error(ctx, VMC_E_INVAL, "not ssh://[USER@]HOST[:PORT]");
+    return 0;
+}
+
+int vmc_endpoint_host_of(struct vmc_ctx *ctx, const char *dest, char *host,
+                         size_t n)
+{
+    char uh[256], port[32];
+
+    if (!strncmp(dest, "ssh://", 6))
+        return split_ssh(ctx, dest, uh, sizeof(uh), port, sizeof(port), host, n);
+    if (split_hostport(dest, host, n, port, sizeof(port)) < 0)
+        return vmc_set_error(ctx, VMC_E_INVAL, "not HOST:PORT or ssh://HOST");
+    return 0;
+}
+
 /* No Nagle; a cut link fails writes instead of blocking for minutes. */
 static void tune_socket(int fd, int timeout_s)
 {
@@ -98,19 +136,11 @@ static int ssh_dial(struct vmc_ctx *ctx, struct vmc_endpoint *e,
                     const char *dest, const char *remote_cmd)
 {
     char userhost[256], port[32] = "";
-    const char *p = dest + 6, *colon = strrchr(p, ':');
-    int in[2] = { -1, -1 }, out[2] = { -1, -1 };
+    int in[2] = { -1, -1 }, out[2] = { -1, -1 }, rc;
 
-    if (colon && !strchr(colon, ']')) {
-        snprintf(userhost, sizeof(userhost), "%.*s", (int)(colon - p), p);
-        snprintf(port, sizeof(port), "%s", colon + 1);
-    } else {
-        snprintf(userhost, sizeof(userhost), "%s", p);
-    }
-    if (!userhost[0] || userhost[0] == '-')   /* never an ssh option */
-        return vmc_set_error(ctx, VMC_E_INVAL, "not ssh://[USER@]HOST[:PORT]");
-    snprintf(e->host, sizeof(e->host), "%s", strchr(userhost, '@') ?
-             strchr(userhost, '@') + 1 : userhost);
+    if ((rc = split_ssh(ctx, dest, userhost, sizeof(userhost), port,
+                        sizeof(port), e->host, sizeof(e->host))) < 0)
+        return rc;
     if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
         int err = errno;
         close(in[0]);

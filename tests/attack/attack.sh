@@ -348,6 +348,23 @@ else
     skip $t "not root"
 fi
 
+# ---- 10. ssh:// runs nothing before the receiver's key is known -----------
+t=ssh_unknown_host_runs_nothing
+mkdir -p fakebin
+printf '#!/bin/sh\ntouch %s\nexec cat\n' "$MARK" > fakebin/ssh
+chmod 755 fakebin/ssh
+printf 'other.example %s\n' "$REC" > known_hosts
+"$B/vmctl" start tiny -machine none -display none -nodefaults -m 16 >/dev/null 2>&1
+if run 1 env PATH="$T/fakebin:$PATH" "$B/vmmigrate" -i host.key --known-hosts known_hosts \
+       tiny ssh://root@dst.example && one_line && grep -q 'dst.example: no entry' err &&
+   [ ! -e "$MARK" ] &&
+   run 1 env PATH="$T/fakebin:$PATH" "$B/vmmigrate" -i host.key --known-hosts known_hosts \
+       tiny 'ssh://-oProxyCommand=touch /tmp/x' && grep -q 'not ssh://' err &&
+   [ ! -e "$MARK" ] && [ "$("$B/vmctl" status tiny)" = running ]; then pass $t
+else fail $t "rc=$rc $(cat err) marker: $(ls "$MARK" 2>&1)"; fi
+"$B/vmctl" destroy tiny >/dev/null 2>&1
+rm -rf "$VMCKPT_RUNDIR"
+
 # ---- 6. the guardian cannot be reached from a command line ----------------
 # It used to be chosen by argv[0] and to remove a path from argv.
 t=guardian_from_a_command_line

@@ -1292,6 +1292,23 @@ static int t_endpoints(void)
     REQUIRE(vmc_endpoint_dial(ctx, "ssh://-oProxyCommand=x", "c", 5, &e) ==
             VMC_E_INVAL, "an ssh option as the host was accepted");
     vmc_ctx_clear(ctx);
+    {   /* the host part, without dialing: what known_hosts is asked */
+        static const char *const bad[] = { "ssh://a b", "ssh://h;id", "ssh://u@-o",
+                                           "ssh://h:22x", "ssh://a@b@c", "ssh://",
+                                           "ssh://h$(id)" };
+        char h[256];
+        REQUIRE(vmc_endpoint_host_of(ctx, "ssh://root@dst.example:2222", h,
+                                     sizeof(h)) == 0 && !strcmp(h, "dst.example"),
+                "host_of ssh: '%s'", h);
+        REQUIRE(vmc_endpoint_host_of(ctx, "[::1]:8002", h, sizeof(h)) == 0 &&
+                !strcmp(h, "::1"), "host_of v6: '%s'", h);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            vmc_ctx_clear(ctx);
+            REQUIRE(vmc_endpoint_host_of(ctx, bad[i], h, sizeof(h)) == VMC_E_INVAL,
+                    "%s accepted as '%s'", bad[i], h);
+        }
+        vmc_ctx_clear(ctx);
+    }
     REQUIRE(vmc_endpoint_dial(ctx, "nocolon", "c", 5, &e) == VMC_E_INVAL,
             "HOST without :PORT accepted");
     vmc_ctx_clear(ctx);
