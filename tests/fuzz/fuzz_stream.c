@@ -95,8 +95,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         snprintf(path, sizeof(path), "%s/%s", dir ? dir : ".", fuzz_key_path);
         vmc_init(ctx);
         keys = vmc_keys_new();
-        if (vmc_keys_add_identity_file(ctx, keys, path) < 0)
-            abort();                  /* the harness is broken, not the input */
+        {   /* the checked-out key is 0644, which vmckpt refuses for a
+             * secret: load a 0600 copy of it */
+            char tmp[] = "/tmp/vmc-fuzz-key-XXXXXX", buf[512];
+            FILE *in = fopen(path, "r");
+            int fd = mkstemp(tmp);
+            size_t n = in ? fread(buf, 1, sizeof(buf), in) : 0;
+            if (in)
+                fclose(in);
+            if (fd < 0 || !n || write(fd, buf, n) != (ssize_t)n)
+                abort();
+            close(fd);
+            if (vmc_keys_add_identity_file(ctx, keys, tmp) < 0) {
+                unlink(tmp);
+                abort();              /* the harness is broken, not the input */
+            }
+            unlink(tmp);
+        }
         vmc_ctx_clear(ctx);
     }
     if (size >= 1) {
