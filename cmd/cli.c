@@ -183,16 +183,23 @@ const char *cli_safe(const char *s)
     return out;
 }
 
+/* One line on stderr, escaped as cli_put_safe does: a message may quote
+ * an image's own text (an option from its config, a domain name), and it
+ * reaches terminals, cron mail and journals. */
 void cli_err(const char *obj, const char *fmt, ...)
 {
+    char msg[2048];
     va_list ap;
 
     fprintf(stderr, "%s: ", cli_prog);
-    if (obj)
-        fprintf(stderr, "%s: ", obj);
+    if (obj) {
+        cli_put_safe(stderr, obj, 0);
+        fputs(": ", stderr);
+    }
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    cli_put_safe(stderr, msg, 0);
     fputc('\n', stderr);
 }
 
@@ -829,8 +836,15 @@ int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
 
 /* ---- the restore policy ---------------------------------------------------- */
 
-struct vmc_policy *cli_policy(struct vmc_ctx *ctx, const char *const *dirs,
-                              int ndirs)
+void cli_dirs_add(struct cli_dirs *d, struct cli_bad *bad, const char *dir)
+{
+    if (d->n == (int)(sizeof(d->dir) / sizeof(d->dir[0])))
+        cli_bad_set(bad, "more than 64 --allow-dir%s", "");
+    else
+        d->dir[d->n++] = dir;
+}
+
+struct vmc_policy *cli_policy(struct vmc_ctx *ctx, const struct cli_dirs *d)
 {
     struct vmc_policy *p = vmc_policy_new();
 
@@ -843,8 +857,8 @@ struct vmc_policy *cli_policy(struct vmc_ctx *ctx, const char *const *dirs,
         vmc_policy_free(p);
         return NULL;
     }
-    for (int i = 0; i < ndirs; i++)
-        if (vmc_policy_allow_dir(ctx, p, dirs[i]) < 0) {
+    for (int i = 0; i < d->n; i++)
+        if (vmc_policy_allow_dir(ctx, p, d->dir[i]) < 0) {
             cli_ctx_err(NULL, ctx);
             vmc_policy_free(p);
             return NULL;

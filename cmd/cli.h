@@ -113,8 +113,13 @@ int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
  * directories, $VMCKPT_ALLOW_DIRS, /etc/vmckpt/allowed_dirs, then each
  * --allow-dir; NULL after printing the problem. */
 #define CLI_ALLOWED_DIRS_FILE "/etc/vmckpt/allowed_dirs"
-struct vmc_policy *cli_policy(struct vmc_ctx *ctx, const char *const *dirs,
-                              int ndirs);
+struct cli_dirs {
+    const char *dir[64];
+    int n;
+};
+/* One --allow-dir (at most 64: a usage problem into bad beyond). */
+void cli_dirs_add(struct cli_dirs *d, struct cli_bad *bad, const char *dir);
+struct vmc_policy *cli_policy(struct vmc_ctx *ctx, const struct cli_dirs *d);
 /* All of a regular file of at most max bytes (caller frees); -1 after
  * printing the problem. */
 int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len);

@@ -112,8 +112,7 @@ struct args {
     int rm_slot[32];
     int nrm_slot;
     int from_xl, to_xl, rotate;
-    const char *dirs[64];
-    int ndirs;
+    struct cli_dirs dirs;
     struct cli_bad bad;
 };
 
@@ -187,10 +186,7 @@ static void on_opt(int id, const char *arg, void *u)
     case 'o': a->output = arg; break;
     case O_ROTATE: a->rotate = 1; break;
     case O_ALLOWDIR:
-        if (a->ndirs == 64)
-            bad(a, "more than 64 --allow-dir%s", "");
-        else
-            a->dirs[a->ndirs++] = arg;
+        cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
     case 'P': a->ask_pass = 1; break;
     case 'r': key_err(a, vmc_keys_add_recipient(a->ctx, a->seal, arg)); break;
@@ -268,6 +264,19 @@ static int open_input(const char *path)
     if (fd < 0)
         cli_err(path, "%s", strerror(errno));
     return fd;
+}
+
+/* A reader over fd under the unlocked header *h, which it takes (*h is
+ * NULL after, also on failure, which is reported). */
+static int open_reader(struct args *a, const char *obj, int fd,
+                       struct vmc_header **h, struct vmc_reader **r)
+{
+    int rc = vmc_reader_new(a->ctx, fd, *h, (int)a->threads, 1, r);
+
+    *h = NULL;
+    if (rc < 0)
+        cli_ctx_err(obj, a->ctx);
+    return rc;
 }
 
 /* Reads and unlocks the header of image `obj` on fd. */
@@ -572,12 +581,8 @@ static int info_verify_one(struct args *a, const char *path)
         rc = 0;
         goto out;
     }
-    if (vmc_reader_new(a->ctx, fd, h, (int)a->threads, 1, &r) < 0) {
-        h = NULL;
-        cli_ctx_err(obj, a->ctx);
+    if (open_reader(a, obj, fd, &h, &r) < 0)
         goto out;
-    }
-    h = NULL;
     cli_progress_init(&pr, verify ? "verifying" : "reading",
                       cli_input_size(fd));
     pr.reader = r;                  /* the ETA is of the file, not the guest */
@@ -757,12 +762,8 @@ static int cmd_unseal(struct args *a, int argc, char **argv)
         cli_ctx_err(NULL, a->ctx);
         goto out;
     }
-    if (vmc_reader_new(a->ctx, fd, h, (int)a->threads, 1, &r) < 0) {
-        h = NULL;
-        cli_ctx_err(obj, a->ctx);
+    if (open_reader(a, obj, fd, &h, &r) < 0)
         goto out;
-    }
-    h = NULL;
     cli_progress_init(&pr, "unsealing", cli_input_size(fd));
     pr.reader = r;
     if ((a->to_xl ? vmc_reader_drain_xl(r, vmc_outfile_fd(of), cli_progress_cb,
@@ -808,22 +809,25 @@ static int cmd_config(struct args *a, int argc, char **argv)
     if (argc != 1)
         return usage(C_CONFIG, argc ? "too many arguments" : "missing IMAGE");
     obj = strcmp(argv[0], "-") ? argv[0] : "stdin";
-    if (!(pol = cli_policy(a->ctx, a->dirs, a->ndirs)) ||
+    if (!(pol = cli_policy(a->ctx, &a->dirs)) ||
         (fd = open_input(argv[0])) < 0 || open_header(a, obj, fd, 1, &h) < 0)
         goto out;
-    if (vmc_reader_new(a->ctx, fd, h, (int)a->threads, 1, &r) < 0) {
-        h = NULL;
-        cli_ctx_err(obj, a->ctx);
+    if (open_reader(a, obj, fd, &h, &r) < 0)
         goto out;
-    }
-    h = NULL;
     if (vmc_reader_head(r, &m, &fmt, &cfg, &len) < 0) {
         cli_ctx_err(obj, a->ctx);
         goto out;
     }
-    if (a->json) {
-        fwrite(cfg, 1, len, stdout);
+    if (a->json) {                  /* re-encoded: ASCII, escapes and all */
+        json_error_t je;
+        json_t *j = json_loadb((const char *)cfg, len, 0, &je);
+        if (!j) {
+            cli_err(obj, "domain config: not JSON: %s", je.text);
+            goto out;
+        }
+        json_dumpf(j, stdout, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
         printf("\n");
+        json_decref(j);
         rc = 0;
         goto out;
     }

@@ -83,8 +83,8 @@ static const struct cli_opt opts[] = {
 struct args {
     struct vmc_ctx *ctx;
     const char *listen, *identity, *known, *rkey, *auth, *backend, *remote;
-    int receive, once, nolive, json, verbose, timeout_s, level, ndirs;
-    const char *dirs[64];
+    int receive, once, nolive, json, verbose, timeout_s, level;
+    struct cli_dirs dirs;
     unsigned max_down, live_tmo;
     unsigned long long max_bw;
     struct cli_bad bad;
@@ -131,10 +131,7 @@ static void on_opt(int id, const char *arg, void *u)
     case O_BACKEND: a->backend = arg; break;
     case O_REMOTE: a->remote = arg; break;
     case O_ALLOWDIR:
-        if (a->ndirs == 64)
-            bad(a, "more than 64 --allow-dir%s", "");
-        else
-            a->dirs[a->ndirs++] = arg;
+        cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
     case O_MAXDOWN:
         a->max_down = (unsigned)cli_uint_arg(&a->bad, arg, 1, 600000,
@@ -319,7 +316,7 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
     int rc = 1;
 
     vmc_ctx_clear(a->ctx);
-    if (!(ro.policy = pol = cli_policy(a->ctx, a->dirs, a->ndirs)))
+    if (!(ro.policy = pol = cli_policy(a->ctx, &a->dirs)))
         goto out;
     if (vmc_keys_add_identity_file(a->ctx, id, a->identity ? a->identity
                                    : "/etc/vmckpt/host.key") < 0 ||

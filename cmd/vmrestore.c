@@ -51,9 +51,9 @@ struct args {
     struct vmc_ctx *ctx;
     struct vmc_keys *keys;
     struct vmc_restore_opts ro;
-    int ask_pass, pass_fd, console, json, threads, ndirs;
+    int ask_pass, pass_fd, console, json, threads;
     const char *pass_file, *config;
-    const char *dirs[64];
+    struct cli_dirs dirs;
     struct cli_bad bad;
 };
 
@@ -109,10 +109,7 @@ static void on_opt(int id, const char *arg, void *u)
     case O_JSON: a->json = 1; break;
     case O_CONFIG: a->config = arg; break;
     case O_ALLOWDIR:
-        if (a->ndirs == 64)
-            bad(a, "more than 64 --allow-dir%s", "");
-        else
-            a->dirs[a->ndirs++] = arg;
+        cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
     case 'T':
         a->threads = (int)cli_uint_arg(&a->bad, arg, 1, 64,
@@ -165,7 +162,7 @@ int main(int argc, char **argv)
         return usage("--name and --clone exclude each other");
     path = argv[n];
     obj = strcmp(path, "-") ? path : "stdin";
-    if (!(pol = cli_policy(a.ctx, a.dirs, a.ndirs)))
+    if (!(pol = cli_policy(a.ctx, &a.dirs)))
         return 1;
     a.ro.policy = pol;
     if (a.config && cli_read_file(a.config, VMC_REC_MAX_LEN - 8, &cfg,

@@ -281,6 +281,17 @@ static int machine_kv(void *arg, const char *k, const char *v)
     return 0;
 }
 
+/* -icount: record/replay reads or writes a host file. */
+static int icount_kv(void *arg, const char *k, const char *v)
+{
+    struct chk *c = arg;
+
+    (void)v;
+    if (!strcmp(k, "rr") || !strcmp(k, "rrfile") || !strcmp(k, "rrsnapshot"))
+        return refuse(c, "icount key '%s' records or replays a host file", k);
+    return 0;
+}
+
 /* -boot, -fw_cfg, -smbios, -acpitable: their file keys are host files. */
 static int filekeys_kv(void *arg, const char *k, const char *v)
 {
@@ -339,7 +350,7 @@ static const struct qopt qopts[] = {
     { "rtc", 1, ANY, NULL, NULL, NULL },
     { "overcommit", 1, ANY, NULL, NULL, NULL },
     { "mem-prealloc", 0, ANY, NULL, NULL, NULL },
-    { "icount", 1, ANY, NULL, NULL, NULL },
+    { "icount", 1, KV, "shift", icount_kv, NULL },
     { "global", 1, GLOBAL, NULL, NULL, NULL },
     { "k", 1, ANY, NULL, NULL, NULL },
     { "vga", 1, ANY, NULL, NULL, NULL },

@@ -569,7 +569,7 @@ static int listen_unix(struct vmc_ctx *ctx, const char *path, int *fd)
     memcpy(sa.sun_path, path, strlen(path));
     unlink(path);
     if ((*fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-        bind(*fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(*fd, 8) < 0) {
+        bind(*fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(*fd, 64) < 0) {
         int rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
         if (*fd >= 0)
             close(*fd);

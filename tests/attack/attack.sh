@@ -68,6 +68,20 @@ if run 1 "$B/vmrestore" -i host.key bin.vmimg && one_line &&
 then pass $t "$(cut -c1-120 err)"
 else fail $t "rc=$rc $(cat err) $WHY"; fi
 
+t=config_json_is_escaped
+"$FORGE" "$REC" esc.vmimg qemu "{\"argv\":[$BASE,\"-append\",\"\\u001b[2Jx\\u0085\"]}"
+if run 0 "$B/vmimage" config --json -i host.key esc.vmimg && ! grep -q $'\x1b' out &&
+   grep -qiF '\u001b[2Jx\u0085' out &&
+   run 0 "$B/vmimage" config -i host.key esc.vmimg && ! grep -q $'\x1b' out &&
+   grep -qF "'\x1b[2Jx\xc2\x85'" out; then pass $t
+else fail $t "rc=$rc $(od -c out | head -5)"; fi
+
+t=refusal_message_is_escaped
+"$FORGE" "$REC" esc2.vmimg qemu "{\"argv\":[$BASE,\"-kernel\",\"/x\\u001b]2;owned\\u0007\"]}"
+if run 1 "$B/vmrestore" -i host.key esc2.vmimg && one_line && ! grep -q $'\x1b' err &&
+   grep -qF -- '-kernel /x\x1b]2;owned\x07' err && untouched; then pass $t
+else fail $t "rc=$rc $(od -c err | head -5)"; fi
+
 t=config_show_uses_this_hosts_binary
 if run 0 "$B/vmimage" config -i host.key bin.vmimg && ! grep -q evil.sh out &&
    grep -q '^qemu-system-x86_64 -m 64 ' out && grep -q -- '-sandbox on,obsolete=deny' out &&

@@ -1480,6 +1480,8 @@ static const struct {
     { "-global|virtio-net-pci.romfile=/etc/shadow", "outside the allowed" },
     { "-machine|q35,dumpdtb=/etc/x", "machine key 'dumpdtb'" },
     { "-machine|pc,accel=tcg", NULL },
+    { "-icount|shift=auto,sleep=off", NULL },
+    { "-icount|shift=7,rr=record,rrfile=/etc/cron.d/x", "icount key 'rr'" },
     { "-vnc|:0", "only 'none'" },
     { "-spice|port=5900", "opens a display port" },
     { "-display|gtk", "only 'none'" },
