@@ -455,7 +455,7 @@ out:
  * non-string.  av has room for argv + 32. */
 static const char **qemu_argv(const json_t *cfg, const char *name,
                               const char *uuid, const char *dir,
-                              const char **extra, char bufs[2][1400],
+                              const char **extra, char bufs[3][1400],
                               size_t *count)
 {
     const json_t *argv = json_object_get(cfg, "argv");
@@ -477,8 +477,18 @@ static const char **qemu_argv(const json_t *cfg, const char *name,
             free(av);
             return NULL;
         }
+    {   /* a name is data: "guest=" and its commas doubled, so that a name
+         * from an image cannot add -name's other keys */
+        size_t o = (size_t)snprintf(bufs[2], 1400, "guest=");
+        for (const char *p = name; *p && o < 1396; p++) {
+            if (*p == ',')
+                bufs[2][o++] = ',';
+            bufs[2][o++] = *p;
+        }
+        bufs[2][o] = '\0';
+    }
     av[k++] = "-name";
-    av[k++] = name;
+    av[k++] = bufs[2];
     av[k++] = "-uuid";
     av[k++] = uuid;
     av[k++] = "-chardev";
@@ -521,7 +531,7 @@ char *qemu_command_text(const json_t *cfg, const char *name, const char *uuid,
                         const char *dir)
 {
     static const char *const incoming[] = { "-incoming", "defer", NULL };
-    char bufs[2][1400], *text = NULL;
+    char bufs[3][1400], *text = NULL;
     size_t k, len = 0;
     const char **av = qemu_argv(cfg, name, uuid, dir,
                                 (const char **)incoming, bufs, &k);
@@ -667,7 +677,7 @@ static void launch_child(const struct launch *l)
 int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
 {
     struct launch l = { .nfds = 0 };
-    char bufs[2][1400], uuid[37], p[600], line[512];
+    char bufs[3][1400], uuid[37], p[600], line[512];
     const char **av = NULL;
     size_t k;
     pid_t pid;

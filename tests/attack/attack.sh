@@ -82,6 +82,12 @@ if run 1 "$B/vmrestore" -i host.key esc2.vmimg && one_line && ! grep -q $'\x1b' 
    grep -qF -- '-kernel /x\x1b]2;owned\x07' err && untouched; then pass $t
 else fail $t "rc=$rc $(od -c err | head -5)"; fi
 
+t=name_cannot_add_qemu_options
+FORGE_NAME='evil,debug-threads=on,process=x' "$FORGE" "$REC" nm.vmimg qemu "{\"argv\":[$BASE]}"
+if run 0 "$B/vmimage" config -i host.key nm.vmimg &&
+   grep -qF -- '-name guest=evil,,debug-threads=on,,process=x ' out; then pass $t
+else fail $t "rc=$rc $(cat out err)"; fi
+
 t=config_show_uses_this_hosts_binary
 if run 0 "$B/vmimage" config -i host.key bin.vmimg && ! grep -q evil.sh out &&
    grep -q '^qemu-system-x86_64 -m 64 ' out && grep -q -- '-sandbox on,obsolete=deny' out &&

@@ -35,7 +35,8 @@ int main(int argc, char **argv)
     m.stream_format = qemu ? VMC_SFMT_QEMU : VMC_SFMT_LIBXL;
     m.memory_kib = 65536;
     m.vcpus = 1;
-    snprintf(m.name, sizeof(m.name), "evil");
+    snprintf(m.name, sizeof(m.name), "%s",
+             getenv("FORGE_NAME") ? getenv("FORGE_NAME") : "evil");
     memset(junk, 0x5a, n);
     fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || vmc_keys_add_recipient(ctx, keys, argv[1]) < 0 ||

@@ -1640,12 +1640,12 @@ static int t_config_show(void)
     char *text = NULL;
     int rc;
 
-    snprintf(m.name, sizeof(m.name), "web01");
+    snprintf(m.name, sizeof(m.name), "web01,x=y");
     rc = vmc_config_show(NULL, &m, VMC_CFG_QEMU_JSON, (const uint8_t *)cfg,
                          strlen(cfg), &text);
     REQUIRE(rc == 0 && text, "show: %d", rc);
     REQUIRE(!strstr(text, "/bin/sh") && strstr(text, "qemu-system") &&
-            strstr(text, "-m 256 -append 'a b'\\''c' -name web01") &&
+            strstr(text, "-m 256 -append 'a b'\\''c' -name guest=web01,,x=y ") &&
             strstr(text, "-sandbox on,obsolete=deny,elevateprivileges=deny,"
                          "spawn=deny,resourcecontrol=deny") &&
             strstr(text, "-incoming defer"), "text: %s", text);
