@@ -160,22 +160,16 @@ const char *cli_safe(const char *s)
     static char bufs[4][4200];
     static int next;
     char *out = bufs[next++ & 3];
-    size_t len = 0;
+    char cut[1025];
+    size_t len;
     FILE *f;
 
-    if (strlen(s) > 1024) {
-        char cut[1028];
-        snprintf(cut, sizeof(cut), "%.1024s", s);
-        s = cut;                    /* (cut is copied below, before return) */
-        if (!(f = fmemopen(out, sizeof(bufs[0]), "w")))
-            return "?";
-        cli_put_safe(f, cut, 0);
+    if (!(f = fmemopen(out, sizeof(bufs[0]), "w")))
+        return "?";
+    snprintf(cut, sizeof(cut), "%s", s);
+    cli_put_safe(f, cut, 0);
+    if (strlen(s) > 1024)
         fputs("...", f);
-    } else {
-        if (!(f = fmemopen(out, sizeof(bufs[0]), "w")))
-            return "?";
-        cli_put_safe(f, s, 0);
-    }
     fflush(f);
     len = (size_t)ftell(f);
     fclose(f);

@@ -168,19 +168,25 @@ static int guard_orders(int fd, char *backend, size_t bn, int *domid,
     return 0;
 }
 
-void vmc_guard_dispatch(int argc, char **argv)
+/* The guardian's life, exec'd or not: its orders from fd 3, then its
+ * watch; exits 2 without orders (not a guardian after all: nothing done). */
+static void guard_serve(void)
 {
     char backend[32], partial[4097];
     int domid, was_running;
 
-    if (argc != 1 || strcmp(argv[0], "vmckpt-guard"))
-        return;
     if (guard_orders(3, backend, sizeof(backend), &domid, &was_running,
                      partial, sizeof(partial)) < 0)
-        _exit(2);                   /* not a guardian after all: do nothing */
+        _exit(2);
     prctl(PR_SET_NAME, "vmckpt-guard", 0, 0, 0);    /* not "vmsave" in ps */
     guard_run(3, backend, domid, was_running, partial);
     _exit(0);
+}
+
+void vmc_guard_dispatch(int argc, char **argv)
+{
+    if (argc == 1 && !strcmp(argv[0], "vmckpt-guard"))
+        guard_serve();
 }
 
 static int guard_start(struct vmc_ctx *ctx, const struct vmc_backend *be,
@@ -219,13 +225,7 @@ static int guard_start(struct vmc_ctx *ctx, const struct vmc_backend *be,
         for (int fd = 4; fd < 1024; fd++)
             close(fd);
         execl("/proc/self/exe", "vmckpt-guard", (char *)NULL);
-        {   /* no exec: read the orders as the exec'd guardian would */
-            char bn[32], pp[4097];
-            if (guard_orders(3, bn, sizeof(bn), &domid, &was_running, pp,
-                             sizeof(pp)) == 0)
-                guard_run(3, bn, domid, was_running, pp);
-        }
-        _exit(0);
+        guard_serve();              /* no exec: the same, in this process */
     }
     close(p[0]);
     g->pid = pid;

@@ -451,11 +451,11 @@ out:
 /* The command line of an instance: this host's QEMU binary (never one a
  * config names), the config's argv, then what vmckpt adds (name, UUID,
  * its QMP and console in dir, the sandbox) and extra.  The strings point
- * into cfg, the arguments and bufs (two of 1400); NULL if argv holds a
- * non-string.  av has room for argv + 32. */
+ * into cfg, the arguments and bufs (bufs[0]: -add-fd, bufs[1]: -name);
+ * NULL if argv holds a non-string.  av has room for argv + 32. */
 static const char **qemu_argv(const json_t *cfg, const char *name,
                               const char *uuid, const char *dir,
-                              const char **extra, char bufs[3][1400],
+                              const char **extra, char bufs[2][1400],
                               size_t *count)
 {
     const json_t *argv = json_object_get(cfg, "argv");
@@ -469,8 +469,6 @@ static const char **qemu_argv(const json_t *cfg, const char *name,
      * to the registry directory (dir is in the command line for the
      * registry's pid check) */
     snprintf(bufs[0], 1400, "fd=5,set=1,opaque=%s/console.log", dir);
-    snprintf(bufs[1], 1400, "socket,id=vmckpt-console,fd=4,server=on,"
-             "wait=off,logfile=/dev/fdset/1,logappend=on");
     av[k++] = qemu_binary();
     for (size_t i = 0; i < n; i++)
         if (!(av[k++] = json_string_value(json_array_get(argv, i)))) {
@@ -479,16 +477,16 @@ static const char **qemu_argv(const json_t *cfg, const char *name,
         }
     {   /* a name is data: "guest=" and its commas doubled, so that a name
          * from an image cannot add -name's other keys */
-        size_t o = (size_t)snprintf(bufs[2], 1400, "guest=");
+        size_t o = (size_t)snprintf(bufs[1], 1400, "guest=");
         for (const char *p = name; *p && o < 1396; p++) {
             if (*p == ',')
-                bufs[2][o++] = ',';
-            bufs[2][o++] = *p;
+                bufs[1][o++] = ',';
+            bufs[1][o++] = *p;
         }
-        bufs[2][o] = '\0';
+        bufs[1][o] = '\0';
     }
     av[k++] = "-name";
-    av[k++] = bufs[2];
+    av[k++] = bufs[1];
     av[k++] = "-uuid";
     av[k++] = uuid;
     av[k++] = "-chardev";
@@ -498,7 +496,8 @@ static const char **qemu_argv(const json_t *cfg, const char *name,
     av[k++] = "-add-fd";
     av[k++] = bufs[0];
     av[k++] = "-chardev";
-    av[k++] = bufs[1];
+    av[k++] = "socket,id=vmckpt-console,fd=4,server=on,wait=off,"
+              "logfile=/dev/fdset/1,logappend=on";
     av[k++] = "-serial";
     av[k++] = "chardev:vmckpt-console";
     av[k++] = "-sandbox";
@@ -531,7 +530,7 @@ char *qemu_command_text(const json_t *cfg, const char *name, const char *uuid,
                         const char *dir)
 {
     static const char *const incoming[] = { "-incoming", "defer", NULL };
-    char bufs[3][1400], *text = NULL;
+    char bufs[2][1400], *text = NULL;
     size_t k, len = 0;
     const char **av = qemu_argv(cfg, name, uuid, dir,
                                 (const char **)incoming, bufs, &k);
@@ -591,7 +590,7 @@ static int listen_unix(struct vmc_ctx *ctx, const char *path, int *fd)
 
 static int launch_user(struct vmc_ctx *ctx, struct launch *l)
 {
-    const char *user = getenv("VMCKPT_QEMU_USER");
+    const char *user = secure_getenv("VMCKPT_QEMU_USER");
     struct passwd *pw;
     struct group *gr;
 
@@ -677,7 +676,7 @@ static void launch_child(const struct launch *l)
 int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
 {
     struct launch l = { .nfds = 0 };
-    char bufs[3][1400], uuid[37], p[600], line[512];
+    char bufs[2][1400], uuid[37], p[600], line[512];
     const char **av = NULL;
     size_t k;
     pid_t pid;

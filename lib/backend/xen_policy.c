@@ -81,16 +81,26 @@ static int set(const json_t *v)
     }
 }
 
-/* HVM serial ports and USB devices: the emulated ones only. */
-static int serial_ok(const char *s)
+/* HVM serial ports and USB devices (k: "serial..." or "usbdevice..."),
+ * one value or a list of them: the emulated ones only. */
+static int emulated_only(struct vmc_ctx *ctx, const char *k, const json_t *v)
 {
-    return !strcmp(s, "pty") || !strcmp(s, "none") || !strcmp(s, "null");
-}
+    size_t i = 0, n = json_is_array(v) ? json_array_size(v) : 1;
 
-static int usb_ok(const char *s)
-{
-    return !strcmp(s, "tablet") || !strcmp(s, "mouse") ||
-           !strcmp(s, "keyboard");
+    for (; i < n; i++) {
+        const char *s = json_string_value(json_is_array(v) ?
+                                          json_array_get(v, i) : v);
+        int ok = !s || (k[0] == 's' ?
+                        !strcmp(s, "pty") || !strcmp(s, "none") ||
+                        !strcmp(s, "null") :
+                        !strcmp(s, "tablet") || !strcmp(s, "mouse") ||
+                        !strcmp(s, "keyboard"));
+        if (!ok)
+            return vmc_set_error(ctx, VMC_E_INVAL, "libxl config %s: '%s' "
+                                 "reaches outside the VM (refused by the "
+                                 "restore policy)", k, s);
+    }
+    return 0;
 }
 
 static int walk(struct vmc_ctx *ctx, const struct vmc_policy *pol,
@@ -114,24 +124,10 @@ static int walk(struct vmc_ctx *ctx, const struct vmc_policy *pol,
                 return vmc_set_error(ctx, VMC_E_INVAL, "libxl config %s%s%s: "
                                      "%s (refused by the restore policy)",
                                      where, *where ? "." : "", k, deny[i].why);
-        if (!strcmp(k, "serial") || !strcmp(k, "usbdevice")) {
-            const char *s = json_string_value(v);
-            if (s && !(k[0] == 's' ? serial_ok(s) : usb_ok(s)))
-                return vmc_set_error(ctx, VMC_E_INVAL, "libxl config %s: '%s' "
-                                     "reaches outside the VM (refused by the "
-                                     "restore policy)", k, s);
-        }
-        if (!strcmp(k, "serial_list") || !strcmp(k, "usbdevice_list")) {
-            size_t i;
-            json_t *e;
-            json_array_foreach(v, i, e) {
-                const char *s = json_string_value(e);
-                if (s && !(k[0] == 's' ? serial_ok(s) : usb_ok(s)))
-                    return vmc_set_error(ctx, VMC_E_INVAL, "libxl config %s: "
-                                         "'%s' reaches outside the VM (refused "
-                                         "by the restore policy)", k, s);
-            }
-        }
+        if ((!strcmp(k, "serial") || !strcmp(k, "usbdevice") ||
+             !strcmp(k, "serial_list") || !strcmp(k, "usbdevice_list")) &&
+            emulated_only(ctx, k, v) < 0)
+            return VMC_E_INVAL;
         if (!strcmp(k, "pdev_path") && json_string_value(v) &&
             policy_path_ok(ctx, pol, "libxl config disk",
                            json_string_value(v), 0) < 0)
