@@ -810,7 +810,7 @@ static int feed_error(struct restore *s, int err)
 {
     struct vmc_ctx tmp = { 0 };
 
-    if (s->be->restore_wait(&tmp, s->d) < 0)
+    if (s->be->restore_wait(&tmp, s->d) < 0 && tmp.code)
         return vmc_set_error(s->ctx, VMC_E_BACKEND, "%s", vmc_ctx_error(&tmp));
     return vmc_set_error(s->ctx, VMC_E_BACKEND, "hypervisor stopped reading the "
                          "stream at 0x%llx: %s",

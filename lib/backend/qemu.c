@@ -89,7 +89,7 @@ int qemu_query_status(struct vmc_ctx *ctx, struct vmc_dom *d, char *st,
     json_t *r;
     int rc;
 
-    if ((rc = qmp_of(ctx, d)) < 0 || (rc = qmp_exec(d->q, "query-status", NULL,
+    if ((rc = qmp_of(ctx, d)) < 0 || (rc = qmp_exec(ctx, d->q, "query-status", NULL,
                                                     &r)) < 0)
         return rc;
     snprintf(st, cap, "%s",
@@ -114,11 +114,11 @@ static int qemu_pause(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *wall)
     if ((rc = qmp_of(ctx, d)) < 0)
         return rc;
     qmp_clear_events(d->q);
-    if ((rc = qmp_exec(d->q, "stop", NULL, NULL)) < 0)
+    if ((rc = qmp_exec(ctx, d->q, "stop", NULL, NULL)) < 0)
         return rc;
     if (wall) {
         const struct qmp_event *e;
-        qmp_wait_event(d->q, "STOP", 2000, NULL);
+        qmp_wait_event(ctx, d->q, "STOP", 2000, NULL);
         e = qmp_find_event(d->q, "STOP", 1);
         *wall = e ? e->ts_us : qmp_wall_us();
         vmc_ctx_clear(ctx);
@@ -139,11 +139,11 @@ static int qemu_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *wall)
     if ((rc = qmp_of(ctx, d)) < 0)
         return rc;
     qmp_clear_events(d->q);
-    if ((rc = qmp_exec(d->q, "cont", NULL, NULL)) < 0)
+    if ((rc = qmp_exec(ctx, d->q, "cont", NULL, NULL)) < 0)
         return rc;
     if (wall) {
         const struct qmp_event *e;
-        if (qmp_wait_event(d->q, "RESUME", 2000, NULL) < 0)
+        if (qmp_wait_event(ctx, d->q, "RESUME", 2000, NULL) < 0)
             vmc_ctx_clear(ctx);
         e = qmp_find_event(d->q, "RESUME", 1);
         *wall = e ? e->ts_us : qmp_wall_us();
@@ -168,7 +168,7 @@ static int qemu_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
     memcpy(m->uuid, d->uuid, 16);
     m->backend = VMC_BACKEND_QEMU;
     m->stream_format = VMC_SFMT_QEMU;
-    if (qmp_exec(d->q, "query-version", NULL, &r) == 0) {
+    if (qmp_exec(ctx, d->q, "query-version", NULL, &r) == 0) {
         json_t *q = json_object_get(r, "qemu");
         snprintf(m->backend_version, sizeof(m->backend_version),
                  "QEMU %lld.%lld.%lld (%s)",
@@ -178,12 +178,12 @@ static int qemu_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
                  json_string_value(json_object_get(r, "package")) ?: "");
         json_decref(r);
     }
-    if (qmp_exec(d->q, "query-memory-size-summary", NULL, &r) == 0) {
+    if (qmp_exec(ctx, d->q, "query-memory-size-summary", NULL, &r) == 0) {
         m->memory_kib = (uint64_t)json_integer_value(
                             json_object_get(r, "base-memory")) / 1024;
         json_decref(r);
     }
-    if (qmp_exec(d->q, "query-cpus-fast", NULL, &r) == 0) {
+    if (qmp_exec(ctx, d->q, "query-cpus-fast", NULL, &r) == 0) {
         m->vcpus = (uint32_t)json_array_size(r);
         if (json_array_size(r))
             snprintf(m->guest_type, sizeof(m->guest_type), "%s",
@@ -221,20 +221,20 @@ static int qemu_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
                      "downtime-limit",
                      (json_int_t)(t->max_downtime_ms ? t->max_downtime_ms
                                                      : t->live ? 300 : 2000));
-    if ((rc = qmp_exec(d->q, "migrate-set-parameters", args, NULL)) < 0)
+    if ((rc = qmp_exec(ctx, d->q, "migrate-set-parameters", args, NULL)) < 0)
         return rc;
     /* Live: throttle a guest that dirties memory faster than it is sent. */
-    qmp_exec(d->q, "migrate-set-capabilities",
+    qmp_exec(ctx, d->q, "migrate-set-capabilities",
              json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
                        "auto-converge", "state", t->live), NULL);
     vmc_ctx_clear(ctx);
-    qmp_exec(d->q, "closefd", json_pack("{s:s}", "fdname", "vmckpt-save"), NULL);
+    qmp_exec(ctx, d->q, "closefd", json_pack("{s:s}", "fdname", "vmckpt-save"), NULL);
     vmc_ctx_clear(ctx);
-    if ((rc = qmp_exec_fd(d->q, "getfd", json_pack("{s:s}", "fdname",
+    if ((rc = qmp_exec_fd(ctx, d->q, "getfd", json_pack("{s:s}", "fdname",
                                                    "vmckpt-save"), fd, NULL)) < 0)
         return rc;
     qmp_clear_events(d->q);
-    return qmp_exec(d->q, "migrate", json_pack("{s:s}", "uri", "fd:vmckpt-save"),
+    return qmp_exec(ctx, d->q, "migrate", json_pack("{s:s}", "uri", "fd:vmckpt-save"),
                     NULL);
 }
 
@@ -252,7 +252,7 @@ static int migrate_poll(struct vmc_ctx *ctx, struct vmc_dom *d, int timeout_s,
         const char *st;
         int rc;
 
-        if ((rc = qmp_exec(d->q, "query-migrate", NULL, &r)) < 0)
+        if ((rc = qmp_exec(ctx, d->q, "query-migrate", NULL, &r)) < 0)
             return rc;
         st = json_string_value(json_object_get(r, "status"));
         if (st && !strcmp(st, "completed")) {
@@ -299,7 +299,7 @@ static int qemu_save_poll(struct vmc_ctx *ctx, struct vmc_dom *d,
     *transferred = 0;
     *round = 0;
     if ((rc = qmp_of(ctx, d)) < 0 ||
-        (rc = qmp_exec(d->q, "query-migrate", NULL, &r)) < 0)
+        (rc = qmp_exec(ctx, d->q, "query-migrate", NULL, &r)) < 0)
         return rc;
     ram = json_object_get(r, "ram");
     *transferred = (uint64_t)json_integer_value(json_object_get(ram, "transferred"));
@@ -314,11 +314,11 @@ static void qemu_save_cancel(struct vmc_dom *d)
 
     if (qmp_of(&tmp, d) < 0)
         return;
-    qmp_exec(d->q, "migrate_cancel", NULL, NULL);
+    qmp_exec(&tmp, d->q, "migrate_cancel", NULL, NULL);
     for (int i = 0; i < 500; i++) {          /* up to 5 s */
         json_t *r;
         const char *st;
-        if (qmp_exec(d->q, "query-migrate", NULL, &r) < 0)
+        if (qmp_exec(&tmp, d->q, "query-migrate", NULL, &r) < 0)
             return;
         st = json_string_value(json_object_get(r, "status"));
         if (!st || (strcmp(st, "active") && strcmp(st, "cancelling") &&
@@ -338,7 +338,7 @@ static int qemu_destroy(struct vmc_ctx *ctx, struct vmc_dom *d)
 
     (void)ctx;
     if (qmp_of(&tmp, d) == 0)
-        qmp_exec(d->q, "quit", NULL, NULL);
+        qmp_exec(&tmp, d->q, "quit", NULL, NULL);
     qmp_close(d->q);
     d->q = NULL;
     if (qemu_pid_alive(d->pid))
@@ -435,10 +435,10 @@ static int qemu_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *
         goto fail;
     if ((rc = qemu_launch(ctx, d, extra)) < 0)
         goto fail_dir;
-    if ((rc = qmp_exec_fd(d->q, "getfd", json_pack("{s:s}", "fdname",
+    if ((rc = qmp_exec_fd(ctx, d->q, "getfd", json_pack("{s:s}", "fdname",
                                                    "vmckpt-restore"), fd,
                           NULL)) < 0 ||
-        (rc = qmp_exec(d->q, "migrate-incoming",
+        (rc = qmp_exec(ctx, d->q, "migrate-incoming",
                        json_pack("{s:s}", "uri", "fd:vmckpt-restore"), NULL)) < 0)
         goto fail_dir;
     *out = d;
@@ -459,6 +459,12 @@ static int qemu_restore_wait(struct vmc_ctx *ctx, struct vmc_dom *d)
     char line[512];
     int rc = migrate_poll(ctx, d, 600, "incoming migration");
 
+    /* A QEMU that refuses a stream exits; its QMP socket may close a
+     * moment before the process is gone.  Give it 2 s to say why. */
+    for (int i = 0; rc < 0 && i < 200 && qemu_pid_alive(d->pid); i++) {
+        waitpid(d->pid, NULL, WNOHANG);
+        usleep(10000);
+    }
     if (rc < 0 && !qemu_pid_alive(d->pid)) {
         qemu_last_log_line(d->dir, line, sizeof(line));
         vmc_ctx_clear(ctx);

@@ -19,7 +19,6 @@
 #include "qmp.h"
 
 struct qmp {
-    struct vmc_ctx *ctx;
     int fd;
     char *buf;
     size_t len, cap;
@@ -38,7 +37,7 @@ static int64_t ts_us(json_t *ts)
 }
 
 /* Next JSON line, within timeout_ms (negative = forever). */
-static int read_msg(struct qmp *q, int timeout_ms, json_t **out)
+static int read_msg(struct vmc_ctx *ctx, struct qmp *q, int timeout_ms, json_t **out)
 {
     *out = NULL;
     for (;;) {
@@ -50,7 +49,7 @@ static int read_msg(struct qmp *q, int timeout_ms, json_t **out)
             memmove(q->buf, q->buf + l, q->len - l);
             q->len -= l;
             if (!j)
-                return vmc_set_error(q->ctx, VMC_E_BACKEND,
+                return vmc_set_error(ctx, VMC_E_BACKEND,
                                      "qmp: malformed reply: %s", je.text);
             *out = j;
             return 0;
@@ -59,7 +58,7 @@ static int read_msg(struct qmp *q, int timeout_ms, json_t **out)
             size_t nc = q->cap ? q->cap * 2 : 65536;
             char *nb;
             if (nc > (64u << 20) || !(nb = realloc(q->buf, nc)))
-                return vmc_set_error(q->ctx, VMC_E_BACKEND,
+                return vmc_set_error(ctx, VMC_E_BACKEND,
                                      "qmp: reply too large");
             q->buf = nb;
             q->cap = nc;
@@ -71,14 +70,14 @@ static int read_msg(struct qmp *q, int timeout_ms, json_t **out)
             if (r < 0 && errno == EINTR)
                 continue;
             if (r == 0)
-                return vmc_set_error(q->ctx, VMC_E_BACKEND,
+                return vmc_set_error(ctx, VMC_E_BACKEND,
                                      "qmp: no answer from QEMU in %d ms",
                                      timeout_ms);
             n = read(q->fd, q->buf + q->len, q->cap - q->len);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n <= 0)
-                return vmc_set_error(q->ctx, VMC_E_BACKEND,
+                return vmc_set_error(ctx, VMC_E_BACKEND,
                                      "qmp: QEMU closed the connection%s%s",
                                      n < 0 ? ": " : "",
                                      n < 0 ? strerror(errno) : "");
@@ -98,20 +97,20 @@ static void note_event(struct qmp *q, json_t *j)
     q->nev++;
 }
 
-static int send_line(struct qmp *q, json_t *msg, int fd)
+static int send_line(struct vmc_ctx *ctx, struct qmp *q, json_t *msg, int fd)
 {
     char *s = json_dumps(msg, JSON_COMPACT);
     size_t l;
     int rc = 0;
 
     if (!s)
-        return vmc_set_error(q->ctx, VMC_E_NOMEM, "qmp: out of memory");
+        return vmc_set_error(ctx, VMC_E_NOMEM, "qmp: out of memory");
     l = strlen(s);
     {
         char *t = realloc(s, l + 2);
         if (!t) {
             free(s);
-            return vmc_set_error(q->ctx, VMC_E_NOMEM, "qmp: out of memory");
+            return vmc_set_error(ctx, VMC_E_NOMEM, "qmp: out of memory");
         }
         s = t;
     }
@@ -149,14 +148,14 @@ static int send_line(struct qmp *q, json_t *msg, int fd)
     }
     free(s);
     if (rc < 0)
-        return vmc_set_error(q->ctx, VMC_E_BACKEND, "qmp: send: %s",
+        return vmc_set_error(ctx, VMC_E_BACKEND, "qmp: send: %s",
                              strerror(errno));
     return 0;
 }
 
 
-int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd,
-                json_t **ret)
+int qmp_exec_fd(struct vmc_ctx *ctx, struct qmp *q, const char *cmd,
+                json_t *args, int fd, json_t **ret)
 {
     json_t *msg = json_object(), *j = NULL;
     int rc;
@@ -166,16 +165,16 @@ int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd,
     json_object_set_new(msg, "execute", json_string(cmd));
     if (args)
         json_object_set(msg, "arguments", args);
-    rc = send_line(q, msg, fd);
+    rc = send_line(ctx, q, msg, fd);
     json_decref(msg);
     json_decref(args);
     if (rc < 0)
         return rc;
     for (;;) {
         json_t *r, *e;
-        if ((rc = read_msg(q, 30000, &j)) < 0)
-            return vmc_set_error(q->ctx, rc, "qmp %s: %s", cmd,
-                                 vmc_ctx_error(q->ctx));
+        if ((rc = read_msg(ctx, q, 30000, &j)) < 0)
+            return vmc_set_error(ctx, rc, "qmp %s: %s", cmd,
+                                 vmc_ctx_error(ctx));
         if (json_object_get(j, "event")) {
             note_event(q, j);
             json_decref(j);
@@ -190,7 +189,7 @@ int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd,
         if ((e = json_object_get(j, "error"))) {
             const char *cls = json_string_value(json_object_get(e, "class"));
             const char *desc = json_string_value(json_object_get(e, "desc"));
-            rc = vmc_set_error(q->ctx, VMC_E_BACKEND, "qmp %s: %s: %s", cmd,
+            rc = vmc_set_error(ctx, VMC_E_BACKEND, "qmp %s: %s: %s", cmd,
                                cls ? cls : "Error", desc ? desc : "?");
             json_decref(j);
             return rc;
@@ -199,9 +198,10 @@ int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd,
     }
 }
 
-int qmp_exec(struct qmp *q, const char *cmd, json_t *args, json_t **ret)
+int qmp_exec(struct vmc_ctx *ctx, struct qmp *q, const char *cmd, json_t *args,
+             json_t **ret)
 {
-    return qmp_exec_fd(q, cmd, args, -1, ret);
+    return qmp_exec_fd(ctx, q, cmd, args, -1, ret);
 }
 
 int qmp_connect(struct vmc_ctx *ctx, const char *path, int timeout_ms,
@@ -216,7 +216,6 @@ int qmp_connect(struct vmc_ctx *ctx, const char *path, int timeout_ms,
     *out = NULL;
     if (!q)
         return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
-    q->ctx = ctx;
     q->fd = -1;
     if (strlen(path) >= sizeof(sa.sun_path)) {
         free(q);
@@ -244,7 +243,7 @@ int qmp_connect(struct vmc_ctx *ctx, const char *path, int timeout_ms,
     }
     /* QMP serves one client at a time: a second one gets its greeting
      * only when the first leaves.  Wait for it within the timeout. */
-    if ((rc = read_msg(q, timeout_ms, &greet)) < 0 ||
+    if ((rc = read_msg(ctx, q, timeout_ms, &greet)) < 0 ||
         !json_object_get(greet, "QMP")) {
         json_decref(greet);
         vmc_ctx_clear(ctx);
@@ -254,7 +253,7 @@ int qmp_connect(struct vmc_ctx *ctx, const char *path, int timeout_ms,
         goto fail;
     }
     json_decref(greet);
-    if ((rc = qmp_exec(q, "qmp_capabilities", NULL, NULL)) < 0)
+    if ((rc = qmp_exec(ctx, q, "qmp_capabilities", NULL, NULL)) < 0)
         goto fail;
     *out = q;
     return 0;
@@ -263,8 +262,8 @@ fail:
     return rc;
 }
 
-int qmp_wait_event(struct qmp *q, const char *name, int timeout_ms,
-                   int64_t *ts_us_out)
+int qmp_wait_event(struct vmc_ctx *ctx, struct qmp *q, const char *name,
+                   int timeout_ms, int64_t *ts_us_out)
 {
     uint64_t deadline = vmc_now_ns() + (uint64_t)timeout_ms * 1000000u;
 
@@ -279,9 +278,9 @@ int qmp_wait_event(struct qmp *q, const char *name, int timeout_ms,
             }
         left = (int)(((int64_t)deadline - (int64_t)vmc_now_ns()) / 1000000);
         if (left <= 0)
-            return vmc_set_error(q->ctx, VMC_E_BACKEND,
+            return vmc_set_error(ctx, VMC_E_BACKEND,
                                  "qmp: no %s event in %d ms", name, timeout_ms);
-        if ((rc = read_msg(q, left, &j)) < 0)
+        if ((rc = read_msg(ctx, q, left, &j)) < 0)
             return rc;
         if (json_object_get(j, "event"))
             note_event(q, j);

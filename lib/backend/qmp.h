@@ -18,13 +18,16 @@ int qmp_connect(struct vmc_ctx *ctx, const char *path, int timeout_ms,
                 struct qmp **out);
 void qmp_close(struct qmp *q);
 /* Runs cmd; args is consumed (may be NULL); *ret gets a new reference to
- * the "return" value (may be NULL).  Events seen meanwhile are recorded. */
-int qmp_exec(struct qmp *q, const char *cmd, json_t *args, json_t **ret);
+ * the "return" value (may be NULL).  Events seen meanwhile are recorded.
+ * Errors go to the ctx of the call (a connection keeps none: it outlives
+ * the ctx it was opened with). */
+int qmp_exec(struct vmc_ctx *ctx, struct qmp *q, const char *cmd, json_t *args,
+             json_t **ret);
 /* Same, passing fd with SCM_RIGHTS (for getfd). */
-int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd,
-                json_t **ret);
-int qmp_wait_event(struct qmp *q, const char *name, int timeout_ms,
-                   int64_t *ts_us);
+int qmp_exec_fd(struct vmc_ctx *ctx, struct qmp *q, const char *cmd,
+                json_t *args, int fd, json_t **ret);
+int qmp_wait_event(struct vmc_ctx *ctx, struct qmp *q, const char *name,
+                   int timeout_ms, int64_t *ts_us);
 const struct qmp_event *qmp_find_event(const struct qmp *q, const char *name,
                                        int last);
 void qmp_clear_events(struct qmp *q);
