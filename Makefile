@@ -216,6 +216,17 @@ endif
 	    useradd --system --user-group --no-create-home \
 	        --home-dir /nonexistent --shell /usr/sbin/nologin vmckpt-qemu; \
 	fi
+	@# this host's signing key, which it trusts (vmckpt(5)); never replaced
+	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && \
+	   [ ! -e /etc/vmckpt/signing.key ]; then \
+	    install -d -m 0755 /etc/vmckpt && \
+	    $(BINDIR)/vmimage keygen --sign -o /etc/vmckpt/signing.key \
+	        > /etc/vmckpt/signing.pub && \
+	    { [ -e /etc/vmckpt/trusted_signers ] || \
+	      { echo "# signers whose images this host restores (vmrestore(1))"; \
+	        echo "$$(cat /etc/vmckpt/signing.pub) this host"; } \
+	        > /etc/vmckpt/trusted_signers; }; \
+	fi
 
 # Removes exactly what install put there (same PREFIX and DESTDIR).
 uninstall:

@@ -197,6 +197,8 @@ void cli_err(const char *obj, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+static const char *trusted_default;   /* for the hint of cli_ctx_msg */
+
 const char *cli_ctx_msg(const struct vmc_ctx *ctx)
 {
     static char buf[700];
@@ -210,8 +212,24 @@ const char *cli_ctx_msg(const struct vmc_ctx *ctx)
         words = strcmp(cli_prog, "vmmigrate") ? "; save it without --live"
                                               : "; migrate it with --no-live";
         break;
+    case VMC_HINT_TRUST_SIGNER:
+        words = " (trust it with -t KEY, or a line in ";
+        break;
+    case VMC_HINT_UNSIGNED:
+        words = strcmp(cli_prog, "vmrestore") ? "" :
+                " (--allow-unsigned restores it anyway: only if you know who "
+                "made it, see vmrestore(1))";
+        break;
+    case VMC_HINT_SIGNING_KEY:
+        words = " (give --signing-key FILE, or make one: vmimage keygen --sign "
+                "-o " CLI_SIGNING_KEY_FILE ")";
+        break;
     }
-    snprintf(buf, sizeof(buf), "%s%s", vmc_ctx_error(ctx), words);
+    if (vmc_ctx_hint(ctx) == VMC_HINT_TRUST_SIGNER)
+        snprintf(buf, sizeof(buf), "%s%s%s)", vmc_ctx_error(ctx), words,
+                 trusted_default ? trusted_default : cli_trusted_file(NULL));
+    else
+        snprintf(buf, sizeof(buf), "%s%s", vmc_ctx_error(ctx), words);
     return buf;
 }
 
@@ -829,6 +847,67 @@ int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
 }
 
 /* ---- the restore policy ---------------------------------------------------- */
+
+const char *cli_trusted_file(const struct cli_trust *t)
+{
+    const char *env = secure_getenv("VMCKPT_TRUSTED_SIGNERS");
+
+    if (t && t->file)
+        return t->file;
+    return env && *env ? env : CLI_TRUSTED_SIGNERS_FILE;
+}
+
+void cli_trust_add(struct cli_trust *t, struct cli_bad *bad, const char *signer)
+{
+    if (t->n == (int)(sizeof(t->signer) / sizeof(t->signer[0])))
+        cli_bad_set(bad, "more than 32 --trusted-signer%s", "");
+    else
+        t->signer[t->n++] = signer;
+}
+
+int cli_trust_load(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                   const struct cli_trust *t)
+{
+    const char *file = cli_trusted_file(t);
+
+    trusted_default = file;
+    for (int i = 0; i < t->n; i++)
+        if (vmc_keys_add_trusted_signer(ctx, keys, t->signer[i]) < 0) {
+            cli_ctx_err("-t", ctx);
+            return -1;
+        }
+    if (vmc_keys_add_trusted_signers_file(ctx, keys, file) < 0) {
+        if (!t->file && vmc_ctx_errno(ctx) == ENOENT &&
+            vmc_ctx_errcode(ctx) == VMC_E_IO) {
+            vmc_ctx_clear(ctx);         /* no file: no one trusted by it */
+            return 0;
+        }
+        cli_ctx_err(NULL, ctx);
+        return -1;
+    }
+    return 0;
+}
+
+int cli_signing_load(struct vmc_ctx *ctx, struct vmc_keys *keys, const char *path)
+{
+    const char *env = secure_getenv("VMCKPT_SIGNING_KEY");
+    const char *p = path ? path : env && *env ? env : CLI_SIGNING_KEY_FILE;
+
+    if (vmc_keys_add_signing_key_file(ctx, keys, p) < 0) {
+        int missing = vmc_ctx_errno(ctx) == ENOENT &&
+                      vmc_ctx_errcode(ctx) == VMC_E_IO;
+        if (missing && !path) {
+            vmc_ctx_clear(ctx);
+            cli_err(NULL, "no signing key: %s does not exist (make one: "
+                    "vmimage keygen --sign -o %s, or give --signing-key FILE)",
+                    p, p);
+            return -1;
+        }
+        cli_ctx_err(NULL, ctx);
+        return -1;
+    }
+    return 0;
+}
 
 void cli_dirs_add(struct cli_dirs *d, struct cli_bad *bad, const char *dir)
 {

@@ -120,6 +120,26 @@ struct cli_dirs {
 /* One --allow-dir (at most 64: a usage problem into bad beyond). */
 void cli_dirs_add(struct cli_dirs *d, struct cli_bad *bad, const char *dir);
 struct vmc_policy *cli_policy(struct vmc_ctx *ctx, const struct cli_dirs *d);
+/* Signed streams (format 2).  Writers sign with --signing-key FILE, else
+ * $VMCKPT_SIGNING_KEY, else /etc/vmckpt/signing.key; readers trust each
+ * -t/--trusted-signer and the signers in --trusted-signers FILE, else
+ * $VMCKPT_TRUSTED_SIGNERS, else /etc/vmckpt/trusted_signers (a default
+ * file that does not exist trusts no one; a named one must exist). */
+#define CLI_SIGNING_KEY_FILE "/etc/vmckpt/signing.key"
+#define CLI_TRUSTED_SIGNERS_FILE "/etc/vmckpt/trusted_signers"
+struct cli_trust {
+    const char *signer[32];
+    int n;
+    const char *file;
+};
+void cli_trust_add(struct cli_trust *t, struct cli_bad *bad, const char *signer);
+/* Adds what t names to keys; -1 after printing the problem. */
+int cli_trust_load(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                   const struct cli_trust *t);
+/* Adds the signing key (path, or the default) to keys; -1 after printing. */
+int cli_signing_load(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                     const char *path);
+const char *cli_trusted_file(const struct cli_trust *t);
 /* All of a regular file of at most max bytes (caller frees); -1 after
  * printing the problem. */
 int cli_read_file(const char *path, size_t max, uint8_t **buf, size_t *len);

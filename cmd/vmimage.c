@@ -26,11 +26,23 @@ enum {
     O_SYMMETRIC = 1000, O_PASSFILE, O_PASSFD, O_KDFOPS, O_KDFMEM, O_LABEL,
     O_NAME, O_CHUNK, O_JSON, O_ADDPASS, O_NEWPASSFILE, O_NEWPASSFD, O_ADDKEY,
     O_RMPASS, O_RMID, O_RMSLOT, O_FROMXL, O_TOXL, O_ALLOWDIR, O_ROTATE,
+    O_SIGN, O_SIGNKEY, O_UNSIGNED, O_TRUSTFILE,
 };
 
 static const struct cli_opt opts[] = {
     { "symmetric", 0, NULL, C_KEYGEN, "keygen: a raw 256-bit key file",
           O_SYMMETRIC },
+    { "sign", 0, NULL, C_KEYGEN, "keygen: an Ed25519 signing key (prints its "
+                                 "signer vmcs1...)", O_SIGN },
+    { "signing-key", 0, "FILE", C_SEAL | C_REKEY, "sign with this key (default "
+      CLI_SIGNING_KEY_FILE "; rekey: --rotate only)", O_SIGNKEY },
+    { "unsigned", 0, NULL, C_SEAL, "write format 1, unsigned (vmrestore "
+                                   "refuses it without --allow-unsigned)",
+          O_UNSIGNED },
+    { "trusted-signer", 't', "SIGNER", C_OPEN, "trust this signer vmcs1... "
+      "(repeatable; verify and unseal refuse others)", 't' },
+    { "trusted-signers", 0, "FILE", C_OPEN, "trusted signers, one per line "
+      "(default " CLI_TRUSTED_SIGNERS_FILE ")", O_TRUSTFILE },
     { "passphrase-file", 0, "FILE", C_OPEN | C_SEAL,
       "read the passphrase from the first line of FILE", O_PASSFILE },
     { "passphrase-fd", 0, "N", C_OPEN | C_SEAL, "read the passphrase from fd N",
@@ -112,6 +124,9 @@ struct args {
     int rm_slot[32];
     int nrm_slot;
     int from_xl, to_xl, rotate;
+    int sign, unsigned_v1;
+    const char *sign_key;
+    struct cli_trust trust;
     struct cli_dirs dirs;
     struct cli_bad bad;
 };
@@ -121,13 +136,13 @@ static const struct {
     unsigned cmd;
     const char *synopsis;
 } cmds[] = {
-    { "keygen", C_KEYGEN, "keygen [--symmetric] [-o FILE] | keygen -y [FILE]" },
-    { "info", C_INFO, "info [-i FILE|-k FILE|-P] [--json] IMAGE|-" },
-    { "verify", C_VERIFY, "verify [-i FILE|-k FILE|-P] [-q] [--json] IMAGE...|-" },
+    { "keygen", C_KEYGEN, "keygen [--symmetric|--sign] [-o FILE] | keygen -y [FILE]" },
+    { "info", C_INFO, "info [-i FILE|-k FILE|-P] [-t SIGNER] [--json] IMAGE|-" },
+    { "verify", C_VERIFY, "verify [-i FILE|-k FILE|-P] [-t SIGNER]... [-q] [--json] IMAGE...|-" },
     { "seal", C_SEAL,
-      "seal (-r PUB|-R FILE|-k FILE|-P)... [-l N] [--label T] [--name N] "
-      "[--from-xl] [-o OUT] [IN|-]" },
-    { "unseal", C_UNSEAL, "unseal [-i FILE|-k FILE|-P] [--to-xl] [-o OUT] IMAGE|-" },
+      "seal (-r PUB|-R FILE|-k FILE|-P)... [--signing-key F|--unsigned] [-l N] "
+      "[--label T] [--name N] [--from-xl] [-o OUT] [IN|-]" },
+    { "unseal", C_UNSEAL, "unseal [-i FILE|-k FILE|-P] [-t SIGNER]... [--to-xl] [-o OUT] IMAGE|-" },
     { "config", C_CONFIG,
       "config [-i FILE|-k FILE|-P] [--allow-dir DIR]... [--json] IMAGE|-" },
     { "rekey", C_REKEY,
@@ -185,6 +200,11 @@ static void on_opt(int id, const char *arg, void *u)
     case 'y': a->print_recipient = 1; break;
     case 'o': a->output = arg; break;
     case O_ROTATE: a->rotate = 1; break;
+    case O_SIGN: a->sign = 1; break;
+    case O_SIGNKEY: a->sign_key = arg; break;
+    case O_UNSIGNED: a->unsigned_v1 = 1; break;
+    case 't': cli_trust_add(&a->trust, &a->bad, arg); break;
+    case O_TRUSTFILE: a->trust.file = arg; break;
     case O_ALLOWDIR:
         cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
@@ -334,7 +354,7 @@ static void uuid_str(char out[37], const uint8_t u[16])
 }
 
 static json_t *header_json(const struct vmc_header *h,
-                           const struct vmc_header_info *hi)
+                           const struct vmc_header_info *hi, int trusted)
 {
     json_t *o = json_object(), *slots = json_array();
     char sid[33];
@@ -350,6 +370,12 @@ static json_t *header_json(const struct vmc_header *h,
     json_object_set_new(o, "header_len", json_integer(hi->header_len));
     json_object_set_new(o, "stream_id", json_string(sid));
     json_object_set_new(o, "label", json_string(hi->label));
+    json_object_set_new(o, "signed", json_boolean(hi->is_signed));
+    if (hi->is_signed) {
+        json_object_set_new(o, "signer", json_string(hi->signer));
+        json_object_set_new(o, "signature_ok", json_boolean(hi->signature_ok));
+        json_object_set_new(o, "trusted", json_boolean(trusted));
+    }
     for (int i = 0; i < hi->nslots; i++) {
         json_t *s = json_object();
         struct vmc_slot_info sl;
@@ -414,11 +440,26 @@ static json_t *summary_json(const struct vmc_summary *s)
     return o;
 }
 
+/* Who made it: what a reader without a key can check already. */
+static const char *signer_line(const struct vmc_header_info *hi, int trusted)
+{
+    static char buf[200];
+
+    if (!hi->is_signed)
+        return "none: unsigned (format 1), anyone who knows a recipient can "
+               "make it";
+    snprintf(buf, sizeof(buf), "%s (%s)", hi->signer,
+             !hi->signature_ok ? "signature INVALID: forged" :
+             trusted ? "trusted here" : "signature valid, NOT trusted here");
+    return buf;
+}
+
 static void print_header(const struct vmc_header *h,
-                         const struct vmc_header_info *hi)
+                         const struct vmc_header_info *hi, int trusted)
 {
     printf("format:      vmckpt stream version %u (%s)\n", hi->version,
            hi->unlocked ? "header authenticated" : "header unverified: no key");
+    printf("signer:      %s\n", signer_line(hi, trusted));
     printf("algorithms:  %s, %s, chunks of %u bytes\n",
            vmc_aead_name(hi->aead),
            vmc_compression_name(hi->compression), hi->chunk_size);
@@ -494,14 +535,24 @@ static int cmd_keygen(struct args *a, int argc, char **argv)
 {
     char pub[VMC_RECIPIENT_STRLEN];
     const char *out = a->output ? a->output : "-";
+    int kind = a->sign ? VMC_KEYGEN_SIGNING :
+               a->symmetric ? VMC_KEYGEN_RAW : VMC_KEYGEN_IDENTITY;
 
     if (a->print_recipient) {
         const char *in = argc > 0 ? argv[0] : "-";
         if (argc > 1)
             return usage(C_KEYGEN, "too many arguments");
         if (vmc_identity_recipient(a->ctx, in, pub) < 0) {
-            cli_ctx_err(NULL, a->ctx);
-            return 1;
+            struct vmc_ctx *c2 = vmc_ctx_new();
+            struct vmc_keys *k2 = vmc_keys_new();
+            int ok = c2 && k2 && vmc_keys_add_signing_key_file(c2, k2, in) == 0 &&
+                     vmc_keys_signer(c2, k2, pub) == 0;
+            vmc_keys_free(k2);
+            vmc_ctx_free(c2);
+            if (!ok) {                  /* neither kind: the identity's words */
+                cli_ctx_err(NULL, a->ctx);
+                return 1;
+            }
         }
         printf("%s\n", pub);
         return 0;
@@ -510,13 +561,13 @@ static int cmd_keygen(struct args *a, int argc, char **argv)
         return usage(C_KEYGEN, "keygen takes no operands (use -o FILE)");
     if (!strcmp(out, "-")) {         /* the key itself on stdout */
         fflush(stdout);
-        if (vmc_keygen_fd(a->ctx, 1, "stdout", a->symmetric, pub) < 0) {
+        if (vmc_keygen_fd(a->ctx, 1, "stdout", kind, pub) < 0) {
             cli_ctx_err(NULL, a->ctx);
             return 1;
         }
         return 0;
     }
-    if (vmc_keygen(a->ctx, out, a->symmetric, pub) < 0) {
+    if (vmc_keygen(a->ctx, out, kind, pub) < 0) {
         cli_ctx_err(NULL, a->ctx);
         return 1;
     }
@@ -558,7 +609,7 @@ static int info_verify_one(struct args *a, const char *path)
     struct vmc_reader *r = NULL;
     struct vmc_summary sum = { 0 };
     struct cli_progress pr;
-    int fd, rc = 1, verify = a->cmd == C_VERIFY;
+    int fd, rc = 1, verify = a->cmd == C_VERIFY, trusted;
     json_t *j = NULL;
 
     obj = strcmp(path, "-") ? path : "stdin";
@@ -567,12 +618,13 @@ static int info_verify_one(struct args *a, const char *path)
     if (open_header(a, obj, fd, verify, &h) < 0)
         goto out;
     vmc_header_get_info(h, &hi);
+    trusted = vmc_header_trusted(h, a->open);
     if (a->json) {
         j = json_object();
         json_object_set_new(j, "image", json_string(obj));
-        json_object_set_new(j, "header", header_json(h, &hi));
+        json_object_set_new(j, "header", header_json(h, &hi, trusted));
     } else if (!verify) {
-        print_header(h, &hi);
+        print_header(h, &hi, trusted);
     }
     if (!hi.unlocked) {
         if (!a->json)
@@ -608,10 +660,11 @@ static int info_verify_one(struct args *a, const char *path)
         print_summary(&sum);
         printf("this build:  backends %s\n", vmc_backends_built());
     } else if (!cli_quiet) {
-        printf("%s: OK (%llu records, %llu backend bytes, %llu chunks)\n", obj,
+        printf("%s: OK (%llu records, %llu backend bytes, %llu chunks), "
+               "signer %s\n", obj,
                (unsigned long long)sum.end.records + 1,
                (unsigned long long)sum.end.backend_bytes,
-               (unsigned long long)sum.stats.chunks);
+               (unsigned long long)sum.stats.chunks, signer_line(&hi, trusted));
     }
 out:
     if (j && rc == 0) {
@@ -682,6 +735,7 @@ static int cmd_seal(struct args *a, int argc, char **argv)
         return k == -2 ? 2 : 1;
     if ((fd = open_input(in)) < 0)
         return 1;
+    wo.unsigned_v1 = a->unsigned_v1;
     memset(&m, 0, sizeof(m));
     if (a->name)
         snprintf(m.name, sizeof(m.name), "%s", a->name);
@@ -1073,6 +1127,26 @@ int main(int argc, char **argv)
         return usage(mask, a.bad.msg);
     argc -= n + 1;
     argv += n + 1;
+    if (a.sign + a.symmetric > 1)
+        return usage(mask, "--sign and --symmetric exclude each other");
+    if (a.sign_key && a.unsigned_v1)
+        return usage(mask, "--signing-key and --unsigned exclude each other");
+    if (a.sign_key && mask == C_REKEY && !a.rotate)
+        return usage(mask, "--signing-key needs --rotate (a rekey keeps the "
+                     "signature: slots are not signed)");
+    if (mask & C_OPEN) {
+        /* verify and unseal hand the payload on: a signer they do not trust
+         * fails them; info, config and rekey report it */
+        if (cli_trust_load(a.ctx, a.open, &a.trust) < 0)
+            return 1;
+        vmc_keys_set_trust(a.open, a.rotate ? 0 :   /* signs it as ours */
+                           VMC_TRUST_UNSIGNED |
+                           (mask & (C_VERIFY | C_UNSEAL) ? 0 : VMC_TRUST_REPORT));
+    }
+    if ((mask == C_SEAL && !a.unsigned_v1) || (mask == C_REKEY && a.rotate)) {
+        if (cli_signing_load(a.ctx, a.seal, a.sign_key) < 0)
+            return 1;
+    }
     switch (mask) {
     case C_KEYGEN: rc = cmd_keygen(&a, argc, argv); break;
     case C_INFO:

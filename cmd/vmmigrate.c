@@ -30,7 +30,7 @@
 enum {
     O_LISTEN = 1000, O_RECEIVE, O_ONCE, O_KNOWN, O_RKEY, O_AUTH, O_NOLIVE,
     O_MAXDOWN, O_MAXBW, O_TIMEOUT, O_JSON, O_BACKEND, O_REMOTE, O_LEVEL,
-    O_LIVETMO, O_ALLOWDIR,
+    O_LIVETMO, O_ALLOWDIR, O_SIGNKEY, O_TRUSTFILE,
 };
 
 static const struct cli_opt opts[] = {
@@ -48,6 +48,15 @@ static const struct cli_opt opts[] = {
                                                 O_AUTH },
     { "allow-dir", 0, "DIR", 1, "receiver: let the domain config name host "
                                 "files under DIR (repeatable)", O_ALLOWDIR },
+    { "signing-key", 0, "FILE", 1, "sender: sign the stream with this key "
+                                   "(default " CLI_SIGNING_KEY_FILE ")",
+          O_SIGNKEY },
+    { "trusted-signer", 't', "SIGNER", 1, "receiver: accept streams this "
+                                           "signer vmcs1... made (repeatable)",
+          't' },
+    { "trusted-signers", 0, "FILE", 1, "receiver: trusted signers (default "
+                                       CLI_TRUSTED_SIGNERS_FILE ")",
+          O_TRUSTFILE },
     { "no-live", 0, NULL, 1, "stop the guest first (no pre-copy)", O_NOLIVE },
     { "max-downtime", 0, "MS", 1, "live: pause the hypervisor aims for "
                                   "(default 300)", O_MAXDOWN },
@@ -85,6 +94,8 @@ struct args {
     const char *listen, *identity, *known, *rkey, *auth, *backend, *remote;
     int receive, once, nolive, json, verbose, timeout_s, level;
     struct cli_dirs dirs;
+    struct cli_trust trust;
+    const char *sign_key;
     unsigned max_down, live_tmo;
     unsigned long long max_bw;
     struct cli_bad bad;
@@ -133,6 +144,9 @@ static void on_opt(int id, const char *arg, void *u)
     case O_ALLOWDIR:
         cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
+    case O_SIGNKEY: a->sign_key = arg; break;
+    case 't': cli_trust_add(&a->trust, &a->bad, arg); break;
+    case O_TRUSTFILE: a->trust.file = arg; break;
     case O_MAXDOWN:
         a->max_down = (unsigned)cli_uint_arg(&a->bad, arg, 1, 600000,
                                   "bad --max-downtime '%s' (milliseconds)");
@@ -233,6 +247,8 @@ static int sender(struct args *a, const char *dom, const char *dest)
         cli_ctx_err(dom, a->ctx);
         goto out;
     }
+    if (cli_signing_load(a->ctx, id, a->sign_key) < 0)
+        goto out;
     {   /* the receiver's key is known before anything runs over there */
         char host[256];
         if (vmc_endpoint_host_of(a->ctx, dest, host, sizeof(host)) < 0) {
@@ -254,6 +270,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
     so.live_timeout_s = a->live_tmo;
     so.wopts.level = a->level;
     so.wopts.adaptive = a->level == 0;
+    so.keys = id;                   /* signs the session stream */
     cli_progress_init(&pr, "migrating", 0);
     so.progress = cli_progress_cb_int;
     so.progress_arg = &pr;
@@ -325,6 +342,8 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
         cli_ctx_err(from, a->ctx);
         goto out;
     }
+    if (cli_trust_load(a->ctx, auth, &a->trust) < 0)
+        goto out;
     if (vmc_migrate_receive(a->ctx, rfd, wfd, id, auth, a->timeout_s * 1000,
                             &ro, &res, &mi) == 0) {
         fprintf(stderr, "%s: %s: received domain %s from %s as domain %d "

@@ -14,7 +14,7 @@
 #include "cli.h"
 
 enum { O_PASSFILE = 1000, O_PASSFD, O_NAME, O_CLONE, O_JSON, O_CONFIG,
-       O_ALLOWDIR };
+       O_ALLOWDIR, O_TRUSTFILE, O_UNSIGNED };
 
 static const struct cli_opt opts[] = {
     { "passphrase-file", 0, "FILE", 1, "read the passphrase from FILE",
@@ -30,6 +30,14 @@ static const struct cli_opt opts[] = {
                               "vmimage config --json prints it)", O_CONFIG },
     { "allow-dir", 0, "DIR", 1, "let the config name host files under DIR "
                                 "(repeatable)", O_ALLOWDIR },
+    { "trusted-signer", 't', "SIGNER", 1, "restore what this signer (vmcs1...)"
+                                           " made (repeatable)", 't' },
+    { "trusted-signers", 0, "FILE", 1, "trusted signers, one per line "
+                                       "(default " CLI_TRUSTED_SIGNERS_FILE ")",
+          O_TRUSTFILE },
+    { "allow-unsigned", 0, NULL, 1, "DANGEROUS: also restore a format-1 image,"
+                                    " which anyone who knows a recipient can "
+                                    "make", O_UNSIGNED },
     { "identity", 'i', "FILE", 1, "open with an identity or raw key file",
           'i' },
     { "key-file", 'k', "FILE", 1, "open with a raw 256-bit key file", 'k' },
@@ -54,6 +62,8 @@ struct args {
     int ask_pass, pass_fd, console, json, threads;
     const char *pass_file, *config;
     struct cli_dirs dirs;
+    struct cli_trust trust;
+    int allow_unsigned;
     struct cli_bad bad;
 };
 
@@ -66,8 +76,9 @@ static void help(unsigned mask)
 {
     (void)mask;
     printf("vmrestore %s - restore a sealed image as a new domain\n\n" SYNOPSIS
-           "\nPrints the new domain ID.  The domain runs only after the whole "
-           "image\nhas authenticated.\n\noptions:\n", VMC_TOOL_VERSION);
+           "\nPrints the new domain ID.  Only an image signed by a trusted "
+           "signer is\nrestored, and the domain runs only after the whole image "
+           "has authenticated.\n\noptions:\n", VMC_TOOL_VERSION);
     cli_print_options(stdout, opts, 1);
     printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure "
            "(no domain left behind), 2 usage.  See vmrestore(1).\n",
@@ -111,6 +122,9 @@ static void on_opt(int id, const char *arg, void *u)
     case O_ALLOWDIR:
         cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
+    case 't': cli_trust_add(&a->trust, &a->bad, arg); break;
+    case O_TRUSTFILE: a->trust.file = arg; break;
+    case O_UNSIGNED: a->allow_unsigned = 1; break;
     case 'T':
         a->threads = (int)cli_uint_arg(&a->bad, arg, 1, 64,
                                   "bad --threads '%s' (1..64)");
@@ -162,6 +176,9 @@ int main(int argc, char **argv)
         return usage("--name and --clone exclude each other");
     path = argv[n];
     obj = strcmp(path, "-") ? path : "stdin";
+    if (cli_trust_load(a.ctx, a.keys, &a.trust) < 0)
+        return 1;
+    vmc_keys_set_trust(a.keys, a.allow_unsigned ? VMC_TRUST_UNSIGNED : 0);
     if (!(pol = cli_policy(a.ctx, &a.dirs)))
         return 1;
     a.ro.policy = pol;
@@ -179,6 +196,10 @@ int main(int argc, char **argv)
     cli_signals_flag();
     if (vmc_header_read(a.ctx, fd, &h) < 0) {
         cli_ctx_err(obj, a.ctx);
+        goto out;
+    }
+    if (vmc_header_check_signer(a.ctx, h, a.keys) < 0) {
+        cli_err(obj, "%s; no domain created", cli_ctx_msg(a.ctx));
         goto out;
     }
     if (get_pass(&a, h) < 0)

@@ -13,7 +13,8 @@
 
 enum {
     O_PASSFILE = 1000, O_PASSFD, O_KDFOPS, O_KDFMEM, O_LABEL, O_CHUNK, O_JSON,
-    O_PAUSED, O_LIVE, O_KEEP, O_BACKEND, O_LIVETMO, O_MAXDOWN,
+    O_PAUSED, O_LIVE, O_KEEP, O_BACKEND, O_LIVETMO, O_MAXDOWN, O_SIGNKEY,
+    O_UNSIGNED,
 };
 
 static const struct cli_opt opts[] = {
@@ -50,6 +51,10 @@ static const struct cli_opt opts[] = {
     { "key-file", 'k', "FILE", 1, "seal to a raw 256-bit key file", 'k' },
     { "passphrase", 'P', NULL, 1, "ask for a passphrase (twice) on the terminal",
           'P' },
+    { "signing-key", 0, "FILE", 1, "sign with this key (default "
+                                   CLI_SIGNING_KEY_FILE ")", O_SIGNKEY },
+    { "unsigned", 0, NULL, 1, "write format 1, unsigned (restoring it needs "
+                              "--allow-unsigned)", O_UNSIGNED },
     { "level", 'l', "N", 1, "zstd level 1..19 (default 1)", 'l' },
     { "threads", 'T', "N", 1, "worker threads (default: CPUs)", 'T' },
     { "quiet", 'q', NULL, 1, "no progress, no summary", 'q' },
@@ -69,7 +74,7 @@ struct args {
     struct cli_rounds rounds;
     int ask_pass, pass_fd, json, verbose, keep;
     int modes;                    /* 1: --checkpoint seen, 2: --paused */
-    const char *pass_file, *backend;
+    const char *pass_file, *backend, *sign_key;
     unsigned kdf_ops, kdf_mem_kib;
     struct cli_bad bad;
 };
@@ -133,6 +138,8 @@ static void on_opt(int id, const char *arg, void *u)
                                   "bad --kdf-mem '%s' (8..1024 MiB)") * 1024;
         break;
     case O_LABEL: a->so.wopts.label = arg; break;
+    case O_SIGNKEY: a->sign_key = arg; break;
+    case O_UNSIGNED: a->so.wopts.unsigned_v1 = 1; break;
     case O_CHUNK:
         if (cli_parse_uint(arg, VMC_CHUNK_MAX, &v) || v < VMC_CHUNK_MIN ||
             (v & (v - 1)))
@@ -281,6 +288,11 @@ int main(int argc, char **argv)
     if (!vmc_keys_can_seal(a.keys))
         return usage("no key to seal to: give -r, -R, -k, -P, --passphrase-file or --passphrase-fd (images are "
                      "always encrypted)");
+    if (a.sign_key && a.so.wopts.unsigned_v1)
+        return usage("--signing-key and --unsigned exclude each other");
+    if (!a.so.wopts.unsigned_v1 && cli_signing_load(a.ctx, a.keys,
+                                                    a.sign_key) < 0)
+        return 1;
     if (!strcmp(pattern, "-") && isatty(1))
         return usage("refusing to write an image to a terminal");
     if (a.keep && (!strcmp(pattern, "-") || !strchr(pattern, '%')))

@@ -1,5 +1,6 @@
 /*
- * vmckpt_wire.h - wire types of the vmckpt stream, format version 1.
+ * vmckpt_wire.h - wire types of the vmckpt stream, format version 2
+ * (version 1: the same without the signer block and chunk signatures).
  *
  * This header is the codec half of format/vmckpt-stream.md, which is
  * normative.  Every multi-byte field is little-endian.  The structs below
@@ -26,7 +27,8 @@
  * \0 catches C-string truncation. */
 #define VMC_MAGIC           "\x89VMCK\r\n\0"
 #define VMC_MAGIC_LEN       8
-#define VMC_VERSION         1
+#define VMC_VERSION         2          /* signed */
+#define VMC_VERSION_UNSIGNED 1         /* read always; written on request */
 
 #define VMC_AEAD_CHACHA20POLY1305  1   /* IETF, 96-bit nonce */
 #define VMC_COMP_ZSTD              1
@@ -39,6 +41,15 @@
 #define VMC_CHUNK_MIN       (64u << 10)
 #define VMC_CHUNK_MAX       (16u << 20)
 #define VMC_CHUNK_DEFAULT   (2u << 20)
+
+/* Signer block (version 2): right after the fixed part. */
+#define VMC_SIGN_PK_LEN     32         /* Ed25519 public key */
+#define VMC_SIG_LEN         64         /* Ed25519 signature */
+#define VMC_SIGNER_BLOCK_LEN (VMC_SIGN_PK_LEN + VMC_SIG_LEN)
+#define VMC_HDR_SIG_CTX     "vmckpt02 header\0"   /* 16 octets */
+#define VMC_HDR_SIG_MSG_LEN 80
+#define VMC_CHUNK_SIG_CTX   "vmckpt02 chunk\0\0"  /* 16 octets */
+#define VMC_CHUNK_SIG_MSG_LEN 60
 
 /* Header flags */
 #define VMC_HF_LIVE         0x00000001u /* session stream (live path) */
@@ -355,5 +366,16 @@ VMC_API void vmc_a2slot_decode(struct vmc_wire_slot_argon2id *s, const uint8_t i
 /* Nonce of chunk `index`: index as u64 LE, three zero bytes, final flag. */
 VMC_API void vmc_chunk_nonce(uint8_t nonce[VMC_AEAD_NONCE_LEN], uint64_t index,
                      int final);
+/* The message header_sig signs (version 2): context, version, aead,
+ * compression, chunk_size, flags, stream_id, signer_pk. */
+VMC_API void vmc_hdr_sig_msg(uint8_t out[VMC_HDR_SIG_MSG_LEN],
+                             const struct vmc_wire_hdr *h,
+                             const uint8_t signer_pk[VMC_SIGN_PK_LEN]);
+/* The message chunk_sig signs: context, stream_id, LE64(index), the
+ * length word (sealed_len | FINAL) and the AEAD tag. */
+VMC_API void vmc_chunk_sig_msg(uint8_t out[VMC_CHUNK_SIG_MSG_LEN],
+                               const uint8_t stream_id[16], uint64_t index,
+                               uint32_t length_word,
+                               const uint8_t tag[VMC_AEAD_TAG_LEN]);
 
 #endif

@@ -47,7 +47,7 @@ int vmc_hdr_decode(struct vmc_wire_hdr *h, const uint8_t in[VMC_HDR_FIXED_LEN],
             *why = "not a vmckpt image (bad magic)";
         return VMC_E_FORMAT;
     }
-    if (h->version != VMC_VERSION) {
+    if (h->version != VMC_VERSION && h->version != VMC_VERSION_UNSIGNED) {
         *why = "unsupported format version";
         return VMC_E_UNSUPPORTED;
     }
@@ -59,7 +59,8 @@ int vmc_hdr_decode(struct vmc_wire_hdr *h, const uint8_t in[VMC_HDR_FIXED_LEN],
         *why = "unknown compression id";
         return VMC_E_UNSUPPORTED;
     }
-    if (h->header_len < VMC_HDR_FIXED_LEN + VMC_HDR_MAC_LEN ||
+    if (h->header_len < VMC_HDR_FIXED_LEN + VMC_HDR_MAC_LEN +
+                        (h->version == VMC_VERSION ? VMC_SIGNER_BLOCK_LEN : 0) ||
         h->header_len > VMC_HDR_MAX_LEN || h->header_len % 8) {
         *why = "header length out of range";
         return VMC_E_FORMAT;
@@ -153,6 +154,30 @@ void vmc_chunk_nonce(uint8_t nonce[VMC_AEAD_NONCE_LEN], uint64_t index, int fina
     vmc_put64(nonce, index);
     nonce[8] = nonce[9] = nonce[10] = 0;
     nonce[11] = final ? 1 : 0;
+}
+
+void vmc_hdr_sig_msg(uint8_t out[VMC_HDR_SIG_MSG_LEN], const struct vmc_wire_hdr *h,
+                     const uint8_t signer_pk[VMC_SIGN_PK_LEN])
+{
+    memcpy(out, VMC_HDR_SIG_CTX, 16);
+    vmc_put32(out + 16, h->version);
+    vmc_put16(out + 20, h->aead);
+    vmc_put16(out + 22, h->compression);
+    vmc_put32(out + 24, h->chunk_size);
+    vmc_put32(out + 28, h->flags);
+    memcpy(out + 32, h->stream_id, 16);
+    memcpy(out + 48, signer_pk, VMC_SIGN_PK_LEN);
+}
+
+void vmc_chunk_sig_msg(uint8_t out[VMC_CHUNK_SIG_MSG_LEN],
+                       const uint8_t stream_id[16], uint64_t index,
+                       uint32_t length_word, const uint8_t tag[VMC_AEAD_TAG_LEN])
+{
+    memcpy(out, VMC_CHUNK_SIG_CTX, 16);
+    memcpy(out + 16, stream_id, 16);
+    vmc_put64(out + 32, index);
+    vmc_put32(out + 40, length_word);
+    memcpy(out + 44, tag, VMC_AEAD_TAG_LEN);
 }
 
 /* ---- DOMAIN_CONFIG head, PRECOPY_ROUND, HELLO, REPLY ------------------ */

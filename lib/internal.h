@@ -27,7 +27,11 @@ void vmc_error_locate(struct vmc_ctx *ctx, int kind, uint64_t offset,
 
 /* Key material: one sodium_malloc'd block per key, wiped on free. */
 #define VMC_MAX_KEYS 64
-enum { KEY_RECIPIENT = 1, KEY_IDENTITY, KEY_PASSPHRASE, KEY_RAW };
+enum { KEY_RECIPIENT = 1, KEY_IDENTITY, KEY_PASSPHRASE, KEY_RAW,
+       KEY_SIGNING,          /* Ed25519: sec = 64-byte secret key, pub = pk */
+       KEY_SIGNER };         /* a trusted signer: pub = its Ed25519 pk */
+/* Does a key of this kind make or open key slots? */
+#define KEY_IS_SLOT_KEY(kind) ((kind) >= KEY_RECIPIENT && (kind) <= KEY_RAW)
 struct vmc_key {
     int kind;
     size_t len;               /* passphrase length */
@@ -38,7 +42,12 @@ struct vmc_keys {
     int n;
     struct vmc_key k[VMC_MAX_KEYS];
     uint32_t kdf_ops, kdf_mem_kib;
+    int trust;                /* VMC_TRUST_* flags; 0 = strict */
 };
+/* The signing key of keys (NULL if none). */
+const struct vmc_key *keys_signing(const struct vmc_keys *keys);
+/* Is pk a trusted signer of keys? */
+int keys_trusts(const struct vmc_keys *keys, const uint8_t pk[32]);
 
 struct vmc_header {
     struct vmc_wire_hdr h;
@@ -51,6 +60,11 @@ struct vmc_header {
         uint32_t body_len;
     } slot[VMC_MAX_SLOTS];
     char label[VMC_LABEL_MAX + 1];
+    bool is_signed;           /* format 2: the signer block below */
+    bool sig_ok;              /* header_sig verifies with signer_pk */
+    uint8_t signer_pk[VMC_SIGN_PK_LEN];
+    uint8_t header_sig[VMC_SIG_LEN];
+    uint8_t *sign_sk;         /* writer: sodium_malloc copy of the signing key */
     bool unlocked;
     int opened_by;
     uint8_t *file_key;        /* sodium_malloc, 32 bytes, when unlocked */
@@ -63,13 +77,17 @@ int hdr_alloc_keys(struct vmc_ctx *ctx, struct vmc_header *h);
 /* New header for writing, with a fresh file key and slots for keys. */
 int hdr_new(struct vmc_ctx *ctx, const struct vmc_keys *keys,
             uint32_t chunk_size, const char *label, uint32_t flags,
-            struct vmc_header **out);
+            uint32_t version, struct vmc_header **out);
 int hdr_new_with_key(struct vmc_ctx *ctx, const uint8_t *file_key,
-                     uint32_t chunk_size, const char *label,
-                     struct vmc_header **out);
+                     const struct vmc_keys *signer, uint32_t chunk_size,
+                     const char *label, struct vmc_header **out);
 int hdr_new_session(struct vmc_ctx *ctx, const struct vmc_session *s,
-                    uint32_t chunk_size, const char *label,
-                    struct vmc_header **out);
+                    const struct vmc_keys *signer, uint32_t chunk_size,
+                    const char *label, struct vmc_header **out);
+/* Checks h's signer against what keys trust (VMC_TRUST_*): 0, or
+ * VMC_E_AUTH (a header_sig that does not verify) / VMC_E_UNTRUSTED. */
+int hdr_check_signer(struct vmc_ctx *ctx, const struct vmc_header *h,
+                     const struct vmc_keys *keys);
 
 /* ---- chunk layer ------------------------------------------------------ */
 struct chunkw;

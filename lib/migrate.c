@@ -91,7 +91,7 @@ out:
 
 /* The session header within timeout_ms, then the restore. */
 static int receive_stream(struct vmc_ctx *ctx, int rfd, struct vmc_session *s,
-                          int timeout_ms, const struct vmc_restore_opts *ro,
+                          const struct vmc_keys *trust, int timeout_ms, const struct vmc_restore_opts *ro,
                           struct vmc_restore_result *res, uint8_t sid[16],
                           int *have_sid)
 {
@@ -104,7 +104,7 @@ static int receive_stream(struct vmc_ctx *ctx, int rfd, struct vmc_session *s,
         return vmc_set_error(ctx, VMC_E_IO, "no stream header within %d s",
                              timeout_ms / 1000);
     if ((rc = vmc_header_read(ctx, rfd, &h)) < 0 ||
-        (rc = vmc_header_unlock_session(ctx, h, s)) < 0) {
+        (rc = vmc_header_unlock_session(ctx, h, s, trust)) < 0) {
         vmc_header_free(h);
         return rc;
     }
@@ -137,7 +137,7 @@ int vmc_migrate_receive(struct vmc_ctx *ctx, int rfd, int wfd,
         return rc;
     }
     vmc_session_peer(s, mi->peer);
-    rc = receive_stream(ctx, rfd, s, timeout_ms, ro, res, sid, &have_sid);
+    rc = receive_stream(ctx, rfd, s, auth, timeout_ms, ro, res, sid, &have_sid);
     if (rc == 0) {
         if ((rc = vmc_reply_send(ctx, wfd, s, sid, 0, res->domid,
                                  "running")) < 0)

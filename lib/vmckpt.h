@@ -36,6 +36,7 @@ enum vmc_err {
     VMC_E_EXISTS = -11,     /* target exists / name clash */
     VMC_E_CANCELED = -12,   /* interrupted by the caller */
     VMC_E_CLASH = -13,      /* restore: a domain of that name or UUID runs */
+    VMC_E_UNTRUSTED = -14,  /* signed by a key not trusted, or unsigned */
 };
 
 /* ---- context: carries the last error ---------------------------------- */
@@ -71,6 +72,9 @@ enum vmc_hint {
     VMC_HINT_NONE = 0,
     VMC_HINT_GIVE_KEY,        /* no key was given to open an image */
     VMC_HINT_NOT_LIVE,        /* this save cannot be live: do it cold */
+    VMC_HINT_TRUST_SIGNER,    /* a valid signer this host does not trust */
+    VMC_HINT_UNSIGNED,        /* a format-1 (unsigned) stream */
+    VMC_HINT_SIGNING_KEY,     /* writing needs a signing key */
 };
 VMC_API int vmc_ctx_hint(const struct vmc_ctx *ctx);
 /* Adds a hint to the error already set (for backends); returns its code. */
@@ -97,26 +101,50 @@ VMC_API int vmc_keys_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
                             const char *pass, size_t len);
 VMC_API int vmc_keys_add_keyfile(struct vmc_ctx *ctx, struct vmc_keys *keys,
                          const char *path);
+/* Signing (format 2): the Ed25519 key this host signs what it writes
+ * with (VMCKPT-SIGNING-KEY-1 file, 0600); one per keys. */
+VMC_API int vmc_keys_add_signing_key_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                                          const char *path);
+/* Its public signer string (vmcs1...), or VMC_E_KEY if keys holds none. */
+VMC_API int vmc_keys_signer(struct vmc_ctx *ctx, const struct vmc_keys *keys,
+                            char out[VMC_RECIPIENT_STRLEN]);
+/* Reading: the signers whose streams are acted on.  A file lists vmcs1...
+ * strings, one per line, # comments; it must not be writable by another
+ * user (VMC_E_INVAL); a missing one is VMC_E_IO with errno ENOENT. */
+VMC_API int vmc_keys_add_trusted_signer(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                                        const char *signer);
+VMC_API int vmc_keys_add_trusted_signers_file(struct vmc_ctx *ctx,
+                                              struct vmc_keys *keys,
+                                              const char *path);
+/* What opening with keys requires of the signer (vmc_header_unlock and the
+ * live receiver).  0, the default: a format-2 stream by a trusted signer.
+ * REPORT: any valid signature (info, rekey); UNSIGNED: format-1 streams,
+ * which prove nothing about their writer, are accepted too. */
+enum { VMC_TRUST_REPORT = 1, VMC_TRUST_UNSIGNED = 2 };
+VMC_API void vmc_keys_set_trust(struct vmc_keys *keys, int flags);
+VMC_API int vmc_keys_trusted_count(const struct vmc_keys *keys);
 /* Argon2id cost for new passphrase slots (0 = default). */
 VMC_API void vmc_keys_set_kdf(struct vmc_keys *keys, uint32_t ops, uint32_t mem_kib);
 VMC_API int vmc_keys_count(const struct vmc_keys *keys);
 VMC_API int vmc_keys_can_seal(const struct vmc_keys *keys);
 VMC_API int vmc_keys_has_passphrase(const struct vmc_keys *keys);
 
-/* Writes a new identity (X25519 secret key, or a raw 256-bit key when
- * symmetric) to the file path, 0600, never overwriting; the public
- * recipient string (X25519 only) goes to pub. */
-VMC_API int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
+/* Writes a new key of kind VMC_KEYGEN_* to the file path, 0600, never
+ * overwriting; the public string (the recipient vmc1... of an identity,
+ * the signer vmcs1... of a signing key; empty for a raw key) goes to pub. */
+enum { VMC_KEYGEN_IDENTITY = 0, VMC_KEYGEN_RAW = 1, VMC_KEYGEN_SIGNING = 2 };
+VMC_API int vmc_keygen(struct vmc_ctx *ctx, const char *path, int kind,
                char pub[VMC_RECIPIENT_STRLEN]);
 /* The same key file written to fd (the caller's: the library never
  * writes to a descriptor it was not given); what names fd in errors. */
-VMC_API int vmc_keygen_fd(struct vmc_ctx *ctx, int fd, const char *what, int symmetric,
+VMC_API int vmc_keygen_fd(struct vmc_ctx *ctx, int fd, const char *what, int kind,
                   char pub[VMC_RECIPIENT_STRLEN]);
 /* Public recipient string of the first X25519 identity in path. */
 VMC_API int vmc_identity_recipient(struct vmc_ctx *ctx, const char *path,
                            char pub[VMC_RECIPIENT_STRLEN]);
 
 VMC_API void vmc_recipient_string(const uint8_t pk[32], char out[VMC_RECIPIENT_STRLEN]);
+VMC_API void vmc_signer_string(const uint8_t pk[32], char out[VMC_RECIPIENT_STRLEN]);
 
 /* ---- live path: handshake and session (format/vmckpt-stream.md) ----- */
 
@@ -159,6 +187,10 @@ struct vmc_header_info {
     int nslots;               /* each one: vmc_header_slot() */
     int unlocked;             /* file key found and header MAC verified */
     int opened_by;            /* index of the slot that opened it, or -1 */
+    int is_signed;            /* format 2: names its signer */
+    int signature_ok;         /* header_sig verifies with the signer (no key
+                               * needed); the chunks are checked as read */
+    char signer[VMC_RECIPIENT_STRLEN];  /* vmcs1..., "" when unsigned */
 };
 /* Reads exactly the header from fd (no more) and parses it. */
 VMC_API int vmc_header_read(struct vmc_ctx *ctx, int fd, struct vmc_header **out);
@@ -167,12 +199,23 @@ VMC_API int vmc_header_parse(struct vmc_ctx *ctx, const uint8_t *buf, size_t len
                      struct vmc_header **out);
 /* Live: the session's key opens the single SESSION slot; checks the MAC. */
 VMC_API int vmc_header_unlock_session(struct vmc_ctx *ctx, struct vmc_header *h,
-                              const struct vmc_session *s);
+                                      const struct vmc_session *s,
+                                      const struct vmc_keys *trust);
 /* Finds a slot that keys opens, unwraps the file key, checks the MAC. */
 VMC_API int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
                       const struct vmc_keys *keys);
 VMC_API void vmc_header_get_info(const struct vmc_header *h,
                          struct vmc_header_info *info);
+/* 1 if h is signed, its header signature verifies, and keys trusts its
+ * signer; else 0. */
+VMC_API int vmc_header_trusted(const struct vmc_header *h,
+                               const struct vmc_keys *keys);
+/* What vmc_header_unlock checks first, for a tool that asks for a
+ * passphrase only for a stream it would act on: 0, VMC_E_AUTH (the header
+ * signature does not verify) or VMC_E_UNTRUSTED (keys' VMC_TRUST_*). */
+VMC_API int vmc_header_check_signer(struct vmc_ctx *ctx,
+                                    const struct vmc_header *h,
+                                    const struct vmc_keys *keys);
 /* Slot i (0 .. nslots-1) of the header; VMC_E_INVAL outside. */
 VMC_API int vmc_header_slot(const struct vmc_header *h, int i,
                             struct vmc_slot_info *slot);
@@ -207,6 +250,8 @@ struct vmc_writer_opts {
                                * while the socket or pipe buffer stays half
                                * full (slow link), down while it never is;
                                * for links: a file always stores */
+    int unsigned_v1;          /* write format 1: no signer, no signatures
+                               * (readers refuse to restore it unless told) */
 };
 struct vmc_writer;
 /* Writes the header at once.  fd is borrowed. */

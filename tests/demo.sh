@@ -32,9 +32,12 @@ else
     ACCEL=(-accel tcg -cpu max)      # kvm_pvm here cannot run a stock kernel
 fi
 
-say "vmimage keygen -o host.key"
+say "vmimage keygen -o host.key    # who may read: an X25519 identity"
 RECIPIENT=$("$B/vmimage" keygen -o "$D/host.key")
 echo "$RECIPIENT"
+say "vmimage keygen --sign -o signing.key    # who made it: an Ed25519 signing key"
+SIGNER=$("$B/vmimage" keygen --sign -o "$D/signing.key")
+echo "$SIGNER"
 
 say "vmctl start demo -- ${ACCEL[*]} -m 512 -kernel vmlinuz -initrd initrd.cpio ..."
 ID=$("$B/vmctl" start demo -- "${ACCEL[@]}" -m 512 -smp 1 -display none \
@@ -47,21 +50,25 @@ wait_for "$LOG" 'count=4 ' 30
 say "tail -3 console.log    # the guest's workload: boot id, counter"
 tail -3 "$LOG"
 
-say "vmsave -r $RECIPIENT demo demo.vmimg"
+say "vmsave -r $RECIPIENT --signing-key signing.key demo demo.vmimg"
 cp "$LOG" "$D/before.log"
-"$B/vmsave" -v -r "$RECIPIENT" demo "$D/demo.vmimg"
+"$B/vmsave" -v -r "$RECIPIENT" --signing-key "$D/signing.key" demo "$D/demo.vmimg"
 LAST=$(grep -o 'count=[0-9]*' "$D/before.log" | tail -1)
 echo "(the guest's last line before the save: $(grep count= "$D/before.log" | tail -1))"
 say "vmctl list    # the domain is gone: its state is in the sealed image"
 "$B/vmctl" list
-say "vmimage info demo.vmimg    # without the key: only the public header"
+say "vmimage info demo.vmimg    # without the key: the public header and its signer"
 "$B/vmimage" info "$D/demo.vmimg"
+say "vmrestore -i host.key demo.vmimg    # refused: this host does not trust the signer yet"
+: > "$D/trusted_signers"           # an empty list: no one is trusted
+"$B/vmrestore" -i "$D/host.key" --trusted-signers "$D/trusted_signers" \
+    "$D/demo.vmimg" || true
 
 say "vmimage config -i host.key demo.vmimg    # what a restore would run here"
 "$B/vmimage" config -i "$D/host.key" "$D/demo.vmimg" 2>&1 | cut -c1-160 || true
 GUEST=$(dirname "$KERNEL")
-say "vmrestore -i host.key --allow-dir ${GUEST#"$ROOT"/} demo.vmimg    # the image names a kernel there"
-NEW=$("$B/vmrestore" -i "$D/host.key" --allow-dir "$GUEST" "$D/demo.vmimg")
+say "vmrestore -i host.key -t $SIGNER --allow-dir ${GUEST#"$ROOT"/} demo.vmimg"
+NEW=$("$B/vmrestore" -i "$D/host.key" -t "$SIGNER" --allow-dir "$GUEST" "$D/demo.vmimg")
 echo "new domain $NEW"
 NLOG=$VMCKPT_RUNDIR/$NEW/console.log
 wait_for "$NLOG" 'count=' 30

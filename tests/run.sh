@@ -4,6 +4,7 @@
 # skipped".  VMC_FAST=1 shrinks the big round trips (for quick local runs).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/tests/signing-env.sh"   # a test signing key, trusted
 B=$ROOT/build
 LOG=$(mktemp /tmp/vmc-run.XXXXXX)
 trap 'rm -f "$LOG"' EXIT

@@ -130,6 +130,7 @@ const char *vmc_strerror(int code)
     case VMC_E_EXISTS: return "already exists";
     case VMC_E_CANCELED: return "canceled";
     case VMC_E_CLASH: return "name or UUID in use";
+    case VMC_E_UNTRUSTED: return "signer not trusted";
     }
     return "unknown error";
 }

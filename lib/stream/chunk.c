@@ -7,7 +7,9 @@
  *   jobs * (chunk_size + ZSTD_compressBound(chunk_size) + 20) + contexts,
  * whatever the image size.
  *
- * Owns: chunk framing, nonces, the FINAL bit, compression levels.
+ * Owns: chunk framing, nonces, the FINAL bit, chunk signatures (signed in
+ * the writer's workers, verified in the reader's before anything is
+ * decrypted), compression levels.
  * Must not: know records (record.c frames them over this layer).
  */
 #include <errno.h>
@@ -43,6 +45,7 @@ struct job {
     size_t out_len;
     uint64_t trailing;        /* reader: offset of octets after a FINAL
                                  chunk, 0 if none (judged after its tag) */
+    uint32_t lw;              /* reader: the length word as read */
     uint64_t err_at;          /* rc < 0: the offset err names */
     char err[256];
 };
@@ -61,6 +64,9 @@ struct pool {
     size_t sealed_max;        /* max sealed length */
     const uint8_t *key;       /* payload key, borrowed from the header */
     uint8_t ad[16];           /* stream id */
+    int is_signed;            /* format 2: a chunk_sig follows each chunk */
+    const uint8_t *sign_sk;   /* writer: borrowed from the header */
+    uint8_t signer_pk[VMC_SIGN_PK_LEN];
 };
 
 static void job_fail(struct job *j, int rc, const char *fmt, ...)
@@ -125,6 +131,13 @@ static void seal_job(struct pool *p, struct job *j, ZSTD_CCtx *cc, int *cur)
     vmc_put32(j->out, (uint32_t)(z + VMC_AEAD_TAG_LEN) |
                       (j->final ? VMC_CHUNK_FINAL : 0));
     j->out_len = 4 + z + VMC_AEAD_TAG_LEN;
+    if (p->is_signed) {
+        uint8_t msg[VMC_CHUNK_SIG_MSG_LEN];
+        vmc_chunk_sig_msg(msg, p->ad, j->idx, vmc_get32(j->out), j->out + 4 + z);
+        crypto_sign_detached(j->out + j->out_len, NULL, msg, sizeof(msg),
+                             p->sign_sk);
+        j->out_len += VMC_SIG_LEN;
+    }
 }
 
 static void open_job(struct pool *p, struct job *j, ZSTD_DCtx *dc)
@@ -134,6 +147,18 @@ static void open_job(struct pool *p, struct job *j, ZSTD_DCtx *dc)
     unsigned long long content;
     unsigned long long idx = j->idx, off = j->off;
 
+    if (p->is_signed) {         /* proven the signer's before it is opened */
+        uint8_t msg[VMC_CHUNK_SIG_MSG_LEN];
+        vmc_chunk_sig_msg(msg, p->ad, j->idx, j->lw, j->in + clen);
+        if (crypto_sign_verify_detached(j->in + j->in_len, msg, sizeof(msg),
+                                        p->signer_pk) != 0) {
+            job_fail(j, VMC_E_AUTH,
+                     "chunk %llu @0x%llx: signature does not verify (not the "
+                     "signer's: forged, spliced, reordered%s or damaged)", idx,
+                     off, j->final ? "" : ", truncated");
+            return;
+        }
+    }
     vmc_chunk_nonce(nonce, j->idx, j->final);
     if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(
             j->in, NULL, j->in, clen, j->in + clen, p->ad, sizeof(p->ad), nonce,
@@ -249,9 +274,16 @@ static int pool_new(struct vmc_ctx *ctx, const struct vmc_header *h, int reader,
     p->sealed_max = ZSTD_compressBound(p->chunk_size) + VMC_AEAD_TAG_LEN;
     p->key = h->payload_key;
     memcpy(p->ad, h->h.stream_id, 16);
+    p->is_signed = h->is_signed;
+    p->sign_sk = h->sign_sk;
+    memcpy(p->signer_pk, h->signer_pk, VMC_SIGN_PK_LEN);
+    if (!reader && p->is_signed && !p->sign_sk) {
+        free(p);
+        return vmc_set_error(ctx, VMC_E_INVAL, "header has no signing key");
+    }
     p->njobs = 2 * threads + 2;
-    inb = reader ? p->sealed_max : p->chunk_size;
-    outb = reader ? p->chunk_size : p->sealed_max + 4;
+    inb = reader ? p->sealed_max + VMC_SIG_LEN : p->chunk_size;
+    outb = reader ? p->chunk_size : p->sealed_max + 4 + VMC_SIG_LEN;
     if (!(p->jobs = calloc((size_t)p->njobs, sizeof(struct job))))
         goto nomem;
     for (int i = 0; i < p->njobs; i++)
@@ -594,6 +626,7 @@ static void *io_thread(void *arg)
     struct chunkr *c = arg;
     struct pool *p = c->p;
     uint64_t off = c->base;
+    uint32_t sig = p->is_signed ? VMC_SIG_LEN : 0;
 
     for (uint64_t seq = 0;; seq++) {
         struct job *j = &p->jobs[seq % (uint64_t)p->njobs];
@@ -629,20 +662,22 @@ static void *io_thread(void *arg)
             job_fail(j, VMC_E_TRUNC, "chunk %llu @0x%llx: truncated inside the "
                      "length word", s, o);
         } else {
-            len = vmc_get32(w) & VMC_CHUNK_LEN_MASK;
-            j->final = !!(vmc_get32(w) & VMC_CHUNK_FINAL);
+            j->lw = vmc_get32(w);
+            len = j->lw & VMC_CHUNK_LEN_MASK;
+            j->final = !!(j->lw & VMC_CHUNK_FINAL);
             if (len <= VMC_AEAD_TAG_LEN || len > p->sealed_max) {
                 job_fail(j, VMC_E_FORMAT, "chunk %llu @0x%llx: sealed length %u "
                          "outside 17..%zu", s, o, len, p->sealed_max);
-            } else if ((rc = io_read(c, j->in, len, &got)) < 0) {
+            } else if ((rc = io_read(c, j->in, len + sig, &got)) < 0) {
                 job_fail(j, VMC_E_IO, "chunk %llu @0x%llx: read: %s", s, o,
                          strerror(errno));
-            } else if (got < len) {
+            } else if (got < len + sig) {
                 job_fail(j, VMC_E_TRUNC, "chunk %llu @0x%llx: truncated at %zu "
-                         "of %u bytes", s, o, got, len);
+                         "of %u bytes%s", s, o, got, len + sig,
+                         got >= len ? " (inside its signature)" : "");
             } else {
                 j->in_len = len;
-                off += 4 + len;
+                off += 4 + len + sig;
                 if (j->final && c->exact_eof) {
                     uint8_t extra;
                     rc = io_read(c, &extra, 1, &got);

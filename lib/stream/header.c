@@ -1,7 +1,8 @@
 /*
- * header.c - envelope header: parse, key slots, MAC, build, rekey.
+ * header.c - envelope header: parse, signer, key slots, MAC, build, rekey.
  *
- * Owns: the header of format/vmckpt-stream.md and the file key it guards.
+ * Owns: the header of format/vmckpt-stream.md, the file key it guards and
+ * the signer it names (whom keys trust: hdr_check_signer).
  * Must not: touch a chunk, or keep key material outside sodium_malloc.
  */
 #include <errno.h>
@@ -59,6 +60,7 @@ void vmc_header_free(struct vmc_header *h)
     sodium_free(h->file_key);
     sodium_free(h->payload_key);
     sodium_free(h->mac_key);
+    sodium_free(h->sign_sk);
     free(h->raw);
     free(h);
 }
@@ -89,12 +91,32 @@ static int all_zero(const uint8_t *p, size_t n)
     return 1;
 }
 
+/* The signer block of a format-2 header: header_sig checked at once (it
+ * needs no key), so that even a reader without one knows who signed. */
+static void parse_signer(struct vmc_header *h)
+{
+    uint8_t msg[VMC_HDR_SIG_MSG_LEN];
+
+    h->is_signed = h->h.version == VMC_VERSION;
+    if (!h->is_signed)
+        return;
+    memcpy(h->signer_pk, h->raw + VMC_HDR_FIXED_LEN, VMC_SIGN_PK_LEN);
+    memcpy(h->header_sig, h->raw + VMC_HDR_FIXED_LEN + VMC_SIGN_PK_LEN,
+           VMC_SIG_LEN);
+    vmc_hdr_sig_msg(msg, &h->h, h->signer_pk);
+    h->sig_ok = crypto_sign_verify_detached(h->header_sig, msg, sizeof(msg),
+                                            h->signer_pk) == 0;
+}
+
 /* Parses h->raw (h->raw_len bytes); the fixed part was decoded already. */
 static int parse_body(struct vmc_ctx *ctx, struct vmc_header *h)
 {
     const uint8_t *p = h->raw;
     size_t off = VMC_HDR_FIXED_LEN, end = h->raw_len - VMC_HDR_MAC_LEN;
 
+    parse_signer(h);
+    if (h->is_signed)
+        off += VMC_SIGNER_BLOCK_LEN;
     h->nslots = h->h.nslots;
     for (int i = 0; i < h->nslots; i++) {
         uint16_t type, rsv;
@@ -367,6 +389,30 @@ static int argon2_budget(struct vmc_ctx *ctx, const struct vmc_header *h,
     return 0;
 }
 
+int hdr_check_signer(struct vmc_ctx *ctx, const struct vmc_header *h,
+                     const struct vmc_keys *keys)
+{
+    char who[VMC_RECIPIENT_STRLEN];
+    int trust = keys ? keys->trust : 0;
+
+    if (!h->is_signed) {
+        if (trust & VMC_TRUST_UNSIGNED)
+            return 0;
+        vmc_set_error(ctx, VMC_E_UNTRUSTED, "unsigned (format 1): anyone who "
+                      "knows a recipient can make such an image");
+        return vmc_set_hint(ctx, VMC_HINT_UNSIGNED);
+    }
+    vmc_signer_string(h->signer_pk, who);
+    if (!h->sig_ok)
+        return vmc_set_error(ctx, VMC_E_AUTH, "header: the signature does not "
+                             "verify with the signer it names (%s): forged", who);
+    if ((trust & VMC_TRUST_REPORT) || keys_trusts(keys, h->signer_pk))
+        return 0;
+    vmc_set_error(ctx, VMC_E_UNTRUSTED, "signed by %s, which is not a trusted "
+                  "signer", who);
+    return vmc_set_hint(ctx, VMC_HINT_TRUST_SIGNER);
+}
+
 int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
                       const struct vmc_keys *keys)
 {
@@ -379,6 +425,8 @@ int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
         return vmc_set_error(ctx, VMC_E_UNSUPPORTED,
                              "header: live session stream cannot be opened with "
                              "a key");
+    if ((rc = hdr_check_signer(ctx, h, keys)) < 0)
+        return rc;
     if ((rc = argon2_budget(ctx, h, keys)) < 0)
         return rc;
     if ((rc = hdr_alloc_keys(ctx, h)) < 0)
@@ -409,7 +457,7 @@ int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
         }
     if (limit_rc)
         return limit_rc;
-    if (keys->n == 0) {
+    if (vmc_keys_count(keys) == 0) {
         vmc_set_error(ctx, VMC_E_KEY, "no key given");
         return vmc_set_hint(ctx, VMC_HINT_GIVE_KEY);
     }
@@ -453,6 +501,21 @@ void vmc_header_get_info(const struct vmc_header *h, struct vmc_header_info *in)
     in->nslots = h->nslots;
     in->unlocked = h->unlocked;
     in->opened_by = h->opened_by;
+    in->is_signed = h->is_signed;
+    in->signature_ok = h->sig_ok;
+    if (h->is_signed)
+        vmc_signer_string(h->signer_pk, in->signer);
+}
+
+int vmc_header_check_signer(struct vmc_ctx *ctx, const struct vmc_header *h,
+                            const struct vmc_keys *keys)
+{
+    return hdr_check_signer(ctx, h, keys);
+}
+
+int vmc_header_trusted(const struct vmc_header *h, const struct vmc_keys *keys)
+{
+    return h->is_signed && h->sig_ok && keys_trusts(keys, h->signer_pk);
 }
 
 int vmc_header_slot(const struct vmc_header *h, int i, struct vmc_slot_info *s)
@@ -557,6 +620,8 @@ static int serialize(struct vmc_ctx *ctx, struct vmc_header *h,
     size_t ll = strlen(h->label);
     uint8_t *raw;
 
+    if (h->is_signed)
+        len += VMC_SIGNER_BLOCK_LEN;
     if (n < 1)
         return vmc_set_error(ctx, VMC_E_INVAL, "an image needs at least one key slot");
     if (n > VMC_MAX_SLOTS)
@@ -574,6 +639,11 @@ static int serialize(struct vmc_ctx *ctx, struct vmc_header *h,
     h->h.label_len = (uint16_t)ll;
     vmc_hdr_encode(raw, &h->h);
     off = VMC_HDR_FIXED_LEN;
+    if (h->is_signed) {         /* signed once; a rekey copies it */
+        memcpy(raw + off, h->signer_pk, VMC_SIGN_PK_LEN);
+        memcpy(raw + off + VMC_SIGN_PK_LEN, h->header_sig, VMC_SIG_LEN);
+        off += VMC_SIGNER_BLOCK_LEN;
+    }
     for (int i = 0; i < n; i++) {
         vmc_put16(raw + off, s[i].type);
         vmc_put32(raw + off + 4, s[i].len);
@@ -590,27 +660,53 @@ static int serialize(struct vmc_ctx *ctx, struct vmc_header *h,
 }
 
 static int hdr_build(struct vmc_ctx *ctx, const struct vmc_keys *keys,
-                     const uint8_t *session_key, uint32_t chunk_size,
-                     const char *label, uint32_t flags, struct vmc_header **out);
+                     const struct vmc_keys *signer, const uint8_t *session_key,
+                     uint32_t chunk_size, const char *label, uint32_t flags,
+                     uint32_t version, struct vmc_header **out);
 
 int hdr_new(struct vmc_ctx *ctx, const struct vmc_keys *keys,
             uint32_t chunk_size, const char *label, uint32_t flags,
-            struct vmc_header **out)
+            uint32_t version, struct vmc_header **out)
 {
-    return hdr_build(ctx, keys, NULL, chunk_size, label, flags, out);
+    return hdr_build(ctx, keys, keys, NULL, chunk_size, label, flags,
+                     version, out);
 }
 
-/* A live session header: flag LIVE, one SESSION slot, the session's key. */
+/* A live session header: flag LIVE, one SESSION slot, the session's key;
+ * always signed. */
 int hdr_new_with_key(struct vmc_ctx *ctx, const uint8_t *file_key,
-                     uint32_t chunk_size, const char *label,
-                     struct vmc_header **out)
+                     const struct vmc_keys *signer, uint32_t chunk_size,
+                     const char *label, struct vmc_header **out)
 {
-    return hdr_build(ctx, NULL, file_key, chunk_size, label, VMC_HF_LIVE, out);
+    return hdr_build(ctx, NULL, signer, file_key, chunk_size, label,
+                     VMC_HF_LIVE, VMC_VERSION, out);
+}
+
+/* The signer block: signer_pk and header_sig over the fixed fields. */
+static int sign_header(struct vmc_ctx *ctx, struct vmc_header *h,
+                       const struct vmc_keys *signer)
+{
+    const struct vmc_key *k = keys_signing(signer);
+    uint8_t msg[VMC_HDR_SIG_MSG_LEN];
+
+    if (!k) {
+        vmc_set_error(ctx, VMC_E_KEY, "no signing key to sign the stream with");
+        return vmc_set_hint(ctx, VMC_HINT_SIGNING_KEY);
+    }
+    if (!(h->sign_sk = sodium_malloc(crypto_sign_SECRETKEYBYTES)))
+        return vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
+    memcpy(h->sign_sk, k->sec, crypto_sign_SECRETKEYBYTES);
+    memcpy(h->signer_pk, k->pub, VMC_SIGN_PK_LEN);
+    vmc_hdr_sig_msg(msg, &h->h, h->signer_pk);
+    crypto_sign_detached(h->header_sig, NULL, msg, sizeof(msg), h->sign_sk);
+    h->is_signed = h->sig_ok = true;
+    return 0;
 }
 
 static int hdr_build(struct vmc_ctx *ctx, const struct vmc_keys *keys,
-                     const uint8_t *session_key, uint32_t chunk_size,
-                     const char *label, uint32_t flags, struct vmc_header **out)
+                     const struct vmc_keys *signer, const uint8_t *session_key,
+                     uint32_t chunk_size, const char *label, uint32_t flags,
+                     uint32_t version, struct vmc_header **out)
 {
     struct vmc_header *h = calloc(1, sizeof(*h));
     struct slotref s[VMC_MAX_SLOTS];
@@ -642,12 +738,14 @@ static int hdr_build(struct vmc_ctx *ctx, const struct vmc_keys *keys,
     if ((rc = hdr_alloc_keys(ctx, h)) < 0)
         goto out;
     memcpy(h->h.magic, VMC_MAGIC, VMC_MAGIC_LEN);
-    h->h.version = VMC_VERSION;
+    h->h.version = version ? version : VMC_VERSION;
     h->h.aead = VMC_AEAD_CHACHA20POLY1305;
     h->h.compression = VMC_COMP_ZSTD;
     h->h.chunk_size = chunk_size;
     h->h.flags = flags;
     randombytes_buf(h->h.stream_id, 16);
+    if (h->h.version == VMC_VERSION && (rc = sign_header(ctx, h, signer)) < 0)
+        goto out;
     snprintf(h->label, sizeof(h->label), "%s", label ? label : "");
     if (session_key)
         memcpy(h->file_key, session_key, VMC_FILE_KEY_LEN);
@@ -662,7 +760,7 @@ static int hdr_build(struct vmc_ctx *ctx, const struct vmc_keys *keys,
         n = 1;
     }
     for (int i = 0; keys && i < keys->n; i++) {
-        if (keys->k[i].kind == KEY_IDENTITY)
+        if (!KEY_IS_SLOT_KEY(keys->k[i].kind) || keys->k[i].kind == KEY_IDENTITY)
             continue;
         if (n == VMC_MAX_SLOTS) {
             rc = vmc_set_error(ctx, VMC_E_LIMIT, "too many key slots (max %d)",
@@ -745,7 +843,7 @@ int vmc_header_rekey(struct vmc_ctx *ctx, struct vmc_header *h,
         n++;
     }
     for (int i = 0; add && i < add->n; i++) {
-        if (add->k[i].kind == KEY_IDENTITY)
+        if (!KEY_IS_SLOT_KEY(add->k[i].kind) || add->k[i].kind == KEY_IDENTITY)
             continue;
         if (n == VMC_MAX_SLOTS) {
             rc = vmc_set_error(ctx, VMC_E_LIMIT, "too many key slots (max %d)",

@@ -21,6 +21,8 @@
 #define PFX_RECIPIENT "vmc1"
 #define PFX_SECRET    "VMCKPT-SECRET-KEY-1"
 #define PFX_RAW       "VMCKPT-RAW-KEY-1"
+#define PFX_SIGNER    "vmcs1"
+#define PFX_SIGNING   "VMCKPT-SIGNING-KEY-1"
 #define KEYFILE_MAX   (64 * 1024)
 #define ENC_LEN       48   /* base64url-nopad of 36 bytes */
 
@@ -127,9 +129,7 @@ int vmc_keys_add_recipient(struct vmc_ctx *ctx, struct vmc_keys *keys,
     if (key_decode(recipient, strlen(recipient), PFX_RECIPIENT, pk)) {
         /* never echo what may be a secret (cron mail, journals): a key
          * line is named, anything else shown by its first characters */
-        if (!strncasecmp(recipient, PFX_SECRET, strlen(PFX_SECRET)) ||
-            !strncasecmp(recipient, PFX_RAW, strlen(PFX_RAW)) ||
-            !strncasecmp(recipient, "VMCKPT-", 7))
+        if (!strncasecmp(recipient, "VMCKPT-", 7))
             return vmc_set_error(ctx, VMC_E_INVAL, "a secret key was given "
                                  "where a recipient belongs: refused, and not "
                                  "shown (a recipient is the public vmc1... "
@@ -343,15 +343,168 @@ int vmc_keys_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
 
 int vmc_keys_count(const struct vmc_keys *keys)
 {
-    return keys->n;
+    int n = 0;
+
+    for (int i = 0; i < keys->n; i++)
+        n += KEY_IS_SLOT_KEY(keys->k[i].kind);
+    return n;
 }
 
 int vmc_keys_can_seal(const struct vmc_keys *keys)
 {
     for (int i = 0; i < keys->n; i++)
-        if (keys->k[i].kind != KEY_IDENTITY)
+        if (KEY_IS_SLOT_KEY(keys->k[i].kind) && keys->k[i].kind != KEY_IDENTITY)
             return 1;
     return 0;
+}
+
+/* ---- signing keys and trusted signers (format 2) -------------------- */
+
+const struct vmc_key *keys_signing(const struct vmc_keys *keys)
+{
+    for (int i = 0; keys && i < keys->n; i++)
+        if (keys->k[i].kind == KEY_SIGNING)
+            return &keys->k[i];
+    return NULL;
+}
+
+int keys_trusts(const struct vmc_keys *keys, const uint8_t pk[32])
+{
+    for (int i = 0; keys && i < keys->n; i++)
+        if (keys->k[i].kind == KEY_SIGNER && !memcmp(keys->k[i].pub, pk, 32))
+            return 1;
+    return 0;
+}
+
+void vmc_keys_set_trust(struct vmc_keys *keys, int flags)
+{
+    keys->trust = flags;
+}
+
+int vmc_keys_trusted_count(const struct vmc_keys *keys)
+{
+    int n = 0;
+
+    for (int i = 0; i < keys->n; i++)
+        n += keys->k[i].kind == KEY_SIGNER;
+    return n;
+}
+
+static int signing_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                        const char *path, int lineno, const char *line,
+                        size_t len)
+{
+    uint8_t seed[32];
+    struct vmc_key *k;
+
+    if (keys_signing(keys))
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s:%d: a second signing key "
+                             "(one signs)", path, lineno);
+    if (key_decode(line, len, PFX_SIGNING, seed) != 0) {
+        sodium_memzero(seed, sizeof(seed));
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s:%d: not a vmckpt signing key "
+                             "(corrupt, truncated, or another kind of key?)",
+                             path, lineno);
+    }
+    if (!(k = key_slot(ctx, keys, KEY_SIGNING, crypto_sign_SECRETKEYBYTES))) {
+        sodium_memzero(seed, sizeof(seed));
+        return vmc_ctx_errcode(ctx);
+    }
+    crypto_sign_seed_keypair(k->pub, k->sec, seed);
+    sodium_memzero(seed, sizeof(seed));
+    return 0;
+}
+
+int vmc_keys_add_signing_key_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                                  const char *path)
+{
+    return load_key_file(ctx, keys, path, signing_line, "signing key");
+}
+
+int vmc_keys_signer(struct vmc_ctx *ctx, const struct vmc_keys *keys,
+                    char out[VMC_RECIPIENT_STRLEN])
+{
+    const struct vmc_key *k = keys_signing(keys);
+
+    out[0] = '\0';
+    if (!k)
+        return vmc_set_error(ctx, VMC_E_KEY, "no signing key");
+    vmc_signer_string(k->pub, out);
+    return 0;
+}
+
+int vmc_keys_add_trusted_signer(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                                const char *signer)
+{
+    uint8_t pk[32];
+    struct vmc_key *k;
+
+    if (key_decode(signer, strlen(signer), PFX_SIGNER, pk)) {
+        if (!strncasecmp(signer, "VMCKPT-", 7))
+            return vmc_set_error(ctx, VMC_E_INVAL, "a secret key was given "
+                                 "where a signer belongs: refused, and not "
+                                 "shown (a signer is the public vmcs1... "
+                                 "string of a signing key)");
+        return vmc_set_error(ctx, VMC_E_INVAL, "'%.6s...' (%zu characters): "
+                             "not a valid signer (want vmcs1...)", signer,
+                             strlen(signer));
+    }
+    if (keys_trusts(keys, pk))
+        return 0;
+    if (!(k = key_slot(ctx, keys, KEY_SIGNER, 0)))
+        return vmc_ctx_errcode(ctx);
+    memcpy(k->pub, pk, 32);
+    return 0;
+}
+
+static int signer_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                       const char *path, int lineno, const char *line,
+                       size_t len)
+{
+    char tmp[128];
+
+    for (size_t i = 0; i < len; i++)
+        if (line[i] == ' ' || line[i] == '\t') {
+            len = i;                /* "vmcs1... host-name comment" */
+            break;
+        }
+    if (len >= sizeof(tmp))
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s:%d: not a valid signer",
+                             path, lineno);
+    memcpy(tmp, line, len);
+    tmp[len] = '\0';
+    if (vmc_keys_add_trusted_signer(ctx, keys, tmp) < 0) {
+        vmc_ctx_clear(ctx);
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s:%d: not a valid signer "
+                             "(want vmcs1...)", path, lineno);
+    }
+    return 0;
+}
+
+/* A list of whom to trust is only as good as who may change it. */
+int vmc_keys_add_trusted_signers_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                                      const char *path)
+{
+    struct stat st;
+    int n;
+
+    if (stat(path, &st) < 0)
+        return vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
+    if ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022))
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s: writable by another user "
+                             "than root or you (mode %04o, owner %u): refused",
+                             path, (unsigned)(st.st_mode & 07777),
+                             (unsigned)st.st_uid);
+    {
+        char *text;
+        size_t len;
+        int rc;
+        if ((rc = slurp_secret(ctx, path, 0, &text, &len)) < 0)
+            return rc;
+        rc = each_line(ctx, keys, path, text, signer_line, &n);
+        sodium_free(text);
+        return rc;
+    }
 }
 
 int vmc_keys_has_passphrase(const struct vmc_keys *keys)
@@ -384,10 +537,10 @@ static int create_secret_file(struct vmc_ctx *ctx, const char *path,
 }
 
 /* A new key file's text in locked memory (*out: sodium_free it). */
-static int keygen_text(struct vmc_ctx *ctx, int symmetric, char **out,
+static int keygen_text(struct vmc_ctx *ctx, int kind, char **out,
                        char pub[VMC_RECIPIENT_STRLEN])
 {
-    uint8_t *sk = sodium_malloc(32);
+    uint8_t *sk = sodium_malloc(crypto_sign_SECRETKEYBYTES);
     char *text = sodium_malloc(512);
     char line[96], when[64];
     uint8_t pk[32];
@@ -404,15 +557,27 @@ static int keygen_text(struct vmc_ctx *ctx, int symmetric, char **out,
     gmtime_r(&now, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
     randombytes_buf(sk, 32);
-    if (symmetric) {
+    if (kind == VMC_KEYGEN_RAW) {
         key_encode(line, sizeof(line), PFX_RAW, sk);
         snprintf(text, 512, "# vmckpt raw key, created: %s\n%s\n", when, line);
-    } else {
+    } else if (kind == VMC_KEYGEN_SIGNING) {
+        uint8_t seed[32];
+        memcpy(seed, sk, 32);               /* sk: the seed, then the pair */
+        crypto_sign_seed_keypair(pk, sk, seed);
+        key_encode(pub, VMC_RECIPIENT_STRLEN, PFX_SIGNER, pk);
+        key_encode(line, sizeof(line), PFX_SIGNING, seed);
+        sodium_memzero(seed, sizeof(seed));
+        snprintf(text, 512, "# vmckpt signing key, created: %s\n# signer: %s\n"
+                 "%s\n", when, pub, line);
+    } else if (kind == VMC_KEYGEN_IDENTITY) {
         crypto_scalarmult_base(pk, sk);
         key_encode(pub, VMC_RECIPIENT_STRLEN, PFX_RECIPIENT, pk);
         key_encode(line, sizeof(line), PFX_SECRET, sk);
         snprintf(text, 512, "# vmckpt identity, created: %s\n# recipient: %s\n"
                  "%s\n", when, pub, line);
+    } else {
+        rc = vmc_set_error(ctx, VMC_E_INVAL, "keygen: unknown key kind %d", kind);
+        goto out;
     }
     sodium_memzero(line, sizeof(line));
     *out = text;
@@ -423,7 +588,7 @@ out:
     return rc;
 }
 
-int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
+int vmc_keygen(struct vmc_ctx *ctx, const char *path, int kind,
                char pub[VMC_RECIPIENT_STRLEN])
 {
     char *text;
@@ -431,20 +596,20 @@ int vmc_keygen(struct vmc_ctx *ctx, const char *path, int symmetric,
 
     if (!strcmp(path, "-"))          /* stdout is the caller's: vmc_keygen_fd */
         return vmc_set_error(ctx, VMC_E_INVAL, "keygen: '-' is not a file");
-    if ((rc = keygen_text(ctx, symmetric, &text, pub)) < 0)
+    if ((rc = keygen_text(ctx, kind, &text, pub)) < 0)
         return rc;
     rc = create_secret_file(ctx, path, text);
     sodium_free(text);
     return rc;
 }
 
-int vmc_keygen_fd(struct vmc_ctx *ctx, int fd, const char *what, int symmetric,
+int vmc_keygen_fd(struct vmc_ctx *ctx, int fd, const char *what, int kind,
                   char pub[VMC_RECIPIENT_STRLEN])
 {
     char *text;
     int rc;
 
-    if ((rc = keygen_text(ctx, symmetric, &text, pub)) < 0)
+    if ((rc = keygen_text(ctx, kind, &text, pub)) < 0)
         return rc;
     rc = io_write_full(ctx, fd, text, strlen(text), what);
     sodium_free(text);
@@ -454,6 +619,11 @@ int vmc_keygen_fd(struct vmc_ctx *ctx, int fd, const char *what, int symmetric,
 void vmc_recipient_string(const uint8_t pk[32], char out[VMC_RECIPIENT_STRLEN])
 {
     key_encode(out, VMC_RECIPIENT_STRLEN, PFX_RECIPIENT, pk);
+}
+
+void vmc_signer_string(const uint8_t pk[32], char out[VMC_RECIPIENT_STRLEN])
+{
+    key_encode(out, VMC_RECIPIENT_STRLEN, PFX_SIGNER, pk);
 }
 
 int vmc_identity_recipient(struct vmc_ctx *ctx, const char *path,

@@ -277,14 +277,15 @@ int vmc_live_accept(struct vmc_ctx *ctx, int rfd, int wfd,
 /* ---- session header --------------------------------------------------- */
 
 int hdr_new_session(struct vmc_ctx *ctx, const struct vmc_session *s,
-                    uint32_t chunk_size, const char *label,
-                    struct vmc_header **out)
+                    const struct vmc_keys *signer, uint32_t chunk_size,
+                    const char *label, struct vmc_header **out)
 {
-    return hdr_new_with_key(ctx, s->file_key, chunk_size, label, out);
+    return hdr_new_with_key(ctx, s->file_key, signer, chunk_size, label, out);
 }
 
 int vmc_header_unlock_session(struct vmc_ctx *ctx, struct vmc_header *h,
-                              const struct vmc_session *s)
+                              const struct vmc_session *s,
+                              const struct vmc_keys *trust)
 {
     uint8_t mac[VMC_HDR_MAC_LEN];
     int rc;
@@ -293,6 +294,8 @@ int vmc_header_unlock_session(struct vmc_ctx *ctx, struct vmc_header *h,
         h->slot[0].type != VMC_SLOT_SESSION)
         return vmc_set_error(ctx, VMC_E_FORMAT, "header: not a live session "
                              "stream");
+    if ((rc = hdr_check_signer(ctx, h, trust)) < 0)
+        return rc;
     if ((rc = hdr_alloc_keys(ctx, h)) < 0)
         return rc;
     memcpy(h->file_key, s->file_key, 32);

@@ -72,12 +72,13 @@ int vmc_writer_new(struct vmc_ctx *ctx, int fd, const struct vmc_keys *keys,
         o = &def;
     w->ctx = ctx;
     if (o->session)
-        rc = hdr_new_session(ctx, o->session,
+        rc = hdr_new_session(ctx, o->session, keys,
                              o->chunk_size ? o->chunk_size : VMC_CHUNK_DEFAULT,
                              o->label, &w->h);
     else
         rc = hdr_new(ctx, keys, o->chunk_size ? o->chunk_size : VMC_CHUNK_DEFAULT,
-                     o->label, o->header_flags, &w->h);
+                     o->label, o->header_flags,
+                     o->unsigned_v1 ? VMC_VERSION_UNSIGNED : VMC_VERSION, &w->h);
     if (rc < 0)
         goto out;
     rc = chunkw_new(ctx, fd, w->h, o->level ? o->level : 1, o->adaptive,

@@ -9,6 +9,7 @@
 # registry.  Prints PASS:/FAIL:/SKIP: lines.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/tests/signing-env.sh"   # a test signing key, trusted
 B=$ROOT/build
 FORGE=$B/tests/forge
 T=$(mktemp -d /tmp/vmc-attack.XXXXXX)
@@ -48,6 +49,95 @@ mkdir -p guest
 printf '#!/bin/sh\ntouch %s\n' "$MARK" > evil.sh
 chmod 755 evil.sh
 BASE='"-m","64","-display","none","-nodefaults","-nic","none"'
+
+# ---- 0. who made it: signatures (format 2) ----------------------------------
+# The restoring host trusts the test signer ($VMCKPT_TRUSTED_SIGNERS); an
+# attacker holds a throwaway signing key of its own.
+ROGUE=$("$B/vmimage" keygen --sign -o rogue.key)
+TRUSTED=$(grep -m1 '^vmcs1' "$VMCKPT_TRUSTED_SIGNERS" | cut -d' ' -f1)
+GOOD="{\"argv\":[$BASE]}"
+
+t=untrusted_signer_refused_before_anything
+FORGE_SIGN=rogue.key "$FORGE" "$REC" rogue.vmimg qemu \
+    "{\"qemu\":\"/bin/sh\",\"cwd\":\"/\",\"argv\":[\"-c\",\"touch $MARK\"]}"
+if run 1 "$B/vmrestore" -i host.key rogue.vmimg && one_line &&
+   grep -qF "vmrestore: rogue.vmimg: signed by $ROGUE, which is not a trusted signer" err &&
+   grep -q "no domain created$" err && untouched; then pass $t "$(cut -c1-150 err)"
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
+t=untrusted_signer_asks_no_passphrase
+FORGE_SIGN=rogue.key "$FORGE" "$REC" rogue2.vmimg qemu "$GOOD"
+if run 1 "$B/vmrestore" -P rogue2.vmimg </dev/null && one_line &&
+   grep -q "not a trusted signer" err && untouched; then pass $t
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
+t=unsigned_image_refused
+FORGE_SIGN=none "$FORGE" "$REC" v1.vmimg qemu "$GOOD"
+if run 1 "$B/vmrestore" -i host.key v1.vmimg && one_line &&
+   grep -q "unsigned (format 1).*--allow-unsigned" err && untouched
+then pass $t "$(cut -c1-120 err)"
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
+t=unsigned_allowed_still_checks_the_config
+FORGE_SIGN=none "$FORGE" "$REC" v1sh.vmimg qemu \
+    "{\"qemu\":\"/bin/sh\",\"cwd\":\"/\",\"argv\":[\"-c\",\"touch $MARK\"]}"
+if run 1 "$B/vmrestore" --allow-unsigned -i host.key v1sh.vmimg && one_line &&
+   grep -q -- "-c: not an option the restore policy knows" err && untouched
+then pass $t
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
+t=golden_v1_needs_the_opt_in
+cp "$ROOT/tests/golden/keys/identity.key" gold.key && chmod 600 gold.key
+if run 1 "$B/vmrestore" -i gold.key "$ROOT/tests/golden/v1-x25519.vmimg" &&
+   one_line && grep -q "unsigned (format 1)" err && untouched &&
+   run 0 "$B/vmimage" verify -i gold.key "$ROOT/tests/golden/v1-x25519.vmimg" &&
+   grep -q "signer none: unsigned" out; then pass $t
+else fail $t "rc=$rc $(cat out err) $WHY"; fi
+
+# A recipient can read a trusted image and seal its own: it then names
+# the recipient's key as signer, which the restoring host does not trust.
+t=recipient_resigns
+"$FORGE" "$REC" good.vmimg qemu "$GOOD"
+if "$B/vmimage" rekey --rotate -i host.key -t "$TRUSTED" -r "$REC" \
+       --signing-key rogue.key -o resigned.vmimg good.vmimg 2>rk.err &&
+   run 1 "$B/vmrestore" -i host.key resigned.vmimg && one_line &&
+   grep -qF "signed by $ROGUE, which is not a trusted signer" err && untouched
+then pass $t
+else fail $t "rc=$rc $(cat rk.err err) $WHY"; fi
+
+# The header names the trusted signer, the signature is the rogue's.
+t=signer_key_swapped_in_the_header
+python3 - rogue2.vmimg swapped.vmimg "$TRUSTED" <<'PY'
+import sys, base64
+img = bytearray(open(sys.argv[1], "rb").read())
+s = sys.argv[3][len("vmcs1"):]
+pk = base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))[:32]
+img[64:96] = pk
+open(sys.argv[2], "wb").write(img)
+PY
+if run 1 "$B/vmrestore" -i host.key swapped.vmimg && one_line &&
+   grep -qF "signature does not verify with the signer it names ($TRUSTED)" err &&
+   untouched; then pass $t
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
+# Chunks of another stream by the same trusted signer: the stream id in
+# every chunk signature tells them apart.
+t=chunks_spliced_from_another_stream
+"$FORGE" "$REC" other.vmimg qemu "$GOOD"
+python3 - good.vmimg other.vmimg spliced.vmimg <<'PY'
+import sys, struct
+a = open(sys.argv[1], "rb").read(); b = open(sys.argv[2], "rb").read()
+ha = struct.unpack_from("<I", a, 12)[0]; hb = struct.unpack_from("<I", b, 12)[0]
+open(sys.argv[3], "wb").write(a[:ha] + b[hb:])
+PY
+if run 1 "$B/vmrestore" -i host.key spliced.vmimg && one_line &&
+   grep -q "signature does not verify" err && untouched; then pass $t "$(cut -c1-140 err)"
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
+t=trusted_image_restores_here
+if run 0 "$B/vmimage" verify -i host.key good.vmimg &&
+   grep -qF "signer $TRUSTED (trusted here)" out; then pass $t
+else fail $t "rc=$rc $(cat out err)"; fi
 
 # ---- 1. the reported attack: the image names /bin/sh as its hypervisor ----
 t=config_names_a_shell

@@ -5,7 +5,10 @@
  *   forge RECIPIENT OUT qemu|xen CONFIG-JSON [BACKEND-BYTES]
  *
  * writes IMAGE_INFO (domain "evil"), DOMAIN_CONFIG with CONFIG-JSON, a
- * BACKEND_STREAM of that many bytes of junk (default 4096) and END.
+ * BACKEND_STREAM of that many bytes of junk (default 4096) and END, signed
+ * with the key in $FORGE_SIGN (default $VMCKPT_SIGNING_KEY: a signer the
+ * restoring host trusts, gone rogue), or unsigned (format 1) when
+ * FORGE_SIGN=none.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -38,6 +41,16 @@ int main(int argc, char **argv)
     snprintf(m.name, sizeof(m.name), "%s",
              getenv("FORGE_NAME") ? getenv("FORGE_NAME") : "evil");
     memset(junk, 0x5a, n);
+    {
+        const char *sk = getenv("FORGE_SIGN") ? getenv("FORGE_SIGN")
+                                              : getenv("VMCKPT_SIGNING_KEY");
+        if (!sk || !strcmp(sk, "none"))
+            wo.unsigned_v1 = 1;
+        else if (vmc_keys_add_signing_key_file(ctx, keys, sk) < 0) {
+            fprintf(stderr, "forge: %s\n", vmc_ctx_error(ctx));
+            return 1;
+        }
+    }
     fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || vmc_keys_add_recipient(ctx, keys, argv[1]) < 0 ||
         vmc_writer_new(ctx, fd, keys, &wo, &w) < 0 ||

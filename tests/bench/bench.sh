@@ -5,6 +5,7 @@
 #   VMC_BENCH_SIZE (default 1G), VMC_BENCH_RUNS (default 3, median taken)
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/tests/signing-env.sh"   # a test signing key, trusted
 B=$ROOT/build
 SIZE=${VMC_BENCH_SIZE:-1G}
 RUNS=${VMC_BENCH_RUNS:-3}

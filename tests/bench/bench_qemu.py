@@ -819,6 +819,13 @@ def main():
     KEY = os.path.join(W, "id.key")
     _, REC, _ = run_tool([VMIMAGE, "keygen", "-o", KEY])
     REC = REC.strip()
+    # signed images: the bench's own signing key, trusted by its restores
+    SIGN = os.path.join(W, "signing.key")
+    _, SIGNER, _ = run_tool([VMIMAGE, "keygen", "--sign", "-o", SIGN])
+    with open(os.path.join(W, "trusted_signers"), "w") as f:
+        f.write(SIGNER)
+    ENV["VMCKPT_SIGNING_KEY"] = SIGN
+    ENV["VMCKPT_TRUSTED_SIGNERS"] = os.path.join(W, "trusted_signers")
     T0 = time.monotonic()
 
     log(f"vmckpt QEMU bench: accel={accel}, guest {RAM_MIB} MiB with "

@@ -4,6 +4,7 @@
 # Prints PASS:/FAIL:/SKIP: lines.  VMC_FAST=1 shrinks the big round trips.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/tests/signing-env.sh"   # a test signing key, trusted
 V=$ROOT/build/vmimage
 GEN=$ROOT/build/tests/gendata
 G=$ROOT/tests/golden
@@ -156,7 +157,7 @@ done
 t=verify_several
 ok=""
 run 0 $V verify -i $GK/identity.key $G/v1-x25519.vmimg $G/v1-all.vmimg || ok="$ok rc=$rc"
-[ "$(grep -c ': OK ([0-9]* records, [0-9]* backend bytes, [0-9]* chunks)$' out)" = 2 ] || ok="$ok out:$(tr '\n' '|' <out)"
+[ "$(grep -c ': OK ([0-9]* records, [0-9]* backend bytes, [0-9]* chunks), signer none: unsigned (format 1)' out)" = 2 ] || ok="$ok out:$(tr '\n' '|' <out)"
 run 1 $V verify -i $GK/identity.key $G/v1-x25519.vmimg $G/v1-bad-flip-payload.vmimg $G/v1-all.vmimg || ok="$ok bad:rc=$rc"
 [ "$(grep -c ': OK' out)" = 2 ] && one_line && grep -q 'v1-bad-flip-payload.vmimg' err || ok="$ok bad:$(cat out err)"
 run 2 $V verify -i $GK/identity.key - - </dev/null || ok="$ok stdin-twice:rc=$rc"

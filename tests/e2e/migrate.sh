@@ -29,6 +29,7 @@
 #      E2E_KEEP=1         keep the temp dir (logs, capture) for a post-mortem
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/tests/signing-env.sh"   # a test signing key, trusted
 B=${VMCKPT_BUILDDIR:-$ROOT/build}
 VMCTL=$B/vmctl
 VMIMAGE=$B/vmimage

@@ -15,6 +15,7 @@
 #      E2E_KEEP=1         keep the temp dir (images, logs) for a post-mortem
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/tests/signing-env.sh"   # a test signing key, trusted
 B=$ROOT/build
 VMCTL=$B/vmctl
 VMSAVE=$B/vmsave

@@ -863,6 +863,16 @@ int main(int argc, char **argv)
         return 1;
     }
     vmc_keys_set_kdf(keys, 1, VMC_ARGON2_MEM_MIN_KIB);
+    {   /* the images sign with a key of the test's and trust it */
+        char sk[600], pub[VMC_RECIPIENT_STRLEN];
+        snprintf(sk, sizeof(sk), "%s/signing.key", dir);
+        if (vmc_keygen(ctx, sk, VMC_KEYGEN_SIGNING, pub) < 0 ||
+            vmc_keys_add_signing_key_file(ctx, keys, sk) < 0 ||
+            vmc_keys_add_trusted_signer(ctx, keys, pub) < 0) {
+            printf("FAIL: setup: %s\n", vmc_ctx_error(ctx));
+            return 1;
+        }
+    }
     setenv("VMCKPT_LOGDIR", dir, 1);
     run("save_fails_at_every_op", t_save_fails_at_every_op);
     run("save_destroy_fails_image_kept", t_save_destroy_fails);

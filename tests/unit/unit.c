@@ -74,6 +74,37 @@ static void fill_pattern(uint8_t *p, size_t n, uint32_t seed)
 static struct vmc_keys *k_seal, *k_open, *k_wrong, *k_pass, *k_badpass;
 static char wrong_pub[VMC_RECIPIENT_STRLEN];   /* k_wrong's recipient */
 static char recipient[VMC_RECIPIENT_STRLEN];
+static struct vmc_keys *k_rogue;               /* signs with an untrusted key */
+static char signer[VMC_RECIPIENT_STRLEN], rogue_signer[VMC_RECIPIENT_STRLEN];
+static char sign_path[] = "/tmp/vmc-unit-sk-XXXXXX";
+
+static void sign_path_rm(void)
+{
+    unlink(sign_path);
+}
+
+/* A key set that signs as the tests' signer and trusts it. */
+static struct vmc_keys *keys_new(void)
+{
+    struct vmc_keys *k = vmc_keys_new();
+
+    if (vmc_keys_add_signing_key_file(NULL, k, sign_path) < 0 ||
+        vmc_keys_add_trusted_signer(NULL, k, signer) < 0)
+        abort();
+    return k;
+}
+
+/* Where the chunks and the slots of a test image are (format 2 unless
+ * its version word says 1). */
+static size_t sig_len(const uint8_t *img)
+{
+    return vmc_get32(img + 8) == VMC_VERSION ? VMC_SIG_LEN : 0;
+}
+
+static size_t slots_at(const uint8_t *img)
+{
+    return VMC_HDR_FIXED_LEN + (sig_len(img) ? VMC_SIGNER_BLOCK_LEN : 0);
+}
 
 static int setup_keys(void)
 {
@@ -101,6 +132,26 @@ static int setup_keys(void)
         vmc_keys_add_passphrase(ctx, k_badpass, "correct hors", 12) < 0)
         return -1;
     vmc_keys_set_kdf(k_pass, 1, VMC_ARGON2_MEM_MIN_KIB);   /* fast tests */
+    /* format 2: the writers sign with one key, every reader trusts it; a
+     * second key (k_rogue) signs what no reader trusts */
+    {
+        char *sk = sign_path, sk2[] = "/tmp/vmc-unit-sk2-XXXXXX";
+        struct vmc_keys *all[] = { k_seal, k_open, k_wrong, k_pass, k_badpass };
+        k_rogue = vmc_keys_new();
+        if ((fd = mkstemp(sk)) < 0 || (close(fd), unlink(sk), 0) ||
+            vmc_keygen(ctx, sk, VMC_KEYGEN_SIGNING, signer) < 0 ||
+            (fd = mkstemp(sk2)) < 0 || (close(fd), unlink(sk2), 0) ||
+            vmc_keygen(ctx, sk2, VMC_KEYGEN_SIGNING, rogue_signer) < 0 ||
+            vmc_keys_add_recipient(ctx, k_rogue, recipient) < 0 ||
+            vmc_keys_add_signing_key_file(ctx, k_rogue, sk2) < 0)
+            return -1;
+        for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+            if (vmc_keys_add_signing_key_file(ctx, all[i], sk) < 0 ||
+                vmc_keys_add_trusted_signer(ctx, all[i], signer) < 0)
+                return -1;
+        atexit(sign_path_rm);
+        unlink(sk2);
+    }
     unlink(id);
     unlink(id2);
     vmc_ctx_free(ctx);
@@ -292,7 +343,7 @@ static int t_unknown_mandatory(void)
 static int t_keys(void)
 {
     uint8_t data[5000];
-    struct vmc_keys *both = vmc_keys_new(), *none = vmc_keys_new();
+    struct vmc_keys *both = keys_new(), *none = keys_new();
     struct vmc_ctx *ctx = vmc_ctx_new();
     struct img_spec s = { .backend = data, .backend_len = sizeof(data) };
     struct buf img, out;
@@ -377,7 +428,8 @@ static int chunk_offsets(const struct buf *img, size_t *offs, int max)
 
     while (off + 4 <= img->n && n < max) {
         offs[n++] = off;
-        off += 4 + (vmc_get32(img->p + off) & VMC_CHUNK_LEN_MASK);
+        off += 4 + (vmc_get32(img->p + off) & VMC_CHUNK_LEN_MASK) +
+               sig_len(img->p);
     }
     offs[n] = img->n;
     return n;
@@ -628,11 +680,11 @@ static int t_kdf_caps(void)
     struct img_spec s = { .backend = data, .backend_len = sizeof(data),
                           .keys = k_pass };
     struct buf img = write_image(&s);
-    size_t slot = VMC_HDR_FIXED_LEN + 8;   /* the one Argon2id slot body */
+    size_t slot = slots_at(img.p) + 8;     /* the one Argon2id slot body */
     char msg[256];
     int rc;
 
-    REQUIRE(vmc_get16(img.p + VMC_HDR_FIXED_LEN) == VMC_SLOT_ARGON2ID, "slot");
+    REQUIRE(vmc_get16(img.p + slots_at(img.p)) == VMC_SLOT_ARGON2ID, "slot");
     vmc_put32(img.p + slot + 20, 4u << 20);        /* 4 GiB */
     rc = read_image(img.p, img.n, k_pass, NULL, NULL, msg);
     REQUIRE(rc == VMC_E_LIMIT && strstr(msg, "memory"), "mem: %d %s", rc, msg);
@@ -652,7 +704,7 @@ static int t_kdf_caps(void)
 static int t_kdf_work_bound(void)
 {
     uint8_t data[100] = { 0 };
-    struct vmc_keys *three = vmc_keys_new();
+    struct vmc_keys *three = keys_new();
     struct img_spec s = { .backend = data, .backend_len = sizeof(data),
                           .keys = three };
     struct buf img;
@@ -665,6 +717,7 @@ static int t_kdf_work_bound(void)
             vmc_keys_add_passphrase(NULL, three, "two", 3) == 0 &&
             vmc_keys_add_passphrase(NULL, three, "three", 5) == 0, "keys");
     img = write_image(&s);
+    off = slots_at(img.p);
     for (int i = 0; i < 3; i++) {       /* every slot to 16 passes, 1 GiB */
         uint32_t blen = vmc_get32(img.p + off + 4);
         if (vmc_get16(img.p + off) == VMC_SLOT_ARGON2ID) {
@@ -738,7 +791,7 @@ static struct buf craft(const uint8_t *plain, size_t n)
     struct chunkw *cw;
     int fd = memfd_create("craft", 0);
 
-    if (hdr_new(ctx, k_seal, VMC_CHUNK_MIN, NULL, 0, &h) < 0 ||
+    if (hdr_new(ctx, k_seal, VMC_CHUNK_MIN, NULL, 0, VMC_VERSION, &h) < 0 ||
         vmc_header_write(ctx, h, fd) < 0 ||
         chunkw_new(ctx, fd, h, 1, 0, 1, &cw) < 0 || chunkw_write(cw, plain, n) < 0 ||
         chunkw_close(cw) < 0)
@@ -967,7 +1020,7 @@ static int t_header_fields(void)
     REQUIRE(read_image(img.p, img.n, NULL, NULL, NULL, msg) == VMC_E_FORMAT &&
             strstr(msg, "altered in transfer"), "mangled magic: %s", msg);
     memcpy(img.p, save, 16);
-    vmc_put32(img.p + 8, 2);
+    vmc_put32(img.p + 8, 3);
     REQUIRE(read_image(img.p, img.n, NULL, NULL, NULL, msg) == VMC_E_UNSUPPORTED &&
             strstr(msg, "version"), "version: %s", msg);
     memcpy(img.p, save, 16);

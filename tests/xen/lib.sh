@@ -115,3 +115,9 @@ continuity() {
 }
 # named DOM: how many domains called DOM exist
 named() { xl list 2>/dev/null | awk -v n="$1" '$1 == n' | wc -l; }
+# Signed streams: this dom0 signs with a key of its own and trusts it.
+if [ -z "${VMCKPT_SIGNING_KEY:-}" ] && command -v vmimage >/dev/null 2>&1; then
+	[ -s /lab/trusted_signers ] ||
+		vmimage keygen --sign -o /lab/signing.key >/lab/trusted_signers 2>/dev/null
+	export VMCKPT_SIGNING_KEY=/lab/signing.key VMCKPT_TRUSTED_SIGNERS=/lab/trusted_signers
+fi
