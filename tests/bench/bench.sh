@@ -44,6 +44,10 @@ s_img=$(stat -c %s "$W/img")
 t_zstdd=$(timeit "cat '$W/data.zst' | zstd -q -d -c > '$W/out'")
 t_unseal=$(timeit "cat '$W/img' | '$B/vmimage' unseal -i '$W/id.key' -o '$W/out' -")
 t_verify=$(timeit "cat '$W/img' | '$B/vmimage' verify -q -i '$W/id.key' -")
+# the same build with signatures off (format 1): what signing costs
+t_sealu=$(timeit "cat '$W/data' | '$B/vmimage' seal -q --unsigned -r $REC -o '$W/out'")
+cat "$W/data" | "$B/vmimage" seal -q --unsigned -r "$REC" -o "$W/imgu"
+t_unsealu=$(timeit "cat '$W/imgu' | '$B/vmimage' unseal -i '$W/id.key' -o '$W/out' -")
 "$B/vmimage" unseal -i "$W/id.key" "$W/img" | cmp - "$W/data"
 
 printf '%-34s %8s %10s %14s\n' step seconds MB/s bytes
@@ -53,6 +57,8 @@ printf '%-34s %8.3f %10s %14s\n' "cat | vmimage seal (x25519)" "$t_seal" "$(mbs 
 printf '%-34s %8.3f %10s %14s\n' "cat | zstd -d" "$t_zstdd" "$(mbs "$t_zstdd")" "$BYTES"
 printf '%-34s %8.3f %10s %14s\n' "cat | vmimage unseal" "$t_unseal" "$(mbs "$t_unseal")" "$BYTES"
 printf '%-34s %8.3f %10s\n' "cat | vmimage verify" "$t_verify" "$(mbs "$t_verify")"
+printf '%-34s %8.3f %10s %14s\n' "cat | vmimage seal --unsigned" "$t_sealu" "$(mbs "$t_sealu")" "$(stat -c %s "$W/imgu")"
+printf '%-34s %8.3f %10s\n' "cat | vmimage unseal (unsigned)" "$t_unsealu" "$(mbs "$t_unsealu")"
 echo
 echo "ratios (target in brackets):"
 echo "  seal throughput / zstd -1 -T0   = $(ratio "$t_zstd" "$t_seal")  [>= 0.9]"
@@ -60,4 +66,6 @@ echo "  image size / zstd output        = $(ratio "$s_img" "$s_zstd")  [<= 1.02]
 echo "  unseal throughput / zstd -d     = $(ratio "$t_zstdd" "$t_unseal")  [>= 0.9]"
 echo "  verify throughput / zstd -d     = $(ratio "$t_zstdd" "$t_verify")"
 echo "  seal throughput / cat           = $(ratio "$t_cat" "$t_seal")"
+echo "  seal time, signed / unsigned    = $(ratio "$t_seal" "$t_sealu")  [<= 1.02]"
+echo "  unseal time, signed / unsigned  = $(ratio "$t_unseal" "$t_unsealu")  [compare: one Ed25519 check per chunk]"
 echo "bench: unsealed bytes identical to the input (cmp)"

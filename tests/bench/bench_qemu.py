@@ -424,11 +424,11 @@ def fsize(p):
     return os.stat(p).st_size
 
 
-def m_vmsave_stopped(domid, img):
+def m_vmsave_stopped(domid, img, extra=()):
     qp = qemu_pid(domid)
     c0 = proc_cpu(qp)
     wall, out, tcpu = run_tool([VMSAVE, "--checkpoint", "--json", "-r", REC,
-                                str(domid), img])
+                                *extra, str(domid), img])
     c1 = proc_cpu(qp)
     j = json.loads(out)
     q = qmp_of(domid)
@@ -481,9 +481,9 @@ def m_native_save(domid, writer, path):
                 qemu_t=info.get("total-time", 0) / 1e3)
 
 
-def m_vmrestore(img):
+def m_vmrestore(img, extra=()):
     wall, out, tcpu = run_tool([VMRESTORE, "-p", "--json", "--name", "bench-restored",
-                                "-i", KEY, img])
+                                "-i", KEY, *extra, img])
     j = json.loads(out)
     domid = j["domid"]
     DOMS.add(domid)
@@ -839,12 +839,16 @@ def main():
     img = os.path.join(W, "save.vmimg")
     zst = os.path.join(W, "save.zst")
     raw = os.path.join(W, "save.raw")
-    S_vm, S_z, S_c = [], [], []
+    uimg = os.path.join(W, "save-unsigned.vmimg")
+    S_vm, S_z, S_c, S_u = [], [], [], []
     for i in range(RUNS):          # interleaved: noise hits all three alike
-        for f in (img, zst, raw):
+        for f in (img, zst, raw, uimg):
             if os.path.exists(f):
                 os.unlink(f)
         a = attempt("save: vmsave --checkpoint", S_vm, m_vmsave_stopped, gid, img)
+        # the same build with signatures off: format 1
+        attempt("save: vmsave --checkpoint --unsigned", S_u, m_vmsave_stopped,
+                gid, uimg, ("--unsigned",))
         b = attempt("save: exec:zstd", S_z, m_native_save, gid,
                     f"zstd -1 -T0 > {zst}", zst)
         c = attempt("save: exec:cat", S_c, m_native_save, gid,
@@ -875,11 +879,15 @@ def main():
     q = qmp_of(gid)
     q.cmd("stop")
     q.close()
-    R_vm, R_z = [], []
+    R_vm, R_z, R_u = [], [], []
     for i in range(RUNS):
         warm_memory()
         a = attempt("restore: vmrestore -p", R_vm, m_vmrestore, img) \
             if img_ok else None
+        warm_memory()
+        if os.path.exists(uimg):
+            attempt("restore: vmrestore -p --allow-unsigned", R_u, m_vmrestore,
+                    uimg, ("--allow-unsigned",))
         warm_memory()
         b = attempt("restore: exec:zstd -dc", R_z, m_native_restore, zst) \
             if zstd_ok else None
@@ -980,6 +988,7 @@ def main():
 
     # ---- report -------------------------------------------------------------
     report(dict(S_vm=S_vm, S_z=S_z, S_c=S_c, R_vm=R_vm, R_z=R_z, L_vm=L_vm,
+                S_u=S_u, R_u=R_u,
                 L_n=L_n, L_m=L_m, L_m1=L_m1, K_n=K_n, K_m=K_m, cont_ok=cont_ok, alive=alive, accel=accel,
                 secs=time.monotonic() - T0))
 
@@ -1012,6 +1021,7 @@ def report(r):
     row("vmsave --checkpoint (sealed, X25519)", S_vm, "qemu_t")
     row("stop; migrate exec:zstd -1 -T0 > f", S_z, "qemu_t")
     row("stop; migrate exec:cat > f", S_c, "qemu_t")
+    row("vmsave --checkpoint --unsigned (v1)", r["S_u"], "qemu_t")
     log("   wall s  vmsave: the whole command (QMP, pause, save, resume, "
         "fsync+rename);")
     log("           native: QMP stop .. query-migrate 'completed' (until the "
@@ -1029,6 +1039,7 @@ def report(r):
     log(h.format("", "wall s", "tool s", "", "cpu s", "each run (wall s)"))
     row("vmrestore -p (sealed)", R_vm, "tool", size=False)
     row("qemu -incoming 'exec:zstd -dc f' -S", R_z, None, size=False)
+    row("vmrestore -p --allow-unsigned (v1)", r["R_u"], "tool", size=False)
     log("   wall s  vmrestore: the whole command (starts QEMU, loads, "
         "authenticates, leaves it paused);")
     log("           native: QEMU process start .. query-migrate 'completed'")
@@ -1083,6 +1094,9 @@ def report(r):
         ("vmsave image / exec:zstd file", S_vm, S_z, "size", "[<= 1.0]"),
         ("vmsave wall / exec:cat wall", S_vm, S_c, "wall", ""),
         ("vmrestore wall / exec:zstd -dc wall", R_vm, R_z, "wall", "[<= 1.1]"),
+        ("signed / unsigned vmsave tool time", S_vm, r["S_u"], "tool", "[<= 1.02]"),
+        ("signed / unsigned vmrestore tool time", R_vm, r["R_u"], "tool",
+         "[<= 1.02]"),
         ("live downtime, vmsave / native TCP", L_vm, L_n, "down", "[compare]"),
         ("live total time, vmsave / native TCP", L_vm, L_n, "total", "[compare]"),
         ("vmmigrate downtime / native TCP", r["L_m"], L_n, "down", "[<= 1.0]"),

@@ -175,17 +175,22 @@ if run 0 $V --help && grep -q -- '--recipient' out && grep -q 'keygen' out &&
    grep -q '^vmimage [0-9]' out; then pass $t; else fail $t "help"; fi
 
 # ---- golden images: must decode forever ------------------------------
-for img in x25519 passphrase rawkey all; do
+# v1: unsigned; v2: signed by the golden signer, which these runs trust.
+GSIGNER=$(cat $G/keys/signer.txt)
+for ver in v1 v2; do
+  trust=""
+  [ $ver = v2 ] && trust="-t $GSIGNER"
+  for img in x25519 passphrase rawkey all; do
     for key in "-i $GK/identity.key" "-k $GK/raw.key" \
                "--passphrase-file $GK/passphrase.txt"; do
         case "$img:$key" in
         x25519:-i*|passphrase:--pass*|rawkey:-k*|all:*) want=0 ;;
         *) want=1 ;;
         esac
-        t="golden_${img}_$(echo "$key" | cut -c1-3 | tr -d ' -')"
-        if run $want $V verify -q $key $G/v1-$img.vmimg; then
+        t="golden_${ver}_${img}_$(echo "$key" | cut -c1-3 | tr -d ' -')"
+        if run $want $V verify -q $trust $key $G/$ver-$img.vmimg; then
             if [ $want = 0 ]; then
-                $V unseal $key -o u.bin $G/v1-$img.vmimg &&
+                $V unseal $trust $key -o u.bin $G/$ver-$img.vmimg &&
                     cmp -s u.bin $G/payload.bin && pass $t ||
                     fail $t "unseal differs"
                 rm -f u.bin
@@ -193,7 +198,35 @@ for img in x25519 passphrase rawkey all; do
             else fail $t "$(cat err)"; fi
         else fail $t "rc=$rc want $want: $(cat err)"; fi
     done
+  done
 done
+
+t=golden_v2_signer_reported
+if run 0 $V info $G/v2-all.vmimg &&
+   grep -qF "signer:      $GSIGNER (signature valid, NOT trusted here)" out &&
+   run 0 $V verify -t $GSIGNER -i $GK/identity.key $G/v2-x25519.vmimg &&
+   grep -qF "signer $GSIGNER (trusted here)" out &&
+   run 0 $V info --json -t $GSIGNER -i $GK/identity.key $G/v2-all.vmimg &&
+   python3 -c 'import json,sys; h=json.load(open("out"))["header"]; \
+assert h["version"]==2 and h["signed"] and h["signature_ok"] and h["trusted"] \
+and h["signer"]==sys.argv[1], h' "$GSIGNER"
+then pass $t; else fail $t "rc=$rc $(cat out err)"; fi
+
+t=golden_v2_untrusted_fails_verify_and_unseal
+if run 1 $V verify -i $GK/identity.key $G/v2-x25519.vmimg && one_line &&
+   grep -qF "signed by $GSIGNER, which is not a trusted signer" err &&
+   run 1 $V unseal -i $GK/identity.key -o u.bin $G/v2-x25519.vmimg &&
+   one_line && [ ! -e u.bin ] &&
+   run 0 $V info -i $GK/identity.key $G/v2-x25519.vmimg &&
+   grep -q "NOT trusted here" out; then pass $t
+else fail $t "rc=$rc $(cat out err)"; fi
+
+t=golden_v2_rekey_keeps_the_signature
+if run 0 $V rekey -i $GK/identity.key --add-key-file $GK/raw.key -o rk.vmimg $G/v2-x25519.vmimg &&
+   run 0 $V verify -q -t $GSIGNER -k $GK/raw.key rk.vmimg &&
+   run 0 $V info rk.vmimg && grep -qF "$GSIGNER" out; then pass $t
+else fail $t "rc=$rc $(cat out err)"; fi
+rm -f rk.vmimg
 
 # No key at all: the library hints, the tool names its own options.
 t=unseal_without_key_names_the_options
@@ -229,6 +262,13 @@ while IFS="$(printf '\t')" read -r f want needle; do
        one_line && grep -qF -- "$needle" err; then pass "$t"
     else fail "$t" "rc=$rc want $want, '$needle' in: $(cat err)"; fi
 done < $G/damaged.tsv
+while IFS="$(printf '\t')" read -r f want needle; do
+    case "$f" in '#'*|'') continue ;; esac
+    t="damaged_${f%.vmimg}"
+    if run "$want" $V verify -t "$GSIGNER" --passphrase-file $GK/passphrase.txt \
+           "$G/$f" && one_line && grep -qF -- "$needle" err; then pass "$t"
+    else fail "$t" "rc=$rc want $want, '$needle' in: $(cat err)"; fi
+done < $G/damaged-v2.tsv
 
 t=damaged_json_names_the_chunk
 if run 1 $V verify --json --passphrase-file $GK/passphrase.txt \

@@ -852,10 +852,11 @@ s10() {
     "$VMRESTORE" --name s10-restored -i "$KEY" - <"$T/s10.fifo" >"$IO/s10.out" 2>"$IO/s10.err" &
     rpid=$!
     exec 7>"$T/s10.fifo"
-    # header_len (LE32 @12), then the first chunk's length word (low 31 bits)
+    # header_len (LE32 @12), then the first chunk's length word (low 31
+    # bits), its sealed data and its 64-octet signature (format 2)
     hl=$(od -An -tu4 -j12 -N4 "$img" | tr -d ' ')
     cl=$(( $(od -An -tu4 -j"$hl" -N4 "$img" | tr -d ' ') & 0x7fffffff ))
-    head -c $((hl + 4 + cl)) "$img" >&7     # the config, then the stream stalls
+    head -c $((hl + 4 + cl + 64)) "$img" >&7  # the config, then the stream stalls
     for ((i = 0; i < 150; i++)); do
         new=()
         for q in $(list_ids); do [[ "$before" == *" $q "* ]] || new+=("$q"); done

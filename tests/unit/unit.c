@@ -167,13 +167,15 @@ struct img_spec {
     int level, threads;
     int with_config, with_note, with_unknown_opt, with_unknown_mand;
     const struct vmc_keys *keys;
+    int unsigned_v1;          /* write format 1 */
 };
 
 static struct buf write_image(const struct img_spec *s)
 {
     struct vmc_ctx *ctx = vmc_ctx_new();
     struct vmc_writer_opts o = { .chunk_size = s->chunk, .level = s->level,
-                                 .threads = s->threads, .label = "unit" };
+                                 .threads = s->threads, .label = "unit",
+                                 .unsigned_v1 = s->unsigned_v1 };
     struct vmc_image_meta m;
     struct vmc_writer *w;
     uint8_t info[2048];
@@ -1005,6 +1007,103 @@ static int t_record_rules(void)
     return 0;
 }
 
+/* Format 2: who signed is checked before any slot, every chunk's signature
+ * before the chunk is opened; format 1 only when the reader allows it. */
+static int t_signatures(void)
+{
+    static uint8_t data[300000];
+    struct img_spec s = { .backend = data, .backend_len = sizeof(data),
+                          .chunk = VMC_CHUNK_MIN };
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_header *h = NULL;
+    struct buf img, out;
+    size_t offs[64];
+    char msg[256];
+    int rc, n, in;
+
+    fill_pattern(data, sizeof(data), 11);
+    /* an untrusted signer: refused at the header, before any slot */
+    s.keys = k_rogue;
+    img = write_image(&s);
+    rc = read_image(img.p, img.n, k_open, NULL, NULL, msg);
+    REQUIRE(rc == VMC_E_UNTRUSTED && strstr(msg, rogue_signer) &&
+            strstr(msg, "not a trusted signer"), "rogue: %d %s", rc, msg);
+    in = memfd_from(img.p, img.n);
+    REQUIRE(vmc_header_read(ctx, in, &h) == 0 &&
+            vmc_header_check_signer(ctx, h, k_open) == VMC_E_UNTRUSTED &&
+            vmc_ctx_hint(ctx) == VMC_HINT_TRUST_SIGNER && !vmc_header_trusted(h, k_open),
+            "check_signer: %s", vmc_ctx_error(ctx));
+    vmc_header_free(h);
+    close(in);
+    vmc_ctx_clear(ctx);
+    free(img.p);
+    /* a trusted one, read in full; then each signature damaged */
+    s.keys = NULL;
+    img = write_image(&s);
+    REQUIRE(read_image(img.p, img.n, NULL, &out, NULL, msg) == 0 &&
+            out.n == sizeof(data) && !memcmp(out.p, data, out.n), "trusted: %s",
+            msg);
+    free(out.p);
+    n = chunk_offsets(&img, offs, 63);
+    REQUIRE(n >= 4, "chunks %d", n);
+    for (int i = 0; i < n; i++) {           /* the last octet of each sig */
+        img.p[offs[i + 1] - 1] ^= 0x40;
+        rc = read_image(img.p, img.n, NULL, NULL, NULL, msg);
+        img.p[offs[i + 1] - 1] ^= 0x40;
+        REQUIRE(rc == VMC_E_AUTH && strstr(msg, "signature does not verify") &&
+                last_where.index == (uint64_t)i, "sig %d: %d %s", i, rc, msg);
+    }
+    img.p[VMC_HDR_FIXED_LEN + 3] ^= 1;      /* the signer's key */
+    rc = read_image(img.p, img.n, NULL, NULL, NULL, msg);
+    REQUIRE(rc == VMC_E_AUTH && strstr(msg, "signer it names"), "pk: %d %s", rc,
+            msg);
+    img.p[VMC_HDR_FIXED_LEN + 3] ^= 1;
+    vmc_put32(img.p + 20, VMC_CHUNK_MIN * 2);   /* signed content */
+    rc = read_image(img.p, img.n, NULL, NULL, NULL, msg);
+    REQUIRE(rc == VMC_E_AUTH, "chunk_size changed: %d %s", rc, msg);
+    vmc_put32(img.p + 20, VMC_CHUNK_MIN);
+    vmc_put32(img.p + 8, VMC_VERSION_UNSIGNED);   /* a downgrade */
+    vmc_keys_set_trust(k_open, VMC_TRUST_UNSIGNED);
+    rc = read_image(img.p, img.n, k_open, NULL, NULL, msg);
+    vmc_keys_set_trust(k_open, 0);
+    REQUIRE(rc < 0, "downgraded to format 1 accepted");
+    vmc_put32(img.p + 8, VMC_VERSION);
+    REQUIRE(read_image(img.p, img.n, NULL, NULL, NULL, msg) == 0, "restored");
+    /* a rogue signature grafted onto a trusted chunk */
+    {
+        struct buf r2;
+        size_t o2[64];
+        s.keys = k_rogue;
+        r2 = write_image(&s);
+        REQUIRE(chunk_offsets(&r2, o2, 63) == n, "same chunking");
+        memcpy(img.p + offs[2] - VMC_SIG_LEN, r2.p + o2[2] - VMC_SIG_LEN,
+               VMC_SIG_LEN);
+        rc = read_image(img.p, img.n, NULL, NULL, NULL, msg);
+        REQUIRE(rc == VMC_E_AUTH && last_where.index == 1, "graft: %d %s", rc,
+                msg);
+        free(r2.p);
+    }
+    free(img.p);
+    /* format 1: refused unless allowed, and then read in full */
+    {
+        s.keys = NULL;
+        s.unsigned_v1 = 1;
+        img = write_image(&s);
+        REQUIRE(vmc_get32(img.p + 8) == 1, "version %u", vmc_get32(img.p + 8));
+        rc = read_image(img.p, img.n, NULL, NULL, NULL, msg);
+        REQUIRE(rc == VMC_E_UNTRUSTED && strstr(msg, "unsigned"), "v1: %d %s",
+                rc, msg);
+        vmc_keys_set_trust(k_open, VMC_TRUST_UNSIGNED);
+        rc = read_image(img.p, img.n, k_open, &out, NULL, msg);
+        vmc_keys_set_trust(k_open, 0);
+        REQUIRE(rc == 0 && out.n == sizeof(data), "v1 allowed: %s", msg);
+        free(out.p);
+        free(img.p);
+    }
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
 /* Header fields: bad magic names text-mode mangling; bad version, ids. */
 static int t_header_fields(void)
 {
@@ -1829,6 +1928,7 @@ int main(void)
     run("restore_policy_xen", t_policy_xen);
     run("restore_config_show", t_config_show);
     run("header_fields", t_header_fields);
+    run("signatures", t_signatures);
     run("pipe_stream", t_pipe);
     run("adaptive_level", t_adaptive);
     run("reader_cancel", t_reader_cancel);
