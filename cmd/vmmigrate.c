@@ -112,10 +112,15 @@ static void help(unsigned mask)
     printf("vmmigrate %s - live migration over the sealed stream\n\n" SYNOPSIS
            "\noptions:\n", VMC_TOOL_VERSION);
     cli_print_options(stdout, opts, 1);
-    printf("\nThe source is destroyed only after the receiver confirms that "
-           "the new domain\nruns; on any failure it keeps running.  Backends "
-           "in this build: %s.\nExit status: 0 success, 1 failure, 2 usage.  "
-           "See vmmigrate(1).\n", vmc_backends_built());
+    printf("\nThe receiver loads the domain paused and says READY; the "
+           "source then commits\n(it stays paused from here on) and the "
+           "receiver runs the domain and says\nRUNNING; only then is the "
+           "source destroyed.  Before the commit any failure\nresumes the "
+           "source; after it, a receiver that does not answer leaves the "
+           "source\npaused (exit 3).  Backends in this build: %s.\n"
+           "Exit status: 0 success, 1 failure, 2 usage, 3 outcome unknown "
+           "(the source left\npaused).  See vmmigrate(1).\n",
+           vmc_backends_built());
 }
 
 static void bad(struct args *a, const char *fmt, const char *x)
@@ -281,6 +286,17 @@ static int sender(struct args *a, const char *dom, const char *dest)
                           vmc_endpoint_wfd(e), id, known, a->timeout_s * 1000,
                           &so, &res, &mi);
     cli_progress_done(&pr);
+    if (rc < 0 && res.outcome_unknown) {
+        /* committed: neither copy may be lost, at most one may run */
+        int xen = be == vmc_backend_get("xen");
+        cli_err(dom, "%s: %s; domain %d is left PAUSED here: if it runs on the "
+                "receiver, destroy it here (%s %d), else resume it here (%s %d)",
+                dest, cli_ctx_msg(a->ctx), res.domid,
+                xen ? "xl destroy" : "vmctl destroy", res.domid,
+                xen ? "xl unpause" : "vmctl resume", res.domid);
+        rc = 3;
+        goto out;
+    }
     if (rc < 0) {
         cli_err(dom, "%s: %s; %s", dest, cli_ctx_msg(a->ctx),
                 mi.handshake_failed || res.domid < 0 ? "domain untouched"
@@ -354,8 +370,9 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
         cli_ctx_err(from, a->ctx);
         rc = RECV_STRANGER;
     } else if (mi.unconfirmed) {
-        cli_err(from, "domain %s (id %d) runs, but the confirmation could not "
-                "be sent: %s", res.name, res.domid, cli_ctx_msg(a->ctx));
+        cli_err(from, "domain %s (id %d) runs here, but RUNNING could not be "
+                "sent (%s): the sender keeps its copy PAUSED; destroy it there",
+                res.name, res.domid, cli_ctx_msg(a->ctx));
     } else {
         cli_err(from, "from %s: %s; no domain created", mi.peer,
                 cli_ctx_msg(a->ctx));

@@ -347,16 +347,28 @@ VMC_API int vmc_hello_decode(struct vmc_wire_hello *h,
 #define VMC_REPLY_MSG_MAX   1024
 /* REPLY plaintext (sealed as one FINAL chunk): this head, then msg_len
  * octets of UTF-8 text. */
+/* The end of a migration (format 2): READY (loaded, paused) -> COMMIT
+ * (sender) -> RUNNING; FAILED at any point the receiver gives up.  The
+ * phase is also the AEAD nonce index of the REPLY. */
+#define VMC_PHASE_FAILED    0
+#define VMC_PHASE_READY     1
+#define VMC_PHASE_RUNNING   2
 struct vmc_wire_reply {
-    int32_t status;           /* 0, or a negative enum vmc_err */
+    int32_t status;           /* 0, or a negative enum vmc_err (FAILED) */
     int32_t domid;            /* the new domain, -1 if none */
     uint32_t msg_len;         /* at most VMC_REPLY_MSG_MAX */
-    uint32_t reserved;        /* zero */
+    uint32_t phase;           /* VMC_PHASE_*: READY, RUNNING with status 0 */
 };
+/* COMMIT, sender -> receiver: a length word (FINAL | 24), then the AEAD
+ * under commit_key = KDF(file_key, 3) of these 8 octets, nonce N(0, 1),
+ * associated data the stream id. */
+#define VMC_COMMIT_MAGIC    "vmcommit"
+#define VMC_COMMIT_LEN      8
 VMC_API void vmc_reply_encode(uint8_t out[VMC_REPLY_HEAD_LEN],
                               const struct vmc_wire_reply *r);
 /* The plaintext of len octets: VMC_E_FORMAT and *why unless msg_len is
- * len - 16 (and at most VMC_REPLY_MSG_MAX) and the reserved word zero. */
+ * len - 16 (and at most VMC_REPLY_MSG_MAX), the phase known and a status
+ * that fits it (0 for READY and RUNNING, negative for FAILED). */
 VMC_API int vmc_reply_decode(struct vmc_wire_reply *r, const uint8_t *in,
                              size_t len, const char **why);
 

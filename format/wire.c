@@ -266,7 +266,7 @@ void vmc_reply_encode(uint8_t out[VMC_REPLY_HEAD_LEN], const struct vmc_wire_rep
     vmc_put32(out, (uint32_t)r->status);
     vmc_put32(out + 4, (uint32_t)r->domid);
     vmc_put32(out + 8, r->msg_len);
-    vmc_put32(out + 12, r->reserved);
+    vmc_put32(out + 12, r->phase);
 }
 
 int vmc_reply_decode(struct vmc_wire_reply *r, const uint8_t *in, size_t len,
@@ -280,9 +280,10 @@ int vmc_reply_decode(struct vmc_wire_reply *r, const uint8_t *in, size_t len,
     r->status = (int32_t)vmc_get32(in);
     r->domid = (int32_t)vmc_get32(in + 4);
     r->msg_len = vmc_get32(in + 8);
-    r->reserved = vmc_get32(in + 12);
+    r->phase = vmc_get32(in + 12);
     if (r->msg_len != len - VMC_REPLY_HEAD_LEN ||
-        r->msg_len > VMC_REPLY_MSG_MAX || r->reserved) {
+        r->msg_len > VMC_REPLY_MSG_MAX || r->phase > VMC_PHASE_RUNNING ||
+        (r->phase == VMC_PHASE_FAILED) != (r->status < 0)) {
         *why = "malformed";
         return VMC_E_FORMAT;
     }

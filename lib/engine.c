@@ -71,7 +71,7 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
     struct vmc_ctx ctx = { 0 };
     char c = 0, last = 0, num[16];
     size_t nn = 0;
-    int innum = 0;
+    int innum = 0, keep = 0;
     ssize_t n;
 
     while ((n = read(fd, &c, 1)) != 0) {
@@ -88,10 +88,12 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
             innum = 0;
         } else if (innum && nn < sizeof(num) - 1) {
             num[nn++] = c;
+        } else if (c == 'K') {              /* committed: keep it paused */
+            keep = 1;
         }
         last = c;
     }
-    if (last == 'N' || !be)
+    if (last == 'N' || !be || keep)
         return;
     if (was_running == GUARD_RESTORE) {     /* the restorer died */
         struct vmc_dom *d;
@@ -244,6 +246,15 @@ static int guard_start(struct vmc_ctx *ctx, const struct vmc_backend *be,
         }
     }
     return 0;
+}
+
+/* A migration past its point of no return: should this process die now,
+ * the guardian leaves the source paused (the receiver may run it). */
+static void guard_keep(struct guard *g)
+{
+    if (g->fd >= 0 && write(g->fd, "K", 1) != 1) {
+        /* the guardian is gone: nothing would resume the source anyway */
+    }
 }
 
 /* Tells the guardian all is handled, and reaps it. */
@@ -557,6 +568,27 @@ fail:
     return rc;
 }
 
+/* The receiver is READY: from here on the source stays paused (its
+ * guardian is told first), COMMIT goes out, and only the receiver's
+ * RUNNING lets the source go.  No answer: the outcome is unknown and
+ * both copies are kept (at most one runs, at least one exists); a
+ * receiver that says it gave up gets the source resumed. */
+static int save_commit_migration(struct save *s)
+{
+    int gave_up = 0, rc;
+
+    guard_keep(&s->g);
+    if ((rc = s->o->commit(s->o->confirm_arg, s->ctx, s->res->stream_id,
+                           &gave_up)) == 0)
+        return 0;
+    if (gave_up)
+        return rc;                  /* nothing runs there: undo resumes here */
+    s->committed = 1;               /* no undo: the source stays paused */
+    s->res->outcome_unknown = 1;
+    guard_done(&s->g);
+    return rc;
+}
+
 /* Makes the image durable under its final name: a checkpoint's guest runs
  * again first (its state is captured once the stream is complete); a
  * migration also waits for the receiver to take the domain. */
@@ -576,7 +608,10 @@ static int save_commit(struct save *s)
         return rc;
     if (s->o->mode == VMC_SAVE_MIGRATE &&
         (rc = s->o->confirm(s->o->confirm_arg, s->ctx, s->res->stream_id)) < 0)
-        return rc;                  /* the source is resumed by undo */
+        return rc;                  /* no READY: the source is resumed by undo */
+    if (s->o->mode == VMC_SAVE_MIGRATE && s->o->commit &&
+        (rc = save_commit_migration(s)) < 0)
+        return rc;
     s->committed = 1;
     vmc_writer_stats(s->w, &st);
     s->res->stream_bytes = st.stream_bytes;
@@ -884,7 +919,9 @@ int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
     if ((rc = restore_head(&s)) == 0 && (rc = restore_policy(&s)) == 0 &&
         (rc = restore_identity(&s)) == 0 &&
         (rc = restore_build(&s)) == 0 && (rc = restore_feed(&s)) == 0 &&
-        (rc = restore_settle(&s)) == 0 && !o->paused)
+        (rc = restore_settle(&s)) == 0 &&
+        (!o->activate || (rc = o->activate(o->activate_arg, ctx,
+                                           res->domid)) == 0) && !o->paused)
         rc = s.be->resume(ctx, s.d, NULL);
     if (s.feed >= 0)
         close(s.feed);

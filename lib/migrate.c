@@ -3,11 +3,14 @@
  * live path (format/vmckpt-stream.md, "Live path"):
  *
  * Send:    handshake (we must know the receiver's key), the save in
- *          VMC_SAVE_MIGRATE mode sealed to the session, and the commit
- *          only once the receiver's REPLY says the new domain runs; a
- *          receiver that fails says why before it hangs up.
+ *          VMC_SAVE_MIGRATE mode sealed to the session, then the commit:
+ *          READY (the receiver loaded it, paused) -> COMMIT (from here the
+ *          source stays paused) -> RUNNING (the source is destroyed); a
+ *          receiver that fails says why (FAILED) before it hangs up.
  * Receive: handshake (the sender must be authorised), the session header,
- *          the restore, and the REPLY: the new domain, or the error.
+ *          the restore, paused; READY, the sender's COMMIT, then it runs
+ *          and RUNNING; no COMMIT: the new domain is destroyed.
+ * At every point at most one copy runs and at least one exists.
  *
  * Owns: the order of that exchange.  Must not: dial or listen (io/
  * endpoint.c), or print.
@@ -19,26 +22,57 @@
 #include "internal.h"
 
 struct confirm {
-    int rfd;
+    int rfd, wfd;
     struct vmc_session *s;
     int timeout_ms;
     int domid;
     char msg[512];
 };
 
-/* The engine's confirm: the receiver's REPLY, after the final chunk. */
+/* The engine's confirm: the receiver's READY, after the final chunk. */
 static int confirm_reply(void *arg, struct vmc_ctx *ctx, const uint8_t sid[16])
 {
     struct confirm *c = arg;
-    int status, rc;
+    int phase, status, rc;
 
-    rc = vmc_reply_recv(ctx, c->rfd, c->s, sid, c->timeout_ms, &status,
-                        &c->domid, c->msg, sizeof(c->msg));
+    rc = vmc_reply_recv(ctx, c->rfd, c->s, sid, VMC_PHASE_READY, c->timeout_ms,
+                        &phase, &status, &c->domid, c->msg, sizeof(c->msg));
     if (rc < 0)
         return rc;
-    if (status != 0)
+    if (phase != VMC_PHASE_READY)
         return vmc_set_error(ctx, status < 0 ? status : VMC_E_BACKEND,
                              "the receiver failed: %s", c->msg);
+    return 0;
+}
+
+/* The engine's commit: COMMIT, then the receiver's RUNNING.  Its FAILED
+ * means it destroyed its copy: the source may run again.  A receiver
+ * gives up waiting for COMMIT after the timeout; the sender waits longer
+ * for RUNNING, so that such a receiver's FAILED still reaches it. */
+#define COMMIT_GRACE_MS 10000
+static int commit_reply(void *arg, struct vmc_ctx *ctx, const uint8_t sid[16],
+                        int *gave_up)
+{
+    struct confirm *c = arg;
+    int phase, status, rc;
+
+    *gave_up = 0;
+    if ((rc = vmc_commit_send(ctx, c->wfd, c->s, sid)) < 0 ||
+        (rc = vmc_reply_recv(ctx, c->rfd, c->s, sid, VMC_PHASE_RUNNING,
+                             c->timeout_ms + COMMIT_GRACE_MS, &phase, &status,
+                             &c->domid, c->msg, sizeof(c->msg))) < 0) {
+        char why[300];
+        snprintf(why, sizeof(why), "%s", vmc_ctx_error(ctx));
+        vmc_ctx_clear(ctx);
+        return vmc_set_error(ctx, VMC_E_IO, "outcome unknown: the receiver was "
+                             "told to run the domain (COMMIT) but did not say "
+                             "it does (%s)", why);
+    }
+    if (phase != VMC_PHASE_RUNNING) {
+        *gave_up = 1;
+        return vmc_set_error(ctx, status < 0 ? status : VMC_E_BACKEND,
+                             "the receiver gave up after COMMIT: %s", c->msg);
+    }
     return 0;
 }
 
@@ -51,7 +85,7 @@ int vmc_migrate_send(struct vmc_ctx *ctx, const struct vmc_backend *be,
     struct vmc_save_opts so = *opts;
     struct vmc_session *s = NULL;
     struct vmc_outfile *of = NULL;
-    struct confirm c = { rfd, NULL, timeout_ms, -1, "" };
+    struct confirm c = { rfd, wfd, NULL, timeout_ms, -1, "" };
     int rc;
 
     memset(res, 0, sizeof(*res));
@@ -69,14 +103,16 @@ int vmc_migrate_send(struct vmc_ctx *ctx, const struct vmc_backend *be,
     so.mode = VMC_SAVE_MIGRATE;
     so.wopts.session = s;
     so.confirm = confirm_reply;
+    so.commit = commit_reply;
     so.confirm_arg = &c;
     rc = vmc_save(ctx, be, spec, of, &so, res);
     if (rc < 0 && vmc_ctx_errcode(ctx) == VMC_E_IO && !c.msg[0]) {
         /* The link broke: a receiver that failed says why first. */
         struct vmc_ctx tmp = { 0 };
-        int status, rdom;
-        if (vmc_reply_recv(&tmp, rfd, s, res->stream_id, 2000, &status, &rdom,
-                           c.msg, sizeof(c.msg)) == 0 && status) {
+        int phase, status, rdom;
+        if (vmc_reply_recv(&tmp, rfd, s, res->stream_id, VMC_PHASE_FAILED, 2000,
+                           &phase, &status, &rdom, c.msg, sizeof(c.msg)) == 0 &&
+            status) {
             vmc_ctx_clear(ctx);
             vmc_set_error(ctx, status < 0 ? status : VMC_E_BACKEND,
                           "the receiver failed: %s", c.msg);
@@ -89,9 +125,41 @@ out:
     return rc;
 }
 
+/* The receiver's gate: the domain is loaded and paused; READY, then the
+ * sender's COMMIT lets it run.  No COMMIT in time: the engine destroys it
+ * (the sender, without READY or without COMMIT sent, keeps its copy). */
+struct gate {
+    int rfd, wfd, timeout_ms;
+    struct vmc_session *s;
+    uint8_t sid[16];
+    int ready_sent, committed;
+};
+
+static int gate_activate(void *arg, struct vmc_ctx *ctx, int domid)
+{
+    struct gate *g = arg;
+    int rc;
+
+    if ((rc = vmc_reply_send(ctx, g->wfd, g->s, g->sid, VMC_PHASE_READY, 0,
+                             domid, "ready")) < 0)
+        return rc;
+    g->ready_sent = 1;
+    if ((rc = vmc_commit_recv(ctx, g->rfd, g->s, g->sid, g->timeout_ms)) < 0) {
+        char why[300];
+        snprintf(why, sizeof(why), "%s", vmc_ctx_error(ctx));
+        vmc_ctx_clear(ctx);
+        return vmc_set_error(ctx, rc, "no COMMIT from the sender (%s): the new "
+                             "domain is destroyed, the source keeps its copy",
+                             why);
+    }
+    g->committed = 1;
+    return 0;
+}
+
 /* The session header within timeout_ms, then the restore. */
 static int receive_stream(struct vmc_ctx *ctx, int rfd, struct vmc_session *s,
-                          const struct vmc_keys *trust, int timeout_ms, const struct vmc_restore_opts *ro,
+                          const struct vmc_keys *trust, int timeout_ms,
+                          const struct vmc_restore_opts *ro,
                           struct vmc_restore_result *res, uint8_t sid[16],
                           int *have_sid)
 {
@@ -112,6 +180,7 @@ static int receive_stream(struct vmc_ctx *ctx, int rfd, struct vmc_session *s,
     *have_sid = 1;
     if ((rc = vmc_reader_new_timeout(ctx, rfd, h, 0, 0, timeout_ms, &r)) < 0)
         return rc;
+    memcpy(((struct gate *)ro->activate_arg)->sid, sid, 16);
     rc = vmc_restore(ctx, r, ro, res);
     vmc_reader_free(r);
     return rc;
@@ -124,6 +193,8 @@ int vmc_migrate_receive(struct vmc_ctx *ctx, int rfd, int wfd,
                         struct vmc_migrate_info *mi)
 {
     struct vmc_session *s = NULL;
+    struct vmc_restore_opts o = *ro;
+    struct gate g = { rfd, wfd, timeout_ms, NULL, { 0 }, 0, 0 };
     uint8_t sid[16];
     int rc, have_sid = 0;
 
@@ -137,16 +208,20 @@ int vmc_migrate_receive(struct vmc_ctx *ctx, int rfd, int wfd,
         return rc;
     }
     vmc_session_peer(s, mi->peer);
-    rc = receive_stream(ctx, rfd, s, auth, timeout_ms, ro, res, sid, &have_sid);
+    g.s = s;
+    o.activate = gate_activate;
+    o.activate_arg = &g;
+    rc = receive_stream(ctx, rfd, s, auth, timeout_ms, &o, res, sid, &have_sid);
     if (rc == 0) {
-        if ((rc = vmc_reply_send(ctx, wfd, s, sid, 0, res->domid,
-                                 "running")) < 0)
-            mi->unconfirmed = 1;        /* the domain runs regardless */
+        if ((rc = vmc_reply_send(ctx, wfd, s, sid, VMC_PHASE_RUNNING, 0,
+                                 res->domid, "running")) < 0)
+            mi->unconfirmed = 1;        /* it runs; the source stays paused */
     } else if (have_sid) {
+        /* whatever went wrong, our copy is gone: the source may run */
         struct vmc_ctx tmp = { 0 };
         int code = vmc_ctx_errcode(ctx);
-        vmc_reply_send(&tmp, wfd, s, sid, code ? code : VMC_E_BACKEND, -1,
-                       vmc_ctx_error(ctx));
+        vmc_reply_send(&tmp, wfd, s, sid, VMC_PHASE_FAILED,
+                       code < 0 ? code : VMC_E_BACKEND, -1, vmc_ctx_error(ctx));
     }
     vmc_session_free(s);
     return rc;

@@ -160,12 +160,20 @@ VMC_API int vmc_live_accept(struct vmc_ctx *ctx, int rfd, int wfd,
                     int timeout_ms, struct vmc_session **out);
 VMC_API void vmc_session_peer(const struct vmc_session *s, char out[VMC_RECIPIENT_STRLEN]);
 VMC_API void vmc_session_free(struct vmc_session *s);
+/* The end of a migration (format/vmckpt-stream.md, "Commit"): the
+ * receiver's REPLY of a phase (VMC_PHASE_READY, _RUNNING with status 0;
+ * _FAILED with a negative status and why), the sender's COMMIT. */
 VMC_API int vmc_reply_send(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
-                   const uint8_t stream_id[16], int status, int domid,
+                   const uint8_t stream_id[16], int phase, int status, int domid,
                    const char *msg);
+/* Waits for the REPLY of phase want, or a FAILED one (*phase says which). */
 VMC_API int vmc_reply_recv(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
-                   const uint8_t stream_id[16], int timeout_ms, int *status,
-                   int *domid, char *msg, size_t cap);
+                   const uint8_t stream_id[16], int want, int timeout_ms,
+                   int *phase, int *status, int *domid, char *msg, size_t cap);
+VMC_API int vmc_commit_send(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
+                            const uint8_t stream_id[16]);
+VMC_API int vmc_commit_recv(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
+                            const uint8_t stream_id[16], int timeout_ms);
 
 /* ---- envelope header ------------------------------------------------- */
 
@@ -482,9 +490,17 @@ struct vmc_save_opts {
     void (*round)(void *round_arg, const struct vmc_round *r);
     void *round_arg;
     /* VMC_SAVE_MIGRATE: after the final chunk went out, waits for the
-     * receiver; 0 = the new domain runs (the source is destroyed), else a
+     * receiver's READY (the new domain loaded, paused); 0 = ready, else a
      * negative error with ctx set (the source is resumed). */
     int (*confirm)(void *arg, struct vmc_ctx *ctx, const uint8_t stream_id[16]);
+    /* MIGRATE, after confirm: the point of no return.  The source stays
+     * paused from here on (its guardian too keeps it so); commit says so to
+     * the receiver and waits for it to run the domain.  0: it runs there,
+     * the source is destroyed; <0: unknown, the source is left paused
+     * (result outcome_unknown), or the receiver gave up (result
+     * peer_gave_up: the source is resumed). */
+    int (*commit)(void *arg, struct vmc_ctx *ctx, const uint8_t stream_id[16],
+                  int *peer_gave_up);
     void *confirm_arg;
 };
 struct vmc_save_result {
@@ -507,6 +523,9 @@ struct vmc_save_result {
     uint8_t stream_id[16];    /* of the stream written (REPLY on failure) */
     int nrounds;              /* live: pre-copy rounds seen (last = stop);
                                  each one went to opts->round */
+    int outcome_unknown;      /* migrate: committed, but the receiver did not
+                                 say it runs the domain: the source is left
+                                 paused (neither copy may be lost) */
 };
 /* Saves domain `spec` into `of` (borrowed; committed here before the
  * domain is destroyed).  On failure the domain is back as it was, the
@@ -530,6 +549,11 @@ struct vmc_restore_opts {
      * the same policy. */
     const uint8_t *config;
     size_t config_len;
+    /* May be NULL: called with the domain loaded and paused (its id);
+     * 0 lets it run (unless paused), <0 destroys it (the migration's
+     * receiver: READY, then the sender's COMMIT or not). */
+    int (*activate)(void *arg, struct vmc_ctx *ctx, int domid);
+    void *activate_arg;
 };
 struct vmc_restore_result {
     int domid;

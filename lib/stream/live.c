@@ -313,7 +313,7 @@ int vmc_header_unlock_session(struct vmc_ctx *ctx, struct vmc_header *h,
 /* ---- REPLY ------------------------------------------------------------ */
 
 int vmc_reply_send(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
-                   const uint8_t stream_id[16], int status, int domid,
+                   const uint8_t stream_id[16], int phase, int status, int domid,
                    const char *msg)
 {
     size_t ml = msg ? strlen(msg) : 0;
@@ -324,13 +324,16 @@ int vmc_reply_send(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
 
     if (ml > REPLY_MSG_MAX)
         ml = REPLY_MSG_MAX;
+    if ((phase == VMC_PHASE_FAILED) != (status < 0))
+        return vmc_set_error(ctx, VMC_E_INVAL, "reply: status %d does not fit "
+                             "phase %d", status, phase);
     r.status = status;
     r.domid = domid;
     r.msg_len = (uint32_t)ml;
-    r.reserved = 0;
+    r.phase = (uint32_t)phase;
     vmc_reply_encode(buf + 4, &r);
     memcpy(buf + 4 + VMC_REPLY_HEAD_LEN, msg, ml);
-    vmc_chunk_nonce(nonce, 0, 1);
+    vmc_chunk_nonce(nonce, (uint64_t)phase, 1);     /* one nonce per phase */
     crypto_aead_chacha20poly1305_ietf_encrypt(buf + 4, &clen, buf + 4, 16 + ml,
                                               stream_id, 16, NULL, nonce,
                                               s->reply_key);
@@ -338,23 +341,32 @@ int vmc_reply_send(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
     return send_all(ctx, fd, buf, 4 + (size_t)clen, "reply");
 }
 
+static const char *phase_name(int phase)
+{
+    return phase == VMC_PHASE_READY ? "READY" :
+           phase == VMC_PHASE_RUNNING ? "RUNNING" : "FAILED";
+}
+
 int vmc_reply_recv(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
-                   const uint8_t stream_id[16], int timeout_ms, int *status,
-                   int *domid, char *msg, size_t cap)
+                   const uint8_t stream_id[16], int want, int timeout_ms,
+                   int *phase, int *status, int *domid, char *msg, size_t cap)
 {
     uint8_t buf[VMC_REPLY_HEAD_LEN + REPLY_MSG_MAX + 16], w[4],
-            nonce[VMC_AEAD_NONCE_LEN];
+            nonce[VMC_AEAD_NONCE_LEN], pt[sizeof(buf)];
     struct vmc_wire_reply r;
     const char *why;
+    char what[64];
     uint32_t len;
-    int rc;
+    int rc, got = -1;
 
+    *phase = -1;
     *status = VMC_E_BACKEND;
     *domid = -1;
     if (cap)
         msg[0] = '\0';
-    if ((rc = read_timed(ctx, fd, w, 4, timeout_ms, "waiting for the receiver's "
-                         "confirmation")) < 0)
+    snprintf(what, sizeof(what), "waiting for the receiver's %s",
+             phase_name(want));
+    if ((rc = read_timed(ctx, fd, w, 4, timeout_ms, what)) < 0)
         return rc;
     len = vmc_get32(w);
     if (!(len & VMC_CHUNK_FINAL) || (len & VMC_CHUNK_LEN_MASK) < 32 ||
@@ -363,19 +375,89 @@ int vmc_reply_recv(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
     len &= VMC_CHUNK_LEN_MASK;
     if ((rc = read_timed(ctx, fd, buf, len, timeout_ms, "reply")) < 0)
         return rc;
-    vmc_chunk_nonce(nonce, 0, 1);
-    if (crypto_aead_chacha20poly1305_ietf_decrypt(buf, NULL, NULL, buf, len,
-                                                  stream_id, 16, nonce,
-                                                  s->reply_key))
-        return vmc_set_error(ctx, VMC_E_AUTH, "reply: authentication failed");
-    if ((rc = vmc_reply_decode(&r, buf, len - 16, &why)) < 0)
-        return vmc_set_error(ctx, rc, "reply: %s", why);
+    /* the phase wanted, or FAILED: each has its own nonce */
+    for (int k = 0; k < 2 && got < 0; k++) {
+        int ph = k == 0 ? want : VMC_PHASE_FAILED;
+        if (k == 1 && want == VMC_PHASE_FAILED)
+            break;
+        vmc_chunk_nonce(nonce, (uint64_t)ph, 1);
+        if (crypto_aead_chacha20poly1305_ietf_decrypt(pt, NULL, NULL, buf, len,
+                                                      stream_id, 16, nonce,
+                                                      s->reply_key) == 0)
+            got = ph;
+    }
+    if (got < 0)
+        return vmc_set_error(ctx, VMC_E_AUTH, "reply: authentication failed "
+                             "(not the %s of this session)", phase_name(want));
+    if ((rc = vmc_reply_decode(&r, pt, len - 16, &why)) < 0 ||
+        (int)r.phase != got)
+        return vmc_set_error(ctx, rc < 0 ? rc : VMC_E_FORMAT, "reply: %s",
+                             rc < 0 ? why : "phase does not match its nonce");
+    *phase = got;
     *status = r.status;
     *domid = r.domid;
     if (cap) {
         size_t n = r.msg_len < cap - 1 ? r.msg_len : cap - 1;
-        memcpy(msg, buf + VMC_REPLY_HEAD_LEN, n);
+        memcpy(msg, pt + VMC_REPLY_HEAD_LEN, n);
         msg[n] = '\0';
     }
     return 0;
+}
+
+/* commit_key = KDF(file_key, 3): the one message the sender sends after
+ * the stream. */
+static int commit_key(struct vmc_ctx *ctx, const struct vmc_session *s,
+                      uint8_t *key)
+{
+    if (crypto_kdf_derive_from_key(key, 32, 3, "vmckpt01", s->file_key))
+        return vmc_set_error(ctx, VMC_E_INVAL, "libsodium: key derivation failed");
+    return 0;
+}
+
+int vmc_commit_send(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
+                    const uint8_t stream_id[16])
+{
+    uint8_t buf[4 + VMC_COMMIT_LEN + 16], nonce[VMC_AEAD_NONCE_LEN], *key;
+    int rc;
+
+    if (!(key = sodium_malloc(32)))
+        return vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
+    if ((rc = commit_key(ctx, s, key)) == 0) {
+        vmc_chunk_nonce(nonce, 0, 1);
+        crypto_aead_chacha20poly1305_ietf_encrypt(
+            buf + 4, NULL, (const uint8_t *)VMC_COMMIT_MAGIC, VMC_COMMIT_LEN,
+            stream_id, 16, NULL, nonce, key);
+        vmc_put32(buf, (VMC_COMMIT_LEN + 16) | VMC_CHUNK_FINAL);
+        rc = send_all(ctx, fd, buf, sizeof(buf), "commit");
+    }
+    sodium_free(key);
+    return rc;
+}
+
+int vmc_commit_recv(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
+                    const uint8_t stream_id[16], int timeout_ms)
+{
+    uint8_t buf[VMC_COMMIT_LEN + 16], pt[VMC_COMMIT_LEN], w[4],
+            nonce[VMC_AEAD_NONCE_LEN], *key;
+    int rc;
+
+    if ((rc = read_timed(ctx, fd, w, 4, timeout_ms, "waiting for the sender's "
+                         "COMMIT")) < 0)
+        return rc;
+    if (vmc_get32(w) != ((VMC_COMMIT_LEN + 16) | VMC_CHUNK_FINAL))
+        return vmc_set_error(ctx, VMC_E_FORMAT, "commit: bad length word");
+    if ((rc = read_timed(ctx, fd, buf, sizeof(buf), timeout_ms, "commit")) < 0)
+        return rc;
+    if (!(key = sodium_malloc(32)))
+        return vmc_set_error(ctx, VMC_E_NOMEM, "cannot allocate secure memory");
+    if ((rc = commit_key(ctx, s, key)) == 0) {
+        vmc_chunk_nonce(nonce, 0, 1);
+        if (crypto_aead_chacha20poly1305_ietf_decrypt(pt, NULL, NULL, buf,
+                                                      sizeof(buf), stream_id, 16,
+                                                      nonce, key) != 0 ||
+            memcmp(pt, VMC_COMMIT_MAGIC, VMC_COMMIT_LEN) != 0)
+            rc = vmc_set_error(ctx, VMC_E_AUTH, "commit: authentication failed");
+    }
+    sodium_free(key);
+    return rc;
 }

@@ -16,6 +16,8 @@
 #  5  sender key not in authorized-senders: refused, source runs
 #  6  receiver key is not the one the sender expects: refused, source runs
 #  7  the source of 3-6 lived through them: one count sequence, pages intact
+#  8  the commit (READY, COMMIT, RUNNING): each dropped, cut, or a side
+#     SIGKILLed there: at most one copy runs, at least one exists
 # 99  no process, no domain dir left in either registry
 #
 # Prints PASS:/FAIL:/SKIP: lines (tests/run.sh counts them); exits 0 whenever
@@ -774,7 +776,111 @@ else
         if [ "${a%% *}" != OK ]; then fail $n "the source's console.log: $a"
         else pass $n "counts $(echo "$a" | cut -d' ' -f2)..$(echo "$a" | cut -d' ' -f3) consecutive, $CHECK_LINE"; fi
     fi
-    destroy hostA "$SRC_ID"
+fi
+
+# ---- 8: the end of a migration, each message spoiled in turn ----------------
+# READY (receiver: loaded, paused) -> COMMIT (sender: the source stays
+# paused from here) -> RUNNING (the source is destroyed).  A relay in
+# namespace A (tests/e2e/commitproxy.py) drops one message, cuts the link
+# at it, or SIGKILLs one side there.  Whatever happens: at most one copy
+# runs, at least one exists, and what each side says matches what is.
+PROXY=$ROOT/tests/e2e/commitproxy.py
+# dom_state HOST NAME: running | paused | gone (by name: ids differ per host)
+dom_state() {
+    local id
+    id=$(VMCKPT_RUNDIR=$T/$1 "$VMCTL" list 2>/dev/null | awk -v n="$2" '$1 ~ /^[0-9]+$/ && $2 == n {print $1; exit}')
+    [ -n "$id" ] || { echo gone; return; }
+    # QEMU says postmigrate for a source whose outgoing migration ended:
+    # stopped, as paused is
+    vc "$1" status "$id" 2>/dev/null | sed 's/^postmigrate$/paused/' || echo unknown
+}
+dom_id() { VMCKPT_RUNDIR=$T/$1 "$VMCTL" list 2>/dev/null | awk -v n="$2" '$1 ~ /^[0-9]+$/ && $2 == n {print $1; exit}'; }
+# counting: a running copy's console advances, a paused one's does not
+advancing() {   # HOST NAME
+    local id rd a b
+    id=$(dom_id "$1" "$2") && [ -n "$id" ] || return 1
+    rd=$(vc "$1" rundir "$id" 2>/dev/null) || return 1
+    a=$(grep -c 'count=' "$rd/console.log" 2>/dev/null)
+    sleep 2
+    b=$(grep -c 'count=' "$rd/console.log" 2>/dev/null)
+    [ "$b" -gt "$a" ]
+}
+# commit_case NAME PORT ACTION WANT_A WANT_B WANT_RC
+commit_case() {
+    local n=$1 port=$2 act=$3 wa=$4 wb=$5 wrc=$6 pport=$(($2 + 100)) ppid src_rc
+    local pidf=$T/$n.pid sa sb runs=0
+    start_receiver "$n.recv" "$port" --timeout 5 || { fail $n "$WHY"; return 1; }
+    ip netns exec "$NSA" python3 "$PROXY" "$pport" "$ADDR_B" "$port" "$act" "$pidf" \
+        >"$IO/$n.proxy.out" 2>"$IO/$n.proxy.err" &
+    ppid=$!
+    for ((i = 0; i < 100; i++)); do
+        grep -q listening "$IO/$n.proxy.err" 2>/dev/null && break; sleep 0.05
+    done
+    sender "$n.send" -i "$KA" --receiver-key "$RB" --timeout 5 "$SRC_NAME" "127.0.0.1:$pport"
+    case $act in kill:COMMIT) echo "$RPID" >"$pidf" ;; *) echo "$SPID" >"$pidf" ;; esac
+    wait_exit "$SPID" 60; src_rc=$RC
+    wait_exit "$RPID" 30
+    wait_exit "$ppid" 10
+    for ((i = 0; i < 50; i++)); do      # a guardian may still be at work
+        sa=$(dom_state hostA "$SRC_NAME") sb=$(dom_state hostB "$SRC_NAME")
+        [ "$sa" = "$wa" ] && [ "$sb" = "$wb" ] && break
+        sleep 0.2
+    done
+    note "$n: sender exit $src_rc: $(err "$n.send")"
+    note "$n: receiver: $(err "$n.recv")"
+    note "$n: proxy: $(err "$n.proxy")"
+    local bad=""
+    if ! grep -q "stream relayed up to its FINAL chunk" "$IO/$n.proxy.err"; then
+        bad="the migration never reached its end: proxy: $(err "$n.proxy"); sender: $(err "$n.send")"
+    fi
+    [ "$sa" = running ] && runs=$((runs + 1))
+    [ "$sb" = running ] && runs=$((runs + 1))
+    if [ -n "$bad" ]; then :
+    elif [ "$runs" -gt 1 ]; then bad="BOTH copies run (A $sa, B $sb)"
+    elif [ "$sa" = gone ] && [ "$sb" = gone ]; then bad="NO copy left"
+    elif [ "$sa" != "$wa" ] || [ "$sb" != "$wb" ]; then
+        bad="A $sa (want $wa), B $sb (want $wb); sender: $(err "$n.send")"
+    elif [ "$wrc" != any ] && [ "$src_rc" != "$wrc" ]; then
+        bad="sender exit $src_rc, want $wrc: $(err "$n.send")"
+    elif [ "$wrc" = 3 ] && ! grep -q "outcome unknown.*left PAUSED here" "$IO/$n.send.err"; then
+        bad="exit 3 without saying who holds what: $(err "$n.send")"
+    # the consoles agree: the copy said to run counts on, a paused one not
+    elif [ "$sa" = running ] && ! advancing hostA "$SRC_NAME"; then
+        bad="A's copy is 'running' but its console stands still"
+    elif [ "$sb" = running ] && ! advancing hostB "$SRC_NAME"; then
+        bad="B's copy is 'running' but its console stands still"
+    elif [ "$sa" = paused ] && advancing hostA "$SRC_NAME"; then
+        bad="A's copy is 'paused' but its console advances"
+    fi
+    if [ -n "$bad" ]; then fail $n "$bad"
+    else pass $n "A $sa, B $sb, sender exit $src_rc; $(err "$n.send" | cut -c1-160)"; fi
+    [ "$sa" = gone ] && return 0         # it lives in B now: the last case
+    # back to one source in A for the next case: the paused copy there runs
+    # again once B has none (vmmigrate(1) tells a user to resume it only
+    # when the receiver does not run the domain: here B's is destroyed first)
+    [ "$sb" != gone ] && destroy hostB "$(dom_id hostB "$SRC_NAME")"
+    [ "$sa" = paused ] && vc hostA resume "$(dom_id hostA "$SRC_NAME")" >/dev/null 2>&1
+    SRC_ID=$(dom_id hostA "$SRC_NAME")
+    hostB_empty 10 || { fail $n "after: $WHY"; return 1; }
+    guest_alive hostA "$SRC_ID" "$SRC_BOOT" || { fail $n "after: source: $WHY"; return 1; }
+}
+
+if [ "$SETUP2_OK" = 1 ] && [ -z "${E2E_NO_COMMIT:-}" ]; then
+    echo "--- scenario 8 (the commit: each message spoiled in turn)"
+    SC_T0=$SECONDS
+    p=$((PORT_BASE + 10))
+    #           name                        port     action          A       B       exit
+    commit_case 8a_drop_ready              $p       drop:READY      running gone    1
+    commit_case 8b_cut_ready               $((p+1)) cut:READY       running gone    1
+    commit_case 8c_kill_sender_at_ready    $((p+2)) kill:READY      running gone    any
+    commit_case 8d_drop_commit             $((p+3)) drop:COMMIT     running gone    1
+    commit_case 8e_cut_commit              $((p+4)) cut:COMMIT      paused  gone    3
+    commit_case 8f_kill_receiver_at_commit $((p+5)) kill:COMMIT     paused  gone    3
+    commit_case 8g_drop_running            $((p+6)) drop:RUNNING    paused  running 3
+    commit_case 8h_cut_running             $((p+7)) cut:RUNNING     paused  running 3
+    commit_case 8i_kill_sender_at_running  $((p+8)) kill:RUNNING    paused  running any
+    # (the unspoiled commit is scenario 1's migration, checked to the page)
+    note "scenario 8: $((SECONDS - SC_T0)) s"
 fi
 
 # ---- nothing may survive ---------------------------------------------------

@@ -991,6 +991,48 @@ s8c() {
     rm -f "$img"
 }
 
+# 14. The cron story, signed: host A checkpoints with its own signing key
+# and seals to an offline recipient whose identity it does not hold; host
+# B holds that identity and restores only once it trusts A's signer,
+# refusing before any QEMU starts while it does not.
+s14() {
+    local n=14_cron_story_signed img=$T/s14.vmimg ks=$T/s14 src boot sa off rid
+    local before q new=()
+    mkdir -p "$ks"
+    get_spare || { fail $n "$WHY"; return; }
+    src=$GID boot=$GBOOT
+    sa=$("$VMIMAGE" keygen --sign -o "$ks/a-signing.key" 2>"$IO/s14.kg.err") &&
+        off=$("$VMIMAGE" keygen -o "$ks/offline.key" 2>>"$IO/s14.kg.err") ||
+        { fail $n "keygen: $(err s14.kg)"; return; }
+    printf '# host B trusts no one yet\n' >"$ks/b-trusted"
+    run s14.save "$VMSAVE" --checkpoint --signing-key "$ks/a-signing.key" \
+        -r "$off" "$src" "$img" ||
+        { fail $n "host A: vmsave: rc=$RC: $(err s14.save)"; return; }
+    # host A cannot read what it made: its keys open nothing in it
+    if run s14.aread "$VMIMAGE" verify -t "$sa" -i "$KEY" "$img" ||
+       ! grep -q "no key opens it" "$IO/s14.aread.err"; then
+        fail $n "host A's identity opened the image: rc=$RC $(err s14.aread)"; return
+    fi
+    before=" $(list_ids | tr '\n' ' ')"
+    if run s14.refused "$VMRESTORE" --trusted-signers "$ks/b-trusted" \
+           -i "$ks/offline.key" --name s14-b "$img" ||
+       ! one_line s14.refused ||
+       ! grep -qF "signed by $sa, which is not a trusted signer" "$IO/s14.refused.err"; then
+        fail $n "host B, not trusting A: rc=$RC $(err s14.refused)"; return
+    fi
+    for q in $(list_ids); do [[ "$before" == *" $q "* ]] || new+=("$q"); done
+    [ ${#new[@]} = 0 ] || { fail $n "a domain appeared: ${new[*]}"; return; }
+    echo "$sa host-a" >>"$ks/b-trusted"
+    run s14.restore "$VMRESTORE" --trusted-signers "$ks/b-trusted" \
+        -i "$ks/offline.key" --name s14-b "$img" ||
+        { fail $n "host B, trusting A: rc=$RC $(err s14.restore)"; return; }
+    rid=$(out s14.restore)
+    track "$rid"
+    guest_alive "$rid" "$boot" || { fail $n "restored domain $rid: $WHY"; return; }
+    pass $n "A signs as ${sa:0:12}..., cannot read it; B refused it untrusted, restored it trusted, $(took)"
+    rm -f "$img"
+}
+
 s8() { s8_common 8_restore_console_sigterm pid; }
 s8b() { s8_common 8b_restore_console_hangup group; }
 
@@ -1009,6 +1051,7 @@ scenario 10 s10
 scenario 11 s11
 scenario 12 s12
 scenario 13 s13
+scenario 14 s14
 
 # ---- nothing may survive ---------------------------------------------------
 [ -n "$SPARE_ID" ] && destroy "$SPARE_ID"

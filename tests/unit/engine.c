@@ -431,6 +431,27 @@ static int confirm_fail(void *arg, struct vmc_ctx *ctx, const uint8_t id[16])
     return vmc_set_error(ctx, VMC_E_IO, "receiver went away");
 }
 
+static int confirm_ok(void *arg, struct vmc_ctx *ctx, const uint8_t id[16])
+{
+    (void)arg, (void)ctx, (void)id;
+    return 0;
+}
+
+/* The migration's commit, as the receiver answers: 0 RUNNING, 1 nothing
+ * (unknown), 2 FAILED (it gave up). */
+static int commit_answer;
+static int commit_cb(void *arg, struct vmc_ctx *ctx, const uint8_t id[16],
+                     int *gave_up)
+{
+    (void)arg, (void)id;
+    *gave_up = commit_answer == 2;
+    if (commit_answer == 0)
+        return 0;
+    return vmc_set_error(ctx, VMC_E_IO, commit_answer == 1 ? "no answer"
+                                                           : "it gave up");
+}
+static int (*save_commit_cb)(void *, struct vmc_ctx *, const uint8_t *, int *);
+
 static int cancel_cb(void *arg, uint64_t bytes)
 {
     (void)arg;
@@ -445,7 +466,8 @@ static int save(const char *file, enum vmc_save_mode mode, int live,
                 vmc_progress_fn progress)
 {
     struct vmc_save_opts o = { .mode = mode, .live = live, .keys = keys,
-                               .confirm = confirm, .progress = progress };
+                               .confirm = confirm, .progress = progress,
+                               .commit = save_commit_cb };
     struct vmc_outfile *of;
     char path[128];
     int rc;
@@ -459,12 +481,28 @@ static int save(const char *file, enum vmc_save_mode mode, int live,
     return rc;
 }
 
+/* The receiver's gate: 0 lets the loaded domain run, else no COMMIT. */
+static int activate_answer, activate_saw_running = -1;
+static int activate_cb(void *arg, struct vmc_ctx *ctx, int domid)
+{
+    struct fdom *d = NULL;
+
+    (void)arg;
+    for (int i = 0; i < MAXDOM; i++)
+        if (F.dom[i].exists && F.dom[i].id == domid)
+            d = &F.dom[i];
+    activate_saw_running = d ? d->running : -1;
+    return activate_answer ? vmc_set_error(ctx, VMC_E_IO, "no COMMIT") : 0;
+}
+static int (*restore_activate)(void *, struct vmc_ctx *, int);
+
 static int restore(const char *file, const char *name, int clone, int paused,
                    struct vmc_restore_result *res, struct vmc_ctx *ctx,
                    off_t cut)
 {
     struct vmc_restore_opts o = { .name = name, .clone = clone,
-                                  .paused = paused };
+                                  .paused = paused,
+                                  .activate = restore_activate };
     struct vmc_header *h = NULL;
     struct vmc_reader *r = NULL;
     char path[128];
@@ -619,6 +657,43 @@ static int t_save_migrate_and_cancel(void)
     return 0;
 }
 
+/* Past READY the source never runs again unless the receiver gave up:
+ * RUNNING destroys it, no answer leaves it paused (outcome unknown), a
+ * FAILED resumes it. */
+static int t_save_migrate_commit(void)
+{
+    for (int k = 0; k < 3; k++) {
+        struct vmc_ctx *ctx = vmc_ctx_new();
+        struct vmc_save_result res;
+        struct fdom *f;
+        char path[160];
+        int rc;
+
+        reset();
+        (f = fake_new("vm", NULL))->running = 1;
+        commit_answer = k;
+        save_commit_cb = commit_cb;
+        rc = save("c.vmimg", VMC_SAVE_MIGRATE, 1, &res, ctx, confirm_ok, NULL);
+        save_commit_cb = NULL;
+        if (k == 0)
+            REQUIRE(rc == 0 && !f->exists, "RUNNING: rc %d exists %d", rc,
+                    f->exists);
+        else if (k == 1)
+            REQUIRE(rc < 0 && res.outcome_unknown && f->exists && !f->running &&
+                    !res.resumed_after_error, "unknown: rc %d unknown %d exists "
+                    "%d running %d", rc, res.outcome_unknown, f->exists,
+                    f->running);
+        else
+            REQUIRE(rc < 0 && !res.outcome_unknown && f->exists && f->running,
+                    "gave up: rc %d exists %d running %d", rc, f->exists,
+                    f->running);
+        snprintf(path, sizeof(path), "%s/c.vmimg", dir);
+        unlink(path);
+        vmc_ctx_free(ctx);
+    }
+    return 0;
+}
+
 /* A paused domain stays paused whatever fails, and a successful save of
  * each mode leaves the source as the mode says. */
 static int t_save_modes(void)
@@ -710,6 +785,31 @@ static int t_restore_stream_failures(void)
 }
 
 /* Name and UUID rules: clash refused, --name, --clone, --clone again. */
+/* The migration's receiver: the domain is loaded paused before the gate;
+ * no COMMIT destroys it, COMMIT lets it run. */
+static int t_restore_gate(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_restore_result res;
+    struct fdom *n;
+
+    REQUIRE(make_image(ctx) == 0, "save: %s", vmc_ctx_error(ctx));
+    F.dom[0].exists = 0;
+    restore_activate = activate_cb;
+    activate_answer = 1;
+    REQUIRE(restore("r.vmimg", "gated", 0, 0, &res, ctx, 0) == VMC_E_IO &&
+            activate_saw_running == 0 && !by_name("gated") && nexisting() == 0,
+            "no COMMIT: saw running %d, %d left", activate_saw_running,
+            nexisting());
+    activate_answer = 0;
+    REQUIRE(restore("r.vmimg", "gated", 0, 0, &res, ctx, 0) == 0 &&
+            activate_saw_running == 0 && (n = by_name("gated")) && n->running,
+            "COMMIT: %s", vmc_ctx_error(ctx));
+    restore_activate = NULL;
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
 static int t_restore_names(void)
 {
     struct vmc_ctx *ctx = vmc_ctx_new();
@@ -877,11 +977,13 @@ int main(int argc, char **argv)
     run("save_fails_at_every_op", t_save_fails_at_every_op);
     run("save_destroy_fails_image_kept", t_save_destroy_fails);
     run("save_migrate_unconfirmed_and_interrupted", t_save_migrate_and_cancel);
+    run("save_migrate_commit", t_save_migrate_commit);
     run("save_modes", t_save_modes);
     run("save_live_rounds", t_save_live_rounds);
     run("restore_fails_at_every_op", t_restore_fails_at_every_op);
     run("restore_stream_failures", t_restore_stream_failures);
     run("restore_names", t_restore_names);
+    run("restore_gate", t_restore_gate);
     run("restore_pending_source", t_restore_pending_source);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0)

@@ -1564,6 +1564,21 @@ static int t_wire_codec(void)
             "reply round trip");
     REQUIRE(vmc_reply_decode(&y2, b, VMC_REPLY_HEAD_LEN + 4, &w) ==
             VMC_E_FORMAT, "reply: length");
+    {   /* the phase and the status fit each other (format 2) */
+        static const struct { int32_t status; uint32_t phase; int ok; } pr[] = {
+            { VMC_E_CLASH, VMC_PHASE_FAILED, 1 }, { 0, VMC_PHASE_FAILED, 0 },
+            { 0, VMC_PHASE_READY, 1 }, { VMC_E_IO, VMC_PHASE_READY, 0 },
+            { 0, VMC_PHASE_RUNNING, 1 }, { VMC_E_IO, VMC_PHASE_RUNNING, 0 },
+            { 0, 3, 0 }, { VMC_E_IO, 0xffffffffu, 0 },
+        };
+        for (size_t i = 0; i < sizeof(pr) / sizeof(pr[0]); i++) {
+            struct vmc_wire_reply z = { pr[i].status, 7, 0, pr[i].phase };
+            vmc_reply_encode(b, &z);
+            REQUIRE((vmc_reply_decode(&y2, b, VMC_REPLY_HEAD_LEN, &w) == 0) ==
+                    pr[i].ok, "reply phase %u status %d", pr[i].phase,
+                    pr[i].status);
+        }
+    }
     REQUIRE(!strcmp(vmc_backend_id_name(VMC_BACKEND_QEMU), "qemu") &&
             !strcmp(vmc_slot_type_name(VMC_SLOT_ARGON2ID), "argon2id") &&
             !strcmp(vmc_stream_format_name(VMC_SFMT_LIBXL), "libxl-v2") &&
