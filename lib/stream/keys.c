@@ -231,9 +231,12 @@ static int each_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
     return 0;
 }
 
-static int recipient_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
-                          const char *path, int lineno, const char *line,
-                          size_t len)
+/* A public key line, "KEY comment...": the key added with add, which
+ * names the kind of key in its error. */
+static int public_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                       const char *path, int lineno, const char *line, size_t len,
+                       int (*add)(struct vmc_ctx *, struct vmc_keys *,
+                                  const char *), const char *what)
 {
     char tmp[128];
 
@@ -243,16 +246,24 @@ static int recipient_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
             break;
         }
     if (len >= sizeof(tmp))
-        return vmc_set_error(ctx, VMC_E_INVAL,
-                             "%s:%d: not a valid recipient", path, lineno);
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s:%d: not a valid %s", path,
+                             lineno, what);
     memcpy(tmp, line, len);
     tmp[len] = '\0';
-    if (vmc_keys_add_recipient(ctx, keys, tmp) < 0) {
+    if (add(ctx, keys, tmp) < 0) {
         vmc_ctx_clear(ctx);
-        return vmc_set_error(ctx, VMC_E_INVAL,
-                             "%s:%d: not a valid recipient", path, lineno);
+        return vmc_set_error(ctx, VMC_E_INVAL, "%s:%d: not a valid %s", path,
+                             lineno, what);
     }
     return 0;
+}
+
+static int recipient_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                          const char *path, int lineno, const char *line,
+                          size_t len)
+{
+    return public_line(ctx, keys, path, lineno, line, len,
+                       vmc_keys_add_recipient, "recipient");
 }
 
 /* Reads a key file and feeds its key lines to fn; what names the kind. */
@@ -461,24 +472,8 @@ static int signer_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
                        const char *path, int lineno, const char *line,
                        size_t len)
 {
-    char tmp[128];
-
-    for (size_t i = 0; i < len; i++)
-        if (line[i] == ' ' || line[i] == '\t') {
-            len = i;                /* "vmcs1... host-name comment" */
-            break;
-        }
-    if (len >= sizeof(tmp))
-        return vmc_set_error(ctx, VMC_E_INVAL, "%s:%d: not a valid signer",
-                             path, lineno);
-    memcpy(tmp, line, len);
-    tmp[len] = '\0';
-    if (vmc_keys_add_trusted_signer(ctx, keys, tmp) < 0) {
-        vmc_ctx_clear(ctx);
-        return vmc_set_error(ctx, VMC_E_INVAL, "%s:%d: not a valid signer "
-                             "(want vmcs1...)", path, lineno);
-    }
-    return 0;
+    return public_line(ctx, keys, path, lineno, line, len,
+                       vmc_keys_add_trusted_signer, "signer (want vmcs1...)");
 }
 
 /* A list of whom to trust is only as good as who may change it. */
