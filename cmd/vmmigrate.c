@@ -373,6 +373,9 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
         cli_err(from, "domain %s (id %d) runs here, but RUNNING could not be "
                 "sent (%s): the sender keeps its copy PAUSED; destroy it there",
                 res.name, res.domid, cli_ctx_msg(a->ctx));
+    } else if (res.left_running) {
+        cli_err(from, "domain %s (id %d) from %s runs here, but: %s", res.name,
+                res.domid, mi.peer, cli_ctx_msg(a->ctx));
     } else {
         cli_err(from, "from %s: %s; no domain created", mi.peer,
                 cli_ctx_msg(a->ctx));

@@ -879,20 +879,12 @@ static int restore_feed(struct restore *s)
     return rc;
 }
 
-/* The stream is whole: the hypervisor loads it; a clash with a source that
- * was being saved must be gone by now (up to 60 s), and the domain takes
- * its final name. */
-static int restore_settle(struct restore *s)
+/* A clash with a source that was being saved must be gone by now (up to
+ * 60 s), and the domain takes its final name. */
+static int restore_take_name(struct restore *s)
 {
     int rc, what, other;
 
-    close(s->feed);
-    s->feed = -1;
-    if ((rc = s->be->restore_wait(s->ctx, s->d)) < 0)
-        return rc;
-    s->res->domid = s->be->domid(s->d);   /* some backends learn it only now */
-    if (!s->pending)
-        return 0;
     for (int i = 0; i < 6000 && s->be->saving(s->pending); i++)
         usleep(10000);
     if ((what = s->be->find(s->ctx, s->name, s->as.uuid, s->res->domid,
@@ -903,6 +895,46 @@ static int restore_settle(struct restore *s)
         (rc = s->be->rename(s->ctx, s->d, s->name)) < 0)
         return rc;
     snprintf(s->res->name, sizeof(s->res->name), "%s", s->name);
+    return 0;
+}
+
+/* The stream is whole: the hypervisor loads it.  A migration's copy (an
+ * activate gate) of a source on this very host takes its name only once
+ * it runs and the source is gone (restore_run): the source goes only after
+ * RUNNING. */
+static int restore_settle(struct restore *s)
+{
+    int rc;
+
+    close(s->feed);
+    s->feed = -1;
+    if ((rc = s->be->restore_wait(s->ctx, s->d)) < 0)
+        return rc;
+    s->res->domid = s->be->domid(s->d);   /* some backends learn it only now */
+    if (!s->pending || s->o->activate)
+        return 0;
+    return restore_take_name(s);
+}
+
+/* Lets the domain run: past the gate, unless asked to keep it paused;
+ * then says so (o->running), then takes a pending name.  A domain that
+ * runs is never undone: a name that cannot be taken is reported, and the
+ * domain keeps its build name (res->left_running). */
+static int restore_run(struct restore *s)
+{
+    const struct vmc_restore_opts *o = s->o;
+    int rc;
+
+    if (o->activate && (rc = o->activate(o->activate_arg, s->ctx,
+                                         s->res->domid)) < 0)
+        return rc;
+    if (!o->paused && (rc = s->be->resume(s->ctx, s->d, NULL)) < 0)
+        return rc;
+    s->res->left_running = !o->paused;
+    if (o->running)
+        o->running(o->activate_arg, s->res->domid);
+    if (s->pending && o->activate)
+        return restore_take_name(s);
     return 0;
 }
 
@@ -919,13 +951,11 @@ int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
     if ((rc = restore_head(&s)) == 0 && (rc = restore_policy(&s)) == 0 &&
         (rc = restore_identity(&s)) == 0 &&
         (rc = restore_build(&s)) == 0 && (rc = restore_feed(&s)) == 0 &&
-        (rc = restore_settle(&s)) == 0 &&
-        (!o->activate || (rc = o->activate(o->activate_arg, ctx,
-                                           res->domid)) == 0) && !o->paused)
-        rc = s.be->resume(ctx, s.d, NULL);
+        (rc = restore_settle(&s)) == 0)
+        rc = restore_run(&s);
     if (s.feed >= 0)
         close(s.feed);
-    if (rc < 0 && s.d) {
+    if (rc < 0 && s.d && !res->left_running) {
         s.be->restore_abort(s.d);       /* undo: nothing half-built remains */
         res->domid = -1;
     }

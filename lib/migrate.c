@@ -133,6 +133,8 @@ struct gate {
     struct vmc_session *s;
     uint8_t sid[16];
     int ready_sent, committed;
+    int unconfirmed;              /* RUNNING could not be sent: why */
+    char why[300];
 };
 
 static int gate_activate(void *arg, struct vmc_ctx *ctx, int domid)
@@ -154,6 +156,20 @@ static int gate_activate(void *arg, struct vmc_ctx *ctx, int domid)
     }
     g->committed = 1;
     return 0;
+}
+
+/* It runs: RUNNING, before a copy of a source on this host waits for the
+ * source to go (which it does on RUNNING). */
+static void gate_running(void *arg, int domid)
+{
+    struct gate *g = arg;
+    struct vmc_ctx tmp = { 0 };
+
+    if (vmc_reply_send(&tmp, g->wfd, g->s, g->sid, VMC_PHASE_RUNNING, 0, domid,
+                       "running") < 0) {
+        g->unconfirmed = 1;
+        snprintf(g->why, sizeof(g->why), "%s", vmc_ctx_error(&tmp));
+    }
 }
 
 /* The session header within timeout_ms, then the restore. */
@@ -194,7 +210,7 @@ int vmc_migrate_receive(struct vmc_ctx *ctx, int rfd, int wfd,
 {
     struct vmc_session *s = NULL;
     struct vmc_restore_opts o = *ro;
-    struct gate g = { rfd, wfd, timeout_ms, NULL, { 0 }, 0, 0 };
+    struct gate g = { .rfd = rfd, .wfd = wfd, .timeout_ms = timeout_ms };
     uint8_t sid[16];
     int rc, have_sid = 0;
 
@@ -210,13 +226,16 @@ int vmc_migrate_receive(struct vmc_ctx *ctx, int rfd, int wfd,
     vmc_session_peer(s, mi->peer);
     g.s = s;
     o.activate = gate_activate;
+    o.running = gate_running;
     o.activate_arg = &g;
     rc = receive_stream(ctx, rfd, s, auth, timeout_ms, &o, res, sid, &have_sid);
-    if (rc == 0) {
-        if ((rc = vmc_reply_send(ctx, wfd, s, sid, VMC_PHASE_RUNNING, 0,
-                                 res->domid, "running")) < 0)
-            mi->unconfirmed = 1;        /* it runs; the source stays paused */
-    } else if (have_sid) {
+    if (g.unconfirmed) {                /* it runs; the source stays paused */
+        mi->unconfirmed = 1;
+        if (rc == 0)
+            rc = vmc_set_error(ctx, VMC_E_IO, "%s", g.why);
+    } else if (res->left_running) {
+        /* it runs and RUNNING went out: only its name is not the final one */
+    } else if (rc < 0 && have_sid) {
         /* whatever went wrong, our copy is gone: the source may run */
         struct vmc_ctx tmp = { 0 };
         int code = vmc_ctx_errcode(ctx);

@@ -553,6 +553,10 @@ struct vmc_restore_opts {
      * 0 lets it run (unless paused), <0 destroys it (the migration's
      * receiver: READY, then the sender's COMMIT or not). */
     int (*activate)(void *arg, struct vmc_ctx *ctx, int domid);
+    /* May be NULL: once the gated domain runs (the migration's RUNNING);
+     * only then does a copy of a source on this host wait for the source
+     * to go and take its name. */
+    void (*running)(void *arg, int domid);
     void *activate_arg;
 };
 struct vmc_restore_result {
@@ -561,6 +565,8 @@ struct vmc_restore_result {
     const struct vmc_backend *backend;
     uint64_t total_ns;
     uint64_t backend_bytes;
+    int left_running;         /* it runs: also on an error after that point
+                                 (a name not taken: it keeps name) */
 };
 /* Restores from an open reader (header unlocked): builds the domain as
  * records arrive, unpauses only after END authenticated.  On failure no

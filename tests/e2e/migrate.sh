@@ -18,6 +18,8 @@
 #  7  the source of 3-6 lived through them: one count sequence, pages intact
 #  8  the commit (READY, COMMIT, RUNNING): each dropped, cut, or a side
 #     SIGKILLed there: at most one copy runs, at least one exists
+#  9  a migration within one host (one registry): the copy runs, then
+#     takes the name once the source is gone
 # 99  no process, no domain dir left in either registry
 #
 # Prints PASS:/FAIL:/SKIP: lines (tests/run.sh counts them); exits 0 whenever
@@ -881,6 +883,37 @@ if [ "$SETUP2_OK" = 1 ] && [ -z "${E2E_NO_COMMIT:-}" ]; then
     commit_case 8i_kill_sender_at_running  $((p+8)) kill:RUNNING    paused  running any
     # (the unspoiled commit is scenario 1's migration, checked to the page)
     note "scenario 8: $((SECONDS - SC_T0)) s"
+fi
+
+# ---- 9: a migration within one host (one registry), as for a QEMU upgrade --
+# The new copy clashes with its source until the source is destroyed,
+# which is only after RUNNING: it runs first, then takes over the name.
+if [ "$SETUP2_OK" = 1 ] && [ -n "$(dom_id hostA "$SRC_NAME")" ]; then
+    echo "--- scenario 9 (within one host)"
+    SC_T0=$SECONDS
+    n=9_migration_within_one_host
+    port=$((PORT_BASE + 30))
+    old=$(dom_id hostA "$SRC_NAME")
+    "${INA[@]}" "$VMMIGRATE" --listen "127.0.0.1:$port" --once -i "$KB" \
+        --authorized-senders "$AUTH" --timeout 10 >"$IO/$n.recv.out" 2>"$IO/$n.recv.err" &
+    RPID=$!
+    for ((i = 0; i < 100; i++)); do
+        grep -q 'listening on' "$IO/$n.recv.err" 2>/dev/null && break; sleep 0.05
+    done
+    run "$n.send" "${INA[@]}" "$VMMIGRATE" -i "$KA" --receiver-key "$RB" --timeout 10 \
+        "$SRC_NAME" "127.0.0.1:$port"
+    src_rc=$RC
+    wait_exit "$RPID" 30
+    new=$(dom_id hostA "$SRC_NAME")
+    note "$n: sender exit $src_rc: $(err "$n.send"); receiver: $(err "$n.recv")"
+    if [ "$src_rc" != 0 ]; then fail $n "exit $src_rc: $(err "$n.send")"
+    elif [ -z "$new" ] || [ "$new" = "$old" ]; then
+        fail $n "host A lists $SRC_NAME as '$new' (the source was $old): $(list_line hostA)"
+    elif [ "$(list_ids hostA | wc -l)" != 1 ]; then
+        fail $n "host A lists more than the new copy: $(list_line hostA)"
+    elif ! guest_alive hostA "$new" "$SRC_BOOT"; then fail $n "$WHY"
+    else pass $n "domain $old -> $new in the same registry, named $SRC_NAME, counting on"; fi
+    note "scenario 9: $((SECONDS - SC_T0)) s"
 fi
 
 # ---- nothing may survive ---------------------------------------------------
