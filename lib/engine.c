@@ -69,9 +69,9 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
 {
     const struct vmc_backend *be = vmc_backend_get(backend);
     struct vmc_ctx ctx = { 0 };
-    char c = 0, last = 0, num[16];
-    size_t nn = 0;
-    int innum = 0, keep = 0;
+    char c = 0, last = 0, num[16], name[300] = "";
+    size_t nn = 0, nl = 0;
+    int innum = 0, inname = 0, keep = 0;
     ssize_t n;
 
     while ((n = read(fd, &c, 1)) != 0) {
@@ -79,7 +79,17 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
             continue;
         if (n < 0)
             break;
-        if (c == 'D') {                     /* "D<id>;": the domain built */
+        if (inname) {                       /* "n<name>\0": not yet an id */
+            if (!c)
+                inname = 0, name[nl] = '\0';
+            else if (nl < sizeof(name) - 1)
+                name[nl++] = c;
+            continue;
+        }
+        if (c == 'n') {
+            inname = 1;
+            nl = 0;
+        } else if (c == 'D') {              /* "D<id>;": the domain built */
             innum = 1;
             nn = 0;
         } else if (innum && c == ';') {
@@ -97,10 +107,13 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
         return;
     if (was_running == GUARD_RESTORE) {     /* the restorer died */
         struct vmc_dom *d;
-        char spec[32];
-        if (domid < 0)
+        char spec[320];
+        if (domid < 0 && !name[0])
             return;
-        snprintf(spec, sizeof(spec), "%d", domid);
+        if (domid >= 0)
+            snprintf(spec, sizeof(spec), "%d", domid);
+        else                                /* named: unique, and new */
+            snprintf(spec, sizeof(spec), "%s", name);
         if (be->open(&ctx, spec, 0, &d) == 0) {
             be->destroy(&ctx, d);
             be->close(d);
@@ -811,6 +824,33 @@ static int restore_identity(struct restore *s)
     return 0;
 }
 
+/* What the restore's guardian destroys should this process die: the
+ * domain by id, or, while the hypervisor has not said its id yet, by its
+ * build name (unique: checked free before the build). */
+static void guard_tell_domid(struct restore *s)
+{
+    char msg[24];
+    int ml = snprintf(msg, sizeof(msg), "D%d;", s->res->domid);
+
+    if (write(s->g.fd, msg, (size_t)ml) != ml) {
+        /* a guardian that is gone cannot help; the restore goes on */
+    }
+}
+
+static void guard_tell_name(struct restore *s)
+{
+    const char *n = s->as.build_name;
+    char msg[300];
+    size_t ml;
+
+    if (!(s->be->flags & VMC_BE_UNIQUE_NAMES))
+        return;                     /* a name would not say which one */
+    ml = (size_t)snprintf(msg, sizeof(msg), "n%s", n) + 1;   /* with NUL */
+    if (ml > sizeof(msg) || write(s->g.fd, msg, ml) != (ssize_t)ml) {
+        /* too long, or the guardian is gone: the restore goes on */
+    }
+}
+
 /* The new domain, paused, reading the hypervisor stream from a pipe; the
  * guardian learns its id (should this process die, it destroys it). */
 static int restore_build(struct restore *s)
@@ -828,13 +868,10 @@ static int restore_build(struct restore *s)
     if (rc < 0)
         return rc;
     s->res->domid = s->be->domid(s->d);
-    if (s->res->domid > 0) {
-        char msg[24];
-        int ml = snprintf(msg, sizeof(msg), "D%d;", s->res->domid);
-        if (write(s->g.fd, msg, (size_t)ml) != ml) {
-            /* a guardian that is gone cannot help; the restore goes on */
-        }
-    }
+    if (s->res->domid > 0)
+        guard_tell_domid(s);
+    else                /* its id comes with the end of the stream (Xen) */
+        guard_tell_name(s);
     snprintf(s->res->name, sizeof(s->res->name), "%s", s->be->name_of(s->d));
     return 0;
 }
@@ -910,7 +947,8 @@ static int restore_settle(struct restore *s)
     s->feed = -1;
     if ((rc = s->be->restore_wait(s->ctx, s->d)) < 0)
         return rc;
-    s->res->domid = s->be->domid(s->d);   /* some backends learn it only now */
+    if (s->res->domid <= 0 && (s->res->domid = s->be->domid(s->d)) > 0)
+        guard_tell_domid(s);            /* some backends learn it only now */
     if (!s->pending || s->o->activate)
         return 0;
     return restore_take_name(s);
@@ -931,6 +969,8 @@ static int restore_run(struct restore *s)
     if (!o->paused && (rc = s->be->resume(s->ctx, s->d, NULL)) < 0)
         return rc;
     s->res->left_running = !o->paused;
+    if (s->res->left_running)
+        guard_done(&s->g);              /* it runs: nothing to undo now */
     if (o->running)
         o->running(o->activate_arg, s->res->domid);
     if (s->pending && o->activate)

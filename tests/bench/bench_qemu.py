@@ -868,7 +868,7 @@ def main():
                  f"{t.stderr.strip()}")
     img_ok = os.path.exists(img)
     if img_ok:
-        v = subprocess.run([VMIMAGE, "verify", "-q", "-i", KEY, img],
+        v = subprocess.run([VMIMAGE, "verify", "-q", "-i", KEY, img], env=ENV,
                            stderr=subprocess.PIPE, text=True)
         if v.returncode:
             img_ok = False

@@ -7,7 +7,8 @@
 # (a forced stop, the guest runs on); --max-downtime, which drives
 # libxenguest's xc_domain_save directly with vmckpt's pre-copy policy
 # (rounds reported, the inner libxl stream checked by verify-stream-v2,
-# restored, memory checked); then vmsave --live
+# restored, memory checked); vmmigrate live to a receiver in this dom0
+# (a receiver killed mid-stream first); then vmsave --live
 # of a PV domU, which Debian's Xen
 # cannot do (built without shadow paging: no PV log-dirty): it must fail
 # with one line, leave no file, and leave the domain running.
@@ -173,6 +174,84 @@ if ck=$(wait_line "$CLOG" "$l_d" 'VMCKPT-WL boot=[0-9a-f]+ check ' 15); then
 	*) fail pvh-memcheck-libxenguest "$ck" ;;
 	esac
 fi
+# ---- PVH: vmmigrate, live, to a receiver in this dom0 (issue 11) --------------
+# As xl migrate to localhost: the receiver builds wl2--incoming beside the
+# source, runs it on COMMIT, says RUNNING, and takes the name once the
+# sender destroyed the source.  First a cut: the receiver killed mid-stream
+# leaves the source running and nothing built.
+ILOG=$(clog $DOM--incoming)
+# dom0's init leaves the loopback down
+busybox ip link set lo up 2>/dev/null || busybox ifconfig lo 127.0.0.1 up
+vmimage keygen -o /lab/recv.key >/lab/recv.rec 2>/tmp/kg2.log ||
+	{ cat /tmp/kg2.log; fail pvh-vmmigrate "vmimage keygen failed"; finish; }
+RREC=$(cat /lab/recv.rec)
+echo "$REC this dom0" >/lab/authorized_senders
+receiver() {	# PORT: vmmigrate --listen --once in the background -> rpid
+	vmmigrate --listen 127.0.0.1:$1 --once -i /lab/recv.key \
+		--authorized-senders /lab/authorized_senders --timeout 60 \
+		>/tmp/recv.out 2>/tmp/recv.err &
+	rpid=$!
+	for _i in $(seq 50); do
+		grep -q 'listening on' /tmp/recv.err 2>/dev/null && return 0
+		sleep 0.2
+	done
+	fail pvh-vmmigrate "the receiver does not listen: $(cat /tmp/recv.err)"
+	finish
+}
+step migrate-pvh-cut
+receiver 8101
+set -- $(count_after "$CLOG" 0 last); cur=$2
+l_c=$(lines "$CLOG")
+timeout 240 vmmigrate -i /lab/host.key --receiver-key "$RREC" --timeout 30 \
+	$DOM 127.0.0.1:8101 >/tmp/migc.out 2>/tmp/migc.err &
+spid=$!
+sleep 2
+kill -9 $rpid 2>/dev/null
+wait $spid; src_rc=$?
+sleep 2
+if grep -q 'cannot connect' /tmp/migc.err; then
+	fail pvh-vmmigrate-cut "no migration to cut: $(cat /tmp/migc.err)"
+elif [ "$src_rc" != 1 ]; then
+	fail pvh-vmmigrate-cut "vmmigrate exit $src_rc after the receiver was killed: $(cat /tmp/migc.err)"
+elif [ "$(xl domid $DOM 2>/dev/null)" != "$id3" ] || [ "$(named $DOM--incoming)" != 0 ]; then
+	fail pvh-vmmigrate-cut "after the cut: $(xl list | tr '\n' ' ')"
+elif continuity "$CLOG" "$l_c" "$cur" pvh-vmmigrate-cut running; then
+	pass pvh-vmmigrate-cut "receiver killed mid-stream: the source $id3 runs on, nothing built: $(tail -n 1 /tmp/migc.err)"
+fi
+step migrate-pvh
+receiver 8102
+set -- $(count_after "$CLOG" 0 last); cur=$2
+l_m=$(lines "$CLOG")
+t=$(now)
+if ! timeout 240 vmmigrate -i /lab/host.key --receiver-key "$RREC" --timeout 60 \
+	$DOM 127.0.0.1:8102 >/tmp/mig.out 2>/tmp/mig.err; then
+	cat /tmp/mig.err /tmp/recv.err
+	kill $rpid 2>/dev/null
+	fail pvh-vmmigrate "vmmigrate failed: $(tail -n 1 /tmp/mig.err)"; finish
+fi
+t_m=$(since "$t")
+wait $rpid
+id_m=$(xl domid $DOM 2>/dev/null)
+# the counter goes on, logged under wl2 or (xenconsoled) wl2--incoming
+ok=""
+for _i in $(seq 120); do
+	for _f in "$CLOG:$l_m" "$ILOG:0"; do
+		set -- $(count_after "${_f%:*}" "${_f##*:}" last)
+		[ $# = 2 ] && [ "$1" = "$boot" ] && [ "$2" -ge $((cur + 3)) ] && ok=${_f%:*}
+	done
+	[ -n "$ok" ] && break
+	sleep 0.5
+done
+if [ -z "$id_m" ] || [ "$id_m" = "$id3" ] || [ "$(named $DOM--incoming)" != 0 ] ||
+   [ "$(named $DOM)" != 1 ]; then
+	fail pvh-vmmigrate "after the migration: $(xl list | tr '\n' ' '); $(cat /tmp/mig.err /tmp/recv.err | tr '\n' ' ')"
+elif [ -z "$ok" ]; then
+	fail pvh-vmmigrate "the counter did not go on past $cur (boot $boot) in $CLOG or $ILOG"
+else
+	pass pvh-vmmigrate "${t_m}s live, domid $id3 -> $id_m named $DOM, count $cur -> $(count_after "$ok" 0 last | cut -d' ' -f2): $(head -n 2 /tmp/mig.out | tr '\n' ' ')"
+	id3=$id_m
+fi
+
 # ---- PVH: the guest dies during a live save (issue 9) -----------------------
 # vmsave writes into a pipe that nobody reads for 10 s, so the pre-copy is
 # stalled while the guest runs; then the guest panics (the workload's
