@@ -120,24 +120,33 @@ static struct vmc_key *key_slot(struct vmc_ctx *ctx, struct vmc_keys *keys,
     return k;
 }
 
+/* A public key string (pfx...) into pk, or the error: what is "recipient"
+ * or "signer", of what it is the public half. */
+static int public_decode(struct vmc_ctx *ctx, const char *s, const char *pfx,
+                         const char *what, const char *of, uint8_t pk[32])
+{
+    if (key_decode(s, strlen(s), pfx, pk) == 0)
+        return 0;
+    /* never echo what may be a secret (cron mail, journals): a key line
+     * is named, anything else shown by its first characters */
+    if (!strncasecmp(s, "VMCKPT-", 7))
+        return vmc_set_error(ctx, VMC_E_INVAL, "a secret key was given where a "
+                             "%s belongs: refused, and not shown (a %s is the "
+                             "public %s... string of %s)", what, what, pfx, of);
+    return vmc_set_error(ctx, VMC_E_INVAL, "'%.6s...' (%zu characters): not a "
+                         "valid %s (want %s...)", s, strlen(s), what, pfx);
+}
+
 int vmc_keys_add_recipient(struct vmc_ctx *ctx, struct vmc_keys *keys,
                            const char *recipient)
 {
     uint8_t pk[32];
     struct vmc_key *k;
+    int rc;
 
-    if (key_decode(recipient, strlen(recipient), PFX_RECIPIENT, pk)) {
-        /* never echo what may be a secret (cron mail, journals): a key
-         * line is named, anything else shown by its first characters */
-        if (!strncasecmp(recipient, "VMCKPT-", 7))
-            return vmc_set_error(ctx, VMC_E_INVAL, "a secret key was given "
-                                 "where a recipient belongs: refused, and not "
-                                 "shown (a recipient is the public vmc1... "
-                                 "string of an identity)");
-        return vmc_set_error(ctx, VMC_E_INVAL, "'%.6s...' (%zu characters): "
-                             "not a valid recipient (want vmc1...)", recipient,
-                             strlen(recipient));
-    }
+    if ((rc = public_decode(ctx, recipient, PFX_RECIPIENT, "recipient",
+                            "an identity", pk)) < 0)
+        return rc;
     for (int i = 0; i < keys->n; i++)      /* one slot per recipient */
         if (keys->k[i].kind == KEY_RECIPIENT && !memcmp(keys->k[i].pub, pk, 32))
             return 0;
@@ -449,17 +458,11 @@ int vmc_keys_add_trusted_signer(struct vmc_ctx *ctx, struct vmc_keys *keys,
 {
     uint8_t pk[32];
     struct vmc_key *k;
+    int rc;
 
-    if (key_decode(signer, strlen(signer), PFX_SIGNER, pk)) {
-        if (!strncasecmp(signer, "VMCKPT-", 7))
-            return vmc_set_error(ctx, VMC_E_INVAL, "a secret key was given "
-                                 "where a signer belongs: refused, and not "
-                                 "shown (a signer is the public vmcs1... "
-                                 "string of a signing key)");
-        return vmc_set_error(ctx, VMC_E_INVAL, "'%.6s...' (%zu characters): "
-                             "not a valid signer (want vmcs1...)", signer,
-                             strlen(signer));
-    }
+    if ((rc = public_decode(ctx, signer, PFX_SIGNER, "signer", "a signing key",
+                            pk)) < 0)
+        return rc;
     if (keys_trusts(keys, pk))
         return 0;
     if (!(k = key_slot(ctx, keys, KEY_SIGNER, 0)))
