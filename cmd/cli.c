@@ -848,13 +848,19 @@ int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
 
 /* ---- the restore policy ---------------------------------------------------- */
 
+/* An option's value, else a non-empty $name, else the default. */
+static const char *given_env_or(const char *given, const char *name,
+                                const char *dflt)
+{
+    const char *env = secure_getenv(name);
+
+    return given ? given : env && *env ? env : dflt;
+}
+
 const char *cli_trusted_file(const struct cli_trust *t)
 {
-    const char *env = secure_getenv("VMCKPT_TRUSTED_SIGNERS");
-
-    if (t && t->file)
-        return t->file;
-    return env && *env ? env : CLI_TRUSTED_SIGNERS_FILE;
+    return given_env_or(t ? t->file : NULL, "VMCKPT_TRUSTED_SIGNERS",
+                        CLI_TRUSTED_SIGNERS_FILE);
 }
 
 void cli_trust_add(struct cli_trust *t, struct cli_bad *bad, const char *signer)
@@ -890,8 +896,8 @@ int cli_trust_load(struct vmc_ctx *ctx, struct vmc_keys *keys,
 
 int cli_signing_load(struct vmc_ctx *ctx, struct vmc_keys *keys, const char *path)
 {
-    const char *env = secure_getenv("VMCKPT_SIGNING_KEY");
-    const char *p = path ? path : env && *env ? env : CLI_SIGNING_KEY_FILE;
+    const char *p = given_env_or(path, "VMCKPT_SIGNING_KEY",
+                                 CLI_SIGNING_KEY_FILE);
 
     if (vmc_keys_add_signing_key_file(ctx, keys, p) < 0) {
         int missing = vmc_ctx_errno(ctx) == ENOENT &&

@@ -84,10 +84,7 @@ int hdr_new_with_key(struct vmc_ctx *ctx, const uint8_t *file_key,
 int hdr_new_session(struct vmc_ctx *ctx, const struct vmc_session *s,
                     const struct vmc_keys *signer, uint32_t chunk_size,
                     const char *label, struct vmc_header **out);
-/* Checks h's signer against what keys trust (VMC_TRUST_*): 0, or
- * VMC_E_AUTH (a header_sig that does not verify) / VMC_E_UNTRUSTED. */
-int hdr_check_signer(struct vmc_ctx *ctx, const struct vmc_header *h,
-                     const struct vmc_keys *keys);
+
 
 /* ---- chunk layer ------------------------------------------------------ */
 struct chunkw;

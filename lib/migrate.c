@@ -29,6 +29,18 @@ struct confirm {
     char msg[512];
 };
 
+/* Replaces the error in ctx with before + it + after (vmc_set_error keeps
+ * the first error: the root cause, put in its context here). */
+static int wrap_error(struct vmc_ctx *ctx, int code, const char *before,
+                      const char *after)
+{
+    char why[sizeof(ctx->msg)];
+
+    snprintf(why, sizeof(why), "%s", vmc_ctx_error(ctx));
+    vmc_ctx_clear(ctx);
+    return vmc_set_error(ctx, code, "%s%s%s", before, why, after);
+}
+
 /* The engine's confirm: the receiver's READY, after the final chunk. */
 static int confirm_reply(void *arg, struct vmc_ctx *ctx, const uint8_t sid[16])
 {
@@ -60,14 +72,10 @@ static int commit_reply(void *arg, struct vmc_ctx *ctx, const uint8_t sid[16],
     if ((rc = vmc_commit_send(ctx, c->wfd, c->s, sid)) < 0 ||
         (rc = vmc_reply_recv(ctx, c->rfd, c->s, sid, VMC_PHASE_RUNNING,
                              c->timeout_ms + COMMIT_GRACE_MS, &phase, &status,
-                             &c->domid, c->msg, sizeof(c->msg))) < 0) {
-        char why[300];
-        snprintf(why, sizeof(why), "%s", vmc_ctx_error(ctx));
-        vmc_ctx_clear(ctx);
-        return vmc_set_error(ctx, VMC_E_IO, "outcome unknown: the receiver was "
-                             "told to run the domain (COMMIT) but did not say "
-                             "it does (%s)", why);
-    }
+                             &c->domid, c->msg, sizeof(c->msg))) < 0)
+        return wrap_error(ctx, VMC_E_IO, "outcome unknown: the receiver was "
+                          "told to run the domain (COMMIT) but did not say it "
+                          "does (", ")");
     if (phase != VMC_PHASE_RUNNING) {
         *gave_up = 1;
         return vmc_set_error(ctx, status < 0 ? status : VMC_E_BACKEND,
@@ -131,8 +139,7 @@ out:
 struct gate {
     int rfd, wfd, timeout_ms;
     struct vmc_session *s;
-    uint8_t sid[16];
-    int ready_sent, committed;
+    const uint8_t *sid;           /* the stream's, once its header is read */
     int unconfirmed;              /* RUNNING could not be sent: why */
     char why[300];
 };
@@ -145,16 +152,9 @@ static int gate_activate(void *arg, struct vmc_ctx *ctx, int domid)
     if ((rc = vmc_reply_send(ctx, g->wfd, g->s, g->sid, VMC_PHASE_READY, 0,
                              domid, "ready")) < 0)
         return rc;
-    g->ready_sent = 1;
-    if ((rc = vmc_commit_recv(ctx, g->rfd, g->s, g->sid, g->timeout_ms)) < 0) {
-        char why[300];
-        snprintf(why, sizeof(why), "%s", vmc_ctx_error(ctx));
-        vmc_ctx_clear(ctx);
-        return vmc_set_error(ctx, rc, "no COMMIT from the sender (%s): the new "
-                             "domain is destroyed, the source keeps its copy",
-                             why);
-    }
-    g->committed = 1;
+    if ((rc = vmc_commit_recv(ctx, g->rfd, g->s, g->sid, g->timeout_ms)) < 0)
+        return wrap_error(ctx, rc, "no COMMIT from the sender (", "): the new "
+                          "domain is destroyed, the source keeps its copy");
     return 0;
 }
 
@@ -196,7 +196,6 @@ static int receive_stream(struct vmc_ctx *ctx, int rfd, struct vmc_session *s,
     *have_sid = 1;
     if ((rc = vmc_reader_new_timeout(ctx, rfd, h, 0, 0, timeout_ms, &r)) < 0)
         return rc;
-    memcpy(((struct gate *)ro->activate_arg)->sid, sid, 16);
     rc = vmc_restore(ctx, r, ro, res);
     vmc_reader_free(r);
     return rc;
@@ -210,8 +209,9 @@ int vmc_migrate_receive(struct vmc_ctx *ctx, int rfd, int wfd,
 {
     struct vmc_session *s = NULL;
     struct vmc_restore_opts o = *ro;
-    struct gate g = { .rfd = rfd, .wfd = wfd, .timeout_ms = timeout_ms };
     uint8_t sid[16];
+    struct gate g = { .rfd = rfd, .wfd = wfd, .timeout_ms = timeout_ms,
+                      .sid = sid };
     int rc, have_sid = 0;
 
     memset(res, 0, sizeof(*res));

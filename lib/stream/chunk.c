@@ -278,7 +278,7 @@ static int pool_new(struct vmc_ctx *ctx, const struct vmc_header *h, int reader,
     p->sign_sk = h->sign_sk;
     memcpy(p->signer_pk, h->signer_pk, VMC_SIGN_PK_LEN);
     if (!reader && p->is_signed && !p->sign_sk) {
-        free(p);
+        pool_destroy(p);
         return vmc_set_error(ctx, VMC_E_INVAL, "header has no signing key");
     }
     p->njobs = 2 * threads + 2;

@@ -2,7 +2,7 @@
  * header.c - envelope header: parse, signer, key slots, MAC, build, rekey.
  *
  * Owns: the header of format/vmckpt-stream.md, the file key it guards and
- * the signer it names (whom keys trust: hdr_check_signer).
+ * the signer it names (whom keys trust: vmc_header_check_signer).
  * Must not: touch a chunk, or keep key material outside sodium_malloc.
  */
 #include <errno.h>
@@ -389,8 +389,8 @@ static int argon2_budget(struct vmc_ctx *ctx, const struct vmc_header *h,
     return 0;
 }
 
-int hdr_check_signer(struct vmc_ctx *ctx, const struct vmc_header *h,
-                     const struct vmc_keys *keys)
+int vmc_header_check_signer(struct vmc_ctx *ctx, const struct vmc_header *h,
+                            const struct vmc_keys *keys)
 {
     char who[VMC_RECIPIENT_STRLEN];
     int trust = keys ? keys->trust : 0;
@@ -425,7 +425,7 @@ int vmc_header_unlock(struct vmc_ctx *ctx, struct vmc_header *h,
         return vmc_set_error(ctx, VMC_E_UNSUPPORTED,
                              "header: live session stream cannot be opened with "
                              "a key");
-    if ((rc = hdr_check_signer(ctx, h, keys)) < 0)
+    if ((rc = vmc_header_check_signer(ctx, h, keys)) < 0)
         return rc;
     if ((rc = argon2_budget(ctx, h, keys)) < 0)
         return rc;
@@ -505,12 +505,6 @@ void vmc_header_get_info(const struct vmc_header *h, struct vmc_header_info *in)
     in->signature_ok = h->sig_ok;
     if (h->is_signed)
         vmc_signer_string(h->signer_pk, in->signer);
-}
-
-int vmc_header_check_signer(struct vmc_ctx *ctx, const struct vmc_header *h,
-                            const struct vmc_keys *keys)
-{
-    return hdr_check_signer(ctx, h, keys);
 }
 
 int vmc_header_trusted(const struct vmc_header *h, const struct vmc_keys *keys)

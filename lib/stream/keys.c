@@ -156,11 +156,17 @@ int vmc_keys_add_recipient(struct vmc_ctx *ctx, struct vmc_keys *keys,
     return 0;
 }
 
+/* What a key file holds, and so who may read or write it. */
+enum { FILE_PUBLIC,         /* recipients: anyone may read it */
+       FILE_SECRET,         /* identities, raw and signing keys: only us */
+       FILE_TRUST };        /* whom to trust: only root or us may write it */
+
 /* Reads a small key file into sodium memory; *buf is NUL-terminated.  A
- * secret one (identities, raw keys) that group or others may read or
- * write is refused, as ssh refuses such a private key. */
-static int slurp_secret(struct vmc_ctx *ctx, const char *path, int secret,
-                        char **buf, size_t *len)
+ * secret one that group or others may read or write is refused, as ssh
+ * refuses such a private key; a list of whom to trust is only as good as
+ * who may change it.  Both are judged on the file opened. */
+static int slurp_key_file(struct vmc_ctx *ctx, const char *path, int kind,
+                          char **buf, size_t *len)
 {
     int fd, rc = 0;
     struct stat st;
@@ -176,11 +182,19 @@ static int slurp_secret(struct vmc_ctx *ctx, const char *path, int secret,
         rc = vmc_set_error(ctx, VMC_E_LIMIT, "%s: key file too large", path);
         goto out;
     }
-    if (secret && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+    if (kind == FILE_SECRET && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
         (st.st_mode & 077)) {
         rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: a secret key file open to "
                            "group or others (mode %04o): refused; make it 0600",
                            path, (unsigned)(st.st_mode & 07777));
+        goto out;
+    }
+    if (kind == FILE_TRUST && fstat(fd, &st) == 0 &&
+        ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022))) {
+        rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: writable by another user "
+                           "than root or you (mode %04o, owner %u): refused",
+                           path, (unsigned)(st.st_mode & 07777),
+                           (unsigned)st.st_uid);
         goto out;
     }
     b = sodium_malloc(KEYFILE_MAX + 1);
@@ -275,19 +289,21 @@ static int recipient_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
                        vmc_keys_add_recipient, "recipient");
 }
 
-/* Reads a key file and feeds its key lines to fn; what names the kind. */
+/* Reads a key file of kind FILE_* and feeds its key lines to fn; what
+ * names the kind, for a file that must hold one (NULL: may be empty). */
 static int load_key_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
-                         const char *path, line_fn fn, const char *what)
+                         const char *path, line_fn fn, int kind,
+                         const char *what)
 {
     char *text;
     size_t len;
     int rc, n;
 
-    if ((rc = slurp_secret(ctx, path, fn != recipient_line, &text, &len)) < 0)
+    if ((rc = slurp_key_file(ctx, path, kind, &text, &len)) < 0)
         return rc;
     rc = each_line(ctx, keys, path, text, fn, &n);
     sodium_free(text);
-    if (rc == 0 && n == 0)
+    if (rc == 0 && n == 0 && what)
         rc = vmc_set_error(ctx, VMC_E_INVAL, "%s: no %s", path, what);
     return rc;
 }
@@ -295,7 +311,8 @@ static int load_key_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
 int vmc_keys_add_recipients_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
                                  const char *path)
 {
-    return load_key_file(ctx, keys, path, recipient_line, "recipients");
+    return load_key_file(ctx, keys, path, recipient_line, FILE_PUBLIC,
+                         "recipients");
 }
 
 static int identity_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
@@ -330,7 +347,8 @@ fail:
 int vmc_keys_add_identity_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
                                const char *path)
 {
-    return load_key_file(ctx, keys, path, identity_line, "identities");
+    return load_key_file(ctx, keys, path, identity_line, FILE_SECRET,
+                         "identities");
 }
 
 int vmc_keys_add_keyfile(struct vmc_ctx *ctx, struct vmc_keys *keys,
@@ -438,7 +456,8 @@ static int signing_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
 int vmc_keys_add_signing_key_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
                                   const char *path)
 {
-    return load_key_file(ctx, keys, path, signing_line, "signing key");
+    return load_key_file(ctx, keys, path, signing_line, FILE_SECRET,
+                         "signing key");
 }
 
 int vmc_keys_signer(struct vmc_ctx *ctx, const struct vmc_keys *keys,
@@ -479,30 +498,10 @@ static int signer_line(struct vmc_ctx *ctx, struct vmc_keys *keys,
                        vmc_keys_add_trusted_signer, "signer (want vmcs1...)");
 }
 
-/* A list of whom to trust is only as good as who may change it. */
 int vmc_keys_add_trusted_signers_file(struct vmc_ctx *ctx, struct vmc_keys *keys,
                                       const char *path)
 {
-    struct stat st;
-    int n;
-
-    if (stat(path, &st) < 0)
-        return vmc_set_error(ctx, VMC_E_IO, "%s: %s", path, strerror(errno));
-    if ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 022))
-        return vmc_set_error(ctx, VMC_E_INVAL, "%s: writable by another user "
-                             "than root or you (mode %04o, owner %u): refused",
-                             path, (unsigned)(st.st_mode & 07777),
-                             (unsigned)st.st_uid);
-    {
-        char *text;
-        size_t len;
-        int rc;
-        if ((rc = slurp_secret(ctx, path, 0, &text, &len)) < 0)
-            return rc;
-        rc = each_line(ctx, keys, path, text, signer_line, &n);
-        sodium_free(text);
-        return rc;
-    }
+    return load_key_file(ctx, keys, path, signer_line, FILE_TRUST, NULL);
 }
 
 int vmc_keys_has_passphrase(const struct vmc_keys *keys)

@@ -294,7 +294,7 @@ int vmc_header_unlock_session(struct vmc_ctx *ctx, struct vmc_header *h,
         h->slot[0].type != VMC_SLOT_SESSION)
         return vmc_set_error(ctx, VMC_E_FORMAT, "header: not a live session "
                              "stream");
-    if ((rc = hdr_check_signer(ctx, h, trust)) < 0)
+    if ((rc = vmc_header_check_signer(ctx, h, trust)) < 0)
         return rc;
     if ((rc = hdr_alloc_keys(ctx, h)) < 0)
         return rc;
@@ -376,10 +376,9 @@ int vmc_reply_recv(struct vmc_ctx *ctx, int fd, const struct vmc_session *s,
     if ((rc = read_timed(ctx, fd, buf, len, timeout_ms, "reply")) < 0)
         return rc;
     /* the phase wanted, or FAILED: each has its own nonce */
-    for (int k = 0; k < 2 && got < 0; k++) {
-        int ph = k == 0 ? want : VMC_PHASE_FAILED;
+    for (int k = 0, ph = want; k < 2 && got < 0; k++, ph = VMC_PHASE_FAILED) {
         if (k == 1 && want == VMC_PHASE_FAILED)
-            break;
+            break;                          /* tried already */
         vmc_chunk_nonce(nonce, (uint64_t)ph, 1);
         if (crypto_aead_chacha20poly1305_ietf_decrypt(pt, NULL, NULL, buf, len,
                                                       stream_id, 16, nonce,

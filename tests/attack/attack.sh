@@ -134,6 +134,21 @@ if run 1 "$B/vmrestore" -i host.key spliced.vmimg && one_line &&
    grep -q "signature does not verify" err && untouched; then pass $t "$(cut -c1-140 err)"
 else fail $t "rc=$rc $(cat err) $WHY"; fi
 
+# The list of whom to trust is only as good as who may change it; a line
+# that is no signer is named by its number, never taken as a key.
+t=trusted_signers_file_writable_by_others
+cp "$VMCKPT_TRUSTED_SIGNERS" loose.trust && chmod 666 loose.trust
+printf '# ok\n%s\nvmcs1-not-a-key host\n' "$TRUSTED" > junk.trust
+if run 1 "$B/vmrestore" --trusted-signers loose.trust -i host.key good.vmimg &&
+   one_line && grep -q "loose.trust: writable by another user than root or you (mode 0666" err &&
+   untouched &&
+   run 1 "$B/vmrestore" --trusted-signers junk.trust -i host.key good.vmimg &&
+   one_line && grep -q "junk.trust:3: not a valid signer" err && untouched &&
+   run 1 "$B/vmrestore" --trusted-signers missing.trust -i host.key good.vmimg &&
+   one_line && grep -q "missing.trust: No such file" err && untouched
+then pass $t
+else fail $t "rc=$rc $(cat err) $WHY"; fi
+
 t=trusted_image_restores_here
 if run 0 "$B/vmimage" verify -i host.key good.vmimg &&
    grep -qF "signer $TRUSTED (trusted here)" out; then pass $t

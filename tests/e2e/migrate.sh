@@ -788,15 +788,15 @@ fi
 # runs, at least one exists, and what each side says matches what is.
 PROXY=$ROOT/tests/e2e/commitproxy.py
 # dom_state HOST NAME: running | paused | gone (by name: ids differ per host)
+dom_id() { VMCKPT_RUNDIR=$T/$1 "$VMCTL" list 2>/dev/null | awk -v n="$2" '$1 ~ /^[0-9]+$/ && $2 == n {print $1; exit}'; }
 dom_state() {
     local id
-    id=$(VMCKPT_RUNDIR=$T/$1 "$VMCTL" list 2>/dev/null | awk -v n="$2" '$1 ~ /^[0-9]+$/ && $2 == n {print $1; exit}')
+    id=$(dom_id "$1" "$2")
     [ -n "$id" ] || { echo gone; return; }
     # QEMU says postmigrate for a source whose outgoing migration ended:
     # stopped, as paused is
     vc "$1" status "$id" 2>/dev/null | sed 's/^postmigrate$/paused/' || echo unknown
 }
-dom_id() { VMCKPT_RUNDIR=$T/$1 "$VMCTL" list 2>/dev/null | awk -v n="$2" '$1 ~ /^[0-9]+$/ && $2 == n {print $1; exit}'; }
 # counting: a running copy's console advances (within SECS), a paused
 # one's does not
 advancing() {   # HOST NAME SECS
@@ -888,11 +888,14 @@ if [ "$SETUP2_OK" = 1 ] && [ -z "${E2E_NO_COMMIT:-}" ]; then
     commit_case 8e_drop_commit             $((p+3)) drop:COMMIT     running gone    1
     commit_case 8f_cut_commit              $((p+4)) cut:COMMIT      paused  gone    3
     commit_case 8g_kill_receiver_at_commit $((p+5)) kill:COMMIT     paused  gone    3 receiver
-    commit_case 8h_kill_sender_at_commit   $((p+11)) kill:COMMIT    paused  gone    any
     commit_case 8i_drop_running            $((p+6)) drop:RUNNING    paused  running 3
     commit_case 8j_cut_running             $((p+7)) cut:RUNNING     paused  running 3
     commit_case 8k_kill_receiver_at_running $((p+12)) kill:RUNNING  paused  running 3 receiver
     commit_case 8l_kill_sender_at_running  $((p+8)) kill:RUNNING    paused  running any
+    # last: a source whose sender was SIGKILLed just after COMMIT, resumed
+    # by hand, has twice given a guest that died or hung on B when it was
+    # migrated again (not understood yet: see the issue's note)
+    commit_case 8h_kill_sender_at_commit   $((p+11)) kill:COMMIT    paused  gone    any
     # (the unspoiled commit is scenario 1's migration, checked to the page)
     note "scenario 8: $((SECONDS - SC_T0)) s"
 fi
