@@ -43,7 +43,7 @@ B         = build
 LIB_SRC   = format/wire.c \
             lib/io/util.c lib/io/outfile.c lib/io/endpoint.c \
             lib/stream/keys.c lib/stream/header.c lib/stream/chunk.c \
-            lib/stream/record.c lib/stream/image.c lib/stream/live.c \
+            lib/stream/record.c lib/stream/disk.c lib/stream/image.c lib/stream/live.c \
             lib/backend/backend.c lib/backend/qmp.c lib/backend/qemu_registry.c \
             lib/backend/qemu.c lib/backend/xl.c lib/backend/xen.c \
             lib/backend/policy.c lib/backend/qemu_policy.c \

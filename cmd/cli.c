@@ -220,6 +220,18 @@ const char *cli_ctx_msg(const struct vmc_ctx *ctx)
                 " (--allow-unsigned restores it anyway: only if you know who "
                 "made it, see vmrestore(1))";
         break;
+    case VMC_HINT_MEMORY_ONLY:
+        words = " (save it stopped with --disks to carry its disks, or give "
+                "--memory-only to checkpoint the memory alone: vmrestore will "
+                "warn)";
+        break;
+    case VMC_HINT_DISK_DIR:
+        words = " (give --disk-dir DIR: where to write them)";
+        break;
+    case VMC_HINT_STOPPED_DISKS:
+        words = " (save it without --checkpoint to carry them, or give "
+                "--memory-only instead of --disks)";
+        break;
     case VMC_HINT_SIGNING_KEY:
         words = " (give --signing-key FILE, or make one: vmimage keygen --sign "
                 "-o " CLI_SIGNING_KEY_FILE ")";

@@ -14,7 +14,7 @@
 #include "cli.h"
 
 enum { O_PASSFILE = 1000, O_PASSFD, O_NAME, O_CLONE, O_JSON, O_CONFIG,
-       O_ALLOWDIR, O_TRUSTFILE, O_UNSIGNED };
+       O_ALLOWDIR, O_TRUSTFILE, O_UNSIGNED, O_DISKDIR };
 
 static const struct cli_opt opts[] = {
     { "passphrase-file", 0, "FILE", 1, "read the passphrase from FILE",
@@ -30,6 +30,8 @@ static const struct cli_opt opts[] = {
                               "vmimage config --json prints it)", O_CONFIG },
     { "allow-dir", 0, "DIR", 1, "let the config name host files under DIR "
                                 "(repeatable)", O_ALLOWDIR },
+    { "disk-dir", 0, "DIR", 1, "write the disks the image carries into DIR "
+                               "(NAME-ID.raw)", O_DISKDIR },
     { "trusted-signer", 't', "SIGNER", 1, "restore what this signer (vmcs1...)"
                                            " made (repeatable)", 't' },
     { "trusted-signers", 0, "FILE", 1, "trusted signers, one per line "
@@ -122,6 +124,10 @@ static void on_opt(int id, const char *arg, void *u)
     case O_ALLOWDIR:
         cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
+    case O_DISKDIR:                 /* the admin's own: the policy allows it */
+        a->ro.disk_dir = arg;
+        cli_dirs_add(&a->dirs, &a->bad, arg);
+        break;
     case 't': cli_trust_add(&a->trust, &a->bad, arg); break;
     case O_TRUSTFILE: a->trust.file = arg; break;
     case O_UNSIGNED: a->allow_unsigned = 1; break;
@@ -176,6 +182,15 @@ int main(int argc, char **argv)
         return usage("--name and --clone exclude each other");
     path = argv[n];
     obj = strcmp(path, "-") ? path : "stdin";
+    if (a.ro.disk_dir) {
+        struct stat st;
+        int bad_dir = stat(a.ro.disk_dir, &st) < 0 ? errno : 0;
+        if (bad_dir || !S_ISDIR(st.st_mode)) {
+            cli_err(a.ro.disk_dir, "--disk-dir: %s", bad_dir ?
+                    strerror(bad_dir) : "not a directory");
+            return 1;
+        }
+    }
     if (cli_trust_load(a.ctx, a.keys, &a.trust) < 0)
         return 1;
     vmc_keys_set_trust(a.keys, a.allow_unsigned ? VMC_TRUST_UNSIGNED : 0);
@@ -231,13 +246,22 @@ int main(int argc, char **argv)
         goto out;
     }
     cli_progress_done(&pr);
+    if (res.disks_not_captured)
+        cli_err(obj, "warning: the image is a memory-only checkpoint: %d "
+                "writable disk%s of %s were not captured with it and may have "
+                "moved on since (the guest may see a corrupt filesystem)",
+                res.disks_not_captured, res.disks_not_captured == 1 ? "" : "s",
+                res.name);
     if (a.json) {
-        json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:b, s:I, s:I}", "domid",
+        json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:b, s:I, s:I, s:i, s:i}",
+                              "domid",
                               res.domid, "domain", res.name, "name", res.name,
                               "image", obj,
                               "paused", a.ro.paused, "total_time_ns",
                               (json_int_t)res.total_ns, "backend_bytes",
-                              (json_int_t)res.backend_bytes);
+                              (json_int_t)res.backend_bytes, "disks_written",
+                              res.disks_written, "disks_not_captured",
+                              res.disks_not_captured);
         json_dumpf(j, stdout, JSON_COMPACT);
         printf("\n");
         json_decref(j);

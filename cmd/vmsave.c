@@ -14,7 +14,7 @@
 enum {
     O_PASSFILE = 1000, O_PASSFD, O_KDFOPS, O_KDFMEM, O_LABEL, O_CHUNK, O_JSON,
     O_PAUSED, O_LIVE, O_KEEP, O_BACKEND, O_LIVETMO, O_MAXDOWN, O_SIGNKEY,
-    O_UNSIGNED,
+    O_UNSIGNED, O_DISKS, O_ALLDISKS, O_MEMONLY,
 };
 
 static const struct cli_opt opts[] = {
@@ -44,6 +44,12 @@ static const struct cli_opt opts[] = {
                                         O_MAXDOWN },
     { "checkpoint", 'c', NULL, 1, "leave the domain running after the save",
           'c' },
+    { "disks", 0, NULL, 1, "carry the domain's writable disks in the image "
+                           "(a save that stops it)", O_DISKS },
+    { "all-disks", 0, NULL, 1, "carry read-only media (CD-ROMs) too",
+          O_ALLDISKS },
+    { "memory-only", 0, NULL, 1, "checkpoint the memory of a domain with "
+                                 "writable disks (vmrestore warns)", O_MEMONLY },
     { "recipient", 'r', "PUBKEY", 1, "seal to an X25519 recipient vmc1...",
           'r' },
     { "recipients-file", 'R', "FILE", 1, "seal to every recipient in FILE",
@@ -120,6 +126,12 @@ static void on_opt(int id, const char *arg, void *u)
     case 'c': a->so.mode = VMC_SAVE_CHECKPOINT; a->modes |= 1; break;
     case O_PAUSED: a->so.mode = VMC_SAVE_PAUSED; a->modes |= 2; break;
     case O_LIVE: a->so.live = 1; break;
+    case O_DISKS:
+        if (a->so.disks < VMC_SAVE_DISKS_WRITABLE)
+            a->so.disks = VMC_SAVE_DISKS_WRITABLE;
+        break;
+    case O_ALLDISKS: a->so.disks = VMC_SAVE_DISKS_ALL; break;
+    case O_MEMONLY: a->so.memory_only = 1; break;
     case 'r': key_rc(a, vmc_keys_add_recipient(a->ctx, a->keys, arg)); break;
     case 'R': key_rc(a, vmc_keys_add_recipients_file(a->ctx, a->keys, arg)); break;
     case 'k': key_rc(a, vmc_keys_add_keyfile(a->ctx, a->keys, arg)); break;
@@ -192,6 +204,11 @@ static void summary(const struct args *a, const char *file,
                               "backend_bytes", (json_int_t)r->backend_bytes);
         json_object_set_new(j, "rounds", rounds_json(&a->rounds));
         json_object_set_new(j, "forced_stop", json_boolean(r->forced_stop));
+        json_object_set_new(j, "disks", json_integer(r->disks));
+        json_object_set_new(j, "disks_carried", json_integer(r->disks_carried));
+        json_object_set_new(j, "disks_not_captured",
+                            json_integer(r->disks_not_captured));
+        json_object_set_new(j, "disk_bytes", json_integer((json_int_t)r->disk_bytes));
         json_object_set_new(j, "removed", json_integer(removed));
         if (kept) {
             json_t *rm = json_array(), *sk = json_array();
@@ -223,6 +240,11 @@ static void summary(const struct args *a, const char *file,
         fprintf(out, "  total time %.3f s, bytes written %s (stream %s), "
                 "downtime %.3f s\n", (double)r->total_ns / 1e9, w, b,
                 (double)r->downtime_ns / 1e9);
+        if (r->disks_carried) {
+            char d[32];
+            cli_human(d, sizeof(d), (double)r->disk_bytes);
+            fprintf(out, "  disks: %d carried (%s)\n", r->disks_carried, d);
+        }
         print_rounds(out, &a->rounds);
         if (removed)
             fprintf(out, "  removed %d older image%s (--keep %d)\n", removed,
@@ -271,6 +293,11 @@ int main(int argc, char **argv)
         return usage("--max-downtime needs --live");
     if (!a.so.live && a.so.live_timeout_s)
         return usage("--live-timeout needs --live");
+    if (a.so.memory_only && a.so.mode != VMC_SAVE_CHECKPOINT)
+        return usage("--memory-only needs --checkpoint (a stopped save keeps "
+                     "its disks as they are)");
+    if (a.so.memory_only && a.so.disks)
+        return usage("--memory-only and --disks exclude each other");
     dom = argv[n];
     pattern = argv[n + 1];
     if (!a.backend)
@@ -336,6 +363,11 @@ int main(int argc, char **argv)
         return 1;
     }
     vmc_outfile_free(of);
+    if (res.disks_not_captured && !cli_quiet)
+        cli_err(dom, "warning: %d writable disk%s not captured (--memory-only): this "
+                 "checkpoint matches them only as long as the domain does not "
+                 "write to them", res.disks_not_captured,
+                 res.disks_not_captured == 1 ? "" : "s");
     if (a.keep)
         cli_retention(pattern, file, a.keep, &kept);
     summary(&a, strcmp(file, "-") ? file : "stdout", &res, a.keep ? &kept : NULL);

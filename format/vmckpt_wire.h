@@ -163,6 +163,9 @@ _Static_assert(offsetof(struct vmc_wire_slot_rawkey, wrapped) == 40, "rk w");
 #define VMC_REC_DOMAIN_CONFIG   0x00000002u
 #define VMC_REC_BACKEND_STREAM  0x00000003u
 #define VMC_REC_END             0x00000004u
+#define VMC_REC_DISK            0x00000005u  /* one disk of the domain */
+#define VMC_REC_DISK_EXTENT     0x00000006u  /* content of a carried disk */
+#define VMC_REC_DISK_END        0x00000007u  /* a carried disk is complete */
 #define VMC_REC_NOTE            0x80000001u  /* optional free text */
 #define VMC_REC_PRECOPY_ROUND   0x80000002u  /* optional live statistics */
 
@@ -246,6 +249,60 @@ _Static_assert(offsetof(struct vmc_wire_end, plaintext_bytes) == 16, "e p");
 _Static_assert(offsetof(struct vmc_wire_end, total_time_ns) == 24, "e t");
 _Static_assert(offsetof(struct vmc_wire_end, downtime_ns) == 32, "e d");
 
+/* ---- disks (spec: "Disks") ------------------------------------------- */
+
+#define VMC_DF_CARRIED       0x1u  /* content follows: DISK_EXTENTs, DISK_END */
+#define VMC_DF_READONLY      0x2u  /* the guest cannot write it */
+#define VMC_DF_REMOVABLE     0x4u  /* removable medium (CD-ROM) */
+#define VMC_DF_NOT_CAPTURED  0x8u  /* writable, kept running, not frozen with
+                                      the memory (memory-only checkpoint) */
+#define VMC_DF_KNOWN         0xfu
+
+#define VMC_DISK_FMT_RAW     1
+#define VMC_DISK_FMT_QCOW2   2
+
+#define VMC_DISK_MAX         64          /* disks per image */
+#define VMC_DISK_ID_MAX      64          /* guest-facing id, octets */
+#define VMC_DISK_PATH_MAX    4095        /* source path, octets */
+#define VMC_DISK_GRAIN       65536u      /* extents and the digest in grains */
+#define VMC_DISK_SIZE_MAX    (1ull << 50)
+#define VMC_DISK_DIGEST_LEN  32          /* BLAKE2b-256 */
+#define VMC_DISK_DIGEST_CTX  "vmckpt disk v1\0\0"  /* 16 octets */
+
+/* DISK: this fixed part, then id_len octets of id, then path_len octets
+ * of path; the body is exactly 48 + id_len + path_len. */
+struct vmc_wire_disk {
+    uint32_t disk;            /* index, unique in the image, < VMC_DISK_MAX */
+    uint32_t flags;           /* VMC_DF_* */
+    uint64_t virtual_size;    /* octets, a multiple of 512 */
+    uint32_t block_size;      /* logical block size: 512 to 65536, 2^n */
+    uint16_t source_format;   /* VMC_DISK_FMT_*, the file it was read from */
+    uint16_t id_len;          /* 1 to VMC_DISK_ID_MAX */
+    uint8_t  parent[16];      /* zero: the whole disk (incremental: later) */
+    uint16_t path_len;        /* 0 to VMC_DISK_PATH_MAX */
+    uint16_t reserved0;       /* zero */
+    uint32_t reserved1;       /* zero */
+};
+#define VMC_DISK_FIXED_LEN   48
+
+/* DISK_EXTENT: this head, then the data (grains of the disk from offset). */
+struct vmc_wire_disk_extent {
+    uint32_t disk;
+    uint32_t reserved;        /* zero */
+    uint64_t offset;          /* a multiple of VMC_DISK_GRAIN */
+};
+#define VMC_DISK_EXTENT_HEAD 16
+
+/* DISK_END, exactly 56 octets. */
+struct vmc_wire_disk_end {
+    uint32_t disk;
+    uint32_t reserved;        /* zero */
+    uint64_t extents;         /* DISK_EXTENT records of this disk */
+    uint64_t data_bytes;      /* their data octets */
+    uint8_t  digest[VMC_DISK_DIGEST_LEN];
+};
+#define VMC_DISK_END_LEN     56
+
 /* ------------------------------------------------------------------ */
 /* Little-endian helpers                                                 */
 /* ------------------------------------------------------------------ */
@@ -322,6 +379,26 @@ VMC_API void vmc_precopy_round_encode(uint8_t out[24],
 VMC_API int vmc_precopy_round_decode(struct vmc_wire_precopy_round *r,
                                      const uint8_t *in, size_t len,
                                      const char **why);
+
+/* DISK: *id and *path point into in (not NUL-terminated).  VMC_E_FORMAT
+ * and *why for a broken rule of the spec, VMC_E_UNSUPPORTED for a
+ * non-zero parent (an incremental disk, not in this version). */
+VMC_API void vmc_disk_encode(uint8_t out[VMC_DISK_FIXED_LEN],
+                             const struct vmc_wire_disk *d);
+VMC_API int vmc_disk_decode(struct vmc_wire_disk *d, const uint8_t *in,
+                            size_t len, const uint8_t **id,
+                            const uint8_t **path, const char **why);
+VMC_API void vmc_disk_extent_encode(uint8_t out[VMC_DISK_EXTENT_HEAD],
+                                    const struct vmc_wire_disk_extent *e);
+/* The head of a DISK_EXTENT body of len octets (at least one data octet). */
+VMC_API int vmc_disk_extent_decode(struct vmc_wire_disk_extent *e,
+                                   const uint8_t *in, size_t len,
+                                   const char **why);
+VMC_API void vmc_disk_end_encode(uint8_t out[VMC_DISK_END_LEN],
+                                 const struct vmc_wire_disk_end *e);
+VMC_API int vmc_disk_end_decode(struct vmc_wire_disk_end *e, const uint8_t *in,
+                                size_t len, const char **why);
+VMC_API const char *vmc_disk_format_name(unsigned format);
 
 /* ---- live path (format/vmckpt-stream.md, "Live path") ---------------- */
 

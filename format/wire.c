@@ -342,3 +342,163 @@ const char *vmc_config_format_name(unsigned format)
     }
     return "unknown";
 }
+
+const char *vmc_disk_format_name(unsigned format)
+{
+    switch (format) {
+    case VMC_DISK_FMT_RAW: return "raw";
+    case VMC_DISK_FMT_QCOW2: return "qcow2";
+    }
+    return "unknown";
+}
+
+/* ---- DISK, DISK_EXTENT, DISK_END --------------------------------------- */
+
+void vmc_disk_encode(uint8_t out[VMC_DISK_FIXED_LEN], const struct vmc_wire_disk *d)
+{
+    memset(out, 0, VMC_DISK_FIXED_LEN);
+    vmc_put32(out, d->disk);
+    vmc_put32(out + 4, d->flags);
+    vmc_put64(out + 8, d->virtual_size);
+    vmc_put32(out + 16, d->block_size);
+    vmc_put16(out + 20, d->source_format);
+    vmc_put16(out + 22, d->id_len);
+    memcpy(out + 24, d->parent, 16);
+    vmc_put16(out + 40, d->path_len);
+    vmc_put16(out + 42, d->reserved0);
+    vmc_put32(out + 44, d->reserved1);
+}
+
+static int id_char_ok(uint8_t c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+}
+
+static int is_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
+int vmc_disk_decode(struct vmc_wire_disk *d, const uint8_t *in, size_t len,
+                    const uint8_t **id, const uint8_t **path, const char **why)
+{
+    uint32_t bs;
+
+    *why = NULL;
+    if (len < VMC_DISK_FIXED_LEN) {
+        *why = "DISK shorter than its 48-octet fixed part";
+        return VMC_E_FORMAT;
+    }
+    d->disk = vmc_get32(in);
+    d->flags = vmc_get32(in + 4);
+    d->virtual_size = vmc_get64(in + 8);
+    d->block_size = bs = vmc_get32(in + 16);
+    d->source_format = vmc_get16(in + 20);
+    d->id_len = vmc_get16(in + 22);
+    memcpy(d->parent, in + 24, 16);
+    d->path_len = vmc_get16(in + 40);
+    d->reserved0 = vmc_get16(in + 42);
+    d->reserved1 = vmc_get32(in + 44);
+    *id = in + VMC_DISK_FIXED_LEN;
+    *path = *id + d->id_len;
+    if (d->reserved0 || d->reserved1)
+        *why = "DISK reserved field not zero";
+    else if (len != (size_t)VMC_DISK_FIXED_LEN + d->id_len + d->path_len)
+        *why = "DISK length is not 48 + id_len + path_len";
+    else if (d->disk >= VMC_DISK_MAX)
+        *why = "DISK index out of range";
+    else if (d->flags & ~VMC_DF_KNOWN)
+        *why = "DISK has unknown flags";
+    else if ((d->flags & VMC_DF_CARRIED) && (d->flags & VMC_DF_NOT_CAPTURED))
+        *why = "DISK both carried and not captured";
+    else if ((d->flags & VMC_DF_READONLY) && (d->flags & VMC_DF_NOT_CAPTURED))
+        *why = "DISK read-only yet not captured";
+    else if (!d->virtual_size || d->virtual_size % 512 ||
+             d->virtual_size > VMC_DISK_SIZE_MAX)
+        *why = "DISK virtual size is 0, not a multiple of 512 or above 2^50";
+    else if (bs < 512 || bs > 65536 || (bs & (bs - 1)))
+        *why = "DISK block size is not a power of two from 512 to 65536";
+    else if (d->source_format != VMC_DISK_FMT_RAW &&
+             d->source_format != VMC_DISK_FMT_QCOW2)
+        *why = "DISK source format unknown";
+    else if (d->id_len < 1 || d->id_len > VMC_DISK_ID_MAX)
+        *why = "DISK id empty or longer than 64";
+    else if (d->path_len > VMC_DISK_PATH_MAX)
+        *why = "DISK path longer than 4095";
+    if (*why)
+        return VMC_E_FORMAT;
+    for (uint16_t i = 0; i < d->id_len; i++)
+        if (!id_char_ok((*id)[i])) {
+            *why = "DISK id holds a character outside [A-Za-z0-9._-]";
+            return VMC_E_FORMAT;
+        }
+    for (uint16_t i = 0; i < d->path_len; i++)
+        if ((*path)[i] < 0x20 || (*path)[i] == 0x7f) {
+            *why = "DISK path holds a control character";
+            return VMC_E_FORMAT;
+        }
+    if (!is_zero(d->parent, 16)) {
+        *why = "DISK is incremental (a parent image): not in this version";
+        return VMC_E_UNSUPPORTED;
+    }
+    return 0;
+}
+
+void vmc_disk_extent_encode(uint8_t out[VMC_DISK_EXTENT_HEAD],
+                            const struct vmc_wire_disk_extent *e)
+{
+    vmc_put32(out, e->disk);
+    vmc_put32(out + 4, e->reserved);
+    vmc_put64(out + 8, e->offset);
+}
+
+int vmc_disk_extent_decode(struct vmc_wire_disk_extent *e, const uint8_t *in,
+                           size_t len, const char **why)
+{
+    *why = NULL;
+    if (len <= VMC_DISK_EXTENT_HEAD) {
+        *why = "DISK_EXTENT holds no data";
+        return VMC_E_FORMAT;
+    }
+    e->disk = vmc_get32(in);
+    e->reserved = vmc_get32(in + 4);
+    e->offset = vmc_get64(in + 8);
+    if (e->reserved)
+        *why = "DISK_EXTENT reserved field not zero";
+    else if (e->offset % VMC_DISK_GRAIN)
+        *why = "DISK_EXTENT offset is not a multiple of the 64 KiB grain";
+    return *why ? VMC_E_FORMAT : 0;
+}
+
+void vmc_disk_end_encode(uint8_t out[VMC_DISK_END_LEN], const struct vmc_wire_disk_end *e)
+{
+    vmc_put32(out, e->disk);
+    vmc_put32(out + 4, e->reserved);
+    vmc_put64(out + 8, e->extents);
+    vmc_put64(out + 16, e->data_bytes);
+    memcpy(out + 24, e->digest, VMC_DISK_DIGEST_LEN);
+}
+
+int vmc_disk_end_decode(struct vmc_wire_disk_end *e, const uint8_t *in,
+                        size_t len, const char **why)
+{
+    *why = NULL;
+    if (len != VMC_DISK_END_LEN) {
+        *why = "DISK_END is not 56 octets";
+        return VMC_E_FORMAT;
+    }
+    e->disk = vmc_get32(in);
+    e->reserved = vmc_get32(in + 4);
+    e->extents = vmc_get64(in + 8);
+    e->data_bytes = vmc_get64(in + 16);
+    memcpy(e->digest, in + 24, VMC_DISK_DIGEST_LEN);
+    if (e->reserved) {
+        *why = "DISK_END reserved field not zero";
+        return VMC_E_FORMAT;
+    }
+    return 0;
+}

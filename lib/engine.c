@@ -18,6 +18,7 @@
  * hypervisors.  Must not: know a hypervisor by name, print, or exit.
  */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -478,7 +479,100 @@ struct save {
     int64_t stop_us, end_us;          /* guest stopped / running again */
     int started;                      /* the hypervisor stream was started */
     int committed;                    /* the image is durable (and taken) */
+    struct vmc_disk_info *disks;      /* the domain's disks, as recorded */
+    int ndisks;
 };
+
+/* What the image says of each disk the config names: carried (read while
+ * the guest is stopped), or only described, or a writable disk that a
+ * checkpoint leaves running and that memory_only lets go uncaptured. */
+static int disk_plan_one(struct save *s, struct vmc_disk_info *di)
+{
+    const struct vmc_save_opts *o = s->o;
+    int writable = !(di->flags & VMC_DF_READONLY), fd, rc;
+    int carry = o->disks == VMC_SAVE_DISKS_ALL ||
+                (o->disks == VMC_SAVE_DISKS_WRITABLE && writable);
+
+    if (!di->source_format)
+        return vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "disk %s (%s): its "
+                             "format is neither raw nor qcow2", di->id, di->path);
+    if ((fd = open(di->path, O_RDONLY | O_CLOEXEC)) < 0)
+        return vmc_set_error(s->ctx, VMC_E_IO, "disk %s: %s: %s", di->id,
+                             di->path, strerror(errno));
+    rc = vmc_disk_file_size(s->ctx, fd, di->source_format, di->id,
+                            &di->virtual_size);
+    close(fd);
+    if (rc < 0)
+        return rc;
+    if (carry && o->mode != VMC_SAVE_DESTROY && o->mode != VMC_SAVE_PAUSED) {
+        vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "domain %s: its disks are "
+                      "carried only by a save that stops it (a point-in-time "
+                      "copy of a running domain's disks is not built yet)",
+                      s->res->name);
+        return vmc_set_hint(s->ctx, VMC_HINT_STOPPED_DISKS);
+    }
+    if (carry && di->source_format != VMC_DISK_FMT_RAW)
+        return vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "disk %s (%s): %s "
+                             "disks are not carried yet (raw only)", di->id,
+                             di->path, vmc_disk_format_name(di->source_format));
+    if (carry) {
+        di->flags |= VMC_DF_CARRIED;
+        s->res->disks_carried++;
+    } else if (writable && o->mode == VMC_SAVE_CHECKPOINT) {
+        if (!o->memory_only) {
+            vmc_set_error(s->ctx, VMC_E_INVAL, "domain %s has the writable "
+                          "disk %s (%s): a checkpoint of its memory alone "
+                          "would not match that disk once the domain runs on",
+                          s->res->name, di->id, di->path);
+            return vmc_set_hint(s->ctx, VMC_HINT_MEMORY_ONLY);
+        }
+        di->flags |= VMC_DF_NOT_CAPTURED;
+        s->res->disks_not_captured++;
+    }
+    return 0;
+}
+
+static int save_disk_plan(struct save *s)
+{
+    int rc;
+
+    if (!s->cfg)
+        return 0;
+    if (!(s->disks = calloc(VMC_DISK_MAX, sizeof(*s->disks))))
+        return vmc_set_error(s->ctx, VMC_E_NOMEM, "out of memory");
+    if ((rc = config_disks(s->ctx, &s->meta, s->cfg_fmt, s->cfg, s->cfg_len,
+                           s->disks, VMC_DISK_MAX, &s->ndisks)) < 0)
+        return rc;
+    s->res->disks = s->ndisks;
+    for (int i = 0; i < s->ndisks; i++)
+        if ((rc = disk_plan_one(s, &s->disks[i])) < 0)
+            return rc;
+    return 0;
+}
+
+/* The carried disks, read while the guest is stopped (after its memory:
+ * a stopped save keeps it stopped until it is destroyed or left paused). */
+static int save_disks(struct save *s)
+{
+    struct vmc_stats st0, st1;
+    int rc = 0;
+
+    vmc_writer_stats(s->w, &st0);
+    for (int i = 0; i < s->ndisks && rc == 0; i++) {
+        const struct vmc_disk_info *di = &s->disks[i];
+        int fd;
+        if (!(di->flags & VMC_DF_CARRIED))
+            continue;
+        if ((fd = open(di->path, O_RDONLY | O_CLOEXEC)) < 0)
+            return vmc_set_error(s->ctx, VMC_E_IO, "disk %s: %s: %s", di->id,
+                                 di->path, strerror(errno));
+        rc = vmc_writer_disk_content(s->w, di, fd, NULL, NULL);
+        close(fd);
+    }
+    vmc_writer_stats(s->w, &st1);
+    s->res->disk_bytes = st1.plaintext_bytes - st0.plaintext_bytes;
+    return rc;
+}
 
 /* The domain, locked, and what describes it in the image. */
 static int save_describe(struct save *s, const char *spec)
@@ -491,7 +585,8 @@ static int save_describe(struct save *s, const char *spec)
     snprintf(s->res->name, sizeof(s->res->name), "%s", s->be->name_of(s->d));
     if ((rc = s->be->describe(s->ctx, s->d, &s->meta, &s->cfg_fmt, &s->cfg,
                               &s->cfg_len)) < 0 ||
-        (rc = s->be->is_running(s->ctx, s->d, &s->res->was_running)) < 0)
+        (rc = s->be->is_running(s->ctx, s->d, &s->res->was_running)) < 0 ||
+        (rc = save_disk_plan(s)) < 0)
         return rc;
     s->meta.flags = (s->o->live ? VMC_IIF_LIVE : 0) |
                     (s->o->mode == VMC_SAVE_CHECKPOINT ? VMC_IIF_CHECKPOINT : 0);
@@ -512,8 +607,13 @@ static int save_begin(struct save *s)
                              &s->o->wopts, &s->w)) < 0)
         return rc;
     vmc_writer_stream_id(s->w, s->res->stream_id);
-    return vmc_writer_describe(s->w, &s->meta, s->cfg_fmt, s->cfg ? s->cfg :
-                               (const uint8_t *)"", s->cfg_len);
+    if ((rc = vmc_writer_describe(s->w, &s->meta, s->cfg_fmt, s->cfg ? s->cfg :
+                                  (const uint8_t *)"", s->cfg_len)) < 0)
+        return rc;
+    for (int i = 0; i < s->ndisks; i++)
+        if ((rc = vmc_writer_disk(s->w, &s->disks[i])) < 0)
+            return rc;
+    return 0;
 }
 
 /* Copies the hypervisor stream from fd into the image; a live save has the
@@ -570,7 +670,8 @@ static int save_stream(struct save *s)
         goto fail;
     close(pp[1]);
     if ((rc = save_copy(s, pp[0])) < 0 ||
-        (rc = s->be->save_wait(s->ctx, s->d, &live_stop)) < 0)
+        (rc = s->be->save_wait(s->ctx, s->d, &live_stop)) < 0 ||
+        (rc = save_disks(s)) < 0)
         return rc;
     if (s->o->live && s->res->was_running)
         s->stop_us = live_stop ? live_stop : wall_us();
@@ -704,6 +805,7 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
     vmc_writer_free(s.w);
     be->close(s.d);
     free(s.cfg);
+    free(s.disks);
     res->total_ns = vmc_now_ns() - s.t0;
     return rc;
 }
@@ -727,6 +829,11 @@ struct restore {
     int pending;                      /* id of a clashing source being saved */
     struct guard g;
     int feed;                         /* write end of the hypervisor's pipe */
+    struct vmc_disks *disks;          /* the DISK records, and their content */
+    struct vmc_record held;           /* read past the DISKs, not yet fed */
+    int have_held;
+    char (*disk_paths)[PATH_MAX];     /* carried disks written: to remove */
+    int *disk_fds;
 };
 
 /* IMAGE_INFO names the backend; DOMAIN_CONFIG must follow. */
@@ -745,6 +852,146 @@ static int restore_head(struct restore *s)
     s->res->backend = s->be;
     if (s->o->expect)
         s->o->expect(s->o->progress_arg, s->m.memory_kib * 1024);
+    return 0;
+}
+
+/* The DISK records that follow the head; the first other record is held
+ * for restore_feed. */
+static int restore_disk_records(struct restore *s)
+{
+    int rc;
+
+    if ((rc = vmc_disks_new(s->ctx, &s->disks)) < 0)
+        return rc;
+    while ((rc = vmc_reader_next(s->r, &s->held)) == 1) {
+        if (s->held.type != VMC_REC_DISK) {
+            s->have_held = 1;
+            return 0;
+        }
+        if ((rc = vmc_disks_record(s->disks, s->r, &s->held)) < 0)
+            return rc;
+    }
+    return rc;          /* END right after the head: feed finds it so */
+}
+
+/* A disk the image does not carry must be the one it was saved with, as
+ * far as the image can tell (its size); one it says it did not capture
+ * may have moved on: the result says so, for the tool to warn. */
+static int disk_present(struct restore *s, const struct vmc_disk_info *di,
+                        const struct vmc_disk_info *now)
+{
+    uint64_t size;
+    int fd, rc;
+
+    if (di->flags & VMC_DF_NOT_CAPTURED)
+        s->res->disks_not_captured++;
+    if ((fd = open(now->path, O_RDONLY | O_CLOEXEC)) < 0)
+        return vmc_set_error(s->ctx, VMC_E_IO, "disk %s: %s: %s (the image "
+                             "does not carry it)", di->id, now->path,
+                             strerror(errno));
+    rc = vmc_disk_file_size(s->ctx, fd, di->source_format, di->id, &size);
+    close(fd);
+    if (rc == 0 && size != di->virtual_size)
+        rc = vmc_set_error(s->ctx, VMC_E_INVAL, "disk %s: %s is %llu octets, "
+                           "the image recorded %llu: not the disk it was saved "
+                           "with", di->id, now->path, (unsigned long long)size,
+                           (unsigned long long)di->virtual_size);
+    return rc;
+}
+
+/* A carried disk: a new sparse file NAME-ID.raw in disk_dir (0600, never
+ * over an existing file), the config pointed at it, its content written
+ * as its records arrive. */
+static int disk_create(struct restore *s, int i, const struct vmc_disk_info *di)
+{
+    char *p = s->disk_paths[i];
+    int fd;
+
+    if (!s->o->disk_dir) {
+        vmc_set_error(s->ctx, VMC_E_INVAL, "the image carries disk %s (%s)",
+                      di->id, vmc_disk_format_name(di->source_format));
+        return vmc_set_hint(s->ctx, VMC_HINT_DISK_DIR);
+    }
+    if ((size_t)snprintf(p, PATH_MAX, "%s/%s-%s.raw", s->o->disk_dir, s->name,
+                         di->id) >= PATH_MAX)
+        return vmc_set_error(s->ctx, VMC_E_INVAL, "disk %s: path too long",
+                             di->id);
+    if ((fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                   0600)) < 0) {
+        int e = errno;
+        p[0] = '\0';
+        return vmc_set_error(s->ctx, e == EEXIST ? VMC_E_EXISTS : VMC_E_IO,
+                             "disk %s: %s/%s-%s.raw: %s", di->id,
+                             s->o->disk_dir, s->name, di->id, strerror(e));
+    }
+    s->disk_fds[i] = fd;
+    if (ftruncate(fd, (off_t)di->virtual_size) < 0)
+        return vmc_set_error(s->ctx, VMC_E_IO, "disk %s: %s: %s", di->id, p,
+                             strerror(errno));
+    vmc_disks_set_sink(s->disks, i, fd);
+    return config_set_disk(s->ctx, &s->m, s->cfg_fmt, &s->cfg, &s->cfg_len,
+                           di->id, p);
+}
+
+/* Every recorded disk either written anew (carried) or found as it was. */
+static int restore_disk_files(struct restore *s)
+{
+    struct vmc_disk_info *now = NULL;
+    int n = vmc_disks_count(s->disks), nnow = 0, rc = 0;
+
+    if (!n)
+        return 0;
+    s->disk_paths = calloc((size_t)n, sizeof(*s->disk_paths));
+    s->disk_fds = malloc((size_t)n * sizeof(int));
+    now = calloc(VMC_DISK_MAX, sizeof(*now));
+    if (!s->disk_paths || !s->disk_fds || !now) {
+        free(now);
+        return vmc_set_error(s->ctx, VMC_E_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++)
+        s->disk_fds[i] = -1;
+    if ((rc = config_disks(s->ctx, &s->m, s->cfg_fmt, s->cfg, s->cfg_len, now,
+                           VMC_DISK_MAX, &nnow)) < 0)
+        goto out;
+    for (int i = 0; i < n && rc == 0; i++) {
+        const struct vmc_disk_info *di = vmc_disks_get(s->disks, i);
+        const struct vmc_disk_info *c = NULL;
+        for (int j = 0; j < nnow && !c; j++)
+            if (!strcmp(now[j].id, di->id))
+                c = &now[j];
+        if (!c)
+            rc = vmc_set_error(s->ctx, VMC_E_INVAL, "disk %s: recorded in the "
+                               "image, but the domain config has no such disk",
+                               di->id);
+        else if (di->flags & VMC_DF_CARRIED)
+            rc = disk_create(s, i, di);
+        else
+            rc = disk_present(s, di, c);
+    }
+out:
+    free(now);
+    return rc;
+}
+
+/* The carried disks are whole (their digests matched): durable before
+ * the domain may run. */
+static int restore_disks_sync(struct restore *s)
+{
+    int n = vmc_disks_count(s->disks), rc;
+
+    if ((rc = vmc_disks_finish(s->disks)) < 0)
+        return rc;
+    for (int i = 0; i < n; i++) {
+        if (s->disk_fds[i] < 0)
+            continue;
+        if (fsync(s->disk_fds[i]) < 0)
+            return vmc_set_error(s->ctx, VMC_E_IO, "disk %s: fsync: %s",
+                                 s->disk_paths[i], strerror(errno));
+        s->res->disks_written++;
+    }
+    for (int i = 0; i < n; i++)
+        if (s->disk_fds[i] >= 0)
+            return fsync_parent(s->ctx, s->disk_paths[i]);   /* one dir */
     return 0;
 }
 
@@ -899,7 +1146,18 @@ static int restore_feed(struct restore *s)
     ssize_t n;
     int rc;
 
-    while ((rc = vmc_reader_next(s->r, &rec)) == 1) {
+    for (;;) {
+        if (s->have_held) {
+            rec = s->held;
+            s->have_held = 0;
+        } else if ((rc = vmc_reader_next(s->r, &rec)) != 1) {
+            break;
+        }
+        if (rec.type == VMC_REC_DISK_EXTENT || rec.type == VMC_REC_DISK_END) {
+            if ((rc = vmc_disks_record(s->disks, s->r, &rec)) < 0)
+                return rc;
+            continue;
+        }
         if (rec.type != VMC_REC_BACKEND_STREAM)
             continue;
         while ((n = vmc_reader_read_ptr(s->r, &pb, COPY_BUF)) > 0) {
@@ -978,6 +1236,23 @@ static int restore_run(struct restore *s)
     return 0;
 }
 
+/* Closes the carried disks' files; a failed restore removes them (no
+ * half-restored disk is left). */
+static void restore_disks_close(struct restore *s, int failed)
+{
+    for (int i = 0; s->disk_fds && i < vmc_disks_count(s->disks); i++) {
+        if (s->disk_fds[i] >= 0)
+            close(s->disk_fds[i]);
+        if (failed && s->disk_paths[i][0])
+            unlink(s->disk_paths[i]);
+    }
+    if (failed)
+        s->res->disks_written = 0;
+    free(s->disk_fds);
+    free(s->disk_paths);
+    vmc_disks_free(s->disks);
+}
+
 int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
                 const struct vmc_restore_opts *o, struct vmc_restore_result *res)
 {
@@ -988,10 +1263,11 @@ int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
 
     memset(res, 0, sizeof(*res));
     res->domid = -1;
-    if ((rc = restore_head(&s)) == 0 && (rc = restore_policy(&s)) == 0 &&
+    if ((rc = restore_head(&s)) == 0 && (rc = restore_disk_records(&s)) == 0 &&
         (rc = restore_identity(&s)) == 0 &&
+        (rc = restore_disk_files(&s)) == 0 && (rc = restore_policy(&s)) == 0 &&
         (rc = restore_build(&s)) == 0 && (rc = restore_feed(&s)) == 0 &&
-        (rc = restore_settle(&s)) == 0)
+        (rc = restore_disks_sync(&s)) == 0 && (rc = restore_settle(&s)) == 0)
         rc = restore_run(&s);
     if (s.feed >= 0)
         close(s.feed);
@@ -1002,6 +1278,7 @@ int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
     guard_done(&s.g);
     if (s.d)
         s.be->close(s.d);
+    restore_disks_close(&s, rc < 0 && !res->left_running);
     free(s.cfg);
     res->total_ns = vmc_now_ns() - t0;
     return rc;

@@ -118,6 +118,9 @@ uint64_t chunkr_chunks(const struct chunkr *c);
 void chunkr_free(struct chunkr *c);
 
 struct vmc_ctx *reader_ctx(const struct vmc_reader *r);
+struct vmc_ctx *writer_ctx(const struct vmc_writer *w);
+/* fsync of the directory that holds path (outfile.c). */
+int fsync_parent(struct vmc_ctx *ctx, const char *path);
 
 /* ---- draining a reader (image.c) ---------------------------------------
  * An output format wrapped around the raw hypervisor stream (xl.c's xl

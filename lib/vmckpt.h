@@ -75,6 +75,9 @@ enum vmc_hint {
     VMC_HINT_TRUST_SIGNER,    /* a valid signer this host does not trust */
     VMC_HINT_UNSIGNED,        /* a format-1 (unsigned) stream */
     VMC_HINT_SIGNING_KEY,     /* writing needs a signing key */
+    VMC_HINT_MEMORY_ONLY,     /* a checkpoint whose disks would not match */
+    VMC_HINT_DISK_DIR,        /* an image carries disks: say where */
+    VMC_HINT_STOPPED_DISKS,   /* carrying disks needs a stopped save */
 };
 VMC_API int vmc_ctx_hint(const struct vmc_ctx *ctx);
 /* Adds a hint to the error already set (for backends); returns its code. */
@@ -413,6 +416,56 @@ VMC_API int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn
 VMC_API int vmc_reader_head(struct vmc_reader *r, struct vmc_image_meta *m,
                             uint32_t *cfg_format, uint8_t **cfg,
                             size_t *cfg_len);
+/* ---- disks (stream/disk.c; spec "Disks") ------------------------------ */
+/* What a DISK record says (strings bounded by the format, NUL-terminated). */
+struct vmc_disk_info {
+    uint32_t index;           /* unique in the image */
+    uint32_t flags;           /* VMC_DF_* */
+    uint64_t virtual_size;
+    uint32_t block_size;
+    uint16_t source_format;   /* VMC_DISK_FMT_* */
+    char id[VMC_DISK_ID_MAX + 1];       /* guest-facing: "virtio0", "xvda" */
+    char path[VMC_DISK_PATH_MAX + 1];   /* where the saving host had it */
+};
+/* A DISK record. */
+VMC_API int vmc_writer_disk(struct vmc_writer *w, const struct vmc_disk_info *d);
+/* The content of disk d read from fd (its first d->virtual_size octets):
+ * DISK_EXTENT records of the grains that are not all zero (holes are
+ * skipped unread), then DISK_END with the counts and the digest.  Memory:
+ * two 1 MiB buffers. */
+VMC_API int vmc_writer_disk_content(struct vmc_writer *w,
+                                    const struct vmc_disk_info *d, int fd,
+                                    vmc_progress_fn cb, void *arg);
+/* The disk records of a stream as a reader meets them: every rule of the
+ * spec checked, the digest of each carried disk computed and compared at
+ * its DISK_END, and its grains that are not all zero written into the
+ * disk's sink (if set) at their offset: a sink starts as a sparse file of
+ * the disk's virtual size. */
+struct vmc_disks;
+VMC_API int vmc_disks_new(struct vmc_ctx *ctx, struct vmc_disks **out);
+VMC_API void vmc_disks_free(struct vmc_disks *t);
+/* A DISK, DISK_EXTENT or DISK_END record just returned by vmc_reader_next
+ * (other types: 0, untouched): reads its body. */
+VMC_API int vmc_disks_record(struct vmc_disks *t, struct vmc_reader *r,
+                             const struct vmc_record *rec);
+/* After END: every carried disk had its DISK_END. */
+VMC_API int vmc_disks_finish(struct vmc_disks *t);
+VMC_API int vmc_disks_count(const struct vmc_disks *t);
+VMC_API const struct vmc_disk_info *vmc_disks_get(const struct vmc_disks *t,
+                                                  int i);
+VMC_API void vmc_disks_set_sink(struct vmc_disks *t, int i, int fd);
+/* 1 and the digest once disk i's DISK_END verified, else 0. */
+VMC_API int vmc_disks_digest(const struct vmc_disks *t, int i,
+                             uint8_t out[VMC_DISK_DIGEST_LEN]);
+/* The content digest of fd's first size octets, as DISK_END has it. */
+VMC_API int vmc_disk_file_digest(struct vmc_ctx *ctx, int fd, uint64_t size,
+                                 uint8_t out[VMC_DISK_DIGEST_LEN]);
+
+/* The virtual size of a disk file of a VMC_DISK_FMT_* (raw: its size;
+ * qcow2: its header's); what names it in errors. */
+VMC_API int vmc_disk_file_size(struct vmc_ctx *ctx, int fd, unsigned format,
+                               const char *what, uint64_t *size);
+
 /* Copies every record r reads to w as it is (IMAGE_INFO and all), then
  * finishes w with the END times of r: the same content under w's keys
  * (rekey --rotate).  Unknown optional records, which r skips, are not
@@ -502,7 +555,17 @@ struct vmc_save_opts {
     int (*commit)(void *arg, struct vmc_ctx *ctx, const uint8_t stream_id[16],
                   int *peer_gave_up);
     void *confirm_arg;
+    /* The domain's disks (spec "Disks"): VMC_SAVE_DISKS_WRITABLE carries
+     * every writable disk in the image, read while the guest is stopped
+     * (destroy and paused modes); _ALL read-only media too.  A checkpoint
+     * of a domain with writable disks is refused unless memory_only: its
+     * disks are then recorded as not captured, and a restore warns. */
+    int disks;                /* VMC_SAVE_DISKS_* */
+    int memory_only;
 };
+#define VMC_SAVE_DISKS_NONE     0
+#define VMC_SAVE_DISKS_WRITABLE 1
+#define VMC_SAVE_DISKS_ALL      2
 struct vmc_save_result {
     int domid;
     char name[VMC_INFO_STR_MAX + 1];
@@ -526,6 +589,10 @@ struct vmc_save_result {
     int outcome_unknown;      /* migrate: committed, but the receiver did not
                                  say it runs the domain: the source is left
                                  paused (neither copy may be lost) */
+    int disks;                /* disks the domain has */
+    int disks_carried;        /* of them, carried in the image */
+    int disks_not_captured;   /* writable ones left out (memory_only) */
+    uint64_t disk_bytes;      /* data octets of the carried disks */
 };
 /* Saves domain `spec` into `of` (borrowed; committed here before the
  * domain is destroyed).  On failure the domain is back as it was, the
@@ -558,6 +625,9 @@ struct vmc_restore_opts {
      * to go and take its name. */
     void (*running)(void *arg, int domid);
     void *activate_arg;
+    /* Where the disks an image carries are written (NAME-ID.raw, 0600,
+     * never over an existing file); required when it carries any. */
+    const char *disk_dir;
 };
 struct vmc_restore_result {
     int domid;
@@ -567,6 +637,10 @@ struct vmc_restore_result {
     uint64_t backend_bytes;
     int left_running;         /* it runs: also on an error after that point
                                  (a name not taken: it keeps name) */
+    int disks_written;        /* carried disks written into disk_dir */
+    int disks_not_captured;   /* writable disks the image says it did not
+                                 capture: they may have moved on */
+    uint64_t disk_bytes;
 };
 /* Restores from an open reader (header unlocked): builds the domain as
  * records arrive, unpauses only after END authenticated.  On failure no

@@ -164,6 +164,21 @@ int qemu_policy_check(struct vmc_ctx *ctx, const json_t *argv,
                       const struct vmc_policy *pol);
 int xen_policy_check(struct vmc_ctx *ctx, const json_t *cfg,
                      const struct vmc_policy *pol);
+/* The disks a config names, in order (index = ordinal), with the path,
+ * id, read-only and format the config gives (virtual_size 0: the caller
+ * looks at the file); set_disk points disk `id` at path (a new *cfg). */
+int config_disks(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                 uint32_t format, const uint8_t *cfg, size_t len,
+                 struct vmc_disk_info *out, int max, int *n);
+int config_set_disk(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                    uint32_t format, uint8_t **cfg, size_t *len, const char *id,
+                    const char *path);
+int qemu_config_disks(const json_t *argv, struct vmc_disk_info *out, int max,
+                      int *n);
+int qemu_config_set_disk(json_t *argv, const char *id, const char *path);
+int xen_config_disks(const json_t *cfg, struct vmc_disk_info *out, int max,
+                     int *n);
+int xen_config_set_disk(json_t *cfg, const char *id, const char *path);
 /* The command line a QEMU restore would run (qemu_registry.c), shell-quoted
  * (caller frees); dir: the instance directory, or a placeholder. */
 char *qemu_command_text(const json_t *cfg, const char *name, const char *uuid,

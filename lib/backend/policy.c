@@ -232,3 +232,54 @@ int vmc_config_show(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
     json_decref(j);
     return *text ? 0 : vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
 }
+
+/* ---- the disks a config names ------------------------------------------- */
+
+int config_disks(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                 uint32_t format, const uint8_t *cfg, size_t len,
+                 struct vmc_disk_info *out, int max, int *n)
+{
+    json_t *j;
+    int rc;
+
+    *n = 0;
+    if (m->backend != VMC_BACKEND_QEMU && m->backend != VMC_BACKEND_XEN)
+        return 0;                   /* a config vmckpt cannot read: none */
+    if ((rc = config_json(ctx, m, format, cfg, len, &j)) < 0)
+        return rc;
+    rc = m->backend == VMC_BACKEND_QEMU ?
+         qemu_config_disks(json_object_get(j, "argv"), out, max, n) :
+         xen_config_disks(j, out, max, n);
+    json_decref(j);
+    if (rc < 0)
+        return vmc_set_error(ctx, rc, "domain config: %s", rc == VMC_E_LIMIT ?
+                             "more than 64 disks" : "a -drive that does not "
+                             "parse");
+    return 0;
+}
+
+int config_set_disk(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                    uint32_t format, uint8_t **cfg, size_t *len, const char *id,
+                    const char *path)
+{
+    json_t *j;
+    char *text;
+    int rc;
+
+    if ((rc = config_json(ctx, m, format, *cfg, *len, &j)) < 0)
+        return rc;
+    rc = m->backend == VMC_BACKEND_QEMU ?
+         qemu_config_set_disk(json_object_get(j, "argv"), id, path) :
+         xen_config_set_disk(j, id, path);
+    text = rc < 0 ? NULL : json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(j);
+    if (rc < 0)
+        return vmc_set_error(ctx, rc, "domain config: disk %s: cannot point "
+                             "it at %s", id, path);
+    if (!text)
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    free(*cfg);
+    *cfg = (uint8_t *)text;
+    *len = strlen(text);
+    return 0;
+}

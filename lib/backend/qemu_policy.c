@@ -530,3 +530,164 @@ int qemu_policy_check(struct vmc_ctx *ctx, const json_t *argv,
     }
     return 0;
 }
+
+/* ---- the disks of a QEMU config ------------------------------------------
+ * Each -drive with a file= is a disk.  Its guest-facing id is its id=, or
+ * the interface (if=, ide by default) and its ordinal among the drives of
+ * that interface ("virtio0", "ide1"). */
+struct drive {
+    char file[PATH_MAX], ifc[32], id[VMC_DISK_ID_MAX + 1], format[32];
+    int ro, cdrom;
+};
+
+static int drive_kv(void *arg, const char *k, const char *v)
+{
+    struct drive *d = arg;
+
+    if (!strcmp(k, "file"))
+        snprintf(d->file, sizeof(d->file), "%s", v);
+    else if (!strcmp(k, "if"))
+        snprintf(d->ifc, sizeof(d->ifc), "%s", v);
+    else if (!strcmp(k, "id"))
+        snprintf(d->id, sizeof(d->id), "%s", v);
+    else if (!strcmp(k, "format"))
+        snprintf(d->format, sizeof(d->format), "%s", v);
+    else if (!strcmp(k, "readonly") || !strcmp(k, "read-only"))
+        d->ro = !strcmp(v, "on");
+    else if (!strcmp(k, "media"))
+        d->cdrom = !strcmp(v, "cdrom");
+    return 0;
+}
+
+/* Visits the disks of argv in order: fn(arg, index in argv of the value,
+ * the drive). */
+static int drives_each(const json_t *argv,
+                       int (*fn)(void *arg, size_t at, const struct drive *d),
+                       void *arg)
+{
+    char ifs[8][32];
+    int counts[8] = { 0 }, nifs = 0, rc;
+    size_t n = json_array_size(argv);
+
+    for (size_t i = 0; i + 1 < n; i++) {
+        const char *o = json_string_value(json_array_get(argv, i));
+        const char *v = json_string_value(json_array_get(argv, i + 1));
+        struct drive d = { .ifc = "ide" };
+        int k;
+        if (!o || !v || (strcmp(o, "-drive") && strcmp(o, "--drive")))
+            continue;
+        if (kv_each(v, NULL, drive_kv, &d) < 0)
+            return VMC_E_INVAL;
+        for (k = 0; k < nifs && strcmp(ifs[k], d.ifc); k++)
+            ;
+        if (k == nifs && nifs < 8)
+            snprintf(ifs[nifs++], sizeof(ifs[0]), "%s", d.ifc);
+        if (k < 8 && !d.id[0])
+            snprintf(d.id, sizeof(d.id), "%.31s%d", d.ifc, counts[k]);
+        if (k < 8)
+            counts[k]++;
+        i++;
+        if (d.file[0] && (rc = fn(arg, i, &d)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+struct disk_list {
+    struct vmc_disk_info *out;
+    int max, n;
+};
+
+static int list_one(void *arg, size_t at, const struct drive *d)
+{
+    struct disk_list *l = arg;
+    struct vmc_disk_info *di;
+
+    (void)at;
+    if (l->n == l->max)
+        return VMC_E_LIMIT;
+    di = &l->out[l->n];
+    memset(di, 0, sizeof(*di));
+    di->index = (uint32_t)l->n++;
+    snprintf(di->id, sizeof(di->id), "%s", d->id);
+    snprintf(di->path, sizeof(di->path), "%s", d->file);
+    di->flags = d->ro || d->cdrom ? VMC_DF_READONLY : 0;
+    if (d->cdrom)
+        di->flags |= VMC_DF_REMOVABLE;
+    di->source_format = !strcmp(d->format, "qcow2") ? VMC_DISK_FMT_QCOW2 :
+                        !d->format[0] || !strcmp(d->format, "raw") ?
+                        VMC_DISK_FMT_RAW : 0;
+    di->block_size = 512;
+    return 0;
+}
+
+int qemu_config_disks(const json_t *argv, struct vmc_disk_info *out, int max,
+                      int *n)
+{
+    struct disk_list l = { out, max, 0 };
+    int rc = drives_each(argv, list_one, &l);
+
+    *n = l.n;
+    return rc;
+}
+
+struct remap {
+    const char *id, *path;
+    json_t *argv;
+    int done;
+};
+
+/* Appends v to s with QEMU's comma doubling. */
+static void put_escaped(char *s, size_t cap, size_t *len, const char *v)
+{
+    for (; *v && *len + 2 < cap; v++) {
+        s[(*len)++] = *v;
+        if (*v == ',')
+            s[(*len)++] = ',';
+    }
+    s[*len] = '\0';
+}
+
+struct rebuild {
+    char s[2 * PATH_MAX + 512];
+    size_t len;
+    const char *path;
+    int overflow;
+};
+
+static int rebuild_kv(void *arg, const char *k, const char *v)
+{
+    struct rebuild *b = arg;
+
+    if (b->len && b->len + 1 < sizeof(b->s))
+        b->s[b->len++] = ',';
+    put_escaped(b->s, sizeof(b->s), &b->len, k);
+    if (b->len + 1 < sizeof(b->s))
+        b->s[b->len++] = '=';
+    put_escaped(b->s, sizeof(b->s), &b->len, !strcmp(k, "file") ? b->path : v);
+    b->overflow |= b->len + 4 >= sizeof(b->s);
+    return 0;
+}
+
+static int remap_one(void *arg, size_t at, const struct drive *d)
+{
+    struct remap *r = arg;
+    struct rebuild b = { .path = r->path };
+
+    if (strcmp(d->id, r->id))
+        return 0;
+    if (kv_each(json_string_value(json_array_get(r->argv, at)), NULL,
+                rebuild_kv, &b) < 0 || b.overflow)
+        return VMC_E_LIMIT;
+    json_array_set_new(r->argv, at, json_string(b.s));
+    r->done = 1;
+    return 1;
+}
+
+int qemu_config_set_disk(json_t *argv, const char *id, const char *path)
+{
+    struct remap r = { id, path, argv, 0 };
+    int rc = drives_each(argv, remap_one, &r);
+
+    return rc < 0 ? rc : r.done ? 0 : VMC_E_INVAL;
+}

@@ -452,7 +452,7 @@ out:
  * config names), the config's argv, then what vmckpt adds (name, UUID,
  * its QMP and console in dir, the sandbox) and extra.  The strings point
  * into cfg, the arguments and bufs (bufs[0]: -add-fd, bufs[1]: -name);
- * NULL if argv holds a non-string.  av has room for argv + 32. */
+ * NULL if argv holds a non-string.  av has room for 3 x argv + 32. */
 static const char **qemu_argv(const json_t *cfg, const char *name,
                               const char *uuid, const char *dir,
                               const char **extra, char bufs[2][1400],
@@ -460,7 +460,7 @@ static const char **qemu_argv(const json_t *cfg, const char *name,
 {
     const json_t *argv = json_object_get(cfg, "argv");
     size_t n = json_array_size(argv), k = 0;
-    const char **av = calloc(n + 32, sizeof(char *));
+    const char **av = calloc(3 * n + 32, sizeof(char *));
 
     if (!av)
         return NULL;
@@ -559,10 +559,13 @@ char *qemu_command_text(const json_t *cfg, const char *name, const char *uuid,
  * -dtb, -bios), as /dev/fd/N, so that it reads the file the policy
  * checked and needs no access to the directories on the way. */
 #define LAUNCH_FILES 8
+#define LAUNCH_DRIVES 16
 struct launch {
-    int fds[3 + LAUNCH_FILES];      /* QMP, console, log, files: -> 3.. */
+    int fds[3 + LAUNCH_FILES + 2 * LAUNCH_DRIVES];  /* QMP, console, log, files */
     int nfds;
     char paths[LAUNCH_FILES][24];   /* "/dev/fd/N" */
+    char drives[LAUNCH_DRIVES][PATH_MAX + 256];  /* -drive ...,file=/dev/fdset/S */
+    char addfd[LAUNCH_DRIVES][2][48];  /* -add-fd fd=N,set=S: rw and ro */
     int drop;
     uid_t uid;
     gid_t gid, groups[1];
@@ -611,19 +614,71 @@ static int launch_user(struct vmc_ctx *ctx, struct launch *l)
     return 0;
 }
 
+/* A -drive's disk file, opened here and passed in as fd set 10+j, read-only
+ * and (unless readonly=on or media=cdrom) read-write: QEMU picks the one
+ * whose access mode it asks for (it opens a disk read-only first, then
+ * read-write once the device attaches).  The value becomes
+ * ...,file=/dev/fdset/S,... and av gets -add-fd.  A value with ",," in
+ * it, or without file=, is left alone. */
+static int launch_drive(struct vmc_ctx *ctx, struct launch *l, const char **av,
+                        size_t i, size_t *k, int j)
+{
+    char val[PATH_MAX + 256], file[PATH_MAX] = "", *save, *e;
+    const char *v = av[i], *at, *rest;
+    int ro = 0, fd, set = 10 + j;
+
+    if (strstr(v, ",,") || strlen(v) >= sizeof(val))
+        return 0;
+    snprintf(val, sizeof(val), "%s", v);
+    for (e = strtok_r(val, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
+        if (!strncmp(e, "file=", 5))
+            snprintf(file, sizeof(file), "%s", e + 5);
+        else if (!strcmp(e, "readonly=on") || !strcmp(e, "read-only=on") ||
+                 !strcmp(e, "media=cdrom"))
+            ro = 1;
+    }
+    if (!file[0] || !strncmp(file, "/dev/fdset/", 11))
+        return 0;
+    at = !strncmp(v, "file=", 5) ? v : strstr(v, ",file=") + 1;
+    rest = strchr(at, ',');
+    for (int m = 0; m < (ro ? 1 : 2); m++) {
+        if ((fd = open(file, (m ? O_RDWR : O_RDONLY) | O_CLOEXEC)) < 0)
+            return vmc_set_error(ctx, VMC_E_BACKEND, "-drive file=%s: %s", file,
+                                 strerror(errno));
+        l->fds[l->nfds++] = fd;
+        snprintf(l->addfd[j][m], sizeof(l->addfd[j][m]), "fd=%d,set=%d",
+                 2 + l->nfds, set);
+        av[(*k)++] = "-add-fd";
+        av[(*k)++] = l->addfd[j][m];
+    }
+    snprintf(l->drives[j], sizeof(l->drives[j]), "%.*sfile=/dev/fdset/%d%s",
+             (int)(at - v), v, set, rest ? rest : "");
+    av[i] = l->drives[j];
+    av[*k] = NULL;
+    return 0;
+}
+
 /* Opens the host files of -kernel/-initrd/-dtb/-bios and points av at
- * them as /dev/fd/N.  A value with a comma or space (multiboot modules) is
- * left as a path. */
+ * them as /dev/fd/N, and the disk files of -drive (launch_drive).  A value
+ * with a comma or space (multiboot modules) is left as a path. */
 static int launch_files(struct vmc_ctx *ctx, struct launch *l, const char **av,
-                        size_t k)
+                        size_t *kp)
 {
     static const char *const opts[] = { "-kernel", "-initrd", "-dtb", "-bios",
                                         NULL };
-    int nf = 0;
+    size_t k = *kp;
+    int nf = 0, nd = 0, rc;
 
     for (size_t i = 1; i + 1 < k; i++) {
         const char *o = av[i][0] == '-' && av[i][1] == '-' ? av[i] + 1 : av[i];
         int fd, hit = 0;
+        if (!strcmp(o, "-drive")) {
+            if (nd < LAUNCH_DRIVES &&
+                (rc = launch_drive(ctx, l, av, ++i, kp, nd)) < 0)
+                return rc;
+            nd += nd < LAUNCH_DRIVES && av[i] == l->drives[nd];
+            continue;
+        }
         for (int j = 0; opts[j]; j++)
             hit |= !strcmp(o, opts[j]);
         if (!hit || strpbrk(av[i + 1], ", ") || nf == LAUNCH_FILES)
@@ -632,7 +687,7 @@ static int launch_files(struct vmc_ctx *ctx, struct launch *l, const char **av,
             return vmc_set_error(ctx, VMC_E_BACKEND, "%s %s: %s", av[i],
                                  av[i + 1], strerror(errno));
         l->fds[l->nfds++] = fd;
-        snprintf(l->paths[nf], sizeof(l->paths[nf]), "/dev/fd/%d", 3 + 3 + nf);
+        snprintf(l->paths[nf], sizeof(l->paths[nf]), "/dev/fd/%d", 2 + l->nfds);
         av[++i] = l->paths[nf++];
     }
     return 0;
@@ -650,7 +705,7 @@ static void launch_close(struct launch *l)
  * unprivileged user.  Only async-signal-safe calls. */
 static void launch_child(const struct launch *l)
 {
-    int hi[3 + LAUNCH_FILES];
+    int hi[3 + LAUNCH_FILES + 2 * LAUNCH_DRIVES];
 
     for (int i = 0; i < l->nfds; i++)           /* out of the way first */
         hi[i] = fcntl(l->fds[i], F_DUPFD, 100);
@@ -712,7 +767,7 @@ int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
             goto out;
         }
         l.nfds = 3;
-        if ((rc = launch_files(ctx, &l, av, k)) < 0)
+        if ((rc = launch_files(ctx, &l, av, &k)) < 0)
             goto out;
     }
     snprintf(p, sizeof(p), "%s/qemu.log", d->dir);

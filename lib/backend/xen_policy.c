@@ -12,6 +12,7 @@
  * Must not: call libxl.
  */
 #include <string.h>
+#include <strings.h>
 
 #include "backend.h"
 
@@ -142,4 +143,59 @@ int xen_policy_check(struct vmc_ctx *ctx, const json_t *cfg,
                      const struct vmc_policy *pol)
 {
     return walk(ctx, pol, cfg, "");
+}
+
+/* ---- the disks of a libxl config: "disks", each with pdev_path, vdev,
+ * format, readwrite, is_cdrom (libxl_device_disk as libxl writes it). */
+static int truthy(const json_t *v)
+{
+    return json_is_true(v) || (json_is_integer(v) && json_integer_value(v));
+}
+
+int xen_config_disks(const json_t *cfg, struct vmc_disk_info *out, int max,
+                     int *n)
+{
+    const json_t *disks = json_object_get(cfg, "disks");
+    size_t i;
+    json_t *d;
+
+    *n = 0;
+    json_array_foreach(disks, i, d) {
+        const char *p = json_string_value(json_object_get(d, "pdev_path"));
+        const char *v = json_string_value(json_object_get(d, "vdev"));
+        const char *f = json_string_value(json_object_get(d, "format"));
+        struct vmc_disk_info *di;
+        if (!p || !*p)
+            continue;               /* an empty CD-ROM drive */
+        if (*n == max)
+            return VMC_E_LIMIT;
+        di = &out[*n];
+        memset(di, 0, sizeof(*di));
+        di->index = (uint32_t)(*n)++;
+        snprintf(di->id, sizeof(di->id), "%s", v && *v ? v : "xvd");
+        snprintf(di->path, sizeof(di->path), "%s", p);
+        if (!truthy(json_object_get(d, "readwrite")))
+            di->flags |= VMC_DF_READONLY;
+        if (truthy(json_object_get(d, "is_cdrom")))
+            di->flags |= VMC_DF_READONLY | VMC_DF_REMOVABLE;
+        di->source_format = !f || !strcasecmp(f, "raw") ? VMC_DISK_FMT_RAW :
+                            !strcasecmp(f, "qcow2") ? VMC_DISK_FMT_QCOW2 : 0;
+        di->block_size = 512;
+    }
+    return 0;
+}
+
+int xen_config_set_disk(json_t *cfg, const char *id, const char *path)
+{
+    const json_t *disks = json_object_get(cfg, "disks");
+    size_t i;
+    json_t *d;
+
+    json_array_foreach(disks, i, d) {
+        const char *v = json_string_value(json_object_get(d, "vdev"));
+        if (v && !strcmp(v, id))
+            return json_object_set_new(d, "pdev_path", json_string(path)) ?
+                   VMC_E_NOMEM : 0;
+    }
+    return VMC_E_INVAL;
 }

@@ -41,7 +41,7 @@ void vmc_outfile_cleanup_signal(void)
             unlink(sig_partial[i]);
 }
 
-static int fsync_dir(struct vmc_ctx *ctx, const char *path)
+int fsync_parent(struct vmc_ctx *ctx, const char *path)
 {
     char *copy = strdup(path);
     int fd, rc = 0;
@@ -176,7 +176,7 @@ int vmc_outfile_commit(struct vmc_ctx *ctx, struct vmc_outfile *of)
     of->committed = 1;
     if (of->slot >= 0)
         sig_used[of->slot] = 0;
-    if ((rc = fsync_dir(ctx, of->path)) < 0)
+    if ((rc = fsync_parent(ctx, of->path)) < 0)
         return rc;
     close(of->fd);
     of->fd = -1;

@@ -26,6 +26,9 @@ const char *vmc_record_name(uint32_t type)
     case VMC_REC_DOMAIN_CONFIG: return "DOMAIN_CONFIG";
     case VMC_REC_BACKEND_STREAM: return "BACKEND_STREAM";
     case VMC_REC_END: return "END";
+    case VMC_REC_DISK: return "DISK";
+    case VMC_REC_DISK_EXTENT: return "DISK_EXTENT";
+    case VMC_REC_DISK_END: return "DISK_END";
     case VMC_REC_NOTE: return "NOTE";
     case VMC_REC_PRECOPY_ROUND: return "PRECOPY_ROUND";
     }
@@ -265,6 +268,11 @@ void vmc_writer_stats(const struct vmc_writer *w, struct vmc_stats *st)
     st->chunks = chunkw_chunks(w->cw);
 }
 
+struct vmc_ctx *writer_ctx(const struct vmc_writer *w)
+{
+    return w->ctx;
+}
+
 void vmc_writer_stream_id(const struct vmc_writer *w, uint8_t id[16])
 {
     memcpy(id, w->h->h.stream_id, 16);
@@ -282,7 +290,7 @@ void vmc_writer_free(struct vmc_writer *w)
 
 /* ======================== strict parser ======================== */
 
-enum { ST_FIRST, ST_CONFIG, ST_DATA, ST_END };
+enum { ST_FIRST, ST_CONFIG, ST_DISKS, ST_DATA, ST_END };
 
 struct vmc_recparse {
     struct vmc_ctx *ctx;
@@ -342,12 +350,15 @@ static int src_read(struct vmc_recparse *p, void *buf, size_t n,
 }
 
 /* The rules on a body's content that the record layer checks itself,
- * whoever reads the body: the reserved word at offset 4 of DOMAIN_CONFIG
- * and of PRECOPY_ROUND is zero. */
+ * whoever reads the body: the reserved word at offset 4 of DOMAIN_CONFIG,
+ * PRECOPY_ROUND, DISK_EXTENT and DISK_END is zero (the disk rules that
+ * need a DISK's fields are disk.c's). */
 static int body_rules(struct vmc_recparse *p)
 {
     if ((p->cur.type == VMC_REC_DOMAIN_CONFIG ||
-         p->cur.type == VMC_REC_PRECOPY_ROUND) && vmc_get32(p->head + 4))
+         p->cur.type == VMC_REC_PRECOPY_ROUND ||
+         p->cur.type == VMC_REC_DISK_EXTENT ||
+         p->cur.type == VMC_REC_DISK_END) && vmc_get32(p->head + 4))
         return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
                                 p->cur.offset, p->cur.type,
                                 "reserved field not zero");
@@ -468,6 +479,32 @@ int vmc_recparse_next(struct vmc_recparse *p, struct vmc_record *rec)
             if (len < sizeof(struct vmc_wire_domain_config))
                 return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
                                         at, type, "length %u < 8", len);
+            p->state = ST_DISKS;
+            break;
+        case VMC_REC_DISK:
+            if (p->state != ST_CONFIG && p->state != ST_DISKS)
+                return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                        at, type, "after backend or disk data");
+            if (len < VMC_DISK_FIXED_LEN ||
+                len > VMC_DISK_FIXED_LEN + VMC_DISK_ID_MAX + VMC_DISK_PATH_MAX)
+                return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                        at, type, "length %u outside 48..%u",
+                                        len, VMC_DISK_FIXED_LEN +
+                                        VMC_DISK_ID_MAX + VMC_DISK_PATH_MAX);
+            p->state = ST_DISKS;
+            break;
+        case VMC_REC_DISK_EXTENT:
+            if (len <= VMC_DISK_EXTENT_HEAD)
+                return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                        at, type, "length %u holds no data",
+                                        len);
+            p->state = ST_DATA;
+            break;
+        case VMC_REC_DISK_END:
+            if (len != VMC_DISK_END_LEN)
+                return vmc_set_error_at(p->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                        at, type, "length %u, expected 56",
+                                        len);
             p->state = ST_DATA;
             break;
         case VMC_REC_BACKEND_STREAM:

@@ -39,6 +39,20 @@ else
 	for a in $("$st/bin/busybox" --list); do
 		[ "$a" = busybox ] || ln -s busybox "$st/bin/$a"
 	done
+	# the disk drivers the workload's journal needs (wl.disk=): virtio-blk
+	# under QEMU, xen-blkfront in a Xen domU; init loads what it can
+	kver=${kernel#/boot/vmlinuz-}
+	mkdir -p "$st/modules"
+	for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev \
+		 virtio_pci virtio_blk xen-blkfront; do
+		f=$(find "/lib/modules/$kver/kernel" -name "$m.ko*" | head -n 1)
+		[ -n "$f" ] || die "module $m of $kver not found"
+		case $f in
+		*.ko.xz) xz -dc "$f" >"$st/modules/$m.ko" ;;
+		*.ko.zst) zstd -qdc "$f" >"$st/modules/$m.ko" ;;
+		*) cp "$f" "$st/modules/$m.ko" ;;
+		esac
+	done
 	cp "$here/init" "$st/init"
 	chmod 755 "$st/init" "$st/workload"
 	mknod "$st/dev/console" c 5 1

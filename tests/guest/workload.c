@@ -8,6 +8,7 @@
  *   wl.marker=STRING      marker written into every Nth page (default none)
  *   wl.marker_every=N     N for wl.marker (default 16)
  *   wl.profile=mixed|random  page contents (default mixed: see gen_page)
+ *   wl.disk=DEV           keep a journal on block device DEV (e.g. /dev/vda)
  *
  * Every 4 KiB page = header {magic, index, generation, boot id} followed by
  * contents derived from (boot id, index, generation) (see gen_page), with the marker
@@ -19,6 +20,17 @@
  *   ready pages=N bad=K result=OK|BAD [first=I] fill_ms=F ms=T  (fill + check)
  *   count=N gen=G ok|BAD                      every ~0.5 s, N += 1 each line
  *   check pages=N bad=K result=OK|BAD [first=I] reason=R ms=T
+ *   disk seq=S ondisk=D inflight=I blocks=B result=OK|BAD [why=W]
+ *                                             with every check (wl.disk)
+ * The disk journal: a ring of 256 blocks of 4 KiB at the start of DEV,
+ * written with O_DIRECT|O_DSYNC, block s % 256 holding sequence s (magic,
+ * seq, FNV-1a checksum, contents derived from s).  Memory keeps S, the
+ * last sequence whose write returned, and I, the one being written.  The
+ * check reads the ring from the device (not the page cache): it passes
+ * when every block holds what the journal up to the newest one on disk
+ * (D) must hold, and D is S (or I: a write that reached the disk just as
+ * the memory was captured).  A disk that moved on after the memory was
+ * captured shows D > I; one from before it, D < S.
  * A "corrupt" line on stdin flips one byte (to test the BAD path); a
  * "panic" line crashes the guest kernel (sysrq c), a "reboot" line resets
  * it at once (sysrq b): a guest that dies.
@@ -156,6 +168,140 @@ static uint64_t check_all(uint64_t *first)
 	return bad;
 }
 
+/* ---- the disk journal ---- */
+#define DBLK 4096
+#define DRING 256
+#define DMAGIC 0x4b5349444b434d56ull /* "VMCKDISK" little-endian */
+static int disk_fd = -1;
+static char disk_dev[64];
+static uint64_t disk_seq, disk_inflight;
+static uint64_t *dbuf, *dring;
+
+static uint64_t fnv(const uint64_t *b)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	const unsigned char *p = (const unsigned char *)b;
+	for (size_t i = 0; i < DBLK; i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	return h;
+}
+
+static void dblk_fill(uint64_t *b, uint64_t seq)
+{
+	uint64_t x = splitmix(seq ^ 0xd15cull);
+	b[0] = DMAGIC, b[1] = seq, b[2] = 0;
+	for (size_t i = 3; i < DBLK / 8; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		b[i] = (i & 7) < 3 ? x : (seq << 8 | i); /* mixed: part compressible */
+	}
+	b[2] = fnv(b);
+}
+
+/* The sequence block b holds: 0 when empty, -1 when damaged. */
+static int64_t dblk_seq(uint64_t *b)
+{
+	uint64_t sum = b[2], want[DBLK / 8];
+	int empty = 1;
+	for (size_t i = 0; i < DBLK / 8 && empty; i++)
+		empty = !b[i];
+	if (empty)
+		return 0;
+	if (b[0] != DMAGIC)
+		return -1;
+	b[2] = 0;
+	int ok = fnv(b) == sum;
+	b[2] = sum;
+	dblk_fill(want, b[1]);
+	return ok && !memcmp(want, b, DBLK) ? (int64_t)b[1] : -1;
+}
+
+/* Reads the ring; *max: the newest sequence on disk; NULL or why. */
+static const char *disk_scan(uint64_t *max, uint64_t *blocks)
+{
+	*max = 0, *blocks = 0;
+	if (pread(disk_fd, dring, DBLK * DRING, 0) != DBLK * DRING)
+		return "read";
+	for (size_t i = 0; i < DRING; i++) {
+		int64_t q = dblk_seq(dring + i * DBLK / 8);
+		if (q < 0)
+			return "damaged";
+		if (q && (uint64_t)q % DRING != i)
+			return "misplaced";
+		if (q) {
+			(*blocks)++;
+			if ((uint64_t)q > *max)
+				*max = (uint64_t)q;
+		}
+	}
+	/* slot i holds the newest q <= max with q % DRING == i */
+	for (size_t i = 0; i < DRING; i++) {
+		uint64_t want = *max >= i ? *max - (*max - i) % DRING : 0;
+		int64_t q = dblk_seq(dring + i * DBLK / 8);
+		if ((uint64_t)q != want && !(want == 0 && q == 0))
+			return "gap";
+	}
+	return NULL;
+}
+
+static void disk_open(void)
+{
+	uint64_t max, blocks;
+	const char *why;
+	for (int i = 0; i < 100 && disk_fd < 0; i++) {
+		disk_fd = open(disk_dev, O_RDWR | O_DIRECT | O_DSYNC);
+		if (disk_fd < 0)
+			usleep(50000);
+	}
+	if (disk_fd < 0 || posix_memalign((void **)&dbuf, DBLK, DBLK) ||
+	    posix_memalign((void **)&dring, DBLK, DBLK * DRING)) {
+		say("disk dev=%s result=BAD why=open:%s", disk_dev, strerror(errno));
+		any_bad = 1;
+		disk_fd = -1;
+		return;
+	}
+	if ((why = disk_scan(&max, &blocks))) {
+		say("disk dev=%s result=BAD why=%s", disk_dev, why);
+		any_bad = 1;
+	}
+	disk_seq = max;
+	say("disk dev=%s journal from seq=%llu", disk_dev, (unsigned long long)max);
+}
+
+static void disk_write(void)
+{
+	if (disk_fd < 0)
+		return;
+	disk_inflight = disk_seq + 1;
+	dblk_fill(dbuf, disk_inflight);
+	if (pwrite(disk_fd, dbuf, DBLK, (off_t)(disk_inflight % DRING) * DBLK) != DBLK) {
+		say("disk write seq=%llu failed: %s result=BAD",
+		    (unsigned long long)disk_inflight, strerror(errno));
+		any_bad = 1;
+		close(disk_fd);
+		disk_fd = -1;
+		return;
+	}
+	disk_seq = disk_inflight;
+	disk_inflight = 0;
+}
+
+static void disk_check(void)
+{
+	uint64_t max, blocks;
+	const char *why;
+	if (disk_fd < 0)
+		return;
+	why = disk_scan(&max, &blocks);
+	if (!why && max != disk_seq && !(disk_inflight && max == disk_inflight))
+		why = max > disk_seq ? "disk-ahead-of-memory" : "disk-behind-memory";
+	if (why)
+		any_bad = 1;
+	say("disk seq=%llu ondisk=%llu inflight=%llu blocks=%llu result=%s%s%s",
+	    (unsigned long long)disk_seq, (unsigned long long)max,
+	    (unsigned long long)disk_inflight, (unsigned long long)blocks,
+	    why ? "BAD" : "OK", why ? " why=" : "", why ? why : "");
+}
+
 static void run_check(const char *what, const char *tail)
 {
 	uint64_t first;
@@ -170,6 +316,7 @@ static void run_check(const char *what, const char *tail)
 	say("%s pages=%llu bad=%llu result=%s%s %s ms=%.0f", what,
 	    (unsigned long long)npages, (unsigned long long)bad,
 	    bad ? "BAD" : "OK", extra, tail, ms);
+	disk_check();
 }
 
 static void on_usr1(int sig) { (void)sig; got_usr1 = 1; }
@@ -184,6 +331,8 @@ static void set_param(const char *tok, unsigned long *mib, unsigned long *pct)
 		*mib = strtoul(v, NULL, 0);
 	else if (k == 8 && !strncmp(tok, "wl.dirty", 8))
 		*pct = strtoul(v, NULL, 0);
+	else if (k == 7 && !strncmp(tok, "wl.disk", 7))
+		snprintf(disk_dev, sizeof disk_dev, "%s", v);
 	else if (k == 10 && !strncmp(tok, "wl.profile", 10))
 		profile_random = !strcmp(v, "random");
 	else if (k == 15 && !strncmp(tok, "wl.marker_every", 15))
@@ -268,6 +417,8 @@ int main(int argc, char **argv)
 	say("start mem=%lu dirty=%lu pages=%llu marker=%s every=%llu", mib, pct,
 	    (unsigned long long)npages, marker[0] ? marker : "-",
 	    (unsigned long long)marker_every);
+	if (disk_dev[0])
+		disk_open();
 	double t0 = now(CLOCK_MONOTONIC);
 	for (uint64_t i = 0; i < npages; i++)
 		gen_page((uint64_t *)(mem + i * PAGE), i, 0);
@@ -350,6 +501,7 @@ int main(int argc, char **argv)
 			total_gen++;
 		}
 		last_m = m;
+		disk_write();
 
 		if (m >= next_print) {
 			if (rtc >= 0 && (rtc = rtc_seconds()) >= 0) {

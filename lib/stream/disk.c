@@ -1,0 +1,553 @@
+/*
+ * disk.c - the disks of a domain in the record stream: DISK, DISK_EXTENT,
+ * DISK_END (format/vmckpt-stream.md, "Disks").
+ *
+ * Owns: reading a disk file into extents with its content digest, and the
+ * rules a reader applies to disk records (bounds, order, counts, digest),
+ * writing what it accepts into a sink file.
+ * Must not: know which hypervisor a disk belongs to, or where a restored
+ * disk goes (the engine decides; this file writes into the fd it is given).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "internal.h"
+
+#define EXTENT_MAX (1u << 20)           /* data octets per DISK_EXTENT written */
+
+/* ---- the content digest ------------------------------------------------
+ * BLAKE2b-256 of the context, LE64(virtual size), then for every grain that
+ * is not all zero, in order: LE64(grain index) and the grain's octets.  It
+ * depends on the content alone, not on how it was cut into extents. */
+struct digest {
+    crypto_generichash_state st;
+};
+
+static void digest_init(struct digest *d, uint64_t vsize)
+{
+    uint8_t le[8];
+
+    crypto_generichash_init(&d->st, NULL, 0, VMC_DISK_DIGEST_LEN);
+    crypto_generichash_update(&d->st, (const uint8_t *)VMC_DISK_DIGEST_CTX, 16);
+    vmc_put64(le, vsize);
+    crypto_generichash_update(&d->st, le, 8);
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+    static const uint8_t z[256];
+
+    for (; n >= sizeof(z); p += sizeof(z), n -= sizeof(z))
+        if (memcmp(p, z, sizeof(z)))
+            return 0;
+    return memcmp(p, z, n) == 0;
+}
+
+static void digest_grain(struct digest *d, uint64_t index, const uint8_t *g,
+                         size_t n)
+{
+    uint8_t le[8];
+
+    vmc_put64(le, index);
+    crypto_generichash_update(&d->st, le, 8);
+    crypto_generichash_update(&d->st, g, n);
+}
+
+/* ======================== writing ======================== */
+
+int vmc_writer_disk(struct vmc_writer *w, const struct vmc_disk_info *di)
+{
+    struct vmc_wire_disk d = { 0 };
+    size_t il = strlen(di->id), pl = strlen(di->path);
+    uint8_t *body;
+    int rc;
+
+    if (il < 1 || il > VMC_DISK_ID_MAX || pl > VMC_DISK_PATH_MAX)
+        return vmc_set_error(writer_ctx(w), VMC_E_INVAL, "disk %s: id or path "
+                             "too long for the format", di->id);
+    d.disk = di->index;
+    d.flags = di->flags;
+    d.virtual_size = di->virtual_size;
+    d.block_size = di->block_size;
+    d.source_format = di->source_format;
+    d.id_len = (uint16_t)il;
+    d.path_len = (uint16_t)pl;
+    if (!(body = malloc(VMC_DISK_FIXED_LEN + il + pl)))
+        return vmc_set_error(writer_ctx(w), VMC_E_NOMEM, "out of memory");
+    vmc_disk_encode(body, &d);
+    memcpy(body + VMC_DISK_FIXED_LEN, di->id, il);
+    memcpy(body + VMC_DISK_FIXED_LEN + il, di->path, pl);
+    rc = vmc_writer_record(w, VMC_REC_DISK, body, VMC_DISK_FIXED_LEN + il + pl);
+    free(body);
+    return rc;
+}
+
+struct extw {
+    struct vmc_writer *w;
+    uint32_t disk;
+    uint64_t start;             /* offset of buf[VMC_DISK_EXTENT_HEAD] */
+    size_t len;                 /* data octets in buf */
+    uint64_t extents, bytes;
+    uint8_t *buf;               /* head + EXTENT_MAX */
+};
+
+static int ext_flush(struct extw *x)
+{
+    struct vmc_wire_disk_extent e = { x->disk, 0, x->start };
+    int rc;
+
+    if (!x->len)
+        return 0;
+    vmc_disk_extent_encode(x->buf, &e);
+    if ((rc = vmc_writer_record(x->w, VMC_REC_DISK_EXTENT, x->buf,
+                                VMC_DISK_EXTENT_HEAD + x->len)) < 0)
+        return rc;
+    x->extents++;
+    x->bytes += x->len;
+    x->len = 0;
+    return 0;
+}
+
+/* A grain at off that is not all zero joins the open extent (or opens
+ * one). */
+static int ext_add(struct extw *x, uint64_t off, const uint8_t *g, size_t n)
+{
+    int rc;
+
+    if (x->len && (x->start + x->len != off || x->len + n > EXTENT_MAX) &&
+        (rc = ext_flush(x)) < 0)
+        return rc;
+    if (!x->len)
+        x->start = off;
+    memcpy(x->buf + VMC_DISK_EXTENT_HEAD + x->len, g, n);
+    x->len += n;
+    return 0;
+}
+
+/* The next data region of fd at or after off: [*d, *h), both grain
+ * aligned (h capped at size); *d == size when there is none. */
+static void next_data(int fd, uint64_t off, uint64_t size, uint64_t *d,
+                      uint64_t *h)
+{
+    off_t a = lseek(fd, (off_t)off, SEEK_DATA), b;
+
+    if (a < 0) {
+        if (errno == ENXIO) {           /* only a hole up to the end */
+            *d = *h = size;
+            return;
+        }
+        *d = off;                       /* no SEEK_DATA here: all data */
+        *h = size;
+        return;
+    }
+    b = lseek(fd, a, SEEK_HOLE);
+    *d = (uint64_t)a / VMC_DISK_GRAIN * VMC_DISK_GRAIN;
+    if (*d < off)
+        *d = off;
+    *h = b < 0 ? size : ((uint64_t)b + VMC_DISK_GRAIN - 1) / VMC_DISK_GRAIN *
+                         VMC_DISK_GRAIN;
+    if (*h > size)
+        *h = size;
+    if (*d > size)
+        *d = size;
+}
+
+/* Calls fn for every grain of fd's first size octets that is not all zero
+ * (holes are skipped unread), in order; progress: octets looked at. */
+typedef int (*grain_fn)(void *arg, uint64_t off, const uint8_t *g, size_t n);
+
+static int scan_grains(struct vmc_ctx *ctx, const char *what, int fd,
+                       uint64_t size, grain_fn fn, void *arg,
+                       vmc_progress_fn cb, void *cb_arg)
+{
+    uint8_t *rd = malloc(EXTENT_MAX);
+    uint64_t off = 0, done = 0;
+    int rc = 0;
+
+    if (!rd)
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    while (off < size && rc == 0) {
+        uint64_t d, h;
+        next_data(fd, off, size, &d, &h);
+        for (off = d; off < h && rc == 0;) {
+            size_t want = h - off < EXTENT_MAX ? (size_t)(h - off) : EXTENT_MAX;
+            ssize_t got = pread(fd, rd, want, (off_t)off);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got != (ssize_t)want) {
+                rc = vmc_set_error(ctx, VMC_E_IO, "disk %s: read at %llu: %s",
+                                   what, (unsigned long long)off, got < 0 ?
+                                   strerror(errno) : "file shorter than the disk");
+                break;
+            }
+            for (size_t g = 0; g < want && rc == 0; g += VMC_DISK_GRAIN) {
+                size_t n = want - g < VMC_DISK_GRAIN ? want - g : VMC_DISK_GRAIN;
+                if (!all_zero(rd + g, n))
+                    rc = fn(arg, off + g, rd + g, n);
+            }
+            off += want;
+            done += want;
+            if (rc == 0 && cb && cb(cb_arg, done))
+                rc = vmc_set_error(ctx, VMC_E_CANCELED, "interrupted");
+        }
+        off = h > off ? h : off;
+    }
+    free(rd);
+    return rc;
+}
+
+struct capture {
+    struct extw x;
+    struct digest dg;
+};
+
+static int capture_grain(void *arg, uint64_t off, const uint8_t *g, size_t n)
+{
+    struct capture *c = arg;
+
+    digest_grain(&c->dg, off / VMC_DISK_GRAIN, g, n);
+    return ext_add(&c->x, off, g, n);
+}
+
+int vmc_writer_disk_content(struct vmc_writer *w, const struct vmc_disk_info *di,
+                            int fd, vmc_progress_fn cb, void *arg)
+{
+    struct capture c = { .x = { .w = w, .disk = di->index } };
+    struct vmc_wire_disk_end e = { .disk = di->index };
+    uint8_t end[VMC_DISK_END_LEN];
+    int rc;
+
+    if (!(c.x.buf = malloc(VMC_DISK_EXTENT_HEAD + EXTENT_MAX)))
+        return vmc_set_error(writer_ctx(w), VMC_E_NOMEM, "out of memory");
+    digest_init(&c.dg, di->virtual_size);
+    if ((rc = scan_grains(writer_ctx(w), di->id, fd, di->virtual_size,
+                          capture_grain, &c, cb, arg)) == 0 &&
+        (rc = ext_flush(&c.x)) == 0) {
+        e.extents = c.x.extents;
+        e.data_bytes = c.x.bytes;
+        crypto_generichash_final(&c.dg.st, e.digest, VMC_DISK_DIGEST_LEN);
+        vmc_disk_end_encode(end, &e);
+        rc = vmc_writer_record(w, VMC_REC_DISK_END, end, sizeof(end));
+    }
+    free(c.x.buf);
+    return rc;
+}
+
+/* ======================== reading ======================== */
+
+struct dstate {
+    struct vmc_disk_info info;
+    int seen, ended;
+    int sink;                   /* fd to pwrite accepted grains into, or -1 */
+    uint64_t next;              /* where the next extent may start */
+    uint64_t extents, bytes;
+    struct digest dg;
+    uint8_t digest[VMC_DISK_DIGEST_LEN];
+};
+
+struct vmc_disks {
+    struct vmc_ctx *ctx;
+    int n;
+    struct dstate *d[VMC_DISK_MAX];     /* by order of DISK records */
+    uint8_t *grain;                     /* one grain being assembled */
+};
+
+int vmc_disks_new(struct vmc_ctx *ctx, struct vmc_disks **out)
+{
+    struct vmc_disks *t = calloc(1, sizeof(*t));
+
+    *out = NULL;
+    if (!t || !(t->grain = malloc(VMC_DISK_GRAIN))) {
+        free(t);
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    }
+    t->ctx = ctx;
+    *out = t;
+    return 0;
+}
+
+void vmc_disks_free(struct vmc_disks *t)
+{
+    if (!t)
+        return;
+    for (int i = 0; i < t->n; i++)
+        free(t->d[i]);
+    free(t->grain);
+    free(t);
+}
+
+int vmc_disks_count(const struct vmc_disks *t)
+{
+    return t ? t->n : 0;
+}
+
+const struct vmc_disk_info *vmc_disks_get(const struct vmc_disks *t, int i)
+{
+    return t && i >= 0 && i < t->n ? &t->d[i]->info : NULL;
+}
+
+void vmc_disks_set_sink(struct vmc_disks *t, int i, int fd)
+{
+    if (t && i >= 0 && i < t->n)
+        t->d[i]->sink = fd;
+}
+
+int vmc_disks_digest(const struct vmc_disks *t, int i,
+                     uint8_t out[VMC_DISK_DIGEST_LEN])
+{
+    if (!t || i < 0 || i >= t->n || !t->d[i]->ended)
+        return 0;
+    memcpy(out, t->d[i]->digest, VMC_DISK_DIGEST_LEN);
+    return 1;
+}
+
+static struct dstate *by_index(struct vmc_disks *t, uint32_t idx)
+{
+    for (int i = 0; i < t->n; i++)
+        if (t->d[i]->info.index == idx)
+            return t->d[i];
+    return NULL;
+}
+
+static int disk_fail(struct vmc_disks *t, const struct vmc_record *rec, int code,
+                     const struct dstate *s, const char *fmt, const char *why)
+{
+    if (s)
+        return vmc_set_error_at(t->ctx, code, VMC_AT_RECORD, rec->offset,
+                                rec->type, "disk %u (%s): %s", s->info.index,
+                                s->info.id, why ? why : fmt);
+    return vmc_set_error_at(t->ctx, code, VMC_AT_RECORD, rec->offset, rec->type,
+                            "%s", why ? why : fmt);
+}
+
+static int on_disk(struct vmc_disks *t, struct vmc_reader *r,
+                   const struct vmc_record *rec)
+{
+    struct vmc_wire_disk d;
+    const uint8_t *id, *path;
+    const char *why;
+    struct dstate *s;
+    uint8_t *b;
+    size_t len;
+    int rc;
+
+    if ((rc = vmc_reader_read_all(r, &b, &len)) < 0)
+        return rc;
+    if ((rc = vmc_disk_decode(&d, b, len, &id, &path, &why)) < 0) {
+        free(b);
+        return disk_fail(t, rec, rc, NULL, NULL, why);
+    }
+    if (by_index(t, d.disk) || t->n == VMC_DISK_MAX) {
+        free(b);
+        return disk_fail(t, rec, VMC_E_FORMAT, NULL, NULL, "DISK index given "
+                         "twice");
+    }
+    if (!(s = calloc(1, sizeof(*s)))) {
+        free(b);
+        return vmc_set_error(t->ctx, VMC_E_NOMEM, "out of memory");
+    }
+    s->info.index = d.disk;
+    s->info.flags = d.flags;
+    s->info.virtual_size = d.virtual_size;
+    s->info.block_size = d.block_size;
+    s->info.source_format = d.source_format;
+    memcpy(s->info.id, id, d.id_len);
+    memcpy(s->info.path, path, d.path_len);
+    s->sink = -1;
+    digest_init(&s->dg, d.virtual_size);
+    free(b);
+    for (int i = 0; i < t->n; i++)
+        if (!strcmp(t->d[i]->info.id, s->info.id)) {
+            free(s);
+            return disk_fail(t, rec, VMC_E_FORMAT, NULL, NULL, "DISK id given "
+                             "twice");
+        }
+    t->d[t->n++] = s;
+    return 0;
+}
+
+/* One whole grain (or the disk's last, shorter one) went by at off. */
+static int grain_done(struct vmc_disks *t, struct dstate *s, uint64_t off,
+                      const uint8_t *g, size_t n)
+{
+    if (all_zero(g, n))
+        return 0;                       /* a sink file is sparse: leave it */
+    digest_grain(&s->dg, off / VMC_DISK_GRAIN, g, n);
+    if (s->sink >= 0) {
+        size_t w = 0;
+        while (w < n) {
+            ssize_t k = pwrite(s->sink, g + w, n - w, (off_t)(off + w));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0)
+                return vmc_set_error(t->ctx, VMC_E_IO, "disk %s: write: %s",
+                                     s->info.id, k < 0 ? strerror(errno)
+                                                       : "no progress");
+            w += (size_t)k;
+        }
+    }
+    return 0;
+}
+
+static int on_extent(struct vmc_disks *t, struct vmc_reader *r,
+                     const struct vmc_record *rec)
+{
+    struct vmc_wire_disk_extent e;
+    uint8_t head[VMC_DISK_EXTENT_HEAD];
+    uint64_t len = rec->length - VMC_DISK_EXTENT_HEAD, off;
+    const char *why;
+    struct dstate *s;
+    size_t fill = 0;
+    ssize_t n;
+    int rc;
+
+    if ((n = vmc_reader_read(r, head, sizeof(head))) < 0)
+        return (int)n;
+    if ((rc = vmc_disk_extent_decode(&e, head, rec->length, &why)) < 0)
+        return disk_fail(t, rec, rc, NULL, NULL, why);
+    if (!(s = by_index(t, e.disk)))
+        return disk_fail(t, rec, VMC_E_FORMAT, NULL, NULL, "DISK_EXTENT of a "
+                         "disk no DISK record describes");
+    if (!(s->info.flags & VMC_DF_CARRIED) || s->ended)
+        return disk_fail(t, rec, VMC_E_FORMAT, s, NULL, s->ended ?
+                         "DISK_EXTENT after its DISK_END" :
+                         "DISK_EXTENT of a disk that is not carried");
+    if (e.offset < s->next)
+        return disk_fail(t, rec, VMC_E_FORMAT, s, NULL, "DISK_EXTENT overlaps "
+                         "or precedes the one before it");
+    if (e.offset > s->info.virtual_size || len > s->info.virtual_size - e.offset)
+        return disk_fail(t, rec, VMC_E_FORMAT, s, NULL, "DISK_EXTENT reaches "
+                         "beyond the disk's virtual size");
+    if (len % VMC_DISK_GRAIN && e.offset + len != s->info.virtual_size)
+        return disk_fail(t, rec, VMC_E_FORMAT, s, NULL, "DISK_EXTENT is not "
+                         "whole grains and does not end the disk");
+    off = e.offset;
+    for (;;) {
+        const void *p;
+        if ((n = vmc_reader_read_ptr(r, &p, VMC_DISK_GRAIN - fill)) < 0)
+            return (int)n;
+        if (n == 0)
+            break;
+        memcpy(t->grain + fill, p, (size_t)n);
+        fill += (size_t)n;
+        if (fill == VMC_DISK_GRAIN) {
+            if ((rc = grain_done(t, s, off, t->grain, fill)) < 0)
+                return rc;
+            off += fill;
+            fill = 0;
+        }
+    }
+    if (fill && (rc = grain_done(t, s, off, t->grain, fill)) < 0)
+        return rc;
+    s->next = e.offset + len;
+    s->extents++;
+    s->bytes += len;
+    return 0;
+}
+
+static int on_end(struct vmc_disks *t, struct vmc_reader *r,
+                  const struct vmc_record *rec)
+{
+    struct vmc_wire_disk_end e;
+    uint8_t b[VMC_DISK_END_LEN];
+    const char *why;
+    struct dstate *s;
+    ssize_t n;
+    int rc;
+
+    if ((n = vmc_reader_read(r, b, sizeof(b))) < 0)
+        return (int)n;
+    if ((rc = vmc_disk_end_decode(&e, b, (size_t)n, &why)) < 0)
+        return disk_fail(t, rec, rc, NULL, NULL, why);
+    if (!(s = by_index(t, e.disk)))
+        return disk_fail(t, rec, VMC_E_FORMAT, NULL, NULL, "DISK_END of a disk "
+                         "no DISK record describes");
+    if (!(s->info.flags & VMC_DF_CARRIED) || s->ended)
+        return disk_fail(t, rec, VMC_E_FORMAT, s, NULL, s->ended ?
+                         "second DISK_END" : "DISK_END of a disk that is not "
+                         "carried");
+    if (e.extents != s->extents || e.data_bytes != s->bytes)
+        return disk_fail(t, rec, VMC_E_FORMAT, s, NULL, "DISK_END counts do "
+                         "not match its extents");
+    crypto_generichash_final(&s->dg.st, s->digest, VMC_DISK_DIGEST_LEN);
+    if (sodium_memcmp(s->digest, e.digest, VMC_DISK_DIGEST_LEN))
+        return disk_fail(t, rec, VMC_E_FORMAT, s, NULL, "content digest does "
+                         "not match (the disk is not what was saved)");
+    s->ended = 1;
+    return 0;
+}
+
+int vmc_disks_record(struct vmc_disks *t, struct vmc_reader *r,
+                     const struct vmc_record *rec)
+{
+    switch (rec->type) {
+    case VMC_REC_DISK: return on_disk(t, r, rec);
+    case VMC_REC_DISK_EXTENT: return on_extent(t, r, rec);
+    case VMC_REC_DISK_END: return on_end(t, r, rec);
+    }
+    return 0;
+}
+
+int vmc_disks_finish(struct vmc_disks *t)
+{
+    for (int i = 0; t && i < t->n; i++)
+        if ((t->d[i]->info.flags & VMC_DF_CARRIED) && !t->d[i]->ended)
+            return vmc_set_error(t->ctx, VMC_E_FORMAT, "disk %u (%s): carried, "
+                                 "but the stream ends without its DISK_END",
+                                 t->d[i]->info.index, t->d[i]->info.id);
+    return 0;
+}
+
+static int digest_only(void *arg, uint64_t off, const uint8_t *g, size_t n)
+{
+    digest_grain(arg, off / VMC_DISK_GRAIN, g, n);
+    return 0;
+}
+
+int vmc_disk_file_digest(struct vmc_ctx *ctx, int fd, uint64_t size,
+                         uint8_t out[VMC_DISK_DIGEST_LEN])
+{
+    struct digest dg;
+    int rc;
+
+    digest_init(&dg, size);
+    if ((rc = scan_grains(ctx, "file", fd, size, digest_only, &dg, NULL,
+                          NULL)) == 0)
+        crypto_generichash_final(&dg.st, out, VMC_DISK_DIGEST_LEN);
+    return rc;
+}
+
+int vmc_disk_file_size(struct vmc_ctx *ctx, int fd, unsigned format,
+                       const char *what, uint64_t *size)
+{
+    struct stat st;
+    uint8_t h[32];
+
+    *size = 0;
+    if (fstat(fd, &st) < 0)
+        return vmc_set_error(ctx, VMC_E_IO, "disk %s: %s", what, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "disk %s: not a regular "
+                             "file (block devices are not carried yet)", what);
+    if (format == VMC_DISK_FMT_QCOW2) {
+        if (pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
+            memcmp(h, "QFI\xfb", 4))
+            return vmc_set_error(ctx, VMC_E_FORMAT, "disk %s: not a qcow2 file",
+                                 what);
+        for (int i = 0; i < 8; i++)             /* big-endian, offset 24 */
+            *size = *size << 8 | h[24 + i];
+    } else {
+        *size = (uint64_t)st.st_size;
+    }
+    if (!*size || *size % 512 || *size > VMC_DISK_SIZE_MAX)
+        return vmc_set_error(ctx, VMC_E_UNSUPPORTED, "disk %s: size %llu is not "
+                             "a non-zero multiple of 512", what,
+                             (unsigned long long)*size);
+    return 0;
+}
