@@ -415,6 +415,11 @@ static json_t *summary_json(const struct vmc_summary *s)
     json_object_set_new(m, "checkpoint",
                         json_boolean(s->meta.flags & VMC_IIF_CHECKPOINT));
     json_object_set_new(o, "image_info", m);
+    json_object_set_new(o, "disks", json_pack("{s:i, s:i, s:i, s:I}", "count",
+                                              s->disks, "carried",
+                                              s->disks_carried, "not_captured",
+                                              s->disks_not_captured, "bytes",
+                                              (json_int_t)s->disk_bytes));
     for (int i = 0; i < s->ntypes; i++) {
         json_t *r = json_object();
         const char *n = vmc_record_name(s->types[i].type);
@@ -507,6 +512,12 @@ static void print_summary(const struct vmc_summary *s)
            cli_safe(s->meta.host), cli_safe(s->meta.tool_version),
            s->meta.flags & VMC_IIF_LIVE ? ", live" : "",
            s->meta.flags & VMC_IIF_CHECKPOINT ? ", checkpoint" : "");
+    if (s->disks) {
+        cli_human(b, sizeof(b), (double)s->disk_bytes);
+        printf("disks:       %d, %d carried (%s, contents verified)%s\n",
+               s->disks, s->disks_carried, b, s->disks_not_captured ?
+               ", WRITABLE DISKS NOT CAPTURED (memory-only checkpoint)" : "");
+    }
     printf("records:\n");
     for (int i = 0; i < s->ntypes; i++) {
         const char *n = vmc_record_name(s->types[i].type);

@@ -978,8 +978,10 @@ out:
 static int restore_disks_sync(struct restore *s)
 {
     int n = vmc_disks_count(s->disks), rc;
+    struct vmc_end_info end;
 
-    if ((rc = vmc_disks_finish(s->disks)) < 0)
+    vmc_reader_end(s->r, &end);
+    if ((rc = vmc_disks_finish(s->disks, end.plaintext_bytes)) < 0)
         return rc;
     for (int i = 0; i < n; i++) {
         if (s->disk_fds[i] < 0)

@@ -396,6 +396,10 @@ struct vmc_summary {
     struct vmc_type_count *types; /* the library's: vmc_summary_free() */
     struct vmc_end_info end;
     struct vmc_stats stats;
+    int disks;                /* DISK records */
+    int disks_carried;        /* of them carried, each content verified */
+    int disks_not_captured;
+    uint64_t disk_bytes;      /* DISK_EXTENT data octets */
 };
 #define VMC_SUMMARY_TYPES 4096
 /* Frees what a drain put in sum (not sum itself). */
@@ -448,8 +452,8 @@ VMC_API void vmc_disks_free(struct vmc_disks *t);
  * (other types: 0, untouched): reads its body. */
 VMC_API int vmc_disks_record(struct vmc_disks *t, struct vmc_reader *r,
                              const struct vmc_record *rec);
-/* After END: every carried disk had its DISK_END. */
-VMC_API int vmc_disks_finish(struct vmc_disks *t);
+/* After END (at end_offset): every carried disk had its DISK_END. */
+VMC_API int vmc_disks_finish(struct vmc_disks *t, uint64_t end_offset);
 VMC_API int vmc_disks_count(const struct vmc_disks *t);
 VMC_API const struct vmc_disk_info *vmc_disks_get(const struct vmc_disks *t,
                                                   int i);

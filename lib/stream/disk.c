@@ -494,13 +494,15 @@ int vmc_disks_record(struct vmc_disks *t, struct vmc_reader *r,
     return 0;
 }
 
-int vmc_disks_finish(struct vmc_disks *t)
+int vmc_disks_finish(struct vmc_disks *t, uint64_t end_offset)
 {
     for (int i = 0; t && i < t->n; i++)
         if ((t->d[i]->info.flags & VMC_DF_CARRIED) && !t->d[i]->ended)
-            return vmc_set_error(t->ctx, VMC_E_FORMAT, "disk %u (%s): carried, "
-                                 "but the stream ends without its DISK_END",
-                                 t->d[i]->info.index, t->d[i]->info.id);
+            return vmc_set_error_at(t->ctx, VMC_E_FORMAT, VMC_AT_RECORD,
+                                    end_offset, VMC_REC_END, "disk %u (%s): "
+                                    "carried, but the stream ends without its "
+                                    "DISK_END", t->d[i]->info.index,
+                                    t->d[i]->info.id);
     return 0;
 }
 

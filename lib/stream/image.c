@@ -118,14 +118,25 @@ int reader_drain(struct vmc_reader *r, int outfd, const struct drain_hooks *h,
     struct vmc_summary local;
     struct vmc_ctx *ctx = reader_ctx(r);
     struct vmc_record rec;
+    struct vmc_disks *disks = NULL;
     uint64_t backend = 0;
     int rc, configured = 0;
 
     if (!sum)
         sum = &local;
     memset(sum, 0, sizeof(*sum));
+    if ((rc = vmc_disks_new(ctx, &disks)) < 0)
+        return rc;
     while ((rc = vmc_reader_next(r, &rec)) == 1) {
         count(sum, rec.type, rec.length);
+        if (rec.type == VMC_REC_DISK || rec.type == VMC_REC_DISK_EXTENT ||
+            rec.type == VMC_REC_DISK_END) {
+            if (rec.type == VMC_REC_DISK_EXTENT)
+                sum->disk_bytes += rec.length - VMC_DISK_EXTENT_HEAD;
+            if ((rc = vmc_disks_record(disks, r, &rec)) < 0)
+                break;
+            continue;
+        }
         if (rec.type == VMC_REC_IMAGE_INFO ||
             rec.type == VMC_REC_DOMAIN_CONFIG) {
             if ((rc = meta_in(ctx, r, &rec, outfd, h, sum)) < 0)
@@ -150,8 +161,18 @@ int reader_drain(struct vmc_reader *r, int outfd, const struct drain_hooks *h,
     }
     if (rc == 0) {
         vmc_reader_end(r, &sum->end);
+        rc = vmc_disks_finish(disks, sum->end.plaintext_bytes);
+    }
+    if (rc == 0) {
         count(sum, VMC_REC_END, sizeof(struct vmc_wire_end));
     }
+    sum->disks = vmc_disks_count(disks);
+    for (int i = 0; i < sum->disks; i++) {
+        uint32_t f = vmc_disks_get(disks, i)->flags;
+        sum->disks_carried += !!(f & VMC_DF_CARRIED);
+        sum->disks_not_captured += !!(f & VMC_DF_NOT_CAPTURED);
+    }
+    vmc_disks_free(disks);
     vmc_reader_stats(r, &sum->stats);
     if (sum == &local)
         vmc_summary_free(&local);

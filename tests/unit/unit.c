@@ -805,7 +805,7 @@ static struct buf craft(const uint8_t *plain, size_t n)
 }
 
 struct pt {
-    uint8_t b[4096];
+    uint8_t b[16384];
     size_t n;
     uint64_t records, backend;
 };
@@ -883,6 +883,69 @@ static void pt_info_kind(struct pt *p, char k)
     pt_rec(p, VMC_REC_IMAGE_INFO, b, (uint32_t)len, 1);
 }
 
+/* Disk records for the rules: disk 0 "vda" of 2048 octets (k: not
+ * carried; P: a parent; F: an unknown flag), an extent of all of it (O:
+ * at 64 KiB, beyond it; a: at 512, off the grain; J: of disk 5), its
+ * DISK_END (y: a wrong digest; w: wrong counts; z: 48 octets). */
+#define PT_DISK_SIZE 2048
+static void pt_disk_data(uint8_t *d)
+{
+    for (int i = 0; i < PT_DISK_SIZE; i++)
+        d[i] = (uint8_t)(i * 7 + 1);
+}
+
+static void pt_disk(struct pt *p, char k)
+{
+    struct vmc_wire_disk d = { .disk = 0, .flags = VMC_DF_CARRIED,
+                               .virtual_size = PT_DISK_SIZE,
+                               .block_size = 512,
+                               .source_format = VMC_DISK_FMT_RAW,
+                               .id_len = 3 };
+    uint8_t b[VMC_DISK_FIXED_LEN + 3];
+
+    if (k == 'k')
+        d.flags = 0;
+    if (k == 'F')
+        d.flags |= 0x100;
+    if (k == 'P')
+        d.parent[3] = 1;
+    vmc_disk_encode(b, &d);
+    memcpy(b + VMC_DISK_FIXED_LEN, "vda", 3);
+    pt_rec(p, VMC_REC_DISK, b, sizeof(b), 1);
+}
+
+static void pt_extent(struct pt *p, char k)
+{
+    struct vmc_wire_disk_extent e = { k == 'J' ? 5 : 0, 0,
+                                      k == 'O' ? VMC_DISK_GRAIN :
+                                      k == 'a' ? 512 : 0 };
+    uint8_t b[VMC_DISK_EXTENT_HEAD + PT_DISK_SIZE];
+
+    vmc_disk_extent_encode(b, &e);
+    pt_disk_data(b + VMC_DISK_EXTENT_HEAD);
+    pt_rec(p, VMC_REC_DISK_EXTENT, b, k == 'a' ? VMC_DISK_EXTENT_HEAD + 512 :
+           (uint32_t)sizeof(b), 1);
+}
+
+static void pt_disk_end(struct pt *p, char k)
+{
+    struct vmc_wire_disk_end e = { 0, 0, k == 'w' ? 2 : 1, PT_DISK_SIZE, { 0 } };
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    uint8_t d[PT_DISK_SIZE], b[VMC_DISK_END_LEN];
+    int fd = memfd_create("disk", 0);
+
+    pt_disk_data(d);
+    if (write(fd, d, sizeof(d)) != (ssize_t)sizeof(d) ||
+        vmc_disk_file_digest(ctx, fd, PT_DISK_SIZE, e.digest) < 0)
+        abort();
+    close(fd);
+    vmc_ctx_free(ctx);
+    if (k == 'y')
+        e.digest[0] ^= 1;
+    vmc_disk_end_encode(b, &e);
+    pt_rec(p, VMC_REC_DISK_END, b, k == 'z' ? 48 : VMC_DISK_END_LEN, 1);
+}
+
 /* Builds the stream spelled by ops, one character per record. */
 static void pt_build(struct pt *p, const char *ops)
 {
@@ -891,6 +954,9 @@ static void pt_build(struct pt *p, const char *ops)
     memset(p, 0, sizeof(*p));
     for (const char *o = ops; *o; o++) {
         switch (*o) {
+        case 'K': case 'k': case 'P': case 'F': pt_disk(p, *o); break;
+        case 'X': case 'O': case 'a': case 'J': pt_extent(p, *o); break;
+        case 'Y': case 'y': case 'w': case 'z': pt_disk_end(p, *o); break;
         case 'I': case 'i': case 'n': case 'p': case 'o': case 'r':
             pt_info_kind(p, *o);
             break;
@@ -989,6 +1055,35 @@ static const struct {
     { "PRECOPY_ROUND is 24 octets", "IqE", VMC_E_FORMAT, "expected 24" },
     { "PRECOPY_ROUND reserved word is zero", "IRQE", VMC_E_FORMAT,
       "PRECOPY_ROUND @0x68: reserved field not zero" },
+    /* disks ("Disks") */
+    { "a carried disk reads", "ICKSXYE", 0, NULL },
+    { "a disk that is not carried reads", "ICkSE", 0, NULL },
+    { "DISK before backend data", "ICSKE", VMC_E_FORMAT,
+      "after backend or disk data" },
+    { "DOMAIN_CONFIG before DISK", "IKCE", VMC_E_FORMAT,
+      "duplicate or after backend data" },
+    { "DISK index unique", "ICKKE", VMC_E_FORMAT, "index given twice" },
+    { "DISK flags known", "ICFE", VMC_E_FORMAT, "unknown flags" },
+    { "an incremental DISK is refused", "ICPE", VMC_E_UNSUPPORTED,
+      "incremental" },
+    { "DISK_EXTENT of a described disk", "ICKJYE", VMC_E_FORMAT,
+      "no DISK record describes" },
+    { "DISK_EXTENT within the virtual size", "ICKOE", VMC_E_FORMAT,
+      "beyond the disk's virtual size" },
+    { "DISK_EXTENT offset on the grain", "ICKaE", VMC_E_FORMAT, "64 KiB grain" },
+    { "DISK_EXTENT of a carried disk only", "ICkXE", VMC_E_FORMAT,
+      "not carried" },
+    { "DISK_EXTENTs ascending, not overlapping", "ICKXXYE", VMC_E_FORMAT,
+      "overlaps" },
+    { "DISK_END counts its extents", "ICKXwE", VMC_E_FORMAT,
+      "counts do not match its extents" },
+    { "DISK_END digest matches the content", "ICKXyE", VMC_E_FORMAT,
+      "content digest does not match" },
+    { "a carried disk has its DISK_END", "ICKXE", VMC_E_FORMAT,
+      "without its DISK_END" },
+    { "no DISK_EXTENT after DISK_END", "ICKXYXE", VMC_E_FORMAT,
+      "after its DISK_END" },
+    { "DISK_END is 56 octets", "ICKXzE", VMC_E_FORMAT, "expected 56" },
 };
 
 static int t_record_rules(void)
