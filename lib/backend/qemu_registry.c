@@ -452,7 +452,7 @@ out:
  * config names), the config's argv, then what vmckpt adds (name, UUID,
  * its QMP and console in dir, the sandbox) and extra.  The strings point
  * into cfg, the arguments and bufs (bufs[0]: -add-fd, bufs[1]: -name);
- * NULL if argv holds a non-string.  av has room for 3 x argv + 32. */
+ * NULL if argv holds a non-string.  av has room for 2 x argv + 32. */
 static const char **qemu_argv(const json_t *cfg, const char *name,
                               const char *uuid, const char *dir,
                               const char **extra, char bufs[2][1400],
@@ -460,7 +460,7 @@ static const char **qemu_argv(const json_t *cfg, const char *name,
 {
     const json_t *argv = json_object_get(cfg, "argv");
     size_t n = json_array_size(argv), k = 0;
-    const char **av = calloc(3 * n + 32, sizeof(char *));
+    const char **av = calloc(2 * n + 32, sizeof(char *));
 
     if (!av)
         return NULL;
@@ -561,11 +561,11 @@ char *qemu_command_text(const json_t *cfg, const char *name, const char *uuid,
 #define LAUNCH_FILES 8
 #define LAUNCH_DRIVES 16
 struct launch {
-    int fds[3 + LAUNCH_FILES + 2 * LAUNCH_DRIVES];  /* QMP, console, log, files */
+    int fds[3 + LAUNCH_FILES + LAUNCH_DRIVES];  /* QMP, console, log, files */
     int nfds;
     char paths[LAUNCH_FILES][24];   /* "/dev/fd/N" */
     char drives[LAUNCH_DRIVES][PATH_MAX + 256];  /* -drive ...,file=/dev/fdset/S */
-    char addfd[LAUNCH_DRIVES][2][48];  /* -add-fd fd=N,set=S: rw and ro */
+    char addfd[LAUNCH_DRIVES][48];  /* -add-fd fd=N,set=S */
     int drop;
     uid_t uid;
     gid_t gid, groups[1];
@@ -614,12 +614,12 @@ static int launch_user(struct vmc_ctx *ctx, struct launch *l)
     return 0;
 }
 
-/* A -drive's disk file, opened here and passed in as fd set 10+j, read-only
- * and (unless readonly=on or media=cdrom) read-write: QEMU picks the one
- * whose access mode it asks for (it opens a disk read-only first, then
- * read-write once the device attaches).  The value becomes
- * ...,file=/dev/fdset/S,... and av gets -add-fd.  A value with ",," in
- * it, or without file=, is left alone. */
+/* A -drive's disk file, opened here (read-write unless readonly=on or
+ * media=cdrom) and passed in as fd set 10+j: the value becomes
+ * ...,file=/dev/fdset/S,...,auto-read-only=off (else QEMU first asks the
+ * set for a read-only descriptor) and av gets -add-fd.  One descriptor
+ * per disk: QEMU's image locks stay on one open file description.  A
+ * value with ",," in it, or without file=, is left alone. */
 static int launch_drive(struct vmc_ctx *ctx, struct launch *l, const char **av,
                         size_t i, size_t *k, int j)
 {
@@ -641,18 +641,16 @@ static int launch_drive(struct vmc_ctx *ctx, struct launch *l, const char **av,
         return 0;
     at = !strncmp(v, "file=", 5) ? v : strstr(v, ",file=") + 1;
     rest = strchr(at, ',');
-    for (int m = 0; m < (ro ? 1 : 2); m++) {
-        if ((fd = open(file, (m ? O_RDWR : O_RDONLY) | O_CLOEXEC)) < 0)
-            return vmc_set_error(ctx, VMC_E_BACKEND, "-drive file=%s: %s", file,
-                                 strerror(errno));
-        l->fds[l->nfds++] = fd;
-        snprintf(l->addfd[j][m], sizeof(l->addfd[j][m]), "fd=%d,set=%d",
-                 2 + l->nfds, set);
-        av[(*k)++] = "-add-fd";
-        av[(*k)++] = l->addfd[j][m];
-    }
-    snprintf(l->drives[j], sizeof(l->drives[j]), "%.*sfile=/dev/fdset/%d%s",
-             (int)(at - v), v, set, rest ? rest : "");
+    if ((fd = open(file, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC)) < 0)
+        return vmc_set_error(ctx, VMC_E_BACKEND, "-drive file=%s: %s", file,
+                             strerror(errno));
+    l->fds[l->nfds++] = fd;
+    snprintf(l->addfd[j], sizeof(l->addfd[j]), "fd=%d,set=%d", 2 + l->nfds, set);
+    av[(*k)++] = "-add-fd";
+    av[(*k)++] = l->addfd[j];
+    snprintf(l->drives[j], sizeof(l->drives[j]), "%.*sfile=/dev/fdset/%d%s%s",
+             (int)(at - v), v, set, rest ? rest : "",
+             strstr(v, "auto-read-only=") ? "" : ",auto-read-only=off");
     av[i] = l->drives[j];
     av[*k] = NULL;
     return 0;
@@ -705,7 +703,7 @@ static void launch_close(struct launch *l)
  * unprivileged user.  Only async-signal-safe calls. */
 static void launch_child(const struct launch *l)
 {
-    int hi[3 + LAUNCH_FILES + 2 * LAUNCH_DRIVES];
+    int hi[3 + LAUNCH_FILES + LAUNCH_DRIVES];
 
     for (int i = 0; i < l->nfds; i++)           /* out of the way first */
         hi[i] = fcntl(l->fds[i], F_DUPFD, 100);

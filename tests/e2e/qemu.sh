@@ -10,7 +10,7 @@
 # it ran to the end, so count the FAIL lines.  SKIPs loudly when QEMU is
 # missing or the guest cannot be built.
 #
-# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..13, 8b, 8c)
+# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..15, 8b, 8c)
 #      VMCKPT_ACCEL=tcg|kvm  force the accelerator
 #      E2E_KEEP=1         keep the temp dir (images, logs) for a post-mortem
 set -u
@@ -1033,6 +1033,100 @@ s14() {
     rm -f "$img"
 }
 
+# disk_verdict RUNDIR BOOT WHAT: a console check; sets DISK_LINE to the
+# workload's disk verdict that follows it
+disk_verdict() {
+    DISK_LINE=$(timeout 40 python3 "$CONSOLE" "$1/console.sock" --send check \
+        --expect 'disk seq=.*result=' --timeout 30 2>&1)
+    [[ $DISK_LINE == *"boot=$2 disk seq="* ]] ||
+        { WHY="$3: no disk verdict: '$DISK_LINE'"; return 1; }
+}
+
+# 15. a domain with a disk: the workload keeps a journal on it.  A memory
+# checkpoint is refused, then taken with --memory-only (warned); a stopped
+# save --disks carries it to "another host" (its own registry and disk
+# directory), where memory and disk agree; the memory-only checkpoint,
+# restored after the disk moved on, is warned about, and the guest's own
+# check shows why (the disk is ahead of its memory).
+s15() {
+    local n=15_disks_carried_and_checked img=$T/s15.vmimg ck=$T/s15-ck.vmimg
+    local dd=$T/s15-disks h2=$T/s15-host2 id boot rd rid rd2 a u ckid
+    mkdir -p "$dd" "$h2/run" "$h2/disks"
+    truncate -s 64M "$dd/d1.raw"
+    VMCKPT_ALLOW_DIRS=$VMCKPT_ALLOW_DIRS:$dd run start.s15 "$VMCTL" start s15 -- \
+        "${QEMU_BASE[@]}" -m 256 -drive "file=$dd/d1.raw,if=virtio,format=raw" \
+        -append "console=ttyS0 quiet panic=-1 wl.mem=32 wl.dirty=10 wl.disk=/dev/vda" ||
+        { fail $n "vmctl start: rc=$RC: $(err start.s15)"; return; }
+    id=$(out start.s15)
+    track "$id"
+    rd=$("$VMCTL" rundir "$id" 2>&1)
+    wait_ready_rd "$rd" s15 60 || { fail $n "$WHY"; return; }
+    boot=$GBOOT
+    unprivileged "$rd" || { fail $n "$WHY"; return; }
+    grep -aq "boot=$boot disk dev=/dev/vda journal" "$rd/console.log" ||
+        { fail $n "no disk journal: $(log_tail "$rd/console.log")"; return; }
+    wait_count "$rd/console.log" "$boot" 4 20 || { fail $n "no count lines"; return; }
+    # a checkpoint of the memory alone: refused, the domain runs on
+    if run s15.ck0 "$VMSAVE" -c -r "$REC" "$id" "$ck" || ! one_line s15.ck0 ||
+       ! grep -q "writable disk virtio0" "$IO/s15.ck0.err" || [ -e "$ck" ]; then
+        fail $n "vmsave -c of a domain with a disk: rc=$RC $(err s15.ck0)"; return
+    fi
+    guest_alive "$id" "$boot" || { fail $n "after the refusal: $WHY"; return; }
+    run s15.ck "$VMSAVE" -c --memory-only -r "$REC" "$id" "$ck" ||
+        { fail $n "vmsave -c --memory-only: rc=$RC $(err s15.ck)"; return; }
+    grep -q "warning: 1 writable disk not captured" "$IO/s15.ck.err" ||
+        { fail $n "no warning from vmsave --memory-only: $(err s15.ck)"; return; }
+    disk_verdict "$rd" "$boot" "source" && [[ $DISK_LINE == *result=OK* ]] ||
+        { fail $n "source after the checkpoint: ${WHY:-$DISK_LINE}"; return; }
+    wait_count "$rd/console.log" "$boot" $(($(last_count "$rd/console.log" "$boot") + 4)) 20
+    # stopped save with the disk
+    run s15.save "$VMSAVE" --disks --json -r "$REC" "$id" "$img" ||
+        { fail $n "vmsave --disks: rc=$RC $(err s15.save)"; return; }
+    [[ $(out s15.save) == *'"disks_carried":1'* ]] ||
+        { fail $n "JSON: $(out s15.save)"; return; }
+    dom_listed "$id" && { fail $n "domain $id still listed after vmsave"; return; }
+    run s15.verify "$VMIMAGE" info -i "$KEY" "$img" && grep -q "1 carried" "$IO/s15.verify.out" ||
+        { fail $n "vmimage info: rc=$RC $(err s15.verify) $(out s15.verify | grep disks)"; return; }
+    # the other host: nothing shared but the image
+    if VMCKPT_RUNDIR=$h2/run run s15.nodir "$VMRESTORE" -i "$KEY" "$img" ||
+       ! grep -q "carries disk virtio0.*--disk-dir" "$IO/s15.nodir.err"; then
+        fail $n "restore without --disk-dir: rc=$RC $(err s15.nodir)"; return
+    fi
+    VMCKPT_RUNDIR=$h2/run run s15.restore "$VMRESTORE" -i "$KEY" --disk-dir "$h2/disks" "$img" ||
+        { fail $n "restore on host 2: rc=$RC $(err s15.restore)"; return; }
+    rid=$(out s15.restore)
+    rd2=$(VMCKPT_RUNDIR=$h2/run "$VMCTL" rundir "$rid" 2>&1)
+    a=$(stat -c '%a %s %b %B' "$h2/disks/s15-virtio0.raw" 2>&1)
+    u=$(set -- $a; echo $(( $3 * $4 )))
+    if [[ $a != "600 67108864 "* ]] || [ "$u" -ge $((8 << 20)) ]; then
+        VMCKPT_RUNDIR=$h2/run "$VMCTL" destroy "$rid" >/dev/null 2>&1
+        fail $n "restored disk: '$a' ($u octets used): not 0600, 64 MiB, sparse"; return
+    fi
+    disk_verdict "$rd2" "$boot" "host 2"; local v=$DISK_LINE w=${WHY:-}
+    VMCKPT_RUNDIR=$h2/run "$VMCTL" destroy "$rid" >/dev/null 2>&1
+    [[ $v == *result=OK* ]] || { fail $n "host 2: memory and disk disagree: ${w:-$v}"; return; }
+    # the same image again: its disk file is there, refused, removed nothing
+    if VMCKPT_RUNDIR=$h2/run run s15.again "$VMRESTORE" -i "$KEY" --disk-dir "$h2/disks" "$img" ||
+       ! grep -q "exists" "$IO/s15.again.err" || [ ! -s "$h2/disks/s15-virtio0.raw" ] ||
+       [ -n "$(ls "$h2/run")" ]; then
+        fail $n "restore over an existing disk file: rc=$RC $(err s15.again)"; return
+    fi
+    # the memory-only checkpoint, after its disk moved on: warned, and the
+    # guest sees the disk ahead of its memory
+    VMCKPT_ALLOW_DIRS=$VMCKPT_ALLOW_DIRS:$dd run s15.ckres "$VMRESTORE" -i "$KEY" "$ck" ||
+        { fail $n "restore of the memory-only checkpoint: rc=$RC $(err s15.ckres)"; return; }
+    ckid=$(out s15.ckres)
+    track "$ckid"
+    grep -q "warning: the image is a memory-only checkpoint" "$IO/s15.ckres.err" ||
+        { fail $n "no warning restoring a memory-only checkpoint: $(err s15.ckres)"; return; }
+    disk_verdict "$("$VMCTL" rundir "$ckid")" "$boot" "memory-only restore"
+    [[ $DISK_LINE == *"result=BAD why=disk-ahead-of-memory"* ]] ||
+        { fail $n "the guest's check did not see its disk moved on: ${WHY:-$DISK_LINE}"; return; }
+    destroy "$ckid"
+    pass $n "checkpoint refused, --memory-only warned twice; --disks: $(stat -c %s "$img") bytes, restored on host 2 with memory and disk agreeing (${v##*disk }); the stale checkpoint's guest: ${DISK_LINE##*why=}, $(took)"
+    rm -rf "$img" "$ck" "$dd" "$h2"
+}
+
 s8() { s8_common 8_restore_console_sigterm pid; }
 s8b() { s8_common 8b_restore_console_hangup group; }
 
@@ -1052,6 +1146,7 @@ scenario 11 s11
 scenario 12 s12
 scenario 13 s13
 scenario 14 s14
+scenario 15 s15
 
 # ---- nothing may survive ---------------------------------------------------
 [ -n "$SPARE_ID" ] && destroy "$SPARE_ID"
