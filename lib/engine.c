@@ -1238,6 +1238,17 @@ static int restore_run(struct restore *s)
     return 0;
 }
 
+/* Does the image carry a disk?  Then the policy judges the config once it
+ * points at the new disk files (restore_disk_files, after the identity
+ * that names them); otherwise before anything else, as always. */
+static int carried(const struct restore *s)
+{
+    for (int i = 0; i < vmc_disks_count(s->disks); i++)
+        if (vmc_disks_get(s->disks, i)->flags & VMC_DF_CARRIED)
+            return 1;
+    return 0;
+}
+
 /* Closes the carried disks' files; a failed restore removes them (no
  * half-restored disk is left). */
 static void restore_disks_close(struct restore *s, int failed)
@@ -1266,8 +1277,10 @@ int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
     memset(res, 0, sizeof(*res));
     res->domid = -1;
     if ((rc = restore_head(&s)) == 0 && (rc = restore_disk_records(&s)) == 0 &&
+        (carried(&s) || (rc = restore_policy(&s)) == 0) &&
         (rc = restore_identity(&s)) == 0 &&
-        (rc = restore_disk_files(&s)) == 0 && (rc = restore_policy(&s)) == 0 &&
+        (rc = restore_disk_files(&s)) == 0 &&
+        (!carried(&s) || (rc = restore_policy(&s)) == 0) &&
         (rc = restore_build(&s)) == 0 && (rc = restore_feed(&s)) == 0 &&
         (rc = restore_disks_sync(&s)) == 0 && (rc = restore_settle(&s)) == 0)
         rc = restore_run(&s);

@@ -490,6 +490,31 @@ else fail $t "rc=$rc $(cat err) marker: $(ls "$MARK" 2>&1)"; fi
 "$B/vmctl" destroy tiny >/dev/null 2>&1
 rm -rf "$VMCKPT_RUNDIR"
 
+# ---- 5b. disks: the DISK records are data ------------------------------------
+# A trusted signer gone rogue carries a disk: its recorded path names a
+# host file, its extent lies past the disk's end, or its digest lies.  The
+# restore writes only into --disk-dir, checks every offset before a byte
+# is written and the digest before the domain runs, and leaves nothing.
+mkdir -p dd
+truncate -s 1M orig.raw
+DGOOD="{\"argv\":[$BASE,\"-drive\",\"file=$T/orig.raw,if=virtio,format=raw\"]}"
+sha_shadow=$(sha256sum /etc/shadow 2>/dev/null)
+for mode in beyond digest ok; do
+    t=disk_$mode
+    FORGE_DISK=$mode "$FORGE" "$REC" disk-$mode.vmimg qemu "$DGOOD"
+    case $mode in
+    beyond) want="beyond the disk's virtual size" ;;
+    digest) want="content digest does not match" ;;
+    ok) want="" ;;   # the disk is fine: the junk memory stream fails
+    esac
+    if run 1 env VMCKPT_ALLOW_DIRS=$T "$B/vmrestore" -i host.key --disk-dir dd \
+           disk-$mode.vmimg && one_line && grep -qF "$want" err && untouched &&
+       [ -z "$(ls -A dd)" ] && [ "$(sha256sum /etc/shadow 2>/dev/null)" = "$sha_shadow" ] &&
+       [ "$(stat -c %s orig.raw)" = 1048576 ] && [ -z "$(tr -d '\0' <orig.raw | head -c1)" ]
+    then pass $t "$(cut -c1-120 err)"
+    else fail $t "rc=$rc $(cat err) $WHY; disk dir: $(ls -A dd)"; fi
+done
+
 # ---- 6. the guardian cannot be reached from a command line ----------------
 # It used to be chosen by argv[0] and to remove a path from argv.
 t=guardian_from_a_command_line
