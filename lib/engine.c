@@ -59,6 +59,7 @@ static void big_pipe(int fd)
  * the domain it is building ("D<id>;") and, should it die before "N", the
  * guardian destroys it: no half-built domain outlives a killed restore. */
 #define GUARD_RESTORE 2
+#define GUARD_FILES VMC_DISK_MAX     /* disk files a restore creates */
 
 struct guard {
     pid_t pid;
@@ -71,8 +72,9 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
     const struct vmc_backend *be = vmc_backend_get(backend);
     struct vmc_ctx ctx = { 0 };
     char c = 0, last = 0, num[16], name[300] = "";
-    size_t nn = 0, nl = 0;
-    int innum = 0, inname = 0, keep = 0;
+    static char files[GUARD_FILES][PATH_MAX];
+    size_t nn = 0, nl = 0, fl = 0;
+    int innum = 0, inname = 0, infile = 0, nfiles = 0, keep = 0;
     ssize_t n;
 
     while ((n = read(fd, &c, 1)) != 0) {
@@ -87,9 +89,22 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
                 name[nl++] = c;
             continue;
         }
+        if (infile) {                       /* "f<path>\0": a new disk file */
+            if (!c) {
+                infile = 0;
+                files[nfiles][fl] = '\0';
+                nfiles += fl > 0 && fl < PATH_MAX - 1;
+            } else if (fl < PATH_MAX - 1) {
+                files[nfiles][fl++] = c;
+            }
+            continue;
+        }
         if (c == 'n') {
             inname = 1;
             nl = 0;
+        } else if (c == 'f' && nfiles < GUARD_FILES) {
+            infile = 1;
+            fl = 0;
         } else if (c == 'D') {              /* "D<id>;": the domain built */
             innum = 1;
             nn = 0;
@@ -109,16 +124,16 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
     if (was_running == GUARD_RESTORE) {     /* the restorer died */
         struct vmc_dom *d;
         char spec[320];
-        if (domid < 0 && !name[0])
-            return;
         if (domid >= 0)
             snprintf(spec, sizeof(spec), "%d", domid);
         else                                /* named: unique, and new */
             snprintf(spec, sizeof(spec), "%s", name);
-        if (be->open(&ctx, spec, 0, &d) == 0) {
+        if ((domid >= 0 || name[0]) && be->open(&ctx, spec, 0, &d) == 0) {
             be->destroy(&ctx, d);
             be->close(d);
         }
+        for (int i = 0; i < nfiles; i++)    /* after the domain that used them */
+            unlink(files[i]);
         return;
     }
     /* The saver died mid-save. */
@@ -899,6 +914,31 @@ static int disk_present(struct restore *s, const struct vmc_disk_info *di,
     return rc;
 }
 
+/* Does the image carry a disk?  Then the policy judges the config once it
+ * points at the new disk files (restore_disk_files, after the identity
+ * that names them); otherwise before anything else, as always. */
+static int carried(const struct restore *s)
+{
+    for (int i = 0; i < vmc_disks_count(s->disks); i++)
+        if (vmc_disks_get(s->disks, i)->flags & VMC_DF_CARRIED)
+            return 1;
+    return 0;
+}
+
+/* A file this restore created: the guardian removes it should this
+ * process die before the domain runs. */
+static void guard_tell_file(struct restore *s, const char *path)
+{
+    size_t l = strlen(path) + 1;
+    char msg[PATH_MAX + 1];
+
+    msg[0] = 'f';
+    memcpy(msg + 1, path, l);
+    if (s->g.fd < 0 || write(s->g.fd, msg, l + 1) != (ssize_t)(l + 1)) {
+        /* no guardian yet or gone: the restore goes on */
+    }
+}
+
 /* A carried disk: a new sparse file NAME-ID.raw in disk_dir (0600, never
  * over an existing file), the config pointed at it, its content written
  * as its records arrive. */
@@ -925,6 +965,7 @@ static int disk_create(struct restore *s, int i, const struct vmc_disk_info *di)
                              s->o->disk_dir, s->name, di->id, strerror(e));
     }
     s->disk_fds[i] = fd;
+    guard_tell_file(s, p);
     if (ftruncate(fd, (off_t)di->virtual_size) < 0)
         return vmc_set_error(s->ctx, VMC_E_IO, "disk %s: %s: %s", di->id, p,
                              strerror(errno));
@@ -950,6 +991,9 @@ static int restore_disk_files(struct restore *s)
     }
     for (int i = 0; i < n; i++)
         s->disk_fds[i] = -1;
+    if (carried(s) && s->g.fd < 0 &&   /* it removes what a death leaves */
+        (rc = guard_start(s->ctx, s->be, -1, GUARD_RESTORE, NULL, &s->g)) < 0)
+        goto out;
     if ((rc = config_disks(s->ctx, &s->m, s->cfg_fmt, s->cfg, s->cfg_len, now,
                            VMC_DISK_MAX, &nnow)) < 0)
         goto out;
@@ -1086,6 +1130,14 @@ static void guard_tell_domid(struct restore *s)
     }
 }
 
+static void guard_known(void *arg, int id)
+{
+    struct restore *s = arg;
+
+    s->res->domid = id;
+    guard_tell_domid(s);
+}
+
 static void guard_tell_name(struct restore *s)
 {
     const char *n = s->as.build_name;
@@ -1110,12 +1162,17 @@ static int restore_build(struct restore *s)
         return vmc_set_error(s->ctx, VMC_E_IO, "pipe: %s", strerror(errno));
     big_pipe(pp[1]);
     s->feed = pp[1];
-    if ((rc = guard_start(s->ctx, s->be, -1, GUARD_RESTORE, NULL, &s->g)) == 0)
+    s->as.known = guard_known;
+    s->as.known_arg = s;
+    if ((s->g.fd >= 0 ||
+         (rc = guard_start(s->ctx, s->be, -1, GUARD_RESTORE, NULL, &s->g)) == 0))
         rc = s->be->restore_start(s->ctx, &s->m, s->cfg_fmt, s->cfg,
                                   s->cfg_len, &s->as, pp[0], &s->d);
     close(pp[0]);
-    if (rc < 0)
+    if (rc < 0) {
+        s->res->domid = -1;         /* known() may have named one: gone */
         return rc;
+    }
     s->res->domid = s->be->domid(s->d);
     if (s->res->domid > 0)
         guard_tell_domid(s);
@@ -1235,17 +1292,6 @@ static int restore_run(struct restore *s)
         o->running(o->activate_arg, s->res->domid);
     if (s->pending && o->activate)
         return restore_take_name(s);
-    return 0;
-}
-
-/* Does the image carry a disk?  Then the policy judges the config once it
- * points at the new disk files (restore_disk_files, after the identity
- * that names them); otherwise before anything else, as always. */
-static int carried(const struct restore *s)
-{
-    for (int i = 0; i < vmc_disks_count(s->disks); i++)
-        if (vmc_disks_get(s->disks, i)->flags & VMC_DF_CARRIED)
-            return 1;
     return 0;
 }
 

@@ -37,6 +37,11 @@ struct vmc_restore_as {
     uint8_t uuid[16];
     const char *build_name;           /* the name to build under: name, or a
                                          temporary one until rename */
+    /* May be NULL: restore_start calls it as soon as the new domain has
+     * an id that open() finds, before its hypervisor process starts (the
+     * restore's guardian must know it should the restorer die then). */
+    void (*known)(void *arg, int id);
+    void *known_arg;
 };
 
 struct vmc_backend {
@@ -142,7 +147,7 @@ struct vmc_backend {
  * package) exports vmc_backend_module(VMC_BACKEND_ABI, sizeof(struct
  * vmc_backend)), which returns its table, or NULL if it was built for
  * another ops table.  Bump VMC_BACKEND_ABI whenever this struct changes. */
-#define VMC_BACKEND_ABI 1
+#define VMC_BACKEND_ABI 2
 typedef const struct vmc_backend *(*vmc_backend_module_fn)(unsigned abi,
                                                            size_t size);
 

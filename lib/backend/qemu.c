@@ -433,6 +433,8 @@ static int qemu_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *
     }
     if ((rc = qemu_alloc_dir(ctx, d)) < 0)
         goto fail;
+    if (as->known)
+        as->known(as->known_arg, d->id);
     if ((rc = qemu_launch(ctx, d, extra)) < 0)
         goto fail_dir;
     if ((rc = qmp_exec_fd(ctx, d->q, "getfd", json_pack("{s:s}", "fdname",

@@ -1111,6 +1111,26 @@ s15() {
        [ -n "$(ls "$h2/run")" ]; then
         fail $n "restore over an existing disk file: rc=$RC $(err s15.again)"; return
     fi
+    # a restore SIGKILLed once its disk file exists: its guardian removes
+    # the half-built domain and the half-written disk
+    mkdir -p "$h2/disks2"
+    VMCKPT_RUNDIR=$h2/run "$VMRESTORE" -i "$KEY" --disk-dir "$h2/disks2" "$img" \
+        >"$IO/s15.kill.out" 2>&1 &
+    local kp=$! i
+    for ((i = 0; i < 200; i++)); do
+        [ -n "$(ls -A "$h2/disks2")" ] && break
+        sleep 0.05
+    done
+    kill -9 "$kp" 2>/dev/null; wait "$kp" 2>/dev/null
+    for ((i = 0; i < 100; i++)); do
+        [ -z "$(ls -A "$h2/disks2")" ] && [ -z "$(ls "$h2/run")" ] && break
+        sleep 0.1
+    done
+    if [ -n "$(ls -A "$h2/disks2")" ] || [ -n "$(ls "$h2/run")" ]; then
+        fail $n "a SIGKILLed restore left: disks '$(ls -A "$h2/disks2")' registry '$(ls "$h2/run")': $(ls "$h2/run/"* 2>&1 | tr '\n' ' ') list: $(VMCKPT_RUNDIR=$h2/run "$VMCTL" list 2>&1 | tr '\n' ' ')"
+        VMCKPT_RUNDIR=$h2/run "$VMCTL" list >/dev/null 2>&1
+        return
+    fi
     # the memory-only checkpoint, after its disk moved on: warned, and the
     # guest sees the disk ahead of its memory
     VMCKPT_ALLOW_DIRS=$VMCKPT_ALLOW_DIRS:$dd run s15.ckres "$VMRESTORE" -i "$KEY" "$ck" ||
