@@ -21,6 +21,7 @@
 #include <sodium.h>
 
 #include "internal.h"
+#include "backend/backend.h"
 #include "check.h"
 
 /* ---- buffers and memfds -------------------------------------------------- */
@@ -1684,6 +1685,59 @@ static int t_wire_codec(void)
     return 0;
 }
 
+/* ---- the disks a config names ----------------------------------------------
+ * -drive with a file: ids (id=, else interface + ordinal), read-only and
+ * removable media, formats; a drive without a file is no disk; pointing a
+ * disk at a path with a comma keeps QEMU's escaping, the others as they
+ * were. */
+static int t_config_disks(void)
+{
+    struct vmc_image_meta m = { .backend = VMC_BACKEND_QEMU };
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_disk_info d[8];
+    const char *cfg = "{\"argv\":[\"-m\",\"64\","
+        "\"-drive\",\"file=/a/b.raw,if=virtio,format=raw\","
+        "\"-drive\",\"if=none,id=empty\","
+        "\"-drive\",\"file=/c.iso,media=cdrom\","
+        "\"-drive\",\"file=/d,,e.qcow2,format=qcow2,id=data,if=virtio\"]}";
+    uint8_t *c = (uint8_t *)strdup(cfg);
+    size_t len = strlen(cfg);
+    int n = 0;
+
+    REQUIRE(config_disks(ctx, &m, VMC_CFG_QEMU_JSON, c, len, d, 8, &n) == 0, "config_disks check at line %d (n=%d)", __LINE__, n);
+    REQUIRE(n == 3, "config_disks check at line %d (n=%d)", __LINE__, n);
+    REQUIRE(!strcmp(d[0].id, "virtio0") && !strcmp(d[0].path, "/a/b.raw") &&
+          d[0].flags == 0 && d[0].source_format == VMC_DISK_FMT_RAW, "config_disks check at line %d (n=%d)", __LINE__, n);
+    REQUIRE(!strcmp(d[1].id, "ide0") &&
+          d[1].flags == (VMC_DF_READONLY | VMC_DF_REMOVABLE), "config_disks check at line %d (n=%d)", __LINE__, n);
+    REQUIRE(!strcmp(d[2].id, "data") && !strcmp(d[2].path, "/d,e.qcow2") &&
+          d[2].source_format == VMC_DISK_FMT_QCOW2, "config_disks check at line %d (n=%d)", __LINE__, n);
+    REQUIRE(config_set_disk(ctx, &m, VMC_CFG_QEMU_JSON, &c, &len, "virtio0",
+                          "/new,dir/x.raw") == 0, "config_disks check at line %d (n=%d)", __LINE__, n);
+    REQUIRE(strstr((char *)c, "file=/new,,dir/x.raw,if=virtio,format=raw"), "config_disks check at line %d (n=%d)", __LINE__, n);
+    REQUIRE(config_disks(ctx, &m, VMC_CFG_QEMU_JSON, c, len, d, 8, &n) == 0 &&
+          n == 3 && !strcmp(d[0].path, "/new,dir/x.raw") &&
+          !strcmp(d[2].path, "/d,e.qcow2"), "config_disks check at line %d (n=%d)", __LINE__, n);
+    REQUIRE(config_set_disk(ctx, &m, VMC_CFG_QEMU_JSON, &c, &len, "nosuch",
+                          "/x") == VMC_E_INVAL, "config_disks check at line %d (n=%d)", __LINE__, n);
+    free(c);
+    /* libxl: disks with pdev_path, vdev, format, readwrite, is_cdrom */
+    m.backend = VMC_BACKEND_XEN;
+    cfg = "{\"disks\":[{\"pdev_path\":\"/x/d.img\",\"vdev\":\"xvda\","
+          "\"format\":\"raw\",\"readwrite\":1},{\"pdev_path\":\"/x/c.iso\","
+          "\"vdev\":\"hdc\",\"is_cdrom\":1}]}";
+    c = (uint8_t *)strdup(cfg);
+    len = strlen(cfg);
+    REQUIRE(config_disks(ctx, &m, VMC_CFG_LIBXL_JSON, c, len, d, 8, &n) == 0 &&
+          n == 2 && !strcmp(d[0].id, "xvda") && d[0].flags == 0 &&
+          (d[1].flags & VMC_DF_REMOVABLE), "config_disks check at line %d (n=%d)", __LINE__, n);
+    REQUIRE(config_set_disk(ctx, &m, VMC_CFG_LIBXL_JSON, &c, &len, "xvda",
+                          "/y/xvda.raw") == 0 && strstr((char *)c, "/y/xvda.raw"), "config_disks check at line %d (n=%d)", __LINE__, n);
+    free(c);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
 /* ---- the restore policy ---------------------------------------------------
  * One row per rule of vmckpt(5), RESTORE POLICY: a QEMU argv (words split
  * on '|', ALLOWED standing for a file in an allowed directory, OUTSIDE for
@@ -2047,6 +2101,7 @@ int main(void)
     run("migration_endpoints", t_endpoints);
     run("known_hosts", t_known_hosts);
     run("wire_codec", t_wire_codec);
+    run("config_disks", t_config_disks);
     vmc_keys_free(k_seal);
     vmc_keys_free(k_open);
     vmc_keys_free(k_wrong);
