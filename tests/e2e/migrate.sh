@@ -903,7 +903,19 @@ fi
 # ---- 9: a migration within one host (one registry), as for a QEMU upgrade --
 # The new copy clashes with its source until the source is destroyed,
 # which is only after RUNNING: it runs first, then takes over the name.
-if [ "$SETUP2_OK" = 1 ] && [ -n "$(dom_id hostA "$SRC_NAME")" ]; then
+# Its source is a fresh guest: mig2 went through 8h (a sender killed at
+# COMMIT, the source resumed from postmigrate), after which a migrated copy
+# was seen to die in 2 of 5 runs, not understood yet (see the issue notes).
+S9_OK=0
+if [ "$SETUP2_OK" = 1 ]; then
+    for id in $(list_ids hostA); do destroy hostA "$id"; done
+    if launch_guest mig9 && wait_ready mig9 "$GID" "$GRD"; then
+        SRC_NAME=mig9 SRC_BOOT=$GBOOT S9_OK=1
+    else
+        fail 9_migration_within_one_host "a fresh source: $WHY"
+    fi
+fi
+if [ "$S9_OK" = 1 ] && [ -n "$(dom_id hostA "$SRC_NAME")" ]; then
     echo "--- scenario 9 (within one host)"
     SC_T0=$SECONDS
     n=9_migration_within_one_host

@@ -1049,6 +1049,14 @@ disk_verdict() {
 # restored after the disk moved on, is warned about, and the guest's own
 # check shows why (the disk is ahead of its memory).
 s15() {
+    local h2=$T/s15-host2 id
+    s15_body
+    for id in $(ls "$h2/run" 2>/dev/null); do   # host 2's, on a failure
+        VMCKPT_RUNDIR=$h2/run timeout 60 "$VMCTL" destroy "$id" >/dev/null 2>&1
+    done
+    rm -rf "$h2"
+}
+s15_body() {
     local n=15_disks_carried_and_checked img=$T/s15.vmimg ck=$T/s15-ck.vmimg
     local dd=$T/s15-disks h2=$T/s15-host2 id boot rd rid rd2 a u ckid
     mkdir -p "$dd" "$h2/run" "$h2/disks"
