@@ -66,6 +66,27 @@ struct guard {
     int fd;
 };
 
+/* After the saver died: cancel the save in flight and, if the domain ran
+ * when the save began, bring it back to running (resume also undoes a
+ * suspend that the save left behind). */
+static int guard_recover(const struct vmc_backend *be, struct vmc_ctx *ctx,
+                         int domid, int was_running)
+{
+    struct vmc_dom *d;
+    char spec[16];
+    int rc, running = 0;
+
+    snprintf(spec, sizeof(spec), "%d", domid);
+    if ((rc = be->open(ctx, spec, 0, &d)) < 0)
+        return rc;
+    be->save_cancel(d);
+    if (was_running && (rc = be->is_running(ctx, d, &running)) == 0 &&
+        !running)
+        rc = be->resume(ctx, d, NULL);
+    be->close(d);
+    return rc;
+}
+
 static void guard_run(int fd, const char *backend, int domid, int was_running,
                       const char *partial)
 {
@@ -139,21 +160,11 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
     /* The saver died mid-save. */
     if (partial && *partial)
         unlink(partial);
-    if (was_running) {
-        for (int i = 0; i < 3; i++) {
-            vmc_ctx_clear(&ctx);
-            if (be->recover(&ctx, domid) == 0)
-                return;
-            sleep(1);
-        }
-    } else {
-        struct vmc_dom *d;
-        char spec[32];
-        snprintf(spec, sizeof(spec), "%d", domid);
-        if (be->open(&ctx, spec, 0, &d) == 0) {
-            be->save_cancel(d);
-            be->close(d);
-        }
+    for (int i = 0; i < 3; i++) {
+        vmc_ctx_clear(&ctx);
+        if (guard_recover(be, &ctx, domid, was_running) == 0)
+            return;
+        sleep(1);
     }
 }
 

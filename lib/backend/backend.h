@@ -100,7 +100,9 @@ struct vmc_backend {
      * *stop_wall_us: when the guest stopped running (live), else 0. */
     int (*save_wait)(struct vmc_ctx *ctx, struct vmc_dom *d,
                      int64_t *stop_wall_us);
-    /* Abandons a save in flight (best effort, never fails). */
+    /* Abandons a save in flight (best effort, never fails).  The guardian
+     * calls it, then is_running and resume, on a domain it opened after the
+     * saving process died: both must work from another process. */
     void (*save_cancel)(struct vmc_dom *d);
     /* Destroys the domain: it is gone when this returns 0. */
     int (*destroy)(struct vmc_ctx *ctx, struct vmc_dom *d);
@@ -138,16 +140,13 @@ struct vmc_backend {
      * a state that is not a death. */
     int (*died)(struct vmc_dom *d, char *why, size_t n, FILE *ev);
 
-    /* Run by the guardian process after the saving process died: brings
-     * domain `domid` back to running (cancelling any save in flight). */
-    int (*recover)(struct vmc_ctx *ctx, int domid);
 };
 
 /* A backend built as a module (XEN=module: the xen backend in its own
  * package) exports vmc_backend_module(VMC_BACKEND_ABI, sizeof(struct
  * vmc_backend)), which returns its table, or NULL if it was built for
  * another ops table.  Bump VMC_BACKEND_ABI whenever this struct changes. */
-#define VMC_BACKEND_ABI 2
+#define VMC_BACKEND_ABI 3
 typedef const struct vmc_backend *(*vmc_backend_module_fn)(unsigned abi,
                                                            size_t size);
 

@@ -497,7 +497,7 @@ static void qemu_restore_abort(struct vmc_dom *d)
     qemu_rmdir_all(d->dir);
 }
 
-/* ---- console, recovery --------------------------------------------- */
+/* ---- console, death ------------------------------------------------ */
 
 static int qemu_console_open(struct vmc_ctx *ctx, struct vmc_dom *d, int *fd)
 {
@@ -565,22 +565,6 @@ static int qemu_died(struct vmc_dom *d, char *why, size_t n, FILE *ev)
     return 1;
 }
 
-static int qemu_recover(struct vmc_ctx *ctx, int domid)
-{
-    char spec[32];
-    struct vmc_dom *d;
-    int rc, running = 0;
-
-    snprintf(spec, sizeof(spec), "%d", domid);
-    if ((rc = qemu_open(ctx, spec, 0, &d)) < 0)
-        return rc;
-    qemu_save_cancel(d);
-    if ((rc = qemu_is_running(ctx, d, &running)) == 0 && !running)
-        rc = qemu_resume(ctx, d, NULL);
-    qemu_dom_free(d);
-    return rc;
-}
-
 /* ---- the table --------------------------------------------------------- */
 
 /* QEMU runs anywhere (TCG when there is no KVM). */
@@ -617,5 +601,4 @@ const struct vmc_backend vmc_backend_qemu = {
     .restore_abort = qemu_restore_abort,
     .console_open = qemu_console_open,
     .died = qemu_died,
-    .recover = qemu_recover,
 };

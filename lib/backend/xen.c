@@ -1042,20 +1042,6 @@ static int xen_console_open(struct vmc_ctx *ctx, struct vmc_dom *d, int *fd)
     return rc ? rc : 0;
 }
 
-static int xen_recover(struct vmc_ctx *ctx, int domid)
-{
-    struct vmc_dom *d;
-    char spec[16];
-    int rc;
-
-    snprintf(spec, sizeof(spec), "%d", domid);
-    if ((rc = xen_open(ctx, spec, 0, &d)) < 0)
-        return rc;
-    rc = xen_resume(ctx, d, NULL);
-    xen_close(d);
-    return rc;
-}
-
 /* A Xen control domain (dom0) is the xen backend's home. */
 static int xen_probe(void)
 {
@@ -1098,7 +1084,6 @@ const struct vmc_backend vmc_backend_xen = {
     .restore_abort = xen_restore_abort,
     .console_open = xen_console_open,
     .died = xen_died,
-    .recover = xen_recover,
 };
 
 #ifdef VMC_XEN_MODULE

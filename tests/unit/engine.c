@@ -8,12 +8,15 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "backend/backend.h"
@@ -26,20 +29,28 @@
 /* ---- the fake hypervisor -------------------------------------------------- */
 
 struct fdom {
-    int exists, running, id;
+    int exists, running, id, dead;
     char name[256];
     uint8_t uuid[16];
 };
 
-static struct {
+/* The fake hypervisor's state lives in a shared file mapping, so that the
+ * guardian (this program re-executed) sees the same domains. */
+static struct fake_state {
     struct fdom dom[MAXDOM];
     int next_id;
-    const char *fail;           /* the op that fails, or NULL */
+    char fail[32];              /* the op that fails, or "" */
+    int fail_times;             /* ...that many times (0: always) */
+    int precopy_waits;          /* live: pre-copy ends only at stop_copy */
+    int stopped;                /* stop_copy was called and worked */
+    int dies;                   /* the guest dies at the end of the save */
+    int kill_feed;              /* restore: SIGKILL the restorer mid-feed */
     int saving_id, saving_calls;/* "another process saves domain saving_id" */
     int saving_ends;            /* ...until the second call: then it is gone */
     size_t feed_short;          /* restore: the hypervisor stops reading here */
     int cancelled, aborted, renamed, save_while_running;
-} F;
+} *Fs;
+#define F (*Fs)
 
 struct vmc_dom {
     struct fdom *f;
@@ -54,11 +65,19 @@ static uint8_t pattern(size_t i)
     return (uint8_t)(i * 2654435761u >> 13);
 }
 
+static void fail_at(const char *op, int times)
+{
+    snprintf(F.fail, sizeof(F.fail), "%s", op ? op : "");
+    F.fail_times = times;
+}
+
 static int fails(struct vmc_ctx *ctx, const char *op)
 {
-    if (F.fail && !strcmp(F.fail, op))
-        return vmc_set_error(ctx, VMC_E_BACKEND, "fake %s failed", op);
-    return 0;
+    if (!F.fail[0] || strcmp(F.fail, op))
+        return 0;
+    if (F.fail_times && --F.fail_times == 0)
+        F.fail[0] = '\0';              /* the last failure */
+    return vmc_set_error(ctx, VMC_E_BACKEND, "fake %s failed", op);
 }
 
 static struct fdom *fake_new(const char *name, const uint8_t *uuid)
@@ -99,10 +118,17 @@ static struct fdom *by_name(const char *name)
 
 static int fk_probe(void) { return 0; }
 
+/* By name, or by id (the guardian's way). */
 static int fk_open(struct vmc_ctx *ctx, const char *spec, int lock,
                    struct vmc_dom **out)
 {
     struct fdom *f = by_name(spec);
+    char *end;
+    long id = strtol(spec, &end, 10);
+
+    for (int i = 0; !f && *spec && !*end && i < MAXDOM; i++)
+        if (F.dom[i].exists && F.dom[i].id == id)
+            f = &F.dom[i];
 
     (void)lock;
     *out = NULL;
@@ -198,6 +224,8 @@ static int fk_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
 {
     if (fails(ctx, "resume"))
         return VMC_E_BACKEND;
+    if (d->f->dead)
+        return vmc_set_error(ctx, VMC_E_BACKEND, "fake: no such domain");
     d->f->running = 1;
     if (w)
         *w = (int64_t)(vmc_now_ns() / 1000);
@@ -217,6 +245,11 @@ static void *save_thread(void *arg)
         if (io_write_full(NULL, d->fd, buf, n, "fake") < 0)
             break;                      /* the engine stopped reading */
         __atomic_add_fetch(&d->done, n, __ATOMIC_RELEASE);
+        /* a pre-copy that does not converge: it ends when told to */
+        while (d->live && F.precopy_waits && d->done >= STREAM_LEN / 2 &&
+               !__atomic_load_n(&F.stopped, __ATOMIC_ACQUIRE) &&
+               !__atomic_load_n(&F.cancelled, __ATOMIC_ACQUIRE))
+            usleep(10000);
     }
     close(d->fd);
     d->fd = -1;
@@ -242,6 +275,7 @@ static int fk_stop_copy(struct vmc_ctx *ctx, struct vmc_dom *d)
     if (fails(ctx, "stop_copy"))
         return VMC_E_BACKEND;
     d->f->running = 0;
+    __atomic_store_n(&F.stopped, 1, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -264,6 +298,11 @@ static int fk_save_wait(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *stop)
     *stop = 0;
     if (d->live)
         d->f->running = 0;              /* stop and copy */
+    if (F.dies) {                       /* it triple-faulted meanwhile */
+        d->f->dead = 1;
+        d->f->running = 0;
+        return vmc_set_error(ctx, VMC_E_BACKEND, "fake: hypervisor exited");
+    }
     if (fails(ctx, "save_wait"))
         return VMC_E_BACKEND;
     return d->done == STREAM_LEN ? 0 :
@@ -298,6 +337,8 @@ static void *restore_thread(void *arg)
             if (buf[i] != pattern(d->done + (size_t)i))
                 d->bad = 1;
         d->done += (size_t)n;
+        if (F.kill_feed && d->done >= STREAM_LEN / 2)
+            kill(getpid(), SIGKILL);    /* the restorer dies mid-feed */
         if (F.feed_short && d->done >= F.feed_short)
             break;                      /* the hypervisor gives up */
     }
@@ -333,6 +374,8 @@ static int fk_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
         free(d);
         return vmc_set_error(ctx, VMC_E_LIMIT, "fake: full");
     }
+    if (as->known)
+        as->known(as->known_arg, d->f->id);
     d->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     pthread_create(&d->th, NULL, restore_thread, d);
     d->th_running = 1;
@@ -382,15 +425,13 @@ static int fk_console_open(struct vmc_ctx *ctx, struct vmc_dom *d, int *fd)
 
 static int fk_died(struct vmc_dom *d, char *w, size_t n, FILE *ev)
 {
-    (void)d, (void)ev;
-    snprintf(w, n, "%s", "");
-    return 0;
-}
-
-static int fk_recover(struct vmc_ctx *ctx, int domid)
-{
-    (void)ctx, (void)domid;
-    return 0;
+    if (!d->f->dead) {
+        snprintf(w, n, "%s", "");
+        return 0;
+    }
+    snprintf(w, n, "%s", "fake: triple fault");
+    fprintf(ev, "fake hypervisor: vCPU 0 triple fault at rip 0x1234\n");
+    return 1;
 }
 
 static const struct vmc_backend fake = {
@@ -405,7 +446,7 @@ static const struct vmc_backend fake = {
     .restore_start = fk_restore_start,
     .restore_wait = fk_restore_wait, .rename = fk_rename,
     .restore_abort = fk_restore_abort, .console_open = fk_console_open,
-    .died = fk_died, .recover = fk_recover,
+    .died = fk_died,
 };
 
 /* ---- harness ---------------------------------------------------------------- */
@@ -415,7 +456,33 @@ static char dir[] = "/tmp/vmc-engine-XXXXXX";
 
 static void reset(void)
 {
-    memset(&F, 0, sizeof(F));
+    memset(Fs, 0, sizeof(*Fs));
+}
+
+/* The state file: made by the first process, inherited by the guardian
+ * through VMC_ENGINE_STATE. */
+static int state_map(void)
+{
+    const char *p = getenv("VMC_ENGINE_STATE");
+    char tmp[] = "/tmp/vmc-engine-state-XXXXXX";
+    int fd;
+
+    if (p)
+        fd = open(p, O_RDWR | O_CLOEXEC);
+    else if ((fd = mkstemp(tmp)) >= 0 &&
+             ftruncate(fd, sizeof(struct fake_state)) == 0) {
+        setenv("VMC_ENGINE_STATE", tmp, 1);
+        unlink(tmp);                    /* the guardian opens /proc/PID/fd */
+    }
+    if (fd < 0)
+        return -1;
+    if (!p) {                           /* a path that outlives the unlink */
+        char link[64];
+        snprintf(link, sizeof(link), "/proc/%d/fd/%d", (int)getpid(), fd);
+        setenv("VMC_ENGINE_STATE", link, 1);
+    }
+    Fs = mmap(NULL, sizeof(*Fs), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return Fs == MAP_FAILED ? -1 : 0;
 }
 
 static int exists(const char *path)
@@ -451,6 +518,7 @@ static int commit_cb(void *arg, struct vmc_ctx *ctx, const uint8_t id[16],
                                                            : "it gave up");
 }
 static int (*save_commit_cb)(void *, struct vmc_ctx *, const uint8_t *, int *);
+static uint32_t save_live_timeout;     /* 0: the engine's default */
 
 static int cancel_cb(void *arg, uint64_t bytes)
 {
@@ -467,7 +535,8 @@ static int save(const char *file, enum vmc_save_mode mode, int live,
 {
     struct vmc_save_opts o = { .mode = mode, .live = live, .keys = keys,
                                .confirm = confirm, .progress = progress,
-                               .commit = save_commit_cb };
+                               .commit = save_commit_cb,
+                               .live_timeout_s = save_live_timeout };
     struct vmc_outfile *of;
     char path[128];
     int rc;
@@ -559,7 +628,7 @@ static int t_save_fails_at_every_op(void)
             f = fake_new("vm", NULL);
             f->running = 1;
             /* "resume" fails only where the engine resumes: a checkpoint */
-            F.fail = save_ops[i];
+            fail_at(save_ops[i], 0);
             snprintf(file, sizeof(file), "fail-%s-%d.vmimg", save_ops[i], live);
             snprintf(path, sizeof(path), "%s/%s", dir, file);
             snprintf(partial, sizeof(partial), "%s.partial", path);
@@ -583,6 +652,8 @@ static int t_save_fails_at_every_op(void)
                 REQUIRE(!f->running && !res.resumed_after_error,
                         "resume failing: running %d resumed %d", f->running,
                         res.resumed_after_error);
+                REQUIRE(!res.lost, "resume failing: reported lost, but the "
+                        "domain did not die");
             } else {
                 REQUIRE(f->running, "%s failing (live %d): the domain is "
                         "left stopped", save_ops[i], live);
@@ -615,7 +686,7 @@ static int t_save_destroy_fails(void)
 
     reset();
     (f = fake_new("vm", NULL))->running = 1;
-    F.fail = "destroy";
+    fail_at("destroy", 0);
     REQUIRE(save("d.vmimg", VMC_SAVE_DESTROY, 0, &res, ctx, NULL, NULL) ==
             VMC_E_BACKEND, "destroy failing: %s", vmc_ctx_error(ctx));
     snprintf(path, sizeof(path), "%s/d.vmimg", dir);
@@ -717,7 +788,7 @@ static int t_save_modes(void)
     }
     reset();
     f = fake_new("vm", NULL);                   /* paused */
-    F.fail = "save_start";
+    fail_at("save_start", 0);
     REQUIRE(save("s.vmimg", VMC_SAVE_DESTROY, 0, &res, ctx, NULL, NULL) < 0 &&
             f->exists && !f->running && !res.was_running,
             "paused source: running %d", f->running);
@@ -747,7 +818,7 @@ static int t_restore_fails_at_every_op(void)
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
         struct vmc_restore_result res;
         F.dom[0].exists = 0;                    /* the source is gone */
-        F.fail = ops[i];
+        fail_at(ops[i], 0);
         F.aborted = 0;
         REQUIRE(restore("r.vmimg", NULL, 0, 0, &res, ctx, 0) < 0,
                 "%s failing: restored", ops[i]);
@@ -878,7 +949,7 @@ static int t_restore_pending_source(void)
     REQUIRE(make_image(ctx) == 0, "save: %s", vmc_ctx_error(ctx));
     F.saving_id = F.dom[0].id;
     F.saving_ends = 1;
-    F.fail = "rename";
+    fail_at("rename", 0);
     REQUIRE(restore("r.vmimg", NULL, 0, 0, &res, ctx, 0) == VMC_E_BACKEND &&
             nexisting() == 0 && F.aborted, "rename failing: %s, %d domains",
             vmc_ctx_error(ctx), nexisting());
@@ -948,16 +1019,191 @@ static int t_save_live_rounds(void)
     return 0;
 }
 
+/* The monitor's ops.  save_poll failing loses the statistics, never the
+ * save.  A pre-copy that does not converge is ended with stop_copy once
+ * --live-timeout has passed; if stop_copy fails the engine asks again. */
+static int t_save_monitor_ops(void)
+{
+    for (int k = 0; k < 3; k++) {
+        struct vmc_ctx *ctx = vmc_ctx_new();
+        struct vmc_save_result res;
+        char path[160];
+        struct fdom *f;
+        int rc;
+
+        reset();
+        (f = fake_new("vm", NULL))->running = 1;
+        if (k == 0) {
+            fail_at("save_poll", 0);
+        } else {
+            F.precopy_waits = 1;
+            if (k == 2)
+                fail_at("stop_copy", 3);
+        }
+        save_live_timeout = 1;
+        rc = save("mon.vmimg", VMC_SAVE_CHECKPOINT, 1, &res, ctx, NULL, NULL);
+        save_live_timeout = 0;
+        snprintf(path, sizeof(path), "%s/mon.vmimg", dir);
+        REQUIRE(rc == 0 && exists(path), "case %d: %s", k, vmc_ctx_error(ctx));
+        REQUIRE(f->running, "case %d: the domain is left stopped", k);
+        if (k == 0)
+            REQUIRE(res.nrounds == 0 && !res.forced_stop,
+                    "save_poll failing: %d rounds", res.nrounds);
+        else
+            REQUIRE(res.forced_stop && F.stopped && !F.fail[0],
+                    "case %d: forced_stop %d stopped %d", k, res.forced_stop,
+                    F.stopped);
+        unlink(path);
+        vmc_ctx_free(ctx);
+    }
+    return 0;
+}
+
+/* The guest dies while it is saved: the save fails, the error says that
+ * the domain died with the hypervisor's reason, and the evidence is kept
+ * in a 0600 file of VMCKPT_LOGDIR. */
+static int t_save_domain_died(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_save_result res;
+    char path[160], line[256] = "";
+    struct stat st;
+    FILE *ev;
+    int rc;
+
+    reset();
+    fake_new("vm", NULL)->running = 1;
+    F.dies = 1;
+    rc = save("died.vmimg", VMC_SAVE_CHECKPOINT, 0, &res, ctx, NULL, NULL);
+    snprintf(path, sizeof(path), "%s/died.vmimg", dir);
+    REQUIRE(rc < 0 && !exists(path), "rc %d, image %d", rc, exists(path));
+    REQUIRE(res.lost && !strcmp(res.lost_why, "fake: triple fault"),
+            "lost %d why '%s'", res.lost, res.lost_why);
+    REQUIRE(strstr(vmc_ctx_error(ctx), "the domain died during the save "
+                   "(fake: triple fault); evidence in ") &&
+            strstr(vmc_ctx_error(ctx), res.evidence),
+            "error '%s'", vmc_ctx_error(ctx));
+    REQUIRE(res.evidence[0] && stat(res.evidence, &st) == 0 &&
+            (st.st_mode & 0777) == 0600, "evidence '%.300s'", res.evidence);
+    REQUIRE((ev = fopen(res.evidence, "r")) != NULL, "%s", res.evidence);
+    while (fgets(line, sizeof(line), ev) && !strstr(line, "triple fault"))
+        ;
+    fclose(ev);
+    REQUIRE(strstr(line, "vCPU 0 triple fault"), "evidence lacks the "
+            "hypervisor's lines");
+    unlink(res.evidence);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+/* Waits up to 10 s for cond() to hold (the guardian works on its own). */
+static int eventually(int (*cond)(void))
+{
+    for (int i = 0; i < 1000; i++) {
+        if (cond())
+            return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+static char killed_partial[PATH_MAX];
+static int recovered(void)
+{
+    return F.dom[0].running && F.cancelled && !exists(killed_partial);
+}
+
+static int killer(void *arg, uint64_t bytes)
+{
+    (void)arg;
+    if (bytes > STREAM_LEN / 2)
+        kill(getpid(), SIGKILL);
+    return 0;
+}
+
+/* SIGKILL in the middle of a save: the guardian (this program re-executed)
+ * cancels the save, resumes the domain if the save had stopped it, and
+ * removes the .partial file.  A stopped save, a checkpoint, a live one. */
+static int t_save_killed_guardian(void)
+{
+    static const struct { enum vmc_save_mode mode; int live; } c[] = {
+        { VMC_SAVE_DESTROY, 0 }, { VMC_SAVE_CHECKPOINT, 0 },
+        { VMC_SAVE_CHECKPOINT, 1 },
+    };
+
+    for (size_t k = 0; k < sizeof(c) / sizeof(c[0]); k++) {
+        char path[160];
+        int st;
+        pid_t pid;
+
+        reset();
+        fake_new("vm", NULL)->running = 1;
+        snprintf(path, sizeof(path), "%s/killed.vmimg", dir);
+        snprintf(killed_partial, sizeof(killed_partial), "%s.partial", path);
+        fflush(stdout);
+        if ((pid = fork()) == 0) {
+            struct vmc_ctx *ctx = vmc_ctx_new();
+            struct vmc_save_result res;
+            save("killed.vmimg", c[k].mode, c[k].live, &res, ctx, NULL, killer);
+            _exit(0);                   /* not reached: the killer */
+        }
+        REQUIRE(pid > 0 && waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) &&
+                WTERMSIG(st) == SIGKILL, "case %zu: the saver was not killed",
+                k);
+        REQUIRE(eventually(recovered), "case %zu: running %d cancelled %d "
+                "partial %d", k, F.dom[0].running, F.cancelled,
+                exists(killed_partial));
+        REQUIRE(F.dom[0].exists && !exists(path), "case %zu: domain %d image "
+                "%d", k, F.dom[0].exists, exists(path));
+    }
+    return 0;
+}
+
+static int none_left(void)
+{
+    return nexisting() == 1;            /* the image's source only */
+}
+
+/* SIGKILL of a restore, while its domain is built and fed: the guardian
+ * destroys the half-built domain. */
+static int t_restore_killed_guardian(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    int st;
+    pid_t pid;
+
+    REQUIRE(make_image(ctx) == 0, "save: %s", vmc_ctx_error(ctx));
+    F.kill_feed = 1;
+    fflush(stdout);
+    if ((pid = fork()) == 0) {
+        struct vmc_restore_result res;
+        restore("r.vmimg", "vm-restored", 0, 0, &res, ctx, 0);
+        _exit(0);                       /* not reached: killed mid-feed */
+    }
+    REQUIRE(pid > 0 && waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) &&
+            WTERMSIG(st) == SIGKILL, "the restorer was not killed");
+    REQUIRE(eventually(none_left), "%d domains left (want the source only)",
+            nexisting());
+    REQUIRE(!by_name("vm-restored") && by_name("vm"), "the wrong one is gone");
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct vmc_ctx *ctx;
     char cmd[64];
 
-    vmc_guard_dispatch(argc, argv);         /* the engine re-executes us */
+    /* the engine re-executes us as the guardian: the fake first */
+    if (state_map() < 0 || backend_register(&fake) < 0) {
+        printf("FAIL: setup: the fake's state or registry\n");
+        return 1;
+    }
+    vmc_guard_dispatch(argc, argv);
     signal(SIGPIPE, SIG_IGN);
     ctx = vmc_ctx_new();
     keys = vmc_keys_new();
-    if (vmc_init(ctx) < 0 || !mkdtemp(dir) || backend_register(&fake) < 0 ||
+    if (vmc_init(ctx) < 0 || !mkdtemp(dir) ||
         vmc_keys_add_passphrase(ctx, keys, "engine", 6) < 0) {
         printf("FAIL: setup: %s\n", vmc_ctx_error(ctx));
         return 1;
@@ -980,11 +1226,15 @@ int main(int argc, char **argv)
     run("save_migrate_commit", t_save_migrate_commit);
     run("save_modes", t_save_modes);
     run("save_live_rounds", t_save_live_rounds);
+    run("save_monitor_ops_fail", t_save_monitor_ops);
+    run("save_domain_died_evidence", t_save_domain_died);
+    run("save_killed_guardian_resumes", t_save_killed_guardian);
     run("restore_fails_at_every_op", t_restore_fails_at_every_op);
     run("restore_stream_failures", t_restore_stream_failures);
     run("restore_names", t_restore_names);
     run("restore_gate", t_restore_gate);
     run("restore_pending_source", t_restore_pending_source);
+    run("restore_killed_guardian_destroys", t_restore_killed_guardian);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0)
         printf("warning: %s failed\n", cmd);
