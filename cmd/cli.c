@@ -232,6 +232,9 @@ const char *cli_ctx_msg(const struct vmc_ctx *ctx)
         words = " (save it without --checkpoint to carry them, or give "
                 "--memory-only instead of --disks)";
         break;
+    case VMC_HINT_ALLOW_DIR:
+        words = "; to allow it, give --allow-dir with its directory";
+        break;
     case VMC_HINT_SIGNING_KEY:
         words = " (give --signing-key FILE, or make one: vmimage keygen --sign "
                 "-o " CLI_SIGNING_KEY_FILE ")";

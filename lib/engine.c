@@ -173,7 +173,7 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
  * parent that forked it.  A command line (sudo, a wrapper) can name no
  * file for it to remove and no domain for it to touch: sudo and such
  * close inherited descriptors, and without a pipe on fd 3 holding those
- * orders the process is not a guardian. */
+ * orders the process is not a guardian.  VMC_E_FORMAT: no orders. */
 static int guard_orders(int fd, char *backend, size_t bn, int *domid,
                         int *was_running, char *partial, size_t pn)
 {
@@ -182,27 +182,27 @@ static int guard_orders(int fd, char *backend, size_t bn, int *domid,
     struct stat st;
 
     if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode))
-        return -1;
+        return VMC_E_FORMAT;
     while (n < sizeof(buf) - 1) {           /* byte by byte: D; follows */
         ssize_t r = read(fd, buf + n, 1);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
-            return -1;
+            return VMC_E_FORMAT;
         if (buf[n++] == '\0')
             break;
     }
     buf[n] = '\0';
     if (n < 2 || buf[0] != 'G' || buf[n - 1] != '\0')
-        return -1;
+        return VMC_E_FORMAT;
     f[0] = buf + 1;
     for (int i = 1; i < 4; i++) {
         if (!(f[i] = strchr(f[i - 1], '\n')))
-            return -1;
+            return VMC_E_FORMAT;
         *f[i]++ = '\0';
     }
     if (strlen(f[0]) >= bn || strlen(f[3]) >= pn)
-        return -1;
+        return VMC_E_FORMAT;
     snprintf(backend, bn, "%s", f[0]);
     *domid = atoi(f[1]);
     *was_running = atoi(f[2]);
@@ -1072,7 +1072,7 @@ static int restore_policy(struct restore *s)
 static int clash_error(struct vmc_ctx *ctx, const char *name, int id, int what,
                        const char *still)
 {
-    if (what == 1)
+    if (what == VMC_FIND_NAME)
         return vmc_set_error(ctx, VMC_E_CLASH, "domain %s (id %d) is %srunning "
                              "with the same name", name, id, still);
     return vmc_set_error(ctx, VMC_E_CLASH, "domain id %d is %srunning with the "
@@ -1088,7 +1088,7 @@ static int clash_error(struct vmc_ctx *ctx, const char *name, int id, int what,
 static int restore_identity(struct restore *s)
 {
     const struct vmc_backend *be = s->be;
-    int what, other = 0, more;
+    int rc, what, other = 0, more;
 
     memcpy(s->as.uuid, s->m.uuid, 16);
     snprintf(s->name, sizeof(s->name), "%s", s->o->name ? s->o->name : s->m.name);
@@ -1097,31 +1097,37 @@ static int restore_identity(struct restore *s)
         for (int i = 1; i < 1000; i++) {
             snprintf(s->name, sizeof(s->name), i == 1 ? "%.200s-clone" :
                      "%.200s-clone%d", s->m.name, i);
-            if ((what = be->find(s->ctx, s->name, NULL, -1, &other)) < 0)
-                return what;
-            if (what == 0)
+            if ((rc = be->find(s->ctx, s->name, NULL, -1, &other, &what)) < 0)
+                return rc;
+            if (what == VMC_FIND_NONE)
                 break;
         }
     }
     s->as.name = s->as.build_name = s->name;
-    what = be->find(s->ctx, s->name, s->as.uuid, -1, &other);
-    if (what == 2 && s->o->name) {
+    if ((rc = be->find(s->ctx, s->name, s->as.uuid, -1, &other, &what)) < 0)
+        return rc;
+    if (what == VMC_FIND_UUID && s->o->name) {
         uuid_random(s->as.uuid);
-        what = be->find(s->ctx, s->name, NULL, -1, &other);
+        if ((rc = be->find(s->ctx, s->name, NULL, -1, &other, &what)) < 0)
+            return rc;
     }
-    if (what <= 0)
-        return what;
+    if (what == VMC_FIND_NONE)
+        return 0;
     if (!be->saving(other))
         return clash_error(s->ctx, s->name, other, what, "");
     s->pending = other;
-    if ((more = be->find(s->ctx, s->name, s->as.uuid, s->pending, &other)) != 0)
-        return more < 0 ? more : clash_error(s->ctx, s->name, other, more, "");
+    if ((rc = be->find(s->ctx, s->name, s->as.uuid, s->pending, &other,
+                       &more)) < 0)
+        return rc;
+    if (more != VMC_FIND_NONE)
+        return clash_error(s->ctx, s->name, other, more, "");
     if (be->flags & VMC_BE_UNIQUE_NAMES) {
         snprintf(s->build_name, sizeof(s->build_name), "%s--incoming", s->name);
         s->as.build_name = s->build_name;
-        if ((what = be->find(s->ctx, s->build_name, NULL, -1, &other)) != 0)
-            return what < 0 ? what :
-                   vmc_set_error(s->ctx, VMC_E_EXISTS, "domain %s (id %d) "
+        if ((rc = be->find(s->ctx, s->build_name, NULL, -1, &other, &what)) < 0)
+            return rc;
+        if (what != VMC_FIND_NONE)
+            return vmc_set_error(s->ctx, VMC_E_EXISTS, "domain %s (id %d) "
                                  "exists (a restore in progress, or left over)",
                                  s->build_name, other);
     }
@@ -1252,10 +1258,11 @@ static int restore_take_name(struct restore *s)
 
     for (int i = 0; i < 6000 && s->be->saving(s->pending); i++)
         usleep(10000);
-    if ((what = s->be->find(s->ctx, s->name, s->as.uuid, s->res->domid,
-                            &other)) != 0)
-        return what < 0 ? what : clash_error(s->ctx, s->name, other, what,
-                                             "still ");
+    if ((rc = s->be->find(s->ctx, s->name, s->as.uuid, s->res->domid,
+                          &other, &what)) < 0)
+        return rc;
+    if (what != VMC_FIND_NONE)
+        return clash_error(s->ctx, s->name, other, what, "still ");
     if (s->as.build_name != s->as.name &&
         (rc = s->be->rename(s->ctx, s->d, s->name)) < 0)
         return rc;

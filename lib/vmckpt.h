@@ -78,6 +78,7 @@ enum vmc_hint {
     VMC_HINT_MEMORY_ONLY,     /* a checkpoint whose disks would not match */
     VMC_HINT_DISK_DIR,        /* an image carries disks: say where */
     VMC_HINT_STOPPED_DISKS,   /* carrying disks needs a stopped save */
+    VMC_HINT_ALLOW_DIR,       /* a host file outside the allowed dirs */
 };
 VMC_API int vmc_ctx_hint(const struct vmc_ctx *ctx);
 /* Adds a hint to the error already set (for backends); returns its code. */

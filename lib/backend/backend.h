@@ -44,6 +44,12 @@ struct vmc_restore_as {
     void *known_arg;
 };
 
+enum {                                /* what find() matched */
+    VMC_FIND_NONE = 0,
+    VMC_FIND_NAME,
+    VMC_FIND_UUID,
+};
+
 struct vmc_backend {
     const char *name;                 /* "qemu", "xen" */
     uint16_t id;                      /* VMC_BACKEND_* */
@@ -62,10 +68,10 @@ struct vmc_backend {
     const char *(*name_of)(const struct vmc_dom *d);
 
     /* A domain other than `skip` (an id; -1 for none) named `name` or with
-     * UUID `uuid` (either may be NULL): 1 = same name, 2 = same UUID, 0 =
-     * none; its id in *id.  Domains being torn down do not count. */
+     * UUID `uuid` (either may be NULL): *what says which matched
+     * (VMC_FIND_*), *id its id.  Domains being torn down do not count. */
     int (*find)(struct vmc_ctx *ctx, const char *name, const uint8_t *uuid,
-                int skip, int *id);
+                int skip, int *id, int *what);
     /* Is another process saving domain `id` right now (its save lock is
      * held)?  Never fails: 0 when it cannot tell. */
     int (*saving)(int id);

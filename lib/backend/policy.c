@@ -152,9 +152,9 @@ int policy_path_ok(struct vmc_ctx *ctx, const struct vmc_policy *p,
         if (!strncmp(real, p->dirs[i], l) && (real[l] == '/' || real[l] == '\0'))
             return 0;
     }
-    return vmc_set_error(ctx, VMC_E_INVAL, "%s %s: outside the allowed "
-                         "directories (restore policy; see --allow-dir)", opt,
-                         path);
+    vmc_set_error(ctx, VMC_E_INVAL, "%s %s: outside the allowed directories "
+                  "(restore policy)", opt, path);
+    return vmc_set_hint(ctx, VMC_HINT_ALLOW_DIR);
 }
 
 

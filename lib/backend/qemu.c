@@ -372,23 +372,24 @@ static int clash_fn(struct vmc_dom *d, void *arg)
         return 0;
     if (c->name && !strcmp(d->name, c->name)) {
         c->id = d->id;
-        return c->what = 1;
+        return c->what = VMC_FIND_NAME;
     }
     if (c->uuid && !memcmp(d->uuid, c->uuid, 16)) {
         c->id = d->id;
-        return c->what = 2;
+        return c->what = VMC_FIND_UUID;
     }
     return 0;
 }
 
 static int qemu_find(struct vmc_ctx *ctx, const char *name, const uint8_t *uuid,
-                     int skip, int *id)
+                     int skip, int *id, int *what)
 {
-    struct clash c = { uuid, name, 0, 0, skip };
+    struct clash c = { uuid, name, 0, VMC_FIND_NONE, skip };
     int rc = qemu_each(ctx, clash_fn, &c);
 
     *id = c.id;
-    return rc < 0 ? rc : c.what;
+    *what = c.what;
+    return rc < 0 ? rc : 0;
 }
 
 static int qemu_restore_start(struct vmc_ctx *ctx, const struct vmc_image_meta *m,

@@ -26,7 +26,9 @@
 /* ---- QEMU's key=value,... option strings ---------------------------------- */
 
 /* Calls fn for each key and value of s (",," is a comma in a value); the
- * first element without '=' gets key implied (NULL: a flag "on"). */
+ * first element without '=' gets key implied (NULL: a flag "on").  Stops
+ * at fn's first non-zero answer and returns it; VMC_E_LIMIT for a key too
+ * long to be one. */
 static int kv_each(const char *s, const char *implied,
                    int (*fn)(void *arg, const char *k, const char *v), void *arg)
 {
@@ -46,7 +48,7 @@ static int kv_each(const char *s, const char *implied,
         if (eq) {
             kl = (size_t)(eq - s);
             if (kl >= sizeof(key))
-                return -1;
+                return VMC_E_LIMIT;         /* no such key: unparseable */
             memcpy(key, s, kl);
             key[kl] = '\0';
             for (const char *q = eq + 1; q < p && vl < sizeof(val) - 1; q++) {

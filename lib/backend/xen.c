@@ -856,42 +856,44 @@ static void *restore_thread(void *arg)
 /* A domain other than dom0 and `skip` named `name` or with the (alive)
  * UUID `uuid`: see backend.h. */
 static int find_in(struct vmc_ctx *ctx, struct vmc_dom *d, const char *name,
-                   const uint8_t *uuid, int skip, int *id)
+                   const uint8_t *uuid, int skip, int *id, int *what)
 {
     libxl_dominfo *l;
-    int n = 0, what = 0;
+    int n = 0;
 
     *id = 0;
+    *what = VMC_FIND_NONE;
     if (!(l = libxl_list_domain(d->lx, &n)))
         return xerr(ctx, d, "list_domain", -1);
-    for (int i = 0; i < n && !what; i++) {
+    for (int i = 0; i < n && !*what; i++) {
         char *dn;
         if (l[i].domid == 0 || (int)l[i].domid == skip)
             continue;
         dn = name ? libxl_domid_to_name(d->lx, l[i].domid) : NULL;
         if (dn && !strcmp(dn, name))
-            what = 1;
+            *what = VMC_FIND_NAME;
         else if (uuid && !l[i].dying &&
                  !memcmp(libxl_uuid_bytearray(&l[i].uuid), uuid, 16))
-            what = 2;
+            *what = VMC_FIND_UUID;
         free(dn);
-        if (what)
+        if (*what)
             *id = (int)l[i].domid;
     }
     libxl_dominfo_list_free(l, n);
-    return what;
+    return 0;
 }
 
 static int xen_find(struct vmc_ctx *ctx, const char *name, const uint8_t *uuid,
-                    int skip, int *id)
+                    int skip, int *id, int *what)
 {
     struct vmc_dom *d = dom_new(ctx);
     int rc;
 
     *id = 0;
+    *what = VMC_FIND_NONE;
     if (!d)
         return vmc_ctx_errcode(ctx);
-    rc = find_in(ctx, d, name, uuid, skip, id);
+    rc = find_in(ctx, d, name, uuid, skip, id, what);
     xen_close(d);
     return rc;
 }

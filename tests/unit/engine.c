@@ -153,19 +153,22 @@ static int fk_domid(const struct vmc_dom *d) { return d->f->id; }
 static const char *fk_name_of(const struct vmc_dom *d) { return d->f->name; }
 
 static int fk_find(struct vmc_ctx *ctx, const char *name, const uint8_t *uuid,
-                   int skip, int *id)
+                   int skip, int *id, int *what)
 {
     *id = 0;
+    *what = VMC_FIND_NONE;
     if (fails(ctx, "find"))
         return VMC_E_BACKEND;
-    for (int i = 0; i < MAXDOM; i++) {
+    for (int i = 0; i < MAXDOM && !*what; i++) {
         struct fdom *f = &F.dom[i];
         if (!f->exists || f->id == skip)
             continue;
         if (name && !strcmp(f->name, name))
-            return *id = f->id, 1;
-        if (uuid && !memcmp(f->uuid, uuid, 16))
-            return *id = f->id, 2;
+            *what = VMC_FIND_NAME;
+        else if (uuid && !memcmp(f->uuid, uuid, 16))
+            *what = VMC_FIND_UUID;
+        if (*what)
+            *id = f->id;
     }
     return 0;
 }
