@@ -1,4 +1,10 @@
-/* wire.c - explicit little-endian codec for the vmckpt wire types. */
+/*
+ * wire.c - the explicit little-endian codec of the wire types of
+ * vmckpt_wire.h: one encode and one decode per struct, field by field.
+ * Owns: the octets of every fixed-size wire struct.
+ * Must not: check a rule (a reader's job: lib/stream/), allocate, or
+ * read a struct raw from memory.
+ */
 #include <string.h>
 
 #include "vmckpt_wire.h"

@@ -1,4 +1,13 @@
-/* internal.h - libvmckpt private declarations. */
+/*
+ * internal.h - what the files of lib/ share and nobody else sees: the
+ * error context's layout, the I/O and clock helpers of io/util.c, the
+ * key set's and the stream layers' internals.  Not installed; nothing
+ * declared here is VMC_API.
+ * Owns: the layout of struct vmc_ctx and the helpers' contracts (each
+ * returns 0 or a negative enum vmc_err with the message in ctx).
+ * Must not: become public API by the back door (a tool in cmd/ includes
+ * only vmckpt.h, vmckpt_qemu.h, vmckpt_xl.h and the wire header).
+ */
 #ifndef VMC_INTERNAL_H
 #define VMC_INTERNAL_H
 

@@ -411,10 +411,6 @@ VMC_API void vmc_summary_free(struct vmc_summary *sum);
  * only if the whole stream authenticated and every rule held. */
 VMC_API int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
                      void *arg, struct vmc_summary *sum);
-/* Same, writing a legacy `xl save` file (header + config + libxl stream)
- * that `xl restore` accepts; refuses images that are not Xen/libxl. */
-VMC_API int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
-                        void *arg, struct vmc_summary *sum);
 /* The head of a restorable image: IMAGE_INFO into m, optional records
  * skipped, then DOMAIN_CONFIG: its format and body without the 8-octet
  * head (*cfg, caller frees).  A raw stream (backend none) is refused. */

@@ -3,6 +3,8 @@
  * instances that vmckpt manages (what vmctl(1) drives).  Save, restore
  * and migration of any backend's domains are in vmckpt.h; this header
  * holds only what exists for QEMU alone.
+ * Owns: the registry's public calls.  Must not: expose the instance
+ * handle or QMP (both stay in lib/backend/).
  */
 #ifndef VMCKPT_QEMU_H
 #define VMCKPT_QEMU_H

@@ -1,7 +1,10 @@
 /*
- * qemu.h - what the QEMU backend's two halves share (private to
- * lib/backend/): the instance handle, and the registry of instances
- * (qemu_registry.c) that the ops (qemu.c) stand on.
+ * qemu.h - what the QEMU backend's files share (private to
+ * lib/backend/): the instance handle, the registry of instances
+ * (qemu_registry.c) that the ops (qemu.c) stand on, and the config
+ * helpers of qemu_policy.c.
+ * Owns: struct vmc_dom for QEMU.  Must not: be included outside
+ * lib/backend/ (the tools reach QEMU through vmckpt_qemu.h).
  */
 #ifndef VMC_QEMU_H
 #define VMC_QEMU_H

@@ -1,4 +1,10 @@
-/* qmp.h - QMP client used by the qemu backend (private to lib/). */
+/*
+ * qmp.h - a small QMP client for the QEMU backend (private to lib/): one
+ * unix socket, JSON lines parsed with jansson, descriptors passed with
+ * SCM_RIGHTS, the events that arrived while waiting kept for the caller.
+ * Owns: the QMP conversation (greeting, capabilities, command, reply).
+ * Must not: know what a save, a restore or a domain is.
+ */
 #ifndef VMC_QMP_H
 #define VMC_QMP_H
 
