@@ -149,9 +149,17 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
             snprintf(spec, sizeof(spec), "%d", domid);
         else                                /* named: unique, and new */
             snprintf(spec, sizeof(spec), "%s", name);
-        if ((domid >= 0 || name[0]) && be->open(&ctx, spec, 0, &d) == 0) {
-            be->destroy(&ctx, d);
-            be->close(d);
+        /* the restorer's own locks go with it a moment after its pipe:
+         * asked again, a backend also clears what a domain that never
+         * started left behind */
+        for (int i = 0; i < 3 && (domid >= 0 || name[0]); i++) {
+            vmc_ctx_clear(&ctx);
+            if (be->open(&ctx, spec, 0, &d) == 0) {
+                be->destroy(&ctx, d);
+                be->close(d);
+                break;
+            }
+            usleep(200000);
         }
         for (int i = 0; i < nfiles; i++)    /* after the domain that used them */
             unlink(files[i]);
@@ -507,6 +515,7 @@ struct save {
     int committed;                    /* the image is durable (and taken) */
     struct vmc_disk_info *disks;      /* the domain's disks, as recorded */
     int ndisks;
+    int disk_fd[VMC_DISK_MAX];        /* a carried disk, opened by the plan */
 };
 
 /* What the image says of each disk the config names: carried (read while
@@ -522,14 +531,13 @@ static int disk_plan_one(struct save *s, struct vmc_disk_info *di)
     if (!di->source_format)
         return vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "disk %s (%s): its "
                              "format is neither raw nor qcow2", di->id, di->path);
-    if ((fd = open(di->path, O_RDONLY | O_CLOEXEC)) < 0)
-        return vmc_set_error(s->ctx, VMC_E_IO, "disk %s: %s: %s", di->id,
-                             di->path, strerror(errno));
-    rc = vmc_disk_file_size(s->ctx, fd, di->source_format, di->id,
-                            &di->virtual_size);
-    close(fd);
-    if (rc < 0)
+    if ((rc = vmc_disk_open(s->ctx, di->path, di->source_format, di->id, &fd,
+                            &di->virtual_size)) < 0)
         return rc;
+    if (carry)
+        s->disk_fd[di - s->disks] = fd;     /* read after the memory */
+    else
+        close(fd);
     if (carry && o->mode != VMC_SAVE_DESTROY && o->mode != VMC_SAVE_PAUSED) {
         vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "domain %s: its disks are "
                       "carried only by a save that stops it (a point-in-time "
@@ -584,17 +592,10 @@ static int save_disks(struct save *s)
     int rc = 0;
 
     vmc_writer_stats(s->w, &st0);
-    for (int i = 0; i < s->ndisks && rc == 0; i++) {
-        const struct vmc_disk_info *di = &s->disks[i];
-        int fd;
-        if (!(di->flags & VMC_DF_CARRIED))
-            continue;
-        if ((fd = open(di->path, O_RDONLY | O_CLOEXEC)) < 0)
-            return vmc_set_error(s->ctx, VMC_E_IO, "disk %s: %s: %s", di->id,
-                                 di->path, strerror(errno));
-        rc = vmc_writer_disk_content(s->w, di, fd, NULL, NULL);
-        close(fd);
-    }
+    for (int i = 0; i < s->ndisks && rc == 0; i++)
+        if (s->disks[i].flags & VMC_DF_CARRIED)
+            rc = vmc_writer_disk_content(s->w, &s->disks[i], s->disk_fd[i],
+                                         NULL, NULL);
     vmc_writer_stats(s->w, &st1);
     s->res->disk_bytes = st1.plaintext_bytes - st0.plaintext_bytes;
     return rc;
@@ -822,6 +823,8 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
 
     memset(res, 0, sizeof(*res));
     res->domid = -1;
+    for (int i = 0; i < VMC_DISK_MAX; i++)
+        s.disk_fd[i] = -1;
     if ((rc = save_describe(&s, spec)) == 0 && (rc = save_begin(&s)) == 0 &&
         (rc = save_stream(&s)) == 0 && (rc = save_commit(&s)) == 0)
         rc = save_dispose(&s);
@@ -832,6 +835,9 @@ int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be, const char *spec
     be->close(s.d);
     free(s.cfg);
     free(s.disks);
+    for (int i = 0; i < VMC_DISK_MAX; i++)
+        if (s.disk_fd[i] >= 0)
+            close(s.disk_fd[i]);
     res->total_ns = vmc_now_ns() - s.t0;
     return rc;
 }
@@ -911,13 +917,11 @@ static int disk_present(struct restore *s, const struct vmc_disk_info *di,
 
     if (di->flags & VMC_DF_NOT_CAPTURED)
         s->res->disks_not_captured++;
-    if ((fd = open(now->path, O_RDONLY | O_CLOEXEC)) < 0)
-        return vmc_set_error(s->ctx, VMC_E_IO, "disk %s: %s: %s (the image "
-                             "does not carry it)", di->id, now->path,
-                             strerror(errno));
-    rc = vmc_disk_file_size(s->ctx, fd, di->source_format, di->id, &size);
+    if ((rc = vmc_disk_open(s->ctx, now->path, di->source_format, di->id,
+                            &fd, &size)) < 0)
+        return rc;
     close(fd);
-    if (rc == 0 && size != di->virtual_size)
+    if (size != di->virtual_size)
         rc = vmc_set_error(s->ctx, VMC_E_INVAL, "disk %s: %s is %llu octets, "
                            "the image recorded %llu: not the disk it was saved "
                            "with", di->id, now->path, (unsigned long long)size,

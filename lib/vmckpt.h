@@ -462,10 +462,12 @@ VMC_API int vmc_disks_digest(const struct vmc_disks *t, int i,
 VMC_API int vmc_disk_file_digest(struct vmc_ctx *ctx, int fd, uint64_t size,
                                  uint8_t out[VMC_DISK_DIGEST_LEN]);
 
-/* The virtual size of a disk file of a VMC_DISK_FMT_* (raw: its size;
- * qcow2: its header's); what names it in errors. */
-VMC_API int vmc_disk_file_size(struct vmc_ctx *ctx, int fd, unsigned format,
-                               const char *what, uint64_t *size);
+/* Opens the disk file at path, of a VMC_DISK_FMT_*, read-only: *fd, and
+ * its virtual size in *size (raw: the file's size; qcow2: its header's).
+ * id names the disk in errors.  Only a regular file is a disk here. */
+VMC_API int vmc_disk_open(struct vmc_ctx *ctx, const char *path,
+                          unsigned format, const char *id, int *fd,
+                          uint64_t *size);
 
 /* Copies every record r reads to w as it is (IMAGE_INFO and all), then
  * finishes w with the END times of r: the same content under w's keys

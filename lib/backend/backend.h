@@ -186,6 +186,13 @@ int config_set_disk(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
 int qemu_config_disks(const json_t *argv, struct vmc_disk_info *out, int max,
                       int *n);
 int qemu_config_set_disk(json_t *argv, const char *id, const char *path);
+/* One -drive value: its file (unescaped; "" if none) and whether QEMU
+ * opens it read-only (readonly=on, media=cdrom).  refile: the same value
+ * with file= set to newfile and auto-read-only=off unless the value sets
+ * auto-read-only.  VMC_E_LIMIT: the value does not parse or fit. */
+int qemu_drive_file(const char *value, char *file, size_t n, int *ro);
+int qemu_drive_refile(const char *value, const char *newfile, char *out,
+                      size_t n);
 int xen_config_disks(const json_t *cfg, struct vmc_disk_info *out, int max,
                      int *n);
 int xen_config_set_disk(json_t *cfg, const char *id, const char *path);

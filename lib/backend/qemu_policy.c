@@ -654,12 +654,14 @@ struct rebuild {
     char s[2 * PATH_MAX + 512];
     size_t len;
     const char *path;
-    int overflow;
+    int overflow, auto_ro;
 };
 
 static int rebuild_kv(void *arg, const char *k, const char *v)
 {
     struct rebuild *b = arg;
+
+    b->auto_ro |= !strcmp(k, "auto-read-only");
 
     if (b->len && b->len + 1 < sizeof(b->s))
         b->s[b->len++] = ',';
@@ -692,4 +694,27 @@ int qemu_config_set_disk(json_t *argv, const char *id, const char *path)
     int rc = drives_each(argv, remap_one, &r);
 
     return rc < 0 ? rc : r.done ? 0 : VMC_E_INVAL;
+}
+
+int qemu_drive_file(const char *value, char *file, size_t n, int *ro)
+{
+    struct drive d = { .ifc = "ide" };
+
+    if (kv_each(value, NULL, drive_kv, &d) < 0 || strlen(d.file) >= n)
+        return VMC_E_LIMIT;
+    snprintf(file, n, "%s", d.file);
+    *ro = d.ro || d.cdrom;
+    return 0;
+}
+
+int qemu_drive_refile(const char *value, const char *newfile, char *out,
+                      size_t n)
+{
+    struct rebuild b = { .path = newfile };
+
+    if (kv_each(value, NULL, rebuild_kv, &b) < 0 || b.overflow ||
+        (size_t)snprintf(out, n, "%s%s", b.s,
+                         b.auto_ro ? "" : ",auto-read-only=off") >= n)
+        return VMC_E_LIMIT;
+    return 0;
 }

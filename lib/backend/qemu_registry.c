@@ -155,8 +155,10 @@ int qemu_pid_alive(pid_t pid)
 }
 
 /* Loads RUNDIR/<id> into d: 0 with *live 1 for a running instance, or
- * *live 0 if its QEMU is gone (d->cfg NULL: litter); VMC_E_BACKEND if the
- * directory is not an instance (yet). */
+ * *live 0 if its QEMU is gone or never started (d->cfg NULL: litter,
+ * unless its creator still holds its lock: QEMU runs only once its pid
+ * is on file, see qemu_launch); VMC_E_BACKEND if the directory is not an
+ * instance (yet). */
 int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d, int *live)
 {
     char p[600];
@@ -184,8 +186,7 @@ int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d, int *live)
     if (!qemu_pid_ours(d->pid, d->dir)) {
         json_decref(d->cfg);
         d->cfg = NULL;
-        return d->pid > 0 ? 0 :                     /* QEMU is gone */
-               vmc_set_error(ctx, VMC_E_BACKEND, "%s: no QEMU pid yet", d->dir);
+        return 0;                       /* gone, or never started */
     }
     *live = 1;
     return 0;
@@ -619,28 +620,19 @@ static int launch_user(struct vmc_ctx *ctx, struct launch *l)
  * ...,file=/dev/fdset/S,...,auto-read-only=off (else QEMU first asks the
  * set for a read-only descriptor) and av gets -add-fd.  One descriptor
  * per disk: QEMU's image locks stay on one open file description.  A
- * value with ",," in it, or without file=, is left alone. */
+ * value without file=, or already on an fd set, is left alone. */
 static int launch_drive(struct vmc_ctx *ctx, struct launch *l, const char **av,
                         size_t i, size_t *k, int j)
 {
-    char val[PATH_MAX + 256], file[PATH_MAX] = "", *save, *e;
-    const char *v = av[i], *at, *rest;
+    char file[PATH_MAX], set_path[32];
     int ro = 0, fd, set = 10 + j;
 
-    if (strstr(v, ",,") || strlen(v) >= sizeof(val))
-        return 0;
-    snprintf(val, sizeof(val), "%s", v);
-    for (e = strtok_r(val, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
-        if (!strncmp(e, "file=", 5))
-            snprintf(file, sizeof(file), "%s", e + 5);
-        else if (!strcmp(e, "readonly=on") || !strcmp(e, "read-only=on") ||
-                 !strcmp(e, "media=cdrom"))
-            ro = 1;
-    }
-    if (!file[0] || !strncmp(file, "/dev/fdset/", 11))
-        return 0;
-    at = !strncmp(v, "file=", 5) ? v : strstr(v, ",file=") + 1;
-    rest = strchr(at, ',');
+    if (qemu_drive_file(av[i], file, sizeof(file), &ro) < 0 || !file[0] ||
+        !strncmp(file, "/dev/fdset/", 11))
+        return 0;                   /* QEMU's to judge, as it was given */
+    snprintf(set_path, sizeof(set_path), "/dev/fdset/%d", set);
+    if (qemu_drive_refile(av[i], set_path, l->drives[j], sizeof(l->drives[j])))
+        return vmc_set_error(ctx, VMC_E_LIMIT, "-drive %s: too long", av[i]);
     if ((fd = open(file, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC)) < 0)
         return vmc_set_error(ctx, VMC_E_BACKEND, "-drive file=%s: %s", file,
                              strerror(errno));
@@ -648,9 +640,6 @@ static int launch_drive(struct vmc_ctx *ctx, struct launch *l, const char **av,
     snprintf(l->addfd[j], sizeof(l->addfd[j]), "fd=%d,set=%d", 2 + l->nfds, set);
     av[(*k)++] = "-add-fd";
     av[(*k)++] = l->addfd[j];
-    snprintf(l->drives[j], sizeof(l->drives[j]), "%.*sfile=/dev/fdset/%d%s%s",
-             (int)(at - v), v, set, rest ? rest : "",
-             strstr(v, "auto-read-only=") ? "" : ",auto-read-only=off");
     av[i] = l->drives[j];
     av[*k] = NULL;
     return 0;
@@ -733,7 +722,7 @@ int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
     const char **av = NULL;
     size_t k;
     pid_t pid;
-    int rc = 0;
+    int rc = 0, go[2];
 
     snprintf(p, sizeof(p), "%s/domain.json", d->dir);
     json_object_set_new(d->cfg, "id", json_integer(d->id));
@@ -769,14 +758,30 @@ int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
             goto out;
     }
     snprintf(p, sizeof(p), "%s/qemu.log", d->dir);
+    /* QEMU runs only once its pid is on file: should this process die
+     * between fork and that, the child sees EOF on go and never starts. */
+    if (pipe2(go, O_CLOEXEC) < 0) {
+        rc = vmc_set_error(ctx, VMC_E_BACKEND, "pipe: %s", strerror(errno));
+        goto out;
+    }
     pid = fork();
     if (pid < 0) {
         rc = vmc_set_error(ctx, VMC_E_BACKEND, "fork: %s", strerror(errno));
+        close(go[0]);
+        close(go[1]);
         goto out;
     }
     if (pid == 0) {
-        int nul = open("/dev/null", O_RDONLY), log = open(p, O_WRONLY | O_CREAT |
-                                                          O_APPEND, 0600);
+        int nul, log;
+        ssize_t r;
+        char c = 0;
+        close(go[1]);
+        while ((r = read(go[0], &c, 1)) < 0 && errno == EINTR)
+            ;
+        if (r != 1 || c != 'g')
+            _exit(126);
+        nul = open("/dev/null", O_RDONLY);
+        log = open(p, O_WRONLY | O_CREAT | O_APPEND, 0600);
         /* the working directory is this process's: a config's "cwd" is
          * only a record of where it was started */
         setsid();
@@ -790,14 +795,21 @@ int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra)
         _exit(127);
     }
     launch_close(&l);               /* QEMU holds them now */
+    close(go[0]);
     d->pid = pid;
     snprintf(p, sizeof(p), "%s/qemu.pid", d->dir);
     {
         FILE *f = fopen(p, "w");
-        if (f) {
-            fprintf(f, "%d\n", (int)pid);
-            fclose(f);
+        int ok = f && fprintf(f, "%d\n", (int)pid) > 0;
+        if (f && fclose(f) != 0)
+            ok = 0;
+        if (!ok || write(go[1], "g", 1) != 1) {
+            close(go[1]);           /* the child exits without QEMU */
+            waitpid(pid, NULL, 0);
+            rc = vmc_set_error(ctx, VMC_E_IO, "%s: cannot write", p);
+            goto out;
         }
+        close(go[1]);
     }
     snprintf(p, sizeof(p), "%s/qmp.sock", d->dir);
     for (int i = 0; i < 15000; i++) {                 /* 30 s */

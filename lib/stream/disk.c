@@ -525,8 +525,8 @@ int vmc_disk_file_digest(struct vmc_ctx *ctx, int fd, uint64_t size,
     return rc;
 }
 
-int vmc_disk_file_size(struct vmc_ctx *ctx, int fd, unsigned format,
-                       const char *what, uint64_t *size)
+static int disk_file_size(struct vmc_ctx *ctx, int fd, unsigned format,
+                          const char *what, uint64_t *size)
 {
     struct stat st;
     uint8_t h[32];
@@ -552,4 +552,20 @@ int vmc_disk_file_size(struct vmc_ctx *ctx, int fd, unsigned format,
                              "a non-zero multiple of 512", what,
                              (unsigned long long)*size);
     return 0;
+}
+
+int vmc_disk_open(struct vmc_ctx *ctx, const char *path, unsigned format,
+                  const char *id, int *fd, uint64_t *size)
+{
+    int rc;
+
+    *size = 0;
+    if ((*fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return vmc_set_error(ctx, VMC_E_IO, "disk %s: %s: %s", id, path,
+                             strerror(errno));
+    if ((rc = disk_file_size(ctx, *fd, format, id, size)) < 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    return rc;
 }

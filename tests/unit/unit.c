@@ -1690,6 +1690,38 @@ static int t_wire_codec(void)
  * removable media, formats; a drive without a file is no disk; pointing a
  * disk at a path with a comma keeps QEMU's escaping, the others as they
  * were. */
+/* The QEMU launcher's view of one -drive value: its file, read-only or
+ * not, and the value pointed at a passed descriptor (commas doubled back,
+ * auto-read-only=off added unless the value says otherwise). */
+static int t_drive_refile(void)
+{
+    static const struct { const char *v, *file; int ro; const char *out; } c[] = {
+        { "file=/a/b.raw,if=virtio,format=raw", "/a/b.raw", 0,
+          "file=/dev/fdset/10,if=virtio,format=raw,auto-read-only=off" },
+        { "if=ide,media=cdrom,file=/x,,y.iso", "/x,y.iso", 1,
+          "if=ide,media=cdrom,file=/dev/fdset/10,auto-read-only=off" },
+        { "file=/d,readonly=on,auto-read-only=on", "/d", 1,
+          "file=/dev/fdset/10,readonly=on,auto-read-only=on" },
+        { "if=none,id=empty", "", 0, "if=none,id=empty,auto-read-only=off" },
+    };
+    char file[64], out[128];
+    int ro;
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        REQUIRE(qemu_drive_file(c[i].v, file, sizeof(file), &ro) == 0 &&
+                !strcmp(file, c[i].file) && ro == c[i].ro,
+                "%s: file '%s' ro %d", c[i].v, file, ro);
+        REQUIRE(qemu_drive_refile(c[i].v, "/dev/fdset/10", out,
+                                  sizeof(out)) == 0 && !strcmp(out, c[i].out),
+                "%s: '%s'", c[i].v, out);
+    }
+    REQUIRE(qemu_drive_file("file=/a/very/long/path/name", file, 8, &ro) ==
+            VMC_E_LIMIT, "a file longer than its buffer");
+    REQUIRE(qemu_drive_refile("file=/a,if=virtio", "/dev/fdset/10", out, 20) ==
+            VMC_E_LIMIT, "a value longer than its buffer");
+    return 0;
+}
+
 static int t_config_disks(void)
 {
     struct vmc_image_meta m = { .backend = VMC_BACKEND_QEMU };
@@ -2102,6 +2134,7 @@ int main(void)
     run("known_hosts", t_known_hosts);
     run("wire_codec", t_wire_codec);
     run("config_disks", t_config_disks);
+    run("drive_refile", t_drive_refile);
     vmc_keys_free(k_seal);
     vmc_keys_free(k_open);
     vmc_keys_free(k_wrong);
