@@ -22,8 +22,7 @@ static const struct cli_opt opts[] = {
     { "uuid", 0, "UUID", C_START, "start: the domain's UUID (default random)",
       O_UUID },
     { "json", 0, NULL, C_LIST, "list: one JSON array on stdout", O_JSON },
-    { "help", 'h', NULL, C_ALL, "show this help", 'h' },
-    { "version", 'V', NULL, C_ALL, "print the version", 'V' },
+    CLI_OPT_HELP_VERSION(C_ALL),
     { NULL, 0, NULL, 0, NULL, 0 },
 };
 
@@ -41,11 +40,6 @@ struct args {
     int json;
     struct cli_bad bad;
 };
-
-static int usage(const char *why)
-{
-    return cli_usage(SYNOPSIS, why);
-}
 
 static void help(unsigned mask)
 {
@@ -153,14 +147,14 @@ static int cmd_start(struct vmc_ctx *ctx, const struct args *a, int argc,
     int id;
 
     if (argc < 1)
-        return usage("start: missing NAME");
+        return cli_usage("start: missing NAME");
     if (argc > 1 && !strcmp(argv[1], "--")) {
         argv[1] = argv[0];
         argc--;
         argv++;
     }
     if (argc < 2)
-        return usage("start: missing QEMU-ARGS");
+        return cli_usage("start: missing QEMU-ARGS");
     if (vmc_qemu_start(ctx, argv[0], a->uuid, argc - 1, argv + 1, &id) < 0) {
         cli_ctx_err(argv[0], ctx);
         return 1;
@@ -218,19 +212,20 @@ int main(int argc, char **argv)
     vmc_guard_dispatch(argc, argv);
     cli_prog = "vmctl";
     cli_help = help;
+    cli_synopsis = SYNOPSIS;
     if (!ctx || vmc_init(ctx) < 0) {
         cli_err(NULL, "cannot initialise");
         return 1;
     }
     if (argc < 2)
-        return usage("missing command");
+        return cli_usage("missing command");
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (!strcmp(argv[1], cmds[i].name))
             cmd = cmds[i].cmd;
     if (!cmd && argv[1][0] != '-') {
         char m[96];
         snprintf(m, sizeof(m), "unknown command '%.40s'", argv[1]);
-        return usage(m);
+        return cli_usage(m);
     }
     /* the command is argv[0] of its own options; start's end at NAME, so
      * that QEMU's own options follow it as they are */
@@ -239,15 +234,15 @@ int main(int argc, char **argv)
             : cli_parse(argc, argv, opts, C_ALL, CLI_ORDERED, on_opt, &a,
                         &a.bad);
     if (a.bad.set)
-        return usage(a.bad.msg);
+        return cli_usage(a.bad.msg);
     if (!cmd)
-        return usage("missing command");
+        return cli_usage("missing command");
     if (cmd == C_START)
         rc = cmd_start(ctx, &a, argc - n, argv + n);
     else if (cmd == C_LIST)
-        rc = argc > n ? usage("list takes no operands") : cmd_list(ctx, a.json);
+        rc = argc > n ? cli_usage("list takes no operands") : cmd_list(ctx, a.json);
     else if (argc - n != 1)
-        rc = usage(argc == n ? "missing DOMAIN" : "too many arguments");
+        rc = cli_usage(argc == n ? "missing DOMAIN" : "too many arguments");
     else
         rc = cmd_domain(ctx, argv[1], argv[n]);
     vmc_ctx_free(ctx);
