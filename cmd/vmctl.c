@@ -86,11 +86,12 @@ static int list_print(const struct vmc_qemu_dom_info *i, void *arg)
         return 1;
     }
     if (l->arr) {
-        json_array_append_new(l->arr, json_pack("{s:i, s:s, s:s, s:s, s:i, s:s}",
-                                                "id", i->id, "name", i->name,
-                                                "uuid", i->uuid, "state",
-                                                i->state, "pid", i->pid, "rundir",
-                                                i->dir));
+        /* the names every tool's JSON uses for a domain */
+        json_array_append_new(l->arr,
+                              json_pack("{s:i, s:s, s:s, s:s, s:i, s:s}",
+                                        "domid", i->id, "domain", i->name,
+                                        "uuid", i->uuid, "state", i->state,
+                                        "pid", i->pid, "rundir", i->dir));
         return 0;
     }
     printf("%-5d %-20s %-36s %-10s %d\n", i->id, i->name, i->uuid, i->state,
@@ -100,8 +101,9 @@ static int list_print(const struct vmc_qemu_dom_info *i, void *arg)
 
 static int cmp_id(const void *a, const void *b)
 {
-    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "id"));
-    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "id"));
+    json_t *const *ja = a, *const *jb = b;
+    json_int_t x = json_integer_value(json_object_get(*ja, "domid"));
+    json_int_t y = json_integer_value(json_object_get(*jb, "domid"));
 
     return x < y ? -1 : x > y;
 }
@@ -130,8 +132,8 @@ static int cmd_list(struct vmc_ctx *ctx, int json)
                "PID");
         for (size_t i = 0; i < n; i++)
             printf("%-5d %-20s %-36s %-10s %d\n",
-                   (int)json_integer_value(json_object_get(v[i], "id")),
-                   json_string_value(json_object_get(v[i], "name")),
+                   (int)json_integer_value(json_object_get(v[i], "domid")),
+                   json_string_value(json_object_get(v[i], "domain")),
                    json_string_value(json_object_get(v[i], "uuid")),
                    json_string_value(json_object_get(v[i], "state")),
                    (int)json_integer_value(json_object_get(v[i], "pid")));

@@ -120,6 +120,27 @@ grep -qi 'machine' err || ok="$ok msg-qemu-args($(head -n 1 err))"
 unset VMCKPT_RUNDIR
 [ -z "$ok" ] && pass $t || fail $t "$ok: rc=$rc $(tr '\n' '|' <err)"
 
+# vmctl list --json names a domain as every tool's JSON does (domid and
+# domain, as vmsave and vmrestore say them); a QEMU without a machine is
+# enough to be listed.
+t=vmctl_list_json_names
+export VMCKPT_RUNDIR="$PWD/vmctl-rundir-json"
+if ! id=$($VC start listed -machine none -display none -nodefaults -m 16 2>err)
+then skip $t "no QEMU to start: $(head -n 1 err)"
+elif run 0 $VC list --json && python3 - out "$id" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert len(j) == 1, j
+d = j[0]
+assert d["domid"] == int(sys.argv[2]) and d["domain"] == "listed", d
+assert "id" not in d and "name" not in d, d
+assert set(d) == {"domid", "domain", "uuid", "state", "pid", "rundir"}, d
+PY
+then pass $t
+else fail $t "rc=$rc $(tr '\n' '|' <out) $(tr '\n' '|' <err)"; fi
+$VC destroy listed >/dev/null 2>&1
+unset VMCKPT_RUNDIR
+
 t=vmsave_conflicting_options
 ok=""
 for args in "-c --paused|--checkpoint and --paused exclude each other" \
