@@ -447,6 +447,7 @@ static int listener(struct args *a)
 int main(int argc, char **argv)
 {
     struct args a;
+    const char *why;
     int n;
 
     cli_harden();
@@ -479,6 +480,9 @@ int main(int argc, char **argv)
     if (argc - n != 2)
         return cli_usage(argc - n < 2 ? "missing DOMAIN or DEST" : "too many "
                                                               "arguments");
+    if ((why = cli_seal_problem(&a.seal, !a.nolive,
+                                "%s and --no-live exclude each other")))
+        return cli_usage(why);
     cli_signals_flag();
     return sender(&a, argv[n], argv[n + 1]);
 }

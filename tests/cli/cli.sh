@@ -153,6 +153,20 @@ done
 [ -e conflict.vmimg ] && ok="$ok wrote-a-file"
 [ -z "$ok" ] && pass $t || fail $t "$ok"
 
+# vmmigrate --no-live has no pre-copy to bound: its live options are
+# usage errors before anything is looked up or dialled (no network).
+t=vmmigrate_conflicting_options
+ok=""
+for args in "--no-live --max-downtime 100|--max-downtime and --no-live exclude each other" \
+            "--max-downtime 100 --no-live|--max-downtime and --no-live exclude each other" \
+            "--no-live --live-timeout 5|--live-timeout and --no-live exclude each other"; do
+    run 2 $VM ${args%%|*} -i /nonexistent web01 192.0.2.1:1 ||
+        ok="$ok [${args%%|*}: rc=$rc]"
+    grep -qxF "vmmigrate: ${args#*|}" err && [ "$(grep -vc '^usage:\|^	' err)" = 1 ] &&
+        grep -q '^usage:' err || ok="$ok [${args%%|*}: $(tr '\n' '|' <err)]"
+done
+[ -z "$ok" ] && pass $t || fail $t "$ok"
+
 # A raw stream sealed by vmimage seal: info says what it is, vmrestore
 # says it can never be restored (not "backend not built in"); a text file
 # given as an image is "not a vmckpt image".
