@@ -72,6 +72,16 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
                 snprintf(what, sizeof(what), "-%c", optopt);
             snprintf(msg, sizeof(msg), c == ':' ? "missing argument to %s"
                                                 : "unknown option %s", what);
+            /* --json=x: getopt knows the option (optopt), which takes
+             * no argument; its full name, not what was abbreviated */
+            for (int i = 0; c == '?' && optopt && !strncmp(w, "--", 2) &&
+                            strchr(w, '=') && tab[i].lng; i++)
+                if (tab[i].id == optopt && (tab[i].mask & mask) &&
+                    !tab[i].arg) {
+                    snprintf(msg, sizeof(msg), "option '--%s' takes no "
+                             "argument", tab[i].lng);
+                    break;
+                }
             cli_bad_set(bad, "%s", msg);
             continue;
         }

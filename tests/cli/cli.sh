@@ -141,6 +141,23 @@ else fail $t "rc=$rc $(tr '\n' '|' <out) $(tr '\n' '|' <err)"; fi
 $VC destroy listed >/dev/null 2>&1
 unset VMCKPT_RUNDIR
 
+# An argument given to an option that takes none is named as that, in
+# one line, not as an unknown option; an abbreviation by its full name.
+t=usage_option_takes_no_argument
+ok=""
+export VMCKPT_RUNDIR="$PWD/vmctl-rundir"
+for cmd in "$VS --json=x web01 f" "$VS --jso=1 web01 f" "$VR --json=x f" \
+           "$VM --json=x web01 192.0.2.1:1" "$V info --json=x f" \
+           "$V verify --json= f" "$VC list --json=x"; do
+    tool=$(basename "${cmd%% *}")
+    run 2 $cmd || ok="$ok [$cmd: rc=$rc]"
+    [ "$(head -n 1 err)" = "$tool: option '--json' takes no argument" ] &&
+        [ "$(grep -vc '^usage:\|^	' err)" = 1 ] && grep -q '^usage:' err ||
+        ok="$ok [$cmd: $(tr '\n' '|' <err)]"
+done
+unset VMCKPT_RUNDIR
+[ -z "$ok" ] && pass $t || fail $t "$ok"
+
 t=vmsave_conflicting_options
 ok=""
 for args in "-c --paused|--checkpoint and --paused exclude each other" \
