@@ -561,9 +561,10 @@ int cli_console(int fd, const char *what)
     int tty = isatty(0) && tcgetattr(0, &old) == 0, in_open = 1;
     char buf[4096];
 
-    if (tty) {
+    if (tty && !cli_quiet)
         fprintf(stderr, "Connected to %s console; escape character is ^]\r\n",
                 what);
+    if (tty) {
         raw = old;
         cfmakeraw(&raw);
         tcsetattr(0, TCSANOW, &raw);
@@ -604,7 +605,8 @@ int cli_console(int fd, const char *what)
     }
     if (tty) {
         tcsetattr(0, TCSANOW, &old);
-        fprintf(stderr, "\r\nDetached from %s console\n", what);
+        if (!cli_quiet)
+            fprintf(stderr, "\r\nDetached from %s console\n", what);
     }
     return 0;
 }

@@ -247,7 +247,8 @@ void print_rounds(FILE *out, const struct cli_rounds *r);
 
 /* Bridges the terminal (or stdin/stdout) to a console fd until the escape
  * key (^]) on a tty, the console closing, or SIGINT/SIGTERM when stdin is
- * not a tty.  Returns 0. */
+ * not a tty; on a tty, says so when it connects and detaches, unless
+ * cli_quiet.  Returns 0. */
 int cli_console(int fd, const char *what);
 
 /* Expands strftime patterns in path (when it holds a '%'). */

@@ -22,6 +22,8 @@ static const struct cli_opt opts[] = {
     { "uuid", 0, "UUID", C_START, "start: the domain's UUID (default random)",
       O_UUID },
     { "json", 0, NULL, C_LIST, "list: one JSON array on stdout", O_JSON },
+    { "quiet", 'q', NULL, C_ALL, "no informational messages (the console's "
+                                 "banner); errors still", 'q' },
     CLI_OPT_HELP_VERSION(C_ALL),
     { NULL, 0, NULL, 0, NULL, 0 },
 };

@@ -110,7 +110,9 @@ run 2 $VC start n1 -- || ok="$ok start-no-args"
 grep -q '^vmctl: start: missing QEMU-ARGS$' err || ok="$ok msg-no-args"
 run 2 $VC status || ok="$ok status"
 grep -q '^vmctl: missing DOMAIN$' err || ok="$ok msg-status"
-run 0 $VC -h && grep -q -- '--uuid UUID' out || ok="$ok -h"
+run 0 $VC -h && grep -q -- '--uuid UUID' out && grep -q -- '-q, --quiet' out ||
+    ok="$ok -h"
+run 0 $VC list -q && grep -q '^ID ' out || ok="$ok list-q"
 run 0 $VC list --help && grep -q -- '^ *--json' out && ! grep -q -- '^ *--uuid' out || ok="$ok list--help"
 run 0 $VC -V && grep -q '^vmctl ' out || ok="$ok -V"
 run 0 $VC list --json && [ "$(cat out)" = "[]" ] || ok="$ok list--json"
@@ -126,7 +128,7 @@ unset VMCKPT_RUNDIR
 t=vmctl_list_json_names
 export VMCKPT_RUNDIR="$PWD/vmctl-rundir-json"
 if ! id=$($VC start listed -machine none -display none -nodefaults -m 16 2>err)
-then skip $t "no QEMU to start: $(head -n 1 err)"
+then skip $t "no QEMU to start: $(head -n 1 err)"; id=""
 elif run 0 $VC list --json && python3 - out "$id" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
@@ -138,6 +140,42 @@ assert set(d) == {"domid", "domain", "uuid", "state", "pid", "rundir"}, d
 PY
 then pass $t
 else fail $t "rc=$rc $(tr '\n' '|' <out) $(tr '\n' '|' <err)"; fi
+
+# vmctl -q, as every tool's: the console on a terminal says nothing of
+# connecting and detaching (^]); without it, it says both.
+t=vmctl_quiet_console
+console_on_pty() {      # console_on_pty [-q]: its terminal's text, in out
+    python3 - "$VC" listed "$@" >out 2>err <<'PY'
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "console"] + sys.argv[3:] + [sys.argv[2]])
+text = b""
+def drain(secs):
+    global text
+    end = time.time() + secs
+    while time.time() < end:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                b = os.read(fd, 4096)
+            except OSError:
+                return
+            if not b:
+                return
+            text += b
+drain(1.5)
+os.write(fd, b"\x1d")                 # the escape key
+drain(3)
+_, st = os.waitpid(pid, 0)
+sys.stdout.write(text.decode(errors="replace").replace("\r", ""))
+sys.exit(os.waitstatus_to_exitcode(st))
+PY
+}
+if [ -z "$id" ]; then skip $t "no QEMU to start"
+elif console_on_pty && grep -q '^Connected to domain listed console' out &&
+     grep -q '^Detached from domain listed console' out &&
+     console_on_pty -q && ! grep -q 'Connected\|Detached' out; then pass $t
+else fail $t "rc=$? $(tr '\n' '|' <out) $(tr '\n' '|' <err)"; fi
 $VC destroy listed >/dev/null 2>&1
 unset VMCKPT_RUNDIR
 
