@@ -873,12 +873,23 @@ int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
     return 0;
 }
 
-void cli_key_rc(struct vmc_ctx *ctx, const struct cli_bad *bad, int rc)
+int cli_key_opt(struct vmc_ctx *ctx, const struct cli_bad *bad,
+                struct vmc_keys *keys, int id, const char *arg)
 {
+    int rc;
+
+    switch (id) {
+    case 'r': rc = vmc_keys_add_recipient(ctx, keys, arg); break;
+    case 'R': rc = vmc_keys_add_recipients_file(ctx, keys, arg); break;
+    case 'k': rc = vmc_keys_add_keyfile(ctx, keys, arg); break;
+    case 'i': rc = vmc_keys_add_identity_file(ctx, keys, arg); break;
+    default: return 0;
+    }
     if (rc < 0 && !bad->set) {
         cli_ctx_err(NULL, ctx);
         exit(1);
     }
+    return 1;
 }
 
 /* ---- the options of a sealed stream ------------------------------------ */

@@ -110,10 +110,12 @@ unsigned long long cli_uint_arg(struct cli_bad *b, const char *arg,
 int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
                        const char *file, int fd, int ask, int confirm,
                        const char *prompt);
-/* A key option's result (-r, -R, -k, -i: rc of the vmc_keys_add_*()
- * call): a failure prints the library's message and exits 1, unless a
- * usage problem came first (which main then reports, exit 2). */
-void cli_key_rc(struct vmc_ctx *ctx, const struct cli_bad *bad, int rc);
+/* A key option, into keys: -r PUBKEY, -R FILE, -k FILE (a raw key file),
+ * -i FILE (an identity or raw key file); 1 if id is one of them, else 0.
+ * A key that cannot be added prints the library's message and exits 1,
+ * unless a usage problem came first (which main then reports, exit 2). */
+int cli_key_opt(struct vmc_ctx *ctx, const struct cli_bad *bad,
+                struct vmc_keys *keys, int id, const char *arg);
 
 /* ---- the options of a sealed stream, declared and parsed once ---------
  * A tool that writes one (vmsave, vmimage seal and rekey, vmmigrate's

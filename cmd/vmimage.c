@@ -159,9 +159,13 @@ static void help(unsigned mask)
 static void on_opt(int id, const char *arg, void *u)
 {
     struct args *a = u;
+    /* -r, -R: the keys to seal to; -i: to open with; -k: either */
+    struct vmc_keys *k = id == 'i' || (id == 'k' && a->cmd != C_SEAL) ? a->open
+                                                                     : a->seal;
     unsigned long long v;
 
-    if (cli_seal_opt(&a->cs, &a->bad, id, arg))
+    if (cli_seal_opt(&a->cs, &a->bad, id, arg) ||
+        cli_key_opt(a->ctx, &a->bad, k, id, arg))
         return;
     switch (id) {
     case 'y': a->print_recipient = 1; break;
@@ -174,22 +178,6 @@ static void on_opt(int id, const char *arg, void *u)
         cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
     case 'P': a->ask_pass = 1; break;
-    case 'r':
-        cli_key_rc(a->ctx, &a->bad, vmc_keys_add_recipient(a->ctx, a->seal, arg));
-        break;
-    case 'R':
-        cli_key_rc(a->ctx, &a->bad,
-                   vmc_keys_add_recipients_file(a->ctx, a->seal, arg));
-        break;
-    case 'i':
-        cli_key_rc(a->ctx, &a->bad,
-                   vmc_keys_add_identity_file(a->ctx, a->open, arg));
-        break;
-    case 'k':
-        cli_key_rc(a->ctx, &a->bad,
-                   vmc_keys_add_keyfile(a->ctx, a->cmd == C_SEAL ? a->seal
-                                                                 : a->open, arg));
-        break;
     case O_SYMMETRIC: a->symmetric = 1; break;
     case O_NAME: a->name = arg; break;
     case O_JSON: a->json = 1; break;
@@ -200,9 +188,7 @@ static void on_opt(int id, const char *arg, void *u)
                                   "bad --new-passphrase-fd '%s'");
         a->add_pass = 1;
         break;
-    case O_ADDKEY:
-        cli_key_rc(a->ctx, &a->bad, vmc_keys_add_keyfile(a->ctx, a->seal, arg));
-        break;
+    case O_ADDKEY: cli_key_opt(a->ctx, &a->bad, a->seal, 'k', arg); break;
     case O_RMPASS: a->rm_pass = 1; break;
     case O_RMID:
         if (a->nrm_id < 16)

@@ -85,19 +85,13 @@ static void on_opt(int id, const char *arg, void *u)
 {
     struct args *a = u;
 
-    if (cli_seal_opt(&a->seal, &a->bad, id, arg))
+    if (cli_seal_opt(&a->seal, &a->bad, id, arg) ||
+        cli_key_opt(a->ctx, &a->bad, a->keys, id, arg))   /* -i -k */
         return;
     switch (id) {
     case 'c': a->console = 1; break;
     case 'p': a->ro.paused = 1; break;
     case 'P': a->ask_pass = 1; break;
-    case 'i':
-        cli_key_rc(a->ctx, &a->bad,
-                   vmc_keys_add_identity_file(a->ctx, a->keys, arg));
-        break;
-    case 'k':
-        cli_key_rc(a->ctx, &a->bad, vmc_keys_add_keyfile(a->ctx, a->keys, arg));
-        break;
     case O_NAME:
         if (!*arg || strspn(arg, "0123456789") == strlen(arg))
             cli_bad_set(&a->bad, "bad --name '%s' (empty or all digits)", arg);

@@ -87,7 +87,8 @@ static void on_opt(int id, const char *arg, void *u)
 {
     struct args *a = u;
 
-    if (cli_seal_opt(&a->seal, &a->bad, id, arg))
+    if (cli_seal_opt(&a->seal, &a->bad, id, arg) ||
+        cli_key_opt(a->ctx, &a->bad, a->keys, id, arg))   /* -r -R -k */
         return;
     switch (id) {
     case 'v': a->verbose = 1; break;
@@ -100,16 +101,6 @@ static void on_opt(int id, const char *arg, void *u)
         break;
     case O_ALLDISKS: a->so.disks = VMC_SAVE_DISKS_ALL; break;
     case O_MEMONLY: a->so.memory_only = 1; break;
-    case 'r':
-        cli_key_rc(a->ctx, &a->bad, vmc_keys_add_recipient(a->ctx, a->keys, arg));
-        break;
-    case 'R':
-        cli_key_rc(a->ctx, &a->bad,
-                   vmc_keys_add_recipients_file(a->ctx, a->keys, arg));
-        break;
-    case 'k':
-        cli_key_rc(a->ctx, &a->bad, vmc_keys_add_keyfile(a->ctx, a->keys, arg));
-        break;
     case 'P': a->ask_pass = 1; break;
     case O_JSON: a->json = 1; break;
     case O_KEEP:
