@@ -244,7 +244,8 @@ int main(int argc, char **argv)
     if (cmd == C_START)
         rc = cmd_start(ctx, &a, argc - n, argv + n);
     else if (cmd == C_LIST)
-        rc = argc > n ? cli_usage("list takes no operands") : cmd_list(ctx, a.json);
+        rc = argc > n ? cli_usage("list takes no operands")
+                      : cmd_list(ctx, a.json);
     else if (argc - n != 1)
         rc = cli_usage(argc == n ? "missing DOMAIN" : "too many arguments");
     else

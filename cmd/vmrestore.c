@@ -117,7 +117,8 @@ static void on_opt(int id, const char *arg, void *u)
  * and nothing else was given. */
 static int get_pass(struct args *a, const struct vmc_header *h)
 {
-    return cli_add_passphrase(a->ctx, a->keys, a->seal.pass_file, a->seal.pass_fd,
+    return cli_add_passphrase(a->ctx, a->keys, a->seal.pass_file,
+                              a->seal.pass_fd,
                               a->ask_pass || (vmc_header_has_passphrase(h) &&
                                               vmc_keys_count(a->keys) == 0 &&
                                               cli_have_tty()),
