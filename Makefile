@@ -135,7 +135,8 @@ FUZZ_TIME ?= 60
 $(B)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(LIB_SRC) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(CPPFLAGS) -std=gnu11 -g -O1 -pthread \
-	    -fsanitize=fuzzer,address,undefined -o $@ $(filter %.c,$^) $(LIBS)
+	    -fsanitize=fuzzer,address,undefined $(LDFLAGS) -o $@ \
+	    $(filter %.c,$^) $(LIBS)
 fuzz: $(B)/fuzz/fuzz_stream
 	mkdir -p $(B)/fuzz/new
 	$< -max_total_time=$(FUZZ_TIME) $(B)/fuzz/new tests/fuzz/corpus
@@ -179,11 +180,11 @@ bench: deps
 
 $(B)/tests/noconsole.so: tests/e2e/noconsole.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) -fPIC -shared -o $@ $< -ldl
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) $(LDFLAGS) -shared -o $@ $< -ldl
 
 $(B)/tests/gendata: tests/bench/gendata.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) -O2 -o $@ $<
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -O2 $(LDFLAGS) -o $@ $<
 
 demo: deps
 	$(MAKE) all

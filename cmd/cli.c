@@ -14,6 +14,7 @@
 
 #include <sodium.h>
 
+#include "../format/vmckpt_wire.h"
 #include "cli.h"
 
 const char *cli_prog = "vmckpt";
@@ -71,6 +72,16 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
                 snprintf(what, sizeof(what), "-%c", optopt);
             snprintf(msg, sizeof(msg), c == ':' ? "missing argument to %s"
                                                 : "unknown option %s", what);
+            /* --json=x: getopt knows the option (optopt), which takes
+             * no argument; its full name, not what was abbreviated */
+            for (int i = 0; c == '?' && optopt && !strncmp(w, "--", 2) &&
+                            strchr(w, '=') && tab[i].lng; i++)
+                if (tab[i].id == optopt && (tab[i].mask & mask) &&
+                    !tab[i].arg) {
+                    snprintf(msg, sizeof(msg), "option '--%s' takes no "
+                             "argument", tab[i].lng);
+                    break;
+                }
             cli_bad_set(bad, "%s", msg);
             continue;
         }
@@ -553,9 +564,10 @@ int cli_console(int fd, const char *what)
     int tty = isatty(0) && tcgetattr(0, &old) == 0, in_open = 1;
     char buf[4096];
 
-    if (tty) {
+    if (tty && !cli_quiet)
         fprintf(stderr, "Connected to %s console; escape character is ^]\r\n",
                 what);
+    if (tty) {
         raw = old;
         cfmakeraw(&raw);
         tcsetattr(0, TCSANOW, &raw);
@@ -596,7 +608,8 @@ int cli_console(int fd, const char *what)
     }
     if (tty) {
         tcsetattr(0, TCSANOW, &old);
-        fprintf(stderr, "\r\nDetached from %s console\n", what);
+        if (!cli_quiet)
+            fprintf(stderr, "\r\nDetached from %s console\n", what);
     }
     return 0;
 }
@@ -806,11 +819,13 @@ void print_rounds(FILE *out, const struct cli_rounds *r)
     fprintf(out, "%s\n", r->n > 12 ? " ..." : "");
 }
 
-int cli_usage(const char *synopsis, const char *why)
+const char *cli_synopsis = "";
+
+int cli_usage(const char *why)
 {
     if (why)
         cli_err(NULL, "%s", why);
-    fputs(synopsis, stderr);
+    fputs(cli_synopsis, stderr);
     return 2;
 }
 
@@ -859,6 +874,136 @@ int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
         return -1;
     }
     return 0;
+}
+
+int cli_key_opt(struct vmc_ctx *ctx, const struct cli_bad *bad,
+                struct vmc_keys *keys, int id, const char *arg)
+{
+    int rc;
+
+    switch (id) {
+    case 'r': rc = vmc_keys_add_recipient(ctx, keys, arg); break;
+    case 'R': rc = vmc_keys_add_recipients_file(ctx, keys, arg); break;
+    case 'k': rc = vmc_keys_add_keyfile(ctx, keys, arg); break;
+    case 'i': rc = vmc_keys_add_identity_file(ctx, keys, arg); break;
+    default: return 0;
+    }
+    if (rc < 0 && !bad->set) {
+        cli_ctx_err(NULL, ctx);
+        exit(1);
+    }
+    return 1;
+}
+
+/* ---- the options of a sealed stream ------------------------------------ */
+
+void cli_seal_init(struct cli_seal *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->pass_fd = -1;
+}
+
+int cli_seal_opt(struct cli_seal *s, struct cli_bad *bad, int id,
+                 const char *arg)
+{
+    unsigned long long v = 0;
+
+    switch (id) {
+    case CLI_O_PASSFILE: s->pass_file = arg; break;
+    case CLI_O_PASSFD:
+        s->pass_fd = (int)cli_uint_arg(bad, arg, 0, 1 << 20,
+                                       "bad --passphrase-fd '%s'");
+        break;
+    case CLI_O_KDFOPS:
+        s->kdf_ops = (unsigned)cli_uint_arg(bad, arg, VMC_ARGON2_OPS_MIN,
+                                            VMC_ARGON2_OPS_MAX,
+                                            "bad --kdf-ops '%s' (1..16)");
+        break;
+    case CLI_O_KDFMEM:
+        s->kdf_mem_kib = (unsigned)cli_uint_arg(bad, arg, 8, 1024,
+                                  "bad --kdf-mem '%s' (8..1024 MiB)") * 1024;
+        break;
+    case CLI_O_LABEL: s->wo.label = arg; break;
+    case CLI_O_CHUNK:
+        if (cli_parse_uint(arg, VMC_CHUNK_MAX, &v) || v < VMC_CHUNK_MIN ||
+            (v & (v - 1))) {
+            cli_bad_set(bad, "bad --chunk-size '%s' (power of 2, "
+                        "65536..16777216)", arg);
+            v = 0;
+        }
+        s->wo.chunk_size = (uint32_t)v;
+        break;
+    case CLI_O_LEVEL:
+        s->wo.level = (int)cli_uint_arg(bad, arg, 1, 19,
+                                        "bad --level '%s' (1..19)");
+        break;
+    case CLI_O_THREADS:
+        s->wo.threads = (int)cli_uint_arg(bad, arg, 1, 64,
+                                          "bad --threads '%s' (1..64)");
+        break;
+    case CLI_O_SIGNKEY: s->sign_key = arg; break;
+    case CLI_O_UNSIGNED: s->wo.unsigned_v1 = 1; break;
+    case CLI_O_BACKEND: s->backend = arg; break;
+    case CLI_O_MAXDOWN:
+        s->max_downtime_ms = (uint32_t)cli_uint_arg(bad, arg, 1, 600000,
+                                  "bad --max-downtime '%s' (milliseconds)");
+        break;
+    case CLI_O_LIVETMO:
+        s->live_timeout_s = (uint32_t)cli_uint_arg(bad, arg, 1, 86400,
+                                  "bad --live-timeout '%s' (seconds)");
+        break;
+    default:
+        return 0;
+    }
+    return 1;
+}
+
+const char *cli_seal_problem(const struct cli_seal *s, int live,
+                             const char *not_live)
+{
+    static char msg[96];
+
+    if (!live && (s->max_downtime_ms || s->live_timeout_s)) {
+        snprintf(msg, sizeof(msg), not_live, s->max_downtime_ms ?
+                 "--max-downtime" : "--live-timeout");
+        return msg;
+    }
+    if (s->sign_key && s->wo.unsigned_v1)
+        return "--signing-key and --unsigned exclude each other";
+    return NULL;
+}
+
+int cli_seal_keys(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                  const struct cli_seal *s, int ask, const char *prompt)
+{
+    if (cli_add_passphrase(ctx, keys, s->pass_file, s->pass_fd, ask, 1,
+                           prompt) < 0)
+        return 1;
+    vmc_keys_set_kdf(keys, s->kdf_ops, s->kdf_mem_kib);
+    if (!vmc_keys_can_seal(keys))
+        return cli_usage("no key to seal to: give -r, -R, -k, -P, "
+                         "--passphrase-file or --passphrase-fd (images are "
+                         "always encrypted)");
+    return 0;
+}
+
+void cli_seal_save_opts(const struct cli_seal *s, struct vmc_save_opts *so)
+{
+    so->wopts = s->wo;
+    so->max_downtime_ms = s->max_downtime_ms;
+    so->live_timeout_s = s->live_timeout_s;
+}
+
+int cli_seal_backend(const struct cli_seal *s, const struct vmc_backend **be)
+{
+    char m[160];
+
+    *be = s->backend ? vmc_backend_get(s->backend) : vmc_backend_default();
+    if (*be || !s->backend)
+        return 0;
+    snprintf(m, sizeof(m), "unknown backend '%.40s' (built: %s)", s->backend,
+             vmc_backends_built());
+    return cli_usage(m);
 }
 
 /* ---- the restore policy ---------------------------------------------------- */

@@ -90,8 +90,10 @@ void cli_human(char *buf, size_t cap, double bytes);
 void cli_signals_unlink_and_exit(void);
 int cli_parse_uint(const char *s, unsigned long long max, unsigned long long *v);
 
-/* Usage error: the named problem, then the synopsis; returns 2. */
-int cli_usage(const char *synopsis, const char *why);
+/* Usage error: the named problem (why, if not NULL), then cli_synopsis,
+ * on stderr; returns 2. */
+extern const char *cli_synopsis;   /* "usage: vmsave [options] ...\n" */
+int cli_usage(const char *why);
 /* The first usage problem met while parsing options. */
 struct cli_bad {
     int set;
@@ -108,6 +110,94 @@ unsigned long long cli_uint_arg(struct cli_bad *b, const char *arg,
 int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,
                        const char *file, int fd, int ask, int confirm,
                        const char *prompt);
+/* A key option, into keys: -r PUBKEY, -R FILE, -k FILE (a raw key file),
+ * -i FILE (an identity or raw key file); 1 if id is one of them, else 0.
+ * A key that cannot be added prints the library's message and exits 1,
+ * unless a usage problem came first (which main then reports, exit 2). */
+int cli_key_opt(struct vmc_ctx *ctx, const struct cli_bad *bad,
+                struct vmc_keys *keys, int id, const char *arg);
+
+/* ---- the options of a sealed stream, declared and parsed once ---------
+ * A tool that writes one (vmsave, vmimage seal and rekey, vmmigrate's
+ * sender) puts the rows it takes into its table, where it wants them in
+ * its help, with the commands they apply to (m), and its on_opt hands
+ * each option to cli_seal_opt first.  The passphrase rows and --threads
+ * are the reading side's too (vmrestore, vmimage's opening commands). */
+enum {
+    CLI_O_PASSFILE = 500, CLI_O_PASSFD, CLI_O_KDFOPS, CLI_O_KDFMEM,
+    CLI_O_LABEL, CLI_O_CHUNK, CLI_O_LEVEL, CLI_O_THREADS, CLI_O_SIGNKEY,
+    CLI_O_UNSIGNED, CLI_O_BACKEND, CLI_O_LIVETMO, CLI_O_MAXDOWN,
+};
+#define CLI_OPT_PASSFILE(m) { "passphrase-file", 0, "FILE", (m),             \
+    "read the passphrase from the first line of FILE", CLI_O_PASSFILE }
+#define CLI_OPT_PASSFD(m) { "passphrase-fd", 0, "N", (m),                    \
+    "read the passphrase from fd N", CLI_O_PASSFD }
+#define CLI_OPT_KDFOPS(m) { "kdf-ops", 0, "N", (m),                          \
+    "Argon2id passes for new passphrase slots (default 3, max 16)",         \
+    CLI_O_KDFOPS }
+#define CLI_OPT_KDFMEM(m) { "kdf-mem", 0, "MIB", (m),                        \
+    "Argon2id memory for new passphrase slots (default 256, 8..1024)",      \
+    CLI_O_KDFMEM }
+#define CLI_OPT_LABEL(m) { "label", 0, "TEXT", (m),                          \
+    "public label, readable without a key", CLI_O_LABEL }
+#define CLI_OPT_CHUNK(m) { "chunk-size", 0, "BYTES", (m),                    \
+    "plaintext bytes per chunk (power of 2, 64K..16M; default 2M)",         \
+    CLI_O_CHUNK }
+#define CLI_OPT_LEVEL(m) { "level", 'l', "N", (m),                           \
+    "zstd level 1..19 (default 1)", CLI_O_LEVEL }
+#define CLI_OPT_THREADS(m) { "threads", 'T', "N", (m),                       \
+    "worker threads (default: CPUs)", CLI_O_THREADS }
+#define CLI_OPT_SIGNKEY(m) { "signing-key", 0, "FILE", (m),                  \
+    "sign with this key (default " CLI_SIGNING_KEY_FILE ")", CLI_O_SIGNKEY }
+#define CLI_OPT_UNSIGNED(m) { "unsigned", 0, NULL, (m),                      \
+    "write format 1, unsigned (vmrestore refuses it without "               \
+    "--allow-unsigned)", CLI_O_UNSIGNED }
+#define CLI_OPT_BACKEND(m) { "backend", 0, "NAME", (m),                      \
+    "qemu or xen (default: xen on a Xen dom0, else qemu)", CLI_O_BACKEND }
+#define CLI_OPT_LIVETMO(m) { "live-timeout", 0, "S", (m),                    \
+    "live: pause the guest after S s of pre-copy (default 30; Xen: PVH "    \
+    "with --max-downtime)", CLI_O_LIVETMO }
+#define CLI_OPT_MAXDOWN(m) { "max-downtime", 0, "MS", (m),                   \
+    "live: the pause to aim for (default 300; Xen: PVH only, through "      \
+    "libxenguest)", CLI_O_MAXDOWN }
+/* -h and -V, which cli_parse handles: the last rows of every table. */
+#define CLI_OPT_HELP_VERSION(m)                                              \
+    { "help", 'h', NULL, (m), "show this help", 'h' },                       \
+    { "version", 'V', NULL, (m), "show the version", 'V' }
+
+/* What those options say; 0 or NULL: not given (the library's default).
+ * cli_seal_init() first. */
+struct cli_seal {
+    const char *pass_file;         /* --passphrase-file */
+    int pass_fd;                   /* --passphrase-fd; -1 if not given */
+    unsigned kdf_ops, kdf_mem_kib; /* --kdf-ops, --kdf-mem */
+    struct vmc_writer_opts wo;     /* --label, --chunk-size, -l, -T,
+                                      --unsigned (label: borrowed argv) */
+    const char *sign_key;          /* --signing-key */
+    const char *backend;           /* --backend */
+    uint32_t max_downtime_ms, live_timeout_s;
+};
+void cli_seal_init(struct cli_seal *s);
+/* 1 if id is one of the CLI_O_* options (a bad value goes to bad, with
+ * the option's name and range), 0 if it is the tool's own. */
+int cli_seal_opt(struct cli_seal *s, struct cli_bad *bad, int id,
+                 const char *arg);
+/* The first problem of these options together, or NULL: --signing-key
+ * with --unsigned; --max-downtime or --live-timeout on a save that is not
+ * live (live 0), in not_live's words ("%s needs --live"). */
+const char *cli_seal_problem(const struct cli_seal *s, int live,
+                             const char *not_live);
+/* The keys of a new image: the passphrase of --passphrase-file,
+ * --passphrase-fd or (ask) the terminal (asked twice), then the Argon2id
+ * cost.  0, or 1 after printing the problem, or 2 after the usage error
+ * of keys that seal to no one. */
+int cli_seal_keys(struct vmc_ctx *ctx, struct vmc_keys *keys,
+                  const struct cli_seal *s, int ask, const char *prompt);
+/* A save's options from s: the writer's, --max-downtime, --live-timeout. */
+void cli_seal_save_opts(const struct cli_seal *s, struct vmc_save_opts *so);
+/* The backend --backend names, or the default; 0, or 2 after the usage
+ * error of a backend not built. */
+int cli_seal_backend(const struct cli_seal *s, const struct vmc_backend **be);
 
 /* The restore policy of a restoring tool: the built-in allowed
  * directories, $VMCKPT_ALLOW_DIRS, /etc/vmckpt/allowed_dirs, then each
@@ -159,7 +249,8 @@ void print_rounds(FILE *out, const struct cli_rounds *r);
 
 /* Bridges the terminal (or stdin/stdout) to a console fd until the escape
  * key (^]) on a tty, the console closing, or SIGINT/SIGTERM when stdin is
- * not a tty.  Returns 0. */
+ * not a tty; on a tty, says so when it connects and detaches, unless
+ * cli_quiet.  Returns 0. */
 int cli_console(int fd, const char *what);
 
 /* Expands strftime patterns in path (when it holds a '%'). */

@@ -22,8 +22,9 @@ static const struct cli_opt opts[] = {
     { "uuid", 0, "UUID", C_START, "start: the domain's UUID (default random)",
       O_UUID },
     { "json", 0, NULL, C_LIST, "list: one JSON array on stdout", O_JSON },
-    { "help", 'h', NULL, C_ALL, "show this help", 'h' },
-    { "version", 'V', NULL, C_ALL, "print the version", 'V' },
+    { "quiet", 'q', NULL, C_ALL, "no informational messages (the console's "
+                                 "banner); errors still", 'q' },
+    CLI_OPT_HELP_VERSION(C_ALL),
     { NULL, 0, NULL, 0, NULL, 0 },
 };
 
@@ -41,11 +42,6 @@ struct args {
     int json;
     struct cli_bad bad;
 };
-
-static int usage(const char *why)
-{
-    return cli_usage(SYNOPSIS, why);
-}
 
 static void help(unsigned mask)
 {
@@ -92,11 +88,12 @@ static int list_print(const struct vmc_qemu_dom_info *i, void *arg)
         return 1;
     }
     if (l->arr) {
-        json_array_append_new(l->arr, json_pack("{s:i, s:s, s:s, s:s, s:i, s:s}",
-                                                "id", i->id, "name", i->name,
-                                                "uuid", i->uuid, "state",
-                                                i->state, "pid", i->pid, "rundir",
-                                                i->dir));
+        /* the names every tool's JSON uses for a domain */
+        json_array_append_new(l->arr,
+                              json_pack("{s:i, s:s, s:s, s:s, s:i, s:s}",
+                                        "domid", i->id, "domain", i->name,
+                                        "uuid", i->uuid, "state", i->state,
+                                        "pid", i->pid, "rundir", i->dir));
         return 0;
     }
     printf("%-5d %-20s %-36s %-10s %d\n", i->id, i->name, i->uuid, i->state,
@@ -106,8 +103,9 @@ static int list_print(const struct vmc_qemu_dom_info *i, void *arg)
 
 static int cmp_id(const void *a, const void *b)
 {
-    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "id"));
-    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "id"));
+    json_t *const *ja = a, *const *jb = b;
+    json_int_t x = json_integer_value(json_object_get(*ja, "domid"));
+    json_int_t y = json_integer_value(json_object_get(*jb, "domid"));
 
     return x < y ? -1 : x > y;
 }
@@ -136,8 +134,8 @@ static int cmd_list(struct vmc_ctx *ctx, int json)
                "PID");
         for (size_t i = 0; i < n; i++)
             printf("%-5d %-20s %-36s %-10s %d\n",
-                   (int)json_integer_value(json_object_get(v[i], "id")),
-                   json_string_value(json_object_get(v[i], "name")),
+                   (int)json_integer_value(json_object_get(v[i], "domid")),
+                   json_string_value(json_object_get(v[i], "domain")),
                    json_string_value(json_object_get(v[i], "uuid")),
                    json_string_value(json_object_get(v[i], "state")),
                    (int)json_integer_value(json_object_get(v[i], "pid")));
@@ -153,14 +151,14 @@ static int cmd_start(struct vmc_ctx *ctx, const struct args *a, int argc,
     int id;
 
     if (argc < 1)
-        return usage("start: missing NAME");
+        return cli_usage("start: missing NAME");
     if (argc > 1 && !strcmp(argv[1], "--")) {
         argv[1] = argv[0];
         argc--;
         argv++;
     }
     if (argc < 2)
-        return usage("start: missing QEMU-ARGS");
+        return cli_usage("start: missing QEMU-ARGS");
     if (vmc_qemu_start(ctx, argv[0], a->uuid, argc - 1, argv + 1, &id) < 0) {
         cli_ctx_err(argv[0], ctx);
         return 1;
@@ -218,19 +216,20 @@ int main(int argc, char **argv)
     vmc_guard_dispatch(argc, argv);
     cli_prog = "vmctl";
     cli_help = help;
+    cli_synopsis = SYNOPSIS;
     if (!ctx || vmc_init(ctx) < 0) {
         cli_err(NULL, "cannot initialise");
         return 1;
     }
     if (argc < 2)
-        return usage("missing command");
+        return cli_usage("missing command");
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (!strcmp(argv[1], cmds[i].name))
             cmd = cmds[i].cmd;
     if (!cmd && argv[1][0] != '-') {
         char m[96];
         snprintf(m, sizeof(m), "unknown command '%.40s'", argv[1]);
-        return usage(m);
+        return cli_usage(m);
     }
     /* the command is argv[0] of its own options; start's end at NAME, so
      * that QEMU's own options follow it as they are */
@@ -239,15 +238,16 @@ int main(int argc, char **argv)
             : cli_parse(argc, argv, opts, C_ALL, CLI_ORDERED, on_opt, &a,
                         &a.bad);
     if (a.bad.set)
-        return usage(a.bad.msg);
+        return cli_usage(a.bad.msg);
     if (!cmd)
-        return usage("missing command");
+        return cli_usage("missing command");
     if (cmd == C_START)
         rc = cmd_start(ctx, &a, argc - n, argv + n);
     else if (cmd == C_LIST)
-        rc = argc > n ? usage("list takes no operands") : cmd_list(ctx, a.json);
+        rc = argc > n ? cli_usage("list takes no operands")
+                      : cmd_list(ctx, a.json);
     else if (argc - n != 1)
-        rc = usage(argc == n ? "missing DOMAIN" : "too many arguments");
+        rc = cli_usage(argc == n ? "missing DOMAIN" : "too many arguments");
     else
         rc = cmd_domain(ctx, argv[1], argv[n]);
     vmc_ctx_free(ctx);

@@ -23,10 +23,9 @@ enum {
 };
 
 enum {
-    O_SYMMETRIC = 1000, O_PASSFILE, O_PASSFD, O_KDFOPS, O_KDFMEM, O_LABEL,
-    O_NAME, O_CHUNK, O_JSON, O_ADDPASS, O_NEWPASSFILE, O_NEWPASSFD, O_ADDKEY,
-    O_RMPASS, O_RMID, O_RMSLOT, O_FROMXL, O_TOXL, O_ALLOWDIR, O_ROTATE,
-    O_SIGN, O_SIGNKEY, O_UNSIGNED, O_TRUSTFILE,
+    O_SYMMETRIC = 1000, O_NAME, O_JSON, O_ADDPASS, O_NEWPASSFILE, O_NEWPASSFD,
+    O_ADDKEY, O_RMPASS, O_RMID, O_RMSLOT, O_FROMXL, O_TOXL, O_ALLOWDIR,
+    O_ROTATE, O_SIGN, O_TRUSTFILE,
 };
 
 static const struct cli_opt opts[] = {
@@ -34,30 +33,19 @@ static const struct cli_opt opts[] = {
           O_SYMMETRIC },
     { "sign", 0, NULL, C_KEYGEN, "keygen: an Ed25519 signing key (prints its "
                                  "signer vmcs1...)", O_SIGN },
-    { "signing-key", 0, "FILE", C_SEAL | C_REKEY, "sign with this key (default "
-      CLI_SIGNING_KEY_FILE "; rekey: --rotate only)", O_SIGNKEY },
-    { "unsigned", 0, NULL, C_SEAL, "write format 1, unsigned (vmrestore "
-                                   "refuses it without --allow-unsigned)",
-          O_UNSIGNED },
+    CLI_OPT_SIGNKEY(C_SEAL | C_REKEY),
+    CLI_OPT_UNSIGNED(C_SEAL),
     { "trusted-signer", 't', "SIGNER", C_OPEN, "trust this signer vmcs1... "
       "(repeatable; verify and unseal refuse others)", 't' },
     { "trusted-signers", 0, "FILE", C_OPEN, "trusted signers, one per line "
       "(default " CLI_TRUSTED_SIGNERS_FILE ")", O_TRUSTFILE },
-    { "passphrase-file", 0, "FILE", C_OPEN | C_SEAL,
-      "read the passphrase from the first line of FILE", O_PASSFILE },
-    { "passphrase-fd", 0, "N", C_OPEN | C_SEAL, "read the passphrase from fd N",
-          O_PASSFD },
-    { "kdf-ops", 0, "N", C_SEAL | C_REKEY,
-      "Argon2id passes for new passphrase slots (default 3, max 16)",
-            O_KDFOPS },
-    { "kdf-mem", 0, "MIB", C_SEAL | C_REKEY,
-      "Argon2id memory for new passphrase slots (default 256, 8..1024)",
-            O_KDFMEM },
-    { "label", 0, "TEXT", C_SEAL, "public label, readable without a key",
-          O_LABEL },
+    CLI_OPT_PASSFILE(C_OPEN | C_SEAL),
+    CLI_OPT_PASSFD(C_OPEN | C_SEAL),
+    CLI_OPT_KDFOPS(C_SEAL | C_REKEY),
+    CLI_OPT_KDFMEM(C_SEAL | C_REKEY),
+    CLI_OPT_LABEL(C_SEAL),
     { "name", 0, "NAME", C_SEAL, "domain name recorded in IMAGE_INFO", O_NAME },
-    { "chunk-size", 0, "BYTES", C_SEAL,
-      "plaintext bytes per chunk (power of 2, 64K..16M; default 2M)", O_CHUNK },
+    CLI_OPT_CHUNK(C_SEAL),
     { "json", 0, NULL, C_INFO | C_VERIFY | C_CONFIG,
       "print a JSON summary (config: the config itself, for --config)",
       O_JSON },
@@ -92,14 +80,12 @@ static const struct cli_opt opts[] = {
       "ask for a passphrase on the terminal", 'P' },
     { "output", 'o', "FILE", C_KEYGEN | C_SEAL | C_UNSEAL | C_REKEY,
       "write to FILE (via FILE.partial) instead of stdout", 'o' },
-    { "level", 'l', "N", C_SEAL, "zstd level 1..19 (default 1)", 'l' },
-    { "threads", 'T', "N", C_SEAL | C_OPEN, "worker threads (default: CPUs)",
-          'T' },
+    CLI_OPT_LEVEL(C_SEAL),
+    CLI_OPT_THREADS(C_SEAL | C_OPEN),
     { "quiet", 'q', NULL, C_ALL, "no progress, no summary", 'q' },
     { "print-recipient", 'y', NULL, C_KEYGEN,
       "print the recipient of an identity file", 'y' },
-    { "help", 'h', NULL, C_ALL, "show this help", 'h' },
-    { "version", 'V', NULL, C_ALL, "show the version", 'V' },
+    CLI_OPT_HELP_VERSION(C_ALL),
     { NULL, 0, NULL, 0, NULL },
 };
 
@@ -108,15 +94,12 @@ struct args {
     struct vmc_ctx *ctx;
     struct vmc_keys *open;        /* keys that open an image */
     struct vmc_keys *seal;        /* keys to seal to / add */
+    struct cli_seal cs;           /* the options of a sealed stream */
     int ask_pass;                 /* -P */
-    const char *pass_file;
-    int pass_fd;
     int add_pass;
     const char *new_pass_file;
     int new_pass_fd;
-    unsigned kdf_ops, kdf_mem_kib;
-    const char *label, *name, *output;
-    unsigned chunk, level, threads;
+    const char *name, *output;
     int json, symmetric, print_recipient;
     int rm_pass;
     const char *rm_id[16];
@@ -124,8 +107,7 @@ struct args {
     int rm_slot[32];
     int nrm_slot;
     int from_xl, to_xl, rotate;
-    int sign, unsigned_v1;
-    const char *sign_key;
+    int sign;
     struct cli_trust trust;
     struct cli_dirs dirs;
     struct cli_bad bad;
@@ -150,103 +132,54 @@ static const struct {
       "--remove-...]... [-o OUT] IMAGE" },
 };
 
-static void synopsis(FILE *f, unsigned mask)
+/* The synopsis of the commands in mask (a static buffer). */
+static const char *synopsis(unsigned mask)
 {
-    fprintf(f, "usage:");
-    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-        if (cmds[i].cmd & mask)
-            fprintf(f, "\t%s %s\n", cli_prog, cmds[i].synopsis);
-}
+    static char buf[2048];
+    size_t n = (size_t)snprintf(buf, sizeof(buf), "usage:");
 
-static int usage(unsigned mask, const char *why)
-{
-    if (why)
-        cli_err(NULL, "%s", why);
-    synopsis(stderr, mask);
-    return 2;
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (cmds[i].cmd & mask && n < sizeof(buf))
+            n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\t%s %s\n",
+                                  cli_prog, cmds[i].synopsis);
+    return buf;
 }
 
 static void help(unsigned mask)
 {
     printf("vmimage %s - inspect, verify, seal, unseal and rekey vmckpt "
            "images\n\n", VMC_TOOL_VERSION);
-    synopsis(stdout, mask);
+    fputs(synopsis(mask), stdout);
     printf("\noptions:\n");
     cli_print_options(stdout, opts, mask);
     printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure, "
            "2 usage error.  See vmimage(1), vmckpt(5).\n", vmc_backends_built());
 }
 
-static void bad(struct args *a, const char *fmt, const char *x)
-{
-    cli_bad_set(&a->bad, fmt, x);
-}
-
-static int key_err(struct args *a, int rc)
-{
-    if (rc < 0 && !a->bad.set) {
-        cli_ctx_err(NULL, a->ctx);
-        exit(1);
-    }
-    return rc;
-}
-
 static void on_opt(int id, const char *arg, void *u)
 {
     struct args *a = u;
+    /* -r, -R: the keys to seal to; -i: to open with; -k: either */
+    struct vmc_keys *k = id == 'i' || (id == 'k' && a->cmd != C_SEAL) ? a->open
+                                                                     : a->seal;
     unsigned long long v;
 
+    if (cli_seal_opt(&a->cs, &a->bad, id, arg) ||
+        cli_key_opt(a->ctx, &a->bad, k, id, arg))
+        return;
     switch (id) {
     case 'y': a->print_recipient = 1; break;
     case 'o': a->output = arg; break;
     case O_ROTATE: a->rotate = 1; break;
     case O_SIGN: a->sign = 1; break;
-    case O_SIGNKEY: a->sign_key = arg; break;
-    case O_UNSIGNED: a->unsigned_v1 = 1; break;
     case 't': cli_trust_add(&a->trust, &a->bad, arg); break;
     case O_TRUSTFILE: a->trust.file = arg; break;
     case O_ALLOWDIR:
         cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
     case 'P': a->ask_pass = 1; break;
-    case 'r': key_err(a, vmc_keys_add_recipient(a->ctx, a->seal, arg)); break;
-    case 'R': key_err(a, vmc_keys_add_recipients_file(a->ctx, a->seal, arg)); break;
-    case 'i': key_err(a, vmc_keys_add_identity_file(a->ctx, a->open, arg)); break;
-    case 'k':
-        key_err(a, vmc_keys_add_keyfile(a->ctx,
-                                        a->cmd == C_SEAL ? a->seal : a->open,
-                                        arg));
-        break;
-    case 'l':
-        a->level = (unsigned)cli_uint_arg(&a->bad, arg, 1, 19,
-                                  "bad --level '%s' (1..19)");
-        break;
-    case 'T':
-        a->threads = (unsigned)cli_uint_arg(&a->bad, arg, 1, 64,
-                                  "bad --threads '%s' (1..64)");
-        break;
     case O_SYMMETRIC: a->symmetric = 1; break;
-    case O_PASSFILE: a->pass_file = arg; break;
-    case O_PASSFD:
-        a->pass_fd = (int)cli_uint_arg(&a->bad, arg, 0, 1 << 20,
-                                  "bad --passphrase-fd '%s'");
-        break;
-    case O_KDFOPS:
-        a->kdf_ops = (unsigned)cli_uint_arg(&a->bad, arg, VMC_ARGON2_OPS_MIN, VMC_ARGON2_OPS_MAX,
-                                  "bad --kdf-ops '%s' (1..16)");
-        break;
-    case O_KDFMEM:
-        a->kdf_mem_kib = (unsigned)cli_uint_arg(&a->bad, arg, 8, 1024,
-                                  "bad --kdf-mem '%s' (8..1024 MiB)") * 1024;
-        break;
-    case O_LABEL: a->label = arg; break;
     case O_NAME: a->name = arg; break;
-    case O_CHUNK:
-        if (cli_parse_uint(arg, VMC_CHUNK_MAX, &v) || v < VMC_CHUNK_MIN ||
-            (v & (v - 1)))
-            bad(a, "bad --chunk-size '%s' (power of 2, 65536..16777216)", arg);
-        a->chunk = (unsigned)v;
-        break;
     case O_JSON: a->json = 1; break;
     case O_ADDPASS: a->add_pass = 1; break;
     case O_NEWPASSFILE: a->new_pass_file = arg; a->add_pass = 1; break;
@@ -255,7 +188,7 @@ static void on_opt(int id, const char *arg, void *u)
                                   "bad --new-passphrase-fd '%s'");
         a->add_pass = 1;
         break;
-    case O_ADDKEY: key_err(a, vmc_keys_add_keyfile(a->ctx, a->seal, arg)); break;
+    case O_ADDKEY: cli_key_opt(a->ctx, &a->bad, a->seal, 'k', arg); break;
     case O_RMPASS: a->rm_pass = 1; break;
     case O_RMID:
         if (a->nrm_id < 16)
@@ -265,7 +198,7 @@ static void on_opt(int id, const char *arg, void *u)
     case O_TOXL: a->to_xl = 1; break;
     case O_RMSLOT:
         if (cli_parse_uint(arg, VMC_MAX_SLOTS - 1, &v) || a->nrm_slot >= 32)
-            bad(a, "bad --remove-slot '%s'", arg);
+            cli_bad_set(&a->bad, "bad --remove-slot '%s'", arg);
         else
             a->rm_slot[a->nrm_slot++] = (int)v;
         break;
@@ -291,7 +224,7 @@ static int open_input(const char *path)
 static int open_reader(struct args *a, const char *obj, int fd,
                        struct vmc_header **h, struct vmc_reader **r)
 {
-    int rc = vmc_reader_new(a->ctx, fd, *h, (int)a->threads, 1, r);
+    int rc = vmc_reader_new(a->ctx, fd, *h, a->cs.wo.threads, 1, r);
 
     *h = NULL;
     if (rc < 0)
@@ -310,15 +243,15 @@ static int open_header(struct args *a, const char *obj, int fd, int need_key,
         cli_ctx_err(obj, a->ctx);
         return -1;
     }
-    if (!need_key && vmc_keys_count(a->open) == 0 && !a->ask_pass && !a->pass_file &&
-        a->pass_fd < 0)
+    if (!need_key && vmc_keys_count(a->open) == 0 && !a->ask_pass &&
+        !a->cs.pass_file && a->cs.pass_fd < 0)
         return 0;
-    if (cli_add_passphrase(a->ctx, a->open, a->pass_file, a->pass_fd,
+    if (cli_add_passphrase(a->ctx, a->open, a->cs.pass_file, a->cs.pass_fd,
                            a->ask_pass, 0, a->cmd == C_REKEY ? "Current passphrase: "
                                                              : "Passphrase: ") < 0)
         goto fail;
-    a->pass_file = NULL;          /* read once: kept in a->open for the */
-    a->pass_fd = -1;              /* next image of `verify A B ...` */
+    a->cs.pass_file = NULL;       /* read once: kept in a->open for the */
+    a->cs.pass_fd = -1;           /* next image of `verify A B ...` */
     a->ask_pass = 0;
     if (vmc_keys_count(a->open) == 0) {
         if (vmc_header_has_passphrase(*hp) && cli_have_tty() &&
@@ -552,7 +485,7 @@ static int cmd_keygen(struct args *a, int argc, char **argv)
     if (a->print_recipient) {
         const char *in = argc > 0 ? argv[0] : "-";
         if (argc > 1)
-            return usage(C_KEYGEN, "too many arguments");
+            return cli_usage("too many arguments");
         if (vmc_identity_recipient(a->ctx, in, pub) < 0) {
             struct vmc_ctx *c2 = vmc_ctx_new();
             struct vmc_keys *k2 = vmc_keys_new();
@@ -569,7 +502,7 @@ static int cmd_keygen(struct args *a, int argc, char **argv)
         return 0;
     }
     if (argc > 0)
-        return usage(C_KEYGEN, "keygen takes no operands (use -o FILE)");
+        return cli_usage("keygen takes no operands (use -o FILE)");
     if (!strcmp(out, "-")) {         /* the key itself on stdout */
         fflush(stdout);
         if (vmc_keygen_fd(a->ctx, 1, "stdout", kind, pub) < 0) {
@@ -698,28 +631,15 @@ static int cmd_info_verify(struct args *a, int argc, char **argv)
     int bad = 0, stdin_seen = 0;
 
     if (argc < 1)
-        return usage(a->cmd, "missing IMAGE");
+        return cli_usage("missing IMAGE");
     if (argc > 1 && a->cmd != C_VERIFY)
-        return usage(a->cmd, "too many arguments");
+        return cli_usage("too many arguments");
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "-") && stdin_seen++)
-            return usage(a->cmd, "'-' (stdin) given twice");
+            return cli_usage("'-' (stdin) given twice");
     for (int i = 0; i < argc; i++)
         bad |= info_verify_one(a, argv[i]) != 0;
     return bad;
-}
-
-static int prepare_seal_keys(struct args *a)
-{
-    if (cli_add_passphrase(a->ctx, a->seal, a->pass_file, a->pass_fd,
-                           a->ask_pass, 1, "Passphrase for the new image: ") < 0)
-        return -1;
-    vmc_keys_set_kdf(a->seal, a->kdf_ops, a->kdf_mem_kib);
-    if (!vmc_keys_can_seal(a->seal)) {
-        usage(C_SEAL, "no key to seal to: give -r, -R, -k, -P, --passphrase-file or --passphrase-fd");
-        return -2;
-    }
-    return 0;
 }
 
 static int cmd_seal(struct args *a, int argc, char **argv)
@@ -737,16 +657,16 @@ static int cmd_seal(struct args *a, int argc, char **argv)
     int fd = -1, rc = 1, k;
 
     if (argc > 1)
-        return usage(C_SEAL, "too many arguments");
+        return cli_usage("too many arguments");
     if (!strcmp(in, "-") && isatty(0))
-        return usage(C_SEAL, "refusing to read a raw stream from a terminal");
+        return cli_usage("refusing to read a raw stream from a terminal");
     if (!strcmp(out, "-") && isatty(1))
-        return usage(C_SEAL, "refusing to write an image to a terminal (use -o)");
-    if ((k = prepare_seal_keys(a)) < 0)
-        return k == -2 ? 2 : 1;
+        return cli_usage("refusing to write an image to a terminal (use -o)");
+    if ((k = cli_seal_keys(a->ctx, a->seal, &a->cs, a->ask_pass,
+                           "Passphrase for the new image: ")))
+        return k;
     if ((fd = open_input(in)) < 0)
         return 1;
-    wo.unsigned_v1 = a->unsigned_v1;
     memset(&m, 0, sizeof(m));
     if (a->name)
         snprintf(m.name, sizeof(m.name), "%s", a->name);
@@ -776,10 +696,7 @@ static int cmd_seal(struct args *a, int argc, char **argv)
         cli_ctx_err(NULL, a->ctx);
         goto out;
     }
-    wo.level = (int)a->level;
-    wo.chunk_size = a->chunk;
-    wo.threads = (int)a->threads;
-    wo.label = a->label;
+    wo = a->cs.wo;
     cli_progress_init(&pr, "sealing", cli_input_size(fd));
     if (vmc_writer_new(a->ctx, vmc_outfile_fd(of), a->seal, &wo, &w) < 0 ||
         vmc_writer_describe(w, &m, VMC_CFG_LIBXL_JSON, xlcfg, xlcfg_len) < 0 ||
@@ -813,9 +730,9 @@ static int cmd_unseal(struct args *a, int argc, char **argv)
     int fd, rc = 1;
 
     if (argc != 1)
-        return usage(C_UNSEAL, argc ? "too many arguments" : "missing IMAGE");
+        return cli_usage(argc ? "too many arguments" : "missing IMAGE");
     if (!strcmp(out, "-") && isatty(1))
-        return usage(C_UNSEAL, "refusing to write the raw stream to a terminal "
+        return cli_usage("refusing to write the raw stream to a terminal "
                                "(use -o FILE or a pipe)");
     path = argv[0];
     obj = strcmp(path, "-") ? path : "stdin";
@@ -872,7 +789,7 @@ static int cmd_config(struct args *a, int argc, char **argv)
     int fd = -1, rc = 1;
 
     if (argc != 1)
-        return usage(C_CONFIG, argc ? "too many arguments" : "missing IMAGE");
+        return cli_usage(argc ? "too many arguments" : "missing IMAGE");
     obj = strcmp(argv[0], "-") ? argv[0] : "stdin";
     if (!(pol = cli_policy(a->ctx, &a->dirs)) ||
         (fd = open_input(argv[0])) < 0 || open_header(a, obj, fd, 1, &h) < 0)
@@ -931,7 +848,7 @@ out:
 static int rotate(struct args *a, const char *path, const char *out,
                   int overwrite, int fd, struct vmc_header *h)
 {
-    struct vmc_writer_opts wo = { .threads = (int)a->threads };
+    struct vmc_writer_opts wo = { .threads = a->cs.wo.threads };
     struct vmc_header_info hi;
     struct vmc_outfile *of = NULL;
     struct vmc_reader *r = NULL;
@@ -942,7 +859,7 @@ static int rotate(struct args *a, const char *path, const char *out,
     vmc_header_get_info(h, &hi);
     wo.chunk_size = hi.chunk_size;
     wo.label = hi.label[0] ? hi.label : NULL;
-    if (vmc_reader_new(a->ctx, fd, h, (int)a->threads, 1, &r) < 0) {
+    if (vmc_reader_new(a->ctx, fd, h, a->cs.wo.threads, 1, &r) < 0) {
         cli_ctx_err(path, a->ctx);
         return 1;
     }
@@ -983,21 +900,21 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
     char *real = NULL;
 
     if (argc != 1)
-        return usage(C_REKEY, argc ? "too many arguments" : "missing IMAGE");
+        return cli_usage(argc ? "too many arguments" : "missing IMAGE");
     path = argv[0];
     out = a->output ? a->output : path;
     if (!strcmp(out, "-") && isatty(1))
-        return usage(C_REKEY, "refusing to write an image to a terminal");
+        return cli_usage("refusing to write an image to a terminal");
     if (!strcmp(path, "-") && !a->output)
-        return usage(C_REKEY, "rekey of stdin needs -o");
+        return cli_usage("rekey of stdin needs -o");
     if (!vmc_keys_count(a->seal) && !a->add_pass && !a->new_pass_file &&
         a->new_pass_fd < 0 && !a->rm_pass && !a->nrm_id && !a->nrm_slot)
-        return usage(C_REKEY, a->rotate ? "--rotate: give the keys the new "
+        return cli_usage(a->rotate ? "--rotate: give the keys the new "
                      "image opens with (-r, -R, --add-key-file, "
                      "--add-passphrase)" : "nothing to change: give a key to "
                      "add or a slot to remove");
     if (a->rotate && (a->rm_pass || a->nrm_id || a->nrm_slot))
-        return usage(C_REKEY, "--rotate keeps no slot: give only the keys the "
+        return cli_usage("--rotate keeps no slot: give only the keys the "
                      "new image opens with");
     /* In place: write where a symlink points, never over the link. */
     if (out == path && strcmp(path, "-") && !(real = realpath(path, NULL))) {
@@ -1014,7 +931,7 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
     if (cli_add_passphrase(a->ctx, a->seal, a->new_pass_file, a->new_pass_fd,
                            a->add_pass, 1, "New passphrase: ") < 0)
         goto out;
-    vmc_keys_set_kdf(a->seal, a->kdf_ops, a->kdf_mem_kib);
+    vmc_keys_set_kdf(a->seal, a->cs.kdf_ops, a->cs.kdf_mem_kib);
     if (a->rotate) {
         rc = rotate(a, path, out, out == path || out == real, fd, h);
         h = NULL;
@@ -1099,15 +1016,18 @@ int main(int argc, char **argv)
 {
     struct args a;
     unsigned mask = 0;
+    const char *why;
     int n, rc;
 
     cli_harden();
     cli_prog = "vmimage";
     cli_help = help;
     memset(&a, 0, sizeof(a));
-    a.pass_fd = a.new_pass_fd = -1;
+    cli_synopsis = synopsis(C_ALL);
+    cli_seal_init(&a.cs);
+    a.new_pass_fd = -1;
     if (argc < 2)
-        return usage(C_ALL, "missing command");
+        return cli_usage("missing command");
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         help(C_ALL);
         return 0;
@@ -1122,9 +1042,10 @@ int main(int argc, char **argv)
     if (!mask) {
         char msg[96];
         snprintf(msg, sizeof(msg), "unknown command '%.40s'", argv[1]);
-        return usage(C_ALL, msg);
+        return cli_usage(msg);
     }
     a.cmd = mask;
+    cli_synopsis = synopsis(mask);
     a.ctx = vmc_ctx_new();
     a.open = vmc_keys_new();
     a.seal = vmc_keys_new();
@@ -1135,15 +1056,15 @@ int main(int argc, char **argv)
     cli_signals_unlink_and_exit();
     n = cli_parse(argc - 1, argv + 1, opts, mask, 0, on_opt, &a, &a.bad);
     if (a.bad.set)
-        return usage(mask, a.bad.msg);
+        return cli_usage(a.bad.msg);
     argc -= n + 1;
     argv += n + 1;
     if (a.sign + a.symmetric > 1)
-        return usage(mask, "--sign and --symmetric exclude each other");
-    if (a.sign_key && a.unsigned_v1)
-        return usage(mask, "--signing-key and --unsigned exclude each other");
-    if (a.sign_key && mask == C_REKEY && !a.rotate)
-        return usage(mask, "--signing-key needs --rotate (a rekey keeps the "
+        return cli_usage("--sign and --symmetric exclude each other");
+    if ((why = cli_seal_problem(&a.cs, 1, NULL)))
+        return cli_usage(why);
+    if (a.cs.sign_key && mask == C_REKEY && !a.rotate)
+        return cli_usage("--signing-key needs --rotate (a rekey keeps the "
                      "signature: slots are not signed)");
     if (mask & C_OPEN) {
         /* verify and unseal hand the payload on: a signer they do not trust
@@ -1154,8 +1075,9 @@ int main(int argc, char **argv)
                            VMC_TRUST_UNSIGNED |
                            (mask & (C_VERIFY | C_UNSEAL) ? 0 : VMC_TRUST_REPORT));
     }
-    if ((mask == C_SEAL && !a.unsigned_v1) || (mask == C_REKEY && a.rotate)) {
-        if (cli_signing_load(a.ctx, a.seal, a.sign_key) < 0)
+    if ((mask == C_SEAL && !a.cs.wo.unsigned_v1) ||
+        (mask == C_REKEY && a.rotate)) {
+        if (cli_signing_load(a.ctx, a.seal, a.cs.sign_key) < 0)
             return 1;
     }
     switch (mask) {

@@ -29,8 +29,7 @@
 
 enum {
     O_LISTEN = 1000, O_RECEIVE, O_ONCE, O_KNOWN, O_RKEY, O_AUTH, O_NOLIVE,
-    O_MAXDOWN, O_MAXBW, O_TIMEOUT, O_JSON, O_BACKEND, O_REMOTE, O_LEVEL,
-    O_LIVETMO, O_ALLOWDIR, O_SIGNKEY, O_TRUSTFILE,
+    O_MAXBW, O_TIMEOUT, O_JSON, O_REMOTE, O_LEVEL, O_ALLOWDIR, O_TRUSTFILE,
 };
 
 static const struct cli_opt opts[] = {
@@ -48,9 +47,7 @@ static const struct cli_opt opts[] = {
                                                 O_AUTH },
     { "allow-dir", 0, "DIR", 1, "receiver: let the domain config name host "
                                 "files under DIR (repeatable)", O_ALLOWDIR },
-    { "signing-key", 0, "FILE", 1, "sender: sign the stream with this key "
-                                   "(default " CLI_SIGNING_KEY_FILE ")",
-          O_SIGNKEY },
+    CLI_OPT_SIGNKEY(1),
     { "trusted-signer", 't', "SIGNER", 1, "receiver: accept streams this "
                                            "signer vmcs1... made (repeatable)",
           't' },
@@ -58,29 +55,25 @@ static const struct cli_opt opts[] = {
                                        CLI_TRUSTED_SIGNERS_FILE ")",
           O_TRUSTFILE },
     { "no-live", 0, NULL, 1, "stop the guest first (no pre-copy)", O_NOLIVE },
-    { "max-downtime", 0, "MS", 1, "live: pause the hypervisor aims for "
-                                  "(default 300)", O_MAXDOWN },
+    CLI_OPT_MAXDOWN(1),
     { "max-bandwidth", 0, "MIB", 1, "MiB/s limit (default none)", O_MAXBW },
     { "timeout", 0, "S", 1, "handshake, idle link, TCP send and reply timeout "
                             "(default 60)", O_TIMEOUT },
     { "json", 0, NULL, 1, "print a JSON summary", O_JSON },
-    { "backend", 0, "NAME", 1, "qemu or xen (default: xen on a Xen dom0, else "
-                              "qemu)", O_BACKEND },
+    CLI_OPT_BACKEND(1),
     { "remote-command", 0, "CMD", 1, "ssh:// destination: the receiver "
                                      "command (default vmmigrate --receive)",
                                            O_REMOTE },
     { "level", 'l', "N|auto", 1, "zstd level 1..19, or auto: per chunk, "
                                 "from storing up to level 1 as the link "
                                 "needs (default auto)", O_LEVEL },
-    { "live-timeout", 0, "S", 1, "pause the guest after S s of pre-copy "
-                                  "(default 30)", O_LIVETMO },
+    CLI_OPT_LIVETMO(1),
     { "identity", 'i', "FILE", 1, "this host's identity (default "
                                   "/etc/vmckpt/host.key)", 'i' },
     { "quiet", 'q', NULL, 1, "no progress, no summary", 'q' },
     { "verbose", 'v', NULL, 1, "print the summary even when not on a tty",
           'v' },
-    { "help", 'h', NULL, 1, "show this help", 'h' },
-    { "version", 'V', NULL, 1, "show the version", 'V' },
+    CLI_OPT_HELP_VERSION(1),
     { NULL, 0, NULL, 0, NULL },
 };
 
@@ -91,20 +84,14 @@ static const struct cli_opt opts[] = {
 
 struct args {
     struct vmc_ctx *ctx;
-    const char *listen, *identity, *known, *rkey, *auth, *backend, *remote;
+    const char *listen, *identity, *known, *rkey, *auth, *remote;
     int receive, once, nolive, json, verbose, timeout_s, level;
+    struct cli_seal seal;         /* --signing-key, --backend, live */
     struct cli_dirs dirs;
     struct cli_trust trust;
-    const char *sign_key;
-    unsigned max_down, live_tmo;
     unsigned long long max_bw;
     struct cli_bad bad;
 };
-
-static int usage(const char *why)
-{
-    return cli_usage(SYNOPSIS, why);
-}
 
 static void help(unsigned mask)
 {
@@ -123,16 +110,13 @@ static void help(unsigned mask)
            vmc_backends_built());
 }
 
-static void bad(struct args *a, const char *fmt, const char *x)
-{
-    cli_bad_set(&a->bad, fmt, x);
-}
-
 static void on_opt(int id, const char *arg, void *u)
 {
     struct args *a = u;
-    unsigned long long v;
+    unsigned long long v = 0;
 
+    if (cli_seal_opt(&a->seal, &a->bad, id, arg))
+        return;
     switch (id) {
     case 'v': a->verbose = 1; break;
     case 'i': a->identity = arg; break;
@@ -144,30 +128,20 @@ static void on_opt(int id, const char *arg, void *u)
     case O_AUTH: a->auth = arg; break;
     case O_NOLIVE: a->nolive = 1; break;
     case O_JSON: a->json = 1; break;
-    case O_BACKEND: a->backend = arg; break;
     case O_REMOTE: a->remote = arg; break;
     case O_ALLOWDIR:
         cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
-    case O_SIGNKEY: a->sign_key = arg; break;
     case 't': cli_trust_add(&a->trust, &a->bad, arg); break;
     case O_TRUSTFILE: a->trust.file = arg; break;
-    case O_MAXDOWN:
-        a->max_down = (unsigned)cli_uint_arg(&a->bad, arg, 1, 600000,
-                                  "bad --max-downtime '%s' (milliseconds)");
-        break;
     case O_MAXBW:
         if (cli_parse_uint(arg, 1000000, &v) || v < 1)
-            bad(a, "bad --max-bandwidth '%s' (MiB/s)", arg);
+            cli_bad_set(&a->bad, "bad --max-bandwidth '%s' (MiB/s)", arg);
         a->max_bw = v << 20;
         break;
     case O_TIMEOUT:
         a->timeout_s = (int)cli_uint_arg(&a->bad, arg, 1, 86400,
                                   "bad --timeout '%s' (seconds)");
-        break;
-    case O_LIVETMO:
-        a->live_tmo = (unsigned)cli_uint_arg(&a->bad, arg, 1, 86400,
-                                  "bad --live-timeout '%s' (seconds)");
         break;
     case O_LEVEL:
         a->level = strcmp(arg, "auto") ? (int)cli_uint_arg(&a->bad, arg, 1, 19,
@@ -227,9 +201,8 @@ static void sent_json(const struct args *a, const char *dest,
 
 static int sender(struct args *a, const char *dom, const char *dest)
 {
-    const struct vmc_backend *be = a->backend ? vmc_backend_get(a->backend)
-                                              : vmc_backend_default();
-    struct vmc_keys *id = vmc_keys_new(), *known = vmc_keys_new();
+    const struct vmc_backend *be;
+    struct vmc_keys *id = NULL, *known = NULL;
     struct vmc_endpoint *e = NULL;
     struct vmc_save_opts so;
     struct vmc_save_result res;
@@ -239,20 +212,16 @@ static int sender(struct args *a, const char *dom, const char *dest)
     int rc = 1;
     uint64_t t0 = vmc_now_ns();
 
-    if (!be) {
-        char m[160];
-        snprintf(m, sizeof(m), "unknown backend '%.40s' (built: %s)",
-                 a->backend, vmc_backends_built());
-        vmc_keys_free(id);
-        vmc_keys_free(known);
-        return usage(m);
-    }
+    if (cli_seal_backend(&a->seal, &be))
+        return 2;
+    id = vmc_keys_new();
+    known = vmc_keys_new();
     if (vmc_keys_add_identity_file(a->ctx, id, a->identity ? a->identity
                                    : "/etc/vmckpt/host.key") < 0) {
         cli_ctx_err(dom, a->ctx);
         goto out;
     }
-    if (cli_signing_load(a->ctx, id, a->sign_key) < 0)
+    if (cli_signing_load(a->ctx, id, a->seal.sign_key) < 0)
         goto out;
     {   /* the receiver's key is known before anything runs over there */
         char host[256];
@@ -269,10 +238,9 @@ static int sender(struct args *a, const char *dom, const char *dest)
         goto out;
     }
     memset(&so, 0, sizeof(so));
+    cli_seal_save_opts(&a->seal, &so);
     so.live = !a->nolive;
-    so.max_downtime_ms = a->max_down;
     so.max_bandwidth = a->max_bw;
-    so.live_timeout_s = a->live_tmo;
     so.wopts.level = a->level;
     so.wopts.adaptive = a->level == 0;
     so.keys = id;                   /* signs the session stream */
@@ -419,7 +387,7 @@ static int listener(struct args *a)
 
     if (vmc_endpoint_listen(a->ctx, a->listen, &lfd) < 0) {
         if (vmc_ctx_errcode(a->ctx) == VMC_E_INVAL)
-            return usage("--listen wants ADDR:PORT");
+            return cli_usage("--listen wants ADDR:PORT");
         cli_ctx_err(a->listen, a->ctx);
         return 1;
     }
@@ -479,6 +447,7 @@ static int listener(struct args *a)
 int main(int argc, char **argv)
 {
     struct args a;
+    const char *why;
     int n;
 
     cli_harden();
@@ -486,7 +455,8 @@ int main(int argc, char **argv)
     cli_prog = "vmmigrate";
     cli_help = help;
     memset(&a, 0, sizeof(a));
-    a.backend = NULL;
+    cli_synopsis = SYNOPSIS;
+    cli_seal_init(&a.seal);
     a.timeout_s = 60;
     a.ctx = vmc_ctx_new();
     if (!a.ctx || vmc_init(a.ctx) < 0) {
@@ -495,21 +465,24 @@ int main(int argc, char **argv)
     }
     n = cli_parse(argc, argv, opts, 1, 0, on_opt, &a, &a.bad);
     if (a.bad.set)
-        return usage(a.bad.msg);
+        return cli_usage(a.bad.msg);
     signal(SIGPIPE, SIG_IGN);
     if (a.listen || a.receive) {
         if (argc - n)
-            return usage("a receiver takes no operands");
+            return cli_usage("a receiver takes no operands");
         if (a.listen && a.receive)
-            return usage("--listen and --receive exclude each other");
+            return cli_usage("--listen and --receive exclude each other");
         cli_signals_flag();
         if (a.receive)
             return receive_one(&a, 0, 1, "stdin") ? 1 : 0;
         return listener(&a);
     }
     if (argc - n != 2)
-        return usage(argc - n < 2 ? "missing DOMAIN or DEST" : "too many "
+        return cli_usage(argc - n < 2 ? "missing DOMAIN or DEST" : "too many "
                                                               "arguments");
+    if ((why = cli_seal_problem(&a.seal, !a.nolive,
+                                "%s and --no-live exclude each other")))
+        return cli_usage(why);
     cli_signals_flag();
     return sender(&a, argv[n], argv[n + 1]);
 }

@@ -13,13 +13,12 @@
 #include "../format/vmckpt_wire.h"
 #include "cli.h"
 
-enum { O_PASSFILE = 1000, O_PASSFD, O_NAME, O_CLONE, O_JSON, O_CONFIG,
-       O_ALLOWDIR, O_TRUSTFILE, O_UNSIGNED, O_DISKDIR };
+enum { O_NAME = 1000, O_CLONE, O_JSON, O_CONFIG, O_ALLOWDIR, O_TRUSTFILE,
+       O_UNSIGNED, O_DISKDIR };
 
 static const struct cli_opt opts[] = {
-    { "passphrase-file", 0, "FILE", 1, "read the passphrase from FILE",
-          O_PASSFILE },
-    { "passphrase-fd", 0, "N", 1, "read the passphrase from fd N", O_PASSFD },
+    CLI_OPT_PASSFILE(1),
+    CLI_OPT_PASSFD(1),
     { "name", 0, "NAME", 1, "name of the new domain (and a fresh UUID if "
                             "needed)", O_NAME },
     { "clone", 0, NULL, 1, "a second instance: NAME-clone, fresh UUID",
@@ -48,10 +47,9 @@ static const struct cli_opt opts[] = {
     { "console", 'c', NULL, 1, "attach the console after the restore (^] "
                                "detaches)", 'c' },
     { "paused", 'p', NULL, 1, "leave the new domain paused", 'p' },
-    { "threads", 'T', "N", 1, "worker threads (default: CPUs)", 'T' },
+    CLI_OPT_THREADS(1),
     { "quiet", 'q', NULL, 1, "no progress", 'q' },
-    { "help", 'h', NULL, 1, "show this help", 'h' },
-    { "version", 'V', NULL, 1, "show the version", 'V' },
+    CLI_OPT_HELP_VERSION(1),
     { NULL, 0, NULL, 0, NULL },
 };
 
@@ -61,18 +59,14 @@ struct args {
     struct vmc_ctx *ctx;
     struct vmc_keys *keys;
     struct vmc_restore_opts ro;
-    int ask_pass, pass_fd, console, json, threads;
-    const char *pass_file, *config;
+    struct cli_seal seal;         /* its passphrase rows and --threads */
+    int ask_pass, console, json;
+    const char *config;
     struct cli_dirs dirs;
     struct cli_trust trust;
     int allow_unsigned;
     struct cli_bad bad;
 };
-
-static int usage(const char *why)
-{
-    return cli_usage(SYNOPSIS, why);
-}
 
 static void help(unsigned mask)
 {
@@ -87,35 +81,20 @@ static void help(unsigned mask)
            vmc_backends_built());
 }
 
-static void bad(struct args *a, const char *fmt, const char *x)
-{
-    cli_bad_set(&a->bad, fmt, x);
-}
-
 static void on_opt(int id, const char *arg, void *u)
 {
     struct args *a = u;
 
+    if (cli_seal_opt(&a->seal, &a->bad, id, arg) ||
+        cli_key_opt(a->ctx, &a->bad, a->keys, id, arg))   /* -i -k */
+        return;
     switch (id) {
     case 'c': a->console = 1; break;
     case 'p': a->ro.paused = 1; break;
     case 'P': a->ask_pass = 1; break;
-    case 'i':
-    case 'k':
-        if ((id == 'i' ? vmc_keys_add_identity_file(a->ctx, a->keys, arg)
-                       : vmc_keys_add_keyfile(a->ctx, a->keys, arg)) < 0) {
-            cli_ctx_err(NULL, a->ctx);
-            exit(1);
-        }
-        break;
-    case O_PASSFILE: a->pass_file = arg; break;
-    case O_PASSFD:
-        a->pass_fd = (int)cli_uint_arg(&a->bad, arg, 0, 1 << 20,
-                                  "bad --passphrase-fd '%s'");
-        break;
     case O_NAME:
         if (!*arg || strspn(arg, "0123456789") == strlen(arg))
-            bad(a, "bad --name '%s' (empty or all digits)", arg);
+            cli_bad_set(&a->bad, "bad --name '%s' (empty or all digits)", arg);
         a->ro.name = arg;
         break;
     case O_CLONE: a->ro.clone = 1; break;
@@ -131,10 +110,6 @@ static void on_opt(int id, const char *arg, void *u)
     case 't': cli_trust_add(&a->trust, &a->bad, arg); break;
     case O_TRUSTFILE: a->trust.file = arg; break;
     case O_UNSIGNED: a->allow_unsigned = 1; break;
-    case 'T':
-        a->threads = (int)cli_uint_arg(&a->bad, arg, 1, 64,
-                                  "bad --threads '%s' (1..64)");
-        break;
     }
 }
 
@@ -142,7 +117,8 @@ static void on_opt(int id, const char *arg, void *u)
  * and nothing else was given. */
 static int get_pass(struct args *a, const struct vmc_header *h)
 {
-    return cli_add_passphrase(a->ctx, a->keys, a->pass_file, a->pass_fd,
+    return cli_add_passphrase(a->ctx, a->keys, a->seal.pass_file,
+                              a->seal.pass_fd,
                               a->ask_pass || (vmc_header_has_passphrase(h) &&
                                               vmc_keys_count(a->keys) == 0 &&
                                               cli_have_tty()),
@@ -166,7 +142,8 @@ int main(int argc, char **argv)
     cli_prog = "vmrestore";
     cli_help = help;
     memset(&a, 0, sizeof(a));
-    a.pass_fd = -1;
+    cli_synopsis = SYNOPSIS;
+    cli_seal_init(&a.seal);
     a.ctx = vmc_ctx_new();
     a.keys = vmc_keys_new();
     if (!a.ctx || !a.keys || vmc_init(a.ctx) < 0) {
@@ -175,11 +152,11 @@ int main(int argc, char **argv)
     }
     n = cli_parse(argc, argv, opts, 1, 0, on_opt, &a, &a.bad);
     if (a.bad.set)
-        return usage(a.bad.msg);
+        return cli_usage(a.bad.msg);
     if (argc - n != 1)
-        return usage(argc - n ? "too many arguments" : "missing FILE");
+        return cli_usage(argc - n ? "too many arguments" : "missing FILE");
     if (a.ro.name && a.ro.clone)
-        return usage("--name and --clone exclude each other");
+        return cli_usage("--name and --clone exclude each other");
     path = argv[n];
     obj = strcmp(path, "-") ? path : "stdin";
     if (a.ro.disk_dir) {
@@ -223,7 +200,7 @@ int main(int argc, char **argv)
         cli_ctx_err(obj, a.ctx);
         goto out;
     }
-    if (vmc_reader_new(a.ctx, fd, h, a.threads, 1, &r) < 0) {
+    if (vmc_reader_new(a.ctx, fd, h, a.seal.wo.threads, 1, &r) < 0) {
         h = NULL;
         cli_ctx_err(obj, a.ctx);
         goto out;

@@ -8,25 +8,19 @@
 #include <jansson.h>
 #include <sodium.h>
 
-#include "../format/vmckpt_wire.h"
 #include "cli.h"
 
 enum {
-    O_PASSFILE = 1000, O_PASSFD, O_KDFOPS, O_KDFMEM, O_LABEL, O_CHUNK, O_JSON,
-    O_PAUSED, O_LIVE, O_KEEP, O_BACKEND, O_LIVETMO, O_MAXDOWN, O_SIGNKEY,
-    O_UNSIGNED, O_DISKS, O_ALLDISKS, O_MEMONLY,
+    O_JSON = 1000, O_PAUSED, O_LIVE, O_KEEP, O_DISKS, O_ALLDISKS, O_MEMONLY,
 };
 
 static const struct cli_opt opts[] = {
-    { "passphrase-file", 0, "FILE", 1, "read the passphrase from FILE",
-          O_PASSFILE },
-    { "passphrase-fd", 0, "N", 1, "read the passphrase from fd N", O_PASSFD },
-    { "kdf-ops", 0, "N", 1, "Argon2id passes (default 3, max 16)", O_KDFOPS },
-    { "kdf-mem", 0, "MIB", 1, "Argon2id memory (default 256, 8..1024)",
-          O_KDFMEM },
-    { "label", 0, "TEXT", 1, "public label, readable without a key", O_LABEL },
-    { "chunk-size", 0, "BYTES", 1, "bytes per chunk (power of 2, 64K..16M)",
-          O_CHUNK },
+    CLI_OPT_PASSFILE(1),
+    CLI_OPT_PASSFD(1),
+    CLI_OPT_KDFOPS(1),
+    CLI_OPT_KDFMEM(1),
+    CLI_OPT_LABEL(1),
+    CLI_OPT_CHUNK(1),
     { "json", 0, NULL, 1, "print a JSON summary on stdout", O_JSON },
     { "paused", 'p', NULL, 1, "leave the domain paused after the save",
           O_PAUSED },
@@ -34,14 +28,9 @@ static const struct cli_opt opts[] = {
                           "shadow paging)", O_LIVE },
     { "keep", 0, "N", 1, "keep the N newest images of FILE's strftime pattern",
           O_KEEP },
-    { "backend", 0, "NAME", 1, "qemu or xen (default: xen on a Xen dom0, else "
-                              "qemu)", O_BACKEND },
-    { "live-timeout", 0, "S", 1, "live: pause the guest after S s of pre-copy "
-                                  "(default 30; Xen: PVH with --max-downtime)",
-                                        O_LIVETMO },
-    { "max-downtime", 0, "MS", 1, "live: the pause to aim for (default 300; "
-                                  "Xen: PVH only, through libxenguest)",
-                                        O_MAXDOWN },
+    CLI_OPT_BACKEND(1),
+    CLI_OPT_LIVETMO(1),
+    CLI_OPT_MAXDOWN(1),
     { "checkpoint", 'c', NULL, 1, "leave the domain running after the save",
           'c' },
     { "disks", 0, NULL, 1, "carry the domain's writable disks in the image "
@@ -57,17 +46,14 @@ static const struct cli_opt opts[] = {
     { "key-file", 'k', "FILE", 1, "seal to a raw 256-bit key file", 'k' },
     { "passphrase", 'P', NULL, 1, "ask for a passphrase (twice) on the terminal",
           'P' },
-    { "signing-key", 0, "FILE", 1, "sign with this key (default "
-                                   CLI_SIGNING_KEY_FILE ")", O_SIGNKEY },
-    { "unsigned", 0, NULL, 1, "write format 1, unsigned (restoring it needs "
-                              "--allow-unsigned)", O_UNSIGNED },
-    { "level", 'l', "N", 1, "zstd level 1..19 (default 1)", 'l' },
-    { "threads", 'T', "N", 1, "worker threads (default: CPUs)", 'T' },
+    CLI_OPT_SIGNKEY(1),
+    CLI_OPT_UNSIGNED(1),
+    CLI_OPT_LEVEL(1),
+    CLI_OPT_THREADS(1),
     { "quiet", 'q', NULL, 1, "no progress, no summary", 'q' },
     { "verbose", 'v', NULL, 1, "print the summary even when not on a tty",
           'v' },
-    { "help", 'h', NULL, 1, "show this help", 'h' },
-    { "version", 'V', NULL, 1, "show the version", 'V' },
+    CLI_OPT_HELP_VERSION(1),
     { NULL, 0, NULL, 0, NULL },
 };
 
@@ -77,18 +63,12 @@ struct args {
     struct vmc_ctx *ctx;
     struct vmc_keys *keys;
     struct vmc_save_opts so;
+    struct cli_seal seal;
     struct cli_rounds rounds;
-    int ask_pass, pass_fd, json, verbose, keep;
+    int ask_pass, json, verbose, keep;
     int modes;                    /* 1: --checkpoint seen, 2: --paused */
-    const char *pass_file, *backend, *sign_key;
-    unsigned kdf_ops, kdf_mem_kib;
     struct cli_bad bad;
 };
-
-static int usage(const char *why)
-{
-    return cli_usage(SYNOPSIS, why);
-}
 
 static void help(unsigned mask)
 {
@@ -103,24 +83,13 @@ static void help(unsigned mask)
            vmc_backends_built());
 }
 
-static void bad(struct args *a, const char *fmt, const char *x)
-{
-    cli_bad_set(&a->bad, fmt, x);
-}
-
-static void key_rc(struct args *a, int rc)
-{
-    if (rc < 0) {
-        cli_ctx_err(NULL, a->ctx);
-        exit(1);
-    }
-}
-
 static void on_opt(int id, const char *arg, void *u)
 {
     struct args *a = u;
-    unsigned long long v;
 
+    if (cli_seal_opt(&a->seal, &a->bad, id, arg) ||
+        cli_key_opt(a->ctx, &a->bad, a->keys, id, arg))   /* -r -R -k */
+        return;
     switch (id) {
     case 'v': a->verbose = 1; break;
     case 'c': a->so.mode = VMC_SAVE_CHECKPOINT; a->modes |= 1; break;
@@ -132,53 +101,11 @@ static void on_opt(int id, const char *arg, void *u)
         break;
     case O_ALLDISKS: a->so.disks = VMC_SAVE_DISKS_ALL; break;
     case O_MEMONLY: a->so.memory_only = 1; break;
-    case 'r': key_rc(a, vmc_keys_add_recipient(a->ctx, a->keys, arg)); break;
-    case 'R': key_rc(a, vmc_keys_add_recipients_file(a->ctx, a->keys, arg)); break;
-    case 'k': key_rc(a, vmc_keys_add_keyfile(a->ctx, a->keys, arg)); break;
     case 'P': a->ask_pass = 1; break;
-    case O_PASSFILE: a->pass_file = arg; break;
-    case O_PASSFD:
-        a->pass_fd = (int)cli_uint_arg(&a->bad, arg, 0, 1 << 20,
-                                  "bad --passphrase-fd '%s'");
-        break;
-    case O_KDFOPS:
-        a->kdf_ops = (unsigned)cli_uint_arg(&a->bad, arg, 1, VMC_ARGON2_OPS_MAX,
-                                  "bad --kdf-ops '%s' (1..16)");
-        break;
-    case O_KDFMEM:
-        a->kdf_mem_kib = (unsigned)cli_uint_arg(&a->bad, arg, 8, 1024,
-                                  "bad --kdf-mem '%s' (8..1024 MiB)") * 1024;
-        break;
-    case O_LABEL: a->so.wopts.label = arg; break;
-    case O_SIGNKEY: a->sign_key = arg; break;
-    case O_UNSIGNED: a->so.wopts.unsigned_v1 = 1; break;
-    case O_CHUNK:
-        if (cli_parse_uint(arg, VMC_CHUNK_MAX, &v) || v < VMC_CHUNK_MIN ||
-            (v & (v - 1)))
-            bad(a, "bad --chunk-size '%s' (power of 2, 65536..16777216)", arg);
-        a->so.wopts.chunk_size = (uint32_t)v;
-        break;
-    case 'l':
-        a->so.wopts.level = (int)cli_uint_arg(&a->bad, arg, 1, 19,
-                                  "bad --level '%s' (1..19)");
-        break;
-    case 'T':
-        a->so.wopts.threads = (int)cli_uint_arg(&a->bad, arg, 1, 64,
-                                  "bad --threads '%s' (1..64)");
-        break;
     case O_JSON: a->json = 1; break;
     case O_KEEP:
         a->keep = (int)cli_uint_arg(&a->bad, arg, 1, 100000,
                                   "bad --keep '%s' (1 or more)");
-        break;
-    case O_BACKEND: a->backend = arg; break;
-    case O_MAXDOWN:
-        a->so.max_downtime_ms = (uint32_t)cli_uint_arg(&a->bad, arg, 1, 600000,
-                                  "bad --max-downtime '%s' (milliseconds)");
-        break;
-    case O_LIVETMO:
-        a->so.live_timeout_s = (uint32_t)cli_uint_arg(&a->bad, arg, 1, 86400,
-                                  "bad --live-timeout '%s' (seconds)");
         break;
     }
 }
@@ -264,16 +191,16 @@ int main(int argc, char **argv)
     struct cli_progress pr;
     static struct cli_retained kept;
     char file[4096];
-    const char *dom, *pattern;
+    const char *dom, *pattern, *why;
     int n, rc;
 
     cli_harden();
     vmc_guard_dispatch(argc, argv);
     cli_prog = "vmsave";
     cli_help = help;
+    cli_synopsis = SYNOPSIS;
     memset(&a, 0, sizeof(a));
-    a.pass_fd = -1;
-    a.backend = NULL;               /* xen on a Xen dom0, else qemu */
+    cli_seal_init(&a.seal);
     a.ctx = vmc_ctx_new();
     a.keys = vmc_keys_new();
     if (!a.ctx || !a.keys || vmc_init(a.ctx) < 0) {
@@ -282,59 +209,46 @@ int main(int argc, char **argv)
     }
     n = cli_parse(argc, argv, opts, 1, 0, on_opt, &a, &a.bad);
     if (a.bad.set)
-        return usage(a.bad.msg);
+        return cli_usage(a.bad.msg);
     if (argc - n < 2)
-        return usage(argc - n == 0 ? "missing DOMAIN and FILE" : "missing FILE");
+        return cli_usage(argc - n == 0 ? "missing DOMAIN and FILE"
+                                       : "missing FILE");
     if (argc - n > 2)
-        return usage("too many arguments");
+        return cli_usage("too many arguments");
     if (a.modes == 3)
-        return usage("--checkpoint and --paused exclude each other");
-    if (!a.so.live && a.so.max_downtime_ms)
-        return usage("--max-downtime needs --live");
-    if (!a.so.live && a.so.live_timeout_s)
-        return usage("--live-timeout needs --live");
+        return cli_usage("--checkpoint and --paused exclude each other");
+    if ((why = cli_seal_problem(&a.seal, a.so.live, "%s needs --live")))
+        return cli_usage(why);
     if (a.so.memory_only && a.so.mode != VMC_SAVE_CHECKPOINT)
-        return usage("--memory-only needs --checkpoint (a stopped save keeps "
-                     "its disks as they are)");
+        return cli_usage("--memory-only needs --checkpoint (a stopped save "
+                         "keeps its disks as they are)");
     if (a.so.memory_only && a.so.disks)
-        return usage("--memory-only and --disks exclude each other");
+        return cli_usage("--memory-only and --disks exclude each other");
     dom = argv[n];
     pattern = argv[n + 1];
-    if (!a.backend)
-        be = vmc_backend_default();
-    else if (!(be = vmc_backend_get(a.backend))) {
-        char m[160];
-        snprintf(m, sizeof(m), "unknown backend '%.40s' (built: %s)", a.backend,
-                 vmc_backends_built());
-        return usage(m);
-    }
-    if (cli_add_passphrase(a.ctx, a.keys, a.pass_file, a.pass_fd, a.ask_pass, 1,
-                           "Passphrase for the image: ") < 0)
-        return 1;
-    vmc_keys_set_kdf(a.keys, a.kdf_ops, a.kdf_mem_kib);
-    if (!vmc_keys_can_seal(a.keys))
-        return usage("no key to seal to: give -r, -R, -k, -P, --passphrase-file or --passphrase-fd (images are "
-                     "always encrypted)");
-    if (a.sign_key && a.so.wopts.unsigned_v1)
-        return usage("--signing-key and --unsigned exclude each other");
-    if (!a.so.wopts.unsigned_v1 && cli_signing_load(a.ctx, a.keys,
-                                                    a.sign_key) < 0)
+    if ((rc = cli_seal_backend(&a.seal, &be)) ||
+        (rc = cli_seal_keys(a.ctx, a.keys, &a.seal, a.ask_pass,
+                            "Passphrase for the image: ")))
+        return rc;
+    if (!a.seal.wo.unsigned_v1 && cli_signing_load(a.ctx, a.keys,
+                                                   a.seal.sign_key) < 0)
         return 1;
     if (!strcmp(pattern, "-") && isatty(1))
-        return usage("refusing to write an image to a terminal");
+        return cli_usage("refusing to write an image to a terminal");
     if (a.keep && (!strcmp(pattern, "-") || !strchr(pattern, '%')))
-        return usage("--keep needs a FILE with a strftime pattern");
+        return cli_usage("--keep needs a FILE with a strftime pattern");
     if (a.keep && cli_pattern_inexact(pattern)) {
         char m[160];
         snprintf(m, sizeof(m), "--keep: %s in the pattern cannot be matched "
                  "exactly (use %%Y %%m %%d %%H %%M %%S %%y %%j %%F %%T)",
                  cli_pattern_inexact(pattern));
-        return usage(m);
+        return cli_usage(m);
     }
     if (cli_strftime_path(pattern, file, sizeof(file)) < 0) {
         cli_err(dom, "%s: bad strftime pattern", pattern);
         return 1;
     }
+    cli_seal_save_opts(&a.seal, &a.so);
     a.so.keys = a.keys;
     cli_signals_flag();
     if (vmc_outfile_open(a.ctx, file, 0, &of) < 0) {

@@ -110,7 +110,9 @@ run 2 $VC start n1 -- || ok="$ok start-no-args"
 grep -q '^vmctl: start: missing QEMU-ARGS$' err || ok="$ok msg-no-args"
 run 2 $VC status || ok="$ok status"
 grep -q '^vmctl: missing DOMAIN$' err || ok="$ok msg-status"
-run 0 $VC -h && grep -q -- '--uuid UUID' out || ok="$ok -h"
+run 0 $VC -h && grep -q -- '--uuid UUID' out && grep -q -- '-q, --quiet' out ||
+    ok="$ok -h"
+run 0 $VC list -q && grep -q '^ID ' out || ok="$ok list-q"
 run 0 $VC list --help && grep -q -- '^ *--json' out && ! grep -q -- '^ *--uuid' out || ok="$ok list--help"
 run 0 $VC -V && grep -q '^vmctl ' out || ok="$ok -V"
 run 0 $VC list --json && [ "$(cat out)" = "[]" ] || ok="$ok list--json"
@@ -119,6 +121,80 @@ run 1 $VC start n1 -machine no-such-machine -display none || ok="$ok start-qemu-
 grep -qi 'machine' err || ok="$ok msg-qemu-args($(head -n 1 err))"
 unset VMCKPT_RUNDIR
 [ -z "$ok" ] && pass $t || fail $t "$ok: rc=$rc $(tr '\n' '|' <err)"
+
+# vmctl list --json names a domain as every tool's JSON does (domid and
+# domain, as vmsave and vmrestore say them); a QEMU without a machine is
+# enough to be listed.
+t=vmctl_list_json_names
+export VMCKPT_RUNDIR="$PWD/vmctl-rundir-json"
+if ! id=$($VC start listed -machine none -display none -nodefaults -m 16 2>err)
+then skip $t "no QEMU to start: $(head -n 1 err)"; id=""
+elif run 0 $VC list --json && python3 - out "$id" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert len(j) == 1, j
+d = j[0]
+assert d["domid"] == int(sys.argv[2]) and d["domain"] == "listed", d
+assert "id" not in d and "name" not in d, d
+assert set(d) == {"domid", "domain", "uuid", "state", "pid", "rundir"}, d
+PY
+then pass $t
+else fail $t "rc=$rc $(tr '\n' '|' <out) $(tr '\n' '|' <err)"; fi
+
+# vmctl -q, as every tool's: the console on a terminal says nothing of
+# connecting and detaching (^]); without it, it says both.
+t=vmctl_quiet_console
+console_on_pty() {      # console_on_pty [-q]: its terminal's text, in out
+    python3 - "$VC" listed "$@" >out 2>err <<'PY'
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "console"] + sys.argv[3:] + [sys.argv[2]])
+text = b""
+def drain(secs):
+    global text
+    end = time.time() + secs
+    while time.time() < end:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                b = os.read(fd, 4096)
+            except OSError:
+                return
+            if not b:
+                return
+            text += b
+drain(1.5)
+os.write(fd, b"\x1d")                 # the escape key
+drain(3)
+_, st = os.waitpid(pid, 0)
+sys.stdout.write(text.decode(errors="replace").replace("\r", ""))
+sys.exit(os.waitstatus_to_exitcode(st))
+PY
+}
+if [ -z "$id" ]; then skip $t "no QEMU to start"
+elif console_on_pty && grep -q '^Connected to domain listed console' out &&
+     grep -q '^Detached from domain listed console' out &&
+     console_on_pty -q && ! grep -q 'Connected\|Detached' out; then pass $t
+else fail $t "rc=$? $(tr '\n' '|' <out) $(tr '\n' '|' <err)"; fi
+$VC destroy listed >/dev/null 2>&1
+unset VMCKPT_RUNDIR
+
+# An argument given to an option that takes none is named as that, in
+# one line, not as an unknown option; an abbreviation by its full name.
+t=usage_option_takes_no_argument
+ok=""
+export VMCKPT_RUNDIR="$PWD/vmctl-rundir"
+for cmd in "$VS --json=x web01 f" "$VS --jso=1 web01 f" "$VR --json=x f" \
+           "$VM --json=x web01 192.0.2.1:1" "$V info --json=x f" \
+           "$V verify --json= f" "$VC list --json=x"; do
+    tool=$(basename "${cmd%% *}")
+    run 2 $cmd || ok="$ok [$cmd: rc=$rc]"
+    [ "$(head -n 1 err)" = "$tool: option '--json' takes no argument" ] &&
+        [ "$(grep -vc '^usage:\|^	' err)" = 1 ] && grep -q '^usage:' err ||
+        ok="$ok [$cmd: $(tr '\n' '|' <err)]"
+done
+unset VMCKPT_RUNDIR
+[ -z "$ok" ] && pass $t || fail $t "$ok"
 
 t=vmsave_conflicting_options
 ok=""
@@ -130,6 +206,20 @@ for args in "-c --paused|--checkpoint and --paused exclude each other" \
     grep -qxF "vmsave: ${args#*|}" err || ok="$ok [${args%%|*}: $(head -n 1 err)]"
 done
 [ -e conflict.vmimg ] && ok="$ok wrote-a-file"
+[ -z "$ok" ] && pass $t || fail $t "$ok"
+
+# vmmigrate --no-live has no pre-copy to bound: its live options are
+# usage errors before anything is looked up or dialled (no network).
+t=vmmigrate_conflicting_options
+ok=""
+for args in "--no-live --max-downtime 100|--max-downtime and --no-live exclude each other" \
+            "--max-downtime 100 --no-live|--max-downtime and --no-live exclude each other" \
+            "--no-live --live-timeout 5|--live-timeout and --no-live exclude each other"; do
+    run 2 $VM ${args%%|*} -i /nonexistent web01 192.0.2.1:1 ||
+        ok="$ok [${args%%|*}: rc=$rc]"
+    grep -qxF "vmmigrate: ${args#*|}" err && [ "$(grep -vc '^usage:\|^	' err)" = 1 ] &&
+        grep -q '^usage:' err || ok="$ok [${args%%|*}: $(tr '\n' '|' <err)]"
+done
 [ -z "$ok" ] && pass $t || fail $t "$ok"
 
 # A raw stream sealed by vmimage seal: info says what it is, vmrestore

@@ -4,7 +4,9 @@
  * ECONNREFUSED, as it does when a console server has gone away.  Every
  * other connect() (QMP, the network) is the real one.
  */
+#ifndef _GNU_SOURCE                 /* CPPFLAGS has it */
 #define _GNU_SOURCE
+#endif
 #include <dlfcn.h>
 #include <errno.h>
 #include <string.h>
