@@ -136,6 +136,7 @@ static void summary(const struct args *a, const char *file,
         json_object_set_new(j, "disks_not_captured",
                             json_integer(r->disks_not_captured));
         json_object_set_new(j, "disk_bytes", json_integer((json_int_t)r->disk_bytes));
+        json_object_set_new(j, "disk_time_ns", json_integer((json_int_t)r->disk_ns));
         json_object_set_new(j, "removed", json_integer(removed));
         if (kept) {
             json_t *rm = json_array(), *sk = json_array();
@@ -170,7 +171,8 @@ static void summary(const struct args *a, const char *file,
         if (r->disks_carried) {
             char d[32];
             cli_human(d, sizeof(d), (double)r->disk_bytes);
-            fprintf(out, "  disks: %d carried (%s)\n", r->disks_carried, d);
+            fprintf(out, "  disks: %d carried (%s) in %.3f s\n", r->disks_carried,
+                    d, (double)r->disk_ns / 1e9);
         }
         print_rounds(out, &a->rounds);
         if (removed)

@@ -589,6 +589,7 @@ static int save_disk_plan(struct save *s)
 static int save_disks(struct save *s)
 {
     struct vmc_stats st0, st1;
+    uint64_t t0 = vmc_now_ns();
     int rc = 0;
 
     vmc_writer_stats(s->w, &st0);
@@ -598,6 +599,7 @@ static int save_disks(struct save *s)
                                          NULL, NULL);
     vmc_writer_stats(s->w, &st1);
     s->res->disk_bytes = st1.plaintext_bytes - st0.plaintext_bytes;
+    s->res->disk_ns = vmc_now_ns() - t0;
     return rc;
 }
 

@@ -596,6 +596,7 @@ struct vmc_save_result {
     int disks_carried;        /* of them, carried in the image */
     int disks_not_captured;   /* writable ones left out (memory_only) */
     uint64_t disk_bytes;      /* data octets of the carried disks */
+    uint64_t disk_ns;         /* reading and sealing them */
 };
 /* Saves domain `spec` into `of` (borrowed; committed here before the
  * domain is destroyed).  On failure the domain is back as it was, the
