@@ -1,6 +1,6 @@
 /*
  * vmckpt_xl.h - Xen's legacy `xl save` file: importing one into an image
- * (vmimage seal --xl) and writing one back (vmimage unseal --xl).  No
+ * (vmimage seal --from-xl) and writing one back (vmimage unseal --to-xl).  No
  * libxl is needed: the file is data (xl's header, its JSON config, then
  * the libxl stream v2 untouched).
  * Owns: the xl file's layout.  Must not: need libxl or a Xen host.
