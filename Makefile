@@ -45,7 +45,7 @@ LIB_SRC   = format/wire.c \
             lib/stream/keys.c lib/stream/header.c lib/stream/chunk.c \
             lib/stream/record.c lib/stream/disk.c lib/stream/image.c lib/stream/live.c \
             lib/backend/backend.c lib/backend/qmp.c lib/backend/qemu_registry.c \
-            lib/backend/qemu.c lib/backend/xl.c lib/backend/xen.c \
+            lib/backend/qemu.c lib/backend/qemu_view.c lib/backend/xl.c lib/backend/xen.c \
             lib/backend/policy.c lib/backend/qemu_policy.c \
             lib/backend/xen_policy.c \
             lib/engine.c lib/migrate.c

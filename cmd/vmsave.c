@@ -34,7 +34,7 @@ static const struct cli_opt opts[] = {
     { "checkpoint", 'c', NULL, 1, "leave the domain running after the save",
           'c' },
     { "disks", 0, NULL, 1, "carry the domain's writable disks in the image "
-                           "(a save that stops it)", O_DISKS },
+                           "(QEMU: also with --checkpoint)", O_DISKS },
     { "all-disks", 0, NULL, 1, "carry read-only media (CD-ROMs) too",
           O_ALLDISKS },
     { "memory-only", 0, NULL, 1, "checkpoint the memory of a domain with "

@@ -80,6 +80,10 @@ static int guard_recover(const struct vmc_backend *be, struct vmc_ctx *ctx,
     if ((rc = be->open(ctx, spec, 0, &d)) < 0)
         return rc;
     be->save_cancel(d);
+    if (be->view_release && (rc = be->view_release(ctx, d)) < 0) {
+        be->close(d);               /* its own disks first: asked again */
+        return rc;
+    }
     if (was_running && (rc = be->is_running(ctx, d, &running)) == 0 &&
         !running)
         rc = be->resume(ctx, d, NULL);
@@ -516,6 +520,10 @@ struct save {
     struct vmc_disk_info *disks;      /* the domain's disks, as recorded */
     int ndisks;
     int disk_fd[VMC_DISK_MAX];        /* a carried disk, opened by the plan */
+    int view;                         /* a checkpoint carries disks: their
+                                         point-in-time view (view_*) */
+    int view_made;                    /* ...prepared: to release */
+    int resumed;                      /* a checkpoint's guest runs again */
 };
 
 /* What the image says of each disk the config names: carried (read while
@@ -538,11 +546,19 @@ static int disk_plan_one(struct save *s, struct vmc_disk_info *di)
         s->disk_fd[di - s->disks] = fd;     /* read after the memory */
     else
         close(fd);
-    if (carry && o->mode != VMC_SAVE_DESTROY && o->mode != VMC_SAVE_PAUSED) {
-        vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "domain %s: its disks are "
-                      "carried only by a save that stops it (a point-in-time "
-                      "copy of a running domain's disks is not built yet)",
+    if (carry && o->mode == VMC_SAVE_CHECKPOINT && o->live) {
+        vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "domain %s: a live "
+                      "checkpoint does not carry disks yet (their instant "
+                      "would be the final pause of the pre-copy)",
                       s->res->name);
+        return vmc_set_hint(s->ctx, VMC_HINT_NOT_LIVE);
+    }
+    if (carry && (o->mode == VMC_SAVE_MIGRATE ||
+                  (o->mode == VMC_SAVE_CHECKPOINT && !s->be->view_take))) {
+        vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "domain %s: its disks are "
+                      "carried only by a save that stops it (%s has no "
+                      "point-in-time view of a running domain's disks)",
+                      s->res->name, s->be->name);
         return vmc_set_hint(s->ctx, VMC_HINT_STOPPED_DISKS);
     }
     if (carry && di->source_format != VMC_DISK_FMT_RAW)
@@ -552,6 +568,7 @@ static int disk_plan_one(struct save *s, struct vmc_disk_info *di)
     if (carry) {
         di->flags |= VMC_DF_CARRIED;
         s->res->disks_carried++;
+        s->view = o->mode == VMC_SAVE_CHECKPOINT;
     } else if (writable && o->mode == VMC_SAVE_CHECKPOINT) {
         if (!o->memory_only) {
             vmc_set_error(s->ctx, VMC_E_INVAL, "domain %s has the writable "
@@ -642,6 +659,28 @@ static int save_begin(struct save *s)
     for (int i = 0; i < s->ndisks; i++)
         if ((rc = vmc_writer_disk(s->w, &s->disks[i])) < 0)
             return rc;
+    if (s->view && s->res->was_running) {
+        s->view_made = 1;               /* from here on undo releases it */
+        return s->be->view_prepare(s->ctx, s->d, s->disks, s->ndisks);
+    }
+    return 0;
+}
+
+/* A checkpoint's carried disks, after the guest runs again: each disk
+ * file as it was at the pause (the view), then the domain back on its own
+ * files with every write since. */
+static int save_view_copy(struct save *s)
+{
+    int rc;
+
+    s->end_us = wall_us();
+    if ((rc = s->be->resume(s->ctx, s->d, &s->end_us)) < 0)
+        return rc;
+    s->resumed = 1;
+    if ((rc = save_disks(s)) < 0 ||
+        (rc = s->be->view_release(s->ctx, s->d)) < 0)
+        return rc;
+    s->view_made = 0;
     return 0;
 }
 
@@ -694,13 +733,15 @@ static int save_stream(struct save *s)
         else if ((rc = s->be->pause(s->ctx, s->d, &s->stop_us)) < 0)
             goto fail;
     }
+    if (s->view_made && (rc = s->be->view_take(s->ctx, s->d)) < 0)
+        goto fail;
     s->started = 1;
     if ((rc = s->be->save_start(s->ctx, s->d, pp[1], &t)) < 0)
         goto fail;
     close(pp[1]);
     if ((rc = save_copy(s, pp[0])) < 0 ||
         (rc = s->be->save_wait(s->ctx, s->d, &live_stop)) < 0 ||
-        (rc = save_disks(s)) < 0)
+        (rc = s->view_made ? save_view_copy(s) : save_disks(s)) < 0)
         return rc;
     if (s->o->live && s->res->was_running)
         s->stop_us = live_stop ? live_stop : wall_us();
@@ -741,9 +782,10 @@ static int save_commit(struct save *s)
     uint64_t down_ns;
     int rc;
 
-    s->end_us = wall_us();
+    if (!s->resumed)
+        s->end_us = wall_us();
     if (s->o->mode == VMC_SAVE_CHECKPOINT && s->res->was_running &&
-        (rc = s->be->resume(s->ctx, s->d, &s->end_us)) < 0)
+        !s->resumed && (rc = s->be->resume(s->ctx, s->d, &s->end_us)) < 0)
         return rc;
     down_ns = s->stop_us ? (uint64_t)(s->end_us - s->stop_us) * 1000 : 0;
     if ((rc = vmc_writer_finish(s->w, vmc_now_ns() - s->t0, down_ns)) < 0 ||
@@ -798,6 +840,11 @@ static void save_undo(struct save *s)
 
     if (s->started)
         s->be->save_cancel(s->d);
+    for (int i = 0; i < 3 && s->view_made; i++) {   /* its own disks back */
+        vmc_ctx_clear(&tmp);
+        if (s->be->view_release(&tmp, s->d) == 0)
+            s->view_made = 0;
+    }
     if (!res->was_running)
         return;
     for (int i = 0; i < 3 && !res->resumed_after_error; i++) {

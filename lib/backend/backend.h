@@ -8,8 +8,8 @@
  * clashes, --clone, waiting for a source still being saved, rollback) are
  * the engine's.
  *
- * Every member is required.  Ops returning int return 0 or a negative
- * enum vmc_err with the message set in ctx.  "wall_us" times are
+ * Every member is required but the three view ops.  Ops returning int
+ * return 0 or a negative enum vmc_err with the message set in ctx.  "wall_us" times are
  * CLOCK_REALTIME microseconds (QEMU's QMP events use the same clock).
  * A struct vmc_dom is the backend's handle on one domain: opened by open
  * or restore_start, released by close.
@@ -110,6 +110,19 @@ struct vmc_backend {
      * calls it, then is_running and resume, on a domain it opened after the
      * saving process died: both must work from another process. */
     void (*save_cancel)(struct vmc_dom *d);
+    /* A point-in-time view of the carried disks (VMC_DF_CARRIED among
+     * disks[0..n)) of a domain that runs on (a checkpoint).  view_prepare
+     * readies it while the guest runs; view_take, inside the pause,
+     * freezes each disk file as it is (the guest's later writes go
+     * elsewhere); view_release gives the domain its own disk files back
+     * with every write since, and removes what prepare made.  release must
+     * work from another process (the guardian), without the preparer's
+     * state, and succeed when there is nothing to release.  All three NULL:
+     * a running domain's disks cannot be carried on this backend. */
+    int (*view_prepare)(struct vmc_ctx *ctx, struct vmc_dom *d,
+                        const struct vmc_disk_info *disks, int n);
+    int (*view_take)(struct vmc_ctx *ctx, struct vmc_dom *d);
+    int (*view_release)(struct vmc_ctx *ctx, struct vmc_dom *d);
     /* Destroys the domain: it is gone when this returns 0. */
     int (*destroy)(struct vmc_ctx *ctx, struct vmc_dom *d);
 

@@ -26,7 +26,7 @@
 
 #include "qemu.h"
 
-static int qmp_of(struct vmc_ctx *ctx, struct vmc_dom *d)
+int qemu_qmp(struct vmc_ctx *ctx, struct vmc_dom *d)
 {
     char p[600];
 
@@ -89,7 +89,7 @@ int qemu_query_status(struct vmc_ctx *ctx, struct vmc_dom *d, char *st,
     json_t *r;
     int rc;
 
-    if ((rc = qmp_of(ctx, d)) < 0 || (rc = qmp_exec(ctx, d->q, "query-status", NULL,
+    if ((rc = qemu_qmp(ctx, d)) < 0 || (rc = qmp_exec(ctx, d->q, "query-status", NULL,
                                                     &r)) < 0)
         return rc;
     snprintf(st, cap, "%s",
@@ -111,7 +111,7 @@ static int qemu_pause(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *wall)
 {
     int rc;
 
-    if ((rc = qmp_of(ctx, d)) < 0)
+    if ((rc = qemu_qmp(ctx, d)) < 0)
         return rc;
     qmp_clear_events(d->q);
     if ((rc = qmp_exec(ctx, d->q, "stop", NULL, NULL)) < 0)
@@ -136,7 +136,7 @@ static int qemu_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *wall)
 {
     int rc;
 
-    if ((rc = qmp_of(ctx, d)) < 0)
+    if ((rc = qemu_qmp(ctx, d)) < 0)
         return rc;
     qmp_clear_events(d->q);
     if ((rc = qmp_exec(ctx, d->q, "cont", NULL, NULL)) < 0)
@@ -162,7 +162,7 @@ static int qemu_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
     memset(m, 0, sizeof(*m));
     *cfg = NULL;
     *cfg_len = 0;
-    if ((rc = qmp_of(ctx, d)) < 0)
+    if ((rc = qemu_qmp(ctx, d)) < 0)
         return rc;
     snprintf(m->name, sizeof(m->name), "%s", d->name);
     memcpy(m->uuid, d->uuid, 16);
@@ -212,7 +212,7 @@ static int qemu_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
     json_t *args;
     int rc;
 
-    if ((rc = qmp_of(ctx, d)) < 0)
+    if ((rc = qemu_qmp(ctx, d)) < 0)
         return rc;
     /* QEMU throttles even a stopped VM's save to 32 MiB/s by default. */
     args = json_pack("{s:I, s:I}", "max-bandwidth",
@@ -298,7 +298,7 @@ static int qemu_save_poll(struct vmc_ctx *ctx, struct vmc_dom *d,
 
     *transferred = 0;
     *round = 0;
-    if ((rc = qmp_of(ctx, d)) < 0 ||
+    if ((rc = qemu_qmp(ctx, d)) < 0 ||
         (rc = qmp_exec(ctx, d->q, "query-migrate", NULL, &r)) < 0)
         return rc;
     ram = json_object_get(r, "ram");
@@ -312,7 +312,7 @@ static void qemu_save_cancel(struct vmc_dom *d)
 {
     struct vmc_ctx tmp = { 0 };
 
-    if (qmp_of(&tmp, d) < 0)
+    if (qemu_qmp(&tmp, d) < 0)
         return;
     qmp_exec(&tmp, d->q, "migrate_cancel", NULL, NULL);
     for (int i = 0; i < 500; i++) {          /* up to 5 s */
@@ -337,7 +337,7 @@ static int qemu_destroy(struct vmc_ctx *ctx, struct vmc_dom *d)
     struct vmc_ctx tmp = { 0 };
 
     (void)ctx;
-    if (qmp_of(&tmp, d) == 0)
+    if (qemu_qmp(&tmp, d) == 0)
         qmp_exec(&tmp, d->q, "quit", NULL, NULL);
     qmp_close(d->q);
     d->q = NULL;
@@ -594,6 +594,9 @@ const struct vmc_backend vmc_backend_qemu = {
     .save_wait = qemu_save_wait,
     .save_poll = qemu_save_poll,
     .save_cancel = qemu_save_cancel,
+    .view_prepare = qemu_view_prepare,
+    .view_take = qemu_view_take,
+    .view_release = qemu_view_release,
     .destroy = qemu_destroy,
     .config_check = vmc_config_check,
     .restore_start = qemu_restore_start,

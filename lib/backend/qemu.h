@@ -26,6 +26,8 @@ struct vmc_dom {
     int lock_fd;
     json_t *cfg;              /* domain.json */
     struct qmp *q;
+    int nview;                /* view_prepare: overlays made */
+    char view_base[VMC_DISK_MAX][64];   /* ...over these disk nodes */
 };
 
 struct find { const char *spec; int id; uint8_t uuid[16]; int by_uuid; };
@@ -44,6 +46,14 @@ int qemu_find_fn(struct vmc_dom *d, void *arg);
 void qemu_kill_and_wait(pid_t pid);
 void qemu_last_log_line(const char *dir, char *out, size_t cap);
 int qemu_launch(struct vmc_ctx *ctx, struct vmc_dom *d, const char **extra);
+/* d's QMP connection, made on first use. */
+int qemu_qmp(struct vmc_ctx *ctx, struct vmc_dom *d);
+/* The point-in-time view of the carried disks (qemu_view.c): the ops
+ * view_prepare, view_take and view_release of backend.h. */
+int qemu_view_prepare(struct vmc_ctx *ctx, struct vmc_dom *d,
+                      const struct vmc_disk_info *disks, int n);
+int qemu_view_take(struct vmc_ctx *ctx, struct vmc_dom *d);
+int qemu_view_release(struct vmc_ctx *ctx, struct vmc_dom *d);
 /* 0 with *live (1: QEMU runs; 0: gone, litter), or VMC_E_BACKEND. */
 int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d, int *live);
 int qemu_lock_instance(const char *dir, int create, int *fd);

@@ -10,7 +10,7 @@
 # it ran to the end, so count the FAIL lines.  SKIPs loudly when QEMU is
 # missing or the guest cannot be built.
 #
-# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..15, 8b, 8c)
+# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..15, 17, 8b, 8c)
 #      VMCKPT_ACCEL=tcg|kvm  force the accelerator
 #      E2E_KEEP=1         keep the temp dir (images, logs) for a post-mortem
 set -u
@@ -1158,6 +1158,90 @@ s15_body() {
 s8() { s8_common 8_restore_console_sigterm pid; }
 s8b() { s8_common 8b_restore_console_hangup group; }
 
+# 17. checkpoints that carry the disks of a domain that runs on: three
+# --checkpoint --disks while the guest keeps journaling, each of them the
+# disks as they were at its pause (qcow2 overlays taken inside the pause,
+# merged back after the copy).  The first is restored as a clone beside
+# the running original, on its own disk file from --disk-dir: both guests'
+# disk and memory agree, and the original's disk file moves on.  A vmsave
+# SIGKILLed while it copies: its guardian merges the overlay back, the
+# domain runs on, no image and no overlay are left.
+s17() {
+    local n=17_checkpoint_disks_clone dd=$T/s17-disks cd=$T/s17-clone id boot rd
+    local cid crd i d0 d1 v kp dt=""
+    mkdir -p "$dd" "$cd"
+    # disk 0 holds data and is copied first, so that the journal on disk 1
+    # (vdb) is copied a while after the guest runs again: only a view
+    # taken inside the pause gives the clone a journal that its memory
+    # agrees with
+    truncate -s 256M "$dd/d0.raw"
+    truncate -s 64M "$dd/d1.raw"
+    head -c $((96 << 20)) /dev/urandom |
+        dd of="$dd/d0.raw" bs=1M seek=64 conv=notrunc status=none
+    VMCKPT_ALLOW_DIRS=$VMCKPT_ALLOW_DIRS:$dd run start.s17 "$VMCTL" start s17 -- \
+        "${QEMU_BASE[@]}" -m 256 -drive "file=$dd/d0.raw,if=virtio,format=raw" \
+        -drive "file=$dd/d1.raw,if=virtio,format=raw" \
+        -append "console=ttyS0 quiet panic=-1 wl.mem=32 wl.dirty=10 wl.disk=/dev/vdb" ||
+        { fail $n "vmctl start: rc=$RC: $(err start.s17)"; return; }
+    id=$(out start.s17)
+    track "$id"
+    rd=$("$VMCTL" rundir "$id" 2>&1)
+    wait_ready_rd "$rd" s17 60 || { fail $n "$WHY"; return; }
+    boot=$GBOOT
+    wait_count "$rd/console.log" "$boot" 4 20 || { fail $n "no count lines"; return; }
+    for i in 1 2 3; do
+        run s17.ck$i "$VMSAVE" -c --disks --json -r "$REC" "$id" "$T/s17-ck$i.vmimg" ||
+            { fail $n "checkpoint $i: rc=$RC $(err s17.ck$i)"; return; }
+        [[ $(out s17.ck$i) == *'"disks_carried":2'* ]] ||
+            { fail $n "checkpoint $i JSON: $(out s17.ck$i)"; return; }
+        v=$(out s17.ck$i | sed -n 's/.*"downtime_ns":\([0-9]*\).*/\1/p')
+        dt="$dt $((${v:-0} / 1000000))"
+        [ -z "$(ls "$rd" | grep vmc-ov)" ] ||
+            { fail $n "checkpoint $i left an overlay: $(ls "$rd")"; return; }
+        guest_alive "$id" "$boot" || { fail $n "after checkpoint $i: $WHY"; return; }
+    done
+    # the original writes to its own file again
+    d0=$(head -c 1M "$dd/d1.raw" | md5sum)
+    wait_count "$rd/console.log" "$boot" $(($(last_count "$rd/console.log" "$boot") + 3)) 20
+    d1=$(head -c 1M "$dd/d1.raw" | md5sum)
+    [ "$d0" != "$d1" ] || { fail $n "the disk file does not move on after the checkpoints"; return; }
+    # the first checkpoint, as a clone beside the original
+    run s17.clone "$VMRESTORE" -i "$KEY" --clone --disk-dir "$cd" "$T/s17-ck1.vmimg" ||
+        { fail $n "restore --clone: rc=$RC $(err s17.clone)"; return; }
+    cid=$(out s17.clone)
+    track "$cid"
+    crd=$("$VMCTL" rundir "$cid" 2>&1)
+    [ -f "$cd/s17-clone-virtio0.raw" ] && [ -f "$cd/s17-clone-virtio1.raw" ] ||
+        { fail $n "no clone disk file in $cd: $(ls "$cd")"; return; }
+    disk_verdict "$crd" "$boot" "clone" && [[ $DISK_LINE == *result=OK* ]] ||
+        { fail $n "clone: memory and disk disagree: ${WHY:-$DISK_LINE}"; return; }
+    disk_verdict "$rd" "$boot" "original" && [[ $DISK_LINE == *result=OK* ]] ||
+        { fail $n "original: ${WHY:-$DISK_LINE}"; return; }
+    v=$DISK_LINE
+    destroy "$cid"
+    # SIGKILL while the frozen disk is copied: the guardian merges back
+    "$VMSAVE" -c --disks -r "$REC" "$id" "$T/s17-kill.vmimg" >"$IO/s17.kill.out" 2>&1 &
+    kp=$!
+    for ((i = 0; i < 400; i++)); do
+        ls "$rd" 2>/dev/null | grep -q vmc-ov && break
+        sleep 0.02
+    done
+    sleep 0.3
+    kill -9 "$kp" 2>/dev/null; wait "$kp" 2>/dev/null
+    for ((i = 0; i < 100; i++)); do
+        [ -z "$(ls "$rd" | grep vmc-ov)" ] && break
+        sleep 0.1
+    done
+    if [ -n "$(ls "$rd" | grep vmc-ov)" ] || ls "$T"/s17-kill.vmimg* >/dev/null 2>&1; then
+        fail $n "after a SIGKILLed checkpoint: $(ls "$rd" | tr '\n' ' ') $(ls "$T" | grep s17-kill)"; return
+    fi
+    guest_alive "$id" "$boot" || { fail $n "after the SIGKILLed checkpoint: $WHY"; return; }
+    disk_verdict "$rd" "$boot" "original after the kill" && [[ $DISK_LINE == *result=OK* ]] ||
+        { fail $n "original after the kill: ${WHY:-$DISK_LINE}"; return; }
+    destroy "$id"
+    pass $n "3 checkpoints with both disks (downtimes$dt ms), the first restored as a clone: clone and original agree ($v); a SIGKILLed one merged back by its guardian"
+}
+
 scenario 1 s1
 scenario 2 s2
 scenario 3 s3
@@ -1175,6 +1259,7 @@ scenario 12 s12
 scenario 13 s13
 scenario 14 s14
 scenario 15 s15
+scenario 17 s17
 
 # ---- nothing may survive ---------------------------------------------------
 [ -n "$SPARE_ID" ] && destroy "$SPARE_ID"
