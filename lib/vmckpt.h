@@ -595,7 +595,8 @@ struct vmc_save_result {
     int disks;                /* disks the domain has */
     int disks_carried;        /* of them, carried in the image */
     int disks_not_captured;   /* writable ones left out (memory_only) */
-    uint64_t disk_bytes;      /* data octets of the carried disks */
+    uint64_t disk_bytes;      /* octets of their records: the data that
+                                 is neither hole nor zero, and the heads */
     uint64_t disk_ns;         /* reading and sealing them */
 };
 /* Saves domain `spec` into `of` (borrowed; committed here before the

@@ -45,6 +45,12 @@ static struct fake_state {
     int stopped;                /* stop_copy was called and worked */
     int dies;                   /* the guest dies at the end of the save */
     int kill_feed;              /* restore: SIGKILL the restorer mid-feed */
+    char disk[200];             /* describe: a QEMU config with this disk */
+    int view;                   /* 1 prepared, 2 taken (the guest writes
+                                   elsewhere), 0 released or none */
+    int view_bad;               /* taken while the guest ran, or copied
+                                   while it was stopped */
+    int kill_on_resume;         /* SIGKILL the saver once the guest runs */
     int saving_id, saving_calls;/* "another process saves domain saving_id" */
     int saving_ends;            /* ...until the second call: then it is gone */
     size_t feed_short;          /* restore: the hypervisor stops reading here */
@@ -201,6 +207,15 @@ static int fk_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
     snprintf(m->name, sizeof(m->name), "%s", d->f->name);
     *fmt = 99;
     *cfg = (uint8_t *)strdup("{\"fake\":1}");
+    if (F.disk[0]) {                    /* a config the engine reads disks of */
+        char c[400];
+        m->backend = VMC_BACKEND_QEMU;
+        *fmt = VMC_CFG_QEMU_JSON;
+        snprintf(c, sizeof(c), "{\"argv\":[\"-drive\",\"file=%s,if=virtio,"
+                 "format=raw\"]}", F.disk);
+        free(*cfg);
+        *cfg = (uint8_t *)strdup(c);
+    }
     *len = strlen((char *)*cfg);
     return 0;
 }
@@ -232,6 +247,38 @@ static int fk_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
     d->f->running = 1;
     if (w)
         *w = (int64_t)(vmc_now_ns() / 1000);
+    if (F.kill_on_resume && F.view == 2)
+        kill(getpid(), SIGKILL);        /* the saver dies during the copy */
+    return 0;
+}
+
+static int fk_view_prepare(struct vmc_ctx *ctx, struct vmc_dom *d,
+                           const struct vmc_disk_info *disks, int n)
+{
+    (void)d;
+    if (fails(ctx, "view_prepare"))
+        return VMC_E_BACKEND;
+    if (n != 1 || !(disks[0].flags & VMC_DF_CARRIED))
+        return vmc_set_error(ctx, VMC_E_INVAL, "fake: not the one disk");
+    F.view = 1;
+    return 0;
+}
+
+static int fk_view_take(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
+    if (fails(ctx, "view_take"))
+        return VMC_E_BACKEND;
+    F.view_bad |= d->f->running || F.view != 1;
+    F.view = 2;
+    return 0;
+}
+
+static int fk_view_release(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
+    if (fails(ctx, "view_release"))
+        return VMC_E_BACKEND;
+    F.view_bad |= F.view == 2 && !d->f->running;   /* copied while stopped */
+    F.view = 0;
     return 0;
 }
 
@@ -445,6 +492,8 @@ static const struct vmc_backend fake = {
     .resume = fk_resume, .save_start = fk_save_start,
     .stop_copy = fk_stop_copy, .save_poll = fk_save_poll,
     .save_wait = fk_save_wait, .save_cancel = fk_save_cancel,
+    .view_prepare = fk_view_prepare, .view_take = fk_view_take,
+    .view_release = fk_view_release,
     .destroy = fk_destroy, .config_check = fk_config_check,
     .restore_start = fk_restore_start,
     .restore_wait = fk_restore_wait, .rename = fk_rename,
@@ -1099,6 +1148,11 @@ static int t_save_domain_died(void)
     return 0;
 }
 
+/* A checkpoint that carries a disk: the view is prepared while the guest
+ * runs, taken inside the pause, copied and released once it runs again.
+ * A failure at each view op (and at reading the disk) leaves the domain
+ * running on its own disk (the view released), nothing under the final
+ * name.  A live checkpoint with disks is refused before anything. */
 /* Waits up to 10 s for cond() to hold (the guardian works on its own). */
 static int eventually(int (*cond)(void))
 {
@@ -1107,6 +1161,116 @@ static int eventually(int (*cond)(void))
             return 1;
         usleep(10000);
     }
+    return 0;
+}
+
+static int view_save(const char *file, int live, struct vmc_save_result *res,
+                     struct vmc_ctx *ctx)
+{
+    struct vmc_save_opts o = { .mode = VMC_SAVE_CHECKPOINT, .live = live,
+                               .keys = keys, .disks = VMC_SAVE_DISKS_WRITABLE };
+    struct vmc_outfile *of;
+    char path[160];
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    if ((rc = vmc_outfile_open(ctx, path, 1, &of)) < 0)
+        return rc;
+    rc = vmc_save(ctx, &fake, "vm", of, &o, res);
+    vmc_outfile_free(of);
+    return rc;
+}
+
+static int t_save_view(void)
+{
+    static const char *ops[] = { "", "view_prepare", "view_take",
+                                 "view_release" };
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_save_result res;
+    char disk[160], path[160];
+    int fd;
+
+    snprintf(disk, sizeof(disk), "%s/fake-disk.raw", dir);
+    snprintf(path, sizeof(path), "%s/view.vmimg", dir);
+    REQUIRE((fd = open(disk, O_RDWR | O_CREAT | O_TRUNC, 0600)) >= 0 &&
+            ftruncate(fd, 4 << 20) == 0 && pwrite(fd, "journal", 7, 65536) == 7,
+            "%s", disk);
+    close(fd);
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        struct fdom *f;
+        int rc;
+
+        reset();
+        snprintf(F.disk, sizeof(F.disk), "%s", disk);
+        (f = fake_new("vm", NULL))->running = 1;
+        /* release fails once: undo asks again */
+        fail_at(ops[i], !strcmp(ops[i], "view_release"));
+        vmc_ctx_clear(ctx);
+        rc = view_save("view.vmimg", 0, &res, ctx);
+        if (!ops[i][0]) {
+            REQUIRE(rc == 0 && exists(path) && res.disks_carried == 1 &&
+                    res.disk_bytes >= 65536 && res.disk_bytes < 65536 + 4096,
+                    "checkpoint --disks: %s (%d "
+                    "carried, %llu bytes)", vmc_ctx_error(ctx),
+                    res.disks_carried, (unsigned long long)res.disk_bytes);
+            unlink(path);
+        } else {
+            REQUIRE(rc < 0 && strstr(vmc_ctx_error(ctx), ops[i]) &&
+                    !exists(path), "%s failing: rc %d '%s' image %d", ops[i],
+                    rc, vmc_ctx_error(ctx), exists(path));
+        }
+        REQUIRE(f->running && F.view == 0 && !F.view_bad,
+                "%s: running %d view %d bad %d (%s)", ops[i][0] ? ops[i] : "ok",
+                f->running, F.view, F.view_bad, vmc_ctx_error(ctx));
+    }
+    /* live: refused before anything is touched */
+    reset();
+    snprintf(F.disk, sizeof(F.disk), "%s", disk);
+    fake_new("vm", NULL)->running = 1;
+    vmc_ctx_clear(ctx);
+    REQUIRE(view_save("live.vmimg", 1, &res, ctx) == VMC_E_UNSUPPORTED &&
+            strstr(vmc_ctx_error(ctx), "live checkpoint") && F.view == 0 &&
+            F.dom[0].running, "live --disks: %s (view %d)", vmc_ctx_error(ctx),
+            F.view);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+static int view_released(void)
+{
+    return F.view == 0 && F.dom[0].running;
+}
+
+/* SIGKILL while the frozen disk is copied: the guardian releases the
+ * view (the domain back on its own disk) and the guest runs. */
+static int t_save_view_killed(void)
+{
+    char disk[160], path[160];
+    int st, fd;
+    pid_t pid;
+
+    snprintf(disk, sizeof(disk), "%s/fake-disk.raw", dir);
+    snprintf(path, sizeof(path), "%s/vkill.vmimg", dir);
+    REQUIRE((fd = open(disk, O_RDWR | O_CREAT | O_TRUNC, 0600)) >= 0 &&
+            ftruncate(fd, 4 << 20) == 0, "%s", disk);
+    close(fd);
+    reset();
+    snprintf(F.disk, sizeof(F.disk), "%s", disk);
+    fake_new("vm", NULL)->running = 1;
+    F.kill_on_resume = 1;
+    fflush(stdout);
+    if ((pid = fork()) == 0) {
+        struct vmc_ctx *ctx = vmc_ctx_new();
+        struct vmc_save_result res;
+        view_save("vkill.vmimg", 0, &res, ctx);
+        _exit(0);
+    }
+    REQUIRE(pid > 0 && waitpid(pid, &st, 0) == pid && WIFSIGNALED(st),
+            "the saver was not killed");
+    REQUIRE(eventually(view_released), "view %d running %d", F.view,
+            F.dom[0].running);
+    REQUIRE(!exists(path), "an image is left");
+    unlink(disk);
     return 0;
 }
 
@@ -1232,6 +1396,8 @@ int main(int argc, char **argv)
     run("save_monitor_ops_fail", t_save_monitor_ops);
     run("save_domain_died_evidence", t_save_domain_died);
     run("save_killed_guardian_resumes", t_save_killed_guardian);
+    run("save_checkpoint_disks_view", t_save_view);
+    run("save_checkpoint_disks_killed_guardian", t_save_view_killed);
     run("restore_fails_at_every_op", t_restore_fails_at_every_op);
     run("restore_stream_failures", t_restore_stream_failures);
     run("restore_names", t_restore_names);
