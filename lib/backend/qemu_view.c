@@ -91,6 +91,25 @@ static int job_wait(struct vmc_ctx *ctx, struct vmc_dom *d, const char *id,
     }
 }
 
+/* The status of job id ("" if there is none). */
+static int job_status(struct vmc_ctx *ctx, struct vmc_dom *d, const char *id,
+                      char *st, size_t n)
+{
+    json_t *r, *job;
+    size_t i;
+    int rc;
+
+    st[0] = '\0';
+    if ((rc = qmp_exec(ctx, d->q, "query-jobs", NULL, &r)) < 0)
+        return rc;
+    json_array_foreach(r, i, job)
+        if (!strcmp(json_string_value(json_object_get(job, "id")) ?: "", id))
+            snprintf(st, n, "%s",
+                     json_string_value(json_object_get(job, "status")) ?: "?");
+    json_decref(r);
+    return 0;
+}
+
 /* The node of disk di: the drive on fd set 10+index (the launcher's), or
  * else the device named as di->id. */
 static int disk_node(struct vmc_ctx *ctx, struct vmc_dom *d,
@@ -202,6 +221,67 @@ int qemu_view_take(struct vmc_ctx *ctx, struct vmc_dom *d)
                     json_pack("{s:o}", "actions", acts), NULL);
 }
 
+/* Jobs of a killed vmsave: a concluded one is dismissed (its id is free
+ * again), a blockdev-create still running is waited for. */
+static int jobs_settle(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
+    json_t *r, *job;
+    size_t i;
+    int rc;
+
+    if ((rc = qmp_exec(ctx, d->q, "query-jobs", NULL, &r)) < 0)
+        return rc;
+    json_array_foreach(r, i, job) {
+        const char *id = json_string_value(json_object_get(job, "id")) ?: "";
+        const char *st = json_string_value(json_object_get(job, "status")) ?: "";
+        if (strncmp(id, "vmc-ov", 6))
+            continue;
+        if (!strncmp(id, "vmc-ovc-", 8) && strcmp(st, "concluded") &&
+            (rc = job_wait(ctx, d, id, "concluded", 60, "disk overlay")) < 0)
+            vmc_ctx_clear(ctx);     /* failed: concluded all the same */
+        if ((!strncmp(id, "vmc-ovc-", 8) || !strcmp(st, "concluded")) &&
+            (rc = qmp_exec(ctx, d->q, "job-dismiss",
+                           json_pack("{s:s}", "id", id), NULL)) < 0)
+            break;
+    }
+    json_decref(r);
+    return rc;
+}
+
+/* Merges overlay node nn (vmc-ov-J, the active layer of its drive) back
+ * into the disk below it; a merge that a killed vmsave started goes on
+ * from where it is. */
+static int merge_one(struct vmc_ctx *ctx, struct vmc_dom *d, const char *nn)
+{
+    static const char *what = "merging a disk overlay back";
+    char job[40], st[32];
+    int rc;
+
+    snprintf(job, sizeof(job), "vmc-ovm-%s", nn + 7);
+    if ((rc = job_status(ctx, d, job, st, sizeof(st))) < 0)
+        return rc;
+    if (!st[0]) {
+        if ((rc = qmp_exec(ctx, d->q, "block-commit",
+                           json_pack("{s:s, s:s, s:b}", "job-id", job, "device",
+                                     nn, "auto-dismiss", 0), NULL)) < 0)
+            return rc;
+        snprintf(st, sizeof(st), "running");
+    }
+    if ((!strcmp(st, "created") || !strcmp(st, "running") ||
+         !strcmp(st, "paused")) &&
+        (rc = job_wait(ctx, d, job, "ready", 3600, what)) == 0)
+        snprintf(st, sizeof(st), "ready");
+    if (rc == 0 && !strcmp(st, "ready"))
+        rc = qmp_exec(ctx, d->q, "block-job-complete",
+                      json_pack("{s:s}", "device", job), NULL);
+    if (rc == 0)
+        rc = job_wait(ctx, d, job, "concluded", 600, what);
+    if (rc == 0)
+        rc = qmp_exec(ctx, d->q, "job-dismiss", json_pack("{s:s}", "id", job),
+                      NULL);
+    return rc;
+}
+
 /* Merges every active vmckpt overlay back into the disk below it. */
 static int merge_active(struct vmc_ctx *ctx, struct vmc_dom *d)
 {
@@ -214,22 +294,8 @@ static int merge_active(struct vmc_ctx *ctx, struct vmc_dom *d)
     json_array_foreach(r, i, b) {
         const char *nn = json_string_value(json_object_get(
                              json_object_get(b, "inserted"), "node-name"));
-        char job[40];
-        if (!nn || strncmp(nn, "vmc-ov-", 7))
-            continue;
-        snprintf(job, sizeof(job), "vmc-ovm-%s", nn + 7);
-        if ((rc = qmp_exec(ctx, d->q, "block-commit",
-                           json_pack("{s:s, s:s, s:b}", "job-id", job,
-                                     "device", nn, "auto-dismiss", 0),
-                           NULL)) < 0 ||
-            (rc = job_wait(ctx, d, job, "ready", 3600, "merging a disk "
-                           "overlay back")) < 0 ||
-            (rc = qmp_exec(ctx, d->q, "block-job-complete",
-                           json_pack("{s:s}", "device", job), NULL)) < 0 ||
-            (rc = job_wait(ctx, d, job, "concluded", 600, "merging a disk "
-                           "overlay back")) < 0 ||
-            (rc = qmp_exec(ctx, d->q, "job-dismiss",
-                           json_pack("{s:s}", "id", job), NULL)) < 0)
+        if (nn && !strncmp(nn, "vmc-ov-", 7) &&
+            (rc = merge_one(ctx, d, nn)) < 0)
             break;
     }
     json_decref(r);
@@ -274,7 +340,8 @@ int qemu_view_release(struct vmc_ctx *ctx, struct vmc_dom *d)
     uint64_t nodes, files, sets;
     int rc;
 
-    if ((rc = qemu_qmp(ctx, d)) < 0 || (rc = merge_active(ctx, d)) < 0 ||
+    if ((rc = qemu_qmp(ctx, d)) < 0 || (rc = jobs_settle(ctx, d)) < 0 ||
+        (rc = merge_active(ctx, d)) < 0 ||
         (rc = ours(ctx, d, &nodes, &files, &sets)) < 0)
         return rc;
     for (int j = 0; j < VIEW_MAX; j++) {

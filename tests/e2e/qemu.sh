@@ -1163,9 +1163,10 @@ s8b() { s8_common 8b_restore_console_hangup group; }
 # disks as they were at its pause (qcow2 overlays taken inside the pause,
 # merged back after the copy).  The first is restored as a clone beside
 # the running original, on its own disk file from --disk-dir: both guests'
-# disk and memory agree, and the original's disk file moves on.  A vmsave
-# SIGKILLed while it copies: its guardian merges the overlay back, the
-# domain runs on, no image and no overlay are left.
+# disk and memory agree, and the original's disk file moves on.  The
+# image's filesystem filling up during the disk copy, and a vmsave
+# SIGKILLed while it copies: the overlays are merged back (by its guardian
+# for the killed one), the domain runs on, no image and no overlay are left.
 s17() {
     local n=17_checkpoint_disks_clone dd=$T/s17-disks cd=$T/s17-clone id boot rd
     local cid crd i d0 d1 v kp dt=""
@@ -1200,6 +1201,22 @@ s17() {
             { fail $n "checkpoint $i left an overlay: $(ls "$rd")"; return; }
         guest_alive "$id" "$boot" || { fail $n "after checkpoint $i: $WHY"; return; }
     done
+    # the image's filesystem fills up while the disks are copied: the
+    # domain runs on its own disks, nothing is left
+    v=$(out s17.ck1 | sed -n 's/.*"stream_bytes":\([0-9]*\).*/\1/p')
+    mkdir -p "$T/s17-full"
+    if mount -t tmpfs -o size=$(( (${v:-0} >> 20) - 60 ))m tmpfs "$T/s17-full"; then
+        if run s17.full "$VMSAVE" -c --disks -r "$REC" "$id" "$T/s17-full/f.vmimg" ||
+           ! one_line s17.full || ! grep -q "No space left" "$IO/s17.full.err" ||
+           [ -n "$(ls "$T/s17-full")" ] || [ -n "$(ls "$rd" | grep vmc-ov)" ]; then
+            umount "$T/s17-full"
+            fail $n "disk full while the disks are copied: rc=$RC $(err s17.full) left: $(ls "$T/s17-full" "$rd" | tr '\n' ' ')"; return
+        fi
+        umount "$T/s17-full"
+        guest_alive "$id" "$boot" || { fail $n "after the full disk: $WHY"; return; }
+    else
+        fail $n "cannot mount a small tmpfs for the full-disk case"; return
+    fi
     # the original writes to its own file again
     d0=$(head -c 1M "$dd/d1.raw" | md5sum)
     wait_count "$rd/console.log" "$boot" $(($(last_count "$rd/console.log" "$boot") + 3)) 20
@@ -1239,7 +1256,7 @@ s17() {
     disk_verdict "$rd" "$boot" "original after the kill" && [[ $DISK_LINE == *result=OK* ]] ||
         { fail $n "original after the kill: ${WHY:-$DISK_LINE}"; return; }
     destroy "$id"
-    pass $n "3 checkpoints with both disks (downtimes$dt ms), the first restored as a clone: clone and original agree ($v); a SIGKILLed one merged back by its guardian"
+    pass $n "3 checkpoints with both disks (downtimes$dt ms), the first restored as a clone: clone and original agree ($v); one filling its filesystem and a SIGKILLed one merged back"
 }
 
 scenario 1 s1
