@@ -546,13 +546,6 @@ static int disk_plan_one(struct save *s, struct vmc_disk_info *di)
         s->disk_fd[di - s->disks] = fd;     /* read after the memory */
     else
         close(fd);
-    if (carry && o->mode == VMC_SAVE_CHECKPOINT && o->live) {
-        vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "domain %s: a live "
-                      "checkpoint does not carry disks yet (their instant "
-                      "would be the final pause of the pre-copy)",
-                      s->res->name);
-        return vmc_set_hint(s->ctx, VMC_HINT_NOT_LIVE);
-    }
     if (carry && (o->mode == VMC_SAVE_MIGRATE ||
                   (o->mode == VMC_SAVE_CHECKPOINT && !s->be->view_take))) {
         vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "domain %s: its disks are "
@@ -666,13 +659,16 @@ static int save_begin(struct save *s)
     return 0;
 }
 
-/* A checkpoint's carried disks, after the guest runs again: each disk
- * file as it was at the pause (the view), then the domain back on its own
- * files with every write since. */
+/* A checkpoint's carried disks: frozen while the guest is still stopped
+ * (its memory captured: the same instant), read once it runs again, then
+ * the domain back on its own files with every write since. */
 static int save_view_copy(struct save *s)
 {
     int rc;
 
+    if ((rc = s->be->view_take(s->ctx, s->d, s->disks, s->disk_fd,
+                               s->ndisks)) < 0)
+        return rc;
     s->end_us = wall_us();
     if ((rc = s->be->resume(s->ctx, s->d, &s->end_us)) < 0)
         return rc;
@@ -733,8 +729,6 @@ static int save_stream(struct save *s)
         else if ((rc = s->be->pause(s->ctx, s->d, &s->stop_us)) < 0)
             goto fail;
     }
-    if (s->view_made && (rc = s->be->view_take(s->ctx, s->d)) < 0)
-        goto fail;
     s->started = 1;
     if ((rc = s->be->save_start(s->ctx, s->d, pp[1], &t)) < 0)
         goto fail;

@@ -112,16 +112,22 @@ struct vmc_backend {
     void (*save_cancel)(struct vmc_dom *d);
     /* A point-in-time view of the carried disks (VMC_DF_CARRIED among
      * disks[0..n)) of a domain that runs on (a checkpoint).  view_prepare
-     * readies it while the guest runs; view_take, inside the pause,
-     * freezes each disk file as it is (the guest's later writes go
-     * elsewhere); view_release gives the domain its own disk files back
-     * with every write since, and removes what prepare made.  release must
-     * work from another process (the guardian), without the preparer's
-     * state, and succeed when there is nothing to release.  All three NULL:
-     * a running domain's disks cannot be carried on this backend. */
+     * readies it while the guest runs; view_take, called once the memory
+     * is captured and before the guest runs again (it is stopped or
+     * suspended), freezes each disk as it is: the guest's later writes go
+     * elsewhere, or fds[i] (the disk file, open read-only) is replaced by
+     * a descriptor of a frozen copy (the backend closes the one it
+     * replaces, the caller the one it gets); the engine
+     * reads fds[i] once the guest runs.  view_release gives the domain its
+     * own disk files back with every write since, and removes what
+     * prepare and take made.  release must work from another process (the
+     * guardian), without the preparer's state, and succeed when there is
+     * nothing to release.  All three NULL: a running domain's disks cannot
+     * be carried on this backend. */
     int (*view_prepare)(struct vmc_ctx *ctx, struct vmc_dom *d,
                         const struct vmc_disk_info *disks, int n);
-    int (*view_take)(struct vmc_ctx *ctx, struct vmc_dom *d);
+    int (*view_take)(struct vmc_ctx *ctx, struct vmc_dom *d,
+                     const struct vmc_disk_info *disks, int *fds, int n);
     int (*view_release)(struct vmc_ctx *ctx, struct vmc_dom *d);
     /* Destroys the domain: it is gone when this returns 0. */
     int (*destroy)(struct vmc_ctx *ctx, struct vmc_dom *d);

@@ -52,7 +52,8 @@ int qemu_qmp(struct vmc_ctx *ctx, struct vmc_dom *d);
  * view_prepare, view_take and view_release of backend.h. */
 int qemu_view_prepare(struct vmc_ctx *ctx, struct vmc_dom *d,
                       const struct vmc_disk_info *disks, int n);
-int qemu_view_take(struct vmc_ctx *ctx, struct vmc_dom *d);
+int qemu_view_take(struct vmc_ctx *ctx, struct vmc_dom *d,
+                   const struct vmc_disk_info *disks, int *fds, int n);
 int qemu_view_release(struct vmc_ctx *ctx, struct vmc_dom *d);
 /* 0 with *live (1: QEMU runs; 0: gone, litter), or VMC_E_BACKEND. */
 int qemu_load(struct vmc_ctx *ctx, int id, struct vmc_dom *d, int *live);

@@ -4,10 +4,11 @@
  *
  * Before the pause, view_prepare makes one empty qcow2 overlay per carried
  * disk (a file vmckpt creates in the instance directory and passes in with
- * add-fd; QEMU formats it with blockdev-create).  Inside the pause,
- * view_take puts every overlay above its disk in one transaction
- * (blockdev-snapshot): from then on the guest writes to the overlays and
- * each disk file stays as it was at the pause, for the engine to read
+ * add-fd; QEMU formats it with blockdev-create).  Once the memory is
+ * captured, the guest still stopped (a checkpoint's pause, or the end of
+ * a live one's pre-copy), view_take puts every overlay above its disk in
+ * one transaction (blockdev-snapshot): from then on the guest writes to
+ * the overlays and each disk file stays as it was, for the engine to read
  * after the guest runs again.  view_release merges the overlays back
  * (block-commit of the active layer, then block-job-complete: the guest is
  * on its own disk file again), deletes their nodes and fd sets, and
@@ -18,6 +19,8 @@
  * (bdrv_inactivate_all fails, and a completed migration leaves the nodes
  * inactive until cont); the overlay's step inside the pause is one
  * transaction (2-3 ms measured), and the frozen file is read directly.
+ * blockdev-snapshot works on the nodes a completed migration left
+ * inactive, which is why the take can follow the memory.
  *
  * Release needs no state of the process that prepared: it finds vmckpt's
  * nodes by their names (vmc-ov-J over vmc-ovf-J, fd set 200+J, file
@@ -205,11 +208,15 @@ int qemu_view_prepare(struct vmc_ctx *ctx, struct vmc_dom *d,
     return 0;
 }
 
-int qemu_view_take(struct vmc_ctx *ctx, struct vmc_dom *d)
+/* The overlays go above the disks: each disk file (fds[i], read by the
+ * engine) stays as it is. */
+int qemu_view_take(struct vmc_ctx *ctx, struct vmc_dom *d,
+                   const struct vmc_disk_info *disks, int *fds, int n)
 {
     json_t *acts = json_array();
     char node[32];
 
+    (void)disks, (void)fds, (void)n;
     for (int j = 0; j < d->nview; j++) {
         snprintf(node, sizeof(node), "vmc-ov-%d", j);
         json_array_append_new(acts, json_pack("{s:s, s:{s:s, s:s}}", "type",

@@ -1159,9 +1159,10 @@ s8() { s8_common 8_restore_console_sigterm pid; }
 s8b() { s8_common 8b_restore_console_hangup group; }
 
 # 17. checkpoints that carry the disks of a domain that runs on: three
-# --checkpoint --disks while the guest keeps journaling, each of them the
-# disks as they were at its pause (qcow2 overlays taken inside the pause,
-# merged back after the copy).  The first is restored as a clone beside
+# --checkpoint --disks while the guest keeps journaling (the third one
+# --live), each of them the disks as they were when the memory was
+# captured (qcow2 overlays taken while the guest is still stopped, merged
+# back after the copy).  The first is restored as a clone beside
 # the running original, on its own disk file from --disk-dir: both guests'
 # disk and memory agree, and the original's disk file moves on.  The
 # image's filesystem filling up during the disk copy, and a vmsave
@@ -1191,7 +1192,9 @@ s17() {
     boot=$GBOOT
     wait_count "$rd/console.log" "$boot" 4 20 || { fail $n "no count lines"; return; }
     for i in 1 2 3; do
-        run s17.ck$i "$VMSAVE" -c --disks --json -r "$REC" "$id" "$T/s17-ck$i.vmimg" ||
+        # the third one live: the disks' instant is the end of its pre-copy
+        run s17.ck$i "$VMSAVE" -c --disks --json $([ $i = 3 ] && echo --live) \
+            -r "$REC" "$id" "$T/s17-ck$i.vmimg" ||
             { fail $n "checkpoint $i: rc=$RC $(err s17.ck$i)"; return; }
         [[ $(out s17.ck$i) == *'"disks_carried":2'* ]] ||
             { fail $n "checkpoint $i JSON: $(out s17.ck$i)"; return; }
@@ -1256,7 +1259,7 @@ s17() {
     disk_verdict "$rd" "$boot" "original after the kill" && [[ $DISK_LINE == *result=OK* ]] ||
         { fail $n "original after the kill: ${WHY:-$DISK_LINE}"; return; }
     destroy "$id"
-    pass $n "3 checkpoints with both disks (downtimes$dt ms), the first restored as a clone: clone and original agree ($v); one filling its filesystem and a SIGKILLed one merged back"
+    pass $n "3 checkpoints with both disks, the last live (downtimes$dt ms), the first restored as a clone: clone and original agree ($v); one filling its filesystem and a SIGKILLed one merged back"
 }
 
 scenario 1 s1
