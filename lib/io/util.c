@@ -5,10 +5,14 @@
  * Must not: depend on any other part of lib/.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -332,4 +336,54 @@ const char *vmc_logdir(void)
     else
         snprintf(buf, sizeof(buf), "/tmp/vmckpt-%u", (unsigned)geteuid());
     return buf;
+}
+
+int io_disk_snapshot(struct vmc_ctx *ctx, const char *path, int fd,
+                     uint64_t size, int *copy, int *reflinked)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    uint64_t off = 0;
+    int c;
+
+    *copy = -1;
+    *reflinked = 0;
+    snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) : 1,
+             slash ? (slash == path ? "/" : path) : ".");
+    if ((c = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0)
+        return vmc_set_error(ctx, VMC_E_IO, "disk %s: a frozen copy in %s: %s",
+                             path, dir, strerror(errno));
+    if (ioctl(c, FICLONE, fd) == 0) {
+        *reflinked = 1;
+        *copy = c;
+        return 0;
+    }
+    if (ftruncate(c, (off_t)size) < 0)
+        goto fail;
+    while (off < size) {
+        off_t d = lseek(fd, (off_t)off, SEEK_DATA), h;
+        if (d < 0 && errno == ENXIO)
+            break;                          /* a hole to the end */
+        if (d < 0 || (h = lseek(fd, d, SEEK_HOLE)) < 0)
+            goto fail;
+        if ((uint64_t)h > size)
+            h = (off_t)size;
+        for (loff_t in = d, out = d; in < h;) {
+            ssize_t n = copy_file_range(fd, &in, c, &out, (size_t)(h - in), 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n == 0)
+                errno = 0;                  /* the file ended early */
+            if (n <= 0)
+                goto fail;
+        }
+        off = (uint64_t)h;
+    }
+    *copy = c;
+    return 0;
+fail:
+    vmc_set_error(ctx, VMC_E_IO, "disk %s: a frozen copy: %s", path,
+                  errno ? strerror(errno) : "short copy");
+    close(c);
+    return VMC_E_IO;
 }

@@ -1690,6 +1690,36 @@ static int t_wire_codec(void)
  * removable media, formats; a drive without a file is no disk; pointing a
  * disk at a path with a comma keeps QEMU's escaping, the others as they
  * were. */
+/* A frozen copy of a disk file (a Xen checkpoint's view): the same
+ * content, holes kept, unchanged when the disk moves on, and unnamed. */
+static int t_disk_snapshot(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    char path[] = "/tmp/vmc-snap-XXXXXX", buf[8];
+    struct stat st;
+    int fd = mkstemp(path), c = -1, ref = -1;
+
+    REQUIRE(fd >= 0 && ftruncate(fd, 64 << 20) == 0 &&
+            pwrite(fd, "one", 3, 1 << 20) == 3 &&
+            pwrite(fd, "two", 3, 40 << 20) == 3, "setup");
+    REQUIRE(io_disk_snapshot(ctx, path, fd, 64 << 20, &c, &ref) == 0,
+            "%s", vmc_ctx_error(ctx));
+    REQUIRE(pwrite(fd, "new", 3, 1 << 20) == 3, "moving on");
+    REQUIRE(fstat(c, &st) == 0 && st.st_size == 64 << 20 && st.st_nlink == 0 &&
+            (ref || st.st_blocks * 512 < (8 << 20)),
+            "copy: size %lld links %d blocks %lld (reflink %d)",
+            (long long)st.st_size, (int)st.st_nlink, (long long)st.st_blocks,
+            ref);
+    REQUIRE(pread(c, buf, 3, 1 << 20) == 3 && !memcmp(buf, "one", 3) &&
+            pread(c, buf, 3, 40 << 20) == 3 && !memcmp(buf, "two", 3),
+            "the copy is not the disk as it was");
+    close(c);
+    close(fd);
+    unlink(path);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
 /* The QEMU launcher's view of one -drive value: its file, read-only or
  * not, and the value pointed at a passed descriptor (commas doubled back,
  * auto-read-only=off added unless the value says otherwise). */
@@ -2135,6 +2165,7 @@ int main(void)
     run("wire_codec", t_wire_codec);
     run("config_disks", t_config_disks);
     run("drive_refile", t_drive_refile);
+    run("disk_snapshot", t_disk_snapshot);
     vmc_keys_free(k_seal);
     vmc_keys_free(k_open);
     vmc_keys_free(k_wrong);
