@@ -174,9 +174,17 @@ check-fast: test-bins
 	VMC_FAST=1 tests/run.sh
 
 bench: deps
+	tests/deps.sh bench
 	$(MAKE) all $(B)/tests/gendata
 	tests/bench/bench.sh
 	tests/bench/bench_qemu.py
+	tests/bench/bench_disk.py
+
+# The disk capture part of make bench alone (VMC_BENCH_DISK_DATA=64M: quick).
+bench-disk: deps
+	tests/deps.sh bench
+	$(MAKE) all $(B)/tests/gendata
+	tests/bench/bench_disk.py
 
 $(B)/tests/noconsole.so: tests/e2e/noconsole.c
 	@mkdir -p $(dir $@)
@@ -247,4 +255,4 @@ uninstall:
 clean:
 	rm -rf $(B)
 
-.PHONY: all check check-xen check-xen-stress check-fast test-bins bench demo deps install uninstall clean fuzz
+.PHONY: all check check-xen check-xen-stress check-fast test-bins bench bench-disk demo deps install uninstall clean fuzz

@@ -42,6 +42,10 @@ SIGTERM) is reported in the table and under FAILURES, and the bench goes on
 (a failed vmsave --live is not retried).  Exit status: 0, 1 when something
 failed, 130 when interrupted.  Every QEMU, domain and file it made is gone on
 exit, Ctrl-C included.
+
+bench_disk.py (make bench runs it after this one) measures disk capture on
+the same guest with a disk attached; it imports this file and calls
+setup(), so the two boot, key and clean up alike.
 """
 import array
 import json
@@ -783,7 +787,10 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def main():
+def setup(prefix="vmc-bq."):
+    """Checks the tools, builds the test guest, makes the tmpfs work dir,
+    the private registry and the keys; sets the globals every measurement
+    uses (bench_disk.py calls it too).  Returns the accelerator."""
     global W, RUN, REC, KEY, QEMU_BASE, APPEND_OF
     for t in (VMCTL, VMSAVE, VMRESTORE, VMIMAGE):
         if not os.access(t, os.X_OK):
@@ -812,7 +819,7 @@ def main():
     APPEND_OF = {"rest": app.format(WL_MIB, DIRTY),
                  "live": app.format(WL_MIB, LIVE_DIRTY)}
 
-    W = tempfile.mkdtemp(prefix="vmc-bq.", dir="/dev/shm")
+    W = tempfile.mkdtemp(prefix=prefix, dir="/dev/shm")
     RUN = os.path.join(W, "run")
     os.mkdir(RUN)
     ENV["VMCKPT_RUNDIR"] = RUN
@@ -826,6 +833,11 @@ def main():
         f.write(SIGNER)
     ENV["VMCKPT_SIGNING_KEY"] = SIGN
     ENV["VMCKPT_TRUSTED_SIGNERS"] = os.path.join(W, "trusted_signers")
+    return accel
+
+
+def main():
+    accel = setup()
     T0 = time.monotonic()
 
     log(f"vmckpt QEMU bench: accel={accel}, guest {RAM_MIB} MiB with "
