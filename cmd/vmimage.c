@@ -25,6 +25,7 @@ enum {
 enum {
     O_SYMMETRIC = 1000, O_NAME, O_JSON, O_ADDPASS, O_NEWPASSFILE, O_NEWPASSFD,
     O_ADDKEY, O_RMPASS, O_RMID, O_RMSLOT, O_FROMXL, O_TOXL, O_ALLOWDIR,
+    O_DISKDIR,
     O_ROTATE, O_SIGN, O_TRUSTFILE,
 };
 
@@ -68,6 +69,9 @@ static const struct cli_opt opts[] = {
           O_FROMXL },
     { "to-xl", 0, NULL, C_UNSEAL, "write a file that `xl restore` accepts",
           O_TOXL },
+    { "disks", 0, "DIR", C_UNSEAL, "write each carried disk to DIR/ID.raw "
+                                   "(sparse; the stream only with -o)",
+          O_DISKDIR },
     { "recipient", 'r', "PUBKEY", C_SEAL | C_REKEY,
       "seal to (rekey: add) an X25519 recipient vmc1...", 'r' },
     { "recipients-file", 'R', "FILE", C_SEAL | C_REKEY,
@@ -107,6 +111,7 @@ struct args {
     int rm_slot[32];
     int nrm_slot;
     int from_xl, to_xl, rotate;
+    const char *disk_dir;         /* unseal --disks */
     int sign;
     struct cli_trust trust;
     struct cli_dirs dirs;
@@ -124,7 +129,7 @@ static const struct {
     { "seal", C_SEAL,
       "seal (-r PUB|-R FILE|-k FILE|-P)... [--signing-key F|--unsigned] [-l N] "
       "[--label T] [--name N] [--from-xl] [-o OUT] [IN|-]" },
-    { "unseal", C_UNSEAL, "unseal [-i FILE|-k FILE|-P] [-t SIGNER]... [--to-xl] [-o OUT] IMAGE|-" },
+    { "unseal", C_UNSEAL, "unseal [-i FILE|-k FILE|-P] [-t SIGNER]... [--to-xl] [--disks DIR] [-o OUT] IMAGE|-" },
     { "config", C_CONFIG,
       "config [-i FILE|-k FILE|-P] [--allow-dir DIR]... [--json] IMAGE|-" },
     { "rekey", C_REKEY,
@@ -196,6 +201,7 @@ static void on_opt(int id, const char *arg, void *u)
         break;
     case O_FROMXL: a->from_xl = 1; break;
     case O_TOXL: a->to_xl = 1; break;
+    case O_DISKDIR: a->disk_dir = arg; break;
     case O_RMSLOT:
         if (cli_parse_uint(arg, VMC_MAX_SLOTS - 1, &v) || a->nrm_slot >= 32)
             cli_bad_set(&a->bad, "bad --remove-slot '%s'", arg);
@@ -721,17 +727,20 @@ out:
 
 static int cmd_unseal(struct args *a, int argc, char **argv)
 {
-    const char *out = a->output ? a->output : "-";
+    /* --disks without -o: the disks alone */
+    const char *out = a->output ? a->output : a->disk_dir ? NULL : "-";
     const char *path, *obj;
     struct vmc_header *h = NULL;
     struct vmc_reader *r = NULL;
     struct vmc_outfile *of = NULL;
     struct cli_progress pr;
-    int fd, rc = 1;
+    int fd, rc = 1, ofd = -1;
 
     if (argc != 1)
         return cli_usage(argc ? "too many arguments" : "missing IMAGE");
-    if (!strcmp(out, "-") && isatty(1))
+    if (a->disk_dir && a->to_xl)
+        return cli_usage("--disks and --to-xl exclude each other");
+    if (out && !strcmp(out, "-") && isatty(1))
         return cli_usage("refusing to write the raw stream to a terminal "
                                "(use -o FILE or a pipe)");
     path = argv[0];
@@ -740,25 +749,28 @@ static int cmd_unseal(struct args *a, int argc, char **argv)
         return 1;
     if (open_header(a, obj, fd, 1, &h) < 0)
         goto out;
-    if (vmc_outfile_open(a->ctx, out, 0, &of) < 0) {
+    if (out && vmc_outfile_open(a->ctx, out, 0, &of) < 0) {
         cli_ctx_err(NULL, a->ctx);
         goto out;
     }
+    if (of)
+        ofd = vmc_outfile_fd(of);
     if (open_reader(a, obj, fd, &h, &r) < 0)
         goto out;
     cli_progress_init(&pr, "unsealing", cli_input_size(fd));
     pr.reader = r;
-    if ((a->to_xl ? vmc_reader_drain_xl(r, vmc_outfile_fd(of), cli_progress_cb,
-                                        &pr, NULL)
-                  : vmc_reader_drain(r, vmc_outfile_fd(of), cli_progress_cb, &pr,
-                                     NULL)) < 0) {
+    if ((a->to_xl ? vmc_reader_drain_xl(r, ofd, cli_progress_cb, &pr, NULL) :
+         a->disk_dir ? vmc_reader_drain_disks(r, ofd, a->disk_dir,
+                                              cli_progress_cb, &pr, NULL)
+                     : vmc_reader_drain(r, ofd, cli_progress_cb, &pr,
+                                        NULL)) < 0) {
         cli_progress_done(&pr);
         cli_err(obj, "%s%s", cli_ctx_msg(a->ctx),
-                strcmp(out, "-") ? "; nothing written" : "");
+                !out || strcmp(out, "-") ? "; nothing written" : "");
         goto out;
     }
     cli_progress_done(&pr);
-    if (vmc_outfile_commit(a->ctx, of) < 0) {
+    if (of && vmc_outfile_commit(a->ctx, of) < 0) {
         cli_ctx_err(out, a->ctx);
         goto out;
     }

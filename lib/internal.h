@@ -143,7 +143,8 @@ struct drain_hooks {
     const char *what;
 };
 int reader_drain(struct vmc_reader *r, int outfd, const struct drain_hooks *h,
-                 vmc_progress_fn cb, void *arg, struct vmc_summary *sum);
+                 const char *disk_dir, vmc_progress_fn cb, void *arg,
+                 struct vmc_summary *sum);
 
 /* ---- helpers -------------------------------------------------------------- */
 /* The one error convention of lib/: ctx in (may be NULL), 0 or a negative

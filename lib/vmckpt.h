@@ -411,6 +411,14 @@ VMC_API void vmc_summary_free(struct vmc_summary *sum);
  * only if the whole stream authenticated and every rule held. */
 VMC_API int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
                      void *arg, struct vmc_summary *sum);
+/* Same, and every disk the image carries goes to a new sparse file
+ * DISK_DIR/ID.raw (ID: the guest-facing id, [A-Za-z0-9._-] by the
+ * format; 0600, never over an existing file nor through a symlink), its
+ * content checked against its digest; the files and DISK_DIR are fsync'd
+ * once END verified.  A failure removes every file it made. */
+VMC_API int vmc_reader_drain_disks(struct vmc_reader *r, int outfd,
+                                   const char *disk_dir, vmc_progress_fn cb,
+                                   void *arg, struct vmc_summary *sum);
 /* The head of a restorable image: IMAGE_INFO into m, optional records
  * skipped, then DOMAIN_CONFIG: its format and body without the 8-octet
  * head (*cfg, caller frees).  A raw stream (backend none) is refused. */

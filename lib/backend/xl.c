@@ -180,5 +180,5 @@ int vmc_reader_drain_xl(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
     static const struct drain_hooks xl = { xl_info, xl_config,
                                            "an xl save file" };
 
-    return reader_drain(r, outfd, &xl, cb, arg, sum);
+    return reader_drain(r, outfd, &xl, NULL, cb, arg, sum);
 }

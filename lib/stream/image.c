@@ -6,6 +6,8 @@
  * around the raw stream, like xl.c's, comes in as drain_hooks).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +58,69 @@ static void count(struct vmc_summary *s, uint32_t type, uint64_t bytes)
 int vmc_reader_drain(struct vmc_reader *r, int outfd, vmc_progress_fn cb,
                      void *arg, struct vmc_summary *sum)
 {
-    return reader_drain(r, outfd, NULL, cb, arg, sum);
+    return reader_drain(r, outfd, NULL, NULL, cb, arg, sum);
+}
+
+int vmc_reader_drain_disks(struct vmc_reader *r, int outfd,
+                           const char *disk_dir, vmc_progress_fn cb, void *arg,
+                           struct vmc_summary *sum)
+{
+    if (!disk_dir || !*disk_dir)
+        return vmc_set_error(reader_ctx(r), VMC_E_INVAL, "no disk directory");
+    return reader_drain(r, outfd, NULL, disk_dir, cb, arg, sum);
+}
+
+/* The files of the carried disks (vmc_reader_drain_disks). */
+struct disk_out {
+    const char *dir;
+    int n, fd[VMC_DISK_MAX];
+    char path[VMC_DISK_MAX][PATH_MAX];
+};
+
+/* The DISK record just recorded as disk i of t: a new sparse file for it
+ * if it is carried. */
+static int disk_out_open(struct vmc_ctx *ctx, struct disk_out *o,
+                         struct vmc_disks *t, int i)
+{
+    const struct vmc_disk_info *di = vmc_disks_get(t, i);
+    char *p = o->path[o->n];
+    int fd;
+
+    if (!o->dir || !(di->flags & VMC_DF_CARRIED))
+        return 0;
+    if ((size_t)snprintf(p, PATH_MAX, "%s/%s.raw", o->dir, di->id) >= PATH_MAX)
+        return vmc_set_error(ctx, VMC_E_INVAL, "disk %s: path too long", di->id);
+    if ((fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                   0600)) < 0) {
+        int e = errno;
+        return vmc_set_error(ctx, e == EEXIST ? VMC_E_EXISTS : VMC_E_IO,
+                             "disk %s: %s: %s", di->id, p, strerror(e));
+    }
+    o->fd[o->n++] = fd;
+    if (ftruncate(fd, (off_t)di->virtual_size) < 0)
+        return vmc_set_error(ctx, VMC_E_IO, "disk %s: %s: %s", di->id, p,
+                             strerror(errno));
+    vmc_disks_set_sink(t, i, fd);
+    return 0;
+}
+
+/* Success: every file and the directory durable.  Failure: removed. */
+static int disk_out_close(struct vmc_ctx *ctx, struct disk_out *o, int ok)
+{
+    int rc = 0;
+
+    for (int i = 0; i < o->n; i++) {
+        if (ok && rc == 0 && fsync(o->fd[i]) < 0)
+            rc = vmc_set_error(ctx, VMC_E_IO, "%s: fsync: %s", o->path[i],
+                               strerror(errno));
+        close(o->fd[i]);
+    }
+    if (ok && rc == 0 && o->n)
+        rc = fsync_parent(ctx, o->path[0]);
+    if (!ok || rc < 0)
+        for (int i = 0; i < o->n; i++)
+            unlink(o->path[i]);
+    return rc;
 }
 
 /* A BACKEND_STREAM body to outfd; *backend counts its bytes. */
@@ -113,8 +177,10 @@ static int meta_in(struct vmc_ctx *ctx, struct vmc_reader *r,
 }
 
 int reader_drain(struct vmc_reader *r, int outfd, const struct drain_hooks *h,
-                 vmc_progress_fn cb, void *arg, struct vmc_summary *sum)
+                 const char *disk_dir, vmc_progress_fn cb, void *arg,
+                 struct vmc_summary *sum)
 {
+    struct disk_out *dout = NULL;
     struct vmc_summary local;
     struct vmc_ctx *ctx = reader_ctx(r);
     struct vmc_record rec;
@@ -127,13 +193,22 @@ int reader_drain(struct vmc_reader *r, int outfd, const struct drain_hooks *h,
     memset(sum, 0, sizeof(*sum));
     if ((rc = vmc_disks_new(ctx, &disks)) < 0)
         return rc;
+    if (disk_dir && !(dout = calloc(1, sizeof(*dout)))) {
+        vmc_disks_free(disks);
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    }
+    if (dout)
+        dout->dir = disk_dir;
     while ((rc = vmc_reader_next(r, &rec)) == 1) {
         count(sum, rec.type, rec.length);
         if (rec.type == VMC_REC_DISK || rec.type == VMC_REC_DISK_EXTENT ||
             rec.type == VMC_REC_DISK_END) {
             if (rec.type == VMC_REC_DISK_EXTENT)
                 sum->disk_bytes += rec.length - VMC_DISK_EXTENT_HEAD;
-            if ((rc = vmc_disks_record(disks, r, &rec)) < 0)
+            if ((rc = vmc_disks_record(disks, r, &rec)) < 0 ||
+                (rec.type == VMC_REC_DISK && dout &&
+                 (rc = disk_out_open(ctx, dout, disks,
+                                     vmc_disks_count(disks) - 1)) < 0))
                 break;
             continue;
         }
@@ -165,6 +240,11 @@ int reader_drain(struct vmc_reader *r, int outfd, const struct drain_hooks *h,
     }
     if (rc == 0) {
         count(sum, VMC_REC_END, sizeof(struct vmc_wire_end));
+    }
+    if (dout) {
+        int crc = disk_out_close(ctx, dout, rc == 0);
+        rc = rc < 0 ? rc : crc;
+        free(dout);
     }
     sum->disks = vmc_disks_count(disks);
     for (int i = 0; i < sum->disks; i++) {

@@ -515,6 +515,28 @@ for mode in beyond digest ok; do
     else fail $t "rc=$rc $(cat err) $WHY; disk dir: $(ls -A dd)"; fi
 done
 
+# vmimage unseal --disks: the same images, the same rules; the good one
+# gives a sparse 0600 file with the disk's content, the others nothing
+for mode in beyond digest ok; do
+    t=unseal_disks_$mode
+    rm -rf ud && mkdir ud
+    if [ $mode = ok ]; then
+        if run 0 "$B/vmimage" unseal -i host.key --disks ud disk-$mode.vmimg &&
+           [ "$(ls ud)" = virtio0.raw ] && [ "$(stat -c '%a %s' ud/virtio0.raw)" = "600 1048576" ] &&
+           [ "$(head -c 65536 ud/virtio0.raw | tr -d 'Z' | wc -c)" = 0 ] &&
+           [ -z "$(tail -c +65537 ud/virtio0.raw | tr -d '\0' | head -c1)" ] &&
+           [ "$(stat -c %b ud/virtio0.raw)" -lt 1024 ] &&
+           run 1 "$B/vmimage" unseal -i host.key --disks ud disk-$mode.vmimg &&
+           grep -q 'virtio0.raw: File exists' err && [ "$(ls ud)" = virtio0.raw ]
+        then pass $t "the disk as it was carried, sparse, 0600; never over a file"
+        else fail $t "rc=$rc $(cat err) $(ls -l ud)"; fi
+    else
+        if run 1 "$B/vmimage" unseal -i host.key --disks ud disk-$mode.vmimg && one_line &&
+           [ -z "$(ls -A ud)" ]; then pass $t "$(cut -c1-100 err)"
+        else fail $t "rc=$rc $(cat err); left: $(ls -A ud)"; fi
+    fi
+done
+
 # ---- 6. the guardian cannot be reached from a command line ----------------
 # It used to be chosen by argv[0] and to remove a path from argv.
 t=guardian_from_a_command_line

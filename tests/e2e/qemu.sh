@@ -1095,6 +1095,12 @@ s15_body() {
     dom_listed "$id" && { fail $n "domain $id still listed after vmsave"; return; }
     run s15.verify "$VMIMAGE" info -i "$KEY" "$img" && grep -q "1 carried" "$IO/s15.verify.out" ||
         { fail $n "vmimage info: rc=$RC $(err s15.verify) $(out s15.verify | grep disks)"; return; }
+    # the disk out of the image, as any tool reads it: the file as it was
+    mkdir -p "$T/s15-unsealed"
+    run s15.unseal "$VMIMAGE" unseal -i "$KEY" --disks "$T/s15-unsealed" "$img" &&
+        cmp -s "$T/s15-unsealed/virtio0.raw" "$dd/d1.raw" ||
+        { fail $n "vmimage unseal --disks: rc=$RC $(err s15.unseal) $(ls -l "$T/s15-unsealed")"; return; }
+    rm -rf "$T/s15-unsealed"
     # the other host: nothing shared but the image
     if VMCKPT_RUNDIR=$h2/run run s15.nodir "$VMRESTORE" -i "$KEY" "$img" ||
        ! grep -q "carries disk virtio0.*--disk-dir" "$IO/s15.nodir.err"; then
