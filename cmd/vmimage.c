@@ -152,6 +152,8 @@ static void help(unsigned mask)
     printf("vmimage %s - inspect, verify, seal, unseal and rekey vmckpt "
            "images\n\n", VMC_TOOL_VERSION);
     fputs(synopsis(mask), stdout);
+    if (mask & C_OPEN)
+        printf("\nIMAGE may be a split set (--split): its NAME or NAME.000.\n");
     printf("\noptions:\n");
     cli_print_options(stdout, opts, mask);
     printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure, "

@@ -74,7 +74,8 @@ static void help(unsigned mask)
     printf("vmrestore %s - restore a sealed image as a new domain\n\n" SYNOPSIS
            "\nPrints the new domain ID.  Only an image signed by a trusted "
            "signer is\nrestored, and the domain runs only after the whole image "
-           "has authenticated.\n\noptions:\n", VMC_TOOL_VERSION);
+           "has authenticated.\nFILE may be a split set (vmsave --split): its "
+           "NAME or NAME.000.\n\noptions:\n", VMC_TOOL_VERSION);
     cli_print_options(stdout, opts, 1);
     printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure "
            "(no domain left behind), 2 usage.  See vmrestore(1).\n",

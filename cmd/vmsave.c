@@ -79,6 +79,8 @@ static void help(unsigned mask)
     printf("vmsave %s - suspend a domain to a sealed image\n\n" SYNOPSIS
            "\nDefault: pause, save, make the image durable, destroy the domain."
            "\nFILE may hold strftime patterns (web-%%Y%%m%%dT%%H%%M.vmimg)."
+           "\n--split SIZE writes FILE.000, FILE.001, ... (a FAT32 stick: "
+           "4095M)."
            "\n\noptions:\n", VMC_TOOL_VERSION);
     cli_print_options(stdout, opts, 1);
     printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure "
