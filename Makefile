@@ -41,7 +41,7 @@ endif
 B         = build
 # lib/README.md is the source map.
 LIB_SRC   = format/wire.c \
-            lib/io/util.c lib/io/outfile.c lib/io/endpoint.c \
+            lib/io/util.c lib/io/outfile.c lib/io/input.c lib/io/endpoint.c \
             lib/stream/keys.c lib/stream/header.c lib/stream/chunk.c \
             lib/stream/record.c lib/stream/disk.c lib/stream/image.c lib/stream/live.c \
             lib/backend/backend.c lib/backend/qmp.c lib/backend/qemu_registry.c \

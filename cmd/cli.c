@@ -673,7 +673,36 @@ static time_t name_time(const char *pat, const char *name)
 struct cand {
     char name[512];
     time_t t;
+    int set;                    /* name is a split set's NAME */
 };
+
+/* NAME of the first piece NAME.000 of a split set, or 0. */
+static int set_stem(const char *name, char *stem, size_t cap)
+{
+    size_t n = strlen(name);
+
+    if (n <= 4 || strcmp(name + n - 4, ".000") || n - 4 >= cap)
+        return 0;
+    memcpy(stem, name, n - 4);
+    stem[n - 4] = '\0';
+    return 1;
+}
+
+/* A split set goes first piece first (it is no image from then on), then
+ * the pieces after it, while they exist. */
+static int remove_image(int dfd, const struct cand *c)
+{
+    char piece[540];
+
+    if (!c->set)
+        return unlinkat(dfd, c->name, 0);
+    for (int i = 0; i < VMC_SPLIT_MAX_PIECES; i++) {
+        snprintf(piece, sizeof(piece), "%s.%03d", c->name, i);
+        if (unlinkat(dfd, piece, 0) < 0)
+            return i == 0 || errno != ENOENT ? -1 : 0;
+    }
+    return 0;
+}
 
 static int cand_cmp(const void *a, const void *b)
 {
@@ -735,8 +764,13 @@ int cli_retention(const char *pattern, const char *written, int keep,
     while ((e = readdir(d))) {
         struct stat st;
         const char *why;
+        char stem[512];
         time_t t = name_time(base, e->d_name);
-        if (t == (time_t)-1 || !strcmp(e->d_name, wbase))
+        int set = 0;
+        if (t == (time_t)-1 && set_stem(e->d_name, stem, sizeof(stem)) &&
+            (t = name_time(base, stem)) != (time_t)-1)
+            set = 1;                /* NAME.000: the set NAME, one image */
+        if (t == (time_t)-1 || !strcmp(set ? stem : e->d_name, wbase))
             continue;               /* not a name this pattern makes */
         if ((why = not_ours(dfd, e->d_name, &st))) {
             note_skip(r, e->d_name, why);
@@ -748,14 +782,15 @@ int cli_retention(const char *pattern, const char *written, int keep,
                 break;
             c = nc;
         }
-        snprintf(c[n].name, sizeof(c[n].name), "%s", e->d_name);
+        snprintf(c[n].name, sizeof(c[n].name), "%s", set ? stem : e->d_name);
         c[n].t = t;
+        c[n].set = set;
         n++;
     }
     qsort(c, n, sizeof(*c), cand_cmp);
     /* the image just written counts as the newest one kept */
     for (size_t i = (size_t)(keep > 1 ? keep - 1 : 0); i < n; i++) {
-        if (unlinkat(dfd, c[i].name, 0) < 0) {
+        if (remove_image(dfd, &c[i]) < 0) {
             note_skip(r, c[i].name, "cannot be removed");
             continue;
         }
@@ -834,6 +869,30 @@ void cli_bad_set(struct cli_bad *b, const char *fmt, const char *x)
     if (!b->set)
         snprintf(b->msg, sizeof(b->msg), fmt, x ? x : "");
     b->set = 1;
+}
+
+uint64_t cli_split_arg(struct cli_bad *b, const char *arg)
+{
+    unsigned long long v, mul = 1;
+    char num[32];
+    size_t n = strlen(arg);
+
+    if (n && n < sizeof(num)) {
+        memcpy(num, arg, n + 1);
+        switch (num[n - 1]) {
+        case 'K': case 'k': mul = 1ull << 10; break;
+        case 'M': case 'm': mul = 1ull << 20; break;
+        case 'G': case 'g': mul = 1ull << 30; break;
+        }
+        if (mul > 1)
+            num[n - 1] = '\0';
+        if (!cli_parse_uint(num, VMC_SPLIT_MAX, &v) && v && v <= VMC_SPLIT_MAX / mul &&
+            v * mul >= VMC_SPLIT_MIN)
+            return v * mul;
+    }
+    cli_bad_set(b, "bad --split '%s' (1M..4G less one byte: FAT32's "
+                "largest file)", arg);
+    return 0;
 }
 
 unsigned long long cli_uint_arg(struct cli_bad *b, const char *arg,

@@ -105,6 +105,12 @@ void cli_bad_set(struct cli_bad *b, const char *fmt, const char *x);
 unsigned long long cli_uint_arg(struct cli_bad *b, const char *arg,
                                 unsigned long long lo, unsigned long long hi,
                                 const char *fmt);
+/* --split SIZE: bytes (K, M, G: powers of 1024) in VMC_SPLIT_MIN..
+ * VMC_SPLIT_MAX; otherwise records the problem in b and returns 0. */
+uint64_t cli_split_arg(struct cli_bad *b, const char *arg);
+#define CLI_OPT_SPLIT(m, id) { "split", 0, "SIZE", (m),                      \
+    "write a set FILE.000, FILE.001, ... of SIZE-byte pieces (K, M, G; "    \
+    "1M..4G-1: FAT32, USB sticks)", (id) }
 /* Adds the passphrase from file, fd or the terminal (ask) to keys; 0 if
  * none was asked for; -1 after printing the problem. */
 int cli_add_passphrase(struct vmc_ctx *ctx, struct vmc_keys *keys,

@@ -26,7 +26,7 @@ enum {
     O_SYMMETRIC = 1000, O_NAME, O_JSON, O_ADDPASS, O_NEWPASSFILE, O_NEWPASSFD,
     O_ADDKEY, O_RMPASS, O_RMID, O_RMSLOT, O_FROMXL, O_TOXL, O_ALLOWDIR,
     O_DISKDIR,
-    O_ROTATE, O_SIGN, O_TRUSTFILE,
+    O_ROTATE, O_SIGN, O_TRUSTFILE, O_SPLIT,
 };
 
 static const struct cli_opt opts[] = {
@@ -84,6 +84,7 @@ static const struct cli_opt opts[] = {
       "ask for a passphrase on the terminal", 'P' },
     { "output", 'o', "FILE", C_KEYGEN | C_SEAL | C_UNSEAL | C_REKEY,
       "write to FILE (via FILE.partial) instead of stdout", 'o' },
+    CLI_OPT_SPLIT(C_SEAL | C_REKEY, O_SPLIT),
     CLI_OPT_LEVEL(C_SEAL),
     CLI_OPT_THREADS(C_SEAL | C_OPEN),
     { "quiet", 'q', NULL, C_ALL, "no progress, no summary", 'q' },
@@ -113,6 +114,7 @@ struct args {
     int from_xl, to_xl, rotate;
     const char *disk_dir;         /* unseal --disks */
     int sign;
+    uint64_t split;               /* --split: piece size of a new set */
     struct cli_trust trust;
     struct cli_dirs dirs;
     struct cli_bad bad;
@@ -155,6 +157,8 @@ static void help(unsigned mask)
     printf("vmimage %s - inspect, verify, seal, unseal and rekey vmckpt "
            "images\n\n", VMC_TOOL_VERSION);
     fputs(synopsis(mask), stdout);
+    if (mask & C_OPEN)
+        printf("\nIMAGE may be a split set (--split): its NAME or NAME.000.\n");
     printf("\noptions:\n");
     cli_print_options(stdout, opts, mask);
     printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure, "
@@ -200,6 +204,7 @@ static void on_opt(int id, const char *arg, void *u)
             a->rm_id[a->nrm_id++] = arg;
         break;
     case O_FROMXL: a->from_xl = 1; break;
+    case O_SPLIT: a->split = cli_split_arg(&a->bad, arg); break;
     case O_TOXL: a->to_xl = 1; break;
     case O_DISKDIR: a->disk_dir = arg; break;
     case O_RMSLOT:
@@ -213,16 +218,60 @@ static void on_opt(int id, const char *arg, void *u)
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static int open_input(const char *path)
-{
-    int fd;
+/* The image being read: a file, stdin or a split set (one at a time). */
+static struct vmc_input *cur_in;
 
-    if (!strcmp(path, "-"))
-        return 0;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        cli_err(path, "%s", strerror(errno));
-    return fd;
+static int open_input(struct args *a, const char *path)
+{
+    if (vmc_input_open(a->ctx, path, &cur_in) < 0) {
+        cli_ctx_err(NULL, a->ctx);      /* the message names the file */
+        return -1;
+    }
+    return vmc_input_fd(cur_in);
+}
+
+static void close_input(int fd)
+{
+    if (cur_in && fd == vmc_input_fd(cur_in)) {
+        vmc_input_close(cur_in);
+        cur_in = NULL;
+    } else if (fd > 0) {
+        close(fd);
+    }
+}
+
+static uint64_t input_size(int fd)
+{
+    return cur_in ? vmc_input_size(cur_in) : input_size(fd);
+}
+
+/* What to name in the message of the error in a->ctx: a set's piece
+ * where the stream broke (lib/io/input.c), else obj. */
+static const char *blame(struct args *a, const char *obj)
+{
+    return cur_in && vmc_input_pieces(cur_in) ? vmc_input_blame(cur_in, a->ctx)
+                                              : obj;
+}
+
+/* The output file, or with --split a set of pieces. */
+static int open_output(struct args *a, const char *out, int overwrite,
+                       struct vmc_outfile **of)
+{
+    return a->split ? vmc_outfile_open_split(a->ctx, out, overwrite, a->split, of)
+                    : vmc_outfile_open(a->ctx, out, overwrite, of);
+}
+
+/* A split set NAME (NAME absent, NAME.000 there) or its NAME.000. */
+static int is_set(const char *path)
+{
+    char first[4200];
+    struct stat st;
+    size_t n = strlen(path);
+
+    if (n > 4 && !strcmp(path + n - 4, ".000"))
+        return 1;
+    snprintf(first, sizeof(first), "%s.000", path);
+    return lstat(path, &st) < 0 && errno == ENOENT && lstat(first, &st) == 0;
 }
 
 /* A reader over fd under the unlocked header *h, which it takes (*h is
@@ -234,7 +283,7 @@ static int open_reader(struct args *a, const char *obj, int fd,
 
     *h = NULL;
     if (rc < 0)
-        cli_ctx_err(obj, a->ctx);
+        cli_ctx_err(blame(a, obj), a->ctx);
     return rc;
 }
 
@@ -246,7 +295,7 @@ static int open_header(struct args *a, const char *obj, int fd, int need_key,
 
     *hp = NULL;
     if (vmc_header_read(a->ctx, fd, hp) < 0) {
-        cli_ctx_err(obj, a->ctx);
+        cli_ctx_err(blame(a, obj), a->ctx);
         return -1;
     }
     if (!need_key && vmc_keys_count(a->open) == 0 && !a->ask_pass &&
@@ -563,7 +612,7 @@ static int info_verify_one(struct args *a, const char *path)
     json_t *j = NULL;
 
     obj = strcmp(path, "-") ? path : "stdin";
-    if ((fd = open_input(path)) < 0)
+    if ((fd = open_input(a, path)) < 0)
         return 1;
     if (open_header(a, obj, fd, verify, &h) < 0)
         goto out;
@@ -586,11 +635,12 @@ static int info_verify_one(struct args *a, const char *path)
     if (open_reader(a, obj, fd, &h, &r) < 0)
         goto out;
     cli_progress_init(&pr, verify ? "verifying" : "reading",
-                      cli_input_size(fd));
+                      input_size(fd));
     pr.reader = r;                  /* the ETA is of the file, not the guest */
     rc = vmc_reader_drain(r, -1, cli_progress_cb, &pr, &sum);
     cli_progress_done(&pr);
     if (rc < 0) {
+        obj = blame(a, obj);
         if (a->json) {
             json_object_set_new(j, "ok", json_false());
             json_object_set_new(j, "error", json_string(cli_ctx_msg(a->ctx)));
@@ -625,8 +675,7 @@ out:
     vmc_summary_free(&sum);
     vmc_reader_free(r);
     vmc_header_free(h);
-    if (fd > 0)
-        close(fd);
+    close_input(fd);
     return rc;
 }
 
@@ -668,10 +717,12 @@ static int cmd_seal(struct args *a, int argc, char **argv)
         return cli_usage("refusing to read a raw stream from a terminal");
     if (!strcmp(out, "-") && isatty(1))
         return cli_usage("refusing to write an image to a terminal (use -o)");
+    if (a->split && !strcmp(out, "-"))
+        return cli_usage("--split needs -o FILE, not stdout");
     if ((k = cli_seal_keys(a->ctx, a->seal, &a->cs, a->ask_pass,
                            "Passphrase for the new image: ")))
         return k;
-    if ((fd = open_input(in)) < 0)
+    if ((fd = open_input(a, in)) < 0)
         return 1;
     memset(&m, 0, sizeof(m));
     if (a->name)
@@ -698,12 +749,12 @@ static int cmd_seal(struct args *a, int argc, char **argv)
         snprintf(m.backend_version, sizeof(m.backend_version),
                  "imported from xl save");
     }
-    if (vmc_outfile_open(a->ctx, out, 0, &of) < 0) {
+    if (open_output(a, out, 0, &of) < 0) {
         cli_ctx_err(NULL, a->ctx);
         goto out;
     }
     wo = a->cs.wo;
-    cli_progress_init(&pr, "sealing", cli_input_size(fd));
+    cli_progress_init(&pr, "sealing", input_size(fd));
     if (vmc_writer_new(a->ctx, vmc_outfile_fd(of), a->seal, &wo, &w) < 0 ||
         vmc_writer_describe(w, &m, VMC_CFG_LIBXL_JSON, xlcfg, xlcfg_len) < 0 ||
         vmc_writer_copy_backend(w, fd, cli_progress_cb, &pr) < 0 ||
@@ -720,8 +771,7 @@ out:
     vmc_writer_free(w);
     vmc_outfile_free(of);
     free(xlcfg);
-    if (fd > 0)
-        close(fd);
+    close_input(fd);
     return rc;
 }
 
@@ -745,7 +795,7 @@ static int cmd_unseal(struct args *a, int argc, char **argv)
                                "(use -o FILE or a pipe)");
     path = argv[0];
     obj = strcmp(path, "-") ? path : "stdin";
-    if ((fd = open_input(path)) < 0)
+    if ((fd = open_input(a, path)) < 0)
         return 1;
     if (open_header(a, obj, fd, 1, &h) < 0)
         goto out;
@@ -757,7 +807,7 @@ static int cmd_unseal(struct args *a, int argc, char **argv)
         ofd = vmc_outfile_fd(of);
     if (open_reader(a, obj, fd, &h, &r) < 0)
         goto out;
-    cli_progress_init(&pr, "unsealing", cli_input_size(fd));
+    cli_progress_init(&pr, "unsealing", input_size(fd));
     pr.reader = r;
     if ((a->to_xl ? vmc_reader_drain_xl(r, ofd, cli_progress_cb, &pr, NULL) :
          a->disk_dir ? vmc_reader_drain_disks(r, ofd, a->disk_dir,
@@ -765,6 +815,7 @@ static int cmd_unseal(struct args *a, int argc, char **argv)
                      : vmc_reader_drain(r, ofd, cli_progress_cb, &pr,
                                         NULL)) < 0) {
         cli_progress_done(&pr);
+        obj = blame(a, obj);
         cli_err(obj, "%s%s", cli_ctx_msg(a->ctx),
                 !out || strcmp(out, "-") ? "; nothing written" : "");
         goto out;
@@ -779,8 +830,7 @@ out:
     vmc_reader_free(r);
     vmc_header_free(h);
     vmc_outfile_free(of);
-    if (fd > 0)
-        close(fd);
+    close_input(fd);
     return rc;
 }
 
@@ -804,12 +854,12 @@ static int cmd_config(struct args *a, int argc, char **argv)
         return cli_usage(argc ? "too many arguments" : "missing IMAGE");
     obj = strcmp(argv[0], "-") ? argv[0] : "stdin";
     if (!(pol = cli_policy(a->ctx, &a->dirs)) ||
-        (fd = open_input(argv[0])) < 0 || open_header(a, obj, fd, 1, &h) < 0)
+        (fd = open_input(a, argv[0])) < 0 || open_header(a, obj, fd, 1, &h) < 0)
         goto out;
     if (open_reader(a, obj, fd, &h, &r) < 0)
         goto out;
     if (vmc_reader_head(r, &m, &fmt, &cfg, &len) < 0) {
-        cli_ctx_err(obj, a->ctx);
+        cli_ctx_err(blame(a, obj), a->ctx);
         goto out;
     }
     if (a->json) {                  /* re-encoded: ASCII, escapes and all */
@@ -848,8 +898,7 @@ out:
     vmc_reader_free(r);
     vmc_header_free(h);
     vmc_policy_free(pol);
-    if (fd > 0)
-        close(fd);
+    close_input(fd);
     return rc;
 }
 
@@ -875,12 +924,12 @@ static int rotate(struct args *a, const char *path, const char *out,
         cli_ctx_err(path, a->ctx);
         return 1;
     }
-    if (vmc_outfile_open(a->ctx, out, overwrite, &of) < 0 ||
+    if (open_output(a, out, overwrite, &of) < 0 ||
         vmc_writer_new(a->ctx, vmc_outfile_fd(of), a->seal, &wo, &w) < 0) {
         cli_ctx_err(out, a->ctx);
         goto out;
     }
-    cli_progress_init(&pr, "rotating", cli_input_size(fd));
+    cli_progress_init(&pr, "rotating", input_size(fd));
     pr.reader = r;
     if (vmc_reader_copy_records(r, w, cli_progress_cb_int, &pr) < 0 ||
         vmc_outfile_commit(a->ctx, of) < 0) {
@@ -919,6 +968,14 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
         return cli_usage("refusing to write an image to a terminal");
     if (!strcmp(path, "-") && !a->output)
         return cli_usage("rekey of stdin needs -o");
+    if (a->split && (!a->output || !strcmp(a->output, "-")))
+        return cli_usage("--split needs -o FILE (a new set)");
+    if (!a->output && strcmp(path, "-") && is_set(path)) {
+        /* a set cannot be replaced at once: the old one stays intact */
+        cli_err(path, "a split set is not rewritten in place: give -o NEW "
+                "(with --split SIZE for a new set)");
+        return 1;
+    }
     if (!vmc_keys_count(a->seal) && !a->add_pass && !a->new_pass_file &&
         a->new_pass_fd < 0 && !a->rm_pass && !a->nrm_id && !a->nrm_slot)
         return cli_usage(a->rotate ? "--rotate: give the keys the new "
@@ -935,7 +992,7 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
     }
     if (real)
         out = real;
-    if ((fd = open_input(path)) < 0)
+    if ((fd = open_input(a, path)) < 0)
         goto out;
     /* the current passphrase first (to open it), then the new one */
     if (open_header(a, path, fd, 1, &h) < 0)
@@ -995,7 +1052,7 @@ static int cmd_rekey(struct args *a, int argc, char **argv)
         cli_ctx_err(path, a->ctx);
         goto out;
     }
-    if (vmc_outfile_open(a->ctx, out, out == path || out == real, &of) < 0) {
+    if (open_output(a, out, out == path || out == real, &of) < 0) {
         cli_ctx_err(NULL, a->ctx);
         goto out;
     }
@@ -1019,8 +1076,7 @@ out:
     vmc_header_free(h);
     vmc_outfile_free(of);
     free(real);
-    if (fd > 0)
-        close(fd);
+    close_input(fd);
     return rc;
 }
 

@@ -74,7 +74,8 @@ static void help(unsigned mask)
     printf("vmrestore %s - restore a sealed image as a new domain\n\n" SYNOPSIS
            "\nPrints the new domain ID.  Only an image signed by a trusted "
            "signer is\nrestored, and the domain runs only after the whole image "
-           "has authenticated.\n\noptions:\n", VMC_TOOL_VERSION);
+           "has authenticated.\nFILE may be a split set (vmsave --split): its "
+           "NAME or NAME.000.\n\noptions:\n", VMC_TOOL_VERSION);
     cli_print_options(stdout, opts, 1);
     printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure "
            "(no domain left behind), 2 usage.  See vmrestore(1).\n",
@@ -135,7 +136,8 @@ int main(int argc, char **argv)
     const char *path, *obj;
     struct vmc_policy *pol = NULL;
     uint8_t *cfg = NULL;
-    int n, fd, rc = 1;
+    struct vmc_input *in = NULL;
+    int n, fd = -1, rc = 1;
 
     cli_harden();
     vmc_guard_dispatch(argc, argv);
@@ -180,14 +182,14 @@ int main(int argc, char **argv)
         return 1;
     }
     a.ro.config = cfg;
-    fd = strcmp(path, "-") ? open(path, O_RDONLY | O_CLOEXEC) : 0;
-    if (fd < 0) {
-        cli_err(obj, "%s", strerror(errno));
+    if (vmc_input_open(a.ctx, path, &in) < 0) {  /* a file or a split set */
+        cli_ctx_err(NULL, a.ctx);       /* the message names the file */
         return 1;
     }
+    fd = vmc_input_fd(in);
     cli_signals_flag();
     if (vmc_header_read(a.ctx, fd, &h) < 0) {
-        cli_ctx_err(obj, a.ctx);
+        cli_ctx_err(vmc_input_blame(in, a.ctx), a.ctx);
         goto out;
     }
     if (vmc_header_check_signer(a.ctx, h, a.keys) < 0) {
@@ -202,13 +204,13 @@ int main(int argc, char **argv)
     }
     if (vmc_reader_new(a.ctx, fd, h, a.seal.wo.threads, 1, &r) < 0) {
         h = NULL;
-        cli_ctx_err(obj, a.ctx);
+        cli_ctx_err(vmc_input_blame(in, a.ctx), a.ctx);
         goto out;
     }
     h = NULL;
     /* From a file: how much of it is read; from a pipe: the guest's memory
      * (IMAGE_INFO) against the stream restored so far, an estimate. */
-    cli_progress_init(&pr, "restoring", cli_input_size(fd));
+    cli_progress_init(&pr, "restoring", vmc_input_size(in));
     a.ro.progress = cli_progress_cb_int;
     a.ro.progress_arg = &pr;
     if (pr.total)
@@ -217,6 +219,7 @@ int main(int argc, char **argv)
         a.ro.expect = cli_progress_expect;
     if (vmc_restore(a.ctx, r, &a.ro, &res) < 0) {
         cli_progress_done(&pr);
+        obj = vmc_input_blame(in, a.ctx);   /* a set: the piece, first */
         cli_err(obj, "%s; %sno domain created", cli_ctx_msg(a.ctx),
                 vmc_ctx_errcode(a.ctx) == VMC_E_CLASH ? "use --name NEW or "
                                                         "--clone; " : "");
@@ -268,7 +271,6 @@ out:
     free(cfg);
     vmc_keys_free(a.keys);
     vmc_ctx_free(a.ctx);
-    if (fd > 0)
-        close(fd);
+    vmc_input_close(in);
     return rc;
 }

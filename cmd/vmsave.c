@@ -12,6 +12,7 @@
 
 enum {
     O_JSON = 1000, O_PAUSED, O_LIVE, O_KEEP, O_DISKS, O_ALLDISKS, O_MEMONLY,
+    O_SPLIT,
 };
 
 static const struct cli_opt opts[] = {
@@ -28,6 +29,7 @@ static const struct cli_opt opts[] = {
                           "shadow paging)", O_LIVE },
     { "keep", 0, "N", 1, "keep the N newest images of FILE's strftime pattern",
           O_KEEP },
+    CLI_OPT_SPLIT(1, O_SPLIT),
     CLI_OPT_BACKEND(1),
     CLI_OPT_LIVETMO(1),
     CLI_OPT_MAXDOWN(1),
@@ -66,6 +68,7 @@ struct args {
     struct cli_seal seal;
     struct cli_rounds rounds;
     int ask_pass, json, verbose, keep;
+    uint64_t split;               /* --split: piece size, 0 = one file */
     int modes;                    /* 1: --checkpoint seen, 2: --paused */
     struct cli_bad bad;
 };
@@ -76,6 +79,8 @@ static void help(unsigned mask)
     printf("vmsave %s - suspend a domain to a sealed image\n\n" SYNOPSIS
            "\nDefault: pause, save, make the image durable, destroy the domain."
            "\nFILE may hold strftime patterns (web-%%Y%%m%%dT%%H%%M.vmimg)."
+           "\n--split SIZE writes FILE.000, FILE.001, ... (a FAT32 stick: "
+           "4095M)."
            "\n\noptions:\n", VMC_TOOL_VERSION);
     cli_print_options(stdout, opts, 1);
     printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure "
@@ -103,6 +108,7 @@ static void on_opt(int id, const char *arg, void *u)
     case O_MEMONLY: a->so.memory_only = 1; break;
     case 'P': a->ask_pass = 1; break;
     case O_JSON: a->json = 1; break;
+    case O_SPLIT: a->split = cli_split_arg(&a->bad, arg); break;
     case O_KEEP:
         a->keep = (int)cli_uint_arg(&a->bad, arg, 1, 100000,
                                   "bad --keep '%s' (1 or more)");
@@ -237,6 +243,8 @@ int main(int argc, char **argv)
         return 1;
     if (!strcmp(pattern, "-") && isatty(1))
         return cli_usage("refusing to write an image to a terminal");
+    if (a.split && !strcmp(pattern, "-"))
+        return cli_usage("--split needs a FILE, not '-'");
     if (a.keep && (!strcmp(pattern, "-") || !strchr(pattern, '%')))
         return cli_usage("--keep needs a FILE with a strftime pattern");
     if (a.keep && cli_pattern_inexact(pattern)) {
@@ -253,7 +261,8 @@ int main(int argc, char **argv)
     cli_seal_save_opts(&a.seal, &a.so);
     a.so.keys = a.keys;
     cli_signals_flag();
-    if (vmc_outfile_open(a.ctx, file, 0, &of) < 0) {
+    if ((a.split ? vmc_outfile_open_split(a.ctx, file, 0, a.split, &of)
+                 : vmc_outfile_open(a.ctx, file, 0, &of)) < 0) {
         cli_err(dom, "%s; domain untouched", cli_ctx_msg(a.ctx));
         return 1;
     }

@@ -171,7 +171,7 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
     }
     /* The saver died mid-save. */
     if (partial && *partial)
-        unlink(partial);
+        outfile_remove_partial(partial);      /* a split set's: every piece */
     for (int i = 0; i < 3; i++) {
         vmc_ctx_clear(&ctx);
         if (guard_recover(be, &ctx, domid, was_running) == 0)

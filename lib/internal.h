@@ -130,6 +130,14 @@ struct vmc_ctx *reader_ctx(const struct vmc_reader *r);
 struct vmc_ctx *writer_ctx(const struct vmc_writer *w);
 /* fsync of the directory that holds path (outfile.c). */
 int fsync_parent(struct vmc_ctx *ctx, const char *path);
+/* A split set's writes (outfile.c): io_write_full() hands the bytes for
+ * a set's fd to outfile_split_write (outfile_nsplit: sets open). */
+extern int outfile_nsplit;
+struct vmc_outfile *outfile_split_of(int fd);
+int outfile_split_write(struct vmc_ctx *ctx, struct vmc_outfile *of,
+                        const void *buf, size_t n);
+/* The guardian's cleanup of a killed save's partial (a set's: all). */
+void outfile_remove_partial(const char *partial);
 
 /* ---- draining a reader (image.c) ---------------------------------------
  * An output format wrapped around the raw hypervisor stream (xl.c's xl

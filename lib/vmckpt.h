@@ -511,6 +511,48 @@ VMC_API void vmc_outfile_free(struct vmc_outfile *of);
 /* Async-signal-safe: unlinks the .partial of every open outfile. */
 VMC_API void vmc_outfile_cleanup_signal(void);
 
+/* A split set: the stream cut into pieces path.000, path.001, ... of at
+ * most piece_size bytes each (VMC_SPLIT_MIN..VMC_SPLIT_MAX: a FAT32 file
+ * holds 4 GiB - 1), at most VMC_SPLIT_MAX_PIECES of them; path itself is
+ * not created (and, unless overwrite, neither it nor path.000 may exist).
+ * Each piece is path.NNN.partial (as above) until the commit, fsync'd
+ * when full.  Commit: the pieces after the first renamed, every path.NNN
+ * above the last removed (an older, longer set), the directory fsync'd,
+ * then path.000 renamed (a set exists only once its first piece does)
+ * and the directory fsync'd.  Abort or a failed commit: every piece
+ * removed.  vmc_outfile_fd() is one descriptor for the whole set, written
+ * through the library only (vmc_writer_*, vmc_header_write, vmc_reader_drain,
+ * vmc_copy_verified); vmc_outfile_partial() names path.000.partial. */
+#define VMC_SPLIT_MIN ((uint64_t)1 << 20)
+#define VMC_SPLIT_MAX (((uint64_t)4 << 30) - 1)
+#define VMC_SPLIT_MAX_PIECES 1000
+VMC_API int vmc_outfile_open_split(struct vmc_ctx *ctx, const char *path,
+                                   int overwrite, uint64_t piece_size,
+                                   struct vmc_outfile **out);
+
+/* ---- input files: one image, or a split set read as one stream ---------
+ * vmc_input_open: "-" is stdin; path, when it exists, is that file;
+ * otherwise path.000 and the pieces after it (path.000 given: the same
+ * set) are read in order as one stream, up to the first missing number,
+ * by a thread feeding vmc_input_fd() (a socket).  Every piece is a
+ * regular file in path's directory, opened O_NOFOLLOW (a symlink is
+ * refused); a piece missing below a piece that exists is refused at open.
+ * vmc_input_size: the bytes of the file or set, 0 when not known (a pipe).
+ * vmc_input_pieces: the pieces of a set, 0 for one file.
+ * vmc_input_blame: after a reader of in failed with ctx's error, the file
+ * to name in the message: a set's piece where the stream broke (its
+ * error rewritten when the set ended early or a piece could not be read),
+ * or the path given (owned by in).
+ * vmc_input_close: stops the thread, closes; accepts NULL. */
+struct vmc_input;
+VMC_API int vmc_input_open(struct vmc_ctx *ctx, const char *path,
+                           struct vmc_input **out);
+VMC_API int vmc_input_fd(const struct vmc_input *in);
+VMC_API uint64_t vmc_input_size(const struct vmc_input *in);
+VMC_API int vmc_input_pieces(const struct vmc_input *in);
+VMC_API const char *vmc_input_blame(struct vmc_input *in, struct vmc_ctx *ctx);
+VMC_API void vmc_input_close(struct vmc_input *in);
+
 /* ---- save / restore engine ---------------------------------------- */
 
 struct vmc_backend;

@@ -200,7 +200,10 @@ int io_write_full(struct vmc_ctx *ctx, int fd, const void *buf, size_t n,
                   const char *what)
 {
     size_t done = 0;
+    struct vmc_outfile *of;
 
+    if (outfile_nsplit && (of = outfile_split_of(fd)))
+        return outfile_split_write(ctx, of, buf, n);   /* a split set */
     while (done < n) {
         ssize_t r = write(fd, (const char *)buf + done, n - done);
         if (r < 0) {

@@ -600,6 +600,185 @@ set +o pipefail
 if [ $rc = 1 ] && one_line && grep -q 'Broken pipe' err; then pass $t
 else fail $t "rc=$rc $(cat err)"; fi
 
+# ---- split sets: --split SIZE, read back as one stream ------------------
+# A FAT32 stick holds no file of 4 GiB: the stream cut into pieces
+# NAME.000, NAME.001, ..., each durable, NAME.000 renamed last.
+head -c 3500000 /dev/urandom > sp.bin
+pieces() { ls "$1".[0-9][0-9][0-9] 2>/dev/null | wc -l; }
+
+t=split_seal_read_back
+ok=""
+run 0 $V seal -q --split 1M -r "$REC" -o sp.vmimg sp.bin || ok="$ok seal:rc=$rc:$(cat err)"
+[ "$(pieces sp.vmimg)" = 4 ] && [ ! -e sp.vmimg ] || ok="$ok pieces:$(ls sp.vmimg*)"
+for f in sp.vmimg.000 sp.vmimg.001 sp.vmimg.002; do
+    [ "$(stat -c '%s %a' $f)" = "1048576 600" ] || ok="$ok $f:$(stat -c '%s %a' $f)"
+done
+[ -z "$(ls | grep 'sp.vmimg.*partial')" ] || ok="$ok partial-left"
+run 0 $V verify -i id.key sp.vmimg && grep -q '^sp.vmimg: OK' out || ok="$ok verify:$(cat err)"
+run 0 $V verify -i id.key sp.vmimg.000 && grep -q '^sp.vmimg.000: OK' out ||
+    ok="$ok verify.000:$(cat err)"
+run 0 $V info -i id.key sp.vmimg && grep -q '^content: *sp.bin' out || ok="$ok info:$(cat err)"
+run 0 $V unseal -i id.key -o sp.back sp.vmimg && cmp -s sp.bin sp.back || ok="$ok unseal:$(cat err)"
+run 0 $V unseal -i id.key sp.vmimg.000 && cmp -s sp.bin out || ok="$ok unseal.000"
+[ -z "$ok" ] && pass $t || fail $t "$ok"
+
+# The set read is the stream written: byte for byte a plain seal's layout
+# (the same header and chunks, cut), so cat of the pieces is an image too.
+t=split_is_the_stream_cut
+cat sp.vmimg.000 sp.vmimg.001 sp.vmimg.002 sp.vmimg.003 > sp.cat
+if run 0 $V verify -i id.key sp.cat && [ "$(stat -c %s sp.cat)" = \
+       "$(( $(stat -c %s sp.vmimg.003) + 3 * 1048576 ))" ]; then pass $t
+else fail $t "rc=$rc $(cat err)"; fi
+
+t=split_usage_errors
+ok=""
+for bad in 1000K 0 4G 5G 1.5G 12X -1M ""; do
+    run 2 $V seal --split "$bad" -r "$REC" -o x.vmimg sp.bin ||
+        ok="$ok $bad:rc=$rc"
+    grep -q "bad --split '$bad' (1M..4G less one byte" err || ok="$ok $bad:$(head -1 err)"
+done
+run 2 $V seal --split 1M -r "$REC" sp.bin && grep -q -- '--split needs -o FILE' err ||
+    ok="$ok stdout:rc=$rc"
+run 2 "$ROOT/build/vmsave" --split 1M -r "$REC" dom - &&
+    grep -q -- "--split needs a FILE, not '-'" err || ok="$ok vmsave-:rc=$rc $(cat err)"
+run 2 "$ROOT/build/vmsave" --split 512K -r "$REC" dom x.vmimg &&
+    grep -q "bad --split '512K'" err || ok="$ok vmsave-small:rc=$rc"
+run 0 $V seal -q --split 4095M -r "$REC" -o max.vmimg raw.bin && [ -e max.vmimg.000 ] ||
+    ok="$ok 4095M:rc=$rc"
+run 0 $V seal -q --split 4294967295 -r "$REC" -o max2.vmimg raw.bin || ok="$ok 4G-1:rc=$rc"
+ls x.vmimg* >/dev/null 2>&1 && ok="$ok x.vmimg-written"
+[ -z "$ok" ] && pass $t || fail $t "$ok"
+
+t=split_missing_middle_piece
+mkdir -p spm && cp sp.vmimg.* spm/ && rm spm/sp.vmimg.001
+if run 1 $V verify -i id.key spm/sp.vmimg && one_line &&
+   grep -q 'spm/sp.vmimg.001: missing from the set (spm/sp.vmimg.003 follows)' err &&
+   run 1 $V unseal -i id.key -o spm.out spm/sp.vmimg.000 && one_line &&
+   grep -q 'spm/sp.vmimg.001: missing' err && [ ! -e spm.out ]; then pass $t
+else fail $t "rc=$rc $(cat err)"; fi
+
+t=split_missing_last_piece
+mkdir -p spl && cp sp.vmimg.* spl/ && rm spl/sp.vmimg.003
+if run 1 $V verify -i id.key spl/sp.vmimg && one_line &&
+   grep -q '^vmimage: spl/sp.vmimg.002: truncated: the set ends here' err; then pass $t
+else fail $t "rc=$rc $(cat err)"; fi
+
+t=split_piece_symlink_refused
+mkdir -p sps && cp sp.vmimg.* sps/ && mv sps/sp.vmimg.002 sps/elsewhere &&
+    ln -s elsewhere sps/sp.vmimg.002
+if run 1 $V verify -i id.key sps/sp.vmimg && one_line &&
+   grep -q 'sps/sp.vmimg.002: a symbolic link, not a piece of the set: refused' err
+then pass $t; else fail $t "rc=$rc $(cat err)"; fi
+
+# a piece of another image (same key, same signer) spliced in: the stream's
+# own authentication refuses it, naming the pieces its chunk spans
+t=split_spliced_piece_refused
+mkdir -p spx && cp sp.vmimg.* spx/
+$V seal -q --split 1M -r "$REC" -o spo.vmimg sp.bin 2>/dev/null
+cp spo.vmimg.002 spx/sp.vmimg.002
+if run 1 $V verify -i id.key spx/sp.vmimg && one_line &&
+   grep -q '^vmimage: spx/sp.vmimg.00[0-2]\( to .00[1-3]\)\?: chunk [0-9]* @0x' err
+then pass $t "$(cat err)"; else fail $t "rc=$rc $(cat err)"; fi
+
+t=split_stale_tail_removed
+mkdir -p spt
+$V seal -q --split 1M -r "$REC" -o spt/s.vmimg sp.bin 2>/dev/null   # 4 pieces
+rm spt/s.vmimg.000                    # an older set, its first piece gone
+head -c 1500000 sp.bin > sp.short
+if run 0 $V seal -q --split 1M -r "$REC" -o spt/s.vmimg sp.short &&
+   [ "$(ls spt)" = "$(printf 's.vmimg.000\ns.vmimg.001')" ] &&
+   run 0 $V unseal -i id.key spt/s.vmimg && cmp -s out sp.short; then pass $t
+else fail $t "rc=$rc $(cat err) left: $(ls spt)"; fi
+
+t=split_existing_set_refused
+if run 1 $V seal -q --split 1M -r "$REC" -o sp.vmimg sp.bin && one_line &&
+   grep -q 'sp.vmimg.000: already exists' err && $V verify -q -i id.key sp.vmimg
+then pass $t; else fail $t "rc=$rc $(cat err)"; fi
+
+t=split_rekey
+ok=""
+run 1 $V rekey -i id.key -r "$($V keygen -y other.key)" sp.vmimg && one_line &&
+    grep -q 'sp.vmimg: a split set is not rewritten in place: give -o NEW' err ||
+    ok="$ok inplace:rc=$rc $(cat err)"
+run 0 $V rekey -i id.key -r "$($V keygen -y other.key)" --split 2M -o spr.vmimg sp.vmimg ||
+    ok="$ok -o:rc=$rc $(cat err)"
+[ "$(pieces spr.vmimg)" = 2 ] || ok="$ok pieces:$(ls spr.vmimg*)"
+run 0 $V unseal -i other.key spr.vmimg && cmp -s out sp.bin || ok="$ok unseal:$(cat err)"
+[ -z "$ok" ] && pass $t || fail $t "$ok"
+
+t=split_full_filesystem
+mkdir -p full
+if mount -t tmpfs -o size=1600k tmpfs full 2>/dev/null; then
+    if run 1 $V seal -q --split 1M -r "$REC" -o full/img.vmimg sp.bin && one_line &&
+       grep -q 'full/img.vmimg.001.partial: write: No space left on device' err &&
+       [ -z "$(ls full)" ]; then pass $t
+    else fail $t "rc=$rc $(cat err) files: $(ls full)"; fi
+    umount full
+else skip $t "cannot mount a tmpfs (not root?)"; fi
+
+t=split_killed_sigkill
+{
+( head -c 3000000 sp.bin; sleep 30 ) |
+    $V seal -q --split 1M --chunk-size 65536 -r "$REC" -o skill.vmimg 2>err &
+sleep 1
+pkill -KILL -f "seal -q --split 1M --chunk-size 65536 -r $REC -o skill.vmimg"
+sleep 0.5
+pkill -f "sleep 30" 2>/dev/null
+wait 2>/dev/null
+pkill -f "sleep 30" 2>/dev/null
+} 2>/dev/null
+# no piece under its final name; the next run replaces the stale pieces
+if [ -z "$(ls | grep '^skill.vmimg.[0-9]*$')" ] && [ -e skill.vmimg.000.partial ] &&
+   [ -e skill.vmimg.001.partial ] &&
+   run 0 $V seal -q --split 1M -r "$REC" -o skill.vmimg sp.bin &&
+   [ -z "$(ls | grep '^skill.*partial')" ] && $V verify -q -i id.key skill.vmimg
+then pass $t; else fail $t "$(ls skill.*) $(cat err)"; fi
+
+t=split_killed_sigterm
+{
+( head -c 2500000 sp.bin; sleep 30 ) | $V seal -q --split 1M -r "$REC" -o sterm.vmimg 2>err &
+sleep 1
+pkill -TERM -f "seal -q --split 1M -r $REC -o sterm.vmimg"
+sleep 0.5
+pkill -f "sleep 30" 2>/dev/null
+wait 2>/dev/null
+pkill -f "sleep 30" 2>/dev/null
+} 2>/dev/null
+if [ -z "$(ls | grep '^sterm')" ]; then pass $t; else fail $t "left: $(ls sterm*)"; fi
+
+# --keep counts a set as one image and removes all of its pieces (a tiny
+# QEMU with no guest is the domain: vmsave --checkpoint of it is quick)
+t=split_keep_removes_whole_sets
+if command -v qemu-system-x86_64 >/dev/null; then
+    export VMCKPT_RUNDIR=$T/run VMCKPT_LOGDIR=$T/log
+    mkdir -p kp
+    for y in 2020 2021; do
+        $V seal -q --split 1M -r "$REC" -o kp/db-${y}0101T000000.vmimg sp.bin 2>/dev/null
+    done
+    $V seal -q -r "$REC" -o kp/db-20190101T000000.vmimg raw.bin 2>/dev/null
+    "$ROOT/build/vmctl" start tiny -machine none -display none -nodefaults -m 16 \
+        >/dev/null 2>err
+    if run 0 "$ROOT/build/vmsave" --checkpoint --split 1M --keep 2 --json -r "$REC" \
+           tiny "kp/db-%Y%m%dT%H%M%S.vmimg" &&
+       python3 - out kp <<'PY'
+import json, os, sys
+j = json.loads(open(sys.argv[1]).read())
+left = sorted(os.listdir(sys.argv[2]))
+assert sorted(j["removed_files"]) == ["db-20190101T000000.vmimg",
+                                      "db-20200101T000000.vmimg"], j
+assert [f for f in left if f.startswith("db-2021")] == \
+    ["db-20210101T000000.vmimg.%03d" % i for i in range(4)], left
+assert not [f for f in left if f.startswith(("db-2019", "db-2020"))], left
+new = [f for f in left if not f.startswith("db-20")] + \
+      [f for f in left if f.startswith("db-2") and f[3:7] > "2021"]
+assert new and all(f.endswith(".000") or f[-4] == "." for f in new), left
+PY
+    then pass $t "$(python3 -c 'import json,sys; print("removed", json.load(open(sys.argv[1]))["removed_files"])' out)"
+    else fail $t "rc=$rc $(cat err out) $(ls kp)"; fi
+    "$ROOT/build/vmctl" destroy tiny >/dev/null 2>&1
+    unset VMCKPT_RUNDIR VMCKPT_LOGDIR
+else skip $t "no qemu-system-x86_64"; fi
+
 # ---- legacy xl save files: seal --from-xl, unseal --to-xl ------------
 t=xl_roundtrip
 python3 - <<'PY'

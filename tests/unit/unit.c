@@ -1493,6 +1493,74 @@ static int t_outfile(void)
     return 0;
 }
 
+/* A split set: pieces of piece_size bytes, each .partial until the
+ * commit, none under its final name before; abort, and the guardian's
+ * cleanup of a killed save, remove every piece; a set reads back as the
+ * stream it was cut from. */
+static int t_outfile_split(void)
+{
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_outfile *of;
+    struct vmc_input *in;
+    char dir[] = "/tmp/vmc-sp-XXXXXX", path[64], name[96];
+    static uint8_t buf[(3u << 20) + 100], back[sizeof(buf) + 1];
+    struct stat st;
+    size_t got;
+
+    for (size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = (uint8_t)(i * 7 + i / 4096);
+    REQUIRE(mkdtemp(dir), "mkdtemp");
+    snprintf(path, sizeof(path), "%s/img", dir);
+    REQUIRE(vmc_outfile_open_split(ctx, path, 0, VMC_SPLIT_MIN - 1, &of) ==
+            VMC_E_INVAL, "too small a piece");
+    REQUIRE(vmc_outfile_open_split(ctx, "-", 0, VMC_SPLIT_MIN, &of) ==
+            VMC_E_INVAL, "a set on stdout");
+    /* abort: nothing left */
+    REQUIRE(vmc_outfile_open_split(ctx, path, 0, VMC_SPLIT_MIN, &of) == 0,
+            "open: %s", vmc_ctx_error(ctx));
+    REQUIRE(io_write_full(ctx, vmc_outfile_fd(of), buf, sizeof(buf), "w") == 0,
+            "write: %s", vmc_ctx_error(ctx));
+    snprintf(name, sizeof(name), "%s.003.partial", path);
+    REQUIRE(stat(name, &st) == 0 && st.st_size == 100, "4th piece");
+    snprintf(name, sizeof(name), "%s.000", path);
+    REQUIRE(stat(name, &st) < 0, "a final name before the commit");
+    vmc_outfile_free(of);
+    snprintf(name, sizeof(name), "%s.000.partial", path);
+    REQUIRE(stat(name, &st) < 0, "a piece left after abort");
+    /* the guardian's cleanup, given NAME.000.partial */
+    REQUIRE(vmc_outfile_open_split(ctx, path, 0, VMC_SPLIT_MIN, &of) == 0 &&
+            io_write_full(ctx, vmc_outfile_fd(of), buf, sizeof(buf), "w") == 0,
+            "open 2");
+    outfile_remove_partial(vmc_outfile_partial(of));
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof(name), "%s.%03d.partial", path, i);
+        REQUIRE(stat(name, &st) < 0, "guardian left %s", name);
+    }
+    vmc_outfile_free(of);
+    /* commit, then read back as one stream */
+    REQUIRE(vmc_outfile_open_split(ctx, path, 0, VMC_SPLIT_MIN, &of) == 0 &&
+            io_write_full(ctx, vmc_outfile_fd(of), buf, sizeof(buf), "w") == 0 &&
+            vmc_outfile_commit(ctx, of) == 0, "commit: %s", vmc_ctx_error(ctx));
+    vmc_outfile_free(of);
+    REQUIRE(stat(path, &st) < 0, "NAME itself created");
+    REQUIRE(vmc_input_open(ctx, path, &in) == 0, "input: %s", vmc_ctx_error(ctx));
+    REQUIRE(vmc_input_pieces(in) == 4 && vmc_input_size(in) == sizeof(buf),
+            "pieces %d size %llu", vmc_input_pieces(in),
+            (unsigned long long)vmc_input_size(in));
+    REQUIRE(io_read_full(ctx, vmc_input_fd(in), back, sizeof(back), &got, "r") == 0 &&
+            got == sizeof(buf) && !memcmp(buf, back, sizeof(buf)), "read back");
+    vmc_input_close(in);
+    REQUIRE(vmc_outfile_open_split(ctx, path, 0, VMC_SPLIT_MIN, &of) ==
+            VMC_E_EXISTS, "overwrote an existing set");
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof(name), "%s.%03d", path, i);
+        unlink(name);
+    }
+    rmdir(dir);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
 /* The migration endpoints: ssh://USER@HOST:PORT runs the receiver through
  * ssh(1) with the destination after "--" (a fake ssh in PATH echoes the
  * stream back and records its arguments); HOST:PORT dials TCP to a
@@ -2160,6 +2228,7 @@ int main(void)
     run("reader_cancel", t_reader_cancel);
     run("writer_epipe", t_writer_epipe);
     run("outfile_partial", t_outfile);
+    run("outfile_split", t_outfile_split);
     run("migration_endpoints", t_endpoints);
     run("known_hosts", t_known_hosts);
     run("wire_codec", t_wire_codec);
