@@ -1035,6 +1035,30 @@ s14() {
 
 # disk_verdict RUNDIR BOOT WHAT: a console check; sets DISK_LINE to the
 # workload's disk verdict that follows it
+# start_disk_guest NAME DEV FILE... : a guest with one virtio disk per FILE
+# (in order) whose workload journals to DEV; GID GRD GBOOT once it counts,
+# or WHY
+start_disk_guest() {
+    local name=$1 dev=$2 f drives=() dirs=""
+    shift 2
+    for f in "$@"; do
+        drives+=(-drive "file=$f,if=virtio,format=raw")
+        dirs="$dirs:$(dirname "$f")"
+    done
+    VMCKPT_ALLOW_DIRS=$VMCKPT_ALLOW_DIRS$dirs run start.$name "$VMCTL" start "$name" -- \
+        "${QEMU_BASE[@]}" -m 256 "${drives[@]}" \
+        -append "console=ttyS0 quiet panic=-1 wl.mem=32 wl.dirty=10 wl.disk=$dev" ||
+        { WHY="vmctl start: rc=$RC: $(err start.$name)"; return 1; }
+    GID=$(out start.$name)
+    track "$GID"
+    GRD=$("$VMCTL" rundir "$GID" 2>&1)
+    wait_ready_rd "$GRD" "$name" 60 || return 1
+    unprivileged "$GRD" || return 1
+    grep -aq "boot=$GBOOT disk dev=$dev journal" "$GRD/console.log" ||
+        { WHY="no disk journal: $(log_tail "$GRD/console.log")"; return 1; }
+    wait_count "$GRD/console.log" "$GBOOT" 4 20 || { WHY="no count lines"; return 1; }
+}
+
 disk_verdict() {
     DISK_LINE=$(timeout 40 python3 "$CONSOLE" "$1/console.sock" --send check \
         --expect 'disk seq=.*result=' --timeout 30 2>&1)
@@ -1061,19 +1085,8 @@ s15_body() {
     local dd=$T/s15-disks h2=$T/s15-host2 id boot rd rid rd2 a u ckid
     mkdir -p "$dd" "$h2/run" "$h2/disks"
     truncate -s 64M "$dd/d1.raw"
-    VMCKPT_ALLOW_DIRS=$VMCKPT_ALLOW_DIRS:$dd run start.s15 "$VMCTL" start s15 -- \
-        "${QEMU_BASE[@]}" -m 256 -drive "file=$dd/d1.raw,if=virtio,format=raw" \
-        -append "console=ttyS0 quiet panic=-1 wl.mem=32 wl.dirty=10 wl.disk=/dev/vda" ||
-        { fail $n "vmctl start: rc=$RC: $(err start.s15)"; return; }
-    id=$(out start.s15)
-    track "$id"
-    rd=$("$VMCTL" rundir "$id" 2>&1)
-    wait_ready_rd "$rd" s15 60 || { fail $n "$WHY"; return; }
-    boot=$GBOOT
-    unprivileged "$rd" || { fail $n "$WHY"; return; }
-    grep -aq "boot=$boot disk dev=/dev/vda journal" "$rd/console.log" ||
-        { fail $n "no disk journal: $(log_tail "$rd/console.log")"; return; }
-    wait_count "$rd/console.log" "$boot" 4 20 || { fail $n "no count lines"; return; }
+    start_disk_guest s15 /dev/vda "$dd/d1.raw" || { fail $n "$WHY"; return; }
+    id=$GID rd=$GRD boot=$GBOOT
     # a checkpoint of the memory alone: refused, the domain runs on
     if run s15.ck0 "$VMSAVE" -c -r "$REC" "$id" "$ck" || ! one_line s15.ck0 ||
        ! grep -q "writable disk virtio0" "$IO/s15.ck0.err" || [ -e "$ck" ]; then
@@ -1195,18 +1208,8 @@ s16_body() {
     fusefat -o rw+ "$fat" "$usb" >"$IO/s16.mount" 2>&1 && mountpoint -q "$usb" ||
         { fail $n "fusefat -o rw+: $(tail -2 "$IO/s16.mount")"; return; }
     truncate -s 64M "$dd/d1.raw"
-    VMCKPT_ALLOW_DIRS=$VMCKPT_ALLOW_DIRS:$dd run start.s16 "$VMCTL" start s16 -- \
-        "${QEMU_BASE[@]}" -m 256 -drive "file=$dd/d1.raw,if=virtio,format=raw" \
-        -append "console=ttyS0 quiet panic=-1 wl.mem=32 wl.dirty=10 wl.disk=/dev/vda" ||
-        { fail $n "vmctl start: rc=$RC: $(err start.s16)"; return; }
-    id=$(out start.s16)
-    track "$id"
-    rd=$("$VMCTL" rundir "$id" 2>&1)
-    wait_ready_rd "$rd" s16 60 || { fail $n "$WHY"; return; }
-    boot=$GBOOT
-    grep -aq "boot=$boot disk dev=/dev/vda journal" "$rd/console.log" ||
-        { fail $n "no disk journal: $(log_tail "$rd/console.log")"; return; }
-    wait_count "$rd/console.log" "$boot" 6 30 || { fail $n "no count lines"; return; }
+    start_disk_guest s16 /dev/vda "$dd/d1.raw" || { fail $n "$WHY"; return; }
+    id=$GID rd=$GRD boot=$GBOOT
     ts=$SECONDS
     run s16.save "$VMSAVE" --disks --split 16M --json -r "$REC" "$id" "$usb/s16.vmimg" ||
         { fail $n "vmsave --disks --split 16M onto FAT32: rc=$RC $(err s16.save)"; return; }
@@ -1264,17 +1267,9 @@ s17() {
     truncate -s 64M "$dd/d1.raw"
     head -c $((96 << 20)) /dev/urandom |
         dd of="$dd/d0.raw" bs=1M seek=64 conv=notrunc status=none
-    VMCKPT_ALLOW_DIRS=$VMCKPT_ALLOW_DIRS:$dd run start.s17 "$VMCTL" start s17 -- \
-        "${QEMU_BASE[@]}" -m 256 -drive "file=$dd/d0.raw,if=virtio,format=raw" \
-        -drive "file=$dd/d1.raw,if=virtio,format=raw" \
-        -append "console=ttyS0 quiet panic=-1 wl.mem=32 wl.dirty=10 wl.disk=/dev/vdb" ||
-        { fail $n "vmctl start: rc=$RC: $(err start.s17)"; return; }
-    id=$(out start.s17)
-    track "$id"
-    rd=$("$VMCTL" rundir "$id" 2>&1)
-    wait_ready_rd "$rd" s17 60 || { fail $n "$WHY"; return; }
-    boot=$GBOOT
-    wait_count "$rd/console.log" "$boot" 4 20 || { fail $n "no count lines"; return; }
+    start_disk_guest s17 /dev/vdb "$dd/d0.raw" "$dd/d1.raw" ||
+        { fail $n "$WHY"; return; }
+    id=$GID rd=$GRD boot=$GBOOT
     for i in 1 2 3; do
         # the third one live: the disks' instant is the end of its pre-copy
         run s17.ck$i "$VMSAVE" -c --disks --json $([ $i = 3 ] && echo --live) \
