@@ -126,6 +126,68 @@ static int get_pass(struct args *a, const struct vmc_header *h)
                               0, "Passphrase: ");
 }
 
+/* The new domain on stdout: its ID, or --json; and the warning of a
+ * memory-only checkpoint. */
+static void report(const struct args *a, const char *obj,
+                   const struct vmc_restore_result *res)
+{
+    if (res->disks_not_captured)
+        cli_err(obj, "warning: the image is a memory-only checkpoint: %d "
+                "writable disk%s of %s were not captured with it and may have "
+                "moved on since (the guest may see a corrupt filesystem)",
+                res->disks_not_captured, res->disks_not_captured == 1 ? "" : "s",
+                res->name);
+    if (a->json) {
+        json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:b, s:I, s:I, s:i, s:i}",
+                              "domid",
+                              res->domid, "domain", res->name, "name", res->name,
+                              "image", obj,
+                              "paused", a->ro.paused, "total_time_ns",
+                              (json_int_t)res->total_ns, "backend_bytes",
+                              (json_int_t)res->backend_bytes, "disks_written",
+                              res->disks_written, "disks_not_captured",
+                              res->disks_not_captured);
+        json_dumpf(j, stdout, JSON_COMPACT);
+        printf("\n");
+        json_decref(j);
+    } else {
+        printf("%d\n", res->domid);
+    }
+    fflush(stdout);
+}
+
+/* -c: the console of the restored domain; 1 if it cannot be attached
+ * (vmrestore(1): EXIT STATUS). */
+static int console(struct args *a, const struct vmc_restore_result *res)
+{
+    char spec[32], what[300];
+    int cfd;
+
+    snprintf(spec, sizeof(spec), "%d", res->domid);
+    snprintf(what, sizeof(what), "domain %d (%s)", res->domid, res->name);
+    if (vmc_console_open(a->ctx, res->backend, spec, &cfd) < 0) {
+        cli_err(res->name, "restored and running, but the console cannot "
+                "be attached: %s", cli_ctx_msg(a->ctx));
+        return 1;
+    }
+    cli_console(cfd, what);
+    close(cfd);
+    return 0;
+}
+
+/* --disk-dir names a directory: checked before anything is read. */
+static int disk_dir_ok(const char *dir)
+{
+    struct stat st;
+    int bad = stat(dir, &st) < 0 ? errno : 0;
+
+    if (bad || !S_ISDIR(st.st_mode)) {
+        cli_err(dir, "--disk-dir: %s", bad ? strerror(bad) : "not a directory");
+        return 0;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     struct args a;
@@ -161,15 +223,8 @@ int main(int argc, char **argv)
         return cli_usage("--name and --clone exclude each other");
     path = argv[n];
     obj = strcmp(path, "-") ? path : "stdin";
-    if (a.ro.disk_dir) {
-        struct stat st;
-        int bad_dir = stat(a.ro.disk_dir, &st) < 0 ? errno : 0;
-        if (bad_dir || !S_ISDIR(st.st_mode)) {
-            cli_err(a.ro.disk_dir, "--disk-dir: %s", bad_dir ?
-                    strerror(bad_dir) : "not a directory");
-            return 1;
-        }
-    }
+    if (a.ro.disk_dir && !disk_dir_ok(a.ro.disk_dir))
+        return 1;
     if (cli_trust_load(a.ctx, a.keys, &a.trust) < 0)
         return 1;
     vmc_keys_set_trust(a.keys, a.allow_unsigned ? VMC_TRUST_UNSIGNED : 0);
@@ -226,44 +281,8 @@ int main(int argc, char **argv)
         goto out;
     }
     cli_progress_done(&pr);
-    if (res.disks_not_captured)
-        cli_err(obj, "warning: the image is a memory-only checkpoint: %d "
-                "writable disk%s of %s were not captured with it and may have "
-                "moved on since (the guest may see a corrupt filesystem)",
-                res.disks_not_captured, res.disks_not_captured == 1 ? "" : "s",
-                res.name);
-    if (a.json) {
-        json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:b, s:I, s:I, s:i, s:i}",
-                              "domid",
-                              res.domid, "domain", res.name, "name", res.name,
-                              "image", obj,
-                              "paused", a.ro.paused, "total_time_ns",
-                              (json_int_t)res.total_ns, "backend_bytes",
-                              (json_int_t)res.backend_bytes, "disks_written",
-                              res.disks_written, "disks_not_captured",
-                              res.disks_not_captured);
-        json_dumpf(j, stdout, JSON_COMPACT);
-        printf("\n");
-        json_decref(j);
-    } else {
-        printf("%d\n", res.domid);
-    }
-    fflush(stdout);
-    rc = 0;
-    if (a.console) {
-        char spec[32], what[300];
-        int cfd;
-        snprintf(spec, sizeof(spec), "%d", res.domid);
-        snprintf(what, sizeof(what), "domain %d (%s)", res.domid, res.name);
-        if (vmc_console_open(a.ctx, res.backend, spec, &cfd) < 0) {
-            cli_err(res.name, "restored and running, but the console cannot "
-                    "be attached: %s", cli_ctx_msg(a.ctx));
-            rc = 1;                     /* vmrestore(1): EXIT STATUS */
-        } else {
-            cli_console(cfd, what);
-            close(cfd);
-        }
-    }
+    report(&a, obj, &res);
+    rc = a.console ? console(&a, &res) : 0;
 out:
     vmc_reader_free(r);
     vmc_header_free(h);
