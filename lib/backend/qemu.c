@@ -210,10 +210,16 @@ static int qemu_save_start(struct vmc_ctx *ctx, struct vmc_dom *d, int fd,
                            const struct vmc_save_tuning *t)
 {
     json_t *args;
+    char st[64];
     int rc;
 
-    if ((rc = qemu_qmp(ctx, d)) < 0)
+    if ((rc = qemu_qmp(ctx, d)) < 0 ||
+        (rc = qemu_query_status(ctx, d, st, sizeof(st))) < 0)
         return rc;
+    if (!strcmp(st, "postmigrate"))
+        return vmc_set_error(ctx, VMC_E_BACKEND, "an earlier save left it "
+                             "paused, and QEMU saves it again only once it has "
+                             "run (resume it first)");
     /* QEMU throttles even a stopped VM's save to 32 MiB/s by default. */
     args = json_pack("{s:I, s:I}", "max-bandwidth",
                      (json_int_t)(t->max_bandwidth ? t->max_bandwidth

@@ -176,6 +176,18 @@ elif console_on_pty && grep -q '^Connected to domain listed console' out &&
      grep -q '^Detached from domain listed console' out &&
      console_on_pty -q && ! grep -q 'Connected\|Detached' out; then pass $t
 else fail $t "rc=$? $(tr '\n' '|' <out) $(tr '\n' '|' <err)"; fi
+
+# A domain that vmsave --paused left paused: QEMU (postmigrate) saves it
+# again only once it has run; said in one line, the domain left as it was
+t=vmsave_after_paused_save
+if [ -z "$id" ]; then skip $t "no QEMU to start"
+elif run 0 "$ROOT/build/vmsave" --paused -q -r "$REC" listed p1.vmimg &&
+     run 1 "$ROOT/build/vmsave" -r "$REC" listed p2.vmimg && one_line &&
+     grep -q 'an earlier save left it paused.*resume it first' err &&
+     [ ! -e p2.vmimg ] && [ "$($VC status listed)" = postmigrate ] &&
+     $VC resume listed && run 0 "$ROOT/build/vmsave" --paused -q -r "$REC" listed p2.vmimg
+then pass $t
+else fail $t "rc=$rc $(tr '\n' '|' <err) status $($VC status listed 2>&1)"; fi
 $VC destroy listed >/dev/null 2>&1
 unset VMCKPT_RUNDIR
 
