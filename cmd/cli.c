@@ -24,6 +24,16 @@ int cli_quiet;
 
 void (*cli_help)(unsigned mask);
 
+void cli_begin(int argc, char **argv, const char *prog,
+               void (*help)(unsigned mask), const char *synopsis)
+{
+    cli_harden();
+    vmc_guard_dispatch(argc, argv);
+    cli_prog = prog;
+    cli_help = help;
+    cli_synopsis = synopsis;
+}
+
 void cli_harden(void)
 {
     struct rlimit none = { 0, 0 };
@@ -105,6 +115,14 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
         fn(c, optarg, u);
     }
     return optind;
+}
+
+void cli_help_tail(const char *failure, const char *pages)
+{
+    printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure%s"
+           "%s%s, 2 usage.  See %s.\n", vmc_backends_built(),
+           failure ? " (" : "", failure ? failure : "", failure ? ")" : "",
+           pages);
 }
 
 void cli_print_options(FILE *f, const struct cli_opt *tab, unsigned mask)

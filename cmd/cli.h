@@ -14,6 +14,11 @@ extern const char *cli_prog;       /* "vmimage" */
  * keys sit in this process, so no core dump (RLIMIT_CORE 0, not dumpable:
  * no core, no ptrace by other users' processes). */
 void cli_harden(void);
+/* The start of every tool's main: cli_harden(), the guardian's dispatch
+ * (a tool re-executed as the guardian never returns from it), and the
+ * names its messages and usage use. */
+void cli_begin(int argc, char **argv, const char *prog,
+               void (*help)(unsigned mask), const char *synopsis);
 extern int cli_quiet;
 
 /* One option, declared once; help and getopt tables are generated. */
@@ -40,6 +45,9 @@ int cli_parse(int argc, char **argv, const struct cli_opt *tab, unsigned mask,
               int flags, void (*fn)(int id, const char *arg, void *u), void *u,
               struct cli_bad *bad);
 void cli_print_options(FILE *f, const struct cli_opt *tab, unsigned mask);
+/* The last lines of --help: the backends built, the exit statuses (what
+ * failure leaves, e.g. "the domain is left as it was"), the pages. */
+void cli_help_tail(const char *failure, const char *pages);
 
 /* Text from an image (a label, names, a config) made safe for a terminal:
  * control characters (C0, DEL, C1), bytes that are not UTF-8 and the

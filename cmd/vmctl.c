@@ -212,11 +212,7 @@ int main(int argc, char **argv)
     unsigned cmd = 0;
     int n, rc;
 
-    cli_harden();
-    vmc_guard_dispatch(argc, argv);
-    cli_prog = "vmctl";
-    cli_help = help;
-    cli_synopsis = SYNOPSIS;
+    cli_begin(argc, argv, "vmctl", help, SYNOPSIS);
     if (!ctx || vmc_init(ctx) < 0) {
         cli_err(NULL, "cannot initialise");
         return 1;

@@ -161,8 +161,7 @@ static void help(unsigned mask)
         printf("\nIMAGE may be a split set (--split): its NAME or NAME.000.\n");
     printf("\noptions:\n");
     cli_print_options(stdout, opts, mask);
-    printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure, "
-           "2 usage error.  See vmimage(1), vmckpt(5).\n", vmc_backends_built());
+    cli_help_tail(NULL, "vmimage(1), vmckpt(5)");
 }
 
 static void on_opt(int id, const char *arg, void *u)
@@ -1087,11 +1086,8 @@ int main(int argc, char **argv)
     const char *why;
     int n, rc;
 
-    cli_harden();
-    cli_prog = "vmimage";
-    cli_help = help;
+    cli_begin(argc, argv, "vmimage", help, synopsis(C_ALL));
     memset(&a, 0, sizeof(a));
-    cli_synopsis = synopsis(C_ALL);
     cli_seal_init(&a.cs);
     a.new_pass_fd = -1;
     if (argc < 2)

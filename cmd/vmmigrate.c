@@ -450,12 +450,8 @@ int main(int argc, char **argv)
     const char *why;
     int n;
 
-    cli_harden();
-    vmc_guard_dispatch(argc, argv);
-    cli_prog = "vmmigrate";
-    cli_help = help;
+    cli_begin(argc, argv, "vmmigrate", help, SYNOPSIS);
     memset(&a, 0, sizeof(a));
-    cli_synopsis = SYNOPSIS;
     cli_seal_init(&a.seal);
     a.timeout_s = 60;
     a.ctx = vmc_ctx_new();

@@ -77,9 +77,7 @@ static void help(unsigned mask)
            "has authenticated.\nFILE may be a split set (vmsave --split): its "
            "NAME or NAME.000.\n\noptions:\n", VMC_TOOL_VERSION);
     cli_print_options(stdout, opts, 1);
-    printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure "
-           "(no domain left behind), 2 usage.  See vmrestore(1).\n",
-           vmc_backends_built());
+    cli_help_tail("no domain left behind", "vmrestore(1)");
 }
 
 static void on_opt(int id, const char *arg, void *u)
@@ -201,12 +199,8 @@ int main(int argc, char **argv)
     struct vmc_input *in = NULL;
     int n, fd = -1, rc = 1;
 
-    cli_harden();
-    vmc_guard_dispatch(argc, argv);
-    cli_prog = "vmrestore";
-    cli_help = help;
+    cli_begin(argc, argv, "vmrestore", help, SYNOPSIS);
     memset(&a, 0, sizeof(a));
-    cli_synopsis = SYNOPSIS;
     cli_seal_init(&a.seal);
     a.ctx = vmc_ctx_new();
     a.keys = vmc_keys_new();

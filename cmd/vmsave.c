@@ -83,9 +83,7 @@ static void help(unsigned mask)
            "4095M)."
            "\n\noptions:\n", VMC_TOOL_VERSION);
     cli_print_options(stdout, opts, 1);
-    printf("\nBackends in this build: %s.\nExit status: 0 success, 1 failure "
-           "(the domain is left as it was), 2 usage.  See vmsave(1).\n",
-           vmc_backends_built());
+    cli_help_tail("the domain is left as it was", "vmsave(1)");
 }
 
 static void on_opt(int id, const char *arg, void *u)
@@ -202,11 +200,7 @@ int main(int argc, char **argv)
     const char *dom, *pattern, *why;
     int n, rc;
 
-    cli_harden();
-    vmc_guard_dispatch(argc, argv);
-    cli_prog = "vmsave";
-    cli_help = help;
-    cli_synopsis = SYNOPSIS;
+    cli_begin(argc, argv, "vmsave", help, SYNOPSIS);
     memset(&a, 0, sizeof(a));
     cli_seal_init(&a.seal);
     a.ctx = vmc_ctx_new();
