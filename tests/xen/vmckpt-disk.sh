@@ -1,7 +1,10 @@
 #!/bin/sh
-# vmckpt on a real Xen 4.17 with a PV domU's file-backed disk (runs in dom0
-# as /lab/run.sh): the workload keeps a journal on xvda (wl.disk), a raw
-# file on a reflink XFS (a loop-mounted image, mkfs.xfs -m reflink=1).
+# vmckpt on a real Xen 4.17 with a PV domU's file-backed disks (runs in
+# dom0 as /lab/run.sh): the workload keeps a journal on xvdb (wl.disk);
+# xvda holds 64 MiB of data and is carried first, so that the journal is
+# read seconds after a checkpoint's guest runs again (only a disk frozen
+# inside the pause agrees with the memory then); both are raw files on a
+# reflink XFS (a loop-mounted image, mkfs.xfs -m reflink=1).
 # A checkpoint of its memory alone is refused, --memory-only is timed;
 # vmsave --checkpoint --disks (the disk frozen by a reflink while the domain
 # is still suspended) restored as a --clone on its own disk beside the
@@ -29,20 +32,6 @@ finish() {
 # jnum FILE KEY: a number member of vmsave --json's summary
 jnum() { sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$1"; }
 ms() { awk -v n="${1:-0}" 'BEGIN { printf "%.1f", n / 1e6 }'; }
-# verdict DOM: the workload's disk check, asked for on the guest's console
-# (its pty, as xl console writes to it): sets V to the line
-verdict() {
-	_log=$(clog "$1")
-	_tty=$(xenstore-read "/local/domain/$(xl domid "$1")/console/tty" 2>/dev/null)
-	_from=$(lines "$_log")
-	[ -n "$_tty" ] && printf 'check\n' >"$_tty"
-	V=$(wait_line "$_log" "$_from" 'VMCKPT-WL boot=[0-9a-f]+ disk seq=.*result=' 30) ||
-		V="no disk verdict on $1's console (tty '$_tty')"
-	V=${V#*VMCKPT-WL }
-	case $V in *result=OK*) return 0 ;; esac
-	return 1
-}
-
 step keys
 vmimage keygen -o /lab/host.key >/lab/host.rec 2>/tmp/kg.log ||
 	{ cat /tmp/kg.log; fail vmckpt-tools "vmimage keygen failed"; finish; }
@@ -63,14 +52,16 @@ else
 	fail xfs "cannot mount a reflink XFS: $(tail -n 3 /tmp/xfs.log | tr '\n' ' ')"
 	mkdir -p /images/xfs && XFS=/images/xfs
 fi
-# the disk: 256 MiB, the journal's ring at its start, 128 MiB of data
-# beyond it (what a copy without reflink has to copy inside the pause)
-truncate -s 256M $XFS/wld.raw
-dd if=/dev/zero of=$XFS/wld.raw bs=1M seek=64 count=128 conv=notrunc 2>/dev/null
+# xvda: 256 MiB with 64 MiB of data (what a copy without reflink copies
+# inside the pause, and what the image carries before the journal);
+# xvdb: the journal's 64 MiB
+truncate -s 256M $XFS/wld-data.raw
+dd if=/dev/urandom of=$XFS/wld-data.raw bs=1M seek=64 count=64 conv=notrunc 2>/dev/null
+truncate -s 64M $XFS/wld.raw
 
 step create
 t=$(now)
-xl create $CFG "disk=['format=raw,vdev=xvda,access=rw,target=$XFS/wld.raw']" \
+xl create $CFG "disk=['format=raw,vdev=xvda,access=rw,target=$XFS/wld-data.raw','format=raw,vdev=xvdb,access=rw,target=$XFS/wld.raw']" \
 	>/tmp/create.log 2>&1 || { cat /tmp/create.log; fail domu-disk-boot "xl create"; finish; }
 id1=$(xl domid $DOM)
 if ! j=$(wait_line "$CLOG" 0 'VMCKPT-WL boot=[0-9a-f]+ disk (dev|seq)=' 90); then
@@ -86,7 +77,7 @@ step checkpoint-refused
 l=$(lines "$CLOG")
 set -- $(count_after "$CLOG" 0 last); cur=$2
 if vmsave -c -r "$REC" $DOM /images/m.vmimg >/tmp/ck0.out 2>/tmp/ck0.err ||
-   [ "$(wc -l </tmp/ck0.err)" != 1 ] || ! grep -q "writable disk xvda" /tmp/ck0.err ||
+   [ "$(wc -l </tmp/ck0.err)" != 1 ] || ! grep -q "writable disk xvd" /tmp/ck0.err ||
    [ -e /images/m.vmimg ]; then
 	fail disk-checkpoint-refused "$(cat /tmp/ck0.err) $(ls /images/m.vmimg 2>/dev/null)"
 elif continuity "$CLOG" "$l" "$cur" disk-checkpoint-refused running; then
@@ -94,7 +85,7 @@ elif continuity "$CLOG" "$l" "$cur" disk-checkpoint-refused running; then
 fi
 if vmsave -c --memory-only --json -r "$REC" $DOM /images/m.vmimg >/tmp/ckm.out 2>/tmp/ckm.err; then
 	dt_mem=$(jnum /tmp/ckm.out downtime_ns)
-	info "checkpoint --memory-only: downtime $(ms "$dt_mem") ms ($(tr '\n' ' ' </tmp/ckm.err))"
+	info "checkpoint --memory-only: downtime $(ms "$dt_mem") ms ($(tr '\n' ' ' </tmp/ckm.err | cut -c1-100))"
 else
 	fail disk-checkpoint-memory-only "$(cat /tmp/ckm.err)"
 fi
@@ -110,11 +101,11 @@ if ! vmsave -c --disks --json -r "$REC" $DOM /images/ck.vmimg >/tmp/ck.out 2>/tm
 fi
 t_ck=$(since "$t")
 dt_ref=$(jnum /tmp/ck.out downtime_ns)
-if ! grep -q '"disks_carried":1' /tmp/ck.out; then
+if ! grep -q '"disks_carried":2' /tmp/ck.out; then
 	fail disk-checkpoint "JSON: $(cat /tmp/ck.out)"
 elif [ "$(xl domid $DOM 2>/dev/null)" != "$id1" ]; then
 	fail disk-checkpoint "$DOM is not running as $id1 any more"; finish
-elif [ -n "$(ls -A $XFS | grep -v '^wld.raw$')" ]; then
+elif [ -n "$(ls -A $XFS | grep -v '^wld\(-data\)\?.raw$')" ]; then
 	fail disk-checkpoint "left in $XFS: $(ls -A $XFS)"
 elif continuity "$CLOG" "$l" "$cur" disk-checkpoint running; then
 	pass disk-checkpoint "${t_ck}s, downtime $(ms "$dt_ref") ms (reflink), $(stat -c %s /images/ck.vmimg) bytes, $DOM kept running"
@@ -126,15 +117,15 @@ if ! cid=$(vmrestore --clone --disk-dir /images/clone -i /lab/host.key /images/c
 else
 	t_cl=$(since "$t")
 	CCLOG=$(clog $DOM-clone)
-	if [ ! -f /images/clone/$DOM-clone-xvda.raw ]; then
-		fail disk-checkpoint-clone "no /images/clone/$DOM-clone-xvda.raw: $(ls /images/clone)"
+	if [ ! -f /images/clone/$DOM-clone-xvda.raw ] || [ ! -f /images/clone/$DOM-clone-xvdb.raw ]; then
+		fail disk-checkpoint-clone "no /images/clone/$DOM-clone-xvd[ab].raw: $(ls /images/clone)"
 	elif ! continuity "$CCLOG" 0 "$cur" disk-checkpoint-clone replay; then
 		:
-	elif ! verdict $DOM-clone; then
+	elif ! disk_verdict $DOM-clone; then
 		fail disk-checkpoint-clone "the clone's memory and disk disagree: $V"
 	else
 		vc=$V
-		if verdict $DOM; then
+		if disk_verdict $DOM; then
 			pass disk-checkpoint-clone "${t_cl}s domid $cid beside $id1; clone: $vc; original: $V"
 		else
 			fail disk-checkpoint-clone "the original after the clone: $V"
@@ -157,7 +148,7 @@ set -- $(count_after "$CLOG" 0 last); last=$2
 l_save=$(lines "$CLOG")
 if xl domid $DOM >/dev/null 2>&1; then
 	fail disk-save "domain still exists after vmsave --disks"; finish
-elif ! grep -q '"disks_carried":1' /tmp/save.out; then
+elif ! grep -q '"disks_carried":2' /tmp/save.out; then
 	fail disk-save "JSON: $(cat /tmp/save.out)"
 else
 	pass disk-save "${t_save}s, $(stat -c %s /images/$DOM.vmimg) bytes, disk $(jnum /tmp/save.out disk_bytes) octets in $(ms "$(jnum /tmp/save.out disk_time_ns)") ms"
@@ -168,16 +159,18 @@ if ! id2=$(vmrestore --disk-dir /images/host2 -i /lab/host.key /images/$DOM.vmim
 	fail disk-restore "vmrestore --disk-dir: $(cat /tmp/restore.err)"; finish
 fi
 t_restore=$(since "$t")
-a=$(stat -c '%a %s %b %B' /images/host2/$DOM-xvda.raw 2>&1)
+a=$(stat -c '%a %s %b %B' /images/host2/$DOM-xvdb.raw 2>&1)
 u=$(set -- $a; echo $(($3 * $4)))
-if [ "${a% * *}" != "600 268435456" ] || [ "$u" -ge $((8 << 20)) ]; then
-	fail disk-restore "restored disk: '$a' ($u octets used): not 0600, 256 MiB, sparse"
+if [ "${a% * *}" != "600 67108864" ] || [ "$u" -ge $((8 << 20)) ]; then
+	fail disk-restore "restored journal disk: '$a' ($u octets used): not 0600, 64 MiB, sparse"
+elif ! cmp -s /images/host2/$DOM-xvda.raw $XFS/wld-data.raw; then
+	fail disk-restore "the restored data disk differs from the original"
 elif ! continuity "$CLOG" "$l_save" "$last" disk-restore replay; then
 	:
-elif ! verdict $DOM; then
+elif ! disk_verdict $DOM; then
 	fail disk-restore "memory and disk disagree: $V"
 else
-	pass disk-restore "${t_restore}s domid $id1 -> $id2 on /images/host2/$DOM-xvda.raw ($a: $u octets used): $V"
+	pass disk-restore "${t_restore}s domid $id1 -> $id2 on /images/host2/$DOM-xvd[ab].raw (xvdb: $a: $u octets used): $V"
 fi
 rm -f /images/$DOM.vmimg
 
@@ -188,8 +181,8 @@ set -- $(count_after "$CLOG" 0 last); cur=$2
 if vmsave -c --disks --json -r "$REC" $DOM /images/ck2.vmimg >/tmp/ck2.out 2>/tmp/ck2.err &&
    continuity "$CLOG" "$l" "$cur" disk-checkpoint-copy running; then
 	dt_copy=$(jnum /tmp/ck2.out downtime_ns)
-	if verdict $DOM; then
-		pass disk-checkpoint-copy "downtime $(ms "$dt_copy") ms (sparse copy on tmpfs): $V"
+	if disk_verdict $DOM; then
+		pass disk-checkpoint-copy "downtime $(ms "$dt_copy") ms (sparse copies on tmpfs): $V"
 	else
 		fail disk-checkpoint-copy "after the checkpoint: $V"
 	fi
@@ -199,5 +192,5 @@ fi
 rm -f /images/ck2.vmimg
 info "checkpoint downtime: --memory-only $(ms "$dt_mem") ms," \
 	"--disks with a reflink (XFS) $(ms "$dt_ref") ms," \
-	"--disks with a sparse copy (tmpfs, 128 MiB of data) $(ms "${dt_copy:-0}") ms"
+	"--disks with a sparse copy (tmpfs, 65 MiB of data) $(ms "${dt_copy:-0}") ms"
 finish
