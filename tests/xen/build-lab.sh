@@ -251,7 +251,7 @@ mkdir -p "$root/images" "$root/var/log/xen/console" "$root/var/lib/xen" \
 	echo "dom0_kernel=$KVER"
 	echo "mirror=$MIRROR"
 	echo "security_mirror=$SECMIRROR"
-	for p in libxenmisc4.17 libxenstore4 libsodium23 libzstd1 libjansson4 python3; do
+	for p in libxenmisc4.17 libxenstore4 libsodium23 libzstd1 libjansson4 python3 xfsprogs; do
 		echo "pkg_$p=$(chroot "$root" dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo missing)"
 	done
 	echo "libs:"
