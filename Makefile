@@ -158,7 +158,7 @@ check: deps
 # vmckpt-pvh.sh in its dom0.
 check-xen: deps
 	$(MAKE) all
-	XEN_SCRIPTS="vmckpt.sh vmckpt-disk.sh:600 vmckpt-pvh.sh smoke.sh" tests/e2e/xen.sh | tee /dev/stderr | \
+	XEN_SCRIPTS="vmckpt.sh vmckpt-disk.sh:600 vmckpt-pvh.sh:600 smoke.sh" tests/e2e/xen.sh | tee /dev/stderr | \
 	    awk '/^PASS/{p++} /^FAIL/{f++} /^SKIP/{s++} END {printf "%d passed, %d failed, %d skipped\n", p, f, s; exit f > 0}'
 
 # Issue 9: N rounds of PVH live saves through vmckpt and through xl in one

@@ -19,11 +19,12 @@ fi
 # and a stage that flaked on every attempt is a SKIP, never a PASS).
 # vmckpt-disk.sh: a PV domU's file-backed disk carried by --disks (a
 # stopped save restored elsewhere, a reflink checkpoint restored as a
-# clone); its own stage, as it boots its own domU (~6.5 min of QEMU on a
-# loaded 2-core host, hence its longer timeout).
+# clone); its own stage, as it boots its own domU (4-6.5 min of QEMU on a
+# loaded 2-core host, hence its longer timeout; vmckpt-pvh.sh, with its
+# PVH disk step, took 7.9 min there).
 # Every FAIL line names the run's serial log (under build/xenlab/runs/).
 # XEN_SCRIPTS: SCRIPT[:TIMEOUT] ... (default timeout 360 s)
-for spec in ${XEN_SCRIPTS:-vmckpt.sh vmckpt-disk.sh:600 vmckpt-pvh.sh}; do
+for spec in ${XEN_SCRIPTS:-vmckpt.sh vmckpt-disk.sh:600 vmckpt-pvh.sh:600}; do
     script=${spec%%:*}
     tmo=${spec#"$script"}; tmo=${tmo#:}
     out=$("$ROOT/tests/xen/run-lab.sh" "$ROOT/tests/xen/$script" "${tmo:-360}" 2>&1)
