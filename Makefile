@@ -154,11 +154,11 @@ check: deps
 	tests/run.sh
 
 # Real Xen 4.17 under QEMU TCG (also part of `make check`): builds the lab
-# (debootstrap, cached) and runs tests/xen/vmckpt.sh and vmckpt-pvh.sh in
-# its dom0.
+# (debootstrap, cached) and runs tests/xen/vmckpt.sh, vmckpt-disk.sh and
+# vmckpt-pvh.sh in its dom0.
 check-xen: deps
 	$(MAKE) all
-	XEN_SCRIPTS="vmckpt.sh vmckpt-pvh.sh smoke.sh" tests/e2e/xen.sh | tee /dev/stderr | \
+	XEN_SCRIPTS="vmckpt.sh vmckpt-disk.sh:600 vmckpt-pvh.sh:600 smoke.sh" tests/e2e/xen.sh | tee /dev/stderr | \
 	    awk '/^PASS/{p++} /^FAIL/{f++} /^SKIP/{s++} END {printf "%d passed, %d failed, %d skipped\n", p, f, s; exit f > 0}'
 
 # Issue 9: N rounds of PVH live saves through vmckpt and through xl in one

@@ -17,9 +17,17 @@ fi
 # or kills the guest with a triple fault (run-lab.sh retries a hang once,
 # a FLAKE twice; each retry is printed as a FLAKE: line with its evidence,
 # and a stage that flaked on every attempt is a SKIP, never a PASS).
+# vmckpt-disk.sh: a PV domU's file-backed disk carried by --disks (a
+# stopped save restored elsewhere, a reflink checkpoint restored as a
+# clone); its own stage, as it boots its own domU (4-6.5 min of QEMU on a
+# loaded 2-core host, hence its longer timeout; vmckpt-pvh.sh, with its
+# PVH disk step, took 7.9 min there).
 # Every FAIL line names the run's serial log (under build/xenlab/runs/).
-for script in ${XEN_SCRIPTS:-vmckpt.sh vmckpt-pvh.sh}; do
-    out=$("$ROOT/tests/xen/run-lab.sh" "$ROOT/tests/xen/$script" 360 2>&1)
+# XEN_SCRIPTS: SCRIPT[:TIMEOUT] ... (default timeout 360 s)
+for spec in ${XEN_SCRIPTS:-vmckpt.sh vmckpt-disk.sh:600 vmckpt-pvh.sh:600}; do
+    script=${spec%%:*}
+    tmo=${spec#"$script"}; tmo=${tmo#:}
+    out=$("$ROOT/tests/xen/run-lab.sh" "$ROOT/tests/xen/$script" "${tmo:-360}" 2>&1)
     rc=$?
     log=$(printf '%s\n' "$out" | sed -n 's/^run-lab: .* skipped; log: //p' | tail -n 1)
     printf '%s\n' "$out" | sed -n 's/^XENLAB: INFO /    xen: /p'

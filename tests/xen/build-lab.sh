@@ -102,19 +102,25 @@ SECMIRROR=${SECMIRROR%/}
 # Packages of the dom0 root.  xen-utils-4.17 and its libraries are pinned to
 # libxen-dev's version (bookworm-security carries it, plain bookworm does not).
 DEB_INCLUDE="kmod,procps,busybox"
+# xfsprogs: a reflink XFS (mkfs.xfs -m reflink=1) for the disk-snapshot
+# checkpoints of vmckpt-disk.sh.
 ROOT_PKGS="xen-utils-4.17=$XENVER libxenmisc4.17=$XENVER libxenstore4=$XENVER \
-libsodium23 libzstd1 libjansson4"
-ROOT_RECIPE_REV=4    # bump when the root recipe below changes
+libsodium23 libzstd1 libjansson4 xfsprogs"
+ROOT_RECIPE_REV=5    # bump when the root recipe below changes
 root_stamp=$(printf '%s\n' "$ROOT_RECIPE_REV" "$XENVER" "$MIRROR" "$SECMIRROR" \
 	"$DEB_INCLUDE" "$ROOT_PKGS" | sha256sum | cut -d' ' -f1)
 
 xen_mods="xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xenfs"
+# A domU's file-backed disk: blkback, over a loop device (/etc/xen/scripts/
+# block runs losetup); XFS (+ the crc32c its libcrc32c asks for) to hold it.
+disk_mods="xen-blkback loop xfs crc32c_generic"
 stamp=$( {
 	echo "$root_stamp $KVER"
 	cat "$kernel" "$0" "$here/dom0-init" "$here/domu.cfg" "$here/domu-pvh.cfg" \
+		"$here/domu-disk.cfg" \
 		"$top/tests/guest/build.sh" "$top/tests/guest/init" \
 		"$top/tests/guest/workload.c"
-	for m in $xen_mods; do modinfo -k "$KVER" -n "$m"; done
+	for m in $xen_mods $disk_mods; do modinfo -k "$KVER" -n "$m"; done
 } | sha256sum | cut -d' ' -f1)
 
 if [ "${XENLAB_FORCE:-0}" = 1 ]; then
@@ -185,6 +191,13 @@ if [ ! -f "$out/root.stamp" ] || [ "$(cat "$out/root.stamp")" != "$root_stamp" ]
 		{ tail -n 20 "$out/chroot-apt.log" >&2; die "apt-get install in the chroot failed"; }
 	umount "$root/var/cache/apt/archives"
 	trap - EXIT
+	# xfsprogs drags in ICU (~35 MB) for xfs_scrub alone: mkfs.xfs does
+	# not link it.
+	[ -x "$root/usr/sbin/mkfs.xfs" ] || die "no mkfs.xfs in the dom0 root"
+	chroot "$root" ldd /usr/sbin/mkfs.xfs | grep -q libicu &&
+		die "mkfs.xfs links ICU: keep it"
+	rm -f "$root"/usr/lib/x86_64-linux-gnu/libicu*.so.* "$root"/sbin/xfs_scrub \
+		"$root"/usr/sbin/xfs_scrub
 	got=$(chroot "$root" dpkg-query -W -f='${Version}' xen-utils-4.17)
 	[ "$got" = "$XENVER" ] || die "dom0 xen-utils-4.17 is $got, libxen-dev is $XENVER"
 	# Slim it down: no docs, locales, apt lists, package caches.
@@ -212,7 +225,7 @@ add_mod() {
 	cp "$f" "$root/lib/modules/$KVER/${f#"$moddir"/}"
 	for d in $(modinfo -k "$KVER" -F depends "$m" | tr ',' ' '); do add_mod "$d"; done
 }
-for m in $xen_mods; do add_mod "$m"; done
+for m in $xen_mods $disk_mods; do add_mod "$m"; done
 cp "$moddir"/modules.order "$moddir"/modules.builtin "$moddir"/modules.builtin.modinfo \
 	"$root/lib/modules/$KVER/" 2>/dev/null || true
 depmod -b "$root" "$KVER"
@@ -222,7 +235,7 @@ depmod -b "$root" "$KVER"
 mkdir -p "$root/lab/domu"
 cp "$kernel" "$root/lab/domu/vmlinuz"
 cp "$out/guest/initrd.cpio" "$root/lab/domu/initrd.cpio"
-cp "$here/domu.cfg" "$here/domu-pvh.cfg" "$root/lab/"
+cp "$here/domu.cfg" "$here/domu-pvh.cfg" "$here/domu-disk.cfg" "$root/lab/"
 
 # ---- dom0 /init and runtime dirs -------------------------------------------
 install -m 755 "$here/dom0-init" "$root/init"
@@ -238,7 +251,7 @@ mkdir -p "$root/images" "$root/var/log/xen/console" "$root/var/lib/xen" \
 	echo "dom0_kernel=$KVER"
 	echo "mirror=$MIRROR"
 	echo "security_mirror=$SECMIRROR"
-	for p in libxenmisc4.17 libxenstore4 libsodium23 libzstd1 libjansson4 python3; do
+	for p in libxenmisc4.17 libxenstore4 libsodium23 libzstd1 libjansson4 python3 xfsprogs; do
 		echo "pkg_$p=$(chroot "$root" dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo missing)"
 	done
 	echo "libs:"

@@ -12,6 +12,7 @@
 #   wait_count LOG FROM MIN TIMEOUT   wait for count >= MIN after line FROM
 #   wait_line LOG FROM ERE TIMEOUT    first line matching ERE after FROM
 #   bad_lines LOG FROM                workload lines reporting BAD / exit
+#   disk_verdict DOM                  the workload's disk check (sets V)
 # The workload prints "VMCKPT-WL boot=<id> count=<n> gen=<g> ok" every ~0.5 s
 # (tests/guest/workload.c).  Keep polling cheap: every fork costs a lot in a
 # PV dom0 under TCG, so each poll is one awk.
@@ -112,6 +113,21 @@ continuity() {
 		fail "$4" "workload reports: $(bad_lines "$1" "$2" | head -n 1)"; return 1
 	fi
 	return 0
+}
+# disk_verdict DOM: the workload's disk check (wl.disk), asked for on the
+# guest's console (its pty, which xl console writes to as well); sets V to
+# the line, "boot=B disk seq=S ondisk=D inflight=I blocks=N result=OK|BAD
+# [why=W]"; true when result=OK.
+disk_verdict() {
+	_log=$(clog "$1")
+	_tty=$(xenstore-read "/local/domain/$(xl domid "$1")/console/tty" 2>/dev/null)
+	_from=$(lines "$_log")
+	[ -n "$_tty" ] && printf 'check\n' >"$_tty"
+	V=$(wait_line "$_log" "$_from" 'VMCKPT-WL boot=[0-9a-f]+ disk seq=.*result=' 30) ||
+		V="no disk verdict on $1's console (tty '$_tty')"
+	V=${V#*VMCKPT-WL }
+	case $V in *result=OK*) return 0 ;; esac
+	return 1
 }
 # named DOM: how many domains called DOM exist
 named() { xl list 2>/dev/null | awk -v n="$1" '$1 == n' | wc -l; }

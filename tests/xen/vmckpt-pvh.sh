@@ -12,6 +12,8 @@
 # of a PV domU, which Debian's Xen
 # cannot do (built without shadow paging: no PV log-dirty): it must fail
 # with one line, leave no file, and leave the domain running.
+# A PVH domU journaling on a file-backed disk: vmsave --live --disks,
+# restored with --disk-dir into another directory (disk verdict OK).
 # Usage on the host: tests/xen/run-lab.sh tests/xen/vmckpt-pvh.sh 300
 # PVH under nested TCG has been seen to hang the whole emulated machine
 # and to kill PVH guests with a triple fault (xl's own live migrations
@@ -25,6 +27,7 @@ IMG=/images/$DOM.vmimg
 finish() {
 	xl destroy $DOM >/dev/null 2>&1
 	xl destroy wl1 >/dev/null 2>&1
+	xl destroy wl2disk >/dev/null 2>&1
 	echo "---- console of $DOM (last 8 lines)"
 	tail -n 8 "$CLOG" 2>/dev/null | tr -d '\r'
 	exit $failed
@@ -311,6 +314,62 @@ if id4=$(timeout 120 vmrestore -i /lab/host.key /images/wl2d.vmimg 2>/tmp/restor
 else
 	fail pvh-resets-during-save "no second copy to reset: $(cat /tmp/restore.err)"
 fi
+
+# ---- PVH with a file-backed disk: vmsave --live --disks + --disk-dir --------
+# The workload journals on xvda; the disk is read once the pre-copy has
+# ended (the guest stopped): restored into another directory, memory and
+# disk agree and the counter goes on.
+step live-pvh-disks
+flaky=1
+flake_begin
+DDOM=wl2disk
+DLOG=$(clog $DDOM)
+truncate -s 64M /images/$DDOM.raw
+t=$(now)
+if ! timeout 90 xl create /lab/domu-pvh.cfg "name=\"$DDOM\"" \
+	'extra="console=hvc0 quiet wl.mem=32 wl.dirty=10 wl.disk=/dev/xvda"' \
+	"disk=['format=raw,vdev=xvda,access=rw,target=/images/$DDOM.raw']" >/tmp/created.log 2>&1; then
+	cat /tmp/created.log; fail pvh-disk-create "xl create failed"; finish
+fi
+if ! j=$(wait_line "$DLOG" 0 'VMCKPT-WL boot=[0-9a-f]+ disk (dev|seq)=' 120) ||
+   ! bc=$(wait_count "$DLOG" 0 3 60); then
+	flake pvh-disk-boot "no disk journal or count lines" "xen: $(xen_fault)"; finish
+fi
+dboot=${bc% *}
+case $j in *result=BAD*) fail pvh-disk-boot "$j"; finish ;; esac
+l0=$(lines "$DLOG")
+if ! timeout 180 vmsave --live --disks --json -r "$REC" $DDOM /images/$DDOM.vmimg \
+	>/tmp/ld.json 2>/tmp/ld.err; then
+	save_failed pvh-vmsave-live-disks /tmp/ld.err
+fi
+sleep 0.3
+l_save=$(lines "$DLOG")
+set -- $(count_after "$DLOG" 0 last); last=$2
+ran=$(awk -v from="$l0" 'NR > from && /VMCKPT-WL boot=.* count=/' "$DLOG" | wc -l)
+if xl domid $DDOM >/dev/null 2>&1; then
+	fail pvh-vmsave-live-disks "domain still exists after vmsave --live --disks"; finish
+elif ! grep -q '"disks_carried":1' /tmp/ld.json; then
+	fail pvh-vmsave-live-disks "JSON: $(cut -c1-300 /tmp/ld.json)"
+else
+	pass pvh-vmsave-live-disks "$(since "$t")s, $ran count lines during the save, downtime $(sed -n 's/.*"downtime_ns":\([0-9]*\).*/\1/p' /tmp/ld.json) ns, $(stat -c %s /images/$DDOM.vmimg) bytes"
+fi
+rm -f /images/$DDOM.raw
+mkdir -p /images/pvh-host2
+if ! did=$(timeout 120 vmrestore --disk-dir /images/pvh-host2 -i /lab/host.key \
+	/images/$DDOM.vmimg 2>/tmp/rd.err); then
+	fail pvh-vmrestore-disks "vmrestore --disk-dir: $(cat /tmp/rd.err)"; finish
+fi
+boot_saved=$boot; boot=$dboot
+if ! continuity "$DLOG" "$l_save" "$last" pvh-vmrestore-disks replay; then
+	:
+elif ! disk_verdict $DDOM; then
+	fail pvh-vmrestore-disks "memory and disk disagree: $V"
+else
+	pass pvh-vmrestore-disks "domid $did on /images/pvh-host2/$DDOM-xvda.raw ($(stat -c '%a %s' /images/pvh-host2/$DDOM-xvda.raw)): $V"
+fi
+boot=$boot_saved
+xl destroy $DDOM >/dev/null 2>&1
+rm -rf /images/pvh-host2 /images/$DDOM.vmimg
 
 # ---- PV: vmsave --live cannot work here; it must fail cleanly -------------------
 step pv-live
