@@ -524,6 +524,7 @@ struct save {
                                          point-in-time view (view_*) */
     int view_made;                    /* ...prepared: to release */
     int resumed;                      /* a checkpoint's guest runs again */
+    int touched;                      /* the save paused it, or began to */
 };
 
 /* What the image says of each disk the config names: carried (read while
@@ -723,6 +724,7 @@ static int save_stream(struct save *s)
     if (pipe2(pp, O_CLOEXEC) < 0)
         return vmc_set_error(s->ctx, VMC_E_IO, "pipe: %s", strerror(errno));
     big_pipe(pp[0]);
+    s->touched = 1;
     if (!s->o->live && s->res->was_running) {
         if (s->be->flags & VMC_BE_SAVE_STOPS)
             s->stop_us = wall_us();
@@ -832,6 +834,8 @@ static void save_undo(struct save *s)
     struct vmc_ctx tmp = { 0 };
     int running = 0;
 
+    if (!s->touched && !s->view_made)
+        return;                     /* refused before it touched the domain */
     if (s->started)
         s->be->save_cancel(s->d);
     for (int i = 0; i < 3 && s->view_made; i++) {   /* its own disks back */

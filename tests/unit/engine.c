@@ -727,8 +727,8 @@ static int t_save_fails_at_every_op(void)
                 REQUIRE(strcmp(save_ops[i], "open") &&
                         strcmp(save_ops[i], "describe") &&
                         strcmp(save_ops[i], "is_running") ?
-                        res.resumed_after_error : 1,
-                        "%s failing: resumed_after_error not set", save_ops[i]);
+                        res.resumed_after_error : !res.resumed_after_error,
+                        "%s failing: resumed_after_error %d (a refusal before the pause resumes nothing)", save_ops[i], res.resumed_after_error);
             }
             REQUIRE(!F.save_while_running, "the guest ran during a cold save");
             REQUIRE(F.cancelled == (strcmp(save_ops[i], "save_start") == 0 ||
