@@ -197,7 +197,8 @@ int qemu_view_prepare(struct vmc_ctx *ctx, struct vmc_dom *d,
     for (int i = 0; i < n && i < VIEW_MAX; i++) {
         const struct vmc_disk_info *di = &disks[i];
         int j = d->nview;
-        if (!(di->flags & VMC_DF_CARRIED))
+        /* a read-only medium cannot change: its file is its view */
+        if (!(di->flags & VMC_DF_CARRIED) || (di->flags & VMC_DF_READONLY))
             continue;
         if ((rc = disk_node(ctx, d, di, d->view_base[j],
                             sizeof(d->view_base[j]))) < 0 ||
