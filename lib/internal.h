@@ -163,12 +163,7 @@ int io_read_full(struct vmc_ctx *ctx, int fd, void *buf, size_t n, size_t *got,
                  const char *what);
 int io_write_full(struct vmc_ctx *ctx, int fd, const void *buf, size_t n,
                   const char *what);
-/* A frozen copy of disk file fd (at path, size octets) as it is now: an
- * unnamed file (O_TMPFILE) in path's directory, so that nothing of it
- * outlives the process; a reflink (FICLONE) where the filesystem shares
- * blocks (*reflinked 1), else a sparse copy (holes stay holes). */
-int io_disk_snapshot(struct vmc_ctx *ctx, const char *path, int fd,
-                     uint64_t size, int *copy, int *reflinked);
+
 /* send() it all on a socket, no SIGPIPE: 0, or VMC_E_IO with errno kept
  * (EPIPE when the peer has gone). */
 int write_all_nosig(int fd, const void *buf, size_t n);

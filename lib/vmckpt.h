@@ -476,6 +476,13 @@ VMC_API int vmc_disk_file_digest(struct vmc_ctx *ctx, int fd, uint64_t size,
 VMC_API int vmc_disk_open(struct vmc_ctx *ctx, const char *path,
                           unsigned format, const char *id, int *fd,
                           uint64_t *size);
+/* A frozen copy of disk file fd (at path, size octets) as it is now, in
+ * *copy: an unnamed file (O_TMPFILE) in path's directory, so that
+ * nothing of it outlives the process; a reflink (FICLONE) where the
+ * filesystem shares blocks (*reflinked 1), else a sparse copy (holes stay
+ * holes).  A backend's disk view when its hypervisor has none (Xen). */
+VMC_API int vmc_disk_snapshot(struct vmc_ctx *ctx, const char *path, int fd,
+                              uint64_t size, int *copy, int *reflinked);
 
 /* Copies every record r reads to w as it is (IMAGE_INFO and all), then
  * finishes w with the END times of r: the same content under w's keys

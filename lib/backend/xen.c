@@ -1067,7 +1067,7 @@ static int xen_view_take(struct vmc_ctx *ctx, struct vmc_dom *d,
         if (!(disks[i].flags & VMC_DF_CARRIED) ||
             (disks[i].flags & VMC_DF_READONLY))
             continue;               /* a read-only medium cannot change */
-        if ((rc = io_disk_snapshot(ctx, disks[i].path, fds[i],
+        if ((rc = vmc_disk_snapshot(ctx, disks[i].path, fds[i],
                                    disks[i].virtual_size, &copy, &ref)) < 0)
             return rc;
         close(fds[i]);

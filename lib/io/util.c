@@ -341,7 +341,7 @@ const char *vmc_logdir(void)
     return buf;
 }
 
-int io_disk_snapshot(struct vmc_ctx *ctx, const char *path, int fd,
+int vmc_disk_snapshot(struct vmc_ctx *ctx, const char *path, int fd,
                      uint64_t size, int *copy, int *reflinked)
 {
     char dir[PATH_MAX];

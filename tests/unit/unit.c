@@ -1770,7 +1770,7 @@ static int t_disk_snapshot(void)
     REQUIRE(fd >= 0 && ftruncate(fd, 64 << 20) == 0 &&
             pwrite(fd, "one", 3, 1 << 20) == 3 &&
             pwrite(fd, "two", 3, 40 << 20) == 3, "setup");
-    REQUIRE(io_disk_snapshot(ctx, path, fd, 64 << 20, &c, &ref) == 0,
+    REQUIRE(vmc_disk_snapshot(ctx, path, fd, 64 << 20, &c, &ref) == 0,
             "%s", vmc_ctx_error(ctx));
     REQUIRE(pwrite(fd, "new", 3, 1 << 20) == 3, "moving on");
     REQUIRE(fstat(c, &st) == 0 && st.st_size == 64 << 20 && st.st_nlink == 0 &&

@@ -191,7 +191,7 @@ else
 fi
 rm -f /images/ck2.vmimg
 # what the frozen copies cost alone (the downtimes above are dominated by
-# the memory and vary with the host's load): cp does what io_disk_snapshot
+# the memory and vary with the host's load): cp does what vmc_disk_snapshot
 # does, a FICLONE on XFS, SEEK_DATA + copy_file_range on tmpfs
 t=$(now)
 cp --reflink=always $XFS/wld-data.raw $XFS/c1 && cp --reflink=always $XFS/wld.raw $XFS/c2
