@@ -593,6 +593,22 @@ static int cancel_cb(void *arg, uint64_t bytes)
     return bytes > STREAM_LEN / 2;
 }
 
+/* vmc_save of domain "vm" with opts o into dir/FILE. */
+static int save_with(const char *file, const struct vmc_save_opts *o,
+                     struct vmc_save_result *res, struct vmc_ctx *ctx)
+{
+    struct vmc_outfile *of;
+    char path[160];
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    if ((rc = vmc_outfile_open(ctx, path, 1, &of)) < 0)
+        return rc;
+    rc = vmc_save(ctx, &fake, "vm", of, o, res);
+    vmc_outfile_free(of);
+    return rc;
+}
+
 /* One save of domain "vm" (created running) into dir/NAME.  Returns
  * vmc_save's rc; the image is committed or gone when this returns. */
 static int save(const char *file, enum vmc_save_mode mode, int live,
@@ -604,17 +620,9 @@ static int save(const char *file, enum vmc_save_mode mode, int live,
                                .confirm = confirm, .progress = progress,
                                .commit = save_commit_cb,
                                .live_timeout_s = save_live_timeout };
-    struct vmc_outfile *of;
-    char path[128];
-    int rc;
 
     vmc_ctx_clear(ctx);
-    snprintf(path, sizeof(path), "%s/%s", dir, file);
-    if ((rc = vmc_outfile_open(ctx, path, 1, &of)) < 0)
-        return rc;
-    rc = vmc_save(ctx, &fake, "vm", of, &o, res);
-    vmc_outfile_free(of);
-    return rc;
+    return save_with(file, &o, res, ctx);
 }
 
 /* The receiver's gate: 0 lets the loaded domain run, else no COMMIT. */
@@ -1185,16 +1193,8 @@ static int view_save(const char *file, int live, struct vmc_save_result *res,
 {
     struct vmc_save_opts o = { .mode = VMC_SAVE_CHECKPOINT, .live = live,
                                .keys = keys, .disks = VMC_SAVE_DISKS_WRITABLE };
-    struct vmc_outfile *of;
-    char path[160];
-    int rc;
 
-    snprintf(path, sizeof(path), "%s/%s", dir, file);
-    if ((rc = vmc_outfile_open(ctx, path, 1, &of)) < 0)
-        return rc;
-    rc = vmc_save(ctx, &fake, "vm", of, &o, res);
-    vmc_outfile_free(of);
-    return rc;
+    return save_with(file, &o, res, ctx);
 }
 
 static int t_save_view(void)
