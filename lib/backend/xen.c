@@ -265,6 +265,41 @@ static const char *xen_name(const struct vmc_dom *d)
     return d->name;
 }
 
+static int xen_died(struct vmc_dom *d, char *why, size_t n, FILE *ev);
+
+/* A domain that shut down by itself (it crashed, triple-faulted, powered
+ * off: any reason but a suspend) or is being destroyed has no guest left to
+ * capture: its save is refused before anything is touched, with Xen's
+ * words for what happened.  A domain left suspended can still be saved. */
+static int refuse_dead(struct vmc_ctx *ctx, struct vmc_dom *d)
+{
+    char why[256];
+    const char *reason = NULL;
+    libxl_dominfo info;
+    FILE *sink;
+    int dead;
+
+    libxl_dominfo_init(&info);
+    if (libxl_domain_info(d->lx, &info, d->domid) != 0)
+        reason = "it is gone";
+    else if (info.dying)
+        reason = "it is being destroyed";
+    else if (info.shutdown &&
+             info.shutdown_reason != LIBXL_SHUTDOWN_REASON_SUSPEND)
+        reason = libxl_shutdown_reason_to_string(info.shutdown_reason);
+    libxl_dominfo_dispose(&info);
+    if (!reason)
+        return 0;
+    sink = fopen("/dev/null", "w");
+    dead = sink && xen_died(d, why, sizeof(why), sink) == 1;
+    if (sink)
+        fclose(sink);
+    return vmc_set_error(ctx, VMC_E_BACKEND, "the domain had already shut "
+                         "down before the save (reason %s%s%s): there is no "
+                         "running guest to save", reason,
+                         dead && why[0] ? "; " : "", dead ? why : "");
+}
+
 static int xen_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
                         struct vmc_image_meta *m, uint32_t *fmt, uint8_t **cfg,
                         size_t *cfg_len)
@@ -277,6 +312,8 @@ static int xen_describe(struct vmc_ctx *ctx, struct vmc_dom *d,
     memset(m, 0, sizeof(*m));
     *cfg = NULL;
     *cfg_len = 0;
+    if ((rc = refuse_dead(ctx, d)) < 0)
+        return rc;
     libxl_domain_config_init(&c);
     xlog_reset(d);
     if ((rc = libxl_retrieve_domain_configuration(d->lx, d->domid, &c, NULL))) {
@@ -369,7 +406,16 @@ static int xen_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
         libxl_dominfo_dispose(&info);
         return vmc_set_error(ctx, VMC_E_BACKEND, "domain %u vanished", id);
     }
-    if (info.shutdown && info.shutdown_reason == LIBXL_SHUTDOWN_REASON_SUSPEND)
+    if (info.shutdown && info.shutdown_reason != LIBXL_SHUTDOWN_REASON_SUSPEND) {
+        /* crashed, rebooted, powered off: there is nothing to resume (Xen
+         * would clear the shutdown and run a dead vCPU again) */
+        const char *why = libxl_shutdown_reason_to_string(info.shutdown_reason);
+        libxl_dominfo_dispose(&info);
+        return vmc_set_error(ctx, VMC_E_BACKEND, "domain %u has shut down "
+                             "(reason %s): it cannot be resumed", id,
+                             why ? why : "unknown");
+    }
+    if (info.shutdown)
         rc = libxl_domain_resume(d->lx, id, 1, NULL);     /* like xl save -c */
     else if (info.paused)
         rc = libxl_domain_unpause(d->lx, id, NULL);

@@ -8,7 +8,7 @@
 # Guest console (xenconsoled logs every guest to /var/log/xen/console/guest-NAME.log):
 #   clog DOM                          the console log path of domain DOM
 #   lines LOG                         lines in LOG so far (an offset)
-#   count_after LOG FROM first|last   "BOOT COUNT" of a workload count line
+#   count_after LOG FROM first|last [UPTO]  "BOOT COUNT" of a workload count line
 #   wait_count LOG FROM MIN TIMEOUT   wait for count >= MIN after line FROM
 #   wait_line LOG FROM ERE TIMEOUT    first line matching ERE after FROM
 #   bad_lines LOG FROM                workload lines reporting BAD / exit
@@ -41,8 +41,11 @@ elapsed_gt() { awk -v a="$1" -v b="$(now)" -v t="$2" 'BEGIN { exit !(b - a > t) 
 
 clog() { echo "/var/log/xen/console/guest-$1.log"; }
 lines() { wc -l 2>/dev/null <"$1" || echo 0; }
+# count_after: a count paired with a line offset is read up to that line
+# (UPTO): a running guest appends while this reads, and the two disagree.
 count_after() {
-	awk -v from="$2" -v which="$3" '
+	awk -v from="$2" -v which="$3" -v upto="${4:-0}" '
+		upto > 0 && NR > upto { exit }
 		NR > from && match($0, /VMCKPT-WL boot=[0-9a-f]+ count=[0-9]+/) {
 			split(substr($0, RSTART, RLENGTH), f, /[ =]/)
 			b = f[3]; c = f[5]

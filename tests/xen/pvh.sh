@@ -57,7 +57,7 @@ fi
 t_save=$(since "$t")
 sleep 0.3
 l=$(lines "$CLOG")
-set -- $(count_after "$CLOG" 0 last); last=$2
+set -- $(count_after "$CLOG" 0 last "$l"); last=$2
 pass pvh-save "${t_save}s $(stat -c %s $IMG) bytes"
 step restore-pvh
 t=$(now)
@@ -71,7 +71,7 @@ check_continues "$l" "$last" pvh-restore &&
 # ---- live migration to localhost -------------------------------------------------
 step migrate-pvh
 l=$(lines "$CLOG")
-set -- $(count_after "$CLOG" 0 last); last=$2
+set -- $(count_after "$CLOG" 0 last "$l"); last=$2
 id=$(xl domid $DOM)
 t=$(now)
 # -s '': run HOST (here "xl migrate-receive") instead of "ssh HOST xl migrate-receive".

@@ -55,7 +55,7 @@ fi
 t_save=$(since "$t")
 sleep 0.3   # let xenconsoled drain the last lines of the dead domain
 l_save=$(lines "$CLOG")
-set -- $(count_after "$CLOG" 0 last); last=$2
+set -- $(count_after "$CLOG" 0 last "$l_save"); last=$2
 size=$(stat -c %s $IMG)
 if xl domid $DOM >/dev/null 2>&1; then
 	fail xl-save "domain still exists after xl save"

@@ -144,8 +144,8 @@ if ! vmsave --disks --json -r "$REC" $DOM /images/$DOM.vmimg >/tmp/save.out 2>/t
 fi
 t_save=$(since "$t")
 sleep 0.3
-set -- $(count_after "$CLOG" 0 last); last=$2
 l_save=$(lines "$CLOG")
+set -- $(count_after "$CLOG" 0 last "$l_save"); last=$2
 if xl domid $DOM >/dev/null 2>&1; then
 	fail disk-save "domain still exists after vmsave --disks"; finish
 elif ! grep -q '"disks_carried":2' /tmp/save.out; then

@@ -45,10 +45,18 @@ fail() {
 	failed=1
 }
 # save_failed NAME OUTFILE: vmsave failed.  If the guest died, vmsave must
-# have said so in one line, with the evidence file it names (issue 9).
+# have said so in one line, with the evidence file it names (issue 9); a
+# guest that died between two steps (the emulator's, issue 9) must be
+# refused as already shut down, and then the failure is the emulator's.
 save_failed() {
 	_f=$(xen_fault)
 	_m=$(tail -n 1 "$2")
+	if [ -n "$_f" ] && printf '%s\n' "$_m" |
+	   grep -q 'the domain had already shut down before the save (reason .*): there is no running guest to save; domain left as it was, nothing written$'; then
+		info "$1: vmsave said: $_m"
+		fail "$1" "the guest died before vmsave was run: $_m"
+		finish
+	fi
 	if [ -n "$_f" ]; then
 		_e=$(printf '%s\n' "$_m" | sed -n 's/.*evidence in \([^;]*\);.*/\1/p')
 		if ! printf '%s\n' "$_m" | grep -q 'the domain died during the save' ||
@@ -90,7 +98,7 @@ fi
 t_live=$(since "$t")
 sleep 0.3
 l_save=$(lines "$CLOG")
-set -- $(count_after "$CLOG" 0 last); last=$2
+set -- $(count_after "$CLOG" 0 last "$l_save"); last=$2
 if xl domid $DOM >/dev/null 2>&1; then
 	fail pvh-vmsave-live "domain still exists after vmsave --live"; finish
 fi
@@ -146,7 +154,7 @@ fi
 t_d=$(since "$t")
 sleep 0.3
 l_d=$(lines "$CLOG")
-set -- $(count_after "$CLOG" 0 last); last=$2
+set -- $(count_after "$CLOG" 0 last "$l_d"); last=$2
 ran=$(awk -v from="$l0" 'NR > from && /VMCKPT-WL boot=.* count=/' "$CLOG" | wc -l)
 if xl domid $DOM >/dev/null 2>&1; then
 	fail pvh-vmsave-live-libxenguest "domain still exists after the save"; finish
@@ -344,7 +352,7 @@ if ! timeout 180 vmsave --live --disks --json -r "$REC" $DDOM /images/$DDOM.vmim
 fi
 sleep 0.3
 l_save=$(lines "$DLOG")
-set -- $(count_after "$DLOG" 0 last); last=$2
+set -- $(count_after "$DLOG" 0 last "$l_save"); last=$2
 ran=$(awk -v from="$l0" 'NR > from && /VMCKPT-WL boot=.* count=/' "$DLOG" | wc -l)
 if xl domid $DDOM >/dev/null 2>&1; then
 	fail pvh-vmsave-live-disks "domain still exists after vmsave --live --disks"; finish

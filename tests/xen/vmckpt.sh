@@ -49,7 +49,7 @@ fi
 t_save=$(since "$t")
 sleep 0.3
 l_save=$(lines "$CLOG")
-set -- $(count_after "$CLOG" 0 last); last=$2
+set -- $(count_after "$CLOG" 0 last "$l_save"); last=$2
 if xl domid $DOM >/dev/null 2>&1; then
 	fail vmsave "domain still exists after vmsave"
 else
@@ -186,7 +186,7 @@ t=$(now)
 rc_r=$?
 t_pipe=$(since "$t")
 l_p2=$(lines "$CLOG")
-set -- $(count_after "$CLOG" 0 last); last=$2
+set -- $(count_after "$CLOG" 0 last "$l_p2"); last=$2
 id_new=$(xl domid $DOM 2>/dev/null)
 ilog=$(clog $DOM--incoming)
 [ -s "$ilog" ] && info "pipe: the incoming domain's console went to $ilog"
@@ -251,4 +251,39 @@ else
 	tail -n 3 /tmp/base.log; info "xl save failed (comparison only)"
 fi
 rm -f /images/base.xl
+
+# ---- a domain that already died is refused, never "saved" -----------------
+# on_crash=preserve keeps a panicked guest as a crashed domain: vmsave must
+# say in one line that it shut down before the save (with Xen's reason),
+# write nothing, and leave it for inspection (never run its dead vCPU
+# again, as a resume would).
+step dead-refused
+DEAD=wl1dead
+if ! xl create $CFG "name=\"$DEAD\"" 'on_crash="preserve"' >/tmp/create.log 2>&1 ||
+   ! wait_count "$(clog $DEAD)" 0 2 90 >/dev/null; then
+	cat /tmp/create.log; fail dead-refused "no second PV domain to crash"
+else
+	id_x=$(xl domid $DEAD)
+	tty=$(xenstore-read /local/domain/$id_x/console/tty 2>/dev/null)
+	[ -n "$tty" ] && echo panic >"$tty"
+	for i in $(seq 1 60); do
+		case $(xl list $DEAD 2>/dev/null | awk 'NR == 2 { print $5 }') in *c*) break ;; esac
+		sleep 0.5
+	done
+	vmsave -r "$REC" $DEAD /images/dead.vmimg >/tmp/dead.out 2>/tmp/dead.err
+	rc=$?
+	if ! xl list $DEAD 2>/dev/null | awk 'NR == 2 { exit $5 !~ /c/ }'; then
+		fail dead-refused "the domain did not crash: $(xl list $DEAD 2>&1 | tr '\n' ' ')"
+	elif [ $rc != 1 ] || [ "$(wc -l </tmp/dead.err)" != 1 ] ||
+	     ! grep -q "^vmsave: $DEAD: the domain had already shut down before the save (reason crash[;)].*: there is no running guest to save; domain left as it was, nothing written$" /tmp/dead.err; then
+		fail dead-refused "vmsave exit $rc: $(cat /tmp/dead.err)"
+	elif ls /images/dead.vmimg* >/dev/null 2>&1; then
+		fail dead-refused "a file was left: $(ls /images/*dead*)"
+	elif [ "$(xl domid $DEAD 2>/dev/null)" != "$id_x" ]; then
+		fail dead-refused "the crashed domain $id_x is gone"
+	else
+		pass dead-refused "$(cat /tmp/dead.err)"
+	fi
+	xl destroy $DEAD >/dev/null 2>&1
+fi
 finish
