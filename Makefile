@@ -15,7 +15,7 @@ WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-missing-field-initializers
 CPPFLAGS += -D_GNU_SOURCE -Ilib -Iformat
 ALLCFLAGS = -std=gnu11 $(WARN) -fPIC -fvisibility=hidden -pthread $(CFLAGS)
-LIBS      = -lsodium -lzstd -ljansson -pthread
+LIBS      = -lsodium -lzstd -ljansson -lnbd -pthread
 
 # The xen backend is built when the Xen toolstack headers are present
 # (Debian: libxen-dev, which `make check` installs); say so when it is not.
@@ -42,6 +42,7 @@ B         = build
 # lib/README.md is the source map.
 LIB_SRC   = format/wire.c \
             lib/io/util.c lib/io/outfile.c lib/io/input.c lib/io/endpoint.c \
+            lib/io/disksrc.c \
             lib/stream/keys.c lib/stream/header.c lib/stream/chunk.c \
             lib/stream/record.c lib/stream/disk.c lib/stream/image.c lib/stream/live.c \
             lib/backend/backend.c lib/backend/qmp.c lib/backend/qemu_registry.c \

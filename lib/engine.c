@@ -555,10 +555,6 @@ static int disk_plan_one(struct save *s, struct vmc_disk_info *di)
                       s->res->name, s->be->name);
         return vmc_set_hint(s->ctx, VMC_HINT_STOPPED_DISKS);
     }
-    if (carry && di->source_format != VMC_DISK_FMT_RAW)
-        return vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "disk %s (%s): %s "
-                             "disks are not carried yet (raw only)", di->id,
-                             di->path, vmc_disk_format_name(di->source_format));
     if (carry) {
         di->flags |= VMC_DF_CARRIED;
         s->res->disks_carried++;

@@ -154,6 +154,21 @@ int reader_drain(struct vmc_reader *r, int outfd, const struct drain_hooks *h,
                  const char *disk_dir, vmc_progress_fn cb, void *arg,
                  struct vmc_summary *sum);
 
+/* ---- a disk's content, read for capture (io/disksrc.c) -----------------
+ * A raw disk by the descriptor fd (SEEK_DATA/SEEK_HOLE skip holes; fd stays
+ * the caller's); any other format through qemu-nbd (read-only) and libnbd,
+ * whose block status skips unallocated and zero clusters.  next: the next
+ * data region at or after off, [*d, *h), grain aligned, *d == size when
+ * there is none.  read: all n octets at off.  Both 0 or an error in ctx. */
+struct vmc_disk_src;
+int vmc_disk_src_open(struct vmc_ctx *ctx, const struct vmc_disk_info *di,
+                      int fd, struct vmc_disk_src **out);
+int vmc_disk_src_next(struct vmc_disk_src *s, uint64_t off, uint64_t *d,
+                      uint64_t *h);
+int vmc_disk_src_read(struct vmc_disk_src *s, void *buf, size_t n,
+                      uint64_t off);
+void vmc_disk_src_close(struct vmc_disk_src *s);
+
 /* ---- helpers -------------------------------------------------------------- */
 /* The one error convention of lib/: ctx in (may be NULL), 0 or a negative
  * enum vmc_err out, the message in ctx and errno kept (vmc_ctx_errno).

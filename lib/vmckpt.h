@@ -438,10 +438,11 @@ struct vmc_disk_info {
 };
 /* A DISK record. */
 VMC_API int vmc_writer_disk(struct vmc_writer *w, const struct vmc_disk_info *d);
-/* The content of disk d read from fd (its first d->virtual_size octets):
- * DISK_EXTENT records of the grains that are not all zero (holes are
- * skipped unread), then DISK_END with the counts and the digest.  Memory:
- * two 1 MiB buffers. */
+/* The content of disk d read from fd, the file as vmc_disk_open opened it
+ * (its first d->virtual_size guest-visible octets; a qcow2 disk through
+ * qemu-nbd, read-only): DISK_EXTENT records of the grains that are not all
+ * zero (holes and unallocated clusters are skipped unread), then DISK_END
+ * with the counts and the digest.  Memory: two 1 MiB buffers. */
 VMC_API int vmc_writer_disk_content(struct vmc_writer *w,
                                     const struct vmc_disk_info *d, int fd,
                                     vmc_progress_fn cb, void *arg);

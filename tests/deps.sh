@@ -4,9 +4,9 @@ set -eu
 PKGS="build-essential pkg-config libsodium-dev libzstd-dev libjansson-dev zstd \
 clang libclang-rt-14-dev python3 man-db groff-base bc bsdutils iproute2 \
 qemu-system-x86 linux-image-amd64 busybox-static cpio libxen-dev tcpdump \
-debhelper dpkg-dev fakeroot lintian fusefat dosfstools"
-# make bench: the disk bench's references (qemu-img, qemu-nbd; bsdtar; nbdcopy)
-[ "${1:-}" = bench ] && PKGS="$PKGS qemu-utils libarchive-tools libnbd-bin"
+debhelper dpkg-dev fakeroot lintian fusefat dosfstools libnbd-dev qemu-utils"
+# make bench: the disk bench's references (bsdtar; nbdcopy; qemu-img is in qemu-utils)
+[ "${1:-}" = bench ] && PKGS="$PKGS libarchive-tools libnbd-bin"
 # QEMU runs as this system user when vmckpt runs as root (vmctl(1)); make
 # install and the vmckpt package create it too.
 if [ "$(id -u)" = 0 ] && ! getent passwd vmckpt-qemu >/dev/null; then

@@ -655,6 +655,7 @@ struct rebuild {
     size_t len;
     const char *path;
     int overflow, auto_ro;
+    int raw;                    /* the new file is raw: format=raw */
 };
 
 static int rebuild_kv(void *arg, const char *k, const char *v)
@@ -668,7 +669,8 @@ static int rebuild_kv(void *arg, const char *k, const char *v)
     put_escaped(b->s, sizeof(b->s), &b->len, k);
     if (b->len + 1 < sizeof(b->s))
         b->s[b->len++] = '=';
-    put_escaped(b->s, sizeof(b->s), &b->len, !strcmp(k, "file") ? b->path : v);
+    put_escaped(b->s, sizeof(b->s), &b->len, !strcmp(k, "file") ? b->path :
+                b->raw && !strcmp(k, "format") ? "raw" : v);
     b->overflow |= b->len + 4 >= sizeof(b->s);
     return 0;
 }
@@ -676,7 +678,7 @@ static int rebuild_kv(void *arg, const char *k, const char *v)
 static int remap_one(void *arg, size_t at, const struct drive *d)
 {
     struct remap *r = arg;
-    struct rebuild b = { .path = r->path };
+    struct rebuild b = { .path = r->path, .raw = 1 };
 
     if (strcmp(d->id, r->id))
         return 0;

@@ -256,22 +256,59 @@ static int jobs_settle(struct vmc_ctx *ctx, struct vmc_dom *d)
     return rc;
 }
 
+/* The node right below overlay nn (its backing child: the disk as the
+ * domain had it, which may itself have a backing chain).  Only QEMU's
+ * block graph names it (x-debug-query-block-graph: query-block and
+ * query-named-block-nodes give the chain's file names, not its nodes). */
+static int overlay_base(struct vmc_ctx *ctx, struct vmc_dom *d, const char *nn,
+                        char *base, size_t n)
+{
+    json_t *r, *e, *v;
+    json_int_t top = -1, child = -1;
+    size_t i;
+    int rc;
+
+    base[0] = '\0';
+    if ((rc = qmp_exec(ctx, d->q, "x-debug-query-block-graph", NULL, &r)) < 0)
+        return rc;
+    json_array_foreach(json_object_get(r, "nodes"), i, v)
+        if (!strcmp(json_string_value(json_object_get(v, "name")) ?: "", nn))
+            top = json_integer_value(json_object_get(v, "id"));
+    json_array_foreach(json_object_get(r, "edges"), i, e)
+        if (json_integer_value(json_object_get(e, "parent")) == top &&
+            !strcmp(json_string_value(json_object_get(e, "name")) ?: "",
+                    "backing"))
+            child = json_integer_value(json_object_get(e, "child"));
+    json_array_foreach(json_object_get(r, "nodes"), i, v)
+        if (child >= 0 && json_integer_value(json_object_get(v, "id")) == child)
+            snprintf(base, n, "%s",
+                     json_string_value(json_object_get(v, "name")) ?: "");
+    json_decref(r);
+    if (!base[0])
+        return vmc_set_error(ctx, VMC_E_BACKEND, "disk overlay %s: QEMU's "
+                             "block graph shows no disk below it", nn);
+    return 0;
+}
+
 /* Merges overlay node nn (vmc-ov-J, the active layer of its drive) back
- * into the disk below it; a merge that a killed vmsave started goes on
- * from where it is. */
+ * into the disk right below it, never further down its chain (a backing
+ * file may be a template that other domains share); a merge that a
+ * killed vmsave started goes on from where it is. */
 static int merge_one(struct vmc_ctx *ctx, struct vmc_dom *d, const char *nn)
 {
     static const char *what = "merging a disk overlay back";
-    char job[40], st[32];
+    char job[40], st[32], base[64];
     int rc;
 
     snprintf(job, sizeof(job), "vmc-ovm-%s", nn + 7);
     if ((rc = job_status(ctx, d, job, st, sizeof(st))) < 0)
         return rc;
     if (!st[0]) {
-        if ((rc = qmp_exec(ctx, d->q, "block-commit",
-                           json_pack("{s:s, s:s, s:b}", "job-id", job, "device",
-                                     nn, "auto-dismiss", 0), NULL)) < 0)
+        if ((rc = overlay_base(ctx, d, nn, base, sizeof(base))) < 0 ||
+            (rc = qmp_exec(ctx, d->q, "block-commit",
+                           json_pack("{s:s, s:s, s:s, s:b}", "job-id", job,
+                                     "device", nn, "base-node", base,
+                                     "auto-dismiss", 0), NULL)) < 0)
             return rc;
         snprintf(st, sizeof(st), "running");
     }

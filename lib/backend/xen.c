@@ -1110,11 +1110,15 @@ static int xen_view_take(struct vmc_ctx *ctx, struct vmc_dom *d,
     (void)d;
     for (int i = 0; i < n; i++) {
         int copy, ref, rc;
+        uint64_t len = disks[i].virtual_size;
+        struct stat st;
         if (!(disks[i].flags & VMC_DF_CARRIED) ||
             (disks[i].flags & VMC_DF_READONLY))
             continue;               /* a read-only medium cannot change */
-        if ((rc = vmc_disk_snapshot(ctx, disks[i].path, fds[i],
-                                   disks[i].virtual_size, &copy, &ref)) < 0)
+        if (disks[i].source_format != VMC_DISK_FMT_RAW)   /* qcow2: the file */
+            len = fstat(fds[i], &st) == 0 ? (uint64_t)st.st_size : 0;
+        if ((rc = vmc_disk_snapshot(ctx, disks[i].path, fds[i], len, &copy,
+                                   &ref)) < 0)
             return rc;
         close(fds[i]);
         fds[i] = copy;

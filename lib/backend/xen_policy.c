@@ -194,7 +194,9 @@ int xen_config_set_disk(json_t *cfg, const char *id, const char *path)
     json_array_foreach(disks, i, d) {
         const char *v = json_string_value(json_object_get(d, "vdev"));
         if (v && !strcmp(v, id))
-            return json_object_set_new(d, "pdev_path", json_string(path)) ?
+            return json_object_set_new(d, "pdev_path", json_string(path)) ||
+                   (json_object_get(d, "format") &&
+                    json_object_set_new(d, "format", json_string("raw"))) ?
                    VMC_E_NOMEM : 0;
     }
     return VMC_E_INVAL;

@@ -130,39 +130,11 @@ static int ext_add(struct extw *x, uint64_t off, const uint8_t *g, size_t n)
     return 0;
 }
 
-/* The next data region of fd at or after off: [*d, *h), both grain
- * aligned (h capped at size); *d == size when there is none. */
-static void next_data(int fd, uint64_t off, uint64_t size, uint64_t *d,
-                      uint64_t *h)
-{
-    off_t a = lseek(fd, (off_t)off, SEEK_DATA), b;
-
-    if (a < 0) {
-        if (errno == ENXIO) {           /* only a hole up to the end */
-            *d = *h = size;
-            return;
-        }
-        *d = off;                       /* no SEEK_DATA here: all data */
-        *h = size;
-        return;
-    }
-    b = lseek(fd, a, SEEK_HOLE);
-    *d = (uint64_t)a / VMC_DISK_GRAIN * VMC_DISK_GRAIN;
-    if (*d < off)
-        *d = off;
-    *h = b < 0 ? size : ((uint64_t)b + VMC_DISK_GRAIN - 1) / VMC_DISK_GRAIN *
-                         VMC_DISK_GRAIN;
-    if (*h > size)
-        *h = size;
-    if (*d > size)
-        *d = size;
-}
-
 /* Calls fn for every grain of fd's first size octets that is not all zero
  * (holes are skipped unread), in order; progress: octets looked at. */
 typedef int (*grain_fn)(void *arg, uint64_t off, const uint8_t *g, size_t n);
 
-static int scan_grains(struct vmc_ctx *ctx, const char *what, int fd,
+static int scan_grains(struct vmc_ctx *ctx, struct vmc_disk_src *src,
                        uint64_t size, grain_fn fn, void *arg,
                        vmc_progress_fn cb, void *cb_arg)
 {
@@ -174,18 +146,12 @@ static int scan_grains(struct vmc_ctx *ctx, const char *what, int fd,
         return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
     while (off < size && rc == 0) {
         uint64_t d, h;
-        next_data(fd, off, size, &d, &h);
+        if ((rc = vmc_disk_src_next(src, off, &d, &h)) < 0)
+            break;
         for (off = d; off < h && rc == 0;) {
             size_t want = h - off < EXTENT_MAX ? (size_t)(h - off) : EXTENT_MAX;
-            ssize_t got = pread(fd, rd, want, (off_t)off);
-            if (got < 0 && errno == EINTR)
-                continue;
-            if (got != (ssize_t)want) {
-                rc = vmc_set_error(ctx, VMC_E_IO, "disk %s: read at %llu: %s",
-                                   what, (unsigned long long)off, got < 0 ?
-                                   strerror(errno) : "file shorter than the disk");
+            if ((rc = vmc_disk_src_read(src, rd, want, off)) < 0)
                 break;
-            }
             for (size_t g = 0; g < want && rc == 0; g += VMC_DISK_GRAIN) {
                 size_t n = want - g < VMC_DISK_GRAIN ? want - g : VMC_DISK_GRAIN;
                 if (!all_zero(rd + g, n))
@@ -221,12 +187,17 @@ int vmc_writer_disk_content(struct vmc_writer *w, const struct vmc_disk_info *di
     struct capture c = { .x = { .w = w, .disk = di->index } };
     struct vmc_wire_disk_end e = { .disk = di->index };
     uint8_t end[VMC_DISK_END_LEN];
+    struct vmc_disk_src *src;
     int rc;
 
-    if (!(c.x.buf = malloc(VMC_DISK_EXTENT_HEAD + EXTENT_MAX)))
+    if ((rc = vmc_disk_src_open(writer_ctx(w), di, fd, &src)) < 0)
+        return rc;
+    if (!(c.x.buf = malloc(VMC_DISK_EXTENT_HEAD + EXTENT_MAX))) {
+        vmc_disk_src_close(src);
         return vmc_set_error(writer_ctx(w), VMC_E_NOMEM, "out of memory");
+    }
     digest_init(&c.dg, di->virtual_size);
-    if ((rc = scan_grains(writer_ctx(w), di->id, fd, di->virtual_size,
+    if ((rc = scan_grains(writer_ctx(w), src, di->virtual_size,
                           capture_grain, &c, cb, arg)) == 0 &&
         (rc = ext_flush(&c.x)) == 0) {
         e.extents = c.x.extents;
@@ -236,6 +207,7 @@ int vmc_writer_disk_content(struct vmc_writer *w, const struct vmc_disk_info *di
         rc = vmc_writer_record(w, VMC_REC_DISK_END, end, sizeof(end));
     }
     free(c.x.buf);
+    vmc_disk_src_close(src);
     return rc;
 }
 
@@ -515,13 +487,19 @@ static int digest_only(void *arg, uint64_t off, const uint8_t *g, size_t n)
 int vmc_disk_file_digest(struct vmc_ctx *ctx, int fd, uint64_t size,
                          uint8_t out[VMC_DISK_DIGEST_LEN])
 {
+    struct vmc_disk_info di = { .id = "file", .virtual_size = size,
+                                .source_format = VMC_DISK_FMT_RAW };
+    struct vmc_disk_src *src;
     struct digest dg;
     int rc;
 
+    if ((rc = vmc_disk_src_open(ctx, &di, fd, &src)) < 0)
+        return rc;
     digest_init(&dg, size);
-    if ((rc = scan_grains(ctx, "file", fd, size, digest_only, &dg, NULL,
+    if ((rc = scan_grains(ctx, src, size, digest_only, &dg, NULL,
                           NULL)) == 0)
         crypto_generichash_final(&dg.st, out, VMC_DISK_DIGEST_LEN);
+    vmc_disk_src_close(src);
     return rc;
 }
 

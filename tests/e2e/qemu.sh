@@ -10,7 +10,7 @@
 # it ran to the end, so count the FAIL lines.  SKIPs loudly when QEMU is
 # missing or the guest cannot be built.
 #
-# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..17, 8b, 8c)
+# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..18, 8b, 8c)
 #      VMCKPT_ACCEL=tcg|kvm  force the accelerator
 #      E2E_KEEP=1         keep the temp dir (images, logs) for a post-mortem
 set -u
@@ -1042,7 +1042,7 @@ start_disk_guest() {
     local name=$1 dev=$2 f drives=() dirs=""
     shift 2
     for f in "$@"; do
-        drives+=(-drive "file=$f,if=virtio,format=raw")
+        drives+=(-drive "file=$f,if=virtio,format=$([[ $f == *.qcow2 ]] && echo qcow2 || echo raw)")
         dirs="$dirs:$(dirname "$f")"
     done
     VMCKPT_ALLOW_DIRS=$VMCKPT_ALLOW_DIRS$dirs run start.$name "$VMCTL" start "$name" -- \
@@ -1341,6 +1341,63 @@ s17() {
     pass $n "3 checkpoints with both disks, the last live (downtimes$dt ms), the first restored as a clone: clone and original agree ($v); one filling its filesystem and a SIGKILLed one merged back"
 }
 
+# 18. qcow2: the journal on a qcow2 disk over a backing file (a template
+# with data of its own, which the merge must leave alone).  A checkpoint --disks (an overlay over the qcow2
+# node; the frozen image read through qemu-nbd) restored as a clone: the
+# clone's disk is a raw file with the guest's view of the whole chain, and
+# its memory agrees with it; a stopped save, unsealed, is exactly what
+# qemu-img converts the chain to.  No qemu-nbd is left.
+s18() {
+    local n=18_qcow2_disks dd=$T/s18 id rd boot cid crd v z tm t0
+    mkdir -p "$dd/clone" "$dd/un"
+    # QEMU (unprivileged) opens a backing file itself, by its name: the
+    # template's directory must be one it can reach
+    tm=$(stat -c %a "$T")
+    chmod o+x "$T" && chmod 0755 "$dd"
+    qemu-img create -q -f qcow2 "$dd/base.qcow2" 64M &&
+        qemu-io -c "write -P 0x5a 32M 4M" "$dd/base.qcow2" >/dev/null &&
+        chmod 0666 "$dd/base.qcow2" &&
+        qemu-img create -q -f qcow2 -b "$dd/base.qcow2" -F qcow2 "$dd/top.qcow2" ||
+        { fail $n "qemu-img cannot make the chain"; return; }
+    start_disk_guest s18 /dev/vda "$dd/top.qcow2" || { fail $n "$WHY"; return; }
+    id=$GID rd=$GRD boot=$GBOOT
+    t0=$(md5sum <"$dd/base.qcow2")
+    run s18.ck "$VMSAVE" -c --disks --json -r "$REC" "$id" "$dd/ck.vmimg" ||
+        { fail $n "checkpoint: rc=$RC $(err s18.ck)"; return; }
+    [[ $(out s18.ck) == *'"disks_carried":1'* ]] ||
+        { fail $n "checkpoint JSON: $(out s18.ck)"; return; }
+    [ -z "$(ls "$rd" | grep vmc-ov)" ] ||
+        { fail $n "the checkpoint left an overlay: $(ls "$rd")"; return; }
+    guest_alive "$id" "$boot" || { fail $n "after the checkpoint: $WHY"; return; }
+    # the overlay went back into top.qcow2, never into the template
+    # (writable here, so a merge down the whole chain would show)
+    [ "$(md5sum <"$dd/base.qcow2")" = "$t0" ] ||
+        { fail $n "the merge wrote into the backing file"; return; }
+    run s18.clone "$VMRESTORE" -i "$KEY" --clone --disk-dir "$dd/clone" "$dd/ck.vmimg" ||
+        { fail $n "restore --clone: rc=$RC $(err s18.clone)"; return; }
+    cid=$(out s18.clone)
+    track "$cid"
+    crd=$("$VMCTL" rundir "$cid" 2>&1)
+    z=$(dd if="$dd/clone/s18-clone-virtio0.raw" bs=1M skip=32 count=4 status=none | tr -d Z | wc -c)
+    [ "$z" = 0 ] || { fail $n "the clone's disk lacks the backing file's data ($z other octets)"; return; }
+    disk_verdict "$crd" "$boot" "clone" && [[ $DISK_LINE == *result=OK* ]] ||
+        { fail $n "clone: memory and disk disagree: ${WHY:-$DISK_LINE}"; return; }
+    v=$DISK_LINE
+    destroy "$cid"
+    disk_verdict "$rd" "$boot" "original" && [[ $DISK_LINE == *result=OK* ]] ||
+        { fail $n "original: ${WHY:-$DISK_LINE}"; return; }
+    run s18.save "$VMSAVE" --disks -r "$REC" "$id" "$dd/s.vmimg" ||
+        { fail $n "stopped save: rc=$RC $(err s18.save)"; return; }
+    qemu-img convert -O raw "$dd/top.qcow2" "$dd/ref.raw" &&
+        run s18.unseal "$VMIMAGE" unseal -i "$KEY" --disks "$dd/un" "$dd/s.vmimg" &&
+        cmp -s "$dd/un/virtio0.raw" "$dd/ref.raw" ||
+        { fail $n "unsealed disk differs from qemu-img convert: rc=$RC $(err s18.unseal)"; return; }
+    pgrep -x qemu-nbd >/dev/null && { fail $n "a qemu-nbd is left: $(pgrep -a -x qemu-nbd)"; return; }
+    rm -rf "$dd"
+    chmod "$tm" "$T"
+    pass $n "checkpoint of a qcow2 chain restored as a raw clone ($v); stopped save = qemu-img convert"
+}
+
 scenario 1 s1
 scenario 2 s2
 scenario 3 s3
@@ -1360,6 +1417,7 @@ scenario 14 s14
 scenario 15 s15
 scenario 16 s16
 scenario 17 s17
+scenario 18 s18
 
 # ---- nothing may survive ---------------------------------------------------
 [ -n "$SPARE_ID" ] && destroy "$SPARE_ID"
