@@ -440,8 +440,9 @@ struct vmc_disk_info {
 VMC_API int vmc_writer_disk(struct vmc_writer *w, const struct vmc_disk_info *d);
 /* The content of disk d read from fd (its first d->virtual_size octets):
  * DISK_EXTENT records of the grains that are not all zero (holes are
- * skipped unread), then DISK_END with the counts and the digest.  Memory:
- * two 1 MiB buffers. */
+ * skipped unread), then DISK_END with the counts and the digest.  Each
+ * extent goes to the writer straight from the buffer it was read into
+ * (at most 1 MiB: the memory it takes). */
 VMC_API int vmc_writer_disk_content(struct vmc_writer *w,
                                     const struct vmc_disk_info *d, int fd,
                                     vmc_progress_fn cb, void *arg);

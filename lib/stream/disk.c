@@ -88,48 +88,6 @@ int vmc_writer_disk(struct vmc_writer *w, const struct vmc_disk_info *di)
     return rc;
 }
 
-struct extw {
-    struct vmc_writer *w;
-    uint32_t disk;
-    uint64_t start;             /* offset of buf[VMC_DISK_EXTENT_HEAD] */
-    size_t len;                 /* data octets in buf */
-    uint64_t extents, bytes;
-    uint8_t *buf;               /* head + EXTENT_MAX */
-};
-
-static int ext_flush(struct extw *x)
-{
-    struct vmc_wire_disk_extent e = { x->disk, 0, x->start };
-    int rc;
-
-    if (!x->len)
-        return 0;
-    vmc_disk_extent_encode(x->buf, &e);
-    if ((rc = vmc_writer_record(x->w, VMC_REC_DISK_EXTENT, x->buf,
-                                VMC_DISK_EXTENT_HEAD + x->len)) < 0)
-        return rc;
-    x->extents++;
-    x->bytes += x->len;
-    x->len = 0;
-    return 0;
-}
-
-/* A grain at off that is not all zero joins the open extent (or opens
- * one). */
-static int ext_add(struct extw *x, uint64_t off, const uint8_t *g, size_t n)
-{
-    int rc;
-
-    if (x->len && (x->start + x->len != off || x->len + n > EXTENT_MAX) &&
-        (rc = ext_flush(x)) < 0)
-        return rc;
-    if (!x->len)
-        x->start = off;
-    memcpy(x->buf + VMC_DISK_EXTENT_HEAD + x->len, g, n);
-    x->len += n;
-    return 0;
-}
-
 /* The next data region of fd at or after off: [*d, *h), both grain
  * aligned (h capped at size); *d == size when there is none. */
 static void next_data(int fd, uint64_t off, uint64_t size, uint64_t *d,
@@ -158,13 +116,36 @@ static void next_data(int fd, uint64_t off, uint64_t size, uint64_t *d,
         *d = size;
 }
 
-/* Calls fn for every grain of fd's first size octets that is not all zero
- * (holes are skipped unread), in order; progress: octets looked at. */
-typedef int (*grain_fn)(void *arg, uint64_t off, const uint8_t *g, size_t n);
+/* Called for every run of grains that are not all zero, as they are read:
+ * off is grain aligned, the run lies within one read (at most EXTENT_MAX
+ * octets) and ends at a grain boundary or at the end of the disk. */
+typedef int (*run_fn)(void *arg, uint64_t off, const uint8_t *p, size_t n);
 
-static int scan_grains(struct vmc_ctx *ctx, const char *what, int fd,
-                       uint64_t size, grain_fn fn, void *arg,
-                       vmc_progress_fn cb, void *cb_arg)
+/* The runs of the len octets at p, read from off. */
+static int each_run(const uint8_t *p, size_t len, uint64_t off, run_fn fn,
+                    void *arg)
+{
+    size_t run = 0;                     /* where the open run starts */
+    int rc = 0;
+
+    for (size_t g = 0; g < len && rc == 0; g += VMC_DISK_GRAIN) {
+        size_t n = len - g < VMC_DISK_GRAIN ? len - g : VMC_DISK_GRAIN;
+        if (all_zero(p + g, n)) {
+            if (g > run)
+                rc = fn(arg, off + run, p + run, g - run);
+            run = g + n;
+        }
+    }
+    if (rc == 0 && len > run)
+        rc = fn(arg, off + run, p + run, len - run);
+    return rc;
+}
+
+/* Calls fn for the runs of fd's first size octets that are not all zero
+ * (holes are skipped unread), in order; progress: octets looked at. */
+static int scan_runs(struct vmc_ctx *ctx, const char *what, int fd,
+                     uint64_t size, run_fn fn, void *arg, vmc_progress_fn cb,
+                     void *cb_arg)
 {
     uint8_t *rd = malloc(EXTENT_MAX);
     uint64_t off = 0, done = 0;
@@ -186,11 +167,7 @@ static int scan_grains(struct vmc_ctx *ctx, const char *what, int fd,
                                    strerror(errno) : "file shorter than the disk");
                 break;
             }
-            for (size_t g = 0; g < want && rc == 0; g += VMC_DISK_GRAIN) {
-                size_t n = want - g < VMC_DISK_GRAIN ? want - g : VMC_DISK_GRAIN;
-                if (!all_zero(rd + g, n))
-                    rc = fn(arg, off + g, rd + g, n);
-            }
+            rc = each_run(rd, want, off, fn, arg);
             off += want;
             done += want;
             if (rc == 0 && cb && cb(cb_arg, done))
@@ -202,41 +179,59 @@ static int scan_grains(struct vmc_ctx *ctx, const char *what, int fd,
     return rc;
 }
 
+/* The grains of a run, into the digest. */
+static void digest_run(struct digest *d, uint64_t off, const uint8_t *p,
+                       size_t n)
+{
+    for (size_t g = 0; g < n; g += VMC_DISK_GRAIN)
+        digest_grain(d, (off + g) / VMC_DISK_GRAIN, p + g,
+                     n - g < VMC_DISK_GRAIN ? n - g : VMC_DISK_GRAIN);
+}
+
 struct capture {
-    struct extw x;
+    struct vmc_writer *w;
+    uint32_t disk;
+    uint64_t extents, bytes;
     struct digest dg;
 };
 
-static int capture_grain(void *arg, uint64_t off, const uint8_t *g, size_t n)
+/* A run is one DISK_EXTENT, written from the read buffer itself. */
+static int capture_run(void *arg, uint64_t off, const uint8_t *p, size_t n)
 {
     struct capture *c = arg;
+    struct vmc_wire_disk_extent e = { c->disk, 0, off };
+    uint8_t head[VMC_DISK_EXTENT_HEAD];
+    int rc;
 
-    digest_grain(&c->dg, off / VMC_DISK_GRAIN, g, n);
-    return ext_add(&c->x, off, g, n);
+    digest_run(&c->dg, off, p, n);
+    vmc_disk_extent_encode(head, &e);
+    if ((rc = vmc_writer_begin(c->w, VMC_REC_DISK_EXTENT,
+                               (uint32_t)(sizeof(head) + n))) < 0 ||
+        (rc = vmc_writer_write(c->w, head, sizeof(head))) < 0 ||
+        (rc = vmc_writer_write(c->w, p, n)) < 0)
+        return rc;
+    c->extents++;
+    c->bytes += n;
+    return 0;
 }
 
 int vmc_writer_disk_content(struct vmc_writer *w, const struct vmc_disk_info *di,
                             int fd, vmc_progress_fn cb, void *arg)
 {
-    struct capture c = { .x = { .w = w, .disk = di->index } };
+    struct capture c = { .w = w, .disk = di->index };
     struct vmc_wire_disk_end e = { .disk = di->index };
     uint8_t end[VMC_DISK_END_LEN];
     int rc;
 
-    if (!(c.x.buf = malloc(VMC_DISK_EXTENT_HEAD + EXTENT_MAX)))
-        return vmc_set_error(writer_ctx(w), VMC_E_NOMEM, "out of memory");
     digest_init(&c.dg, di->virtual_size);
-    if ((rc = scan_grains(writer_ctx(w), di->id, fd, di->virtual_size,
-                          capture_grain, &c, cb, arg)) == 0 &&
-        (rc = ext_flush(&c.x)) == 0) {
-        e.extents = c.x.extents;
-        e.data_bytes = c.x.bytes;
-        crypto_generichash_final(&c.dg.st, e.digest, VMC_DISK_DIGEST_LEN);
-        vmc_disk_end_encode(end, &e);
-        rc = vmc_writer_record(w, VMC_REC_DISK_END, end, sizeof(end));
-    }
-    free(c.x.buf);
-    return rc;
+    if ((rc = scan_runs(writer_ctx(w), di->id, fd, di->virtual_size,
+                        capture_run, &c, cb, arg)) < 0)
+        return rc;
+    e.extents = c.extents;
+    e.data_bytes = c.bytes;
+    crypto_generichash_final(&c.dg.st, e.digest, VMC_DISK_DIGEST_LEN);
+    vmc_disk_end_encode(end, &e);
+    return vmc_writer_record(w, VMC_REC_DISK_END, end, sizeof(end));
 }
 
 /* ======================== reading ======================== */
@@ -506,9 +501,9 @@ int vmc_disks_finish(struct vmc_disks *t, uint64_t end_offset)
     return 0;
 }
 
-static int digest_only(void *arg, uint64_t off, const uint8_t *g, size_t n)
+static int digest_only(void *arg, uint64_t off, const uint8_t *p, size_t n)
 {
-    digest_grain(arg, off / VMC_DISK_GRAIN, g, n);
+    digest_run(arg, off, p, n);
     return 0;
 }
 
@@ -519,8 +514,8 @@ int vmc_disk_file_digest(struct vmc_ctx *ctx, int fd, uint64_t size,
     int rc;
 
     digest_init(&dg, size);
-    if ((rc = scan_grains(ctx, "file", fd, size, digest_only, &dg, NULL,
-                          NULL)) == 0)
+    if ((rc = scan_runs(ctx, "file", fd, size, digest_only, &dg, NULL,
+                        NULL)) == 0)
         crypto_generichash_final(&dg.st, out, VMC_DISK_DIGEST_LEN);
     return rc;
 }
