@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #include "internal.h"
@@ -22,21 +23,59 @@
 #define EXTENT_MAX (1u << 20)           /* data octets per DISK_EXTENT written */
 
 /* ---- the content digest ------------------------------------------------
- * BLAKE2b-256 of the context, LE64(virtual size), then for every grain that
- * is not all zero, in order: LE64(grain index) and the grain's octets.  It
- * depends on the content alone, not on how it was cut into extents. */
+ * SHA-256 of the context, LE64(virtual size), then for every grain that is
+ * not all zero, in order: LE64(grain index) and the grain's octets.  It
+ * depends on the content alone, not on how it was cut into extents.
+ * OpenSSL's SHA-256: it uses the CPU's SHA extensions (about 1.8 GB/s
+ * here, against 0.3 for libsodium's and 0.6 for its BLAKE2b), and the
+ * digest is computed in line with the read of every carried disk. */
 struct digest {
-    crypto_generichash_state st;
+    EVP_MD_CTX *md;
+    int failed;                 /* an update failed: final says so */
 };
 
-static void digest_init(struct digest *d, uint64_t vsize)
+static void digest_update(struct digest *d, const void *p, size_t n)
+{
+    if (EVP_DigestUpdate(d->md, p, n) != 1)
+        d->failed = 1;
+}
+
+static void digest_free(struct digest *d)
+{
+    EVP_MD_CTX_free(d->md);
+    d->md = NULL;
+}
+
+static int digest_init(struct vmc_ctx *ctx, struct digest *d, uint64_t vsize)
 {
     uint8_t le[8];
 
-    crypto_generichash_init(&d->st, NULL, 0, VMC_DISK_DIGEST_LEN);
-    crypto_generichash_update(&d->st, (const uint8_t *)VMC_DISK_DIGEST_CTX, 16);
+    d->failed = 0;
+    if (!(d->md = EVP_MD_CTX_new()) ||
+        EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) != 1) {
+        digest_free(d);
+        return vmc_set_error(ctx, VMC_E_NOMEM, "SHA-256: OpenSSL cannot start "
+                             "a digest");
+    }
+    digest_update(d, VMC_DISK_DIGEST_CTX, 16);
     vmc_put64(le, vsize);
-    crypto_generichash_update(&d->st, le, 8);
+    digest_update(d, le, 8);
+    return 0;
+}
+
+/* Ends d (freed whatever happens); out is zero on failure. */
+static int digest_final(struct vmc_ctx *ctx, struct digest *d,
+                        uint8_t out[VMC_DISK_DIGEST_LEN])
+{
+    unsigned int n = 0;
+    int ok = d->md && !d->failed && EVP_DigestFinal_ex(d->md, out, &n) == 1 &&
+             n == VMC_DISK_DIGEST_LEN;
+
+    digest_free(d);
+    if (ok)
+        return 0;
+    memset(out, 0, VMC_DISK_DIGEST_LEN);
+    return vmc_set_error(ctx, VMC_E_NOMEM, "SHA-256: OpenSSL failed");
 }
 
 static int all_zero(const uint8_t *p, size_t n)
@@ -55,8 +94,8 @@ static void digest_grain(struct digest *d, uint64_t index, const uint8_t *g,
     uint8_t le[8];
 
     vmc_put64(le, index);
-    crypto_generichash_update(&d->st, le, 8);
-    crypto_generichash_update(&d->st, g, n);
+    digest_update(d, le, 8);
+    digest_update(d, g, n);
 }
 
 /* ======================== writing ======================== */
@@ -223,13 +262,17 @@ int vmc_writer_disk_content(struct vmc_writer *w, const struct vmc_disk_info *di
     uint8_t end[VMC_DISK_END_LEN];
     int rc;
 
-    digest_init(&c.dg, di->virtual_size);
-    if ((rc = scan_runs(writer_ctx(w), di->id, fd, di->virtual_size,
-                        capture_run, &c, cb, arg)) < 0)
+    if ((rc = digest_init(writer_ctx(w), &c.dg, di->virtual_size)) < 0)
         return rc;
+    if ((rc = scan_runs(writer_ctx(w), di->id, fd, di->virtual_size,
+                        capture_run, &c, cb, arg)) < 0) {
+        digest_free(&c.dg);
+        return rc;
+    }
     e.extents = c.extents;
     e.data_bytes = c.bytes;
-    crypto_generichash_final(&c.dg.st, e.digest, VMC_DISK_DIGEST_LEN);
+    if ((rc = digest_final(writer_ctx(w), &c.dg, e.digest)) < 0)
+        return rc;
     vmc_disk_end_encode(end, &e);
     return vmc_writer_record(w, VMC_REC_DISK_END, end, sizeof(end));
 }
@@ -271,8 +314,10 @@ void vmc_disks_free(struct vmc_disks *t)
 {
     if (!t)
         return;
-    for (int i = 0; i < t->n; i++)
+    for (int i = 0; i < t->n; i++) {
+        digest_free(&t->d[i]->dg);
         free(t->d[i]);
+    }
     free(t->grain);
     free(t);
 }
@@ -355,10 +400,14 @@ static int on_disk(struct vmc_disks *t, struct vmc_reader *r,
     memcpy(s->info.id, id, d.id_len);
     memcpy(s->info.path, path, d.path_len);
     s->sink = -1;
-    digest_init(&s->dg, d.virtual_size);
     free(b);
+    if ((rc = digest_init(t->ctx, &s->dg, d.virtual_size)) < 0) {
+        free(s);
+        return rc;
+    }
     for (int i = 0; i < t->n; i++)
         if (!strcmp(t->d[i]->info.id, s->info.id)) {
+            digest_free(&s->dg);
             free(s);
             return disk_fail(t, rec, VMC_E_FORMAT, NULL, NULL, "DISK id given "
                              "twice");
@@ -470,7 +519,8 @@ static int on_end(struct vmc_disks *t, struct vmc_reader *r,
     if (e.extents != s->extents || e.data_bytes != s->bytes)
         return disk_fail(t, rec, VMC_E_FORMAT, s, NULL, "DISK_END counts do "
                          "not match its extents");
-    crypto_generichash_final(&s->dg.st, s->digest, VMC_DISK_DIGEST_LEN);
+    if ((rc = digest_final(t->ctx, &s->dg, s->digest)) < 0)
+        return rc;
     if (sodium_memcmp(s->digest, e.digest, VMC_DISK_DIGEST_LEN))
         return disk_fail(t, rec, VMC_E_FORMAT, s, NULL, "content digest does "
                          "not match (the disk is not what was saved)");
@@ -513,11 +563,15 @@ int vmc_disk_file_digest(struct vmc_ctx *ctx, int fd, uint64_t size,
     struct digest dg;
     int rc;
 
-    digest_init(&dg, size);
+    memset(out, 0, VMC_DISK_DIGEST_LEN);
+    if ((rc = digest_init(ctx, &dg, size)) < 0)
+        return rc;
     if ((rc = scan_runs(ctx, "file", fd, size, digest_only, &dg, NULL,
-                        NULL)) == 0)
-        crypto_generichash_final(&dg.st, out, VMC_DISK_DIGEST_LEN);
-    return rc;
+                        NULL)) < 0) {
+        digest_free(&dg);
+        return rc;
+    }
+    return digest_final(ctx, &dg, out);
 }
 
 static int disk_file_size(struct vmc_ctx *ctx, int fd, unsigned format,
