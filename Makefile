@@ -15,7 +15,7 @@ WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-missing-field-initializers
 CPPFLAGS += -D_GNU_SOURCE -Ilib -Iformat
 ALLCFLAGS = -std=gnu11 $(WARN) -fPIC -fvisibility=hidden -pthread $(CFLAGS)
-LIBS      = -lsodium -lzstd -ljansson -lnbd -pthread
+LIBS      = -lsodium -lcrypto -lzstd -ljansson -lnbd -pthread
 
 # The xen backend is built when the Xen toolstack headers are present
 # (Debian: libxen-dev, which `make check` installs); say so when it is not.

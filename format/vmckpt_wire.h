@@ -266,7 +266,7 @@ _Static_assert(offsetof(struct vmc_wire_end, downtime_ns) == 32, "e d");
 #define VMC_DISK_PATH_MAX    4095        /* source path, octets */
 #define VMC_DISK_GRAIN       65536u      /* extents and the digest in grains */
 #define VMC_DISK_SIZE_MAX    (1ull << 50)
-#define VMC_DISK_DIGEST_LEN  32          /* BLAKE2b-256 */
+#define VMC_DISK_DIGEST_LEN  32          /* SHA-256 */
 #define VMC_DISK_DIGEST_CTX  "vmckpt disk v1\0\0"  /* 16 octets */
 
 /* DISK: this fixed part, then id_len octets of id, then path_len octets

@@ -442,7 +442,8 @@ VMC_API int vmc_writer_disk(struct vmc_writer *w, const struct vmc_disk_info *d)
  * (its first d->virtual_size guest-visible octets; a qcow2 disk through
  * qemu-nbd, read-only): DISK_EXTENT records of the grains that are not all
  * zero (holes and unallocated clusters are skipped unread), then DISK_END
- * with the counts and the digest.  Memory: two 1 MiB buffers. */
+ * with the counts and the digest.  Each extent goes to the writer straight
+ * from the buffer it was read into (at most 1 MiB: the memory it takes). */
 VMC_API int vmc_writer_disk_content(struct vmc_writer *w,
                                     const struct vmc_disk_info *d, int fd,
                                     vmc_progress_fn cb, void *arg);

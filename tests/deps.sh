@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs what building and testing vmckpt needs on Debian 12 (as root).
 set -eu
-PKGS="build-essential pkg-config libsodium-dev libzstd-dev libjansson-dev zstd \
+PKGS="build-essential pkg-config libsodium-dev libssl-dev libzstd-dev libjansson-dev zstd \
 clang libclang-rt-14-dev python3 man-db groff-base bc bsdutils iproute2 \
 qemu-system-x86 linux-image-amd64 busybox-static cpio libxen-dev tcpdump \
 debhelper dpkg-dev fakeroot lintian fusefat dosfstools libnbd-dev qemu-utils"

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #include "internal.h"
@@ -22,21 +23,59 @@
 #define EXTENT_MAX (1u << 20)           /* data octets per DISK_EXTENT written */
 
 /* ---- the content digest ------------------------------------------------
- * BLAKE2b-256 of the context, LE64(virtual size), then for every grain that
- * is not all zero, in order: LE64(grain index) and the grain's octets.  It
- * depends on the content alone, not on how it was cut into extents. */
+ * SHA-256 of the context, LE64(virtual size), then for every grain that is
+ * not all zero, in order: LE64(grain index) and the grain's octets.  It
+ * depends on the content alone, not on how it was cut into extents.
+ * OpenSSL's SHA-256: it uses the CPU's SHA extensions (about 1.8 GB/s
+ * here, against 0.3 for libsodium's and 0.6 for its BLAKE2b), and the
+ * digest is computed in line with the read of every carried disk. */
 struct digest {
-    crypto_generichash_state st;
+    EVP_MD_CTX *md;
+    int failed;                 /* an update failed: final says so */
 };
 
-static void digest_init(struct digest *d, uint64_t vsize)
+static void digest_update(struct digest *d, const void *p, size_t n)
+{
+    if (EVP_DigestUpdate(d->md, p, n) != 1)
+        d->failed = 1;
+}
+
+static void digest_free(struct digest *d)
+{
+    EVP_MD_CTX_free(d->md);
+    d->md = NULL;
+}
+
+static int digest_init(struct vmc_ctx *ctx, struct digest *d, uint64_t vsize)
 {
     uint8_t le[8];
 
-    crypto_generichash_init(&d->st, NULL, 0, VMC_DISK_DIGEST_LEN);
-    crypto_generichash_update(&d->st, (const uint8_t *)VMC_DISK_DIGEST_CTX, 16);
+    d->failed = 0;
+    if (!(d->md = EVP_MD_CTX_new()) ||
+        EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) != 1) {
+        digest_free(d);
+        return vmc_set_error(ctx, VMC_E_NOMEM, "SHA-256: OpenSSL cannot start "
+                             "a digest");
+    }
+    digest_update(d, VMC_DISK_DIGEST_CTX, 16);
     vmc_put64(le, vsize);
-    crypto_generichash_update(&d->st, le, 8);
+    digest_update(d, le, 8);
+    return 0;
+}
+
+/* Ends d (freed whatever happens); out is zero on failure. */
+static int digest_final(struct vmc_ctx *ctx, struct digest *d,
+                        uint8_t out[VMC_DISK_DIGEST_LEN])
+{
+    unsigned int n = 0;
+    int ok = d->md && !d->failed && EVP_DigestFinal_ex(d->md, out, &n) == 1 &&
+             n == VMC_DISK_DIGEST_LEN;
+
+    digest_free(d);
+    if (ok)
+        return 0;
+    memset(out, 0, VMC_DISK_DIGEST_LEN);
+    return vmc_set_error(ctx, VMC_E_NOMEM, "SHA-256: OpenSSL failed");
 }
 
 static int all_zero(const uint8_t *p, size_t n)
@@ -55,8 +94,8 @@ static void digest_grain(struct digest *d, uint64_t index, const uint8_t *g,
     uint8_t le[8];
 
     vmc_put64(le, index);
-    crypto_generichash_update(&d->st, le, 8);
-    crypto_generichash_update(&d->st, g, n);
+    digest_update(d, le, 8);
+    digest_update(d, g, n);
 }
 
 /* ======================== writing ======================== */
@@ -88,55 +127,37 @@ int vmc_writer_disk(struct vmc_writer *w, const struct vmc_disk_info *di)
     return rc;
 }
 
-struct extw {
-    struct vmc_writer *w;
-    uint32_t disk;
-    uint64_t start;             /* offset of buf[VMC_DISK_EXTENT_HEAD] */
-    size_t len;                 /* data octets in buf */
-    uint64_t extents, bytes;
-    uint8_t *buf;               /* head + EXTENT_MAX */
-};
+/* Called for every run of grains that are not all zero, as they are read:
+ * off is grain aligned, the run lies within one read (at most EXTENT_MAX
+ * octets) and ends at a grain boundary or at the end of the disk. */
+typedef int (*run_fn)(void *arg, uint64_t off, const uint8_t *p, size_t n);
 
-static int ext_flush(struct extw *x)
+/* The runs of the len octets at p, read from off. */
+static int each_run(const uint8_t *p, size_t len, uint64_t off, run_fn fn,
+                    void *arg)
 {
-    struct vmc_wire_disk_extent e = { x->disk, 0, x->start };
-    int rc;
+    size_t run = 0;                     /* where the open run starts */
+    int rc = 0;
 
-    if (!x->len)
-        return 0;
-    vmc_disk_extent_encode(x->buf, &e);
-    if ((rc = vmc_writer_record(x->w, VMC_REC_DISK_EXTENT, x->buf,
-                                VMC_DISK_EXTENT_HEAD + x->len)) < 0)
-        return rc;
-    x->extents++;
-    x->bytes += x->len;
-    x->len = 0;
-    return 0;
+    for (size_t g = 0; g < len && rc == 0; g += VMC_DISK_GRAIN) {
+        size_t n = len - g < VMC_DISK_GRAIN ? len - g : VMC_DISK_GRAIN;
+        if (all_zero(p + g, n)) {
+            if (g > run)
+                rc = fn(arg, off + run, p + run, g - run);
+            run = g + n;
+        }
+    }
+    if (rc == 0 && len > run)
+        rc = fn(arg, off + run, p + run, len - run);
+    return rc;
 }
 
-/* A grain at off that is not all zero joins the open extent (or opens
- * one). */
-static int ext_add(struct extw *x, uint64_t off, const uint8_t *g, size_t n)
-{
-    int rc;
-
-    if (x->len && (x->start + x->len != off || x->len + n > EXTENT_MAX) &&
-        (rc = ext_flush(x)) < 0)
-        return rc;
-    if (!x->len)
-        x->start = off;
-    memcpy(x->buf + VMC_DISK_EXTENT_HEAD + x->len, g, n);
-    x->len += n;
-    return 0;
-}
-
-/* Calls fn for every grain of fd's first size octets that is not all zero
- * (holes are skipped unread), in order; progress: octets looked at. */
-typedef int (*grain_fn)(void *arg, uint64_t off, const uint8_t *g, size_t n);
-
-static int scan_grains(struct vmc_ctx *ctx, struct vmc_disk_src *src,
-                       uint64_t size, grain_fn fn, void *arg,
-                       vmc_progress_fn cb, void *cb_arg)
+/* Calls fn for the runs of src's first size octets that are not all zero
+ * (holes and unallocated clusters are skipped unread), in order;
+ * progress: octets looked at. */
+static int scan_runs(struct vmc_ctx *ctx, struct vmc_disk_src *src,
+                     uint64_t size, run_fn fn, void *arg, vmc_progress_fn cb,
+                     void *cb_arg)
 {
     uint8_t *rd = malloc(EXTENT_MAX);
     uint64_t off = 0, done = 0;
@@ -152,11 +173,7 @@ static int scan_grains(struct vmc_ctx *ctx, struct vmc_disk_src *src,
             size_t want = h - off < EXTENT_MAX ? (size_t)(h - off) : EXTENT_MAX;
             if ((rc = vmc_disk_src_read(src, rd, want, off)) < 0)
                 break;
-            for (size_t g = 0; g < want && rc == 0; g += VMC_DISK_GRAIN) {
-                size_t n = want - g < VMC_DISK_GRAIN ? want - g : VMC_DISK_GRAIN;
-                if (!all_zero(rd + g, n))
-                    rc = fn(arg, off + g, rd + g, n);
-            }
+            rc = each_run(rd, want, off, fn, arg);
             off += want;
             done += want;
             if (rc == 0 && cb && cb(cb_arg, done))
@@ -168,47 +185,78 @@ static int scan_grains(struct vmc_ctx *ctx, struct vmc_disk_src *src,
     return rc;
 }
 
+/* scan_runs over the disk file fd (vmc_disk_src: raw by fd, else qemu-nbd). */
+static int scan_file(struct vmc_ctx *ctx, const struct vmc_disk_info *di,
+                     int fd, run_fn fn, void *arg, vmc_progress_fn cb,
+                     void *cb_arg)
+{
+    struct vmc_disk_src *src;
+    int rc;
+
+    if ((rc = vmc_disk_src_open(ctx, di, fd, &src)) < 0)
+        return rc;
+    rc = scan_runs(ctx, src, di->virtual_size, fn, arg, cb, cb_arg);
+    vmc_disk_src_close(src);
+    return rc;
+}
+
+/* The grains of a run, into the digest. */
+static void digest_run(struct digest *d, uint64_t off, const uint8_t *p,
+                       size_t n)
+{
+    for (size_t g = 0; g < n; g += VMC_DISK_GRAIN)
+        digest_grain(d, (off + g) / VMC_DISK_GRAIN, p + g,
+                     n - g < VMC_DISK_GRAIN ? n - g : VMC_DISK_GRAIN);
+}
+
 struct capture {
-    struct extw x;
+    struct vmc_writer *w;
+    uint32_t disk;
+    uint64_t extents, bytes;
     struct digest dg;
 };
 
-static int capture_grain(void *arg, uint64_t off, const uint8_t *g, size_t n)
+/* A run is one DISK_EXTENT, written from the read buffer itself. */
+static int capture_run(void *arg, uint64_t off, const uint8_t *p, size_t n)
 {
     struct capture *c = arg;
+    struct vmc_wire_disk_extent e = { c->disk, 0, off };
+    uint8_t head[VMC_DISK_EXTENT_HEAD];
+    int rc;
 
-    digest_grain(&c->dg, off / VMC_DISK_GRAIN, g, n);
-    return ext_add(&c->x, off, g, n);
+    digest_run(&c->dg, off, p, n);
+    vmc_disk_extent_encode(head, &e);
+    if ((rc = vmc_writer_begin(c->w, VMC_REC_DISK_EXTENT,
+                               (uint32_t)(sizeof(head) + n))) < 0 ||
+        (rc = vmc_writer_write(c->w, head, sizeof(head))) < 0 ||
+        (rc = vmc_writer_write(c->w, p, n)) < 0)
+        return rc;
+    c->extents++;
+    c->bytes += n;
+    return 0;
 }
 
 int vmc_writer_disk_content(struct vmc_writer *w, const struct vmc_disk_info *di,
                             int fd, vmc_progress_fn cb, void *arg)
 {
-    struct capture c = { .x = { .w = w, .disk = di->index } };
+    struct capture c = { .w = w, .disk = di->index };
     struct vmc_wire_disk_end e = { .disk = di->index };
     uint8_t end[VMC_DISK_END_LEN];
-    struct vmc_disk_src *src;
     int rc;
 
-    if ((rc = vmc_disk_src_open(writer_ctx(w), di, fd, &src)) < 0)
+    if ((rc = digest_init(writer_ctx(w), &c.dg, di->virtual_size)) < 0)
         return rc;
-    if (!(c.x.buf = malloc(VMC_DISK_EXTENT_HEAD + EXTENT_MAX))) {
-        vmc_disk_src_close(src);
-        return vmc_set_error(writer_ctx(w), VMC_E_NOMEM, "out of memory");
+    if ((rc = scan_file(writer_ctx(w), di, fd, capture_run, &c, cb,
+                        arg)) < 0) {
+        digest_free(&c.dg);
+        return rc;
     }
-    digest_init(&c.dg, di->virtual_size);
-    if ((rc = scan_grains(writer_ctx(w), src, di->virtual_size,
-                          capture_grain, &c, cb, arg)) == 0 &&
-        (rc = ext_flush(&c.x)) == 0) {
-        e.extents = c.x.extents;
-        e.data_bytes = c.x.bytes;
-        crypto_generichash_final(&c.dg.st, e.digest, VMC_DISK_DIGEST_LEN);
-        vmc_disk_end_encode(end, &e);
-        rc = vmc_writer_record(w, VMC_REC_DISK_END, end, sizeof(end));
-    }
-    free(c.x.buf);
-    vmc_disk_src_close(src);
-    return rc;
+    e.extents = c.extents;
+    e.data_bytes = c.bytes;
+    if ((rc = digest_final(writer_ctx(w), &c.dg, e.digest)) < 0)
+        return rc;
+    vmc_disk_end_encode(end, &e);
+    return vmc_writer_record(w, VMC_REC_DISK_END, end, sizeof(end));
 }
 
 /* ======================== reading ======================== */
@@ -248,8 +296,10 @@ void vmc_disks_free(struct vmc_disks *t)
 {
     if (!t)
         return;
-    for (int i = 0; i < t->n; i++)
+    for (int i = 0; i < t->n; i++) {
+        digest_free(&t->d[i]->dg);
         free(t->d[i]);
+    }
     free(t->grain);
     free(t);
 }
@@ -332,10 +382,14 @@ static int on_disk(struct vmc_disks *t, struct vmc_reader *r,
     memcpy(s->info.id, id, d.id_len);
     memcpy(s->info.path, path, d.path_len);
     s->sink = -1;
-    digest_init(&s->dg, d.virtual_size);
     free(b);
+    if ((rc = digest_init(t->ctx, &s->dg, d.virtual_size)) < 0) {
+        free(s);
+        return rc;
+    }
     for (int i = 0; i < t->n; i++)
         if (!strcmp(t->d[i]->info.id, s->info.id)) {
+            digest_free(&s->dg);
             free(s);
             return disk_fail(t, rec, VMC_E_FORMAT, NULL, NULL, "DISK id given "
                              "twice");
@@ -447,7 +501,8 @@ static int on_end(struct vmc_disks *t, struct vmc_reader *r,
     if (e.extents != s->extents || e.data_bytes != s->bytes)
         return disk_fail(t, rec, VMC_E_FORMAT, s, NULL, "DISK_END counts do "
                          "not match its extents");
-    crypto_generichash_final(&s->dg.st, s->digest, VMC_DISK_DIGEST_LEN);
+    if ((rc = digest_final(t->ctx, &s->dg, s->digest)) < 0)
+        return rc;
     if (sodium_memcmp(s->digest, e.digest, VMC_DISK_DIGEST_LEN))
         return disk_fail(t, rec, VMC_E_FORMAT, s, NULL, "content digest does "
                          "not match (the disk is not what was saved)");
@@ -478,9 +533,9 @@ int vmc_disks_finish(struct vmc_disks *t, uint64_t end_offset)
     return 0;
 }
 
-static int digest_only(void *arg, uint64_t off, const uint8_t *g, size_t n)
+static int digest_only(void *arg, uint64_t off, const uint8_t *p, size_t n)
 {
-    digest_grain(arg, off / VMC_DISK_GRAIN, g, n);
+    digest_run(arg, off, p, n);
     return 0;
 }
 
@@ -489,18 +544,17 @@ int vmc_disk_file_digest(struct vmc_ctx *ctx, int fd, uint64_t size,
 {
     struct vmc_disk_info di = { .id = "file", .virtual_size = size,
                                 .source_format = VMC_DISK_FMT_RAW };
-    struct vmc_disk_src *src;
     struct digest dg;
     int rc;
 
-    if ((rc = vmc_disk_src_open(ctx, &di, fd, &src)) < 0)
+    memset(out, 0, VMC_DISK_DIGEST_LEN);
+    if ((rc = digest_init(ctx, &dg, size)) < 0)
         return rc;
-    digest_init(&dg, size);
-    if ((rc = scan_grains(ctx, src, size, digest_only, &dg, NULL,
-                          NULL)) == 0)
-        crypto_generichash_final(&dg.st, out, VMC_DISK_DIGEST_LEN);
-    vmc_disk_src_close(src);
-    return rc;
+    if ((rc = scan_file(ctx, &di, fd, digest_only, &dg, NULL, NULL)) < 0) {
+        digest_free(&dg);
+        return rc;
+    }
+    return digest_final(ctx, &dg, out);
 }
 
 static int disk_file_size(struct vmc_ctx *ctx, int fd, unsigned format,

@@ -105,8 +105,8 @@ DEB_INCLUDE="kmod,procps,busybox"
 # xfsprogs: a reflink XFS (mkfs.xfs -m reflink=1) for the disk-snapshot
 # checkpoints of vmckpt-disk.sh.
 ROOT_PKGS="xen-utils-4.17=$XENVER libxenmisc4.17=$XENVER libxenstore4=$XENVER \
-libsodium23 libzstd1 libjansson4 xfsprogs"
-ROOT_RECIPE_REV=5    # bump when the root recipe below changes
+libsodium23 libssl3 libnbd0 libzstd1 libjansson4 xfsprogs"
+ROOT_RECIPE_REV=6    # bump when the root recipe below changes
 root_stamp=$(printf '%s\n' "$ROOT_RECIPE_REV" "$XENVER" "$MIRROR" "$SECMIRROR" \
 	"$DEB_INCLUDE" "$ROOT_PKGS" | sha256sum | cut -d' ' -f1)
 
@@ -251,12 +251,12 @@ mkdir -p "$root/images" "$root/var/log/xen/console" "$root/var/lib/xen" \
 	echo "dom0_kernel=$KVER"
 	echo "mirror=$MIRROR"
 	echo "security_mirror=$SECMIRROR"
-	for p in libxenmisc4.17 libxenstore4 libsodium23 libzstd1 libjansson4 python3 xfsprogs; do
+	for p in libxenmisc4.17 libxenstore4 libsodium23 libssl3 libnbd0 libzstd1 libjansson4 python3 xfsprogs; do
 		echo "pkg_$p=$(chroot "$root" dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo missing)"
 	done
 	echo "libs:"
 	( cd "$root" && ls -1 usr/lib/x86_64-linux-gnu/ | grep -E \
-		'^lib(xen|xl|sodium|zstd|jansson)[^ ]*\.so\.[0-9]' | sed 's/^/  /' )
+		'^lib(xen|xl|sodium|crypto|zstd|jansson)[^ ]*\.so\.[0-9]' | sed 's/^/  /' )
 	echo "verify-stream-v2: $(chroot "$root" dpkg -L xen-utils-4.17 | grep -m1 verify-stream-v2 || echo none)"
 } >"$out/versions.txt"
 

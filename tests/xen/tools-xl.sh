@@ -1,9 +1,9 @@
 #!/bin/sh
 # Xen lab: vmckpt's host-built tools inside dom0 on a real xl image.
-# The binaries from build/ (linked on the host against libsodium, libzstd,
-# libjansson and Debian's libxen*) must load and run in dom0; an `xl save`
-# image sealed with `vmimage seal --from-xl`, verified, unsealed with
-# `--to-xl` must be byte-identical and restore with `xl restore`.
+# The binaries from build/ (linked on the host against libsodium, libcrypto,
+# libzstd, libjansson and Debian's libxen*) must load and run in dom0; an
+# `xl save` image sealed with `vmimage seal --from-xl`, verified, unsealed
+# with `--to-xl` must be byte-identical and restore with `xl restore`.
 # Usage on the host: make && tests/xen/run-lab.sh tests/xen/tools-xl.sh
 . /lab/lib.sh
 DOM=wl1
