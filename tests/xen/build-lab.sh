@@ -106,7 +106,7 @@ DEB_INCLUDE="kmod,procps,busybox"
 # checkpoints of vmckpt-disk.sh.
 ROOT_PKGS="xen-utils-4.17=$XENVER libxenmisc4.17=$XENVER libxenstore4=$XENVER \
 libsodium23 libssl3 libnbd0 libzstd1 libjansson4 xfsprogs"
-ROOT_RECIPE_REV=6    # bump when the root recipe below changes
+ROOT_RECIPE_REV=7    # bump when the root recipe below changes
 root_stamp=$(printf '%s\n' "$ROOT_RECIPE_REV" "$XENVER" "$MIRROR" "$SECMIRROR" \
 	"$DEB_INCLUDE" "$ROOT_PKGS" | sha256sum | cut -d' ' -f1)
 
@@ -192,12 +192,14 @@ if [ ! -f "$out/root.stamp" ] || [ "$(cat "$out/root.stamp")" != "$root_stamp" ]
 	umount "$root/var/cache/apt/archives"
 	trap - EXIT
 	# xfsprogs drags in ICU (~35 MB) for xfs_scrub alone: mkfs.xfs does
-	# not link it.
+	# not link it.  libvmckpt's libnbd0 does (through libxml2): then ICU
+	# stays.
 	[ -x "$root/usr/sbin/mkfs.xfs" ] || die "no mkfs.xfs in the dom0 root"
 	chroot "$root" ldd /usr/sbin/mkfs.xfs | grep -q libicu &&
 		die "mkfs.xfs links ICU: keep it"
-	rm -f "$root"/usr/lib/x86_64-linux-gnu/libicu*.so.* "$root"/sbin/xfs_scrub \
-		"$root"/usr/sbin/xfs_scrub
+	rm -f "$root"/sbin/xfs_scrub "$root"/usr/sbin/xfs_scrub
+	chroot "$root" ldd /usr/lib/x86_64-linux-gnu/libnbd.so.0 | grep -q libicu ||
+		rm -f "$root"/usr/lib/x86_64-linux-gnu/libicu*.so.*
 	got=$(chroot "$root" dpkg-query -W -f='${Version}' xen-utils-4.17)
 	[ "$got" = "$XENVER" ] || die "dom0 xen-utils-4.17 is $got, libxen-dev is $XENVER"
 	# Slim it down: no docs, locales, apt lists, package caches.
