@@ -267,6 +267,14 @@ static const char *xen_name(const struct vmc_dom *d)
 
 static int xen_died(struct vmc_dom *d, char *why, size_t n, FILE *ev);
 
+/* Did the domain shut down by itself (crash, reboot: what Xen makes of a
+ * triple fault, poweroff), not for a suspend? */
+static int shut_by_itself(const libxl_dominfo *info)
+{
+    return info->shutdown &&
+           info->shutdown_reason != LIBXL_SHUTDOWN_REASON_SUSPEND;
+}
+
 /* A domain that shut down by itself (it crashed, triple-faulted, powered
  * off: any reason but a suspend) or is being destroyed has no guest left to
  * capture: its save is refused before anything is touched, with Xen's
@@ -284,8 +292,7 @@ static int refuse_dead(struct vmc_ctx *ctx, struct vmc_dom *d)
         reason = "it is gone";
     else if (info.dying)
         reason = "it is being destroyed";
-    else if (info.shutdown &&
-             info.shutdown_reason != LIBXL_SHUTDOWN_REASON_SUSPEND)
+    else if (shut_by_itself(&info))
         reason = libxl_shutdown_reason_to_string(info.shutdown_reason);
     libxl_dominfo_dispose(&info);
     if (!reason)
@@ -406,7 +413,7 @@ static int xen_resume(struct vmc_ctx *ctx, struct vmc_dom *d, int64_t *w)
         libxl_dominfo_dispose(&info);
         return vmc_set_error(ctx, VMC_E_BACKEND, "domain %u vanished", id);
     }
-    if (info.shutdown && info.shutdown_reason != LIBXL_SHUTDOWN_REASON_SUSPEND) {
+    if (shut_by_itself(&info)) {
         /* crashed, rebooted, powered off: there is nothing to resume (Xen
          * would clear the shutdown and run a dead vCPU again) */
         const char *why = libxl_shutdown_reason_to_string(info.shutdown_reason);
@@ -526,8 +533,7 @@ static int xen_died(struct vmc_dom *d, char *why, size_t n, FILE *ev)
         /* A save only ever suspends: a guest that shut down for any other
          * reason stopped by itself.  A triple fault is Xen's "HVM
          * shutdown action" (reboot by default), a panic is crash. */
-        dead = info.dying || (info.shutdown &&
-               info.shutdown_reason != LIBXL_SHUTDOWN_REASON_SUSPEND);
+        dead = info.dying || shut_by_itself(&info);
         reason = info.shutdown ? info.shutdown_reason
                                : LIBXL_SHUTDOWN_REASON_UNKNOWN;
         fprintf(ev, "domain %u: paused=%d shutdown=%d reason=%s dying=%d\n",
