@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1150,6 +1151,18 @@ int cli_signing_load(struct vmc_ctx *ctx, struct vmc_keys *keys, const char *pat
         return -1;
     }
     return 0;
+}
+
+int cli_disk_dir_ok(const char *dir)
+{
+    struct stat st;
+    int bad = stat(dir, &st) < 0 ? errno : 0;
+
+    if (bad || !S_ISDIR(st.st_mode)) {
+        cli_err(dir, "--disk-dir: %s", bad ? strerror(bad) : "not a directory");
+        return 0;
+    }
+    return 1;
 }
 
 void cli_dirs_add(struct cli_dirs *d, struct cli_bad *bad, const char *dir)

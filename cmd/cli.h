@@ -224,6 +224,9 @@ struct cli_dirs {
 /* One --allow-dir (at most 64: a usage problem into bad beyond). */
 void cli_dirs_add(struct cli_dirs *d, struct cli_bad *bad, const char *dir);
 struct vmc_policy *cli_policy(struct vmc_ctx *ctx, const struct cli_dirs *d);
+/* --disk-dir names a directory (checked before anything is read): 0 after
+ * printing the problem. */
+int cli_disk_dir_ok(const char *dir);
 /* Signed streams (format 2).  Writers sign with --signing-key FILE, else
  * $VMCKPT_SIGNING_KEY, else /etc/vmckpt/signing.key; readers trust each
  * -t/--trusted-signer and the signers in --trusted-signers FILE, else

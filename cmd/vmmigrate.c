@@ -30,6 +30,7 @@
 enum {
     O_LISTEN = 1000, O_RECEIVE, O_ONCE, O_KNOWN, O_RKEY, O_AUTH, O_NOLIVE,
     O_MAXBW, O_TIMEOUT, O_JSON, O_REMOTE, O_LEVEL, O_ALLOWDIR, O_TRUSTFILE,
+    O_DISKS, O_ALLDISKS, O_DISKDIR,
 };
 
 static const struct cli_opt opts[] = {
@@ -47,6 +48,12 @@ static const struct cli_opt opts[] = {
                                                 O_AUTH },
     { "allow-dir", 0, "DIR", 1, "receiver: let the domain config name host "
                                 "files under DIR (repeatable)", O_ALLOWDIR },
+    { "disk-dir", 0, "DIR", 1, "receiver: write the disks a sender carries "
+                               "into DIR (NAME-ID.raw)", O_DISKDIR },
+    { "disks", 0, NULL, 1, "sender: carry the writable disks (no shared "
+                           "storage; copied in the final pause)", O_DISKS },
+    { "all-disks", 0, NULL, 1, "sender: carry read-only media (CD-ROMs) too",
+          O_ALLDISKS },
     CLI_OPT_SIGNKEY(1),
     { "trusted-signer", 't', "SIGNER", 1, "receiver: accept streams this "
                                            "signer vmcs1... made (repeatable)",
@@ -84,8 +91,8 @@ static const struct cli_opt opts[] = {
 
 struct args {
     struct vmc_ctx *ctx;
-    const char *listen, *identity, *known, *rkey, *auth, *remote;
-    int receive, once, nolive, json, verbose, timeout_s, level;
+    const char *listen, *identity, *known, *rkey, *auth, *remote, *disk_dir;
+    int receive, once, nolive, json, verbose, timeout_s, level, disks;
     struct cli_seal seal;         /* --signing-key, --backend, live */
     struct cli_dirs dirs;
     struct cli_trust trust;
@@ -129,6 +136,15 @@ static void on_opt(int id, const char *arg, void *u)
     case O_NOLIVE: a->nolive = 1; break;
     case O_JSON: a->json = 1; break;
     case O_REMOTE: a->remote = arg; break;
+    case O_DISKDIR:                 /* the admin's own: the policy allows it */
+        a->disk_dir = arg;
+        cli_dirs_add(&a->dirs, &a->bad, arg);
+        break;
+    case O_DISKS:
+        if (a->disks < VMC_SAVE_DISKS_WRITABLE)
+            a->disks = VMC_SAVE_DISKS_WRITABLE;
+        break;
+    case O_ALLDISKS: a->disks = VMC_SAVE_DISKS_ALL; break;
     case O_ALLOWDIR:
         cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
@@ -192,6 +208,9 @@ static void sent_json(const struct args *a, const char *dest,
     json_object_set_new(j, "stream_bytes",
                         json_integer((json_int_t)res->stream_bytes));
     json_object_set_new(j, "forced_stop", json_boolean(res->forced_stop));
+    json_object_set_new(j, "disks_carried", json_integer(res->disks_carried));
+    json_object_set_new(j, "disk_bytes", json_integer((json_int_t)res->disk_bytes));
+    json_object_set_new(j, "disk_time_ns", json_integer((json_int_t)res->disk_ns));
     json_object_set_new(j, "level", a->level ? json_integer(a->level)
                                              : json_string("auto"));
     json_dumpf(j, stdout, JSON_COMPACT);
@@ -244,6 +263,7 @@ static int sender(struct args *a, const char *dom, const char *dest)
     so.wopts.level = a->level;
     so.wopts.adaptive = a->level == 0;
     so.keys = id;                   /* signs the session stream */
+    so.disks = a->disks;
     cli_progress_init(&pr, "migrating", 0);
     so.progress = cli_progress_cb_int;
     so.progress_arg = &pr;
@@ -288,6 +308,11 @@ static int sender(struct args *a, const char *dom, const char *dest)
         printf("  total time %.3f s, bytes transferred %s, downtime %.3f s\n",
                (double)(vmc_now_ns() - t0) / 1e9, b,
                (double)res.downtime_ns / 1e9);
+        if (res.disks_carried) {
+            cli_human(b, sizeof(b), (double)res.disk_bytes);
+            printf("  disks: %d carried (%s) in %.3f s, inside the downtime\n",
+                   res.disks_carried, b, (double)res.disk_ns / 1e9);
+        }
         print_rounds(stdout, &rounds);
     }
 out:
@@ -319,6 +344,7 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
     vmc_ctx_clear(a->ctx);
     if (!(ro.policy = pol = cli_policy(a->ctx, &a->dirs)))
         goto out;
+    ro.disk_dir = a->disk_dir;
     if (vmc_keys_add_identity_file(a->ctx, id, a->identity ? a->identity
                                    : "/etc/vmckpt/host.key") < 0 ||
         vmc_keys_add_recipients_file(a->ctx, auth, a->auth ? a->auth
@@ -331,8 +357,12 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
     if (vmc_migrate_receive(a->ctx, rfd, wfd, id, auth, a->timeout_s * 1000,
                             &ro, &res, &mi) == 0) {
         fprintf(stderr, "%s: %s: received domain %s from %s as domain %d "
-                "(%.3f s)\n", cli_prog, from, res.name, mi.peer, res.domid,
+                "(%.3f s)", cli_prog, from, res.name, mi.peer, res.domid,
                 (double)res.total_ns / 1e9);
+        if (res.disks_written)
+            fprintf(stderr, ", %d disk%s written into %s", res.disks_written,
+                    res.disks_written == 1 ? "" : "s", a->disk_dir);
+        fprintf(stderr, "\n");
         rc = 0;
     } else if (mi.handshake_failed) {
         cli_ctx_err(from, a->ctx);
@@ -468,6 +498,11 @@ int main(int argc, char **argv)
             return cli_usage("a receiver takes no operands");
         if (a.listen && a.receive)
             return cli_usage("--listen and --receive exclude each other");
+        if (a.disks)
+            return cli_usage("--disks is the sender's (a receiver takes "
+                             "--disk-dir)");
+        if (a.disk_dir && !cli_disk_dir_ok(a.disk_dir))
+            return 1;
         cli_signals_flag();
         if (a.receive)
             return receive_one(&a, 0, 1, "stdin") ? 1 : 0;
@@ -476,6 +511,9 @@ int main(int argc, char **argv)
     if (argc - n != 2)
         return cli_usage(argc - n < 2 ? "missing DOMAIN or DEST" : "too many "
                                                               "arguments");
+    if (a.disk_dir)
+        return cli_usage("--disk-dir is the receiver's (a sender takes "
+                         "--disks)");
     if ((why = cli_seal_problem(&a.seal, !a.nolive,
                                 "%s and --no-live exclude each other")))
         return cli_usage(why);

@@ -547,8 +547,9 @@ static int disk_plan_one(struct save *s, struct vmc_disk_info *di)
         s->disk_fd[di - s->disks] = fd;     /* read after the memory */
     else
         close(fd);
-    if (carry && (o->mode == VMC_SAVE_MIGRATE ||
-                  (o->mode == VMC_SAVE_CHECKPOINT && !s->be->view_take))) {
+    /* a migration reads them like a stopped save: the source stays paused
+     * once its memory went out, until the receiver runs the copy */
+    if (carry && o->mode == VMC_SAVE_CHECKPOINT && !s->be->view_take) {
         vmc_set_error(s->ctx, VMC_E_UNSUPPORTED, "domain %s: its disks are "
                       "carried only by a save that stops it (%s has no "
                       "point-in-time view of a running domain's disks)",

@@ -619,7 +619,8 @@ struct vmc_save_opts {
     void *confirm_arg;
     /* The domain's disks (spec "Disks"): VMC_SAVE_DISKS_WRITABLE carries
      * every writable disk in the image, read while the guest is stopped
-     * (destroy and paused modes); _ALL read-only media too.  A checkpoint
+     * (destroy, paused and migrate modes: after its memory; a checkpoint
+     * through the backend's view); _ALL read-only media too.  A checkpoint
      * of a domain with writable disks is refused unless memory_only: its
      * disks are then recorded as not captured, and a restore warns. */
     int disks;                /* VMC_SAVE_DISKS_* */

@@ -234,6 +234,22 @@ for args in "--no-live --max-downtime 100|--max-downtime and --no-live exclude e
 done
 [ -z "$ok" ] && pass $t || fail $t "$ok"
 
+# The disks options belong to one side each: the other side's use is a
+# usage error before anything is dialled or listened on; a --disk-dir that
+# is not a directory is one line, before the receiver listens.
+t=vmmigrate_disk_options
+ok=""
+run 2 $VM --disk-dir . -i /nonexistent web01 192.0.2.1:1 || ok="$ok sender:rc=$rc"
+grep -qxF "vmmigrate: --disk-dir is the receiver's (a sender takes --disks)" err ||
+    ok="$ok sender:$(head -n 1 err)"
+run 2 $VM --listen 127.0.0.1:1 --disks || ok="$ok receiver:rc=$rc"
+grep -qxF "vmmigrate: --disks is the sender's (a receiver takes --disk-dir)" err ||
+    ok="$ok receiver:$(head -n 1 err)"
+run 1 $VM --receive --disk-dir ./no-such-dir </dev/null || ok="$ok nodir:rc=$rc"
+[ "$(cat err)" = "vmmigrate: ./no-such-dir: --disk-dir: No such file or directory" ] ||
+    ok="$ok nodir:$(tr '\n' '|' <err)"
+[ -z "$ok" ] && pass $t || fail $t "$ok"
+
 # A raw stream sealed by vmimage seal: info says what it is, vmrestore
 # says it can never be restored (not "backend not built in"); a text file
 # given as an image is "not a vmckpt image".

@@ -20,6 +20,9 @@
 #     SIGKILLed there: at most one copy runs, at least one exists
 #  9  a migration within one host (one registry): the copy runs, then
 #     takes the name once the source is gone
+# 10  a domain journaling to its disk, without shared storage: --disks; a
+#     receiver without --disk-dir refuses it (the source runs on), one with
+#     it runs the copy on its own disk file, memory and disk agreeing
 # 99  no process, no domain dir left in either registry
 #
 # Prints PASS:/FAIL:/SKIP: lines (tests/run.sh counts them); exits 0 whenever
@@ -941,6 +944,85 @@ if [ "$S9_OK" = 1 ] && [ -n "$(dom_id hostA "$SRC_NAME")" ]; then
     elif ! guest_alive hostA "$new" "$SRC_BOOT"; then fail $n "$WHY"
     else pass $n "domain $old -> $new in the same registry, named $SRC_NAME, counting on"; fi
     note "scenario 9: $((SECONDS - SC_T0)) s"
+fi
+
+# ---- 10: a domain with a disk, no shared storage (vmmigrate --disks) -------
+# The guest journals to its virtio disk (wl.disk).  A receiver without
+# --disk-dir refuses the carried disk: the source runs on, its memory and
+# disk agree.  With --disk-dir the disk goes along in the final pause: the
+# copy runs in B on its own 0600 file, memory and disk agree there, the
+# source is gone from A.
+disk_verdict() {  # RUNDIR BOOT WHAT -> DISK_LINE
+    DISK_LINE=$(timeout 40 python3 "$CONSOLE" "$1/console.sock" --send check \
+        --expect 'disk seq=.*result=' --timeout 30 2>&1)
+    [[ $DISK_LINE == *"boot=$2 disk seq="* ]] ||
+        { WHY="$3: no disk verdict: '$DISK_LINE'"; return 1; }
+}
+s10() {
+    local n=10_disks_carried port=$((PORT_BASE + 40)) dda=$T/disksA ddb=$T/disksB
+    local id rd boot a
+    mkdir -p "$dda" "$ddb"
+    truncate -s 64M "$dda/d.raw"
+    VMCKPT_ALLOW_DIRS=$VMCKPT_ALLOW_DIRS:$dda run start.mig10 "${INA[@]}" "$VMCTL" start mig10 -- \
+        -accel "$ACCEL" -cpu "$CPU" -smp 1 -display none -nic none -no-reboot -nodefaults \
+        -kernel "$KERNEL" -initrd "$INITRD" -m 256 \
+        -drive "file=$dda/d.raw,if=virtio,format=raw" \
+        -append "console=ttyS0 quiet panic=-1 wl.mem=32 wl.dirty=10 wl.disk=/dev/vda" ||
+        { fail $n "vmctl start: rc=$RC: $(err start.mig10)"; return; }
+    id=$(out start.mig10)
+    rd=$(vc hostA rundir "$id" 2>&1)
+    wait_ready_rd "$rd" mig10 90 || { fail $n "$WHY"; return; }
+    boot=$GBOOT
+    grep -aq "boot=$boot disk dev=/dev/vda journal" "$rd/console.log" ||
+        { fail $n "no disk journal: $(log_tail "$rd/console.log")"; return; }
+    wait_count "$rd/console.log" "$boot" 4 20 || { fail $n "no count lines"; return; }
+    # a receiver with nowhere to put the disk: refused, the source runs on
+    start_receiver $n.r0 "$port" --timeout 20 || { fail $n "$WHY"; return; }
+    run $n.s0 "${INA[@]}" "$VMMIGRATE" -i "$KA" --receiver-key "$RB" --timeout 20 \
+        --disks mig10 "$ADDR_B:$port"
+    wait_exit "$RPID" 30
+    if [ "$RC" = 0 ] || ! grep -q "carries disk virtio0" "$IO/$n.s0.err" ||
+       ! grep -q "keeps running" "$IO/$n.s0.err"; then
+        fail $n "no --disk-dir on the receiver: sender rc=$RC: $(err $n.s0); receiver: $(err $n.r0)"; return
+    fi
+    guest_alive hostA "$id" "$boot" || { fail $n "source after the refusal: $WHY"; return; }
+    hostB_empty 10 || { fail $n "after the refusal: $WHY"; return; }
+    [ -z "$(ls "$ddb")" ] || { fail $n "the refused receiver left $(ls "$ddb")"; return; }
+    disk_verdict "$rd" "$boot" "source after the refusal" && [[ $DISK_LINE == *result=OK* ]] ||
+        { fail $n "${WHY:-$DISK_LINE}"; return; }
+    # the disk goes along
+    open_src "$rd/console.log"
+    start_receiver $n.r1 "$((port + 1))" --timeout 30 --disk-dir "$ddb" ||
+        { close_src "$T/mig10.src.log"; fail $n "$WHY"; return; }
+    run $n.s1 "${INA[@]}" "$VMMIGRATE" -i "$KA" --receiver-key "$RB" --timeout 30 \
+        --disks --json mig10 "$ADDR_B:$((port + 1))"
+    local src_rc=$RC
+    wait_exit "$RPID" 30
+    close_src "$T/mig10.src.log"
+    note "$n: sender exit $src_rc: $(out $n.s1 | cut -c1-300) $(err $n.s1); receiver: $(err $n.r1)"
+    [ "$src_rc" = 0 ] || { fail $n "vmmigrate --disks: exit $src_rc: $(err $n.s1)"; return; }
+    [[ $(out $n.s1) == *'"disks_carried":1'* ]] || { fail $n "JSON: $(out $n.s1)"; return; }
+    [ -z "$(list_ids hostA)" ] || { fail $n "the source is still in A: $(list_line hostA)"; return; }
+    local bid brd
+    bid=$(list_ids hostB | head -n 1)
+    [ -n "$bid" ] || { fail $n "host B lists nothing: $(err $n.r1)"; return; }
+    brd=$(vc hostB rundir "$bid" 2>&1)
+    a=$(stat -c '%a %s' "$ddb/mig10-virtio0.raw" 2>&1)
+    [ "$a" = "600 67108864" ] || { fail $n "the disk in B: '$a' (want 0600, 64 MiB)"; return; }
+    guest_alive hostB "$bid" "$boot" || { fail $n "the copy in B: $WHY"; return; }
+    disk_verdict "$brd" "$boot" "the copy in B" && [[ $DISK_LINE == *result=OK* ]] ||
+        { fail $n "memory and disk disagree in B: ${WHY:-$DISK_LINE}"; return; }
+    a=$(analyze 0 "$boot" "$T/mig10.src.log" "$brd/console.log")
+    [ "${a%% *}" = OK ] || { fail $n "source+copy console: $a"; return; }
+    pass $n "refused without --disk-dir (source ran on, disk OK); with it: domain $bid in B on $(basename "$ddb")/mig10-virtio0.raw, ${DISK_LINE##*disk }"
+}
+if [ "$SETUP_OK" = 1 ]; then
+    echo "--- scenario 10 (disks, no shared storage)"
+    SC_T0=$SECONDS
+    for h in hostA hostB; do for id in $(list_ids $h); do destroy $h "$id"; done; done
+    s10
+    for h in hostA hostB; do for id in $(list_ids $h); do destroy $h "$id"; done; done
+    note "scenario 10: $((SECONDS - SC_T0)) s"
 fi
 
 # ---- nothing may survive ---------------------------------------------------
