@@ -4,7 +4,8 @@ set -eu
 PKGS="build-essential pkg-config libsodium-dev libssl-dev libzstd-dev libjansson-dev zstd \
 clang libclang-rt-14-dev python3 man-db groff-base bc bsdutils iproute2 \
 qemu-system-x86 linux-image-amd64 busybox-static cpio libxen-dev tcpdump \
-debhelper dpkg-dev fakeroot lintian fusefat dosfstools libnbd-dev qemu-utils"
+debhelper dpkg-dev fakeroot lintian fusefat dosfstools libnbd-dev qemu-utils gdb"
+# gdb: e2e 17 SIGKILLs vmsave at exact points of the disk merge
 # make bench: the disk bench's references (bsdtar; nbdcopy; qemu-img is in qemu-utils)
 [ "${1:-}" = bench ] && PKGS="$PKGS libarchive-tools libnbd-bin"
 # QEMU runs as this system user when vmckpt runs as root (vmctl(1)); make
