@@ -12,7 +12,9 @@
 # vmsave --disks restored with --disk-dir into another directory (the
 # restored disk 0600 and sparse, memory and disk agree, the counter goes
 # on); the same checkpoint of that domain, whose disk is now on tmpfs (no
-# reflink: a sparse copy inside the pause), timed against the other two.
+# reflink: a sparse copy inside the pause), timed against the other two;
+# vmmigrate --disks of it within dom0 into a third directory (no shared
+# storage): the copy's memory and disks agree.
 # Usage on the host: tests/xen/run-lab.sh tests/xen/vmckpt-disk.sh 300
 . /lab/lib.sh
 CFG=/lab/domu-disk.cfg
@@ -203,4 +205,59 @@ info "the frozen copies alone (cp): reflink on XFS ${t_ref}s, sparse copy on tmp
 info "checkpoint downtime: --memory-only $(ms "$dt_mem") ms," \
 	"--disks with a reflink (XFS) $(ms "$dt_ref") ms," \
 	"--disks with a sparse copy (tmpfs, 65 MiB of data) $(ms "${dt_copy:-0}") ms"
+
+# ---- vmmigrate --disks within this dom0: no shared storage ---------------
+# --no-live: this Xen has no shadow paging for PV log-dirty.
+# The receiver builds wld--incoming on new files in its --disk-dir, runs it
+# on COMMIT and takes the name once the source is gone; the copy's memory
+# and disks agree (its console may be logged under either name).
+step migrate-disks
+busybox ip link set lo up 2>/dev/null || busybox ifconfig lo 127.0.0.1 up
+vmimage keygen -o /lab/recv.key >/lab/recv.rec 2>/tmp/kg2.log ||
+	{ cat /tmp/kg2.log; fail disk-vmmigrate "vmimage keygen failed"; finish; }
+echo "$REC this dom0" >/lab/authorized_senders
+mkdir -p /images/host3
+vmmigrate --listen 127.0.0.1:8111 --once -i /lab/recv.key --disk-dir /images/host3 \
+	--authorized-senders /lab/authorized_senders --timeout 60 >/tmp/recv.out 2>/tmp/recv.err &
+rpid=$!
+for _i in $(seq 50); do grep -q 'listening on' /tmp/recv.err 2>/dev/null && break; sleep 0.2; done
+ILOG=$(clog $DOM--incoming)
+l_i=$(lines "$ILOG")
+old_id=$(xl domid $DOM)
+t=$(now)
+if ! timeout 240 vmmigrate -i /lab/host.key --receiver-key "$(cat /lab/recv.rec)" --disks --no-live \
+	--json --timeout 60 $DOM 127.0.0.1:8111 >/tmp/migd.out 2>/tmp/migd.err; then
+	kill $rpid 2>/dev/null
+	fail disk-vmmigrate "vmmigrate --disks: $(cat /tmp/migd.err) receiver: $(cat /tmp/recv.err)"; finish
+fi
+t_m=$(since "$t")
+wait $rpid
+new_id=$(xl domid $DOM 2>/dev/null)
+tty=$(xenstore-read "/local/domain/$new_id/console/tty" 2>/dev/null)
+l_c=$(lines "$CLOG")
+[ -n "$tty" ] && printf 'check\n' >"$tty"
+V=""
+for _i in $(seq 60); do
+	V=$(awk -v a="$l_c" -v b="$l_i" 'FNR == 1 { f++ } (f == 1 && FNR > a || f == 2 && FNR > b) &&
+		/VMCKPT-WL boot=[0-9a-f]+ disk seq=.*result=/ { sub(/\r$/, ""); print; exit }' \
+		"$CLOG" "$ILOG" 2>/dev/null)
+	[ -n "$V" ] && break
+	sleep 0.5
+done
+a=$(stat -c '%a %s' /images/host3/$DOM-xvdb.raw 2>&1)
+if [ -z "$new_id" ] || [ "$new_id" = "$old_id" ] || [ "$(named $DOM--incoming)" != 0 ]; then
+	fail disk-vmmigrate "after the migration: $(xl list | tr '\n' ' ')"
+elif ! grep -q '"disks_carried":2' /tmp/migd.out; then
+	fail disk-vmmigrate "JSON: $(cat /tmp/migd.out)"
+elif [ "$a" != "600 67108864" ]; then
+	fail disk-vmmigrate "the journal disk in /images/host3: '$a'"
+elif ! xenstore-ls -f /local/domain/0/backend 2>/dev/null |
+	grep -q "/$new_id/.*/params = \"/images/host3/$DOM-xvdb.raw\""; then
+	fail disk-vmmigrate "the copy's xvdb is not on /images/host3: $(xenstore-ls -f /local/domain/0/backend 2>/dev/null | grep "/$new_id/.*/params" | tr '\n' ' ')"
+else
+	case $V in
+	*result=OK*) pass disk-vmmigrate "${t_m}s, domid $old_id -> $new_id on /images/host3/$DOM-xvd[ab].raw, downtime $(ms "$(jnum /tmp/migd.out downtime_ns)") ms: ${V#*VMCKPT-WL }" ;;
+	*) fail disk-vmmigrate "memory and disk of the copy: '${V:-no verdict}'" ;;
+	esac
+fi
 finish
