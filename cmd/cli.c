@@ -1165,6 +1165,62 @@ int cli_disk_dir_ok(const char *dir)
     return 1;
 }
 
+/* path made absolute against the working directory (caller frees). */
+static char *abs_path(const char *path)
+{
+    char cwd[PATH_MAX], *out;
+
+    if (!getcwd(cwd, sizeof(cwd)) ||
+        asprintf(&out, "%s/%s", strcmp(cwd, "/") ? cwd : "", path) < 0)
+        return NULL;
+    return out;
+}
+
+void cli_remap_add(struct cli_remaps *m, struct cli_bad *bad, int disk,
+                   const char *arg)
+{
+    const char *opt = disk ? "--disk" : "--net", *eq = strchr(arg, '=');
+    struct vmc_remap *r;
+    char *id, *abs = NULL;
+
+    if (!eq || eq == arg || !eq[1]) {
+        cli_bad_set(bad, disk ? "--disk '%.100s': not ID=PATH" :
+                    "--net '%.100s': not ID=ATTACHMENT", arg);
+        return;
+    }
+    if ((disk ? m->ndisk : m->nnet) == 64) {
+        cli_bad_set(bad, "more than 64 %s", opt);
+        return;
+    }
+    if (!(id = strndup(arg, (size_t)(eq - arg))) ||
+        (disk && eq[1] != '/' && !(abs = abs_path(eq + 1)))) {
+        free(id);
+        cli_bad_set(bad, "%s: out of memory or no working directory", opt);
+        return;
+    }
+    r = disk ? &m->disk[m->ndisk++] : &m->net[m->nnet++];
+    m->owned[m->nowned++] = id;
+    if (abs)
+        m->owned[m->nowned++] = abs;
+    r->id = id;
+    r->to = abs ? abs : eq + 1;
+}
+
+void cli_remaps_to(const struct cli_remaps *m, struct vmc_restore_opts *ro)
+{
+    ro->disk_map = m->disk;
+    ro->ndisk_map = m->ndisk;
+    ro->net_map = m->net;
+    ro->nnet_map = m->nnet;
+}
+
+void cli_remaps_free(struct cli_remaps *m)
+{
+    for (int i = 0; i < m->nowned; i++)
+        free(m->owned[i]);
+    m->nowned = 0;
+}
+
 void cli_dirs_add(struct cli_dirs *d, struct cli_bad *bad, const char *dir)
 {
     if (d->n == (int)(sizeof(d->dir) / sizeof(d->dir[0])))

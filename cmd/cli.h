@@ -227,6 +227,19 @@ struct vmc_policy *cli_policy(struct vmc_ctx *ctx, const struct cli_dirs *d);
 /* --disk-dir names a directory (checked before anything is read): 0 after
  * printing the problem. */
 int cli_disk_dir_ok(const char *dir);
+/* --disk ID=PATH and --net ID=ATTACHMENT (vmrestore, vmmigrate's
+ * receiver): at most 64 each; a PATH relative to the working directory
+ * is made absolute (the hypervisor runs elsewhere). */
+struct cli_remaps {
+    struct vmc_remap disk[64], net[64];
+    int ndisk, nnet;
+    char *owned[192];         /* the ids and absolute paths made here */
+    int nowned;
+};
+void cli_remap_add(struct cli_remaps *m, struct cli_bad *bad, int disk,
+                   const char *arg);
+void cli_remaps_to(const struct cli_remaps *m, struct vmc_restore_opts *ro);
+void cli_remaps_free(struct cli_remaps *m);
 /* Signed streams (format 2).  Writers sign with --signing-key FILE, else
  * $VMCKPT_SIGNING_KEY, else /etc/vmckpt/signing.key; readers trust each
  * -t/--trusted-signer and the signers in --trusted-signers FILE, else

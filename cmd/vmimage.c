@@ -833,6 +833,34 @@ out:
     return rc;
 }
 
+/* The disks and networks of a config, by the ids that vmrestore --disk and
+ * --net take. */
+static void print_devices(struct args *a, const struct vmc_image_meta *m,
+                          uint32_t fmt, const uint8_t *cfg, size_t len)
+{
+    static struct vmc_disk_info d[VMC_DISK_MAX];
+    struct vmc_net_info nets[64];
+    int nd = 0, nn = 0;
+
+    if (vmc_config_devices(a->ctx, m, fmt, cfg, len, d, VMC_DISK_MAX, &nd,
+                           nets, 64, &nn) < 0) {
+        printf("devices: %s\n", cli_safe(cli_ctx_msg(a->ctx)));
+        vmc_ctx_clear(a->ctx);
+        return;
+    }
+    for (int i = 0; i < nd; i++) {
+        printf("disk:    %s ", cli_safe(d[i].id));
+        printf("%s (%s, %s)\n", cli_safe(d[i].path),
+               vmc_disk_format_name(d[i].source_format),
+               d[i].flags & VMC_DF_READONLY ? "read-only" : "writable");
+    }
+    for (int i = 0; i < nn; i++) {
+        printf("net:     %s ", cli_safe(nets[i].id));
+        printf("%s", *nets[i].attachment ? cli_safe(nets[i].attachment) : "-");
+        printf("%s%s\n", *nets[i].mac ? " mac " : "", cli_safe(nets[i].mac));
+    }
+}
+
 /* config IMAGE: what vmrestore would run on this host, and whether the
  * restore policy lets it (exit 1 and the refusal on stderr if not);
  * --json: the recorded config, which vmrestore --config takes edited. */
@@ -883,6 +911,7 @@ static int cmd_config(struct args *a, int argc, char **argv)
            m.backend == VMC_BACKEND_QEMU ? "command:" : "libxl config:");
     cli_put_safe(stdout, text, m.backend != VMC_BACKEND_QEMU);
     printf("\n");
+    print_devices(a, &m, fmt, cfg, len);
     if (vmc_config_check(a->ctx, &m, fmt, cfg, len, pol) < 0) {
         printf("policy:  refused\n");
         fflush(stdout);

@@ -30,7 +30,7 @@
 enum {
     O_LISTEN = 1000, O_RECEIVE, O_ONCE, O_KNOWN, O_RKEY, O_AUTH, O_NOLIVE,
     O_MAXBW, O_TIMEOUT, O_JSON, O_REMOTE, O_LEVEL, O_ALLOWDIR, O_TRUSTFILE,
-    O_DISKS, O_ALLDISKS, O_DISKDIR,
+    O_DISKS, O_ALLDISKS, O_DISKDIR, O_DISK, O_NET,
 };
 
 static const struct cli_opt opts[] = {
@@ -50,6 +50,10 @@ static const struct cli_opt opts[] = {
                                 "files under DIR (repeatable)", O_ALLOWDIR },
     { "disk-dir", 0, "DIR", 1, "receiver: write the disks a sender carries "
                                "into DIR (NAME-ID.raw)", O_DISKDIR },
+    { "disk", 0, "ID=PATH", 1, "receiver: disk ID is at PATH on this host "
+                               "(repeatable)", O_DISK },
+    { "net", 0, "ID=ATTACHMENT", 1, "receiver: attach network ID to "
+                                    "ATTACHMENT (repeatable)", O_NET },
     { "disks", 0, NULL, 1, "sender: carry the writable disks (no shared "
                            "storage; copied in the final pause)", O_DISKS },
     { "all-disks", 0, NULL, 1, "sender: carry read-only media (CD-ROMs) too",
@@ -95,6 +99,7 @@ struct args {
     int receive, once, nolive, json, verbose, timeout_s, level, disks;
     struct cli_seal seal;         /* --signing-key, --backend, live */
     struct cli_dirs dirs;
+    struct cli_remaps maps;
     struct cli_trust trust;
     unsigned long long max_bw;
     struct cli_bad bad;
@@ -145,6 +150,8 @@ static void on_opt(int id, const char *arg, void *u)
             a->disks = VMC_SAVE_DISKS_WRITABLE;
         break;
     case O_ALLDISKS: a->disks = VMC_SAVE_DISKS_ALL; break;
+    case O_DISK: cli_remap_add(&a->maps, &a->bad, 1, arg); break;
+    case O_NET: cli_remap_add(&a->maps, &a->bad, 0, arg); break;
     case O_ALLOWDIR:
         cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
@@ -345,6 +352,7 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
     if (!(ro.policy = pol = cli_policy(a->ctx, &a->dirs)))
         goto out;
     ro.disk_dir = a->disk_dir;
+    cli_remaps_to(&a->maps, &ro);
     if (vmc_keys_add_identity_file(a->ctx, id, a->identity ? a->identity
                                    : "/etc/vmckpt/host.key") < 0 ||
         vmc_keys_add_recipients_file(a->ctx, auth, a->auth ? a->auth
@@ -360,8 +368,8 @@ static int receive_one(struct args *a, int rfd, int wfd, const char *from)
                 "(%.3f s)", cli_prog, from, res.name, mi.peer, res.domid,
                 (double)res.total_ns / 1e9);
         if (res.disks_written)
-            fprintf(stderr, ", %d disk%s written into %s", res.disks_written,
-                    res.disks_written == 1 ? "" : "s", a->disk_dir);
+            fprintf(stderr, ", %d disk%s written", res.disks_written,
+                    res.disks_written == 1 ? "" : "s");
         fprintf(stderr, "\n");
         rc = 0;
     } else if (mi.handshake_failed) {
@@ -511,9 +519,10 @@ int main(int argc, char **argv)
     if (argc - n != 2)
         return cli_usage(argc - n < 2 ? "missing DOMAIN or DEST" : "too many "
                                                               "arguments");
-    if (a.disk_dir)
-        return cli_usage("--disk-dir is the receiver's (a sender takes "
-                         "--disks)");
+    if (a.disk_dir || a.maps.ndisk || a.maps.nnet)
+        return cli_usage(a.disk_dir ? "--disk-dir is the receiver's (a sender "
+                         "takes --disks)" : "--disk and --net are the "
+                         "receiver's");
     if ((why = cli_seal_problem(&a.seal, !a.nolive,
                                 "%s and --no-live exclude each other")))
         return cli_usage(why);

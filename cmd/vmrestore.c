@@ -14,7 +14,7 @@
 #include "cli.h"
 
 enum { O_NAME = 1000, O_CLONE, O_JSON, O_CONFIG, O_ALLOWDIR, O_TRUSTFILE,
-       O_UNSIGNED, O_DISKDIR };
+       O_UNSIGNED, O_DISKDIR, O_DISK, O_NET };
 
 static const struct cli_opt opts[] = {
     CLI_OPT_PASSFILE(1),
@@ -31,6 +31,11 @@ static const struct cli_opt opts[] = {
                                 "(repeatable)", O_ALLOWDIR },
     { "disk-dir", 0, "DIR", 1, "write the disks the image carries into DIR "
                                "(NAME-ID.raw)", O_DISKDIR },
+    { "disk", 0, "ID=PATH", 1, "disk ID is at PATH on this host (a carried "
+                               "one: written there; repeatable)", O_DISK },
+    { "net", 0, "ID=ATTACHMENT", 1, "attach network ID to ATTACHMENT (QEMU: "
+                                    "a -netdev back end; Xen: a bridge)",
+          O_NET },
     { "trusted-signer", 't', "SIGNER", 1, "restore what this signer (vmcs1...)"
                                            " made (repeatable)", 't' },
     { "trusted-signers", 0, "FILE", 1, "trusted signers, one per line "
@@ -63,6 +68,7 @@ struct args {
     int ask_pass, console, json;
     const char *config;
     struct cli_dirs dirs;
+    struct cli_remaps maps;
     struct cli_trust trust;
     int allow_unsigned;
     struct cli_bad bad;
@@ -106,6 +112,8 @@ static void on_opt(int id, const char *arg, void *u)
         a->ro.disk_dir = arg;
         cli_dirs_add(&a->dirs, &a->bad, arg);
         break;
+    case O_DISK: cli_remap_add(&a->maps, &a->bad, 1, arg); break;
+    case O_NET: cli_remap_add(&a->maps, &a->bad, 0, arg); break;
     case 't': cli_trust_add(&a->trust, &a->bad, arg); break;
     case O_TRUSTFILE: a->trust.file = arg; break;
     case O_UNSIGNED: a->allow_unsigned = 1; break;
@@ -173,19 +181,6 @@ static int console(struct args *a, const struct vmc_restore_result *res)
     return 0;
 }
 
-/* --disk-dir names a directory: checked before anything is read. */
-static int disk_dir_ok(const char *dir)
-{
-    struct stat st;
-    int bad = stat(dir, &st) < 0 ? errno : 0;
-
-    if (bad || !S_ISDIR(st.st_mode)) {
-        cli_err(dir, "--disk-dir: %s", bad ? strerror(bad) : "not a directory");
-        return 0;
-    }
-    return 1;
-}
-
 int main(int argc, char **argv)
 {
     struct args a;
@@ -217,7 +212,7 @@ int main(int argc, char **argv)
         return cli_usage("--name and --clone exclude each other");
     path = argv[n];
     obj = strcmp(path, "-") ? path : "stdin";
-    if (a.ro.disk_dir && !disk_dir_ok(a.ro.disk_dir))
+    if (a.ro.disk_dir && !cli_disk_dir_ok(a.ro.disk_dir))
         return 1;
     if (cli_trust_load(a.ctx, a.keys, &a.trust) < 0)
         return 1;
@@ -225,6 +220,7 @@ int main(int argc, char **argv)
     if (!(pol = cli_policy(a.ctx, &a.dirs)))
         return 1;
     a.ro.policy = pol;
+    cli_remaps_to(&a.maps, &a.ro);
     if (a.config && cli_read_file(a.config, VMC_REC_MAX_LEN - 8, &cfg,
                                   &a.ro.config_len) < 0) {
         vmc_policy_free(pol);
@@ -282,6 +278,7 @@ out:
     vmc_header_free(h);
     vmc_policy_free(pol);
     free(cfg);
+    cli_remaps_free(&a.maps);
     vmc_keys_free(a.keys);
     vmc_ctx_free(a.ctx);
     vmc_input_close(in);

@@ -998,30 +998,43 @@ static void guard_tell_file(struct restore *s, const char *path)
     }
 }
 
-/* A carried disk: a new sparse file NAME-ID.raw in disk_dir (0600, never
- * over an existing file), the config pointed at it, its content written
- * as its records arrive. */
+/* The admin's path for disk id (vmrestore --disk), or NULL. */
+static const char *disk_mapped(const struct restore *s, const char *id)
+{
+    for (int i = 0; i < s->o->ndisk_map; i++)
+        if (!strcmp(s->o->disk_map[i].id, id))
+            return s->o->disk_map[i].to;
+    return NULL;
+}
+
+/* A carried disk: a new sparse file, the admin's --disk path or
+ * NAME-ID.raw in disk_dir (0600, never over an existing file), the config
+ * pointed at it, its content written as its records arrive. */
 static int disk_create(struct restore *s, int i, const struct vmc_disk_info *di)
 {
+    const char *to = disk_mapped(s, di->id);
     char *p = s->disk_paths[i];
     int fd;
 
-    if (!s->o->disk_dir) {
+    if (!to && !s->o->disk_dir) {
         vmc_set_error(s->ctx, VMC_E_INVAL, "the image carries disk %s (%s)",
                       di->id, vmc_disk_format_name(di->source_format));
         return vmc_set_hint(s->ctx, VMC_HINT_DISK_DIR);
     }
-    if ((size_t)snprintf(p, PATH_MAX, "%s/%s-%s.raw", s->o->disk_dir, s->name,
-                         di->id) >= PATH_MAX)
+    if ((size_t)(to ? snprintf(p, PATH_MAX, "%s", to) :
+                 snprintf(p, PATH_MAX, "%s/%s-%s.raw", s->o->disk_dir, s->name,
+                          di->id)) >= PATH_MAX) {
+        p[0] = '\0';
         return vmc_set_error(s->ctx, VMC_E_INVAL, "disk %s: path too long",
                              di->id);
+    }
     if ((fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                    0600)) < 0) {
         int e = errno;
-        p[0] = '\0';
-        return vmc_set_error(s->ctx, e == EEXIST ? VMC_E_EXISTS : VMC_E_IO,
-                             "disk %s: %s/%s-%s.raw: %s", di->id,
-                             s->o->disk_dir, s->name, di->id, strerror(e));
+        vmc_set_error(s->ctx, e == EEXIST ? VMC_E_EXISTS : VMC_E_IO,
+                      "disk %s: %s: %s", di->id, p, strerror(e));
+        p[0] = '\0';               /* not ours: never removed */
+        return s->ctx->code;
     }
     s->disk_fds[i] = fd;
     guard_tell_file(s, p);
@@ -1030,7 +1043,7 @@ static int disk_create(struct restore *s, int i, const struct vmc_disk_info *di)
                              strerror(errno));
     vmc_disks_set_sink(s->disks, i, fd);
     return config_set_disk(s->ctx, &s->m, s->cfg_fmt, &s->cfg, &s->cfg_len,
-                           di->id, p);
+                           di->id, p, 1);
 }
 
 /* Every recorded disk either written anew (carried) or found as it was. */
@@ -1094,27 +1107,93 @@ static int restore_disks_sync(struct restore *s)
                                  s->disk_paths[i], strerror(errno));
         s->res->disks_written++;
     }
-    for (int i = 0; i < n; i++)
-        if (s->disk_fds[i] >= 0)
-            return fsync_parent(s->ctx, s->disk_paths[i]);   /* one dir */
+    for (int i = 0; i < n; i++)     /* --disk may put them anywhere */
+        if (s->disk_fds[i] >= 0 &&
+            (rc = fsync_parent(s->ctx, s->disk_paths[i])) < 0)
+            return rc;
     return 0;
 }
 
-/* The config is data: an admin's --config replaces the recorded one, and
- * either is checked by the restore policy before anything starts. */
-static int restore_policy(struct restore *s)
+/* The DISK record of disk id, or NULL. */
+static const struct vmc_disk_info *disk_recorded(const struct restore *s,
+                                                 const char *id)
 {
-    if (s->o->config) {                     /* in the recorded format */
-        uint8_t *c = malloc(s->o->config_len + 1);
+    for (int i = 0; i < vmc_disks_count(s->disks); i++)
+        if (!strcmp(vmc_disks_get(s->disks, i)->id, id))
+            return vmc_disks_get(s->disks, i);
+    return NULL;
+}
+
+static int remap_twice(struct vmc_ctx *ctx, const struct vmc_remap *m, int n,
+                       const char *what)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (!strcmp(m[i].id, m[j].id))
+                return vmc_set_error(ctx, VMC_E_INVAL, "%s %s: remapped twice",
+                                     what, m[i].id);
+    return 0;
+}
+
+/* The config the domain gets: the admin's --config in place of the
+ * recorded one, then the admin's remaps: each network's new attachment,
+ * each disk the image does not carry at its new path (in its format; a
+ * carried one gets its new file in disk_create). */
+static int restore_config(struct restore *s)
+{
+    const struct vmc_restore_opts *o = s->o;
+    int rc;
+
+    if (o->config) {                        /* in the recorded format */
+        uint8_t *c = malloc(o->config_len + 1);
         if (!c)
             return vmc_set_error(s->ctx, VMC_E_NOMEM, "out of memory");
-        memcpy(c, s->o->config, s->o->config_len);
+        memcpy(c, o->config, o->config_len);
         free(s->cfg);
         s->cfg = c;
-        s->cfg_len = s->o->config_len;
+        s->cfg_len = o->config_len;
     }
-    return s->be->config_check(s->ctx, &s->m, s->cfg_fmt, s->cfg, s->cfg_len,
-                               s->o->policy);
+    if ((rc = remap_twice(s->ctx, o->net_map, o->nnet_map, "network")) < 0 ||
+        (rc = remap_twice(s->ctx, o->disk_map, o->ndisk_map, "disk")) < 0)
+        return rc;
+    for (int i = 0; i < o->nnet_map; i++)
+        if ((rc = config_set_net(s->ctx, &s->m, s->cfg_fmt, &s->cfg,
+                                 &s->cfg_len, o->net_map[i].id,
+                                 o->net_map[i].to)) < 0)
+            return rc;
+    for (int i = 0; i < o->ndisk_map; i++) {
+        const struct vmc_disk_info *di = disk_recorded(s, o->disk_map[i].id);
+        if (!*o->disk_map[i].to)
+            return vmc_set_error(s->ctx, VMC_E_INVAL, "disk %s: empty path",
+                                 o->disk_map[i].id);
+        if ((!di || !(di->flags & VMC_DF_CARRIED)) &&
+            (rc = config_set_disk(s->ctx, &s->m, s->cfg_fmt, &s->cfg,
+                                  &s->cfg_len, o->disk_map[i].id,
+                                  o->disk_map[i].to, 0)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* The config, recorded or the admin's and remapped, is checked by the
+ * restore policy before anything starts; the disk paths the admin gave
+ * are allowed as --disk-dir is. */
+static int restore_policy(struct restore *s)
+{
+    struct vmc_policy *p = NULL;
+    int rc = 0;
+
+    if (s->o->ndisk_map) {
+        if (!(p = s->o->policy ? policy_dup(s->o->policy) : vmc_policy_new()))
+            return vmc_set_error(s->ctx, VMC_E_NOMEM, "out of memory");
+        for (int i = 0; i < s->o->ndisk_map && rc == 0; i++)
+            rc = vmc_policy_allow_dir(s->ctx, p, s->o->disk_map[i].to);
+    }
+    if (rc == 0)
+        rc = s->be->config_check(s->ctx, &s->m, s->cfg_fmt, s->cfg, s->cfg_len,
+                                 p ? p : s->o->policy);
+    vmc_policy_free(p);
+    return rc;
 }
 
 static int clash_error(struct vmc_ctx *ctx, const char *name, int id, int what,
@@ -1389,6 +1468,7 @@ int vmc_restore(struct vmc_ctx *ctx, struct vmc_reader *r,
     memset(res, 0, sizeof(*res));
     res->domid = -1;
     if ((rc = restore_head(&s)) == 0 && (rc = restore_disk_records(&s)) == 0 &&
+        (rc = restore_config(&s)) == 0 &&
         (carried(&s) || (rc = restore_policy(&s)) == 0) &&
         (rc = restore_identity(&s)) == 0 &&
         (rc = restore_disk_files(&s)) == 0 &&

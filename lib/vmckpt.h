@@ -666,6 +666,9 @@ VMC_API int vmc_save(struct vmc_ctx *ctx, const struct vmc_backend *be,
              const char *spec, struct vmc_outfile *of,
              const struct vmc_save_opts *o, struct vmc_save_result *res);
 
+struct vmc_remap {
+    const char *id, *to;
+};
 struct vmc_restore_opts {
     const char *name;         /* NULL: the recorded name */
     int clone;                /* fresh name and UUID */
@@ -693,6 +696,17 @@ struct vmc_restore_opts {
     /* Where the disks an image carries are written (NAME-ID.raw, 0600,
      * never over an existing file); required when it carries any. */
     const char *disk_dir;
+    /* The admin's remaps, applied to the config (recorded or --config)
+     * before the policy judges it, which allows each disk path given:
+     * disk_map: disk ID is at PATH on this host (a carried one is written
+     * to exactly PATH: a new file, as in disk_dir); net_map: network ID
+     * gets the attachment TO (QEMU: a -netdev back end, "user" or
+     * "tap,ifname=tap1,script=no"; Xen: a bridge).  An ID the config does
+     * not have is refused. */
+    const struct vmc_remap *disk_map;
+    int ndisk_map;
+    const struct vmc_remap *net_map;
+    int nnet_map;
 };
 struct vmc_restore_result {
     int domid;
@@ -736,6 +750,22 @@ VMC_API int vmc_policy_load_file(struct vmc_ctx *ctx, struct vmc_policy *p,
 VMC_API int vmc_config_check(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                              uint32_t format, const uint8_t *cfg, size_t len,
                              const struct vmc_policy *p);
+/* A network device a config names: its id (QEMU: the -netdev or -nic
+ * id=; Xen: the vif's devid), its attachment (QEMU: the back end type;
+ * Xen: the bridge) and MAC if the config gives one. */
+#define VMC_NET_ID_MAX 63
+struct vmc_net_info {
+    char id[VMC_NET_ID_MAX + 1];
+    char attachment[128];
+    char mac[32];
+};
+/* The disks and network devices of a DOMAIN_CONFIG body (the ids that
+ * vmrestore --disk and --net take); at most max of each. */
+VMC_API int vmc_config_devices(struct vmc_ctx *ctx,
+                               const struct vmc_image_meta *m, uint32_t format,
+                               const uint8_t *cfg, size_t len,
+                               struct vmc_disk_info *disks, int maxd, int *nd,
+                               struct vmc_net_info *nets, int maxn, int *nn);
 /* What a restore on this host would run, as text (caller frees): QEMU's
  * command line, or the libxl config; VMC_E_FORMAT if cfg is not JSON. */
 VMC_API int vmc_config_show(struct vmc_ctx *ctx, const struct vmc_image_meta *m,

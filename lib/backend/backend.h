@@ -187,6 +187,8 @@ const struct vmc_backend *backend_by_id(uint16_t id);
  * starts, and refuse, naming it, an option that reaches outside the VM. */
 /* 0 if path is an existing regular file (or, dir_ok, directory) under an
  * allowed directory once every symlink is resolved; opt names it. */
+/* A copy to widen (NULL: out of memory). */
+struct vmc_policy *policy_dup(const struct vmc_policy *p);
 int policy_path_ok(struct vmc_ctx *ctx, const struct vmc_policy *p,
                    const char *opt, const char *path, int dir_ok);
 int qemu_policy_check(struct vmc_ctx *ctx, const json_t *argv,
@@ -195,16 +197,33 @@ int xen_policy_check(struct vmc_ctx *ctx, const json_t *cfg,
                      const struct vmc_policy *pol);
 /* The disks a config names, in order (index = ordinal), with the path,
  * id, read-only and format the config gives (virtual_size 0: the caller
- * looks at the file); set_disk points disk `id` at path (a new *cfg). */
+ * looks at the file); set_disk points disk `id` at path (a new *cfg;
+ * raw: the file is raw, whatever the format was). */
 int config_disks(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                  uint32_t format, const uint8_t *cfg, size_t len,
                  struct vmc_disk_info *out, int max, int *n);
 int config_set_disk(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                     uint32_t format, uint8_t **cfg, size_t *len, const char *id,
-                    const char *path);
+                    const char *path, int raw);
+/* The network devices a config names (ids as vmc_net_info says); set_net
+ * gives network `id` the attachment att (VMC_E_INVAL: no such id,
+ * VMC_E_FORMAT: att is not an attachment). */
+int config_nets(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                uint32_t format, const uint8_t *cfg, size_t len,
+                struct vmc_net_info *out, int max, int *n);
+int config_set_net(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                   uint32_t format, uint8_t **cfg, size_t *len, const char *id,
+                   const char *att);
+int qemu_config_nets(const json_t *argv, struct vmc_net_info *out, int max,
+                     int *n);
+int qemu_config_set_net(json_t *argv, const char *id, const char *att);
+int xen_config_nets(const json_t *cfg, struct vmc_net_info *out, int max,
+                    int *n);
+int xen_config_set_net(json_t *cfg, const char *id, const char *bridge);
 int qemu_config_disks(const json_t *argv, struct vmc_disk_info *out, int max,
                       int *n);
-int qemu_config_set_disk(json_t *argv, const char *id, const char *path);
+int qemu_config_set_disk(json_t *argv, const char *id, const char *path,
+                         int raw);
 /* One -drive value: its file (unescaped; "" if none) and whether QEMU
  * opens it read-only (readonly=on, media=cdrom).  refile: the same value
  * with file= set to newfile and auto-read-only=off unless the value sets
@@ -214,7 +233,8 @@ int qemu_drive_refile(const char *value, const char *newfile, char *out,
                       size_t n);
 int xen_config_disks(const json_t *cfg, struct vmc_disk_info *out, int max,
                      int *n);
-int xen_config_set_disk(json_t *cfg, const char *id, const char *path);
+int xen_config_set_disk(json_t *cfg, const char *id, const char *path,
+                        int raw);
 /* The command line a QEMU restore would run (qemu_registry.c), shell-quoted
  * (caller frees); dir: the instance directory, or a placeholder. */
 char *qemu_command_text(const json_t *cfg, const char *name, const char *uuid,

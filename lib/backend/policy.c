@@ -48,6 +48,20 @@ struct vmc_policy *vmc_policy_new(void)
     return p;
 }
 
+struct vmc_policy *policy_dup(const struct vmc_policy *p)
+{
+    struct vmc_policy *d = calloc(1, sizeof(*d));
+
+    for (int i = 0; d && i < p->ndirs; i++) {
+        if (!(d->dirs[i] = vmc_strdup(p->dirs[i]))) {
+            vmc_policy_free(d);
+            return NULL;
+        }
+        d->ndirs++;
+    }
+    return d;
+}
+
 void vmc_policy_free(struct vmc_policy *p)
 {
     if (!p)
@@ -258,28 +272,125 @@ int config_disks(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
     return 0;
 }
 
-int config_set_disk(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
-                    uint32_t format, uint8_t **cfg, size_t *len, const char *id,
-                    const char *path)
+/* One edit of a config in place: parsed (*parsed: it was, else ctx says
+ * why not), edited by fn (rc < 0: refused), written back compact. */
+static int config_edit(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                       uint32_t format, uint8_t **cfg, size_t *len,
+                       int (*fn)(json_t *j, int qemu, const void *arg),
+                       const void *arg, int *parsed)
 {
     json_t *j;
     char *text;
     int rc;
 
-    if ((rc = config_json(ctx, m, format, *cfg, *len, &j)) < 0)
+    if ((*parsed = (rc = config_json(ctx, m, format, *cfg, *len, &j)) == 0) == 0)
         return rc;
-    rc = m->backend == VMC_BACKEND_QEMU ?
-         qemu_config_set_disk(json_object_get(j, "argv"), id, path) :
-         xen_config_set_disk(j, id, path);
+    rc = fn(j, m->backend == VMC_BACKEND_QEMU, arg);
     text = rc < 0 ? NULL : json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(j);
     if (rc < 0)
-        return vmc_set_error(ctx, rc, "domain config: disk %s: cannot point "
-                             "it at %s", id, path);
+        return rc;
     if (!text)
-        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+        return VMC_E_NOMEM;
     free(*cfg);
     *cfg = (uint8_t *)text;
     *len = strlen(text);
     return 0;
+}
+
+struct set_arg {
+    const char *id, *to;
+    int raw;
+};
+
+static int set_disk(json_t *j, int qemu, const void *arg)
+{
+    const struct set_arg *a = arg;
+
+    return qemu ? qemu_config_set_disk(json_object_get(j, "argv"), a->id,
+                                       a->to, a->raw) :
+                  xen_config_set_disk(j, a->id, a->to, a->raw);
+}
+
+static int set_net(json_t *j, int qemu, const void *arg)
+{
+    const struct set_arg *a = arg;
+
+    return qemu ? qemu_config_set_net(json_object_get(j, "argv"), a->id, a->to)
+                : xen_config_set_net(j, a->id, a->to);
+}
+
+int config_set_disk(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                    uint32_t format, uint8_t **cfg, size_t *len, const char *id,
+                    const char *path, int raw)
+{
+    struct set_arg a = { id, path, raw };
+    int parsed, rc = config_edit(ctx, m, format, cfg, len, set_disk, &a, &parsed);
+
+    if (!parsed || rc == 0)
+        return rc;
+    if (rc == VMC_E_NOMEM)
+        return vmc_set_error(ctx, rc, "out of memory");
+    if (rc == VMC_E_INVAL)
+        return vmc_set_error(ctx, rc, "disk %s: the domain config has no such "
+                             "disk (vmimage config lists them)", id);
+    return vmc_set_error(ctx, rc, "domain config: disk %s: cannot point it "
+                         "at %s", id, path);
+}
+
+int config_set_net(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                   uint32_t format, uint8_t **cfg, size_t *len, const char *id,
+                   const char *att)
+{
+    struct set_arg a = { id, att, 0 };
+    int parsed, rc = config_edit(ctx, m, format, cfg, len, set_net, &a, &parsed);
+
+    if (!parsed || rc == 0)
+        return rc;
+    if (rc == VMC_E_NOMEM)
+        return vmc_set_error(ctx, rc, "out of memory");
+    if (rc == VMC_E_INVAL)
+        return vmc_set_error(ctx, rc, "network %s: the domain config has no "
+                             "such network device (vmimage config lists them)",
+                             id);
+    if (rc == VMC_E_FORMAT)
+        return vmc_set_error(ctx, VMC_E_INVAL, "network %s: '%s' is not %s", id,
+                             att, m->backend == VMC_BACKEND_QEMU ?
+                             "a -netdev back end (TYPE[,KEY=VALUE...], without "
+                             "id=)" : "a bridge name");
+    return vmc_set_error(ctx, rc, "domain config: network %s: cannot attach "
+                         "it to %s", id, att);
+}
+
+int config_nets(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                uint32_t format, const uint8_t *cfg, size_t len,
+                struct vmc_net_info *out, int max, int *n)
+{
+    json_t *j;
+    int rc;
+
+    *n = 0;
+    if (m->backend != VMC_BACKEND_QEMU && m->backend != VMC_BACKEND_XEN)
+        return 0;
+    if ((rc = config_json(ctx, m, format, cfg, len, &j)) < 0)
+        return rc;
+    rc = m->backend == VMC_BACKEND_QEMU ?
+         qemu_config_nets(json_object_get(j, "argv"), out, max, n) :
+         xen_config_nets(j, out, max, n);
+    json_decref(j);
+    if (rc < 0)
+        return vmc_set_error(ctx, rc, "domain config: %s", rc == VMC_E_LIMIT ?
+                             "too many network devices" : "a -netdev that does "
+                             "not parse");
+    return 0;
+}
+
+int vmc_config_devices(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                       uint32_t format, const uint8_t *cfg, size_t len,
+                       struct vmc_disk_info *disks, int maxd, int *nd,
+                       struct vmc_net_info *nets, int maxn, int *nn)
+{
+    int rc = config_disks(ctx, m, format, cfg, len, disks, maxd, nd);
+
+    return rc < 0 ? rc : config_nets(ctx, m, format, cfg, len, nets, maxn, nn);
 }

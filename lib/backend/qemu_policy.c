@@ -636,7 +636,7 @@ int qemu_config_disks(const json_t *argv, struct vmc_disk_info *out, int max,
 struct remap {
     const char *id, *path;
     json_t *argv;
-    int done;
+    int raw, done;
 };
 
 /* Appends v to s with QEMU's comma doubling. */
@@ -678,7 +678,7 @@ static int rebuild_kv(void *arg, const char *k, const char *v)
 static int remap_one(void *arg, size_t at, const struct drive *d)
 {
     struct remap *r = arg;
-    struct rebuild b = { .path = r->path, .raw = 1 };
+    struct rebuild b = { .path = r->path, .raw = r->raw };
 
     if (strcmp(d->id, r->id))
         return 0;
@@ -690,10 +690,154 @@ static int remap_one(void *arg, size_t at, const struct drive *d)
     return 1;
 }
 
-int qemu_config_set_disk(json_t *argv, const char *id, const char *path)
+int qemu_config_set_disk(json_t *argv, const char *id, const char *path,
+                         int raw)
 {
-    struct remap r = { id, path, argv, 0 };
+    struct remap r = { id, path, argv, raw, 0 };
     int rc = drives_each(argv, remap_one, &r);
+
+    return rc < 0 ? rc : r.done ? 0 : VMC_E_INVAL;
+}
+
+/* ---- the network back ends of a QEMU config --------------------------------
+ * Each -netdev (and each -nic) with an id= is an attachment the admin may
+ * change on another host: its back end (user, tap ...) is replaced, its id
+ * and, for -nic, the guest-facing model= and mac= stay. */
+struct netdev {
+    char id[VMC_NET_ID_MAX + 1], type[32], model[64], mac[32];
+};
+
+static int netdev_kv(void *arg, const char *k, const char *v)
+{
+    struct netdev *n = arg;
+
+    if (!strcmp(k, "id"))
+        snprintf(n->id, sizeof(n->id), "%s", v);
+    else if (!strcmp(k, "type"))
+        snprintf(n->type, sizeof(n->type), "%s", v);
+    else if (!strcmp(k, "model"))
+        snprintf(n->model, sizeof(n->model), "%s", v);
+    else if (!strcmp(k, "mac"))
+        snprintf(n->mac, sizeof(n->mac), "%s", v);
+    return 0;
+}
+
+/* Visits each -netdev/-nic of argv that has an id: fn(arg, index of the
+ * value, nic?, its keys). */
+static int netdevs_each(const json_t *argv,
+                        int (*fn)(void *arg, size_t at, int nic,
+                                  const struct netdev *n), void *arg)
+{
+    size_t n = json_array_size(argv);
+
+    for (size_t i = 0; i + 1 < n; i++) {
+        const char *o = json_string_value(json_array_get(argv, i));
+        const char *v = json_string_value(json_array_get(argv, i + 1));
+        struct netdev d = { .id = "" };
+        int nic, rc;
+        if (!o || !v)
+            continue;
+        o += o[0] == '-' && o[1] == '-';
+        nic = !strcmp(o, "-nic");
+        if (!nic && strcmp(o, "-netdev"))
+            continue;
+        i++;
+        if (v[0] == '{' || kv_each(v, "type", netdev_kv, &d) < 0)
+            return VMC_E_INVAL;
+        if (d.id[0] && (rc = fn(arg, i, nic, &d)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+struct net_list {
+    struct vmc_net_info *out;
+    int max, n;
+};
+
+static int net_list_one(void *arg, size_t at, int nic, const struct netdev *d)
+{
+    struct net_list *l = arg;
+    struct vmc_net_info *ni;
+
+    (void)at;
+    (void)nic;
+    if (l->n == l->max)
+        return VMC_E_LIMIT;
+    ni = &l->out[l->n++];
+    memset(ni, 0, sizeof(*ni));
+    snprintf(ni->id, sizeof(ni->id), "%s", d->id);
+    snprintf(ni->attachment, sizeof(ni->attachment), "%s", d->type);
+    snprintf(ni->mac, sizeof(ni->mac), "%s", d->mac);
+    return 0;
+}
+
+int qemu_config_nets(const json_t *argv, struct vmc_net_info *out, int max,
+                     int *n)
+{
+    struct net_list l = { out, max, 0 };
+    int rc = netdevs_each(argv, net_list_one, &l);
+
+    *n = l.n;
+    return rc;
+}
+
+/* The keys a new attachment may not set: the id it replaces is kept. */
+static int att_kv(void *arg, const char *k, const char *v)
+{
+    struct netdev *n = arg;
+
+    (void)v;
+    if (!strcmp(k, "id"))
+        return 1;
+    return netdev_kv(n, k, v);
+}
+
+struct renet {
+    const char *id, *att;
+    json_t *argv;
+    int done;
+};
+
+static int renet_one(void *arg, size_t at, int nic, const struct netdev *d)
+{
+    struct renet *r = arg;
+    struct netdev a = { .id = "" };
+    char s[1024];
+    size_t len = 0;
+
+    if (strcmp(d->id, r->id))
+        return 0;
+    if (kv_each(r->att, "type", att_kv, &a) != 0 || !a.type[0])
+        return VMC_E_FORMAT;
+    len = (size_t)snprintf(s, sizeof(s), "%s", r->att);
+    if (len + 4 >= sizeof(s))
+        return VMC_E_LIMIT;
+    s[len++] = ',';
+    memcpy(s + len, "id=", 4);
+    len += 3;
+    put_escaped(s, sizeof(s), &len, d->id);
+    if (nic && d->model[0] && !a.model[0]) {
+        snprintf(s + len, sizeof(s) - len, ",model=");
+        len += strlen(s + len);
+        put_escaped(s, sizeof(s), &len, d->model);
+    }
+    if (nic && d->mac[0] && !a.mac[0]) {
+        snprintf(s + len, sizeof(s) - len, ",mac=");
+        len += strlen(s + len);
+        put_escaped(s, sizeof(s), &len, d->mac);
+    }
+    if (len + 4 >= sizeof(s))
+        return VMC_E_LIMIT;
+    json_array_set_new(r->argv, at, json_string(s));
+    r->done = 1;
+    return 1;
+}
+
+int qemu_config_set_net(json_t *argv, const char *id, const char *att)
+{
+    struct renet r = { id, att, argv, 0 };
+    int rc = netdevs_each(argv, renet_one, &r);
 
     return rc < 0 ? rc : r.done ? 0 : VMC_E_INVAL;
 }

@@ -185,7 +185,8 @@ int xen_config_disks(const json_t *cfg, struct vmc_disk_info *out, int max,
     return 0;
 }
 
-int xen_config_set_disk(json_t *cfg, const char *id, const char *path)
+int xen_config_set_disk(json_t *cfg, const char *id, const char *path,
+                        int raw)
 {
     const json_t *disks = json_object_get(cfg, "disks");
     size_t i;
@@ -195,8 +196,73 @@ int xen_config_set_disk(json_t *cfg, const char *id, const char *path)
         const char *v = json_string_value(json_object_get(d, "vdev"));
         if (v && !strcmp(v, id))
             return json_object_set_new(d, "pdev_path", json_string(path)) ||
-                   (json_object_get(d, "format") &&
+                   (raw && json_object_get(d, "format") &&
                     json_object_set_new(d, "format", json_string("raw"))) ?
+                   VMC_E_NOMEM : 0;
+    }
+    return VMC_E_INVAL;
+}
+
+/* ---- the vifs of a libxl config: "nics", each with devid, mac, bridge
+ * (libxl_device_nic); the id is the devid, or the vif's ordinal. */
+static void nic_id(const json_t *d, size_t i, char *id, size_t n)
+{
+    const json_t *v = json_object_get(d, "devid");
+
+    snprintf(id, n, "%lld", json_is_integer(v) ?
+             (long long)json_integer_value(v) : (long long)i);
+}
+
+int xen_config_nets(const json_t *cfg, struct vmc_net_info *out, int max,
+                    int *n)
+{
+    const json_t *nics = json_object_get(cfg, "nics");
+    size_t i;
+    json_t *d;
+
+    *n = 0;
+    json_array_foreach(nics, i, d) {
+        const char *b = json_string_value(json_object_get(d, "bridge"));
+        const char *mac = json_string_value(json_object_get(d, "mac"));
+        struct vmc_net_info *ni;
+        if (*n == max)
+            return VMC_E_LIMIT;
+        ni = &out[(*n)++];
+        memset(ni, 0, sizeof(*ni));
+        nic_id(d, i, ni->id, sizeof(ni->id));
+        snprintf(ni->attachment, sizeof(ni->attachment), "%s", b ? b : "");
+        snprintf(ni->mac, sizeof(ni->mac), "%s", mac ? mac : "");
+    }
+    return 0;
+}
+
+/* A bridge name as Linux takes one: 1 to 15 octets, no '/', no space. */
+static int bridge_name_ok(const char *b)
+{
+    size_t l = strlen(b);
+
+    if (!l || l > 15 || !strcmp(b, ".") || !strcmp(b, ".."))
+        return 0;
+    for (; *b; b++)
+        if (!((*b >= 'a' && *b <= 'z') || (*b >= 'A' && *b <= 'Z') ||
+              (*b >= '0' && *b <= '9') || *b == '-' || *b == '_' || *b == '.'))
+            return 0;
+    return 1;
+}
+
+int xen_config_set_net(json_t *cfg, const char *id, const char *bridge)
+{
+    const json_t *nics = json_object_get(cfg, "nics");
+    size_t i;
+    json_t *d;
+
+    if (!bridge_name_ok(bridge))
+        return VMC_E_FORMAT;
+    json_array_foreach(nics, i, d) {
+        char me[32];
+        nic_id(d, i, me, sizeof(me));
+        if (!strcmp(me, id))
+            return json_object_set_new(d, "bridge", json_string(bridge)) ?
                    VMC_E_NOMEM : 0;
     }
     return VMC_E_INVAL;

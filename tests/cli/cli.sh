@@ -248,6 +248,20 @@ grep -qxF "vmmigrate: --disks is the sender's (a receiver takes --disk-dir)" err
 run 1 $VM --receive --disk-dir ./no-such-dir </dev/null || ok="$ok nodir:rc=$rc"
 [ "$(cat err)" = "vmmigrate: ./no-such-dir: --disk-dir: No such file or directory" ] ||
     ok="$ok nodir:$(tr '\n' '|' <err)"
+run 2 $VM --net net0=user -i /nonexistent web01 192.0.2.1:1 || ok="$ok sendernet:rc=$rc"
+grep -qxF "vmmigrate: --disk and --net are the receiver's" err ||
+    ok="$ok sendernet:$(head -n 1 err)"
+[ -z "$ok" ] && pass $t || fail $t "$ok"
+
+# vmrestore --disk ID=PATH and --net ID=ATTACHMENT: malformed ones are
+# usage errors, before any file is read
+t=vmrestore_remap_options
+ok=""
+for a in "--disk vda" "--disk =/x" "--disk vda=" "--net net0" "--net =user"; do
+    run 2 $VR $a -i id.key /nonexistent || ok="$ok [$a]:rc=$rc"
+    grep -qE "^vmrestore: --(disk|net) '[^']*': not ID=(PATH|ATTACHMENT)\$" err ||
+        ok="$ok [$a]:$(head -n 1 err)"
+done
 [ -z "$ok" ] && pass $t || fail $t "$ok"
 
 # A raw stream sealed by vmimage seal: info says what it is, vmrestore

@@ -10,7 +10,7 @@
 # it ran to the end, so count the FAIL lines.  SKIPs loudly when QEMU is
 # missing or the guest cannot be built.
 #
-# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..18, 8b, 8c)
+# Env: E2E_ONLY="1 4 7"   run only these scenarios (1..19, 8b, 8c)
 #      VMCKPT_ACCEL=tcg|kvm  force the accelerator
 #      E2E_KEEP=1         keep the temp dir (images, logs) for a post-mortem
 set -u
@@ -1038,6 +1038,7 @@ s14() {
 # start_disk_guest NAME DEV FILE... : a guest with one virtio disk per FILE
 # (in order) whose workload journals to DEV; GID GRD GBOOT once it counts,
 # or WHY
+DISK_GUEST_EXTRA=()    # more QEMU options for the next start_disk_guest
 start_disk_guest() {
     local name=$1 dev=$2 f drives=() dirs=""
     shift 2
@@ -1046,7 +1047,7 @@ start_disk_guest() {
         dirs="$dirs:$(dirname "$f")"
     done
     VMCKPT_ALLOW_DIRS=$VMCKPT_ALLOW_DIRS$dirs run start.$name "$VMCTL" start "$name" -- \
-        "${QEMU_BASE[@]}" -m 256 "${drives[@]}" \
+        "${QEMU_BASE[@]}" -m 256 "${drives[@]}" ${DISK_GUEST_EXTRA[@]+"${DISK_GUEST_EXTRA[@]}"} \
         -append "console=ttyS0 quiet panic=-1 wl.mem=32 wl.dirty=10 wl.disk=$dev" ||
         { WHY="vmctl start: rc=$RC: $(err start.$name)"; return 1; }
     GID=$(out start.$name)
@@ -1430,6 +1431,93 @@ s18() {
     pass $n "checkpoint of a qcow2 chain restored as a raw clone ($v); stopped save = qemu-img convert"
 }
 
+# 19. another host has other paths and networks: the stopped save of a
+# domain with a disk and a user-network back end is restored there with
+# --disk virtio0=PATH (the carried disk written to exactly PATH, no
+# --disk-dir) and --net net0=... (the back end replaced, the guest's NIC
+# kept).  An unknown id and a hostile attachment are refused in one line
+# and leave nothing.  Saved again without its disk, the disk moved: the
+# restore finds it through --disk; a file of another size there is refused.
+s19() {
+    local n=19_remap_disk_and_net dd=$T/s19 h2=$T/s19/host2 id boot rid rd2 a pid
+    local img=$T/s19/s.vmimg img2=$T/s19/s2.vmimg v
+    s19_body
+    for id in $(ls "$h2/run" 2>/dev/null); do   # host 2's, on a failure
+        VMCKPT_RUNDIR=$h2/run timeout 60 "$VMCTL" destroy "$id" >/dev/null 2>&1
+    done
+    rm -rf "$dd"
+}
+s19_body() {
+    mkdir -p "$dd/d" "$h2/run" "$h2/elsewhere" "$h2/moved"
+    truncate -s 64M "$dd/d/d1.raw"
+    DISK_GUEST_EXTRA=(-netdev user,id=net0,restrict=on -device virtio-net-pci,netdev=net0)
+    start_disk_guest s19 /dev/vda "$dd/d/d1.raw"; a=$?
+    DISK_GUEST_EXTRA=()
+    [ $a = 0 ] || { fail $n "$WHY"; return; }
+    id=$GID boot=$GBOOT
+    run s19.save "$VMSAVE" --disks -r "$REC" "$id" "$img" ||
+        { fail $n "vmsave --disks: rc=$RC $(err s19.save)"; return; }
+    run s19.config "$VMIMAGE" config -i "$KEY" "$img"     # refused here: d/ not allowed
+    grep -q "^disk: *virtio0 .*d1.raw (raw, writable)" "$IO/s19.config.out" &&
+        grep -q "^net: *net0 user" "$IO/s19.config.out" ||
+        { fail $n "vmimage config does not name the disk and net ids: rc=$RC $(out s19.config | tr '\n' '|')"; return; }
+    # an id the config does not have
+    if VMCKPT_RUNDIR=$h2/run run s19.nosuch "$VMRESTORE" -i "$KEY" \
+           --disk "nosuch=$h2/elsewhere/x.raw" "$img" || ! one_line s19.nosuch ||
+       ! grep -q "disk nosuch: the domain config has no such disk" "$IO/s19.nosuch.err" ||
+       [ -n "$(ls -A "$h2/elsewhere")$(ls "$h2/run")" ]; then
+        fail $n "--disk with an unknown id: rc=$RC $(err s19.nosuch)"; return
+    fi
+    # a hostile attachment: a tap whose script would run as root here
+    printf '#!/bin/sh\ntouch %s/ran\n' "$dd" >"$dd/evil.sh"; chmod +x "$dd/evil.sh"
+    if VMCKPT_RUNDIR=$h2/run run s19.evil "$VMRESTORE" -i "$KEY" \
+           --disk "virtio0=$h2/elsewhere/web.raw" \
+           --net "net0=tap,ifname=vmc19,script=$dd/evil.sh" "$img" ||
+       ! one_line s19.evil || ! grep -q "runs a host program" "$IO/s19.evil.err" ||
+       [ -e "$dd/ran" ] || [ -n "$(ls -A "$h2/elsewhere")$(ls "$h2/run")" ]; then
+        fail $n "a tap script attachment: rc=$RC $(err s19.evil) left: $(ls -A "$h2/elsewhere") $(ls "$h2/run")"; return
+    fi
+    VMCKPT_RUNDIR=$h2/run run s19.restore "$VMRESTORE" -i "$KEY" \
+        --disk "virtio0=$h2/elsewhere/web.raw" --net "net0=user,net=10.77.0.0/24" "$img" ||
+        { fail $n "restore with --disk and --net: rc=$RC $(err s19.restore)"; return; }
+    rid=$(out s19.restore)
+    rd2=$(VMCKPT_RUNDIR=$h2/run "$VMCTL" rundir "$rid" 2>&1)
+    a=$(stat -c '%a %s' "$h2/elsewhere/web.raw" 2>&1)
+    [ "$a" = "600 67108864" ] || { fail $n "the disk at the --disk path: '$a'"; return; }
+    pid=$(VMCKPT_RUNDIR=$h2/run "$VMCTL" list 2>/dev/null | awk -v i="$rid" '$1 == i {print $5}')
+    v=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)
+    [[ $v == *"-netdev user,net=10.77.0.0/24,id=net0 "* && $v == *"virtio-net-pci,netdev=net0"* &&
+       $v != *restrict* ]] ||
+        { fail $n "QEMU (pid '$pid') does not run the new attachment: $v"; return; }
+    disk_verdict "$rd2" "$boot" "host 2" && [[ $DISK_LINE == *result=OK* ]] ||
+        { fail $n "host 2: ${WHY:-$DISK_LINE}"; return; }
+    v=${DISK_LINE##*disk }
+    # saved without its disk (stopped: it cannot move on), the disk moved
+    VMCKPT_RUNDIR=$h2/run run s19.save2 "$VMSAVE" -r "$REC" "$rid" "$img2" ||
+        { fail $n "vmsave without --disks: rc=$RC $(err s19.save2)"; return; }
+    mv "$h2/elsewhere/web.raw" "$h2/moved/web.raw"
+    truncate -s 32M "$h2/moved/small.raw"
+    if VMCKPT_RUNDIR=$h2/run run s19.gone "$VMRESTORE" -i "$KEY" "$img2" ||
+       ! one_line s19.gone || ! grep -q "elsewhere/web.raw" "$IO/s19.gone.err"; then
+        fail $n "restore with the recorded disk gone: rc=$RC $(err s19.gone)"; return
+    fi
+    if VMCKPT_RUNDIR=$h2/run run s19.small "$VMRESTORE" -i "$KEY" \
+           --disk "virtio0=$h2/moved/small.raw" "$img2" || ! one_line s19.small ||
+       ! grep -q "not the disk it was saved with" "$IO/s19.small.err" ||
+       [ -n "$(ls "$h2/run")" ]; then
+        fail $n "--disk at a file of another size: rc=$RC $(err s19.small)"; return
+    fi
+    VMCKPT_RUNDIR=$h2/run run s19.moved "$VMRESTORE" -i "$KEY" \
+        --disk "virtio0=$h2/moved/web.raw" "$img2" ||
+        { fail $n "restore with the moved disk: rc=$RC $(err s19.moved)"; return; }
+    rid=$(out s19.moved)
+    rd2=$(VMCKPT_RUNDIR=$h2/run "$VMCTL" rundir "$rid" 2>&1)
+    disk_verdict "$rd2" "$boot" "moved" && [[ $DISK_LINE == *result=OK* ]] ||
+        { fail $n "after the move: ${WHY:-$DISK_LINE}"; return; }
+    VMCKPT_RUNDIR=$h2/run "$VMCTL" destroy "$rid" >/dev/null 2>&1
+    pass $n "carried disk to --disk PATH, net0 to user,net=10.77.0.0/24 ($v); unknown id, tap script refused; moved disk found, wrong size refused, $(took)"
+}
+
 scenario 1 s1
 scenario 2 s2
 scenario 3 s3
@@ -1450,6 +1538,7 @@ scenario 15 s15
 scenario 16 s16
 scenario 17 s17
 scenario 18 s18
+scenario 19 s19
 
 # ---- nothing may survive ---------------------------------------------------
 [ -n "$SPARE_ID" ] && destroy "$SPARE_ID"

@@ -1874,13 +1874,13 @@ static int t_config_disks(void)
     REQUIRE(!strcmp(d[2].id, "data") && !strcmp(d[2].path, "/d,e.qcow2") &&
           d[2].source_format == VMC_DISK_FMT_QCOW2, "config_disks check at line %d (n=%d)", __LINE__, n);
     REQUIRE(config_set_disk(ctx, &m, VMC_CFG_QEMU_JSON, &c, &len, "virtio0",
-                          "/new,dir/x.raw") == 0, "config_disks check at line %d (n=%d)", __LINE__, n);
+                          "/new,dir/x.raw", 1) == 0, "config_disks check at line %d (n=%d)", __LINE__, n);
     REQUIRE(strstr((char *)c, "file=/new,,dir/x.raw,if=virtio,format=raw"), "config_disks check at line %d (n=%d)", __LINE__, n);
     REQUIRE(config_disks(ctx, &m, VMC_CFG_QEMU_JSON, c, len, d, 8, &n) == 0 &&
           n == 3 && !strcmp(d[0].path, "/new,dir/x.raw") &&
           !strcmp(d[2].path, "/d,e.qcow2"), "config_disks check at line %d (n=%d)", __LINE__, n);
     REQUIRE(config_set_disk(ctx, &m, VMC_CFG_QEMU_JSON, &c, &len, "nosuch",
-                          "/x") == VMC_E_INVAL, "config_disks check at line %d (n=%d)", __LINE__, n);
+                          "/x", 1) == VMC_E_INVAL, "config_disks check at line %d (n=%d)", __LINE__, n);
     free(c);
     /* libxl: disks with pdev_path, vdev, format, readwrite, is_cdrom */
     m.backend = VMC_BACKEND_XEN;
@@ -1893,7 +1893,91 @@ static int t_config_disks(void)
           n == 2 && !strcmp(d[0].id, "xvda") && d[0].flags == 0 &&
           (d[1].flags & VMC_DF_REMOVABLE), "config_disks check at line %d (n=%d)", __LINE__, n);
     REQUIRE(config_set_disk(ctx, &m, VMC_CFG_LIBXL_JSON, &c, &len, "xvda",
-                          "/y/xvda.raw") == 0 && strstr((char *)c, "/y/xvda.raw"), "config_disks check at line %d (n=%d)", __LINE__, n);
+                          "/y/xvda.raw", 1) == 0 && strstr((char *)c, "/y/xvda.raw"), "config_disks check at line %d (n=%d)", __LINE__, n);
+    free(c);
+    /* a disk moved, not carried: the path changes, the format stays */
+    m.backend = VMC_BACKEND_QEMU;
+    cfg = "{\"argv\":[\"-drive\",\"file=/a.qcow2,format=qcow2,id=d0\"]}";
+    c = (uint8_t *)strdup(cfg);
+    len = strlen(cfg);
+    REQUIRE(config_set_disk(ctx, &m, VMC_CFG_QEMU_JSON, &c, &len, "d0",
+                            "/b/a.qcow2", 0) == 0 &&
+            strstr((char *)c, "file=/b/a.qcow2,format=qcow2,id=d0"),
+            "a moved disk keeps its format: %s", (char *)c);
+    free(c);
+    m.backend = VMC_BACKEND_XEN;
+    cfg = "{\"disks\":[{\"pdev_path\":\"/x/d.qcow2\",\"vdev\":\"xvda\","
+          "\"format\":\"qcow2\"}]}";
+    c = (uint8_t *)strdup(cfg);
+    len = strlen(cfg);
+    REQUIRE(config_set_disk(ctx, &m, VMC_CFG_LIBXL_JSON, &c, &len, "xvda",
+                            "/y/d.qcow2", 0) == 0 &&
+            strstr((char *)c, "\"format\":\"qcow2\"") &&
+            strstr((char *)c, "\"/y/d.qcow2\""), "xen moved disk: %s", (char *)c);
+    free(c);
+    vmc_ctx_free(ctx);
+    return 0;
+}
+
+/* vmrestore --net: the back end of one -netdev/-nic replaced, its id (and a
+ * -nic's model and mac) kept; a Xen vif's bridge; bad ids and attachments
+ * refused. */
+static int t_config_nets(void)
+{
+    struct vmc_image_meta m = { .backend = VMC_BACKEND_QEMU };
+    struct vmc_ctx *ctx = vmc_ctx_new();
+    struct vmc_net_info ni[4];
+    const char *cfg = "{\"argv\":[\"-netdev\",\"user,id=n0,restrict=on\","
+        "\"-device\",\"virtio-net-pci,netdev=n0\",\"-nic\","
+        "\"user,id=n1,model=e1000,mac=52:54:00:12:34:56\",\"-nic\",\"none\"]}";
+    uint8_t *c = (uint8_t *)strdup(cfg);
+    size_t len = strlen(cfg);
+    int n = 0;
+
+    REQUIRE(config_nets(ctx, &m, VMC_CFG_QEMU_JSON, c, len, ni, 4, &n) == 0 &&
+            n == 2 && !strcmp(ni[0].id, "n0") &&
+            !strcmp(ni[0].attachment, "user") && !strcmp(ni[1].id, "n1") &&
+            !strcmp(ni[1].mac, "52:54:00:12:34:56"), "qemu nets: n=%d", n);
+    REQUIRE(config_set_net(ctx, &m, VMC_CFG_QEMU_JSON, &c, &len, "n0",
+                           "tap,ifname=tap1,script=no") == 0 &&
+            strstr((char *)c, "\"tap,ifname=tap1,script=no,id=n0\"") &&
+            !strstr((char *)c, "restrict"), "netdev replaced: %s", (char *)c);
+    REQUIRE(config_set_net(ctx, &m, VMC_CFG_QEMU_JSON, &c, &len, "n1",
+                           "user,net=10.9.0.0/24") == 0 &&
+            strstr((char *)c, "\"user,net=10.9.0.0/24,id=n1,model=e1000,"
+                   "mac=52:54:00:12:34:56\""), "nic keeps model, mac: %s",
+            (char *)c);
+    REQUIRE(config_set_net(ctx, &m, VMC_CFG_QEMU_JSON, &c, &len, "n9",
+                           "user") == VMC_E_INVAL &&
+            strstr(vmc_ctx_error(ctx), "no such network device"),
+            "unknown id: %s", vmc_ctx_error(ctx));
+    vmc_ctx_clear(ctx);
+    REQUIRE(config_set_net(ctx, &m, VMC_CFG_QEMU_JSON, &c, &len, "n0",
+                           "user,id=other") == VMC_E_INVAL &&
+            strstr(vmc_ctx_error(ctx), "without id="), "id in att: %s",
+            vmc_ctx_error(ctx));
+    REQUIRE(config_set_net(ctx, &m, VMC_CFG_QEMU_JSON, &c, &len, "n0",
+                           "") == VMC_E_INVAL, "empty attachment");
+    free(c);
+    m.backend = VMC_BACKEND_XEN;
+    cfg = "{\"nics\":[{\"devid\":0,\"mac\":\"00:16:3e:00:00:01\","
+          "\"bridge\":\"xenbr0\"},{\"bridge\":\"xenbr1\"}]}";
+    c = (uint8_t *)strdup(cfg);
+    len = strlen(cfg);
+    REQUIRE(config_nets(ctx, &m, VMC_CFG_LIBXL_JSON, c, len, ni, 4, &n) == 0 &&
+            n == 2 && !strcmp(ni[0].id, "0") && !strcmp(ni[1].id, "1") &&
+            !strcmp(ni[1].attachment, "xenbr1"), "xen nets: n=%d", n);
+    REQUIRE(config_set_net(ctx, &m, VMC_CFG_LIBXL_JSON, &c, &len, "1",
+                           "br-lab") == 0 && strstr((char *)c, "\"br-lab\"") &&
+            strstr((char *)c, "\"xenbr0\""), "xen bridge: %s", (char *)c);
+    vmc_ctx_clear(ctx);
+    REQUIRE(config_set_net(ctx, &m, VMC_CFG_LIBXL_JSON, &c, &len, "0",
+                           "../x") == VMC_E_INVAL &&
+            strstr(vmc_ctx_error(ctx), "not a bridge name") &&
+            config_set_net(ctx, &m, VMC_CFG_LIBXL_JSON, &c, &len, "0",
+                           "a-name-too-long-for-linux") == VMC_E_INVAL &&
+            config_set_net(ctx, &m, VMC_CFG_LIBXL_JSON, &c, &len, "2",
+                           "xenbr0") == VMC_E_INVAL, "xen refusals");
     free(c);
     vmc_ctx_free(ctx);
     return 0;
@@ -2265,6 +2349,7 @@ int main(void)
     run("wire_codec", t_wire_codec);
     run("disk_digest_vector", t_disk_digest_vector);
     run("config_disks", t_config_disks);
+    run("config_nets", t_config_nets);
     run("drive_refile", t_drive_refile);
     run("disk_snapshot", t_disk_snapshot);
     vmc_keys_free(k_seal);
