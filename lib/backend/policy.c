@@ -249,11 +249,13 @@ int vmc_config_show(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
 
 /* ---- the disks a config names ------------------------------------------- */
 
-int config_disks(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
-                 uint32_t format, const uint8_t *cfg, size_t len,
-                 struct vmc_disk_info *out, int max, int *n)
+/* The disks (or, nets, the network devices) of a config. */
+static int config_list(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                       uint32_t format, const uint8_t *cfg, size_t len,
+                       int nets, void *out, int max, int *n)
 {
-    json_t *j;
+    const char *what;
+    json_t *j, *argv;
     int rc;
 
     *n = 0;
@@ -261,15 +263,34 @@ int config_disks(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
         return 0;                   /* a config vmckpt cannot read: none */
     if ((rc = config_json(ctx, m, format, cfg, len, &j)) < 0)
         return rc;
-    rc = m->backend == VMC_BACKEND_QEMU ?
-         qemu_config_disks(json_object_get(j, "argv"), out, max, n) :
-         xen_config_disks(j, out, max, n);
+    argv = json_object_get(j, "argv");
+    if (m->backend == VMC_BACKEND_QEMU)
+        rc = nets ? qemu_config_nets(argv, out, max, n) :
+                    qemu_config_disks(argv, out, max, n);
+    else
+        rc = nets ? xen_config_nets(j, out, max, n) :
+                    xen_config_disks(j, out, max, n);
     json_decref(j);
-    if (rc < 0)
-        return vmc_set_error(ctx, rc, "domain config: %s", rc == VMC_E_LIMIT ?
-                             "more than 64 disks" : "a -drive that does not "
-                             "parse");
-    return 0;
+    if (rc == VMC_E_LIMIT)
+        what = nets ? "too many network devices" : "more than 64 disks";
+    else
+        what = nets ? "a -netdev that does not parse" :
+                      "a -drive that does not parse";
+    return rc < 0 ? vmc_set_error(ctx, rc, "domain config: %s", what) : 0;
+}
+
+int config_disks(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                 uint32_t format, const uint8_t *cfg, size_t len,
+                 struct vmc_disk_info *out, int max, int *n)
+{
+    return config_list(ctx, m, format, cfg, len, 0, out, max, n);
+}
+
+int config_nets(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
+                uint32_t format, const uint8_t *cfg, size_t len,
+                struct vmc_net_info *out, int max, int *n)
+{
+    return config_list(ctx, m, format, cfg, len, 1, out, max, n);
 }
 
 /* One edit of a config in place: parsed (*parsed: it was, else ctx says
@@ -360,29 +381,6 @@ int config_set_net(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                              "id=)" : "a bridge name");
     return vmc_set_error(ctx, rc, "domain config: network %s: cannot attach "
                          "it to %s", id, att);
-}
-
-int config_nets(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
-                uint32_t format, const uint8_t *cfg, size_t len,
-                struct vmc_net_info *out, int max, int *n)
-{
-    json_t *j;
-    int rc;
-
-    *n = 0;
-    if (m->backend != VMC_BACKEND_QEMU && m->backend != VMC_BACKEND_XEN)
-        return 0;
-    if ((rc = config_json(ctx, m, format, cfg, len, &j)) < 0)
-        return rc;
-    rc = m->backend == VMC_BACKEND_QEMU ?
-         qemu_config_nets(json_object_get(j, "argv"), out, max, n) :
-         xen_config_nets(j, out, max, n);
-    json_decref(j);
-    if (rc < 0)
-        return vmc_set_error(ctx, rc, "domain config: %s", rc == VMC_E_LIMIT ?
-                             "too many network devices" : "a -netdev that does "
-                             "not parse");
-    return 0;
 }
 
 int vmc_config_devices(struct vmc_ctx *ctx, const struct vmc_image_meta *m,

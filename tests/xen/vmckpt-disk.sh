@@ -14,7 +14,8 @@
 # on); the same checkpoint of that domain, whose disk is now on tmpfs (no
 # reflink: a sparse copy inside the pause), timed against the other two;
 # vmmigrate --disks of it within dom0 into a third directory (no shared
-# storage): the copy's memory and disks agree.
+# storage): the copy's memory and disks agree; saved again without its
+# disks, which then move: vmrestore --disk ID=PATH finds them.
 # Usage on the host: tests/xen/run-lab.sh tests/xen/vmckpt-disk.sh 300
 . /lab/lib.sh
 CFG=/lab/domu-disk.cfg
@@ -260,4 +261,39 @@ else
 	*) fail disk-vmmigrate "memory and disk of the copy: '${V:-no verdict}'" ;;
 	esac
 fi
+
+# ---- another host's paths: the disks moved, vmrestore --disk -------------
+# A stopped save without --disks records them (ids, sizes) without their
+# content; the files move to /images/host4; the restore finds them there
+# through --disk ID=PATH, in their format, and the backend points there.
+step remap
+l=$(lines "$CLOG")
+# the migrated copy logs under either name: its last count is the higher
+set -- $(count_after "$CLOG" 0 last); cur=${2:-0}
+set -- $(count_after "$ILOG" 0 last); [ "${2:-0}" -gt "$cur" ] && cur=$2
+if ! vmsave -r "$REC" $DOM /images/nod.vmimg 2>/tmp/nod.err; then
+	fail disk-remap "vmsave without --disks: $(cat /tmp/nod.err)"; finish
+fi
+mkdir -p /images/host4
+mv /images/host3/$DOM-xvda.raw /images/host4/data.raw
+mv /images/host3/$DOM-xvdb.raw /images/host4/journal.raw
+if vmrestore -i /lab/host.key /images/nod.vmimg >/dev/null 2>/tmp/gone.err ||
+   ! grep -q "host3/$DOM-xvd" /tmp/gone.err; then
+	fail disk-remap "restore with its disks moved away, no --disk: $(cat /tmp/gone.err)"; finish
+fi
+if ! id4=$(vmrestore -i /lab/host.key --disk xvda=/images/host4/data.raw \
+		--disk xvdb=/images/host4/journal.raw /images/nod.vmimg 2>/tmp/remap.err); then
+	fail disk-remap "vmrestore --disk: $(cat /tmp/remap.err)"; finish
+fi
+if ! xenstore-ls -f /local/domain/0/backend 2>/dev/null |
+	grep -q "/$id4/.*/params = \"/images/host4/journal.raw\""; then
+	fail disk-remap "xvdb is not on /images/host4: $(xenstore-ls -f /local/domain/0/backend 2>/dev/null | grep "/$id4/.*/params" | tr '\n' ' ')"
+elif ! continuity "$CLOG" "$l" "$cur" disk-remap replay; then
+	:
+elif ! disk_verdict $DOM; then
+	fail disk-remap "memory and disk disagree: $V"
+else
+	pass disk-remap "domid $id4 on /images/host4/{data,journal}.raw (recorded: /images/host3): $V"
+fi
+rm -f /images/nod.vmimg
 finish
