@@ -338,13 +338,19 @@ static void qemu_save_cancel(struct vmc_dom *d)
     }
 }
 
+/* Destroying is pulling the plug: every write the guest completed stays
+ * on its disks, so the overlays of a checkpoint under way (or of a killed
+ * one) are merged back first; should that fail, an overlay stays in the
+ * domain's directory with domain.json (qemu_rmdir_all), not lost. */
 static int qemu_destroy(struct vmc_ctx *ctx, struct vmc_dom *d)
 {
     struct vmc_ctx tmp = { 0 };
 
     (void)ctx;
-    if (qemu_qmp(&tmp, d) == 0)
+    if (qemu_qmp(&tmp, d) == 0) {
+        qemu_view_release(&tmp, d);
         qmp_exec(&tmp, d->q, "quit", NULL, NULL);
+    }
     qmp_close(d->q);
     d->q = NULL;
     if (qemu_pid_alive(d->pid))

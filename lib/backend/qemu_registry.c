@@ -321,14 +321,34 @@ int qemu_find_fn(struct vmc_dom *d, void *arg)
     return 0;
 }
 
+/* Does dir hold a disk overlay (vmc-ov-J.qcow2, qemu_view.c)?  Until it
+ * is merged it holds the guest's latest writes. */
+static int overlay_left(const char *dir)
+{
+    DIR *dd = opendir(dir);
+    struct dirent *e;
+    int found = 0;
+
+    while (dd && !found && (e = readdir(dd)))
+        found = !strncmp(e->d_name, "vmc-ov-", 7);
+    if (dd)
+        closedir(dd);
+    return found;
+}
+
+/* The files of an instance, and the directory; one holding an overlay
+ * that could not be merged keeps it, domain.json (which disk it belongs
+ * above) and qemu.log, for the admin (vmctl(1), DISKS). */
 void qemu_rmdir_all(const char *dir)
 {
-    static const char *files[] = { "domain.json", "qmp.sock", "console.sock",
-                                    "console.log", "qemu.pid", "qemu.log",
-                                    "lock", NULL };
+    static const char *files[] = { "qmp.sock", "console.sock", "console.log",
+                                    "qemu.pid", "lock", "domain.json",
+                                    "qemu.log", NULL };
+    int keep = overlay_left(dir);
     char p[600];
 
-    for (int i = 0; files[i]; i++) {
+    for (int i = 0; files[i] && !(keep && !strcmp(files[i], "domain.json"));
+         i++) {
         snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
         unlink(p);
     }

@@ -1370,8 +1370,35 @@ s17() {
     disk_verdict "$rd" "$boot" "original after it all" && [[ $DISK_LINE == *result=OK* ]] ||
         { fail $n "original after it all: ${WHY:-$DISK_LINE}"; return; }
     rm -f "$T/s17-after.vmimg"
-    destroy "$id"
-    pass $n "3 checkpoints with both disks, the last live (downtimes$dt ms), the first restored as a clone: clone and original agree ($v); one filling its filesystem, one SIGKILLed in the copy and three in the merge (at block-job-complete, job-dismiss, blockdev-del) merged back"
+    # vmsave and its guardian both SIGKILLed once the copy is done: the
+    # guest writes on in its overlays, nobody merges them; vmctl destroy
+    # (pulling the plug) merges them first, so a guest booted afresh on the
+    # disk files finds its journal up to what it wrote on the overlay
+    local s1 m
+    timeout -k 5 120 gdb -q -batch -nx -ex 'set pagination off' \
+        -ex 'set breakpoint pending on' \
+        -ex 'break qmp_exec if $_streq(cmd, "block-commit")' -ex run \
+        -ex 'shell pkill -9 -n -x vmckpt-guard' -ex kill \
+        --args "$VMSAVE" -c --disks -r "$REC" "$id" "$T/s17-orphan.vmimg" \
+        >"$IO/s17.orphan.out" 2>&1 </dev/null
+    grep -qE 'Breakpoint 1(\.[0-9]+)?, qmp_exec .*"block-commit"' "$IO/s17.orphan.out" &&
+        ls "$rd" | grep -q vmc-ov ||
+        { fail $n "no orphaned overlay: $(ls "$rd" | tr '\n' ' ') $(tail -n 3 "$IO/s17.orphan.out" | tr '\n' '|')"; return; }
+    wait_count "$rd/console.log" "$boot" $(($(last_count "$rd/console.log" "$boot") + 3)) 20
+    disk_verdict "$rd" "$boot" "on an orphaned overlay" && [[ $DISK_LINE == *result=OK* ]] ||
+        { fail $n "on the orphaned overlay: ${WHY:-$DISK_LINE}"; return; }
+    s1=${DISK_LINE##*disk seq=}; s1=${s1%% *}
+    run s17.plug "$VMCTL" destroy "$id" ||
+        { fail $n "vmctl destroy with an orphaned overlay: rc=$RC $(err s17.plug)"; return; }
+    [ ! -e "$rd" ] || { fail $n "left after destroy: $(ls "$rd" | tr '\n' ' ')"; return; }
+    start_disk_guest s17b /dev/vdb "$dd/d0.raw" "$dd/d1.raw" ||
+        { fail $n "a fresh boot on the disks after destroy: $WHY"; return; }
+    m=$(grep -a -o "boot=$GBOOT disk dev=/dev/vdb journal from seq=[0-9]*" "$GRD/console.log" | head -n 1)
+    m=${m##*seq=}
+    [ -n "$m" ] && [ "$m" -ge "$s1" ] ||
+        { fail $n "after destroy the disk journal ends at seq '$m', the guest had written $s1 on its overlay"; return; }
+    destroy "$GID"
+    pass $n "3 checkpoints with both disks, the last live (downtimes$dt ms), the first restored as a clone: clone and original agree ($v); one filling its filesystem, one SIGKILLed in the copy and three in the merge (at block-job-complete, job-dismiss, blockdev-del) merged back; an orphaned overlay merged by vmctl destroy (journal at $m >= $s1)"
 }
 
 # 18. qcow2: the journal on a qcow2 disk over a backing file (a template
