@@ -27,6 +27,7 @@ struct vmc_dom {
     json_t *cfg;              /* domain.json */
     struct qmp *q;
     int nview;                /* view_prepare: overlays made */
+    const char *ovdir;        /* where the overlay files are (NULL: dir) */
     char view_base[VMC_DISK_MAX][64];   /* ...over these disk nodes */
 };
 

@@ -266,6 +266,8 @@ static void keep_exited_logs(const struct vmc_dom *d)
     free(ents);
 }
 
+static void reap_overlays(const struct vmc_dom *d);
+
 /* Calls fn for every live instance; stops when fn returns non-zero. */
 int qemu_each(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
                     void *arg)
@@ -297,8 +299,10 @@ int qemu_each(struct vmc_ctx *ctx, int (*fn)(struct vmc_dom *, void *),
          * unless its creator still holds it */
         if (qemu_lock_instance(d.dir, 0, &lfd) == VMC_E_EXISTS)
             continue;
+        reap_overlays(&d);
         keep_exited_logs(&d);
         qemu_rmdir_all(d.dir);
+        json_decref(d.cfg);
         if (lfd >= 0)
             close(lfd);
     }
@@ -336,23 +340,191 @@ static int overlay_left(const char *dir)
     return found;
 }
 
-/* The files of an instance, and the directory; one holding an overlay
- * that could not be merged keeps it, domain.json (which disk it belongs
- * above) and qemu.log, for the admin (vmctl(1), DISKS). */
+/* The files of an instance, and the directory.  One that still holds a
+ * disk overlay (an offline merge failed) keeps it, domain.json (which
+ * disk it belongs above) and vmc-merge.failed (why), for the admin
+ * (vmctl(1), THE REGISTRY). */
 void qemu_rmdir_all(const char *dir)
 {
     static const char *files[] = { "qmp.sock", "console.sock", "console.log",
-                                    "qemu.pid", "lock", "domain.json",
-                                    "qemu.log", NULL };
-    int keep = overlay_left(dir);
-    char p[600];
+                                    "qemu.pid", "lock", "qemu.log", NULL };
+    static const char *kept[] = { "domain.json", "vmc-merge.failed", NULL };
+    char p[700];
+    DIR *dd;
+    struct dirent *e;
 
-    for (int i = 0; files[i] && !(keep && !strcmp(files[i], "domain.json"));
-         i++) {
+    for (int i = 0; files[i]; i++) {
         snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
         unlink(p);
     }
+    if (overlay_left(dir))
+        return;
+    for (int i = 0; kept[i]; i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, kept[i]);
+        unlink(p);
+    }
+    if ((dd = opendir(dir))) {          /* stale overlays: merged */
+        while ((e = readdir(dd))) {
+            size_t l = strlen(e->d_name);
+            if (!strncmp(e->d_name, "vmc-ov-", 7) && l > 7 &&
+                !strcmp(e->d_name + l - 7, ".merged")) {
+                snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+                unlink(p);
+            }
+        }
+        closedir(dd);
+    }
+    snprintf(p, sizeof(p), "%s/merge", dir);
+    if (strcmp(dir + (strlen(dir) > 6 ? strlen(dir) - 6 : 0), "/merge"))
+        qemu_rmdir_all(p);              /* an offline merge's QEMU */
     rmdir(dir);
+}
+
+/* Appends v to s (cap n) with QEMU's comma doubling. */
+static void cat_escaped(char *s, size_t n, const char *v)
+{
+    size_t l = strlen(s);
+
+    for (; *v && l + 2 < n; v++) {
+        s[l++] = *v;
+        if (*v == ',')
+            s[l++] = ',';
+    }
+    s[l] = '\0';
+}
+
+/* The -drive pair of overlay j over disk di, for the merging QEMU. */
+static int merge_drives(json_t *argv, const char *ov, int j,
+                        const struct vmc_disk_info *di)
+{
+    char v[2 * PATH_MAX + 200];
+
+    snprintf(v, sizeof(v), "file=");
+    cat_escaped(v, sizeof(v), di->path);
+    snprintf(v + strlen(v), sizeof(v) - strlen(v), ",if=none,id=vmc-bd-%d,"
+             "node-name=vmc-base-%d,format=%s", j, j,
+             di->source_format == VMC_DISK_FMT_QCOW2 ? "qcow2" : "raw");
+    if (json_array_append_new(argv, json_string("-drive")) ||
+        json_array_append_new(argv, json_string(v)))
+        return VMC_E_NOMEM;
+    snprintf(v, sizeof(v), "file=");
+    cat_escaped(v, sizeof(v), ov);
+    snprintf(v + strlen(v), sizeof(v) - strlen(v), ",if=none,id=vmc-ovd-%d,"
+             "node-name=vmc-ov-%d,format=qcow2,backing=vmc-base-%d", j, j, j);
+    return json_array_append_new(argv, json_string("-drive")) ||
+           json_array_append_new(argv, json_string(v)) ? VMC_E_NOMEM : 0;
+}
+
+/* QEMU died holding disk overlays (a checkpoint's copy was under way):
+ * vmc-ov-J.qcow2 holds what the guest wrote since, over the J-th writable
+ * disk of its config, and is never older than that disk (merge_complete
+ * renames it the moment it goes stale), so committing it is exact.  A
+ * QEMU of vmckpt's own does it, as unprivileged and sandboxed as any
+ * (-machine none; the disk and the overlay opened here and passed in),
+ * with the merge of qemu_view.c; then the overlays are gone. */
+static int merge_offline(struct vmc_ctx *ctx, const struct vmc_dom *dead)
+{
+    struct vmc_disk_info *disks = calloc(VMC_DISK_MAX, sizeof(*disks));
+    struct vmc_dom *h = calloc(1, sizeof(*h));
+    json_t *argv = json_pack("[s,s,s,s,s]", "-machine", "none",
+                             "-nodefaults", "-display", "none");
+    int nd = 0, n = 0, rc = 0, w;
+    char ov[600];
+    json_t *cfg;
+    pid_t old;
+
+    snprintf(ov, sizeof(ov), "%s/domain.json", dead->dir);
+    cfg = json_load_file(ov, 0, NULL);  /* qemu_load keeps a live one's */
+    if (!disks || !h || !argv) {
+        rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (!cfg || qemu_config_disks(json_object_get(cfg, "argv"), disks,
+                                  VMC_DISK_MAX, &nd) < 0) {
+        rc = vmc_set_error(ctx, VMC_E_FORMAT, "%s/domain.json: unreadable, "
+                           "or its -drive options do not parse", dead->dir);
+        goto out;
+    }
+    for (int j = 0; j < VMC_DISK_MAX && rc == 0; j++) {
+        const struct vmc_disk_info *di = NULL;
+        snprintf(ov, sizeof(ov), "%s/vmc-ov-%d.qcow2", dead->dir, j);
+        if (access(ov, F_OK) < 0)
+            continue;
+        w = -1;
+        for (int i = 0; i < nd && !di; i++)
+            if (!(disks[i].flags & VMC_DF_READONLY) && ++w == j)
+                di = &disks[i];
+        if (!di)
+            rc = vmc_set_error(ctx, VMC_E_FORMAT, "%s: no writable disk %d "
+                               "in domain.json to merge it into", ov, j);
+        else if (n == 8)
+            rc = vmc_set_error(ctx, VMC_E_LIMIT, "%s: more than 8 overlays "
+                               "to merge at once", dead->dir);
+        else if ((rc = merge_drives(argv, ov, j, di)) < 0)
+            vmc_set_error(ctx, rc, "out of memory");
+        n++;
+    }
+    if (rc < 0 || !n)
+        goto out;
+    h->id = dead->id;
+    h->lock_fd = -1;
+    h->ovdir = dead->dir;
+    memcpy(h->uuid, dead->uuid, 16);
+    snprintf(h->name, sizeof(h->name), "%.200s--merge", dead->name);
+    snprintf(h->dir, sizeof(h->dir), "%.500s/merge", dead->dir);
+    if (mkdir(h->dir, 0700) < 0 && errno != EEXIST) {
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", h->dir, strerror(errno));
+        goto out;
+    }
+    if ((old = read_pid(h->dir)) > 0 && qemu_pid_ours(old, h->dir)) {
+        kill(old, SIGKILL);             /* a merge whose vmckpt died */
+        qemu_kill_and_wait(old);
+    }
+    h->cfg = json_pack("{s:O}", "argv", argv);
+    if (!h->cfg) {
+        rc = vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = qemu_launch(ctx, h, NULL)) == 0)
+        rc = qemu_view_release(ctx, h);
+    if (h->q) {
+        struct vmc_ctx tmp = { 0 };
+        qmp_exec(&tmp, h->q, "quit", NULL, NULL);
+        qmp_close(h->q);
+        h->q = NULL;
+    }
+    if (h->pid > 0) {
+        if (qemu_pid_alive(h->pid))
+            kill(h->pid, SIGTERM);
+        qemu_kill_and_wait(h->pid);
+    }
+    qemu_rmdir_all(h->dir);
+out:
+    json_decref(argv);
+    json_decref(cfg);
+    if (h)
+        json_decref(h->cfg);
+    free(h);
+    free(disks);
+    return rc;
+}
+
+/* A dead instance's overlays, merged offline unless that failed before
+ * (vmc-merge.failed says why: the admin's to look at). */
+static void reap_overlays(const struct vmc_dom *d)
+{
+    struct vmc_ctx tmp = { 0 };
+    char p[600];
+    FILE *f;
+
+    snprintf(p, sizeof(p), "%s/vmc-merge.failed", d->dir);
+    if (!overlay_left(d->dir) || access(p, F_OK) == 0 ||
+        merge_offline(&tmp, d) == 0)
+        return;
+    if ((f = fopen(p, "we"))) {
+        fprintf(f, "%s\n", vmc_ctx_error(&tmp));
+        fclose(f);
+    }
 }
 
 void qemu_dom_free(struct vmc_dom *d)

@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -44,7 +45,13 @@
 
 static void ov_path(const struct vmc_dom *d, int j, char *p, size_t n)
 {
-    snprintf(p, n, "%s/vmc-ov-%d.qcow2", d->dir, j);
+    snprintf(p, n, "%s/vmc-ov-%d.qcow2", d->ovdir ? d->ovdir : d->dir, j);
+}
+
+/* Its name once merged (stale: the disk holds all of it and more). */
+static void ov_merged_path(const struct vmc_dom *d, int j, char *p, size_t n)
+{
+    snprintf(p, n, "%s/vmc-ov-%d.merged", d->ovdir ? d->ovdir : d->dir, j);
 }
 
 /* Waits until job `id` has status `want` ("ready", "concluded"); a job
@@ -290,6 +297,43 @@ static int overlay_base(struct vmc_ctx *ctx, struct vmc_dom *d, const char *nn,
     return 0;
 }
 
+/* The switch of a ready merge job back to the disk, with the guest
+ * stopped for it (a few ms): once the disk is the active layer again the
+ * overlay file is stale, and it is renamed so before the guest writes
+ * anything more.  A vmc-ov-J.qcow2 file beside a running guest is thus
+ * never older than the disk below it: what an offline merge after QEMU
+ * died may commit (qemu_view_offline).  A stop that this process does not
+ * live to undo is the guardian's to resume (was_running). */
+static int merge_complete(struct vmc_ctx *ctx, struct vmc_dom *d,
+                          const char *job, int j)
+{
+    static const char *what = "merging a disk overlay back";
+    char st[64], from[600], to[600];
+    int rc, stopped = 0;
+
+    if ((rc = qemu_query_status(ctx, d, st, sizeof(st))) < 0)
+        return rc;
+    if (!strcmp(st, "running")) {
+        if ((rc = qmp_exec(ctx, d->q, "stop", NULL, NULL)) < 0)
+            return rc;
+        stopped = 1;
+    }
+    rc = qmp_exec(ctx, d->q, "block-job-complete",
+                  json_pack("{s:s}", "device", job), NULL);
+    if (rc == 0)
+        rc = job_wait(ctx, d, job, "concluded", 600, what);
+    ov_path(d, j, from, sizeof(from));
+    ov_merged_path(d, j, to, sizeof(to));
+    if (rc == 0 && rename(from, to) < 0 && errno != ENOENT)
+        rc = vmc_set_error(ctx, VMC_E_IO, "%s: %s", from, strerror(errno));
+    if (stopped) {
+        struct vmc_ctx tmp = { 0 };
+        if (qmp_exec(rc ? &tmp : ctx, d->q, "cont", NULL, NULL) < 0 && !rc)
+            rc = VMC_E_BACKEND;
+    }
+    return rc;
+}
+
 /* Merges overlay node nn (vmc-ov-J, the active layer of its drive) back
  * into the disk right below it, never further down its chain (a backing
  * file may be a template that other domains share); a merge that a
@@ -317,9 +361,8 @@ static int merge_one(struct vmc_ctx *ctx, struct vmc_dom *d, const char *nn)
         (rc = job_wait(ctx, d, job, "ready", 3600, what)) == 0)
         snprintf(st, sizeof(st), "ready");
     if (rc == 0 && !strcmp(st, "ready"))
-        rc = qmp_exec(ctx, d->q, "block-job-complete",
-                      json_pack("{s:s}", "device", job), NULL);
-    if (rc == 0)
+        rc = merge_complete(ctx, d, job, atoi(nn + 7));
+    else if (rc == 0)                   /* completed by a killed save */
         rc = job_wait(ctx, d, job, "concluded", 600, what);
     if (rc == 0)
         rc = qmp_exec(ctx, d->q, "job-dismiss", json_pack("{s:s}", "id", job),
@@ -409,6 +452,8 @@ int qemu_view_release(struct vmc_ctx *ctx, struct vmc_dom *d)
         ov_path(d, j, p, sizeof(p));
         if (unlink(p) < 0 && errno != ENOENT)
             return vmc_set_error(ctx, VMC_E_IO, "%s: %s", p, strerror(errno));
+        ov_merged_path(d, j, p, sizeof(p));
+        unlink(p);
     }
     d->nview = 0;
     return 0;

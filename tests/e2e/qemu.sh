@@ -1397,8 +1397,40 @@ s17() {
     m=${m##*seq=}
     [ -n "$m" ] && [ "$m" -ge "$s1" ] ||
         { fail $n "after destroy the disk journal ends at seq '$m', the guest had written $s1 on its overlay"; return; }
+    # QEMU itself SIGKILLed while the frozen disks are copied (vmsave held
+    # under gdb once the copy is done, its guardian killed too): nothing can
+    # merge the overlays in that QEMU; the next vmctl command that reads the
+    # registry merges them offline (a QEMU of its own) and removes the
+    # directory, and a guest booted afresh finds every write it made
+    local qp s2 grd2=$GRD
+    id=$GID boot=$GBOOT
+    qp=$(dom_field "$id" 5)
+    timeout -k 5 120 gdb -q -batch -nx -ex 'set pagination off' \
+        -ex 'set breakpoint pending on' \
+        -ex 'break qmp_exec if $_streq(cmd, "block-commit")' -ex run \
+        -ex "shell sleep 1; timeout 40 python3 $CONSOLE $grd2/console.sock --send check --expect 'disk seq=.*result=' --timeout 30 >$IO/s17.qdie.check 2>&1" \
+        -ex "shell kill -9 $qp; pkill -9 -n -x vmckpt-guard" -ex kill \
+        --args "$VMSAVE" -c --disks -r "$REC" "$id" "$T/s17-qdie.vmimg" \
+        >"$IO/s17.qdie.out" 2>&1 </dev/null
+    s2=$(grep -a -o 'disk seq=[0-9]* .*result=OK' "$IO/s17.qdie.check" | head -n 1)
+    s2=${s2#disk seq=}; s2=${s2%% *}
+    # (a zombie counts as dead: PID 1 here may be slow to reap it)
+    [ -n "$s2" ] && ls "$grd2" 2>/dev/null | grep -q 'vmc-ov-.*qcow2' &&
+        [ "$(awk '{print $3}' "/proc/$qp/stat" 2>/dev/null || echo gone)" != R ] &&
+        ! grep -qs '^State:.*[RSD] ' "/proc/$qp/status" ||
+        { fail $n "QEMU (pid '$qp') killed in the copy: check '$(cat "$IO/s17.qdie.check")' dir '$(ls "$grd2" | tr '\n' ' ')' $(tail -n 3 "$IO/s17.qdie.out" | tr '\n' '|')"; return; }
+    run s17.reap "$VMCTL" list || { fail $n "vmctl list: rc=$RC $(err s17.reap)"; return; }
+    [ ! -e "$grd2" ] ||
+        { fail $n "the dead QEMU's directory stays: $(ls -R "$grd2" | tr '\n' ' ') $(cat "$grd2/vmc-merge.failed" 2>/dev/null)"; return; }
+    pgrep -f "$grd2/merge" >/dev/null && { fail $n "the merging QEMU is left: $(pgrep -af "$grd2/merge")"; return; }
+    start_disk_guest s17c /dev/vdb "$dd/d0.raw" "$dd/d1.raw" ||
+        { fail $n "a fresh boot after the offline merge: $WHY"; return; }
+    m=$(grep -a -o "boot=$GBOOT disk dev=/dev/vdb journal from seq=[0-9]*" "$GRD/console.log" | head -n 1)
+    m=${m##*seq=}
+    [ -n "$m" ] && [ "$m" -ge "$s2" ] ||
+        { fail $n "after the offline merge the journal ends at seq '$m', the guest had written $s2 on its overlay"; return; }
     destroy "$GID"
-    pass $n "3 checkpoints with both disks, the last live (downtimes$dt ms), the first restored as a clone: clone and original agree ($v); one filling its filesystem, one SIGKILLed in the copy and three in the merge (at block-job-complete, job-dismiss, blockdev-del) merged back; an orphaned overlay merged by vmctl destroy (journal at $m >= $s1)"
+    pass $n "3 checkpoints with both disks, the last live (downtimes$dt ms), the first restored as a clone: clone and original agree ($v); one filling its filesystem, one SIGKILLed in the copy and three in the merge (at block-job-complete, job-dismiss, blockdev-del) merged back; an orphaned overlay merged by vmctl destroy (journal at >= $s1); QEMU killed in the copy: merged offline by the next vmctl list (journal at $m >= $s2)"
 }
 
 # 18. qcow2: the journal on a qcow2 disk over a backing file (a template
