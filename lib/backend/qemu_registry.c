@@ -333,8 +333,11 @@ static int overlay_left(const char *dir)
     struct dirent *e;
     int found = 0;
 
-    while (dd && !found && (e = readdir(dd)))
-        found = !strncmp(e->d_name, "vmc-ov-", 7);
+    while (dd && !found && (e = readdir(dd))) {
+        size_t l = strlen(e->d_name);
+        found = !strncmp(e->d_name, "vmc-ov-", 7) && l > 13 &&
+                !strcmp(e->d_name + l - 6, ".qcow2");     /* not .merged */
+    }
     if (dd)
         closedir(dd);
     return found;

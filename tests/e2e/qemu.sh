@@ -1114,7 +1114,15 @@ s15_body() {
     run s15.unseal "$VMIMAGE" unseal -i "$KEY" --disks "$T/s15-unsealed" "$img" &&
         cmp -s "$T/s15-unsealed/virtio0.raw" "$dd/d1.raw" ||
         { fail $n "vmimage unseal --disks: rc=$RC $(err s15.unseal) $(ls -l "$T/s15-unsealed")"; return; }
-    rm -rf "$T/s15-unsealed"
+    # ...and as libarchive packs it: a pax archive without the holes,
+    # unpacked sparse by GNU tar, the same file again
+    mkdir -p "$T/s15-untar"
+    bsdtar --format pax -cSf "$T/s15-disks.tar" -C "$T/s15-unsealed" virtio0.raw &&
+        [ "$(stat -c %s "$T/s15-disks.tar")" -lt $((8 << 20)) ] &&
+        tar -xSf "$T/s15-disks.tar" -C "$T/s15-untar" &&
+        cmp -s "$T/s15-untar/virtio0.raw" "$dd/d1.raw" ||
+        { fail $n "the unsealed disk through bsdtar pax and tar -x: $(ls -l "$T/s15-disks.tar" "$T/s15-untar" 2>&1 | tr '\n' ' ')"; return; }
+    rm -rf "$T/s15-unsealed" "$T/s15-untar" "$T/s15-disks.tar"
     # the other host: nothing shared but the image
     if VMCKPT_RUNDIR=$h2/run run s15.nodir "$VMRESTORE" -i "$KEY" "$img" ||
        ! grep -q "carries disk virtio0.*--disk-dir" "$IO/s15.nodir.err"; then
@@ -1133,6 +1141,17 @@ s15_body() {
     disk_verdict "$rd2" "$boot" "host 2"; local v=$DISK_LINE w=${WHY:-}
     VMCKPT_RUNDIR=$h2/run "$VMCTL" destroy "$rid" >/dev/null 2>&1
     [[ $v == *result=OK* ]] || { fail $n "host 2: memory and disk disagree: ${w:-$v}"; return; }
+    # a byte flipped in the image's disk part (its last chunk: disk
+    # extents, then END): refused in one line once the chunk fails to
+    # authenticate; the disk file it had begun is gone, no domain left
+    mkdir -p "$h2/disks3"
+    cp "$img" "$T/s15-flip.vmimg"
+    printf '\x5a' | dd of="$T/s15-flip.vmimg" bs=1 seek=$(($(stat -c %s "$img") - 4096)) conv=notrunc status=none
+    if VMCKPT_RUNDIR=$h2/run run s15.flip "$VMRESTORE" -i "$KEY" --disk-dir "$h2/disks3" "$T/s15-flip.vmimg" ||
+       ! one_line s15.flip || [ -n "$(ls -A "$h2/disks3")" ] || [ -n "$(ls "$h2/run")" ]; then
+        fail $n "restore of an image with a flipped byte in its disk part: rc=$RC $(err s15.flip) left: $(ls -A "$h2/disks3") $(ls "$h2/run")"; return
+    fi
+    rm -f "$T/s15-flip.vmimg"
     # the same image again: its disk file is there, refused, removed nothing
     if VMCKPT_RUNDIR=$h2/run run s15.again "$VMRESTORE" -i "$KEY" --disk-dir "$h2/disks" "$img" ||
        ! grep -q "exists" "$IO/s15.again.err" || [ ! -s "$h2/disks/s15-virtio0.raw" ] ||
@@ -1171,7 +1190,7 @@ s15_body() {
     [[ $DISK_LINE == *"result=BAD why=disk-ahead-of-memory"* ]] ||
         { fail $n "the guest's check did not see its disk moved on: ${WHY:-$DISK_LINE}"; return; }
     destroy "$ckid"
-    pass $n "checkpoint refused, --memory-only warned twice; --disks: $(stat -c %s "$img") bytes, restored on host 2 with memory and disk agreeing (${v##*disk }); the stale checkpoint's guest: ${DISK_LINE##*why=}, $(took)"
+    pass $n "checkpoint refused, --memory-only warned twice; --disks: $(stat -c %s "$img") bytes, a flipped byte refused ($(cut -c1-80 "$IO/s15.flip.err")), unsealed and through bsdtar pax intact, restored on host 2 with memory and disk agreeing (${v##*disk }); the stale checkpoint's guest: ${DISK_LINE##*why=}, $(took)"
     rm -rf "$img" "$ck" "$dd" "$h2"
 }
 
