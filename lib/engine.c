@@ -56,8 +56,11 @@ static void big_pipe(int fd)
  * guardian cancels the save, resumes the domain if it was running, and
  * removes the .partial file: SIGKILL cannot leave a domain paused.
  * A restore has one too (was_running = GUARD_RESTORE): the restorer names
- * the domain it is building ("D<id>;") and, should it die before "N", the
- * guardian destroys it: no half-built domain outlives a killed restore. */
+ * the domain it is building ("D<id>;", or while the hypervisor has not
+ * said its id, "n<name>\0" with "u<uuid hex>;p<source id>;") and, should
+ * it die before "N", the guardian destroys it, by id, by name, or else by
+ * UUID (a domain killed before it was named): no half-built domain
+ * outlives a killed restore. */
 #define GUARD_RESTORE 2
 #define GUARD_FILES VMC_DISK_MAX     /* disk files a restore creates */
 
@@ -91,15 +94,44 @@ static int guard_recover(const struct vmc_backend *be, struct vmc_ctx *ctx,
     return rc;
 }
 
+/* The domain whose UUID (32 hex digits) is hex, but pending (a source
+ * being saved), if any: destroyed. */
+static void guard_destroy_by_uuid(const struct vmc_backend *be,
+                                  struct vmc_ctx *ctx, const char *hex,
+                                  int pending)
+{
+    uint8_t u[16];
+    struct vmc_dom *d;
+    char spec[16];
+    int id = 0, what = 0;
+
+    for (int i = 0; i < 16; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+            return;
+        u[i] = (uint8_t)v;
+    }
+    vmc_ctx_clear(ctx);
+    if (be->find(ctx, NULL, u, pending, &id, &what) < 0 ||
+        what != VMC_FIND_UUID || id <= 0 || be->saving(id))
+        return;
+    snprintf(spec, sizeof(spec), "%d", id);
+    if (be->open(ctx, spec, 0, &d) == 0) {
+        be->destroy(ctx, d);
+        be->close(d);
+    }
+}
+
 static void guard_run(int fd, const char *backend, int domid, int was_running,
                       const char *partial)
 {
     const struct vmc_backend *be = vmc_backend_get(backend);
     struct vmc_ctx ctx = { 0 };
-    char c = 0, last = 0, num[16], name[300] = "";
+    char c = 0, last = 0, num[16], name[300] = "", hex[33] = "";
     static char files[GUARD_FILES][PATH_MAX];
-    size_t nn = 0, nl = 0, fl = 0;
-    int innum = 0, inname = 0, infile = 0, nfiles = 0, keep = 0;
+    size_t nn = 0, nl = 0, fl = 0, hl = 0;
+    int innum = 0, inname = 0, infile = 0, inuuid = 0, nfiles = 0, keep = 0;
+    int pending = -1;
     ssize_t n;
 
     while ((n = read(fd, &c, 1)) != 0) {
@@ -124,9 +156,22 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
             }
             continue;
         }
+        if (inuuid) {                       /* "u<32 hex>;": its UUID */
+            if (c == ';')
+                inuuid = 0, hex[hl] = '\0';
+            else if (hl < 32)
+                hex[hl++] = c;
+            continue;
+        }
         if (c == 'n') {
             inname = 1;
             nl = 0;
+        } else if (c == 'u') {
+            inuuid = 1;
+            hl = 0;
+        } else if (c == 'p') {              /* "p<id>;": a source it may clash with */
+            innum = 'p';
+            nn = 0;
         } else if (c == 'f' && nfiles < GUARD_FILES) {
             infile = 1;
             fl = 0;
@@ -135,7 +180,10 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
             nn = 0;
         } else if (innum && c == ';') {
             num[nn] = '\0';
-            domid = atoi(num);
+            if (innum == 'p')
+                pending = atoi(num);
+            else
+                domid = atoi(num);
             innum = 0;
         } else if (innum && nn < sizeof(num) - 1) {
             num[nn++] = c;
@@ -161,10 +209,17 @@ static void guard_run(int fd, const char *backend, int domid, int was_running,
             if (be->open(&ctx, spec, 0, &d) == 0) {
                 be->destroy(&ctx, d);
                 be->close(d);
+                domid = -2;             /* done */
                 break;
             }
             usleep(200000);
         }
+        /* not found by its name: killed before the hypervisor named it
+         * (or after a rename).  Its UUID then says which: the restore
+         * made sure no other domain had it, but the source it may come
+         * from, which is being saved */
+        if (domid == -1 && strlen(hex) == 32)
+            guard_destroy_by_uuid(be, &ctx, hex, pending);
         for (int i = 0; i < nfiles; i++)    /* after the domain that used them */
             unlink(files[i]);
         return;
@@ -1293,6 +1348,13 @@ static void guard_tell_name(struct restore *s)
     ml = (size_t)snprintf(msg, sizeof(msg), "n%s", n) + 1;   /* with NUL */
     if (ml > sizeof(msg) || write(s->g.fd, msg, ml) != (ssize_t)ml) {
         /* too long, or the guardian is gone: the restore goes on */
+    }
+    ml = (size_t)snprintf(msg, sizeof(msg), "u");
+    for (int i = 0; i < 16; i++)
+        ml += (size_t)snprintf(msg + ml, sizeof(msg) - ml, "%02x", s->as.uuid[i]);
+    ml += (size_t)snprintf(msg + ml, sizeof(msg) - ml, ";p%d;", s->pending);
+    if (write(s->g.fd, msg, ml) != (ssize_t)ml) {
+        /* the guardian is gone: the restore goes on */
     }
 }
 

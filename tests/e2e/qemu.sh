@@ -1038,6 +1038,21 @@ s14() {
 # start_disk_guest NAME DEV FILE... : a guest with one virtio disk per FILE
 # (in order) whose workload journals to DEV; GID GRD GBOOT once it counts,
 # or WHY
+# vmsave under gdb, stopped as it is about to send QMP command AT; then
+# each GDB-COMMAND, then killed (SIGKILL).  Output in $IO/NAME.out; true if
+# it did stop there.
+vmsave_stopped_at() {   # AT NAME [GDB-COMMAND...] -- VMSAVE-ARGS...
+    local at=$1 o=$IO/$2.out x=()
+    shift 2
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do x+=(-ex "$1"); shift; done
+    shift
+    timeout -k 5 120 gdb -q -batch -nx -ex 'set pagination off' \
+        -ex 'set breakpoint pending on' \
+        -ex "break qmp_exec if \$_streq(cmd, \"$at\")" -ex run \
+        ${x[@]+"${x[@]}"} -ex kill --args "$VMSAVE" "$@" >"$o" 2>&1 </dev/null
+    grep -qE "Breakpoint 1(\.[0-9]+)?, qmp_exec .*\"$at\"" "$o"
+}
+
 DISK_GUEST_EXTRA=()    # more QEMU options for the next start_disk_guest
 start_disk_guest() {
     local name=$1 dev=$2 f drives=() dirs=""
@@ -1364,12 +1379,7 @@ s17() {
     # file: what it wrote while on the overlay has been merged in.
     local mk
     for mk in block-job-complete job-dismiss blockdev-del; do
-        timeout -k 5 120 gdb -q -batch -nx -ex 'set pagination off' \
-            -ex 'set breakpoint pending on' \
-            -ex "break qmp_exec if \$_streq(cmd, \"$mk\")" -ex run -ex kill \
-            --args "$VMSAVE" -c --disks -r "$REC" "$id" "$T/s17-mkill.vmimg" \
-            >"$IO/s17.mkill.out" 2>&1 </dev/null
-        grep -qE "Breakpoint 1(\.[0-9]+)?, qmp_exec .*\"$mk\"" "$IO/s17.mkill.out" ||
+        vmsave_stopped_at "$mk" s17.mkill -- -c --disks -r "$REC" "$id" "$T/s17-mkill.vmimg" ||
             { fail $n "vmsave under gdb did not stop at $mk: $(tail -n 5 "$IO/s17.mkill.out" | tr '\n' '|')"; return; }
         for ((i = 0; i < 100; i++)); do
             [ -z "$(ls "$rd" | grep vmc-ov)" ] && break
@@ -1394,13 +1404,8 @@ s17() {
     # (pulling the plug) merges them first, so a guest booted afresh on the
     # disk files finds its journal up to what it wrote on the overlay
     local s1 m
-    timeout -k 5 120 gdb -q -batch -nx -ex 'set pagination off' \
-        -ex 'set breakpoint pending on' \
-        -ex 'break qmp_exec if $_streq(cmd, "block-commit")' -ex run \
-        -ex 'shell pkill -9 -n -x vmckpt-guard' -ex kill \
-        --args "$VMSAVE" -c --disks -r "$REC" "$id" "$T/s17-orphan.vmimg" \
-        >"$IO/s17.orphan.out" 2>&1 </dev/null
-    grep -qE 'Breakpoint 1(\.[0-9]+)?, qmp_exec .*"block-commit"' "$IO/s17.orphan.out" &&
+    vmsave_stopped_at block-commit s17.orphan 'shell pkill -9 -n -x vmckpt-guard' \
+        -- -c --disks -r "$REC" "$id" "$T/s17-orphan.vmimg" &&
         ls "$rd" | grep -q vmc-ov ||
         { fail $n "no orphaned overlay: $(ls "$rd" | tr '\n' ' ') $(tail -n 3 "$IO/s17.orphan.out" | tr '\n' '|')"; return; }
     wait_count "$rd/console.log" "$boot" $(($(last_count "$rd/console.log" "$boot") + 3)) 20
@@ -1424,13 +1429,10 @@ s17() {
     local qp s2 grd2=$GRD
     id=$GID boot=$GBOOT
     qp=$(dom_field "$id" 5)
-    timeout -k 5 120 gdb -q -batch -nx -ex 'set pagination off' \
-        -ex 'set breakpoint pending on' \
-        -ex 'break qmp_exec if $_streq(cmd, "block-commit")' -ex run \
-        -ex "shell sleep 1; timeout 40 python3 $CONSOLE $grd2/console.sock --send check --expect 'disk seq=.*result=' --timeout 30 >$IO/s17.qdie.check 2>&1" \
-        -ex "shell kill -9 $qp; pkill -9 -n -x vmckpt-guard" -ex kill \
-        --args "$VMSAVE" -c --disks -r "$REC" "$id" "$T/s17-qdie.vmimg" \
-        >"$IO/s17.qdie.out" 2>&1 </dev/null
+    vmsave_stopped_at block-commit s17.qdie \
+        "shell sleep 1; timeout 40 python3 $CONSOLE $grd2/console.sock --send check --expect 'disk seq=.*result=' --timeout 30 >$IO/s17.qdie.check 2>&1" \
+        "shell kill -9 $qp; pkill -9 -n -x vmckpt-guard" \
+        -- -c --disks -r "$REC" "$id" "$T/s17-qdie.vmimg"
     s2=$(grep -a -o 'disk seq=[0-9]* .*result=OK' "$IO/s17.qdie.check" | head -n 1)
     s2=${s2#disk seq=}; s2=${s2%% *}
     # (a zombie counts as dead: PID 1 here may be slow to reap it)
