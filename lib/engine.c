@@ -1154,18 +1154,16 @@ static int restore_disks_sync(struct restore *s)
     vmc_reader_end(s->r, &end);
     if ((rc = vmc_disks_finish(s->disks, end.plaintext_bytes)) < 0)
         return rc;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++) {   /* each in its directory: --disk */
         if (s->disk_fds[i] < 0)
             continue;
         if (fsync(s->disk_fds[i]) < 0)
             return vmc_set_error(s->ctx, VMC_E_IO, "disk %s: fsync: %s",
                                  s->disk_paths[i], strerror(errno));
+        if ((rc = fsync_parent(s->ctx, s->disk_paths[i])) < 0)
+            return rc;
         s->res->disks_written++;
     }
-    for (int i = 0; i < n; i++)     /* --disk may put them anywhere */
-        if (s->disk_fds[i] >= 0 &&
-            (rc = fsync_parent(s->ctx, s->disk_paths[i])) < 0)
-            return rc;
     return 0;
 }
 

@@ -229,6 +229,8 @@ int qemu_config_set_disk(json_t *argv, const char *id, const char *path,
  * with file= set to newfile and auto-read-only=off unless the value sets
  * auto-read-only.  VMC_E_LIMIT: the value does not parse or fit. */
 int qemu_drive_file(const char *value, char *file, size_t n, int *ro);
+/* Appends v to s (cap octets, *len used) with QEMU's comma doubling. */
+void qemu_put_escaped(char *s, size_t cap, size_t *len, const char *v);
 int qemu_drive_refile(const char *value, const char *newfile, char *out,
                       size_t n);
 int xen_config_disks(const json_t *cfg, struct vmc_disk_info *out, int max,

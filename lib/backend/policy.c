@@ -293,26 +293,30 @@ int config_nets(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
     return config_list(ctx, m, format, cfg, len, 1, out, max, n);
 }
 
-/* One edit of a config in place: parsed (*parsed: it was, else ctx says
- * why not), edited by fn (rc < 0: refused), written back compact. */
+/* One edit of a config in place: parsed, edited by fn (rc < 0: refused),
+ * written back compact.  *told: ctx says why it failed (the config does
+ * not parse, or out of memory); else the caller names fn's refusal. */
 static int config_edit(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                        uint32_t format, uint8_t **cfg, size_t *len,
                        int (*fn)(json_t *j, int qemu, const void *arg),
-                       const void *arg, int *parsed)
+                       const void *arg, int *told)
 {
     json_t *j;
     char *text;
     int rc;
 
-    if ((*parsed = (rc = config_json(ctx, m, format, *cfg, *len, &j)) == 0) == 0)
+    *told = 1;
+    if ((rc = config_json(ctx, m, format, *cfg, *len, &j)) < 0)
         return rc;
     rc = fn(j, m->backend == VMC_BACKEND_QEMU, arg);
     text = rc < 0 ? NULL : json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(j);
-    if (rc < 0)
+    if (rc == VMC_E_NOMEM || (rc == 0 && !text))
+        return vmc_set_error(ctx, VMC_E_NOMEM, "out of memory");
+    if (rc < 0) {
+        *told = 0;
         return rc;
-    if (!text)
-        return VMC_E_NOMEM;
+    }
     free(*cfg);
     *cfg = (uint8_t *)text;
     *len = strlen(text);
@@ -346,12 +350,10 @@ int config_set_disk(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                     const char *path, int raw)
 {
     struct set_arg a = { id, path, raw };
-    int parsed, rc = config_edit(ctx, m, format, cfg, len, set_disk, &a, &parsed);
+    int told, rc = config_edit(ctx, m, format, cfg, len, set_disk, &a, &told);
 
-    if (!parsed || rc == 0)
+    if (told || rc == 0)
         return rc;
-    if (rc == VMC_E_NOMEM)
-        return vmc_set_error(ctx, rc, "out of memory");
     if (rc == VMC_E_INVAL)
         return vmc_set_error(ctx, rc, "disk %s: the domain config has no such "
                              "disk (vmimage config lists them)", id);
@@ -364,12 +366,10 @@ int config_set_net(struct vmc_ctx *ctx, const struct vmc_image_meta *m,
                    const char *att)
 {
     struct set_arg a = { id, att, 0 };
-    int parsed, rc = config_edit(ctx, m, format, cfg, len, set_net, &a, &parsed);
+    int told, rc = config_edit(ctx, m, format, cfg, len, set_net, &a, &told);
 
-    if (!parsed || rc == 0)
+    if (told || rc == 0)
         return rc;
-    if (rc == VMC_E_NOMEM)
-        return vmc_set_error(ctx, rc, "out of memory");
     if (rc == VMC_E_INVAL)
         return vmc_set_error(ctx, rc, "network %s: the domain config has no "
                              "such network device (vmimage config lists them)",

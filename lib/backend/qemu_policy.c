@@ -639,8 +639,7 @@ struct remap {
     int raw, done;
 };
 
-/* Appends v to s with QEMU's comma doubling. */
-static void put_escaped(char *s, size_t cap, size_t *len, const char *v)
+void qemu_put_escaped(char *s, size_t cap, size_t *len, const char *v)
 {
     for (; *v && *len + 2 < cap; v++) {
         s[(*len)++] = *v;
@@ -666,11 +665,12 @@ static int rebuild_kv(void *arg, const char *k, const char *v)
 
     if (b->len && b->len + 1 < sizeof(b->s))
         b->s[b->len++] = ',';
-    put_escaped(b->s, sizeof(b->s), &b->len, k);
+    qemu_put_escaped(b->s, sizeof(b->s), &b->len, k);
     if (b->len + 1 < sizeof(b->s))
         b->s[b->len++] = '=';
-    put_escaped(b->s, sizeof(b->s), &b->len, !strcmp(k, "file") ? b->path :
-                b->raw && !strcmp(k, "format") ? "raw" : v);
+    qemu_put_escaped(b->s, sizeof(b->s), &b->len,
+                     !strcmp(k, "file") ? b->path :
+                     b->raw && !strcmp(k, "format") ? "raw" : v);
     b->overflow |= b->len + 4 >= sizeof(b->s);
     return 0;
 }
@@ -816,16 +816,16 @@ static int renet_one(void *arg, size_t at, int nic, const struct netdev *d)
     s[len++] = ',';
     memcpy(s + len, "id=", 4);
     len += 3;
-    put_escaped(s, sizeof(s), &len, d->id);
+    qemu_put_escaped(s, sizeof(s), &len, d->id);
     if (nic && d->model[0] && !a.model[0]) {
         snprintf(s + len, sizeof(s) - len, ",model=");
         len += strlen(s + len);
-        put_escaped(s, sizeof(s), &len, d->model);
+        qemu_put_escaped(s, sizeof(s), &len, d->model);
     }
     if (nic && d->mac[0] && !a.mac[0]) {
         snprintf(s + len, sizeof(s) - len, ",mac=");
         len += strlen(s + len);
-        put_escaped(s, sizeof(s), &len, d->mac);
+        qemu_put_escaped(s, sizeof(s), &len, d->mac);
     }
     if (len + 4 >= sizeof(s))
         return VMC_E_LIMIT;

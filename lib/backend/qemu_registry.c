@@ -383,37 +383,24 @@ void qemu_rmdir_all(const char *dir)
     rmdir(dir);
 }
 
-/* Appends v to s (cap n) with QEMU's comma doubling. */
-static void cat_escaped(char *s, size_t n, const char *v)
-{
-    size_t l = strlen(s);
-
-    for (; *v && l + 2 < n; v++) {
-        s[l++] = *v;
-        if (*v == ',')
-            s[l++] = ',';
-    }
-    s[l] = '\0';
-}
-
 /* The -drive pair of overlay j over disk di, for the merging QEMU. */
 static int merge_drives(json_t *argv, const char *ov, int j,
                         const struct vmc_disk_info *di)
 {
     char v[2 * PATH_MAX + 200];
+    size_t l = (size_t)snprintf(v, sizeof(v), "file=");
 
-    snprintf(v, sizeof(v), "file=");
-    cat_escaped(v, sizeof(v), di->path);
-    snprintf(v + strlen(v), sizeof(v) - strlen(v), ",if=none,id=vmc-bd-%d,"
-             "node-name=vmc-base-%d,format=%s", j, j,
+    qemu_put_escaped(v, sizeof(v), &l, di->path);
+    snprintf(v + l, sizeof(v) - l, ",if=none,id=vmc-bd-%d,node-name=vmc-base-%d,"
+             "format=%s", j, j,
              di->source_format == VMC_DISK_FMT_QCOW2 ? "qcow2" : "raw");
     if (json_array_append_new(argv, json_string("-drive")) ||
         json_array_append_new(argv, json_string(v)))
         return VMC_E_NOMEM;
-    snprintf(v, sizeof(v), "file=");
-    cat_escaped(v, sizeof(v), ov);
-    snprintf(v + strlen(v), sizeof(v) - strlen(v), ",if=none,id=vmc-ovd-%d,"
-             "node-name=vmc-ov-%d,format=qcow2,backing=vmc-base-%d", j, j, j);
+    l = (size_t)snprintf(v, sizeof(v), "file=");
+    qemu_put_escaped(v, sizeof(v), &l, ov);
+    snprintf(v + l, sizeof(v) - l, ",if=none,id=vmc-ovd-%d,node-name=vmc-ov-%d,"
+             "format=qcow2,backing=vmc-base-%d", j, j, j);
     return json_array_append_new(argv, json_string("-drive")) ||
            json_array_append_new(argv, json_string(v)) ? VMC_E_NOMEM : 0;
 }

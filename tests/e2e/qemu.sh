@@ -1053,6 +1053,14 @@ vmsave_stopped_at() {   # AT NAME [GDB-COMMAND...] -- VMSAVE-ARGS...
     grep -qE "Breakpoint 1(\.[0-9]+)?, qmp_exec .*\"$at\"" "$o"
 }
 
+# Every domain of another registry ("another host") destroyed.
+destroy_all_in() {      # RUNDIR
+    local id
+    for id in $(ls "$1" 2>/dev/null); do
+        VMCKPT_RUNDIR=$1 timeout 60 "$VMCTL" destroy "$id" >/dev/null 2>&1
+    done
+}
+
 DISK_GUEST_EXTRA=()    # more QEMU options for the next start_disk_guest
 start_disk_guest() {
     local name=$1 dev=$2 f drives=() dirs=""
@@ -1091,9 +1099,7 @@ disk_verdict() {
 s15() {
     local h2=$T/s15-host2 id
     s15_body
-    for id in $(ls "$h2/run" 2>/dev/null); do   # host 2's, on a failure
-        VMCKPT_RUNDIR=$h2/run timeout 60 "$VMCTL" destroy "$id" >/dev/null 2>&1
-    done
+    destroy_all_in "$h2/run"        # host 2's, on a failure
     rm -rf "$h2"
 }
 s15_body() {
@@ -1225,9 +1231,7 @@ s16() {
         return
     fi
     s16_body
-    for id in $(ls "$h2/run" 2>/dev/null); do   # host 2's, on a failure
-        VMCKPT_RUNDIR=$h2/run timeout 60 "$VMCTL" destroy "$id" >/dev/null 2>&1
-    done
+    destroy_all_in "$h2/run"        # host 2's, on a failure
     for id in "$T/s16-usb" "$T/s16-usb2"; do
         mountpoint -q "$id" && { fusermount -u "$id" 2>/dev/null || umount "$id"; }
     done
@@ -1522,9 +1526,7 @@ s19() {
     local n=19_remap_disk_and_net dd=$T/s19 h2=$T/s19/host2 id boot rid rd2 a pid
     local img=$T/s19/s.vmimg img2=$T/s19/s2.vmimg v
     s19_body
-    for id in $(ls "$h2/run" 2>/dev/null); do   # host 2's, on a failure
-        VMCKPT_RUNDIR=$h2/run timeout 60 "$VMCTL" destroy "$id" >/dev/null 2>&1
-    done
+    destroy_all_in "$h2/run"        # host 2's, on a failure
     rm -rf "$dd"
 }
 s19_body() {
